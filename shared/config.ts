@@ -1,0 +1,116 @@
+/**
+ * The one place configuration comes from: environment variables, validated at start.
+ *
+ * Each binary calls the loader for its own section. A missing or malformed variable
+ * stops the process before it touches any store, with a message naming the variable.
+ */
+import { z } from "zod";
+
+const port = z.coerce.number().int().min(1).max(65535);
+const positiveInt = z.coerce.number().int().positive();
+
+const common = {
+  LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  REDIS_URL: z.string().url().default("redis://127.0.0.1:6379"),
+  /** Number of shards the stocks (and their outbox streams) are spread over. Fixed for the life of a deployment. */
+  OUTBOX_SHARDS: positiveInt.max(1024).default(4),
+  /** Prefix of every Redis key; lets tests and side-by-side deployments share one Redis. */
+  REDIS_KEY_PREFIX: z.string().regex(/^[a-z0-9_-]{1,32}$/i).default("fs"),
+};
+
+const kafka = {
+  KAFKA_BROKERS: z
+    .string()
+    .default("127.0.0.1:9092")
+    .transform((s) => s.split(",").map((b) => b.trim()).filter(Boolean)),
+  KAFKA_TOPIC: z.string().min(1).default("flashsale.stock-events"),
+  KAFKA_DLQ_TOPIC: z.string().min(1).optional(),
+  KAFKA_PARTITIONS: positiveInt.max(1000).default(12),
+};
+
+const postgres = {
+  DATABASE_URL: z.string().url().default("postgres://flashsale:flashsale@127.0.0.1:5432/flashsale"),
+};
+
+const elasticsearch = {
+  ELASTICSEARCH_URL: z.string().url().default("http://127.0.0.1:9200"),
+  ELASTICSEARCH_INDEX_ALIAS: z.string().min(1).default("stocks"),
+};
+
+const adminPort = (fallback: number) => ({ ADMIN_PORT: port.default(fallback) });
+
+export const apiSchema = z.object({
+  ...common,
+  ...postgres,
+  ...elasticsearch,
+  PORT: port.default(3000),
+  ADMIN_TOKEN: z.string().min(16, "ADMIN_TOKEN must be at least 16 characters"),
+  JWT_SECRET: z.string().min(32, "JWT_SECRET must be at least 32 characters (HS256 key)"),
+  /** Largest request body the api accepts, in bytes. */
+  MAX_BODY_BYTES: positiveInt.default(16 * 1024),
+});
+
+export const expirerSchema = z.object({
+  ...common,
+  ...adminPort(9102),
+  EXPIRER_INTERVAL_MS: positiveInt.max(1000).default(200),
+  EXPIRER_BATCH_SIZE: positiveInt.max(10_000).default(500),
+});
+
+export const relaySchema = z.object({
+  ...common,
+  ...kafka,
+  ...adminPort(9101),
+  RELAY_BATCH_SIZE: positiveInt.max(10_000).default(1000),
+  RELAY_LINGER_MS: z.coerce.number().int().min(0).max(1000).default(5),
+  RELAY_BLOCK_MS: positiveInt.max(10_000).default(100),
+  RELAY_CLAIM_IDLE_MS: positiveInt.default(30_000),
+  RELAY_CONSUMER_NAME: z.string().min(1).optional(),
+});
+
+export const projectorPostgresSchema = z.object({
+  ...common,
+  ...kafka,
+  ...postgres,
+  ...adminPort(9103),
+});
+
+export const projectorSearchSchema = z.object({
+  ...common,
+  ...kafka,
+  ...elasticsearch,
+  ...adminPort(9104),
+});
+
+export type ApiConfig = z.infer<typeof apiSchema>;
+export type ExpirerConfig = z.infer<typeof expirerSchema>;
+export type RelayConfig = z.infer<typeof relaySchema>;
+export type ProjectorPostgresConfig = z.infer<typeof projectorPostgresSchema>;
+export type ProjectorSearchConfig = z.infer<typeof projectorSearchSchema>;
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n  ${problems.join("\n  ")}`);
+    this.name = "ConfigError";
+  }
+}
+
+/** Parses `env` with `schema`; throws ConfigError listing every bad variable. */
+export function parseConfig<S extends z.ZodType>(schema: S, env: Record<string, string | undefined> = process.env): z.infer<S> {
+  // Treat empty strings as unset so `FOO=` in a compose file falls back to the default.
+  const cleaned = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ""));
+  const result = schema.safeParse(cleaned);
+  if (result.success) return result.data;
+  throw new ConfigError(result.error.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`));
+}
+
+/** For main.ts: parse or print the problems and exit 1 (fail fast, before connecting anywhere). */
+export function loadConfigOrExit<S extends z.ZodType>(schema: S, service: string): z.infer<S> {
+  try {
+    return parseConfig(schema);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    console.error(JSON.stringify({ level: "fatal", service, msg: err.message, problems: err.problems }));
+    process.exit(1);
+  }
+}

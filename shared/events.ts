@@ -1,0 +1,94 @@
+/**
+ * The event envelope (DESIGN §4) and its schema, validated at every boundary:
+ * the relay before producing, the projectors before applying, the tests on the outbox.
+ *
+ * Events are written by the Lua scripts (cjson) and travel unchanged as the Kafka message value.
+ */
+import { z } from "zod";
+
+export const EVENT_TYPES = ["StockCreated", "StockAllocated", "StockReleased", "PurchaseCompleted"] as const;
+export type EventType = (typeof EVENT_TYPES)[number];
+export const SCHEMA_VERSION = 1;
+
+const count = z.number().int().min(0);
+const isoTime = z.string().datetime({ offset: true });
+
+/** Counters of the stock right after the event; every event carries them, so any read model can apply it alone. */
+const counters = { available: count, held: count, sold: count };
+
+export const stockCreatedPayload = z.object({
+  name: z.string(),
+  description: z.string(),
+  price: count,
+  currency: z.string().length(3),
+  total: count,
+  perUserLimit: z.number().int().positive(),
+  holdSeconds: z.number().int().positive(),
+  startsAt: isoTime,
+  endsAt: isoTime.nullable(),
+  ...counters,
+});
+
+export const stockAllocatedPayload = z.object({
+  allocationId: z.string(),
+  userId: z.string(),
+  quantity: z.number().int().positive(),
+  expiresAt: isoTime,
+  ...counters,
+});
+
+export const stockReleasedPayload = z.object({
+  allocationId: z.string(),
+  userId: z.string(),
+  quantity: z.number().int().positive(),
+  reason: z.enum(["expired", "cancelled"]),
+  ...counters,
+});
+
+export const purchaseCompletedPayload = z.object({
+  allocationId: z.string(),
+  userId: z.string(),
+  quantity: z.number().int().positive(),
+  amount: count,
+  currency: z.string().length(3),
+  ...counters,
+});
+
+const envelope = {
+  eventId: z.string().uuid(),
+  schemaVersion: z.literal(SCHEMA_VERSION),
+  aggregateType: z.literal("Stock"),
+  aggregateId: z.string().min(1),
+  version: z.number().int().positive(),
+  occurredAt: isoTime,
+};
+
+export const stockEventSchema = z.discriminatedUnion("eventType", [
+  z.object({ ...envelope, eventType: z.literal("StockCreated"), payload: stockCreatedPayload }),
+  z.object({ ...envelope, eventType: z.literal("StockAllocated"), payload: stockAllocatedPayload }),
+  z.object({ ...envelope, eventType: z.literal("StockReleased"), payload: stockReleasedPayload }),
+  z.object({ ...envelope, eventType: z.literal("PurchaseCompleted"), payload: purchaseCompletedPayload }),
+]);
+
+export type StockEvent = z.infer<typeof stockEventSchema>;
+export type EventOf<T extends EventType> = Extract<StockEvent, { eventType: T }>;
+
+export type ParseResult = { ok: true; event: StockEvent } | { ok: false; error: string };
+
+/** Parses raw JSON text into a validated event; never throws (poison input is a value, not an exception). */
+export function parseEvent(raw: string | Buffer | null | undefined): ParseResult {
+  if (raw === null || raw === undefined) return { ok: false, error: "empty message" };
+  let json: unknown;
+  try {
+    json = JSON.parse(typeof raw === "string" ? raw : raw.toString("utf8"));
+  } catch (err) {
+    return { ok: false, error: `not JSON: ${(err as Error).message}` };
+  }
+  const result = stockEventSchema.safeParse(json);
+  if (result.success) return { ok: true, event: result.data };
+  const issues = result.error.issues.slice(0, 5).map((i) => `${i.path.join(".")}: ${i.message}`);
+  return { ok: false, error: `schema: ${issues.join("; ")}` };
+}
+
+/** The outbox stream entry field that holds the event JSON. */
+export const OUTBOX_EVENT_FIELD = "event";

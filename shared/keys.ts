@@ -1,0 +1,73 @@
+/**
+ * Every Redis key name is built here, so the layout lives in one place (DESIGN §3).
+ *
+ * Cluster-ready: all keys of one stock, its holds, its buyers and its shard's outbox carry the
+ * shard's hash tag `{n}`, so one script only ever touches one hash slot. A stock's shard is a
+ * stable hash of its id; an allocation id carries its shard (`s<n>-<uuidv7>`), so it can be
+ * found without a scan.
+ */
+
+export const STOCK_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+const ALLOCATION_ID_PATTERN = /^s(\d{1,4})-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/;
+
+/** FNV-1a, 32 bit: stable across processes, languages and restarts (unlike a runtime hash). */
+export function fnv1a32(text: string): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    hash ^= text.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193);
+  }
+  return hash >>> 0;
+}
+
+export interface KeyLayout {
+  readonly prefix: string;
+  readonly shards: number;
+  shardOf(stockId: string): number;
+  allShards(): number[];
+  stock(stockId: string): string;
+  /** Hash userId → units the user currently holds or bought of this stock (per-user limit, I4). */
+  stockBuyers(stockId: string): string;
+  hold(allocationId: string): string;
+  holdsDue(shard: number): string;
+  /** Idempotency record, scoped to one user and one stock (so it shares the stock's slot). */
+  idempotency(stockId: string, userId: string, key: string): string;
+  outbox(shard: number): string;
+  /** Entries the relay could not parse, kept for inspection (never sent to Kafka). */
+  outboxDeadLetter(shard: number): string;
+  newAllocationId(stockId: string): string;
+  /** The shard an allocation id belongs to, or null when the id is malformed or out of range. */
+  shardOfAllocation(allocationId: string): number | null;
+}
+
+export function createKeyLayout(prefix: string, shards: number): KeyLayout {
+  if (!Number.isInteger(shards) || shards < 1) throw new Error(`shards must be a positive integer, got ${shards}`);
+  const tag = (shard: number) => `${prefix}:{${shard}}`;
+  const shardOf = (stockId: string) => fnv1a32(stockId) % shards;
+  return {
+    prefix,
+    shards,
+    shardOf,
+    allShards: () => Array.from({ length: shards }, (_, i) => i),
+    stock: (stockId) => `${tag(shardOf(stockId))}:stock:${stockId}`,
+    stockBuyers: (stockId) => `${tag(shardOf(stockId))}:stock:${stockId}:buyers`,
+    hold: (allocationId) => {
+      const shard = parseShard(allocationId, shards);
+      if (shard === null) throw new Error(`malformed allocation id: ${allocationId}`);
+      return `${tag(shard)}:hold:${allocationId}`;
+    },
+    holdsDue: (shard) => `${tag(shard)}:holds:due`,
+    idempotency: (stockId, userId, key) => `${tag(shardOf(stockId))}:idem:${stockId}:${userId}:${key}`,
+    outbox: (shard) => `${tag(shard)}:outbox`,
+    outboxDeadLetter: (shard) => `${tag(shard)}:outbox:dead`,
+    newAllocationId: (stockId) => `s${shardOf(stockId)}-${Bun.randomUUIDv7()}`,
+    shardOfAllocation: (allocationId) => parseShard(allocationId, shards),
+  };
+}
+
+function parseShard(allocationId: string, shards: number): number | null {
+  const match = ALLOCATION_ID_PATTERN.exec(allocationId);
+  if (!match) return null;
+  const shard = Number(match[1]);
+  return shard < shards ? shard : null;
+}
