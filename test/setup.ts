@@ -1,0 +1,2 @@
+// Preloaded by `bun test` (bunfig.toml): quiet logs unless a developer asks for them.
+process.env.LOG_LEVEL ??= "silent";

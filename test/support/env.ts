@@ -1,0 +1,16 @@
+/**
+ * Where the integration tests find the real stack (started by `bun run stack up`, see README),
+ * and helpers that keep test runs from seeing each other's data on shared servers.
+ */
+export const stackEnv = {
+  REDIS_URL: process.env.REDIS_URL ?? "redis://127.0.0.1:6379",
+  KAFKA_BROKERS: process.env.KAFKA_BROKERS ?? "127.0.0.1:9092",
+  DATABASE_URL: process.env.DATABASE_URL ?? "postgres://flashsale:flashsale@127.0.0.1:5432/flashsale",
+  ELASTICSEARCH_URL: process.env.ELASTICSEARCH_URL ?? "http://127.0.0.1:9200",
+};
+
+/** A name no earlier or concurrent run uses: key prefixes, topics, groups, indices, databases. */
+export function uniqueName(label: string): string {
+  const suffix = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
+  return `t${label}${suffix}`.toLowerCase().replace(/[^a-z0-9_]/g, "_");
+}
