@@ -1,0 +1,34 @@
+/** kafkajs client factory: brokers from config, kafkajs' own logs routed into pino. */
+import { Kafka, logLevel, type LogEntry } from "kafkajs";
+import type { Logger } from "../logger.ts";
+
+export function createKafka(options: { brokers: string[]; clientId: string; logger: Logger }): Kafka {
+  return new Kafka({
+    clientId: options.clientId,
+    brokers: options.brokers,
+    logLevel: logLevel.WARN,
+    retry: { initialRetryTime: 100, retries: 8, maxRetryTime: 5_000 },
+    logCreator:
+      () =>
+      ({ namespace, level, log }: LogEntry) => {
+        const { message, ...extra } = log;
+        const method = level <= logLevel.ERROR ? "error" : level === logLevel.WARN ? "warn" : "debug";
+        options.logger[method]({ kafka: namespace, ...extra }, message);
+      },
+  });
+}
+
+/** Creates the topic if it is missing (idempotent; several starters may race). Replication factor -1 = the broker default. */
+export async function ensureTopic(kafka: Kafka, topic: string, numPartitions: number): Promise<void> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const existing = await admin.listTopics();
+    if (existing.includes(topic)) return;
+    await admin.createTopics({ topics: [{ topic, numPartitions, replicationFactor: -1 }], waitForLeaders: true });
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+export const dlqTopicOf = (topic: string, configured?: string) => configured ?? `${topic}.dlq`;
