@@ -1,0 +1,70 @@
+/**
+ * Who is calling: the admin (bearer ADMIN_TOKEN) or a user (bearer JWT, HS256, `sub` = user id).
+ * `authenticate` only identifies; routes then say what they require with the guards below.
+ */
+import { timingSafeEqual } from "node:crypto";
+import type { Context, MiddlewareHandler } from "hono";
+import { verify } from "hono/jwt";
+import { USER_ID_PATTERN } from "../../shared/validation.ts";
+import type { AppEnv, Principal } from "./env.ts";
+import { ApiProblem } from "./problem.ts";
+
+const MAX_TOKEN_LENGTH = 4096;
+
+function sameSecret(a: string, b: string): boolean {
+  const left = Buffer.from(a);
+  const right = Buffer.from(b);
+  return left.length === right.length && timingSafeEqual(left, right);
+}
+
+async function principalOf(token: string, options: { adminToken: string; jwtSecret: string }): Promise<Principal> {
+  if (sameSecret(token, options.adminToken)) return { kind: "admin" };
+  let claims: Record<string, unknown>;
+  try {
+    claims = (await verify(token, options.jwtSecret, "HS256")) as Record<string, unknown>;
+  } catch {
+    throw new ApiProblem(401, "unauthorized", "invalid or expired token");
+  }
+  const sub = claims.sub;
+  if (typeof sub !== "string" || !USER_ID_PATTERN.test(sub)) {
+    throw new ApiProblem(401, "unauthorized", "token has no valid `sub` (user id)");
+  }
+  return { kind: "user", userId: sub };
+}
+
+export function authenticate(options: { adminToken: string; jwtSecret: string }): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const header = c.req.header("Authorization");
+    if (header !== undefined) {
+      const match = /^Bearer ([^\s]+)$/.exec(header);
+      if (!match?.[1] || match[1].length > MAX_TOKEN_LENGTH) {
+        throw new ApiProblem(401, "unauthorized", "Authorization must be `Bearer <token>`");
+      }
+      c.set("principal", await principalOf(match[1], options));
+    }
+    await next();
+  };
+}
+
+export function requireAdmin(c: Context<AppEnv>): void {
+  const principal = c.get("principal");
+  if (!principal) throw new ApiProblem(401, "unauthorized", "admin token required");
+  if (principal.kind !== "admin") throw new ApiProblem(403, "forbidden", "admin only");
+}
+
+/** Returns the calling user's id; 401 without a token, 403 for the admin token. */
+export function requireUser(c: Context<AppEnv>): string {
+  const principal = c.get("principal");
+  if (!principal) throw new ApiProblem(401, "unauthorized", "user token required");
+  if (principal.kind !== "user") throw new ApiProblem(403, "forbidden", "this action needs a user token");
+  return principal.userId;
+}
+
+/** The user themself or the admin. */
+export function requireOwnerOrAdmin(c: Context<AppEnv>, userId: string): void {
+  const principal = c.get("principal");
+  if (!principal) throw new ApiProblem(401, "unauthorized", "token required");
+  if (principal.kind === "user" && principal.userId !== userId) {
+    throw new ApiProblem(403, "forbidden", "you can only see your own data");
+  }
+}

@@ -1,0 +1,66 @@
+/**
+ * RFC 9457 problem details. Every error the api returns goes through here, so clients always get
+ * `application/problem+json` with a stable `code` and the request id, never a stack trace.
+ */
+import type { Context } from "hono";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+import type { DomainErrorCode } from "../../shared/errors.ts";
+
+export type ProblemCode =
+  | DomainErrorCode
+  | "invalid_request"
+  | "unauthorized"
+  | "payload_too_large"
+  | "unsupported_media_type"
+  | "method_not_allowed"
+  | "store_unavailable"
+  | "internal_error";
+
+export class ApiProblem extends Error {
+  constructor(
+    readonly status: ContentfulStatusCode,
+    readonly code: ProblemCode,
+    readonly detail: string,
+    readonly extra: Record<string, unknown> = {},
+  ) {
+    super(detail);
+    this.name = "ApiProblem";
+  }
+}
+
+const TITLES: Record<ProblemCode, string> = {
+  not_found: "Not found",
+  stock_exists: "Stock already exists",
+  sold_out: "Sold out",
+  limit_exceeded: "Per-user limit exceeded",
+  not_started: "Sale not started",
+  ended: "Sale ended",
+  hold_expired: "Hold expired",
+  hold_not_active: "Hold is not active",
+  forbidden: "Forbidden",
+  idempotency_key_reused: "Idempotency key reused with a different request",
+  invalid_request: "Invalid request",
+  unauthorized: "Unauthorized",
+  payload_too_large: "Payload too large",
+  unsupported_media_type: "Unsupported media type",
+  method_not_allowed: "Method not allowed",
+  store_unavailable: "Store unavailable",
+  internal_error: "Internal error",
+};
+
+export function problemBody(problem: ApiProblem, requestId: string | undefined) {
+  return {
+    type: `https://flash-sale.dev/problems/${problem.code.replaceAll("_", "-")}`,
+    title: TITLES[problem.code],
+    status: problem.status,
+    detail: problem.detail,
+    code: problem.code,
+    requestId: requestId ?? null,
+    ...problem.extra,
+  };
+}
+
+export function problemResponse(c: Context, problem: ApiProblem): Response {
+  const body = problemBody(problem, c.get("requestId") as string | undefined);
+  return c.body(JSON.stringify(body), problem.status, { "Content-Type": "application/problem+json" });
+}
