@@ -1,0 +1,184 @@
+/**
+ * The write side: one typed function per Lua script, plus the strong reads.
+ * Each maps the script's result code to a value or a DomainError; nothing here decides
+ * anything the script has not already decided atomically.
+ */
+import type { Redis } from "ioredis";
+import { DomainError } from "../errors.ts";
+import type { KeyLayout } from "../keys.ts";
+import { allocationViewFromHash, pairsToObject, stockViewFromHash, type AllocationView, type StockView } from "../views.ts";
+import { runScript, type ScriptReply } from "./scripts.ts";
+
+/** How long a finished (purchased, cancelled, expired) hold stays readable by its owner. */
+const FINISHED_HOLD_RETAIN_SECONDS = 7 * 24 * 3600;
+/** How long an Idempotency-Key is remembered. */
+const IDEMPOTENCY_TTL_SECONDS = 24 * 3600;
+
+export interface CreateStockInput {
+  id?: string;
+  name: string;
+  description?: string;
+  price: number;
+  currency?: string;
+  quantity: number;
+  perUserLimit?: number;
+  holdSeconds?: number;
+  /** Epoch ms; default now. */
+  startsAt?: number;
+  /** Epoch ms; default never. */
+  endsAt?: number;
+}
+
+export interface AllocateInput {
+  stockId: string;
+  userId: string;
+  quantity: number;
+  idempotencyKey?: string;
+}
+
+export interface AllocateResult {
+  allocation: AllocationView;
+  /** True when an earlier request with the same Idempotency-Key produced this answer. */
+  replayed: boolean;
+}
+
+export interface HoldChangeInput {
+  allocationId: string;
+  userId: string;
+}
+
+export type ExpireOutcome = "expired" | "not_due" | "not_active";
+
+export interface StockCommands {
+  readonly keys: KeyLayout;
+  createStock(input: CreateStockInput): Promise<StockView>;
+  allocate(input: AllocateInput): Promise<AllocateResult>;
+  purchase(input: HoldChangeInput): Promise<AllocationView>;
+  cancel(input: HoldChangeInput): Promise<AllocationView>;
+  expire(allocationId: string, stockId: string): Promise<ExpireOutcome>;
+  getStock(stockId: string): Promise<StockView | null>;
+  getAllocation(allocationId: string): Promise<AllocationView | null>;
+}
+
+const newEventId = () => Bun.randomUUIDv7();
+
+function fail(reply: ScriptReply, context: Record<string, unknown>): never {
+  const [code, detail] = reply;
+  switch (code) {
+    case "not_found":
+      throw new DomainError("not_found", "no such stock or allocation", context);
+    case "stock_exists":
+      throw new DomainError("stock_exists", `stock ${String(context.stockId)} already exists`, context);
+    case "sold_out":
+      throw new DomainError("sold_out", "not enough units left", { ...context, available: Number(detail) });
+    case "limit_exceeded":
+      throw new DomainError("limit_exceeded", "per-user limit reached for this stock", { ...context, remaining: Number(detail) });
+    case "not_started":
+      throw new DomainError("not_started", "the sale has not started yet", context);
+    case "ended":
+      throw new DomainError("ended", "the sale has ended", context);
+    case "hold_expired":
+      throw new DomainError("hold_expired", "the hold has expired", context);
+    case "hold_not_active":
+      throw new DomainError("hold_not_active", `the hold is ${String(detail)}`, { ...context, status: detail });
+    case "forbidden":
+      throw new DomainError("forbidden", "this allocation belongs to another user", context);
+    case "idempotency_key_reused":
+      throw new DomainError("idempotency_key_reused", "Idempotency-Key was used for a different request", context);
+    default:
+      // 'invalid' and anything unknown: the caller validated already, so this is a bug, not bad input.
+      throw new Error(`script returned ${String(code)} ${String(detail ?? "")}`);
+  }
+}
+
+export function createStockCommands(redis: Redis, keys: KeyLayout): StockCommands {
+  const shardKeys = (stockId: string) => {
+    const shard = keys.shardOf(stockId);
+    return { stock: keys.stock(stockId), buyers: keys.stockBuyers(stockId), due: keys.holdsDue(shard), outbox: keys.outbox(shard) };
+  };
+
+  /** The stock an allocation belongs to, read from its hold; null when the hold does not exist. */
+  async function stockOfHold(allocationId: string): Promise<string | null> {
+    if (keys.shardOfAllocation(allocationId) === null) return null;
+    return redis.hget(keys.hold(allocationId), "stockId");
+  }
+
+  async function changeHold(script: "fsPurchase" | "fsCancel", input: HoldChangeInput): Promise<AllocationView> {
+    const stockId = await stockOfHold(input.allocationId);
+    if (stockId === null) throw new DomainError("not_found", "no such allocation", { allocationId: input.allocationId });
+    const k = shardKeys(stockId);
+    const hold = keys.hold(input.allocationId);
+    const scriptKeys = script === "fsPurchase" ? [hold, k.stock, k.due, k.outbox] : [hold, k.stock, k.buyers, k.due, k.outbox];
+    const reply = await runScript(redis, script, scriptKeys, [input.allocationId, input.userId, newEventId(), FINISHED_HOLD_RETAIN_SECONDS]);
+    if (reply[0] === "ok" || reply[0] === "unchanged") return JSON.parse(String(reply[1])) as AllocationView;
+    return fail(reply, { allocationId: input.allocationId });
+  }
+
+  return {
+    keys,
+
+    async createStock(input) {
+      const stockId = input.id ?? Bun.randomUUIDv7();
+      const k = shardKeys(stockId);
+      const reply = await runScript(redis, "fsCreateStock", [k.stock, k.outbox], [
+        stockId,
+        newEventId(),
+        input.name,
+        input.description ?? "",
+        input.price,
+        input.currency ?? "EUR",
+        input.quantity,
+        input.perUserLimit ?? input.quantity,
+        input.holdSeconds ?? 600,
+        input.startsAt ?? "",
+        input.endsAt ?? "",
+      ]);
+      if (reply[0] !== "ok") return fail(reply, { stockId });
+      return stockViewFromHash(stockId, pairsToObject(reply[1] as unknown[])) as StockView;
+    },
+
+    async allocate(input) {
+      const k = shardKeys(input.stockId);
+      const allocationId = keys.newAllocationId(input.stockId);
+      const key = input.idempotencyKey;
+      // What makes two requests "the same" for an Idempotency-Key: the stock and the quantity.
+      const fingerprint = key === undefined ? "" : `allocate:${input.stockId}:${input.quantity}`;
+      const idemKey = key === undefined ? `${k.stock}:no-idempotency-key` : keys.idempotency(input.stockId, input.userId, key);
+      const reply = await runScript(redis, "fsAllocate", [k.stock, k.buyers, keys.hold(allocationId), k.due, idemKey, k.outbox], [
+        input.stockId,
+        input.userId,
+        input.quantity,
+        allocationId,
+        newEventId(),
+        fingerprint,
+        IDEMPOTENCY_TTL_SECONDS,
+      ]);
+      if (reply[0] === "ok" || reply[0] === "replay") {
+        return { allocation: JSON.parse(String(reply[1])) as AllocationView, replayed: reply[0] === "replay" };
+      }
+      return fail(reply, { stockId: input.stockId });
+    },
+
+    purchase: (input) => changeHold("fsPurchase", input),
+    cancel: (input) => changeHold("fsCancel", input),
+
+    async expire(allocationId, stockId) {
+      const k = shardKeys(stockId);
+      const reply = await runScript(redis, "fsExpire", [keys.hold(allocationId), k.stock, k.buyers, k.due, k.outbox], [
+        allocationId,
+        newEventId(),
+        FINISHED_HOLD_RETAIN_SECONDS,
+      ]);
+      return reply[0] as ExpireOutcome;
+    },
+
+    async getStock(stockId) {
+      return stockViewFromHash(stockId, await redis.hgetall(keys.stock(stockId)));
+    },
+
+    async getAllocation(allocationId) {
+      if (keys.shardOfAllocation(allocationId) === null) return null;
+      return allocationViewFromHash(allocationId, await redis.hgetall(keys.hold(allocationId)));
+    },
+  };
+}

@@ -1,0 +1,58 @@
+/**
+ * Loads the Lua scripts into an ioredis client. ioredis' defineCommand runs them with EVALSHA
+ * and falls back to EVAL on NOSCRIPT (after a Redis restart or failover), also inside pipelines.
+ * The .lua files are text imports, so `bun build --compile` embeds them in the binary.
+ */
+import type { ChainableCommander, Redis } from "ioredis";
+import allocateLua from "./scripts/allocate.lua" with { type: "text" };
+import cancelLua from "./scripts/cancel.lua" with { type: "text" };
+import createStockLua from "./scripts/create_stock.lua" with { type: "text" };
+import expireLua from "./scripts/expire.lua" with { type: "text" };
+import libLua from "./scripts/_lib.lua" with { type: "text" };
+import purchaseLua from "./scripts/purchase.lua" with { type: "text" };
+
+const SCRIPTS = {
+  fsCreateStock: { source: createStockLua, keys: 2 },
+  fsAllocate: { source: allocateLua, keys: 6 },
+  fsPurchase: { source: purchaseLua, keys: 4 },
+  fsCancel: { source: cancelLua, keys: 5 },
+  fsExpire: { source: expireLua, keys: 5 },
+} as const;
+
+export type ScriptName = keyof typeof SCRIPTS;
+export type ScriptReply = [string, ...unknown[]];
+type ScriptArg = string | number;
+
+/** The full source Redis runs: the shared helpers followed by the script itself. */
+export function scriptSource(name: ScriptName): string {
+  return `${libLua}\n${SCRIPTS[name].source}`;
+}
+
+const defined = new WeakSet<Redis>();
+
+function ensureDefined(redis: Redis): void {
+  if (defined.has(redis)) return;
+  for (const [name, script] of Object.entries(SCRIPTS)) {
+    redis.defineCommand(name, { numberOfKeys: script.keys, lua: scriptSource(name as ScriptName) });
+  }
+  defined.add(redis);
+}
+
+/** Runs one script on a client. Keys must all carry the same hash tag (checked by the key layout). */
+export function runScript(redis: Redis, name: ScriptName, keys: string[], args: ScriptArg[]): Promise<ScriptReply> {
+  ensureDefined(redis);
+  if (keys.length !== SCRIPTS[name].keys) throw new Error(`${name} takes ${SCRIPTS[name].keys} keys, got ${keys.length}`);
+  const command = (redis as unknown as Record<ScriptName, (...a: ScriptArg[]) => Promise<ScriptReply>>)[name];
+  return command.call(redis, ...keys, ...args);
+}
+
+/** Queues one script on a pipeline of a client that ran `prepareScripts`. */
+export function queueScript(pipeline: ChainableCommander, name: ScriptName, keys: string[], args: ScriptArg[]): void {
+  const command = (pipeline as unknown as Record<ScriptName, (...a: ScriptArg[]) => ChainableCommander>)[name];
+  command.call(pipeline, ...keys, ...args);
+}
+
+/** Defines the scripts on a client up front (needed before building pipelines). */
+export function prepareScripts(redis: Redis): void {
+  ensureDefined(redis);
+}

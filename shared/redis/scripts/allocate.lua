@@ -1,0 +1,66 @@
+--[[
+  allocate: holds `quantity` units of a stock for one user and appends StockAllocated.
+  Checks, in order: idempotency record, stock exists, sale window, stock left, per-user limit.
+  KEYS[1] stock hash                <p>:{s}:stock:<id>
+  KEYS[2] stock buyers hash         <p>:{s}:stock:<id>:buyers   (userId -> units held or bought)
+  KEYS[3] hold hash (new)           <p>:{s}:hold:<allocationId>
+  KEYS[4] shard due-holds zset      <p>:{s}:holds:due           (allocationId scored by expiry ms)
+  KEYS[5] idempotency record        <p>:{s}:idem:<stock>:<user>:<key>  (unused when ARGV[6] is '')
+  KEYS[6] shard outbox stream       <p>:{s}:outbox
+  ARGV[1] stock id   ARGV[2] user id   ARGV[3] quantity (integer >= 1)
+  ARGV[4] allocation id (new)          ARGV[5] event id (UUIDv7)
+  ARGV[6] request fingerprint, or '' when no Idempotency-Key was sent
+  ARGV[7] idempotency record ttl seconds
+  Returns { 'ok', <allocation view JSON> } | { 'replay', <allocation view JSON> }
+        | { 'idempotency_key_reused' } | { 'not_found' } | { 'not_started' } | { 'ended' }
+        | { 'invalid', 'quantity' } | { 'sold_out', <available> } | { 'limit_exceeded', <units the user may still take> }
+]]
+local stock_id, user_id, quantity = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local allocation_id, event_id, fingerprint = ARGV[4], ARGV[5], ARGV[6]
+
+if not quantity or quantity < 1 or quantity % 1 ~= 0 then return { 'invalid', 'quantity' } end
+
+if fingerprint ~= '' then
+  local stored = redis.call('GET', KEYS[5])
+  if stored then
+    local record = cjson.decode(stored)
+    if record.fingerprint ~= fingerprint then return { 'idempotency_key_reused' } end
+    return { 'replay', record.response }
+  end
+end
+
+local s = redis.call('HMGET', KEYS[1], 'available', 'perUserLimit', 'holdSeconds', 'startsAt', 'endsAt')
+if not s[1] then return { 'not_found' } end
+local available, per_user_limit, hold_seconds = tonumber(s[1]), tonumber(s[2]), tonumber(s[3])
+
+local now = now_ms()
+if now < tonumber(s[4]) then return { 'not_started' } end
+if s[5] ~= '' and now >= tonumber(s[5]) then return { 'ended' } end
+if available < quantity then return { 'sold_out', available } end
+local user_units = tonumber(redis.call('HGET', KEYS[2], user_id) or '0')
+if user_units + quantity > per_user_limit then return { 'limit_exceeded', per_user_limit - user_units } end
+
+-- All checks passed: from here on, only writes.
+local counters, version = apply_to_stock(KEYS[1], -quantity, quantity, 0)
+redis.call('HINCRBY', KEYS[2], user_id, quantity)
+local expires_at = now + hold_seconds * 1000
+local hold = { stockId = stock_id, userId = user_id, quantity = quantity, status = 'held', expiresAt = expires_at }
+redis.call('HSET', KEYS[3], 'stockId', stock_id, 'userId', user_id, 'quantity', quantity,
+  'status', 'held', 'expiresAt', expires_at, 'createdAt', now)
+redis.call('ZADD', KEYS[4], expires_at, allocation_id)
+
+emit(KEYS[6], event_id, 'StockAllocated', stock_id, version, now, {
+  allocationId = allocation_id,
+  userId = user_id,
+  quantity = quantity,
+  expiresAt = iso8601(expires_at),
+  available = counters.available,
+  held = counters.held,
+  sold = counters.sold,
+})
+
+local response = allocation_view(allocation_id, hold)
+if fingerprint ~= '' then
+  redis.call('SET', KEYS[5], cjson.encode({ fingerprint = fingerprint, response = response }), 'EX', tonumber(ARGV[7]))
+end
+return { 'ok', response }

@@ -1,0 +1,24 @@
+--[[
+  cancel: the owner gives a live hold back; units return to the stock and to the user's limit.
+  Appends StockReleased(reason = cancelled). Cancelling a cancelled hold answers its view, no event.
+  KEYS[1] hold hash              <p>:{s}:hold:<allocationId>
+  KEYS[2] stock hash             <p>:{s}:stock:<id>   (the hold's stock)
+  KEYS[3] stock buyers hash      <p>:{s}:stock:<id>:buyers
+  KEYS[4] shard due-holds zset   <p>:{s}:holds:due
+  KEYS[5] shard outbox stream    <p>:{s}:outbox
+  ARGV[1] allocation id   ARGV[2] user id (must own the hold)   ARGV[3] event id (UUIDv7)
+  ARGV[4] seconds to keep the finished hold readable
+  Returns { 'ok', <view JSON> } | { 'unchanged', <view JSON> } | { 'not_found' } | { 'forbidden' }
+        | { 'hold_not_active', <status> }
+]]
+local allocation_id, user_id = ARGV[1], ARGV[2]
+
+local hold = read_hold(KEYS[1])
+if not hold then return { 'not_found' } end
+if hold.userId ~= user_id then return { 'forbidden' } end
+if hold.status == 'cancelled' then return { 'unchanged', allocation_view(allocation_id, hold) } end
+if hold.status ~= 'held' then return { 'hold_not_active', hold.status } end
+
+local keys = { hold = KEYS[1], stock = KEYS[2], buyers = KEYS[3], due = KEYS[4], outbox = KEYS[5] }
+release_hold(keys, allocation_id, hold, 'cancelled', now_ms(), ARGV[3], tonumber(ARGV[4]))
+return { 'ok', allocation_view(allocation_id, hold) }

@@ -1,0 +1,49 @@
+--[[
+  create_stock: creates a sale item and appends StockCreated.
+  KEYS[1] stock hash          <p>:{s}:stock:<id>
+  KEYS[2] shard outbox stream <p>:{s}:outbox
+  ARGV[1] stock id       ARGV[2] event id (UUIDv7)
+  ARGV[3] name           ARGV[4] description
+  ARGV[5] price (minor units, integer >= 0)   ARGV[6] currency (ISO 4217)
+  ARGV[7] quantity (integer >= 1)             ARGV[8] per-user limit (integer >= 1)
+  ARGV[9] hold seconds (integer >= 1)
+  ARGV[10] startsAt epoch ms, or '' for now   ARGV[11] endsAt epoch ms, or '' for no end
+  Returns { 'ok', <flat HGETALL of the new stock> } | { 'stock_exists' } | { 'invalid', <field> }
+]]
+local stock_id, event_id = ARGV[1], ARGV[2]
+local price, quantity = tonumber(ARGV[5]), tonumber(ARGV[7])
+local per_user_limit, hold_seconds = tonumber(ARGV[8]), tonumber(ARGV[9])
+
+if redis.call('EXISTS', KEYS[1]) == 1 then return { 'stock_exists' } end
+if not price or price < 0 then return { 'invalid', 'price' } end
+if not quantity or quantity < 1 then return { 'invalid', 'quantity' } end
+if not per_user_limit or per_user_limit < 1 then return { 'invalid', 'perUserLimit' } end
+if not hold_seconds or hold_seconds < 1 then return { 'invalid', 'holdSeconds' } end
+
+local now = now_ms()
+local starts_at = ARGV[10] == '' and now or tonumber(ARGV[10])
+local ends_at = ARGV[11] ~= '' and tonumber(ARGV[11]) or nil
+if not starts_at then return { 'invalid', 'startsAt' } end
+if ARGV[11] ~= '' and (not ends_at or ends_at <= starts_at) then return { 'invalid', 'endsAt' } end
+
+redis.call('HSET', KEYS[1],
+  'name', ARGV[3], 'description', ARGV[4], 'price', price, 'currency', ARGV[6],
+  'total', quantity, 'available', quantity, 'held', 0, 'sold', 0,
+  'perUserLimit', per_user_limit, 'holdSeconds', hold_seconds,
+  'startsAt', starts_at, 'endsAt', ends_at or '', 'version', 1, 'createdAt', now)
+
+emit(KEYS[2], event_id, 'StockCreated', stock_id, 1, now, {
+  name = ARGV[3],
+  description = ARGV[4],
+  price = price,
+  currency = ARGV[6],
+  total = quantity,
+  perUserLimit = per_user_limit,
+  holdSeconds = hold_seconds,
+  startsAt = iso8601(starts_at),
+  endsAt = ends_at and iso8601(ends_at) or cjson.null,
+  available = quantity,
+  held = 0,
+  sold = 0,
+})
+return { 'ok', redis.call('HGETALL', KEYS[1]) }
