@@ -66,6 +66,13 @@ export const relaySchema = z.object({
   RELAY_BLOCK_MS: positiveInt.max(10_000).default(100),
   RELAY_CLAIM_IDLE_MS: positiveInt.default(30_000),
   RELAY_CONSUMER_NAME: z.string().min(1).optional(),
+  /**
+   * Shard lease time: a relay owns the shards it reads (so each shard, hence each stock, is relayed
+   * in order by one process at a time); a lease not renewed for this long passes to another relay.
+   */
+  RELAY_LEASE_MS: positiveInt.min(1000).max(120_000).default(10_000),
+  /** Kafka compression of relayed batches (kafkajs supports gzip natively). */
+  RELAY_COMPRESSION: z.enum(["none", "gzip"]).default("none"),
 });
 
 export const projectorPostgresSchema = z.object({
