@@ -4,7 +4,7 @@
  */
 import type { Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
-import type { DomainErrorCode } from "../../shared/errors.ts";
+import type { DomainError, DomainErrorCode } from "../../shared/errors.ts";
 
 export type ProblemCode =
   | DomainErrorCode
@@ -63,4 +63,22 @@ export function problemBody(problem: ApiProblem, requestId: string | undefined) 
 export function problemResponse(c: Context, problem: ApiProblem): Response {
   const body = problemBody(problem, c.get("requestId") as string | undefined);
   return c.body(JSON.stringify(body), problem.status, { "Content-Type": "application/problem+json" });
+}
+
+const DOMAIN_STATUS: Record<DomainErrorCode, ContentfulStatusCode> = {
+  not_found: 404,
+  stock_exists: 409,
+  sold_out: 409,
+  limit_exceeded: 409,
+  not_started: 409,
+  ended: 409,
+  hold_expired: 409,
+  hold_not_active: 409,
+  forbidden: 403,
+  idempotency_key_reused: 422,
+};
+
+export function problemFromDomain(error: DomainError): ApiProblem {
+  const { stockId: _stockId, allocationId: _allocationId, ...extra } = error.details;
+  return new ApiProblem(DOMAIN_STATUS[error.code], error.code, error.message, extra);
 }

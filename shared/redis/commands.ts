@@ -66,7 +66,7 @@ function fail(reply: ScriptReply, context: Record<string, unknown>): never {
   const [code, detail] = reply;
   switch (code) {
     case "not_found":
-      throw new DomainError("not_found", "no such stock or allocation", context);
+      throw new DomainError("not_found", context.allocationId ? "no such allocation" : "no such stock", context);
     case "stock_exists":
       throw new DomainError("stock_exists", `stock ${String(context.stockId)} already exists`, context);
     case "sold_out":

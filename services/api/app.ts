@@ -1,0 +1,134 @@
+/**
+ * The api as a Hono app, built from its dependencies so tests run it in-process (`app.request`)
+ * and main.ts only wires real clients. Write side from Redis; read side routes are mounted
+ * when their stores are configured.
+ */
+import type { OpenAPIHono } from "@hono/zod-openapi";
+import { swaggerUI } from "@hono/swagger-ui";
+import type { Context } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { HTTPException } from "hono/http-exception";
+import { requestId } from "hono/request-id";
+import type { Redis } from "ioredis";
+import type { Registry } from "prom-client";
+import { DomainError } from "../../shared/errors.ts";
+import type { Logger } from "../../shared/logger.ts";
+import type { StockCommands } from "../../shared/redis/commands.ts";
+import { authenticate } from "./auth.ts";
+import type { AppEnv } from "./env.ts";
+import { createApiMetrics } from "./metrics.ts";
+import { ApiProblem, problemFromDomain, problemResponse } from "./problem.ts";
+import { createRouter } from "./router.ts";
+import { allocationRoutes } from "./routes/allocations.ts";
+import { stockRoutes } from "./routes/stocks.ts";
+
+export interface AppDeps {
+  commands: StockCommands;
+  redis: Redis;
+  logger: Logger;
+  registry: Registry;
+  adminToken: string;
+  jwtSecret: string;
+  maxBodyBytes: number;
+  /** Read-side routes (order history, search, analytics), mounted under /api before the write side. */
+  readRoutes?: OpenAPIHono<AppEnv>;
+  /** Returns a reason while the process should not get traffic (e.g. shutting down). */
+  notReadyReason?: () => string | null;
+}
+
+/** Errors of a client that cannot reach Redis: the request was fine, the store was not. */
+function isStoreUnavailable(err: unknown): boolean {
+  const e = err as { name?: string; code?: string; message?: string };
+  return (
+    e?.name === "MaxRetriesPerRequestError" ||
+    ["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE"].includes(e?.code ?? "") ||
+    /Connection is closed|connect ECONNREFUSED|Stream isn't writeable/i.test(e?.message ?? "")
+  );
+}
+
+function toProblem(err: unknown, c: Context<AppEnv>): ApiProblem {
+  if (err instanceof ApiProblem) return err;
+  if (err instanceof DomainError) return problemFromDomain(err);
+  if (err instanceof HTTPException) {
+    // Raised by Hono itself: malformed JSON, body too large.
+    if (err.status === 413) return new ApiProblem(413, "payload_too_large", "request body is too large");
+    if (err.status < 500) return new ApiProblem(400, "invalid_request", err.message || "malformed request");
+  }
+  if (isStoreUnavailable(err)) {
+    c.get("log").warn({ err }, "store unavailable");
+    return new ApiProblem(503, "store_unavailable", "a backing store is unavailable, try again shortly");
+  }
+  c.get("log").error({ err }, "unhandled error");
+  return new ApiProblem(500, "internal_error", "unexpected error; it has been logged with this request id");
+}
+
+export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
+  const app = createRouter();
+  const metrics = createApiMetrics(deps.registry);
+
+  app.use(requestId({ limitLength: 128 }));
+  app.use(async (c, next) => {
+    const started = performance.now();
+    c.set("log", deps.logger.child({ requestId: c.get("requestId") }));
+    await next();
+    const route = c.req.routePath;
+    metrics.requests.inc({ method: c.req.method, route, status: c.res.status });
+    metrics.duration.observe({ method: c.req.method, route }, (performance.now() - started) / 1000);
+    // Access lines at debug: under a stampede an info line per request costs real CPU.
+    const line = { method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(performance.now() - started) };
+    if (c.res.status >= 500) c.get("log").error(line, "request failed");
+    else c.get("log").debug(line, "request");
+  });
+
+  app.get("/healthz", (c) => c.json({ status: "ok" }));
+  app.get("/readyz", async (c) => {
+    const reason = deps.notReadyReason?.() ?? null;
+    if (reason) return c.json({ status: "not_ready", reason }, 503);
+    try {
+      await deps.redis.ping();
+      return c.json({ status: "ready" });
+    } catch {
+      return c.json({ status: "not_ready", reason: "redis unreachable" }, 503);
+    }
+  });
+  app.get("/metrics", async (c) => c.body(await deps.registry.metrics(), 200, { "Content-Type": deps.registry.contentType }));
+
+  app.use(
+    "/api/*",
+    bodyLimit({
+      maxSize: deps.maxBodyBytes,
+      onError: () => {
+        throw new ApiProblem(413, "payload_too_large", `request body over ${deps.maxBodyBytes} bytes`);
+      },
+    }),
+  );
+  app.use("/api/*", async (c, next) => {
+    const hasBody = c.req.header("content-length") !== undefined && c.req.header("content-length") !== "0";
+    const type = c.req.header("content-type");
+    if ((hasBody || type) && c.req.method !== "GET" && !/^application\/([\w.+-]*\+)?json\b/i.test(type ?? "")) {
+      throw new ApiProblem(415, "unsupported_media_type", "send the body as application/json");
+    }
+    await next();
+  });
+  app.use("/api/*", authenticate({ adminToken: deps.adminToken, jwtSecret: deps.jwtSecret }));
+
+  // Read routes first: /api/stocks/search must win over /api/stocks/{id}.
+  if (deps.readRoutes) app.route("/api", deps.readRoutes);
+  app.route("/api", stockRoutes(deps.commands, metrics));
+  app.route("/api", allocationRoutes(deps.commands));
+
+  app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
+    type: "http",
+    scheme: "bearer",
+    description: "ADMIN_TOKEN for admin routes; a JWT (HS256, sub = user id) for user routes",
+  });
+  app.doc31("/openapi.json", {
+    openapi: "3.1.0",
+    info: { title: "flash-sale api", version: "1", description: "Allocation of scarce stock under a stampede. Errors are RFC 9457 problem+json." },
+  });
+  app.get("/docs", swaggerUI({ url: "/openapi.json" }));
+
+  app.notFound((c) => problemResponse(c, new ApiProblem(404, "not_found", `no route for ${c.req.method} ${c.req.path}`)));
+  app.onError((err, c) => problemResponse(c, toProblem(err, c)));
+  return app;
+}

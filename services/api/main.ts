@@ -1,0 +1,41 @@
+/** api binary: wiring only. See app.ts for the routes and README for the environment. */
+import { apiSchema, loadConfigOrExit } from "../../shared/config.ts";
+import { createKeyLayout } from "../../shared/keys.ts";
+import { onShutdown } from "../../shared/lifecycle.ts";
+import { createLogger } from "../../shared/logger.ts";
+import { createMetricsRegistry } from "../../shared/metrics.ts";
+import { createRedis } from "../../shared/redis/client.ts";
+import { createStockCommands } from "../../shared/redis/commands.ts";
+import { createApp } from "./app.ts";
+
+const config = loadConfigOrExit(apiSchema, "api");
+const logger = createLogger("api", config.LOG_LEVEL);
+const redis = createRedis(config.REDIS_URL);
+redis.on("error", (err) => logger.warn({ err: err.message }, "redis connection error"));
+
+let draining = false;
+const app = createApp({
+  commands: createStockCommands(redis, createKeyLayout(config.REDIS_KEY_PREFIX, config.OUTBOX_SHARDS)),
+  redis,
+  logger,
+  registry: createMetricsRegistry("api"),
+  adminToken: config.ADMIN_TOKEN,
+  jwtSecret: config.JWT_SECRET,
+  maxBodyBytes: config.MAX_BODY_BYTES,
+  notReadyReason: () => (draining ? "shutting down" : null),
+});
+
+const server = Bun.serve({
+  port: config.PORT,
+  hostname: "0.0.0.0",
+  fetch: app.fetch,
+  // Backstop only: the app answers oversized bodies itself with a problem+json 413.
+  maxRequestBodySize: Math.max(config.MAX_BODY_BYTES * 4, 1024 * 1024),
+});
+logger.info({ port: server.port, shards: config.OUTBOX_SHARDS }, "api listening");
+
+onShutdown(logger, async () => {
+  draining = true;
+  await server.stop(); // stop accepting, let in-flight requests finish
+  await redis.quit();
+});

@@ -1,0 +1,98 @@
+/** Stock endpoints on the write side: create (admin), strong read, allocate (user). */
+import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
+import { createRouter } from "../router.ts";
+import type { StockCommands } from "../../../shared/redis/commands.ts";
+import { requireAdmin, requireUser } from "../auth.ts";
+import type { AppEnv } from "../env.ts";
+import { ApiProblem } from "../problem.ts";
+import {
+  allocateBody,
+  allocationView,
+  createStockBody,
+  idempotencyHeader,
+  parseIdempotencyKey,
+  problems,
+  stockIdParam,
+  stockView,
+} from "../schemas.ts";
+import type { ApiMetrics } from "../metrics.ts";
+
+const createStock = createRoute({
+  method: "post",
+  path: "/stocks",
+  tags: ["stocks"],
+  summary: "Create a sale item (admin); emits StockCreated",
+  security: [{ bearer: [] }],
+  request: { body: { required: true, content: { "application/json": { schema: createStockBody } } } },
+  responses: { 201: { description: "created", content: { "application/json": { schema: stockView } } }, ...problems(400, 401, 403, 409, 413, 415) },
+});
+
+const getStock = createRoute({
+  method: "get",
+  path: "/stocks/{id}",
+  tags: ["stocks"],
+  summary: "Strong read of a stock's counters and status, from Redis",
+  request: { params: stockIdParam },
+  responses: { 200: { description: "the stock", content: { "application/json": { schema: stockView } } }, ...problems(400, 404) },
+});
+
+const allocate = createRoute({
+  method: "post",
+  path: "/stocks/{id}/allocate",
+  tags: ["allocations"],
+  summary: "Hold units for the calling user; emits StockAllocated",
+  description: "Answers 201 with the hold. A repeated Idempotency-Key answers the first response again (header Idempotent-Replayed: true); the same key with a different body is 422.",
+  security: [{ bearer: [] }],
+  request: {
+    params: stockIdParam,
+    headers: idempotencyHeader,
+    body: { required: false, content: { "application/json": { schema: allocateBody } } },
+  },
+  responses: {
+    201: { description: "held", content: { "application/json": { schema: allocationView } } },
+    ...problems(400, 401, 403, 404, 409, 413, 415, 422),
+  },
+});
+
+export function stockRoutes(commands: StockCommands, metrics: ApiMetrics): OpenAPIHono<AppEnv> {
+  const app = createRouter();
+
+  app.openapi(createStock, async (c) => {
+    requireAdmin(c);
+    const body = c.req.valid("json");
+    const stock = await commands.createStock({
+      ...body,
+      startsAt: body.startsAt ? Date.parse(body.startsAt) : undefined,
+      endsAt: body.endsAt ? Date.parse(body.endsAt) : undefined,
+    });
+    c.get("log").info({ stockId: stock.id, total: stock.total }, "stock created");
+    return c.json(stock, 201);
+  });
+
+  app.openapi(getStock, async (c) => {
+    const stock = await commands.getStock(c.req.valid("param").id);
+    if (!stock) throw new ApiProblem(404, "not_found", "no such stock");
+    return c.json(stock, 200);
+  });
+
+  app.openapi(allocate, async (c) => {
+    const userId = requireUser(c);
+    const stockId = c.req.valid("param").id;
+    const idempotencyKey = parseIdempotencyKey(c.req.valid("header")["idempotency-key"]);
+    if (idempotencyKey === null) throw new ApiProblem(400, "invalid_request", "Idempotency-Key must be 1-255 printable ASCII characters");
+    // The body is optional: no body means one unit.
+    const quantity = (c.req.header("content-type") ? c.req.valid("json")?.quantity : undefined) ?? 1;
+    try {
+      const { allocation, replayed } = await commands.allocate({ stockId, userId, quantity, idempotencyKey });
+      metrics.allocations.inc({ outcome: replayed ? "replayed" : "held" });
+      if (replayed) c.header("Idempotent-Replayed", "true");
+      c.get("log").debug({ stockId, allocationId: allocation.allocationId, replayed }, "allocated");
+      return c.json(allocation, 201);
+    } catch (err) {
+      metrics.allocations.inc({ outcome: (err as { code?: string }).code ?? "error" });
+      throw err;
+    }
+  });
+
+  return app;
+}

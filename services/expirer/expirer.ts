@@ -1,0 +1,137 @@
+/**
+ * Releases holds whose time is up. Every tick, for each shard: read the due holds from the
+ * shard's due set, then run the expire script for each, pipelined. The script re-checks status
+ * and expiry atomically, so several expirers may run at once: a hold is released exactly once,
+ * and the others see `not_active`.
+ */
+import type { Redis } from "ioredis";
+import type { Registry } from "prom-client";
+import type { KeyLayout } from "../../shared/keys.ts";
+import { sleep } from "../../shared/lifecycle.ts";
+import type { Logger } from "../../shared/logger.ts";
+import { prom } from "../../shared/metrics.ts";
+import { prepareScripts, queueScript } from "../../shared/redis/scripts.ts";
+
+export interface ExpirerOptions {
+  redis: Redis;
+  keys: KeyLayout;
+  logger: Logger;
+  registry: Registry;
+  intervalMs: number;
+  batchSize: number;
+}
+
+const FINISHED_HOLD_RETAIN_SECONDS = 7 * 24 * 3600;
+
+export interface Expirer {
+  start(): void;
+  /** Finishes the current tick, then resolves. */
+  stop(): Promise<void>;
+  /** One pass over every shard; returns how many holds it released. Exposed for tests. */
+  tick(): Promise<number>;
+  isHealthy(): boolean;
+}
+
+export function createExpirer(options: ExpirerOptions): Expirer {
+  const { redis, keys, logger, intervalMs, batchSize } = options;
+  prepareScripts(redis);
+  const expired = new prom.Counter({ name: "holds_expired_total", help: "Holds released because they timed out", registers: [options.registry] });
+  const tickSeconds = new prom.Histogram({
+    name: "expirer_tick_seconds",
+    help: "Duration of one pass over all shards",
+    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1],
+    registers: [options.registry],
+  });
+  new prom.Gauge({
+    name: "holds_due_backlog",
+    help: "Holds past their expiry not yet released, per shard",
+    labelNames: ["shard"],
+    registers: [options.registry],
+    async collect() {
+      const now = Date.now();
+      await Promise.all(keys.allShards().map(async (shard) => this.set({ shard }, await redis.zcount(keys.holdsDue(shard), "-inf", now))));
+    },
+  });
+
+  let running = false;
+  let stopRequested = false;
+  let loop: Promise<void> | null = null;
+  let lastTickOk = true;
+
+  /** Releases up to one batch of due holds of a shard; returns [released, holds looked at]. */
+  async function expireBatch(shard: number): Promise<[number, number]> {
+    const due = keys.holdsDue(shard);
+    const ids = await redis.zrangebyscore(due, "-inf", Date.now(), "LIMIT", 0, batchSize);
+    if (ids.length === 0) return [0, 0];
+    const lookup = redis.pipeline();
+    for (const id of ids) lookup.hget(keys.hold(id), "stockId");
+    const stockIds = (await lookup.exec()) ?? [];
+
+    const release = redis.pipeline();
+    ids.forEach((id, i) => {
+      const stockId = stockIds[i]?.[1] as string | null;
+      // A due entry without its hold has nothing to release: drop the index entry.
+      if (!stockId) return void release.zrem(due, id);
+      const args = [id, Bun.randomUUIDv7(), FINISHED_HOLD_RETAIN_SECONDS];
+      const k = [keys.hold(id), keys.stock(stockId), keys.stockBuyers(stockId), due, keys.outbox(shard)];
+      queueScript(release, "fsExpire", k, args);
+    });
+    const results = (await release.exec()) ?? [];
+    let released = 0;
+    for (const [err, reply] of results) {
+      if (err) logger.error({ err: err.message, shard }, "expire script failed");
+      else if (Array.isArray(reply) && reply[0] === "expired") released++;
+    }
+    return [released, ids.length];
+  }
+
+  async function tick(): Promise<number> {
+    const end = tickSeconds.startTimer();
+    let total = 0;
+    for (const shard of keys.allShards()) {
+      // Keep going while batches come back full, so a burst of expiries drains in one tick.
+      for (;;) {
+        const [released, seen] = await expireBatch(shard);
+        total += released;
+        if (seen < batchSize || stopRequested) break;
+      }
+    }
+    end();
+    if (total > 0) {
+      expired.inc(total);
+      logger.info({ released: total }, "released expired holds");
+    }
+    return total;
+  }
+
+  async function run(): Promise<void> {
+    while (running) {
+      const started = Date.now();
+      try {
+        await tick();
+        if (!lastTickOk) logger.info("redis reachable again, expiring");
+        lastTickOk = true;
+      } catch (err) {
+        if (lastTickOk) logger.error({ err: (err as Error).message }, "expirer tick failed; retrying");
+        lastTickOk = false;
+      }
+      await sleep(Math.max(0, intervalMs - (Date.now() - started)));
+    }
+  }
+
+  return {
+    start() {
+      if (running) return;
+      running = true;
+      stopRequested = false;
+      loop = run();
+    },
+    async stop() {
+      running = false;
+      stopRequested = true;
+      await loop;
+    },
+    tick,
+    isHealthy: () => lastTickOk,
+  };
+}

@@ -1,0 +1,40 @@
+/** expirer binary: wiring only. Releases timed-out holds; see expirer.ts. */
+import { startAdminServer } from "../../shared/admin-server.ts";
+import { expirerSchema, loadConfigOrExit } from "../../shared/config.ts";
+import { createKeyLayout } from "../../shared/keys.ts";
+import { onShutdown } from "../../shared/lifecycle.ts";
+import { createLogger } from "../../shared/logger.ts";
+import { createMetricsRegistry } from "../../shared/metrics.ts";
+import { createRedis } from "../../shared/redis/client.ts";
+import { createExpirer } from "./expirer.ts";
+
+const config = loadConfigOrExit(expirerSchema, "expirer");
+const logger = createLogger("expirer", config.LOG_LEVEL);
+const redis = createRedis(config.REDIS_URL);
+redis.on("error", (err) => logger.warn({ err: err.message }, "redis connection error"));
+const registry = createMetricsRegistry("expirer");
+
+const expirer = createExpirer({
+  redis,
+  keys: createKeyLayout(config.REDIS_KEY_PREFIX, config.OUTBOX_SHARDS),
+  logger,
+  registry,
+  intervalMs: config.EXPIRER_INTERVAL_MS,
+  batchSize: config.EXPIRER_BATCH_SIZE,
+});
+
+let stopping = false;
+const admin = startAdminServer({
+  port: config.ADMIN_PORT,
+  registry,
+  notReadyReason: () => (stopping ? "shutting down" : expirer.isHealthy() ? null : "redis unreachable"),
+});
+expirer.start();
+logger.info({ adminPort: admin.port, intervalMs: config.EXPIRER_INTERVAL_MS, shards: config.OUTBOX_SHARDS }, "expirer started");
+
+onShutdown(logger, async () => {
+  stopping = true;
+  await expirer.stop();
+  await admin.stop();
+  await redis.quit();
+});
