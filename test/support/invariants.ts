@@ -1,0 +1,45 @@
+/**
+ * Reads the write side's state straight from Redis and checks the invariants of DESIGN §2.
+ * Shared by the tests and the load-test verifier.
+ */
+import type { Redis } from "ioredis";
+import { parseEvent, type StockEvent } from "../../shared/events.ts";
+import type { KeyLayout } from "../../shared/keys.ts";
+
+export interface StockCounters {
+  total: number;
+  available: number;
+  held: number;
+  sold: number;
+  version: number;
+}
+
+export async function readCounters(redis: Redis, keys: KeyLayout, stockId: string): Promise<StockCounters> {
+  const [total, available, held, sold, version] = await redis.hmget(keys.stock(stockId), "total", "available", "held", "sold", "version");
+  return { total: Number(total), available: Number(available), held: Number(held), sold: Number(sold), version: Number(version) };
+}
+
+/** I1: available + held + sold == total and available >= 0. Returns a description of the breach, or null. */
+export function conservationBreach(c: StockCounters): string | null {
+  if (c.available < 0) return `available ${c.available} < 0`;
+  if (c.available + c.held + c.sold !== c.total) return `available ${c.available} + held ${c.held} + sold ${c.sold} != total ${c.total}`;
+  return null;
+}
+
+/** Every event in every shard's outbox, parsed (throws on an entry the schema rejects). */
+export async function readOutbox(redis: Redis, keys: KeyLayout): Promise<StockEvent[]> {
+  const events: StockEvent[] = [];
+  for (const shard of keys.allShards()) {
+    for (const [id, fields] of await redis.xrange(keys.outbox(shard), "-", "+")) {
+      const parsed = parseEvent(fields[1]);
+      if (!parsed.ok) throw new Error(`outbox entry ${id} on shard ${shard}: ${parsed.error}`);
+      events.push(parsed.event);
+    }
+  }
+  return events;
+}
+
+export async function outboxLength(redis: Redis, keys: KeyLayout): Promise<number> {
+  const lengths = await Promise.all(keys.allShards().map((s) => redis.xlen(keys.outbox(s))));
+  return lengths.reduce((a, b) => a + b, 0);
+}

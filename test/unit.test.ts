@@ -1,0 +1,101 @@
+/** Pure logic: key layout, config validation, the Lua time formatter, event schema. */
+import { describe, expect, test } from "bun:test";
+import { Redis } from "ioredis";
+import { ConfigError, apiSchema, parseConfig, relaySchema } from "../shared/config.ts";
+import { parseEvent } from "../shared/events.ts";
+import { createKeyLayout, fnv1a32 } from "../shared/keys.ts";
+import { stackEnv } from "./support/env.ts";
+import libLua from "../shared/redis/scripts/_lib.lua" with { type: "text" };
+
+describe("key layout", () => {
+  const keys = createKeyLayout("fs", 8);
+
+  test("every key of a stock and its shard's outbox share one hash tag", () => {
+    const shard = keys.shardOf("sneaker-42");
+    const tag = `{${shard}}`;
+    for (const key of [keys.stock("sneaker-42"), keys.stockBuyers("sneaker-42"), keys.holdsDue(shard), keys.outbox(shard), keys.idempotency("sneaker-42", "u", "k")]) {
+      expect(key.match(/\{[^}]*\}/)?.[0]).toBe(tag);
+    }
+  });
+
+  test("the shard is a stable hash of the stock id, and allocation ids carry it", () => {
+    expect(fnv1a32("hello")).toBe(0x4f9f2cab); // FNV-1a reference value
+    expect(keys.shardOf("sneaker-42")).toBe(fnv1a32("sneaker-42") % 8);
+    const id = keys.newAllocationId("sneaker-42");
+    expect(keys.shardOfAllocation(id)).toBe(keys.shardOf("sneaker-42"));
+    expect(keys.hold(id)).toStartWith(`fs:{${keys.shardOf("sneaker-42")}}:hold:`);
+  });
+
+  test("stocks spread over all shards", () => {
+    const used = new Set(Array.from({ length: 1000 }, (_, i) => keys.shardOf(`stock-${i}`)));
+    expect(used.size).toBe(8);
+  });
+
+  test("malformed or out-of-range allocation ids have no shard", () => {
+    expect(keys.shardOfAllocation("garbage")).toBeNull();
+    expect(keys.shardOfAllocation("s8-01a2007c-efdd-7485-b66a-9911269a1a0c")).toBeNull();
+    expect(() => keys.hold("garbage")).toThrow();
+  });
+});
+
+describe("config", () => {
+  const valid = { ADMIN_TOKEN: "a".repeat(16), JWT_SECRET: "s".repeat(32) };
+
+  test("defaults follow the contract", () => {
+    const config = parseConfig(apiSchema, valid);
+    expect(config).toMatchObject({ PORT: 3000, REDIS_URL: "redis://127.0.0.1:6379", OUTBOX_SHARDS: 4, LOG_LEVEL: "info" });
+    expect(parseConfig(relaySchema, {}).KAFKA_BROKERS).toEqual(["127.0.0.1:9092"]);
+  });
+
+  test("every bad variable is named in one error", () => {
+    try {
+      parseConfig(apiSchema, { PORT: "http", JWT_SECRET: "short", OUTBOX_SHARDS: "0" });
+      throw new Error("should have failed");
+    } catch (err) {
+      expect(err).toBeInstanceOf(ConfigError);
+      const text = (err as ConfigError).problems.join("\n");
+      for (const name of ["PORT", "JWT_SECRET", "ADMIN_TOKEN", "OUTBOX_SHARDS"]) expect(text).toContain(name);
+    }
+  });
+
+  test("an empty variable falls back to its default", () => {
+    expect(parseConfig(apiSchema, { ...valid, PORT: "" }).PORT).toBe(3000);
+  });
+});
+
+describe("Lua iso8601 matches JavaScript's toISOString", () => {
+  test("over a spread of instants, leap days included", async () => {
+    const redis = new Redis(stackEnv.REDIS_URL);
+    const instants = [0, 951_782_400_000, 1_709_164_800_123, 4_107_542_399_999, 1_767_225_599_999];
+    for (let i = 0; i < 200; i++) instants.push(Math.floor(Math.random() * 4_102_444_800_000));
+    const script = `${libLua}\nlocal out = {}\nfor i, ms in ipairs(ARGV) do out[i] = iso8601(tonumber(ms)) end\nreturn out`;
+    const formatted = (await redis.eval(script, 0, ...instants.map(String))) as string[];
+    expect(formatted).toEqual(instants.map((ms) => new Date(ms).toISOString()));
+    redis.disconnect();
+  });
+});
+
+describe("event schema", () => {
+  const event = {
+    eventId: "01a2007c-efdd-7485-b66a-9911269a1a0c",
+    eventType: "StockAllocated",
+    schemaVersion: 1,
+    aggregateType: "Stock",
+    aggregateId: "s1",
+    version: 2,
+    occurredAt: "2026-11-21T23:41:57.597Z",
+    payload: { allocationId: "a", userId: "u", quantity: 1, expiresAt: "2026-11-21T23:51:57.597Z", available: 9, held: 1, sold: 0 },
+  };
+
+  test("accepts a well-formed event", () => {
+    expect(parseEvent(JSON.stringify(event))).toMatchObject({ ok: true });
+  });
+
+  test("rejects what it cannot trust, without throwing", () => {
+    expect(parseEvent("{not json")).toMatchObject({ ok: false });
+    expect(parseEvent(JSON.stringify({ ...event, schemaVersion: 2 }))).toMatchObject({ ok: false });
+    expect(parseEvent(JSON.stringify({ ...event, eventType: "StockStolen" }))).toMatchObject({ ok: false });
+    expect(parseEvent(JSON.stringify({ ...event, payload: { ...event.payload, available: -1 } }))).toMatchObject({ ok: false });
+    expect(parseEvent(null)).toMatchObject({ ok: false });
+  });
+});
