@@ -75,10 +75,18 @@ export const relaySchema = z.object({
   RELAY_COMPRESSION: z.enum(["none", "gzip"]).default("none"),
 });
 
+const projector = {
+  /** Consumer group; defaults to the projector's name. Tests and side-by-side deployments override it. */
+  PROJECTOR_GROUP_ID: z.string().min(1).optional(),
+  /** Partitions whose batches are applied at once (each its own store transaction / bulk). */
+  PROJECTOR_CONCURRENCY: positiveInt.max(64).default(3),
+};
+
 export const projectorPostgresSchema = z.object({
   ...common,
   ...kafka,
   ...postgres,
+  ...projector,
   ...adminPort(9103),
 });
 
@@ -86,6 +94,7 @@ export const projectorSearchSchema = z.object({
   ...common,
   ...kafka,
   ...elasticsearch,
+  ...projector,
   ...adminPort(9104),
 });
 
