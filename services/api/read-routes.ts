@@ -1,0 +1,242 @@
+/**
+ * The read side of the api (eventually consistent, fed by the projectors): order history and sales
+ * analytics from PostgreSQL, stock search from Elasticsearch. Mounted by app.ts under /api, after
+ * `authenticate` and before the write-side routes (so /stocks/search wins over /stocks/{id}).
+ *
+ * A read store that is down answers 503 store_unavailable quickly (the clients made by
+ * createReaderSql / createReaderSearchClient have short timeouts); allocation, which only needs
+ * Redis, keeps working.
+ */
+import type { Client } from "@elastic/elasticsearch";
+import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
+import type postgres from "postgres";
+import { isElasticOutage, isPostgresOutage } from "../../shared/projection/errors.ts";
+import { InvalidWindowError, salesReport } from "../../shared/read-models/analytics.ts";
+import { InvalidCursorError, listOrdersForUser } from "../../shared/read-models/orders.ts";
+import { InvalidSearchCursorError, searchStocks } from "../../shared/read-models/search.ts";
+import { USER_ID_PATTERN } from "../../shared/validation.ts";
+import { STOCK_ID_PATTERN } from "../../shared/keys.ts";
+import { requireAdmin, requireOwnerOrAdmin } from "./auth.ts";
+import type { AppEnv } from "./env.ts";
+import { ApiProblem } from "./problem.ts";
+import { createRouter } from "./router.ts";
+import { problems } from "./schemas.ts";
+
+export interface ReadRoutesDeps {
+  sql: postgres.Sql;
+  es: Client;
+  /** The search alias (ELASTICSEARCH_INDEX_ALIAS). */
+  esAlias: string;
+}
+
+const STATUSES = ["upcoming", "live", "sold_out", "ended"] as const;
+const cursorParam = z.string().max(2048).optional().openapi({ description: "opaque; from the previous page's nextCursor" });
+const limitParam = (fallback: number, max: number) =>
+  z.coerce.number().int().min(1).max(max).default(fallback).openapi({ description: `page size, 1-${max} (default ${fallback})` });
+
+const orderView = z
+  .object({
+    allocationId: z.string(),
+    stockId: z.string(),
+    stockName: z.string().nullable(),
+    userId: z.string(),
+    quantity: z.number().int(),
+    status: z.enum(["held", "purchased", "cancelled", "expired"]),
+    amount: z.number().int().nullable(),
+    currency: z.string().nullable(),
+    placedAt: z.string(),
+    expiresAt: z.string().nullable(),
+    purchasedAt: z.string().nullable(),
+    releasedAt: z.string().nullable(),
+    updatedAt: z.string(),
+  })
+  .openapi("Order");
+
+const orderPage = z.object({ items: z.array(orderView), nextCursor: z.string().nullable() }).openapi("OrderPage");
+
+const searchHit = z
+  .object({
+    id: z.string(),
+    name: z.string(),
+    description: z.string(),
+    price: z.number().int().nullable(),
+    currency: z.string().nullable(),
+    total: z.number().int().nullable(),
+    available: z.number().int(),
+    held: z.number().int(),
+    sold: z.number().int(),
+    perUserLimit: z.number().int().nullable(),
+    holdSeconds: z.number().int().nullable(),
+    startsAt: z.string().nullable(),
+    endsAt: z.string().nullable(),
+    status: z.enum(STATUSES),
+    version: z.number().int().openapi({ description: "stock version of the counters (compare with GET /api/stocks/{id})" }),
+    projectedAt: z.string().openapi({ description: "when the newest projected event happened" }),
+    score: z.number().nullable(),
+  })
+  .openapi("StockSearchHit");
+
+const searchPage = z.object({ items: z.array(searchHit), nextCursor: z.string().nullable() }).openapi("StockSearchPage");
+
+const byReason = z.object({ expired: z.number().int(), cancelled: z.number().int() });
+const stockSales = z
+  .object({
+    stockId: z.string(),
+    name: z.string().nullable(),
+    currency: z.string().nullable(),
+    price: z.number().int().nullable(),
+    total: z.number().int().nullable(),
+    available: z.number().int(),
+    held: z.number().int(),
+    sold: z.number().int(),
+    holdsPlaced: z.number().int(),
+    unitsAllocated: z.number().int(),
+    purchases: z.number().int(),
+    unitsSold: z.number().int(),
+    revenue: z.number().int().openapi({ description: "minor units of `currency`" }),
+    holdsReleased: byReason,
+    unitsReleased: byReason,
+    sellThrough: z.number().nullable().openapi({ description: "sold / total" }),
+    saleStartedAt: z.string().nullable(),
+    firstUnavailableAt: z.string().nullable(),
+    soldOutAt: z.string().nullable(),
+    timeToUnavailableSeconds: z.number().nullable(),
+    timeToSellOutSeconds: z.number().nullable(),
+  })
+  .openapi("StockSales");
+const minutePoint = z
+  .object({
+    minute: z.string(),
+    holdsPlaced: z.number().int(),
+    unitsAllocated: z.number().int(),
+    purchases: z.number().int(),
+    unitsSold: z.number().int(),
+    holdsExpired: z.number().int(),
+    holdsCancelled: z.number().int(),
+    unitsExpired: z.number().int(),
+    unitsCancelled: z.number().int(),
+    revenue: z.record(z.string(), z.number().int()).openapi({ description: "per currency, minor units" }),
+  })
+  .openapi("SalesMinute");
+const salesReportSchema = z
+  .object({
+    generatedAt: z.string(),
+    window: z.object({ from: z.string(), to: z.string() }),
+    stocks: z.array(stockSales),
+    series: z.array(minutePoint),
+  })
+  .openapi("SalesReport");
+
+const ordersRoute = createRoute({
+  method: "get",
+  path: "/orders/user/{userId}",
+  tags: ["read side"],
+  summary: "A user's order history, newest first (PostgreSQL, eventually consistent)",
+  security: [{ bearer: [] }],
+  request: {
+    params: z.object({ userId: z.string().regex(USER_ID_PATTERN).openapi({ param: { name: "userId", in: "path" }, example: "alice" }) }),
+    query: z.object({ limit: limitParam(20, 100), cursor: cursorParam }),
+  },
+  responses: {
+    200: { description: "one page of orders", content: { "application/json": { schema: orderPage } } },
+    ...problems(400, 401, 403, 503),
+  },
+});
+
+const searchRoute = createRoute({
+  method: "get",
+  path: "/stocks/search",
+  tags: ["read side"],
+  summary: "Full-text stock search on name and description (Elasticsearch; counters as last projected)",
+  request: {
+    query: z.object({
+      q: z.string().max(200).optional().openapi({ example: "sneaker" }),
+      status: z.enum(STATUSES).optional(),
+      limit: limitParam(20, 100),
+      cursor: cursorParam,
+    }),
+  },
+  responses: {
+    200: { description: "one page of stocks", content: { "application/json": { schema: searchPage } } },
+    ...problems(400, 503),
+  },
+});
+
+const isoParam = z.string().datetime({ offset: true }).optional();
+const analyticsRoute = createRoute({
+  method: "get",
+  path: "/analytics/sales",
+  tags: ["read side"],
+  summary: "Sales analytics (admin): per stock and per minute (PostgreSQL)",
+  description:
+    "Per stock (all time): units sold, revenue, holds released by reason, sell-through, time to sell-out. " +
+    "Series: per minute in [from, to) (default the last hour, at most 24 h), revenue per currency.",
+  security: [{ bearer: [] }],
+  request: {
+    query: z.object({
+      stockId: z.string().regex(STOCK_ID_PATTERN).optional(),
+      from: isoParam,
+      to: isoParam,
+      limit: limitParam(100, 1000),
+    }),
+  },
+  responses: {
+    200: { description: "the report", content: { "application/json": { schema: salesReportSchema } } },
+    ...problems(400, 401, 403, 503),
+  },
+});
+
+function unavailable(store: string): ApiProblem {
+  return new ApiProblem(503, "store_unavailable", `${store} is unavailable, try again shortly`);
+}
+
+/** Store errors to 503; everything else goes to the app's onError unchanged. */
+async function fromPostgres<T>(work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (err) {
+    if (err instanceof InvalidCursorError) throw new ApiProblem(400, "invalid_request", "query.cursor: invalid cursor");
+    if (err instanceof InvalidWindowError) throw new ApiProblem(400, "invalid_request", `query: ${err.message}`);
+    if (isPostgresOutage(err)) throw unavailable("the order database");
+    throw err;
+  }
+}
+
+async function fromElasticsearch<T>(work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (err) {
+    if (err instanceof InvalidSearchCursorError) throw new ApiProblem(400, "invalid_request", "query.cursor: invalid cursor");
+    if (isElasticOutage(err)) throw unavailable("search");
+    throw err;
+  }
+}
+
+export function createReadRoutes(deps: ReadRoutesDeps): OpenAPIHono<AppEnv> {
+  const app = createRouter();
+
+  app.openapi(ordersRoute, async (c) => {
+    const { userId } = c.req.valid("param");
+    requireOwnerOrAdmin(c, userId);
+    const { limit, cursor } = c.req.valid("query");
+    const page = await fromPostgres(() => listOrdersForUser(deps.sql, userId, { limit, cursor }));
+    return c.json(page, 200);
+  });
+
+  app.openapi(searchRoute, async (c) => {
+    const { q, status, limit, cursor } = c.req.valid("query");
+    const page = await fromElasticsearch(() => searchStocks(deps.es, deps.esAlias, { q, status, limit, cursor }));
+    return c.json(page, 200);
+  });
+
+  app.openapi(analyticsRoute, async (c) => {
+    requireAdmin(c);
+    const { stockId, from, to, limit } = c.req.valid("query");
+    const report = await fromPostgres(() =>
+      salesReport(deps.sql, { stockId, limit, from: from ? new Date(from) : undefined, to: to ? new Date(to) : undefined }),
+    );
+    return c.json(report, 200);
+  });
+
+  return app;
+}

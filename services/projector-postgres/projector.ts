@@ -1,0 +1,36 @@
+/**
+ * projector-postgres: Kafka stock events → PostgreSQL read models (stock_events, orders, stocks,
+ * sales_by_minute), one transaction per batch (shared/read-models/postgres-writer.ts), offsets
+ * committed after the transaction commits.
+ */
+import type postgres from "postgres";
+import type { Registry } from "prom-client";
+import type { Logger } from "../../shared/logger.ts";
+import { isPostgresOutage } from "../../shared/projection/errors.ts";
+import { createProjector, type Projector, type ProjectorKafkaOptions } from "../../shared/projection/projector.ts";
+import { applyEventsToPostgres } from "../../shared/read-models/postgres-writer.ts";
+
+export const POSTGRES_PROJECTOR_GROUP = "projector-postgres";
+
+export interface PostgresProjectorOptions extends Omit<ProjectorKafkaOptions, "groupId"> {
+  groupId?: string;
+  /** Tables are found through this connection's search_path (the rebuild points it at a new schema). */
+  sql: postgres.Sql;
+  logger: Logger;
+  registry?: Registry;
+}
+
+export function createPostgresProjector(options: PostgresProjectorOptions): Projector {
+  const { sql } = options;
+  return createProjector({
+    ...options,
+    groupId: options.groupId ?? POSTGRES_PROJECTOR_GROUP,
+    sink: {
+      apply: (events) => applyEventsToPostgres(sql, events),
+      isOutage: isPostgresOutage,
+      ping: async () => {
+        await sql`SELECT 1`;
+      },
+    },
+  });
+}

@@ -1,0 +1,120 @@
+/**
+ * One Kafka batch through a projector's store, independent of kafkajs (so it is unit-testable):
+ *
+ *   parse every message (shared/events.ts) → unparseable ones are poison
+ *   apply the valid events in one call to the sink
+ *     outage      → back off (capped), retry forever, never give up on valid events
+ *     data error  → retry a few times, then split the batch in halves and apply each, down to the
+ *                   single event that fails: that one is poison, the others are applied
+ *   report poison messages for the DLQ; the caller commits only after this returns "done".
+ *
+ * Sinks must be idempotent (a retried or split batch re-applies what already landed).
+ */
+import { parseEvent, type StockEvent } from "../events.ts";
+
+export interface RawMessage {
+  key: Buffer | null;
+  value: Buffer | null;
+  headers?: Record<string, Buffer | string | (Buffer | string)[] | undefined>;
+  offset: string;
+  timestamp?: string;
+}
+
+export interface SinkResult {
+  applied: StockEvent[];
+  duplicates: number;
+}
+
+export interface ProjectionSink {
+  /** Applies events atomically or idempotently; throws on failure. */
+  apply(events: StockEvent[]): Promise<SinkResult>;
+  /** True when `err` means the store is unavailable (retry, don't dead-letter). */
+  isOutage(err: unknown): boolean;
+}
+
+export type PoisonReason = "unparseable" | "rejected";
+
+export interface PoisonMessage {
+  message: RawMessage;
+  reason: PoisonReason;
+  error: string;
+}
+
+export interface BatchControl {
+  /** Asked after a failed attempt: true when the batch must be abandoned uncommitted (shutdown, rebalance). */
+  shouldAbort(): boolean;
+  /** Called before each retry after an outage: sleep with backoff, heartbeat, update readiness. */
+  waitAfterOutage(err: unknown, attempt: number): Promise<void>;
+  /** Called when the store answers again after an outage. */
+  recovered(): void;
+  /** Attempts of the same slice before it is split (or, for one event, dead-lettered). */
+  maxDataAttempts: number;
+  waitAfterDataError(err: unknown, attempt: number): Promise<void>;
+}
+
+export type BatchOutcome =
+  | { status: "done"; applied: StockEvent[]; duplicates: number; poison: PoisonMessage[] }
+  | { status: "aborted" };
+
+interface Item {
+  event: StockEvent;
+  message: RawMessage;
+}
+
+const describe = (err: unknown) => (err instanceof Error ? `${err.name}: ${err.message}` : String(err)).slice(0, 1000);
+
+export async function projectBatch(messages: readonly RawMessage[], sink: ProjectionSink, control: BatchControl): Promise<BatchOutcome> {
+  const poison: PoisonMessage[] = [];
+  const items: Item[] = [];
+  for (const message of messages) {
+    const parsed = parseEvent(message.value);
+    if (parsed.ok) items.push({ event: parsed.event, message });
+    else poison.push({ message, reason: "unparseable", error: parsed.error });
+  }
+
+  const applied: StockEvent[] = [];
+  let duplicates = 0;
+  let outageAttempt = 0;
+
+  /**
+   * Applies a slice; false when aborted. Splits on persistent data errors. Only the whole batch and
+   * single events get retries; an intermediate half that fails is split at once (the retries were
+   * already spent on the batch), which keeps isolating one poison event among n to ~2·log2(n) calls.
+   */
+  async function applySlice(slice: Item[], attempts: number): Promise<boolean> {
+    let dataAttempt = 0;
+    for (;;) {
+      try {
+        const result = await sink.apply(slice.map((i) => i.event));
+        if (outageAttempt > 0) {
+          outageAttempt = 0;
+          control.recovered();
+        }
+        applied.push(...result.applied);
+        duplicates += result.duplicates;
+        return true;
+      } catch (err) {
+        // A batch in hand is finished on shutdown; only a failing one is abandoned (uncommitted).
+        if (control.shouldAbort()) return false;
+        if (sink.isOutage(err)) {
+          await control.waitAfterOutage(err, outageAttempt++);
+          continue;
+        }
+        dataAttempt += 1;
+        if (dataAttempt < (slice.length === 1 ? control.maxDataAttempts : attempts)) {
+          await control.waitAfterDataError(err, dataAttempt);
+          continue;
+        }
+        if (slice.length === 1) {
+          poison.push({ message: slice[0]!.message, reason: "rejected", error: describe(err) });
+          return true;
+        }
+        const middle = Math.ceil(slice.length / 2);
+        return (await applySlice(slice.slice(0, middle), 1)) && (await applySlice(slice.slice(middle), 1));
+      }
+    }
+  }
+
+  if (items.length > 0 && !(await applySlice(items, control.maxDataAttempts))) return { status: "aborted" };
+  return { status: "done", applied, duplicates, poison };
+}

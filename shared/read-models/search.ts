@@ -1,0 +1,119 @@
+/**
+ * Stock search from Elasticsearch: full text on name (boosted) and description, optional status
+ * filter, search_after pagination behind an opaque cursor. Status depends on the clock (a sale goes
+ * live at startsAt without any event), so the filter is expressed on times and counters at query
+ * time, and each hit's status is recomputed for "now" with the same rule as the write side.
+ */
+import type { Client, estypes } from "@elastic/elasticsearch";
+import type { StockStatus } from "../views.ts";
+import { decodeCursor, encodeCursor } from "./cursor.ts";
+import { statusAt } from "./search-documents.ts";
+import type { StockDocument } from "./search-index.ts";
+
+export interface StockSearchHit {
+  id: string;
+  name: string;
+  description: string;
+  price: number | null;
+  currency: string | null;
+  total: number | null;
+  available: number;
+  held: number;
+  sold: number;
+  perUserLimit: number | null;
+  holdSeconds: number | null;
+  startsAt: string | null;
+  endsAt: string | null;
+  status: StockStatus;
+  version: number;
+  /** occurredAt of the newest event projected: how fresh these counters are. */
+  projectedAt: string;
+  score: number | null;
+}
+
+export interface StockSearchPage {
+  items: StockSearchHit[];
+  nextCursor: string | null;
+}
+
+export interface StockSearchQuery {
+  q?: string;
+  status?: StockStatus;
+  limit: number;
+  cursor?: string;
+}
+
+export class InvalidSearchCursorError extends Error {}
+
+function statusFilter(status: StockStatus, now: string): estypes.QueryDslQueryContainer {
+  const ended: estypes.QueryDslQueryContainer = { range: { endsAt: { lte: now } } };
+  const started: estypes.QueryDslQueryContainer = { range: { startsAt: { lte: now } } };
+  switch (status) {
+    case "ended":
+      return ended;
+    case "upcoming":
+      return { bool: { must_not: [ended, started] } };
+    case "sold_out":
+      return { bool: { filter: [started, { term: { available: 0 } }], must_not: [ended] } };
+    case "live":
+      return { bool: { filter: [started, { range: { available: { gt: 0 } } }], must_not: [ended] } };
+  }
+}
+
+export async function searchStocks(es: Client, index: string, query: StockSearchQuery, nowMs = Date.now()): Promise<StockSearchPage> {
+  const now = new Date(nowMs).toISOString();
+  let searchAfter: estypes.SortResults | undefined;
+  if (query.cursor) {
+    const decoded = decodeCursor(query.cursor);
+    if (!Array.isArray(decoded) || decoded.length !== 2 || !decoded.every((v) => typeof v === "number" || typeof v === "string")) {
+      throw new InvalidSearchCursorError("invalid cursor");
+    }
+    searchAfter = decoded as estypes.SortResults;
+  }
+  const text = query.q?.trim();
+  const must: estypes.QueryDslQueryContainer[] = text
+    ? [{ multi_match: { query: text, fields: ["name^3", "description"], operator: "and", fuzziness: "AUTO" } }]
+    : [{ match_all: {} }];
+  // Documents still waiting for their StockCreated have no name or times: not searchable yet.
+  const filter: estypes.QueryDslQueryContainer[] = [{ term: { complete: true } }];
+  if (query.status) filter.push(statusFilter(query.status, now));
+  // With text: by relevance; without: the newest sales first. stockId breaks ties (stable pages).
+  const sort: estypes.Sort = text ? [{ _score: { order: "desc" } }, { stockId: { order: "asc" } }] : [{ startsAt: { order: "desc" } }, { stockId: { order: "asc" } }];
+
+  const result = await es.search<StockDocument>({
+    index,
+    size: query.limit + 1,
+    query: { bool: { must, filter } },
+    sort,
+    track_total_hits: false,
+    ...(searchAfter ? { search_after: searchAfter } : {}),
+  });
+  const hits = result.hits.hits;
+  const page = hits.slice(0, query.limit);
+  const last = page[page.length - 1];
+  return {
+    items: page.map((hit) => {
+      const d = hit._source!;
+      return {
+        id: d.stockId,
+        name: d.name,
+        description: d.description,
+        price: d.price,
+        currency: d.currency,
+        total: d.total,
+        available: d.available,
+        held: d.held,
+        sold: d.sold,
+        perUserLimit: d.perUserLimit,
+        holdSeconds: d.holdSeconds,
+        startsAt: d.startsAt,
+        endsAt: d.endsAt,
+        status: statusAt(d, nowMs) as StockStatus,
+        version: d.version,
+        projectedAt: d.updatedAt,
+        score: typeof hit._score === "number" ? hit._score : null,
+      };
+    }),
+    nextCursor: hits.length > query.limit && last?.sort ? encodeCursor(last.sort) : null,
+  };
+}

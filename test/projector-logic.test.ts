@@ -1,0 +1,182 @@
+/** Pure projector logic: batch retry/split/DLQ decisions, PostgreSQL plans, search documents. */
+import { describe, expect, test } from "bun:test";
+import type { StockEvent } from "../shared/events.ts";
+import { projectBatch, type BatchControl, type ProjectionSink, type RawMessage } from "../shared/projection/batch.ts";
+import { isPostgresOutage, RejectedEventError, StoreUnavailableError } from "../shared/projection/errors.ts";
+import { minuteOf, planPostgresBatch } from "../shared/read-models/postgres-plan.ts";
+import { buildStockDocument, completeDocument, planSearchBatch } from "../shared/read-models/search-documents.ts";
+import { StockSim } from "./support/stock-sim.ts";
+
+const message = (value: string | StockEvent, offset: number): RawMessage => ({
+  key: null,
+  value: Buffer.from(typeof value === "string" ? value : JSON.stringify(value)),
+  offset: String(offset),
+});
+
+const control = (overrides: Partial<BatchControl> = {}): BatchControl => ({
+  shouldAbort: () => false,
+  waitAfterOutage: async () => {},
+  recovered: () => {},
+  maxDataAttempts: 3,
+  waitAfterDataError: async () => {},
+  ...overrides,
+});
+
+function scenario(count: number) {
+  const sim = new StockSim();
+  const events: StockEvent[] = [sim.create("a", { total: 1000 })];
+  while (events.length < count) events.push(sim.allocate("a", `u${events.length}`)!);
+  return events;
+}
+
+describe("projectBatch", () => {
+  test("unparseable and unknown-schema messages are poison; the rest is applied in order", async () => {
+    const events = scenario(4);
+    const seen: string[] = [];
+    const sink: ProjectionSink = {
+      apply: async (batch) => {
+        seen.push(...batch.map((e) => e.eventId));
+        return { applied: batch, duplicates: 0 };
+      },
+      isOutage: () => false,
+    };
+    const v2 = { ...events[1]!, schemaVersion: 2 };
+    const outcome = await projectBatch(
+      [message(events[0]!, 0), message("{not json", 1), message(JSON.stringify(v2), 2), message(events[2]!, 3), message(events[3]!, 4)],
+      sink,
+      control(),
+    );
+    expect(outcome.status).toBe("done");
+    if (outcome.status !== "done") return;
+    expect(seen).toEqual([events[0]!.eventId, events[2]!.eventId, events[3]!.eventId]);
+    expect(outcome.poison.map((p) => [p.message.offset, p.reason])).toEqual([
+      ["1", "unparseable"],
+      ["2", "unparseable"],
+    ]);
+  });
+
+  test("an event the store keeps rejecting is isolated by splitting; the others land", async () => {
+    const events = scenario(37);
+    const bad = events[23]!.eventId;
+    const landed = new Set<string>();
+    let calls = 0;
+    const sink: ProjectionSink = {
+      apply: async (batch) => {
+        calls++;
+        if (batch.some((e) => e.eventId === bad)) throw new RejectedEventError("value out of range");
+        for (const e of batch) landed.add(e.eventId);
+        return { applied: batch, duplicates: 0 };
+      },
+      isOutage: (err) => err instanceof StoreUnavailableError,
+    };
+    const outcome = await projectBatch(events.map(message), sink, control());
+    expect(outcome.status).toBe("done");
+    if (outcome.status !== "done") return;
+    expect(outcome.poison).toHaveLength(1);
+    expect(outcome.poison[0]!.reason).toBe("rejected");
+    expect(outcome.poison[0]!.message.offset).toBe("23");
+    expect(landed.size).toBe(36);
+    expect(calls).toBeLessThan(25); // 3 on the batch, ~2 per level, 3 on the single event
+  });
+
+  test("an outage is retried until the store is back and never dead-letters", async () => {
+    const events = scenario(5);
+    let failures = 0;
+    let recovered = 0;
+    const sink: ProjectionSink = {
+      apply: async (batch) => {
+        if (failures++ < 7) throw Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" });
+        return { applied: batch, duplicates: 0 };
+      },
+      isOutage: isPostgresOutage,
+    };
+    const outcome = await projectBatch(events.map(message), sink, control({ recovered: () => recovered++ }));
+    expect(outcome).toMatchObject({ status: "done", poison: [] });
+    expect(recovered).toBe(1);
+  });
+
+  test("an outage during shutdown abandons the batch (nothing to commit)", async () => {
+    let stopping = false;
+    const sink: ProjectionSink = {
+      apply: async () => {
+        stopping = true;
+        throw new StoreUnavailableError("down");
+      },
+      isOutage: (err) => err instanceof StoreUnavailableError,
+    };
+    const outcome = await projectBatch(scenario(3).map(message), sink, control({ shouldAbort: () => stopping }));
+    expect(outcome.status).toBe("aborted");
+  });
+});
+
+describe("isPostgresOutage", () => {
+  test("connection loss, deadlock, missing table: outage; bad value: data", () => {
+    expect(isPostgresOutage(Object.assign(new Error("x"), { code: "CONNECTION_CLOSED" }))).toBe(true);
+    const pg = (code: string) => Object.assign(new Error("x"), { name: "PostgresError", code });
+    expect(isPostgresOutage(pg("40P01"))).toBe(true);
+    expect(isPostgresOutage(pg("57P01"))).toBe(true);
+    expect(isPostgresOutage(pg("42P01"))).toBe(true);
+    expect(isPostgresOutage(pg("22003"))).toBe(false);
+    expect(isPostgresOutage(pg("23502"))).toBe(false);
+    expect(isPostgresOutage(new TypeError("bad"))).toBe(false);
+  });
+});
+
+describe("planPostgresBatch", () => {
+  test("one row per stock (newest counters), per allocation (merged), per stock-minute (summed)", () => {
+    const sim = new StockSim({ now: () => Date.parse("2030-01-01T10:00:30.000Z") });
+    const created = sim.create("s1", { total: 3, price: 100 });
+    const a1 = sim.allocate("s1", "alice", 2)!;
+    const a2 = sim.allocate("s1", "bob", 1)!;
+    const p1 = sim.purchase(a1.payload.allocationId);
+    const r2 = sim.release(a2.payload.allocationId, "cancelled");
+    // Any order gives the same plan.
+    const plan = planPostgresBatch([r2, p1, a2, created, a1]);
+    expect(plan.stocks).toHaveLength(1);
+    expect(plan.stocks[0]).toMatchObject({ stock_id: "s1", name: "Item s1", available: 1, held: 0, sold: 2, version: 5 });
+    expect(plan.stocks[0]!.first_unavailable_at).toBe(a2.occurredAt);
+    expect(plan.stocks[0]!.sold_out_at).toBeNull();
+    const byId = new Map(plan.orders.map((o) => [o.allocation_id, o]));
+    expect(byId.get(a1.payload.allocationId)).toMatchObject({ status: "purchased", amount: 200, quantity: 2, held_at: a1.occurredAt });
+    expect(byId.get(a2.payload.allocationId)).toMatchObject({ status: "cancelled", released_at: r2.occurredAt, user_id: "bob" });
+    expect(plan.minutes).toEqual([
+      {
+        stock_id: "s1",
+        minute: "2030-01-01T10:00:00.000Z",
+        holds_placed: 2,
+        units_allocated: 3,
+        purchases: 1,
+        units_sold: 2,
+        revenue: 200,
+        holds_expired: 0,
+        units_expired: 0,
+        holds_cancelled: 1,
+        units_cancelled: 1,
+      },
+    ]);
+  });
+
+  test("minuteOf truncates to the UTC minute", () => {
+    expect(minuteOf("2030-01-01T10:59:59.999+02:00")).toBe("2030-01-01T08:59:00.000Z");
+  });
+});
+
+describe("search documents", () => {
+  test("coalesces to the newest event per stock, statics from StockCreated or the stored doc", () => {
+    const sim = new StockSim();
+    const created = sim.create("s1", { total: 10, name: "Red sneaker" });
+    const a = sim.allocate("s1", "u1", 3)!;
+    const b = sim.allocate("s1", "u2", 1)!;
+    const [entry] = planSearchBatch([a, created, b]);
+    expect(entry!.newest.eventId).toBe(b.eventId);
+    const doc = buildStockDocument(entry!, null);
+    expect(doc).toMatchObject({ stockId: "s1", name: "Red sneaker", available: 6, held: 4, version: 3, complete: true, status: "live" });
+
+    const c = sim.purchase(a.payload.allocationId);
+    const [later] = planSearchBatch([c]);
+    expect(buildStockDocument(later!, doc)).toMatchObject({ name: "Red sneaker", sold: 3, held: 1, version: 4, complete: true });
+    const orphan = buildStockDocument(later!, null);
+    expect(orphan).toMatchObject({ name: "", complete: false, version: 4 });
+    expect(completeDocument(orphan, created)).toMatchObject({ name: "Red sneaker", version: 4, sold: 3, complete: true });
+  });
+});

@@ -1,0 +1,120 @@
+/**
+ * Helpers for the read-side integration tests: a throwaway database per test file (migrated), a
+ * fresh topic to produce events to, a unique ES alias, and polling.
+ */
+import { Kafka, logLevel, type Producer } from "kafkajs";
+import postgres from "postgres";
+import type { StockEvent } from "../../shared/events.ts";
+import { createLogger } from "../../shared/logger.ts";
+import { createProjectorSql } from "../../shared/read-models/postgres-client.ts";
+import { applyMigrationFiles } from "../../shared/read-models/schema.ts";
+import { createSearchClient } from "../../shared/read-models/search-index.ts";
+import { stackEnv, uniqueName } from "./env.ts";
+
+export const testLogger = createLogger("test", process.env.LOG_LEVEL ?? "silent");
+export const brokers = stackEnv.KAFKA_BROKERS.split(",");
+
+export interface TestDatabase {
+  name: string;
+  url: string;
+  sql: postgres.Sql;
+  drop(): Promise<void>;
+}
+
+function databaseUrl(name: string): string {
+  const url = new URL(stackEnv.DATABASE_URL);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+/** CREATE DATABASE + migrations (the same files `bun run migrate` applies). */
+export async function createTestDatabase(label: string): Promise<TestDatabase> {
+  const name = uniqueName(label);
+  const admin = postgres(stackEnv.DATABASE_URL, { max: 1, onnotice: () => {} });
+  await admin.unsafe(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const url = databaseUrl(name);
+  const sql = createProjectorSql(url, { max: 6, applicationName: "test" });
+  await migrate(sql);
+  return {
+    name,
+    url,
+    sql,
+    async drop() {
+      await sql.end({ timeout: 2 });
+      const a = postgres(stackEnv.DATABASE_URL, { max: 1, onnotice: () => {} });
+      await a.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await a.end();
+    },
+  };
+}
+
+/** The stack engineer's runner when it is there (what production uses), else the files directly. */
+async function migrate(sql: postgres.Sql): Promise<void> {
+  const runner = `${import.meta.dir}/../../shared/db/migrate.ts`;
+  if (await Bun.file(runner).exists()) {
+    const mod = (await import(runner)) as { migrate?: (sql: postgres.Sql, dir: string) => Promise<unknown> };
+    if (typeof mod.migrate === "function") {
+      await mod.migrate(sql, `${import.meta.dir}/../../migrations`);
+      return;
+    }
+  }
+  await applyMigrationFiles(sql, "public");
+}
+
+export function createTestKafka(): Kafka {
+  return new Kafka({ clientId: "test", brokers, logLevel: logLevel.NOTHING });
+}
+
+export async function createTopic(kafka: Kafka, topic: string, partitions = 4): Promise<void> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    await admin.createTopics({ topics: [{ topic, numPartitions: partitions, replicationFactor: 1 }], waitForLeaders: true });
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** Kafka message for an event, as the relay produces it: key = stock id, headers. */
+export function eventMessage(event: StockEvent) {
+  return {
+    key: event.aggregateId,
+    value: JSON.stringify(event),
+    headers: { eventType: event.eventType, schemaVersion: String(event.schemaVersion), eventId: event.eventId },
+  };
+}
+
+export async function produceEvents(producer: Producer, topic: string, events: readonly StockEvent[], chunk = 2_000): Promise<void> {
+  for (let i = 0; i < events.length; i += chunk) {
+    await producer.send({ topic, acks: -1, messages: events.slice(i, i + chunk).map(eventMessage) });
+  }
+}
+
+export async function connectedProducer(kafka: Kafka): Promise<Producer> {
+  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  await producer.connect();
+  return producer;
+}
+
+export const testSearchClient = () => createSearchClient(stackEnv.ELASTICSEARCH_URL, { requestTimeoutMs: 10_000 });
+
+/** Polls `check` until it returns a value other than undefined/false, or throws the last failure. */
+export async function eventually<T>(check: () => Promise<T | undefined | false>, options: { timeoutMs?: number; intervalMs?: number; what?: string } = {}): Promise<T> {
+  const deadline = Date.now() + (options.timeoutMs ?? 15_000);
+  let lastError: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value !== undefined && value !== false) return value;
+    } catch (err) {
+      lastError = err;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out waiting for ${options.what ?? "condition"}${lastError ? `: ${String(lastError)}` : ""}`);
+    }
+    await Bun.sleep(options.intervalMs ?? 50);
+  }
+}
+
+export { uniqueName, stackEnv };
