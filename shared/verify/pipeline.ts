@@ -1,0 +1,217 @@
+/**
+ * The downstream layers, checked against Redis once the pipeline has drained:
+ *   drain   every outbox's relay group has nothing undelivered (lag 0) and nothing unacknowledged
+ *   kafka   (I2) the topic holds every event of every stock: versions 1..V, V = the stock's version;
+ *           duplicates are allowed (at-least-once, I3) and only counted
+ *   postgres (I2, I6) counters and version equal Redis (shared/read-models/convergence.ts), one
+ *           stock_events row per version, and the orders' units by status equal held and sold
+ *   search  (I6) counters and version of each stock document equal Redis (same helper)
+ * Each waits, polling, until it agrees or the shared deadline passes; then it reports what differs.
+ */
+import type { Client } from "@elastic/elasticsearch";
+import type { Redis } from "ioredis";
+import { Kafka, logLevel } from "kafkajs";
+import type postgres from "postgres";
+import { parseEvent } from "../events.ts";
+import { compareReadModels, type StockCounters } from "../read-models/convergence.ts";
+import { finding, type Finding, type StockState } from "./report.ts";
+
+const RELAY_GROUP = "relay";
+const POLL_MS = 250;
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+function pairs(flat: unknown[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) out[String(flat[i])] = flat[i + 1];
+  return out;
+}
+
+/** Entries not yet relayed (lag) plus entries delivered but not acknowledged (pending), per outbox. */
+export async function relayBacklog(redis: Redis, outboxKeys: string[]): Promise<{ backlog: number; missingGroup: string[] }> {
+  let backlog = 0;
+  const missingGroup: string[] = [];
+  for (const key of outboxKeys) {
+    const groups = ((await redis.call("XINFO", "GROUPS", key)) as unknown[][]).map(pairs);
+    const group = groups.find((g) => g.name === RELAY_GROUP);
+    if (!group) {
+      // No relay has ever read this stream: everything in it is backlog.
+      missingGroup.push(key);
+      backlog += Number(await redis.xlen(key));
+      continue;
+    }
+    const lag = group.lag;
+    // lag is null when Redis cannot tell (entries deleted in the middle); count the stream then.
+    backlog += Number(group.pending ?? 0) + (lag === null || lag === undefined ? Number(await redis.xlen(key)) : Number(lag));
+  }
+  return { backlog, missingGroup };
+}
+
+/** Waits until the relay has taken and acknowledged everything, or the deadline. */
+export async function waitForRelayDrain(redis: Redis, outboxKeys: string[], deadline: number): Promise<Finding[]> {
+  for (;;) {
+    const { backlog, missingGroup } = await relayBacklog(redis, outboxKeys);
+    if (backlog === 0) return [];
+    if (Date.now() > deadline) {
+      const why = missingGroup.length > 0 ? `; no relay group on ${missingGroup.join(", ")} (is the relay running?)` : "";
+      return [finding("kafka", "I2", null, `outbox not drained before the deadline: ${backlog} entries not relayed or not acknowledged${why}`)];
+    }
+    await sleep(POLL_MS);
+  }
+}
+
+export interface KafkaCheckOptions {
+  brokers: string[];
+  topic: string;
+  stocks: readonly StockState[];
+  deadline: number;
+}
+
+/**
+ * Reads the topic from the beginning up to its end offsets (taken once the outbox drained) and
+ * checks that every version of every stock is there. Re-reads while something is missing and the
+ * deadline allows (a produce acknowledged by Kafka is readable at once, so this rarely loops).
+ */
+export async function checkKafka(options: KafkaCheckOptions): Promise<{ findings: Finding[]; messages: number; duplicates: number }> {
+  const kafka = new Kafka({ clientId: "flashsale-verify", brokers: options.brokers, logLevel: logLevel.NOTHING });
+  const wanted = new Map(options.stocks.map((s) => [s.stockId, s]));
+  for (;;) {
+    const seen = new Map<string, Set<number>>();
+    const ids = new Set<string>();
+    let messages = 0;
+    let duplicates = 0;
+    const bad: Finding[] = [];
+    const admin = kafka.admin();
+    await admin.connect();
+    let ends: { partition: number; high: string; low: string }[];
+    try {
+      ends = (await admin.listTopics()).includes(options.topic) ? await admin.fetchTopicOffsets(options.topic) : [];
+    } finally {
+      await admin.disconnect();
+    }
+    const remaining = new Map(ends.filter((p) => BigInt(p.high) > BigInt(p.low)).map((p) => [p.partition, BigInt(p.high)]));
+    if (remaining.size > 0) {
+      const groupId = `flashsale-verify-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
+      const consumer = kafka.consumer({ groupId, maxBytes: 16 * 1024 * 1024 });
+      await consumer.connect();
+      await consumer.subscribe({ topic: options.topic, fromBeginning: true });
+      let done: () => void = () => {};
+      const finished = new Promise<void>((resolve) => (done = resolve));
+      await consumer.run({
+        autoCommit: false,
+        eachBatch: async ({ batch }) => {
+          for (const m of batch.messages) {
+            messages++;
+            const parsed = parseEvent(m.value);
+            if (!parsed.ok) {
+              if (bad.length < 5) bad.push(finding("kafka", "I2", m.key?.toString() ?? null, `partition ${batch.partition} offset ${m.offset}: ${parsed.error}`));
+              continue;
+            }
+            const e = parsed.event;
+            if (!wanted.has(e.aggregateId)) continue;
+            if (m.key?.toString() !== e.aggregateId && bad.length < 5) {
+              bad.push(finding("kafka", "I2", e.aggregateId, `message key ${String(m.key)} is not the stock id (per-stock order is lost)`));
+            }
+            if (ids.has(e.eventId)) {
+              duplicates++;
+              continue;
+            }
+            ids.add(e.eventId);
+            let versions = seen.get(e.aggregateId);
+            if (!versions) seen.set(e.aggregateId, (versions = new Set()));
+            if (versions.has(e.version) && bad.length < 5) bad.push(finding("kafka", "I2", e.aggregateId, `two different events with version ${e.version}`));
+            versions.add(e.version);
+          }
+          const high = remaining.get(batch.partition);
+          if (high !== undefined && BigInt(batch.lastOffset()) + 1n >= high) {
+            remaining.delete(batch.partition);
+            if (remaining.size === 0) done();
+          }
+        },
+      });
+      const timedOut = await Promise.race([finished.then(() => false), sleep(Math.max(5_000, options.deadline - Date.now())).then(() => true)]);
+      await consumer.disconnect();
+      const admin2 = kafka.admin();
+      await admin2.connect();
+      await admin2.deleteGroups([groupId]).catch(() => {});
+      await admin2.disconnect();
+      if (timedOut) bad.push(finding("kafka", "I2", null, `could not read topic ${options.topic} to its end before the deadline`));
+    }
+    const findings: Finding[] = [...bad];
+    for (const s of options.stocks) {
+      const versions = seen.get(s.stockId) ?? new Set<number>();
+      const missing: number[] = [];
+      for (let v = 1; v <= s.version && missing.length < 5; v++) if (!versions.has(v)) missing.push(v);
+      const extra = [...versions].filter((v) => v > s.version);
+      if (missing.length > 0) {
+        const present = [...versions].filter((v) => v >= 1 && v <= s.version).length;
+        findings.push(finding("kafka", "I2", s.stockId, `${s.version - present} of ${s.version} events missing from ${options.topic}, e.g. versions ${missing.join(", ")}`));
+      }
+      if (extra.length > 0) findings.push(finding("kafka", "I2", s.stockId, `events with versions beyond the stock's ${s.version}: ${extra.slice(0, 5).join(", ")} (an event without a change)`));
+    }
+    if (findings.length === 0 || Date.now() > options.deadline) return { findings, messages, duplicates };
+    await sleep(POLL_MS * 4);
+  }
+}
+
+const countersOf = (s: StockState): StockCounters => ({ stockId: s.stockId, available: s.available, held: s.held, sold: s.sold, version: s.version });
+
+const describe = (c: StockCounters | null) => (c ? `${c.available}/${c.held}/${c.sold} v${c.version}` : "missing");
+
+export interface ReadModelCheckOptions {
+  stocks: readonly StockState[];
+  sql?: postgres.Sql;
+  es?: Client;
+  index?: string;
+  deadline: number;
+}
+
+/** I6 via the projector engineer's convergence helper, polled until it agrees or the deadline. */
+export async function checkReadModels(options: ReadModelCheckOptions): Promise<Finding[]> {
+  const expected = options.stocks.map(countersOf);
+  for (;;) {
+    const mismatches = await compareReadModels({ expected, sql: options.sql, es: options.es, index: options.index });
+    if (mismatches.length === 0 || Date.now() > options.deadline) {
+      return mismatches.map((m) =>
+        finding(m.store === "postgres" ? "postgres" : "search", "I6", m.stockId, `${m.store} has ${describe(m.actual)}, Redis has ${describe(m.expected)} (available/held/sold version)`),
+      );
+    }
+    await sleep(POLL_MS);
+  }
+}
+
+/**
+ * PostgreSQL beyond the counters: one stock_events row per version (I2: nothing lost, nothing
+ * invented), and orders that add up: units in 'held' orders == held, in 'purchased' == sold.
+ * Run after checkReadModels agreed (so the projector has applied everything).
+ */
+export async function checkPostgresDetail(sql: postgres.Sql, stocks: readonly StockState[]): Promise<Finding[]> {
+  const ids = stocks.map((s) => s.stockId);
+  const findings: Finding[] = [];
+  const events = new Map<string, { n: number; max: number; min: number }>();
+  const orders = new Map<string, { held: number; purchased: number }>();
+  for (let i = 0; i < ids.length; i += 1000) {
+    const part = ids.slice(i, i + 1000);
+    const rows = await sql<{ id: string; n: number; max: number; min: number }[]>`
+      SELECT aggregate_id AS id, count(*)::int AS n, max(version) AS max, min(version) AS min
+      FROM stock_events WHERE aggregate_id = ANY(${part}) GROUP BY aggregate_id`;
+    for (const r of rows) events.set(r.id, r);
+    const units = await sql<{ id: string; held: number; purchased: number }[]>`
+      SELECT stock_id AS id,
+             coalesce(sum(quantity) FILTER (WHERE status = 'held'), 0)::int AS held,
+             coalesce(sum(quantity) FILTER (WHERE status = 'purchased'), 0)::int AS purchased
+      FROM orders WHERE stock_id = ANY(${part}) GROUP BY stock_id`;
+    for (const r of units) orders.set(r.id, r);
+  }
+  for (const s of stocks) {
+    const e = events.get(s.stockId) ?? { n: 0, max: 0, min: 0 };
+    if (e.n !== s.version || e.max !== s.version || (e.n > 0 && e.min !== 1)) {
+      findings.push(finding("postgres", "I2", s.stockId, `stock_events has ${e.n} rows (versions ${e.min}..${e.max}), Redis is at version ${s.version}`));
+    }
+    const o = orders.get(s.stockId) ?? { held: 0, purchased: 0 };
+    if (o.held !== s.held || o.purchased !== s.sold) {
+      findings.push(finding("postgres", "I6", s.stockId, `orders add up to held ${o.held} / purchased ${o.purchased}, Redis has held ${s.held} / sold ${s.sold}`));
+    }
+  }
+  return findings;
+}
