@@ -1,0 +1,36 @@
+/** relay binary: wiring only. See relay.ts for how it works and docs/relay.md for operating it. */
+import { startAdminServer } from "../../shared/admin-server.ts";
+import { loadConfigOrExit, relaySchema } from "../../shared/config.ts";
+import { createKafka } from "../../shared/kafka/client.ts";
+import { createKeyLayout } from "../../shared/keys.ts";
+import { onShutdown } from "../../shared/lifecycle.ts";
+import { createLogger } from "../../shared/logger.ts";
+import { createMetricsRegistry } from "../../shared/metrics.ts";
+import { createRedis } from "../../shared/redis/client.ts";
+import { createRelay } from "./relay.ts";
+
+const config = loadConfigOrExit(relaySchema, "relay");
+const logger = createLogger("relay", config.LOG_LEVEL);
+const redis = createRedis(config.REDIS_URL);
+redis.on("error", () => {}); // outages are logged once per state change by the relay itself
+
+const registry = createMetricsRegistry("relay");
+const relay = createRelay({
+  redis,
+  kafka: createKafka({ brokers: config.KAFKA_BROKERS, clientId: "flashsale-relay", logger: logger.child({ component: "kafkajs" }) }),
+  keys: createKeyLayout(config.REDIS_KEY_PREFIX, config.OUTBOX_SHARDS),
+  config,
+  logger,
+  registry,
+});
+
+const admin = startAdminServer({ port: config.ADMIN_PORT, registry, notReadyReason: () => relay.notReadyReason() });
+logger.info({ adminPort: admin.port, consumer: relay.consumerName }, "relay admin server listening");
+
+onShutdown(logger, async () => {
+  await relay.stop();
+  await admin.stop();
+  redis.disconnect();
+});
+
+await relay.start();

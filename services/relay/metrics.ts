@@ -1,0 +1,83 @@
+/** The relay's Prometheus metrics. Outbox gauges are read from Redis when scraped. */
+import { prom } from "../../shared/metrics.ts";
+import type { Registry } from "prom-client";
+
+export interface ShardSnapshot {
+  shard: number;
+  length: number;
+  pending: number;
+  /** now − occurredAt of the oldest entry not yet relayed (0 when there is none). */
+  lagSeconds: number;
+}
+
+export function createRelayMetrics(registry: Registry, snapshot: () => Promise<ShardSnapshot[] | null>) {
+  const registers = [registry];
+  // The four outbox gauges share one Redis read per scrape.
+  let cached: { at: number; value: Promise<ShardSnapshot[] | null> } | undefined;
+  const read = () => {
+    const now = Date.now();
+    if (!cached || now - cached.at > 250) cached = { at: now, value: snapshot().catch(() => null) };
+    return cached.value;
+  };
+
+  return {
+    relayed: new prom.Counter({ name: "relay_events_relayed_total", help: "Events produced to Kafka and acknowledged in the outbox", registers }),
+    batches: new prom.Counter({ name: "relay_batches_total", help: "Batches produced to Kafka and acknowledged", registers }),
+    batchSeconds: new prom.Histogram({
+      name: "relay_batch_duration_seconds",
+      help: "Time from a batch read from the outbox to its XACK (Kafka send included)",
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    }),
+    batchSize: new prom.Histogram({
+      name: "relay_batch_events",
+      help: "Events per relayed batch",
+      buckets: [1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000],
+      registers,
+    }),
+    deadLetters: new prom.Counter({ name: "relay_dead_letters_total", help: "Outbox entries moved to the dead-letter stream (failed validation)", registers }),
+    sendFailures: new prom.Counter({ name: "relay_kafka_send_failures_total", help: "Failed Kafka sends (batch kept pending and retried)", registers }),
+    claimed: new prom.Counter({ name: "relay_claimed_entries_total", help: "Pending entries taken over from other consumers", registers }),
+    ownedShards: new prom.Gauge({ name: "relay_owned_shards", help: "Shards this relay currently holds the lease of", registers }),
+    kafkaUp: new prom.Gauge({ name: "relay_kafka_up", help: "1 when the last Kafka send or connect succeeded", registers }),
+    redisUp: new prom.Gauge({ name: "relay_redis_up", help: "1 when the last Redis call succeeded", registers }),
+    outboxLength: new prom.Gauge({
+      name: "relay_outbox_length",
+      help: "Entries in the shard's outbox stream (XLEN)",
+      labelNames: ["shard"] as const,
+      registers,
+      async collect() {
+        for (const s of (await read()) ?? []) this.set({ shard: String(s.shard) }, s.length);
+      },
+    }),
+    outboxPending: new prom.Gauge({
+      name: "relay_outbox_pending",
+      help: "Entries read by a relay and not yet acknowledged (XPENDING count)",
+      labelNames: ["shard"] as const,
+      registers,
+      async collect() {
+        for (const s of (await read()) ?? []) this.set({ shard: String(s.shard) }, s.pending);
+      },
+    }),
+    lag: new prom.Gauge({
+      name: "relay_lag_seconds",
+      help: "now − occurredAt of the oldest event not yet relayed, over all shards (0 when caught up)",
+      registers,
+      async collect() {
+        const snap = await read();
+        if (snap) this.set(snap.reduce((max, s) => Math.max(max, s.lagSeconds), 0));
+      },
+    }),
+    shardLag: new prom.Gauge({
+      name: "relay_shard_lag_seconds",
+      help: "now − occurredAt of the shard's oldest event not yet relayed (0 when caught up)",
+      labelNames: ["shard"] as const,
+      registers,
+      async collect() {
+        for (const s of (await read()) ?? []) this.set({ shard: String(s.shard) }, s.lagSeconds);
+      },
+    }),
+  };
+}
+
+export type RelayMetrics = ReturnType<typeof createRelayMetrics>;

@@ -1,0 +1,151 @@
+/**
+ * Which relay reads which shard.
+ *
+ * All relays share one consumer group per shard stream, but a shard is *read* by one relay at a
+ * time: the holder of its lease. Without that, two relays reading `>` on the same stream get
+ * interleaved slices of it and their Kafka sends race, so a stock's version 7 can land before its
+ * version 6 (DESIGN §5 wants each stock's events in order on its partition). With it, a shard is
+ * relayed strictly in stream order, and a new owner first re-sends whatever its predecessor left
+ * pending, before anything newer.
+ *
+ * - Membership: every relay heartbeats into a sorted set (score = expiry, in Redis time); the live
+ *   members, sorted by name, split the shards round-robin (shard s → member s mod n). Everyone
+ *   computes the same split from the same set, so the shards spread evenly with no coordinator.
+ * - Leases: `SET lease <consumer> NX PX lease_ms`, renewed every lease_ms/3 while held, released
+ *   (compare-and-delete) when the split says another member should have the shard or on shutdown.
+ *   A relay that dies stops renewing: its member entry and leases expire after lease_ms and the
+ *   survivors take its shards over.
+ *
+ * Keys (all derived from the key layout): `<prefix>:relay:members`, and per shard
+ * `<outbox key>:relay-lease`, which carries the shard's hash tag like the stream it guards.
+ */
+import type { Redis } from "ioredis";
+import type { KeyLayout } from "../../shared/keys.ts";
+import type { Logger } from "../../shared/logger.ts";
+import { LuaScript } from "./stream.ts";
+
+export const relayMembersKey = (keys: KeyLayout) => `${keys.prefix}:relay:members`;
+export const relayLeaseKey = (keys: KeyLayout, shard: number) => `${keys.outbox(shard)}:relay-lease`;
+
+const heartbeatScript = new LuaScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ttl * 3)
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+`);
+
+const acquireScript = new LuaScript(`
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+`);
+
+const renewScript = new LuaScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+`);
+
+const releaseScript = new LuaScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+`);
+
+/** Shards assigned to `me` given the live members (same answer on every relay for the same set). */
+export function assignedShards(members: readonly string[], me: string, shards: number): Set<number> {
+  const sorted = [...members].sort();
+  const index = sorted.indexOf(me);
+  const mine = new Set<number>();
+  if (index < 0) return mine;
+  for (let s = 0; s < shards; s++) if (s % sorted.length === index) mine.add(s);
+  return mine;
+}
+
+export class ShardOwnership {
+  /** Shards the membership split gives this relay (last successful heartbeat). */
+  desired = new Set<number>();
+  /** Shards whose lease this relay holds (as far as it knows; a failed renewal removes one). */
+  readonly held = new Set<number>();
+  members: string[] = [];
+  private timer: ReturnType<typeof setInterval> | undefined;
+  private beating: Promise<void> | undefined;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: KeyLayout,
+    readonly consumer: string,
+    readonly leaseMs: number,
+    private readonly logger: Logger,
+    private readonly onError: (err: unknown) => void,
+  ) {}
+
+  /** Heartbeats now, then every lease/3 in the background until stopTimer(). */
+  async startTimer(): Promise<void> {
+    await this.heartbeat();
+    this.timer = setInterval(() => void this.heartbeat().catch(this.onError), Math.max(200, Math.floor(this.leaseMs / 3)));
+  }
+
+  stopTimer(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /** Registers this relay as live, refreshes the split, renews the held leases (drops the lost ones). */
+  heartbeat(): Promise<void> {
+    // Never two at once (a slow Redis must not stack them up).
+    this.beating ??= this.beat().finally(() => (this.beating = undefined));
+    return this.beating;
+  }
+
+  private async beat(): Promise<void> {
+    const members = (await heartbeatScript.run(this.redis, [relayMembersKey(this.keys)], [this.consumer, this.leaseMs])) as string[];
+    const desired = assignedShards(members, this.consumer, this.keys.shards);
+    if (members.join(",") !== this.members.join(",")) {
+      this.logger.info({ members, shards: [...desired] }, "relay membership changed");
+    }
+    this.members = [...members].sort();
+    this.desired = desired;
+    const held = [...this.held];
+    const renewed = await Promise.all(
+      held.map((s) => renewScript.run(this.redis, [relayLeaseKey(this.keys, s)], [this.consumer, this.leaseMs])),
+    );
+    held.forEach((s, i) => {
+      if (renewed[i] === 1 || !this.held.has(s)) return;
+      this.held.delete(s);
+      this.logger.warn({ shard: s }, "shard lease lost (not renewed in time); another relay may own it now");
+    });
+  }
+
+  async acquire(shard: number): Promise<boolean> {
+    const ok = (await acquireScript.run(this.redis, [relayLeaseKey(this.keys, shard)], [this.consumer, this.leaseMs])) === 1;
+    if (ok) this.held.add(shard);
+    return ok;
+  }
+
+  async release(shard: number): Promise<void> {
+    this.held.delete(shard);
+    await releaseScript.run(this.redis, [relayLeaseKey(this.keys, shard)], [this.consumer]);
+  }
+
+  /** Releases every lease and leaves the membership, so the others take over at once. */
+  async leave(): Promise<void> {
+    this.stopTimer();
+    await Promise.all([...this.held].map((s) => this.release(s)));
+    await this.redis.zrem(relayMembersKey(this.keys), this.consumer);
+  }
+
+  /** Who holds each shard's lease right now (for tests and diagnostics). */
+  async holders(): Promise<(string | null)[]> {
+    return Promise.all(this.keys.allShards().map((s) => this.redis.get(relayLeaseKey(this.keys, s))));
+  }
+}

@@ -1,0 +1,114 @@
+/**
+ * Redis Stream plumbing for the relay: reply parsing, id arithmetic, small Lua helpers.
+ * Nothing here decides anything; relay.ts does.
+ */
+import type { Redis } from "ioredis";
+
+export const RELAY_GROUP = "relay";
+
+/** One outbox entry as Redis returned it; `fields` is null when the entry was deleted but still pending. */
+export interface OutboxEntry {
+  shard: number;
+  id: string;
+  fields: string[] | null;
+}
+
+type RawEntry = [string, string[] | null];
+type RawStreams = [string, RawEntry[]][] | null;
+
+/** Flattens an XREADGROUP reply into entries, keeping each stream's order (streams in reply order). */
+export function parseStreams(reply: unknown, shardOfKey: ReadonlyMap<string, number>): OutboxEntry[] {
+  const streams = reply as RawStreams;
+  if (!streams) return [];
+  const out: OutboxEntry[] = [];
+  for (const [key, entries] of streams) {
+    const shard = shardOfKey.get(key);
+    if (shard === undefined) throw new Error(`XREADGROUP returned an unexpected stream ${key}`);
+    for (const [id, fields] of entries) out.push({ shard, id, fields });
+  }
+  return out;
+}
+
+/** Value of `field` in a flat [field, value, …] list. */
+export function fieldValue(fields: string[] | null, field: string): string | undefined {
+  if (!fields) return undefined;
+  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === field) return fields[i + 1];
+  return undefined;
+}
+
+function splitId(id: string): [bigint, bigint] {
+  const dash = id.indexOf("-");
+  if (dash < 0) return [BigInt(id), 0n];
+  return [BigInt(id.slice(0, dash)), BigInt(id.slice(dash + 1))];
+}
+
+export function compareIds(a: string, b: string): number {
+  const [am, as] = splitId(a);
+  const [bm, bs] = splitId(b);
+  if (am !== bm) return am < bm ? -1 : 1;
+  return as === bs ? 0 : as < bs ? -1 : 1;
+}
+
+/** The smallest id greater than `id` (for XTRIM MINID, which keeps ids >= the threshold). */
+export function nextId(id: string): string {
+  const [ms, seq] = splitId(id);
+  return seq === 0xffffffffffffffffn ? `${ms + 1n}-0` : `${ms}-${seq + 1n}`;
+}
+
+/** Epoch ms encoded in a stream id (the Redis time of the XADD). */
+export function idTimeMs(id: string): number {
+  const dash = id.indexOf("-");
+  return Number(dash < 0 ? id : id.slice(0, dash));
+}
+
+/** Flat [k, v, k, v] array (XINFO replies) to an object. */
+export function pairs(flat: unknown): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  if (!Array.isArray(flat)) return out;
+  for (let i = 0; i + 1 < flat.length; i += 2) out[String(flat[i])] = flat[i + 1];
+  return out;
+}
+
+export function isBusyGroup(err: unknown): boolean {
+  return err instanceof Error && err.message.startsWith("BUSYGROUP");
+}
+
+export function isNoGroup(err: unknown): boolean {
+  return err instanceof Error && err.message.startsWith("NOGROUP");
+}
+
+/** A Lua script run with EVALSHA, falling back to EVAL when Redis does not know it (restart, failover). */
+export class LuaScript {
+  private readonly sha: string;
+  constructor(private readonly source: string) {
+    this.sha = new Bun.CryptoHasher("sha1").update(source).digest("hex");
+  }
+  async run(redis: Redis, keys: string[], args: (string | number)[]): Promise<unknown> {
+    try {
+      return await redis.call("EVALSHA", this.sha, keys.length, ...keys, ...args);
+    } catch (err) {
+      if (!(err instanceof Error) || !err.message.startsWith("NOSCRIPT")) throw err;
+      return redis.call("EVAL", this.source, keys.length, ...keys, ...args);
+    }
+  }
+}
+
+/**
+ * Deletes consumers of the group that have nothing pending and have been idle for longer than
+ * ARGV[2] ms (dead relays with generated names would otherwise pile up in XINFO CONSUMERS).
+ * Atomic, so a consumer that just read entries is never removed (that would orphan its entries).
+ */
+export const deleteIdleConsumersScript = new LuaScript(`
+local removed = 0
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local name, pending, idle
+  for i = 1, #c, 2 do
+    if c[i] == 'name' then name = c[i + 1] elseif c[i] == 'pending' then pending = c[i + 1] elseif c[i] == 'idle' then idle = c[i + 1] end
+  end
+  if pending == 0 and idle > tonumber(ARGV[2]) and name ~= ARGV[3] then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)
+    removed = removed + 1
+  end
+end
+return removed
+`);

@@ -1,0 +1,267 @@
+/**
+ * Helpers for the relay tests: an isolated key prefix and topic per test, events produced through
+ * the real Lua scripts, a topic reader, and the checks every relay test makes (nothing missing,
+ * per-stock order, duplicates counted).
+ */
+import type { Subprocess } from "bun";
+import type { Redis } from "ioredis";
+import { Kafka, logLevel, type Consumer } from "kafkajs";
+import { parseConfig, relaySchema } from "../../shared/config.ts";
+import { createKeyLayout, type KeyLayout } from "../../shared/keys.ts";
+import { createLogger } from "../../shared/logger.ts";
+import { createRedis } from "../../shared/redis/client.ts";
+import { createStockCommands, type StockCommands } from "../../shared/redis/commands.ts";
+import { createKafka } from "../../shared/kafka/client.ts";
+import { createRelay, type Relay, type RelaySettings } from "../../services/relay/relay.ts";
+import { RELAY_GROUP } from "../../services/relay/stream.ts";
+import { stackEnv, uniqueName } from "./env.ts";
+
+export const SHARDS = 4;
+export const PARTITIONS = 4;
+export const REPO_ROOT = new URL("../..", import.meta.url).pathname;
+
+export interface TopicMessage {
+  partition: number;
+  offset: string;
+  key: string;
+  value: string;
+  eventId: string;
+  aggregateId: string;
+  version: number;
+  headers: Record<string, string>;
+  timestamp: number;
+}
+
+export interface Harness {
+  prefix: string;
+  topic: string;
+  keys: KeyLayout;
+  redis: Redis;
+  commands: StockCommands;
+  kafka: Kafka;
+  settings(overrides?: Record<string, string>): RelaySettings;
+  relay(overrides?: Record<string, string>): Relay;
+  /** Env for a relay child process (`bun services/relay/main.ts`). */
+  env(overrides?: Record<string, string>): Record<string, string>;
+  cleanup(): Promise<void>;
+}
+
+export function createHarness(label: string): Harness {
+  const prefix = uniqueName(label);
+  const topic = uniqueName(`${label}_topic`);
+  const keys = createKeyLayout(prefix, SHARDS);
+  const redis = createRedis(stackEnv.REDIS_URL);
+  redis.on("error", () => {});
+  const logger = createLogger("relay-test", process.env.LOG_LEVEL ?? "silent");
+  const kafka = createKafka({ brokers: stackEnv.KAFKA_BROKERS.split(","), clientId: "relay-test", logger });
+  const relays: Relay[] = [];
+  const baseEnv = {
+    REDIS_URL: stackEnv.REDIS_URL,
+    KAFKA_BROKERS: stackEnv.KAFKA_BROKERS,
+    KAFKA_TOPIC: topic,
+    KAFKA_PARTITIONS: String(PARTITIONS),
+    OUTBOX_SHARDS: String(SHARDS),
+    REDIS_KEY_PREFIX: prefix,
+    RELAY_LEASE_MS: "2000",
+    RELAY_CLAIM_IDLE_MS: "3000",
+  };
+  const settings = (overrides: Record<string, string> = {}) => parseConfig(relaySchema, { ...baseEnv, ...overrides });
+  return {
+    prefix,
+    topic,
+    keys,
+    redis,
+    commands: createStockCommands(redis, keys),
+    kafka,
+    settings,
+    relay(overrides = {}) {
+      const relay = createRelay({ redis, kafka, keys, config: settings(overrides), logger });
+      relays.push(relay);
+      return relay;
+    },
+    env: (overrides = {}) => ({
+      ...(process.env as Record<string, string>),
+      ...baseEnv,
+      ADMIN_PORT: String(20_000 + Math.floor(Math.random() * 20_000)),
+      LOG_LEVEL: process.env.RELAY_CHILD_LOG_LEVEL ?? "warn",
+      ...overrides,
+    }),
+    async cleanup() {
+      await Promise.all(relays.map((r) => r.stop().catch(() => {})));
+      let cursor = "0";
+      do {
+        const [next, found] = await redis.scan(cursor, "MATCH", `${prefix}:*`, "COUNT", 1000);
+        cursor = next;
+        if (found.length) await redis.del(...found);
+      } while (cursor !== "0");
+      const admin = kafka.admin();
+      await admin.connect();
+      await admin.deleteTopics({ topics: [topic] }).catch(() => {});
+      await admin.disconnect();
+      redis.disconnect();
+    },
+  };
+}
+
+/** Creates `count` stocks spread so that every shard has at least one. */
+export async function createStocks(h: Harness, count: number, quantity: number): Promise<string[]> {
+  const ids: string[] = [];
+  const perShard = new Map<number, number>();
+  for (let i = 0; ids.length < count; i++) {
+    const id = `stk${i}`;
+    const shard = h.keys.shardOf(id);
+    // fill shards round-robin so each gets ~count/SHARDS stocks
+    if ((perShard.get(shard) ?? 0) >= Math.ceil(count / SHARDS)) continue;
+    perShard.set(shard, (perShard.get(shard) ?? 0) + 1);
+    ids.push(id);
+  }
+  await Promise.all(ids.map((id) => h.commands.createStock({ id, name: `stock ${id}`, price: 1999, quantity, perUserLimit: quantity })));
+  return ids;
+}
+
+/** `total` allocations of 1 unit, round-robin over the stocks, `concurrency` in flight (auto-pipelined). */
+export async function allocate(h: Harness, stocks: string[], total: number, options: { concurrency?: number; start?: number } = {}): Promise<void> {
+  const concurrency = options.concurrency ?? 200;
+  const start = options.start ?? 0;
+  let next = 0;
+  const worker = async () => {
+    while (next < total) {
+      const i = start + next++;
+      await h.commands.allocate({ stockId: stocks[i % stocks.length]!, userId: `u${i}`, quantity: 1 });
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+}
+
+/** Final version of each stock in Redis (events per stock = version). */
+export async function stockVersions(h: Harness, stocks: string[]): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  for (const id of stocks) out.set(id, (await h.commands.getStock(id))!.version);
+  return out;
+}
+
+/** Every outbox entry currently in the streams (id → raw event text). */
+export async function outboxContents(h: Harness): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const s of h.keys.allShards()) {
+    for (const [id, fields] of await h.redis.xrange(h.keys.outbox(s), "-", "+")) {
+      const i = fields.indexOf("event");
+      out.set(`${s}/${id}`, fields[i + 1]!);
+    }
+  }
+  return out;
+}
+
+export async function outboxStats(h: Harness): Promise<{ length: number; pending: number }> {
+  let length = 0;
+  let pending = 0;
+  for (const s of h.keys.allShards()) {
+    length += await h.redis.xlen(h.keys.outbox(s));
+    const summary = (await h.redis.call("XPENDING", h.keys.outbox(s), RELAY_GROUP).catch(() => [0])) as [number];
+    pending += Number(summary[0]);
+  }
+  return { length, pending };
+}
+
+/** Reads the topic from the beginning in the background, collecting every message. */
+export class TopicReader {
+  readonly messages: TopicMessage[] = [];
+  private consumer: Consumer | undefined;
+  constructor(private readonly topic: string) {}
+
+  async start(): Promise<void> {
+    const kafka = new Kafka({ clientId: "relay-test-reader", brokers: stackEnv.KAFKA_BROKERS.split(","), logLevel: logLevel.NOTHING });
+    this.consumer = kafka.consumer({ groupId: uniqueName("reader"), sessionTimeout: 30_000, retry: { retries: 100, maxRetryTime: 2_000 } });
+    await this.consumer.connect();
+    await this.consumer.subscribe({ topic: this.topic, fromBeginning: true });
+    await this.consumer.run({
+      autoCommit: false,
+      eachBatch: async ({ batch }) => {
+        for (const m of batch.messages) {
+          const value = m.value?.toString("utf8") ?? "";
+          const event = JSON.parse(value) as { eventId: string; aggregateId: string; version: number };
+          const headers: Record<string, string> = {};
+          for (const [k, v] of Object.entries(m.headers ?? {})) headers[k] = String(v);
+          this.messages.push({
+            partition: batch.partition,
+            offset: m.offset,
+            key: m.key?.toString("utf8") ?? "",
+            value,
+            eventId: event.eventId,
+            aggregateId: event.aggregateId,
+            version: event.version,
+            headers,
+            timestamp: Number(m.timestamp),
+          });
+        }
+      },
+    });
+  }
+
+  uniqueIds(): Set<string> {
+    return new Set(this.messages.map((m) => m.eventId));
+  }
+
+  async waitFor(predicate: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+    await waitUntil(predicate, timeoutMs, what);
+  }
+
+  async stop(): Promise<void> {
+    await this.consumer?.disconnect().catch(() => {});
+  }
+}
+
+export async function waitUntil(predicate: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await predicate())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await Bun.sleep(100);
+  }
+}
+
+export interface Verdict {
+  missing: string[];
+  duplicates: number;
+  /** Stocks whose first occurrences on the topic are not in version order. */
+  outOfOrder: string[];
+  unexpected: string[];
+}
+
+/**
+ * Checks the topic against Redis: each stock's versions 1..V present, nothing else, first
+ * occurrences in version order within the partition, duplicates counted.
+ */
+export function verify(messages: TopicMessage[], versions: Map<string, number>): Verdict {
+  const seen = new Map<string, TopicMessage>();
+  let duplicates = 0;
+  const lastVersion = new Map<string, number>();
+  const outOfOrder = new Set<string>();
+  const byPartition = [...messages].sort((a, b) => a.partition - b.partition || Number(BigInt(a.offset) - BigInt(b.offset)));
+  for (const m of byPartition) {
+    if (seen.has(m.eventId)) {
+      duplicates++;
+      continue;
+    }
+    seen.set(m.eventId, m);
+    const last = lastVersion.get(m.aggregateId) ?? 0;
+    if (m.version !== last + 1) outOfOrder.add(m.aggregateId);
+    lastVersion.set(m.aggregateId, Math.max(last, m.version));
+  }
+  const present = new Set([...seen.values()].map((m) => `${m.aggregateId}@${m.version}`));
+  const missing: string[] = [];
+  for (const [stock, v] of versions) for (let i = 1; i <= v; i++) if (!present.has(`${stock}@${i}`)) missing.push(`${stock}@${i}`);
+  const unexpected = [...seen.values()].filter((m) => !versions.has(m.aggregateId) || m.version > versions.get(m.aggregateId)!).map((m) => m.eventId);
+  return { missing, duplicates, outOfOrder: [...outOfOrder], unexpected };
+}
+
+/** Spawns `bun services/relay/main.ts` with the harness env. */
+export function spawnRelay(env: Record<string, string>): Subprocess {
+  return Bun.spawn([process.execPath, "services/relay/main.ts"], {
+    cwd: REPO_ROOT,
+    env,
+    stdout: process.env.RELAY_CHILD_LOG_LEVEL ? "inherit" : "ignore",
+    stderr: "inherit",
+  });
+}
+
+export const disruptiveSkipped = process.env.SKIP_DISRUPTIVE === "1";
