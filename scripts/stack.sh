@@ -705,4 +705,5 @@ main() {
   esac
 }
 
-main "$@"
+# Sourcing this file (scripts/up.sh does) gives its functions without running a command.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then main "$@"; fi
