@@ -79,6 +79,23 @@ describe("projectBatch", () => {
     expect(calls).toBeLessThan(25); // 3 on the batch, ~2 per level, 3 on the single event
   });
 
+  test("a store that rejects everything is a systemic failure, not poison: nothing is dead-lettered", async () => {
+    const events = scenario(40);
+    let calls = 0;
+    let outages = 0;
+    const sink: ProjectionSink = {
+      apply: async (batch) => {
+        if (++calls < 60) throw new RejectedEventError("relation is broken");
+        return { applied: batch, duplicates: 0 };
+      },
+      isOutage: () => false,
+    };
+    const outcome = await projectBatch(events.map(message), sink, control({ waitAfterOutage: async () => void outages++ }));
+    expect(outcome).toMatchObject({ status: "done", poison: [] });
+    if (outcome.status === "done") expect(outcome.applied.length).toBe(40);
+    expect(outages).toBeGreaterThan(0);
+  });
+
   test("an outage is retried until the store is back and never dead-letters", async () => {
     const events = scenario(5);
     let failures = 0;

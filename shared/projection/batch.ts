@@ -63,6 +63,17 @@ interface Item {
 
 const describe = (err: unknown) => (err instanceof Error ? `${err.name}: ${err.message}` : String(err)).slice(0, 1000);
 
+/** Consecutive single-event rejections, with no success in the batch, that mean "systemic", not poison. */
+const SYSTEMIC_REJECTIONS = 3;
+
+export class SystemicRejection extends Error {
+  constructor(readonly lastError: unknown) {
+    super(`every event tried was rejected (last: ${describe(lastError)}): treating as a store/projector failure, not poison`);
+    this.name = "SystemicRejection";
+  }
+}
+
+
 export async function projectBatch(messages: readonly RawMessage[], sink: ProjectionSink, control: BatchControl): Promise<BatchOutcome> {
   const poison: PoisonMessage[] = [];
   const items: Item[] = [];
@@ -75,6 +86,8 @@ export async function projectBatch(messages: readonly RawMessage[], sink: Projec
   const applied: StockEvent[] = [];
   let duplicates = 0;
   let outageAttempt = 0;
+  let succeeded = false;
+  let rejectedInARow = 0;
 
   /**
    * Applies a slice; false when aborted. Splits on persistent data errors. Only the whole batch and
@@ -92,6 +105,8 @@ export async function projectBatch(messages: readonly RawMessage[], sink: Projec
         }
         applied.push(...result.applied);
         duplicates += result.duplicates;
+        succeeded = true;
+        rejectedInARow = 0;
         return true;
       } catch (err) {
         // A batch in hand is finished on shutdown; only a failing one is abandoned (uncommitted).
@@ -106,6 +121,10 @@ export async function projectBatch(messages: readonly RawMessage[], sink: Projec
           continue;
         }
         if (slice.length === 1) {
+          // Several events rejected in a row and nothing in the batch accepted: more likely a broken
+          // store or projector (e.g. a bad migration) than poison. Dead-lettering would empty the
+          // read model, so treat it as an outage: retry the whole batch later, stay not-ready.
+          if (!succeeded && ++rejectedInARow >= SYSTEMIC_REJECTIONS) throw new SystemicRejection(err);
           poison.push({ message: slice[0]!.message, reason: "rejected", error: describe(err) });
           return true;
         }
@@ -115,6 +134,18 @@ export async function projectBatch(messages: readonly RawMessage[], sink: Projec
     }
   }
 
-  if (items.length > 0 && !(await applySlice(items, control.maxDataAttempts))) return { status: "aborted" };
+  for (let systemicAttempt = 0; items.length > 0; systemicAttempt++) {
+    const poisonBefore = poison.length;
+    try {
+      if (!(await applySlice(items, control.maxDataAttempts))) return { status: "aborted" };
+      break;
+    } catch (err) {
+      if (!(err instanceof SystemicRejection)) throw err;
+      poison.length = poisonBefore;
+      rejectedInARow = 0;
+      if (control.shouldAbort()) return { status: "aborted" };
+      await control.waitAfterOutage(err, systemicAttempt);
+    }
+  }
   return { status: "done", applied, duplicates, poison };
 }

@@ -99,8 +99,10 @@ export function createProjectionConsumer(options: ProjectionConsumerOptions): Pr
         maxWaitTimeInMs: 250,
         maxBytesPerPartition: options.maxBytesPerPartition ?? 2 * 1024 * 1024,
         maxBytes: 32 * 1024 * 1024,
-        sessionTimeout: 30_000,
-        heartbeatInterval: 3_000,
+        // A crashed projector's partitions move to a live one after this long. Batches take well under
+        // a second and the outage retry loop heartbeats between attempts, so 10 s is safe.
+        sessionTimeout: 10_000,
+        heartbeatInterval: 2_000,
       });
       consumer = c;
       c.on(c.events.GROUP_JOIN, (e) => {

@@ -6,7 +6,8 @@
  *   3. three multi-row upserts, pipelined: stocks (guarded by version), orders, sales_by_minute
  *
  * Rows travel as one JSON parameter per statement (json_to_recordset), so a batch of any size is
- * four statements and never hits the 65,535 bind-parameter limit. Table names are unqualified: the
+ * four statements and never hits the 65,535 bind-parameter limit. The parameter is bound as text
+ * (`::text::json`): bound to a json parameter, postgres.js would JSON-encode the string again. Table names are unqualified: the
  * connection's search_path chooses the schema (the rebuild command writes into a fresh one).
  */
 import type postgres from "postgres";
@@ -43,7 +44,7 @@ export async function applyEventsToPostgres(sql: postgres.Sql, events: readonly 
     const inserted = await tx<{ event_id: string }[]>`
       INSERT INTO stock_events (event_id, event_type, aggregate_id, version, occurred_at, payload)
       SELECT event_id, event_type, aggregate_id, version, occurred_at, payload
-      FROM json_to_recordset(${JSON.stringify(rows)}::json)
+      FROM json_to_recordset(${JSON.stringify(rows)}::text::json)
         AS x(event_id uuid, event_type text, aggregate_id text, version integer, occurred_at timestamptz, payload jsonb)
       ON CONFLICT (event_id) DO NOTHING
       RETURNING event_id`;
@@ -58,7 +59,7 @@ export async function applyEventsToPostgres(sql: postgres.Sql, events: readonly 
         INSERT INTO stocks (stock_id, name, description, price, currency, total, per_user_limit, hold_seconds,
                             starts_at, ends_at, created_at, available, held, sold, version, updated_at,
                             first_unavailable_at, sold_out_at)
-        SELECT * FROM json_to_recordset(${JSON.stringify(plan.stocks)}::json) AS x(
+        SELECT * FROM json_to_recordset(${JSON.stringify(plan.stocks)}::text::json) AS x(
           stock_id text, name text, description text, price bigint, currency text, total integer,
           per_user_limit integer, hold_seconds integer, starts_at timestamptz, ends_at timestamptz,
           created_at timestamptz, available integer, held integer, sold integer, version integer,
@@ -86,7 +87,7 @@ export async function applyEventsToPostgres(sql: postgres.Sql, events: readonly 
       statements.push(tx`
         INSERT INTO orders (allocation_id, stock_id, user_id, quantity, status, amount, currency, placed_at,
                             held_at, expires_at, purchased_at, released_at, updated_at)
-        SELECT * FROM json_to_recordset(${JSON.stringify(plan.orders)}::json) AS x(
+        SELECT * FROM json_to_recordset(${JSON.stringify(plan.orders)}::text::json) AS x(
           allocation_id text, stock_id text, user_id text, quantity integer, status text, amount bigint,
           currency text, placed_at timestamptz, held_at timestamptz, expires_at timestamptz,
           purchased_at timestamptz, released_at timestamptz, updated_at timestamptz)
@@ -105,7 +106,7 @@ export async function applyEventsToPostgres(sql: postgres.Sql, events: readonly 
       statements.push(tx`
         INSERT INTO sales_by_minute (stock_id, minute, holds_placed, units_allocated, purchases, units_sold, revenue,
                                      holds_expired, units_expired, holds_cancelled, units_cancelled)
-        SELECT * FROM json_to_recordset(${JSON.stringify(plan.minutes)}::json) AS x(
+        SELECT * FROM json_to_recordset(${JSON.stringify(plan.minutes)}::text::json) AS x(
           stock_id text, minute timestamptz, holds_placed integer, units_allocated integer, purchases integer,
           units_sold integer, revenue bigint, holds_expired integer, units_expired integer,
           holds_cancelled integer, units_cancelled integer)
