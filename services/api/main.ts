@@ -6,12 +6,19 @@ import { createLogger } from "../../shared/logger.ts";
 import { createMetricsRegistry } from "../../shared/metrics.ts";
 import { createRedis } from "../../shared/redis/client.ts";
 import { createStockCommands } from "../../shared/redis/commands.ts";
+import { createReaderSql } from "../../shared/read-models/postgres-client.ts";
+import { createSearchClient } from "../../shared/read-models/search-index.ts";
 import { createApp } from "./app.ts";
+import { createReadRoutes } from "./read-routes.ts";
 
 const config = loadConfigOrExit(apiSchema, "api");
 const logger = createLogger("api", config.LOG_LEVEL);
 const redis = createRedis(config.REDIS_URL);
 redis.on("error", (err) => logger.warn({ err: err.message }, "redis connection error"));
+
+// Read side: fail fast when a store is down (503), so allocation never waits on it.
+const sql = createReaderSql(config.DATABASE_URL);
+const es = createSearchClient(config.ELASTICSEARCH_URL, { requestTimeoutMs: 2_000, maxRetries: 0 });
 
 let draining = false;
 const app = createApp({
@@ -22,6 +29,7 @@ const app = createApp({
   adminToken: config.ADMIN_TOKEN,
   jwtSecret: config.JWT_SECRET,
   maxBodyBytes: config.MAX_BODY_BYTES,
+  readRoutes: createReadRoutes({ sql, es, esAlias: config.ELASTICSEARCH_INDEX_ALIAS }),
   notReadyReason: () => (draining ? "shutting down" : null),
 });
 
@@ -37,5 +45,5 @@ logger.info({ port: server.port, shards: config.OUTBOX_SHARDS }, "api listening"
 onShutdown(logger, async () => {
   draining = true;
   await server.stop(); // stop accepting, let in-flight requests finish
-  await redis.quit();
+  await Promise.allSettled([redis.quit(), sql.end({ timeout: 5 }), es.close()]);
 });
