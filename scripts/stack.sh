@@ -197,8 +197,20 @@ EOF
   fi
 }
 
+# Downloads into the shared cache are serialized across parallel jobs and concurrent `up`s of
+# other clones: take the lock, then look again.
+cache_lock() { # cache_lock <name>
+  mkdir -p "$CACHE_DIR"
+  exec 8>"$CACHE_DIR/.lock-$1"
+  flock -w 900 8 || die "timed out waiting for $CACHE_DIR/.lock-$1"
+}
+cache_unlock() { flock -u 8 2>/dev/null || true; exec 8>&-; }
+
+kafka_installed() { [[ -f "$KAFKA_LIBS/.complete" && -f "$KAFKA_LIBS/kafka-tools-$KAFKA_VERSION.jar" ]]; }
 install_kafka() {
-  [[ -f "$KAFKA_LIBS/.complete" && -f "$KAFKA_LIBS/kafka-tools-$KAFKA_VERSION.jar" ]] && return 0
+  kafka_installed && return 0
+  cache_lock maven
+  if kafka_installed; then cache_unlock; return 0; fi
   need_maven "Kafka $KAFKA_VERSION"
   info "downloading Kafka $KAFKA_VERSION jars from Maven Central (once) ..."
   rm -rf "$KAFKA_LIBS.tmp"
@@ -207,10 +219,13 @@ install_kafka() {
   ls "$KAFKA_LIBS.tmp"/kafka_2.13-"$KAFKA_VERSION".jar >/dev/null
   touch "$KAFKA_LIBS.tmp/.complete"
   rm -rf "$KAFKA_LIBS" && mkdir -p "$(dirname "$KAFKA_LIBS")" && mv "$KAFKA_LIBS.tmp" "$KAFKA_LIBS"
+  cache_unlock
 }
 
 install_elasticsearch() {
   [[ -f "$ES_DIST/.complete" ]] && return 0
+  cache_lock maven
+  if [[ -f "$ES_DIST/.complete" ]]; then cache_unlock; return 0; fi
   need_maven "Elasticsearch $ES_VERSION"
   info "downloading Elasticsearch $ES_VERSION (integ-test-zip, ~100 MB) from Maven Central (once) ..."
   local dl="$CACHE_DIR/downloads"
@@ -225,20 +240,27 @@ install_elasticsearch() {
     (cd "$ES_DIST.tmp" && "$(find_java_home)/bin/jar" xf "$dl/elasticsearch-$ES_VERSION.zip")
     chmod -R a+x "$ES_DIST.tmp/elasticsearch-$ES_VERSION/bin"
   fi
+  # Unpacked now: neither the copy nor Maven's (~100 MB each) is needed any more.
   rm -f "$dl/elasticsearch-$ES_VERSION.zip"
+  rm -rf "$CACHE_DIR/m2/org/elasticsearch/distribution/integ-test-zip/elasticsearch/$ES_VERSION"
   chmod -R a+rX "$ES_DIST.tmp"
   touch "$ES_DIST.tmp/elasticsearch-$ES_VERSION/.complete"
   rm -rf "$ES_DIST" && mv "$ES_DIST.tmp/elasticsearch-$ES_VERSION" "$ES_DIST" && rm -rf "$ES_DIST.tmp"
+  cache_unlock
 }
 
 install_k6() {
   [[ -x "$K6_BIN" ]] && return 0
   command -v go >/dev/null || { info "k6 skipped: Go is needed to build it (apt-get install golang-go, or https://go.dev/dl). Only load tests need k6."; return 1; }
+  cache_lock k6
+  if [[ -x "$K6_BIN" ]]; then cache_unlock; return 0; fi
   info "building k6 $K6_VERSION with go install (once, takes a few minutes) ..."
   mkdir -p "$(dirname "$K6_BIN")" "$LOG_DIR"
   if GOBIN="$(dirname "$K6_BIN")" GOFLAGS=-buildvcs=false go install "go.k6.io/k6@$K6_VERSION" >"$LOG_DIR/k6-build.log" 2>&1; then
+    cache_unlock
     return 0
   fi
+  cache_unlock
   tail -n 20 "$LOG_DIR/k6-build.log" >&2
   info "k6 build failed (log: $LOG_DIR/k6-build.log)"
   return 1
