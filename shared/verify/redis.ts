@@ -229,3 +229,24 @@ export function checkStockEvents(s: StockState, events: readonly StockEvent[], c
   }
   return out;
 }
+
+/**
+ * Units given back by the expirer, per stock, from the hold hashes (kept 7 days after they end).
+ * Needed to compare with what a load test saw when holds may expire during the run and the outbox
+ * no longer holds every event.
+ */
+export async function expiredUnitsFromHolds(redis: Redis, prefix: string): Promise<Map<string, number>> {
+  const pattern = new RegExp(`^${escapeRegex(prefix)}:\\{\\d+\\}:hold:`);
+  const keys = (await scanKeys(redis, `${prefix}:*:hold:*`)).filter((k) => pattern.test(k));
+  const out = new Map<string, number>();
+  for (let i = 0; i < keys.length; i += 1000) {
+    const pipeline = redis.pipeline();
+    for (const key of keys.slice(i, i + 1000)) pipeline.hmget(key, "stockId", "status", "quantity");
+    for (const [err, value] of (await pipeline.exec()) ?? []) {
+      if (err) throw err;
+      const [stockId, status, quantity] = value as (string | null)[];
+      if (status === "expired" && stockId) out.set(stockId, (out.get(stockId) ?? 0) + Number(quantity));
+    }
+  }
+  return out;
+}

@@ -14,7 +14,7 @@ import type { Redis } from "ioredis";
 import type postgres from "postgres";
 import type { StockEvent } from "../events.ts";
 import { checkKafka, checkPostgresDetail, checkReadModels, waitForRelayDrain } from "./pipeline.ts";
-import { checkStockEvents, checkStockState, findOutboxKeys, findStockKeys, outboxIsRelayed, readOutboxEvents, readStocks } from "./redis.ts";
+import { checkStockEvents, checkStockState, expiredUnitsFromHolds, findOutboxKeys, findStockKeys, outboxIsRelayed, readOutboxEvents, readStocks } from "./redis.ts";
 import { finding, type Finding, type Layer, type StockState, type VerifyReport } from "./report.ts";
 
 /** What a load test saw, from its k6 summary (loadtests/k6/lib.js writes it under `expect`). */
@@ -46,6 +46,8 @@ export interface VerifyOptions {
   /** Needed for layer search. */
   es?: Client;
   esIndex?: string;
+  /** Holds may have expired during the run: count their units from the hold hashes (else from a full outbox). */
+  countExpiredHolds?: boolean;
   /** How long to wait for the pipeline to drain and converge (ms). */
   deadlineMs?: number;
 }
@@ -98,18 +100,19 @@ export async function verify(options: VerifyOptions): Promise<VerifyReport> {
   if (options.expect) {
     const e = options.expect;
     // Holds that expired during the run gave units back without the load test knowing.
-    let expiredUnits = 0;
-    const expiredBy = new Map<string, number>();
-    if (complete) {
+    let expiredBy = new Map<string, number>();
+    if (options.countExpiredHolds) {
+      expiredBy = await expiredUnitsFromHolds(redis, prefix);
+    } else if (complete) {
       for (const [stockId, list] of byStock) {
         for (const ev of list) {
           if (ev.eventType === "StockReleased" && ev.payload.reason === "expired") {
-            expiredUnits += ev.payload.quantity;
             expiredBy.set(stockId, (expiredBy.get(stockId) ?? 0) + ev.payload.quantity);
           }
         }
       }
     }
+    const expiredUnits = [...expiredBy.entries()].filter(([id]) => keysById.has(id)).reduce((a, [, n]) => a + n, 0);
     const heldSold = sumBy(stocks, (s) => s.held + s.sold);
     const want = e.unitsAllocated - e.unitsReleased - expiredUnits;
     if (heldSold !== want) {

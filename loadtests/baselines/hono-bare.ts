@@ -1,0 +1,35 @@
+/**
+ * The HTTP ceiling for the allocation benchmark: Hono on Bun answering the same request shape as
+ * our allocate endpoint (POST /api/stocks/:id/allocate, JSON body) with a small JSON 201, doing
+ * nothing else: no auth, no validation, no store. Whatever our api loses against this is ours.
+ *
+ *   PORT=3100 bun loadtests/baselines/hono-bare.ts
+ */
+import { Hono } from "hono";
+
+const app = new Hono();
+let n = 0;
+
+app.get("/healthz", (c) => c.json({ status: "ok" }));
+app.get("/readyz", (c) => c.json({ status: "ready" }));
+app.post("/api/stocks/:id/allocate", async (c) => {
+  const body = (await c.req.json().catch(() => ({}))) as { quantity?: number };
+  n++;
+  return c.json(
+    {
+      allocationId: `s0-bare-${n}`,
+      stockId: c.req.param("id"),
+      userId: "bare",
+      quantity: body.quantity ?? 1,
+      status: "held",
+      expiresAt: new Date(Date.now() + 600_000).toISOString(),
+    },
+    201,
+  );
+});
+
+const server = Bun.serve({ port: Number(process.env.PORT ?? 3100), hostname: "127.0.0.1", fetch: app.fetch });
+console.log(JSON.stringify({ msg: "hono-bare listening", port: server.port }));
+process.on("SIGTERM", () => {
+  void server.stop().then(() => process.exit(0));
+});

@@ -1,0 +1,56 @@
+// spike: BUYERS distinct buyers (default 10,000), one request each with their own JWT, arrive
+// within about SPIKE_SECONDS (default 2) at one hot stock of UNITS units (default 1,000).
+// Pass = exactly UNITS × 201, the rest 409 sold_out, no 5xx, nothing else, p99 under P99_MS.
+//
+//   bun run load spike            (creates the stock, mints the tokens, runs this, verifies)
+import exec from "k6/execution";
+import { SUMMARY_TREND_STATS, STOCK_IDS, allocate, envInt, loadTokens, summarize } from "./lib.js";
+
+const tokens = loadTokens();
+const BUYERS = envInt("BUYERS", 10000);
+const UNITS = envInt("UNITS", 1000);
+const SECONDS = envInt("SPIKE_SECONDS", 2);
+const P99_MS = envInt("P99_MS", 100);
+const RATE = Math.ceil(BUYERS / SECONDS);
+const STOCK = STOCK_IDS[0];
+if (!STOCK) throw new Error("STOCK_IDS must name the hot stock");
+if (tokens.length < BUYERS) throw new Error(`need ${BUYERS} tokens, the tokens file has ${tokens.length}`);
+
+export const options = {
+  scenarios: {
+    spike: {
+      executor: "constant-arrival-rate",
+      rate: RATE,
+      timeUnit: "1s",
+      duration: `${SECONDS}s`,
+      // Enough VUs that no arrival is dropped even if answers take ~0.4 s under the burst.
+      preAllocatedVUs: envInt("VUS", Math.min(2000, Math.ceil(RATE * 0.4))),
+      maxVUs: envInt("MAX_VUS", 3000),
+      gracefulStop: "30s",
+    },
+  },
+  thresholds: {
+    allocations_ok: [`count==${UNITS}`],
+    alloc_sold_out: [`count==${BUYERS - UNITS}`],
+    alloc_rejected: ["count==0"],
+    server_errors: ["count==0"],
+    unexpected: ["count==0"],
+    dropped_iterations: ["count==0"],
+    checks: ["rate==1"],
+    "http_req_duration{name:allocate}": [`p(99)<${P99_MS}`],
+  },
+  summaryTrendStats: SUMMARY_TREND_STATS,
+  // Fresh connection per VU as real buyers would have; keep-alive within a VU is irrelevant (one request each).
+  noConnectionReuse: false,
+};
+
+export default function () {
+  // Each iteration is one buyer: iterationInTest is 0..BUYERS-1, unique across VUs.
+  const i = exec.scenario.iterationInTest;
+  if (i >= BUYERS) return;
+  allocate(STOCK, tokens[i], { quantity: 1, idempotencyKey: `spike-${i}` });
+}
+
+export function handleSummary(data) {
+  return summarize("spike", data);
+}

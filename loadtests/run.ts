@@ -1,0 +1,284 @@
+/**
+ * `bun run load <scenario>`: one load test end to end, isolated from everything else on the stack.
+ *
+ *   1. a fresh Redis key prefix (and with --pipeline: a throwaway database, topic, ES alias, groups)
+ *   2. starts the api (and with --pipeline the relay and both projectors; with --expirer the expirer)
+ *   3. creates the stocks through the admin API, mints one JWT per buyer
+ *   4. runs loadtests/k6/<scenario>.js (its thresholds decide pass/fail)
+ *   5. runs the verifier (shared/verify) on every stock, with what k6 saw
+ *   6. stops what it started, removes what it created (unless --keep), exits non-zero on any failure
+ *
+ * scenarios: spike | steady | browse | ramp      (see loadtests/README.md)
+ * options:   --rate N  --duration 60s  --stocks N  --pipeline  --expirer  --hold-seconds N
+ *            --env K=V (repeatable, passed to k6)  --keep  --base-log-level info
+ */
+import { parseArgs } from "node:util";
+import { join } from "node:path";
+import type { Redis } from "ioredis";
+import { deleteByPrefix } from "../test/support/api.ts";
+import { createRedis } from "../shared/redis/client.ts";
+import { formatReport, type Layer } from "../shared/verify/report.ts";
+import { verify, type VerifyOptions } from "../shared/verify/verify.ts";
+import {
+  REPO_ROOT,
+  adminPost,
+  freePort,
+  machine,
+  mintTokens,
+  randomSecret,
+  resultsDir,
+  runId,
+  runK6,
+  startProcess,
+  uniquePrefix,
+  waitHealthy,
+  type Child,
+} from "./support.ts";
+
+const SCENARIOS = ["spike", "steady", "browse", "ramp"] as const;
+type Scenario = (typeof SCENARIOS)[number];
+
+const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
+const DATABASE_URL = process.env.DATABASE_URL ?? "postgres://flashsale:flashsale@127.0.0.1:5432/flashsale";
+const KAFKA_BROKERS = process.env.KAFKA_BROKERS ?? "127.0.0.1:9092";
+const ELASTICSEARCH_URL = process.env.ELASTICSEARCH_URL ?? "http://127.0.0.1:9200";
+
+interface StockSpec {
+  id: string;
+  name: string;
+  description: string;
+  price: number;
+  quantity: number;
+  perUserLimit: number;
+  holdSeconds: number;
+}
+
+const WORDS = ["sneaker", "console", "headphones", "watch", "jacket", "camera", "backpack", "vinyl", "lamp", "keyboard"];
+const COLOURS = ["red", "black", "white", "blue", "green"];
+
+/** The stocks a scenario sells, and how many buyers (tokens) it needs. */
+function plan(scenario: Scenario, prefix: string, o: { stocks: number; holdSeconds: number; units?: number; buyers?: number }): { stocks: StockSpec[]; buyers: number } {
+  const many = (count: number, quantity: number, perUserLimit: number): StockSpec[] =>
+    Array.from({ length: count }, (_, i) => ({
+      id: `${prefix}-s${i}`,
+      name: `Limited ${COLOURS[i % COLOURS.length]} ${WORDS[i % WORDS.length]} #${i}`,
+      description: `Flash-sale ${WORDS[i % WORDS.length]}, ${COLOURS[(i >> 1) % COLOURS.length]} edition, lot ${i}`,
+      price: 1_000 + (i % 50) * 250,
+      quantity,
+      perUserLimit,
+      holdSeconds: o.holdSeconds,
+    }));
+  switch (scenario) {
+    case "spike": {
+      const units = o.units ?? 1000;
+      return {
+        stocks: [{ id: `${prefix}-hot`, name: "Hot drop sneaker", description: "the one everyone wants", price: 19_900, quantity: units, perUserLimit: 1, holdSeconds: o.holdSeconds }],
+        buyers: o.buyers ?? 10_000,
+      };
+    }
+    case "steady":
+    case "browse":
+    case "ramp":
+      // Enough units that the runs measure allocation, not sold_out.
+      return { stocks: many(o.stocks, 5_000_000, 1000), buyers: o.buyers ?? 10_000 };
+  }
+}
+
+async function createDatabase(name: string): Promise<string> {
+  const { default: postgres } = await import("postgres");
+  const admin = postgres(DATABASE_URL, { max: 1, onnotice: () => {} });
+  await admin.unsafe(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const url = new URL(DATABASE_URL);
+  url.pathname = `/${name}`;
+  const sql = postgres(url.toString(), { max: 1, onnotice: () => {} });
+  const { migrate } = await import("../shared/db/migrate.ts");
+  await migrate(sql, join(REPO_ROOT, "migrations"));
+  await sql.end();
+  return url.toString();
+}
+
+async function dropDatabase(name: string): Promise<void> {
+  const { default: postgres } = await import("postgres");
+  const admin = postgres(DATABASE_URL, { max: 1, onnotice: () => {} });
+  await admin.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  await admin.end();
+}
+
+async function main(): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: process.argv.slice(2),
+    allowPositionals: true,
+    options: {
+      rate: { type: "string" },
+      duration: { type: "string" },
+      stocks: { type: "string", default: "100" },
+      units: { type: "string" },
+      buyers: { type: "string" },
+      pipeline: { type: "boolean", default: false },
+      expirer: { type: "boolean", default: false },
+      "hold-seconds": { type: "string", default: "600" },
+      env: { type: "string", multiple: true, default: [] },
+      keep: { type: "boolean", default: false },
+      "log-level": { type: "string", default: "info" },
+      "verify-deadline": { type: "string", default: "120" },
+      help: { type: "boolean", default: false },
+    },
+  });
+  const scenario = positionals[0] as Scenario | undefined;
+  if (values.help || !scenario || !SCENARIOS.includes(scenario)) {
+    console.error(`usage: bun run load <${SCENARIOS.join("|")}> [--rate N] [--duration 60s] [--stocks 100] [--pipeline] [--expirer]
+       [--hold-seconds 600] [--units 1000] [--buyers 10000] [--env K=V ...] [--keep] [--log-level info]`);
+    return values.help ? 0 : 2;
+  }
+
+  const id = runId(scenario);
+  const dir = resultsDir(id);
+  const prefix = uniquePrefix(scenario.slice(0, 2));
+  const adminToken = randomSecret();
+  const jwtSecret = randomSecret(48);
+  const children: Child[] = [];
+  const cleanups: Array<() => Promise<unknown>> = [];
+  const redis: Redis = createRedis(REDIS_URL);
+  const layers: Layer[] = ["redis"];
+  let exitCode = 1;
+  console.log(`[load] ${scenario}: run ${id}, redis prefix ${prefix}, results in ${dir}`);
+  console.log(`[load] machine: ${JSON.stringify(machine())}`);
+
+  try {
+    const serviceEnv: Record<string, string> = { REDIS_URL, REDIS_KEY_PREFIX: prefix, LOG_LEVEL: values["log-level"]! };
+    // --- the pipeline, isolated: database, topic, alias and groups of this run only.
+    if (values.pipeline) {
+      const dbName = prefix;
+      const dbUrl = await createDatabase(dbName);
+      cleanups.push(() => dropDatabase(dbName));
+      const topic = `flashsale.${prefix}`;
+      const alias = `${prefix}-stocks`;
+      Object.assign(serviceEnv, {
+        DATABASE_URL: dbUrl,
+        KAFKA_BROKERS,
+        KAFKA_TOPIC: topic,
+        ELASTICSEARCH_URL,
+        ELASTICSEARCH_INDEX_ALIAS: alias,
+      });
+      cleanups.push(async () => {
+        const { Kafka, logLevel } = await import("kafkajs");
+        const admin = new Kafka({ clientId: "load-cleanup", brokers: KAFKA_BROKERS.split(","), logLevel: logLevel.NOTHING }).admin();
+        await admin.connect();
+        await admin.deleteTopics({ topics: [topic, `${topic}.dlq`] }).catch(() => {});
+        await admin.disconnect();
+      });
+      cleanups.push(() => fetch(`${ELASTICSEARCH_URL}/${alias}-v*`, { method: "DELETE" }));
+      const admins = { relay: await freePort(), pg: await freePort(), es: await freePort() };
+      // The relay first: it creates the topic the projectors subscribe to.
+      const relay = startProcess("relay", ["bun", "services/relay/main.ts"], { ...serviceEnv, ADMIN_PORT: String(admins.relay) }, dir);
+      children.push(relay);
+      await waitHealthy(`http://127.0.0.1:${admins.relay}/readyz`, relay, 60_000);
+      for (const [name, port, group] of [
+        ["projector-postgres", admins.pg, `${prefix}-pg`],
+        ["projector-search", admins.es, `${prefix}-es`],
+      ] as const) {
+        const child = startProcess(name, ["bun", `services/${name}/main.ts`], { ...serviceEnv, ADMIN_PORT: String(port), PROJECTOR_GROUP_ID: group }, dir);
+        children.push(child);
+        await waitHealthy(`http://127.0.0.1:${port}/readyz`, child, 60_000);
+      }
+      layers.push("kafka", "postgres", "search");
+      console.log(`[load] pipeline up: topic ${topic}, database ${dbName}, alias ${alias}`);
+    }
+    if (values.expirer) {
+      const port = await freePort();
+      const child = startProcess("expirer", ["bun", "services/expirer/main.ts"], { ...serviceEnv, ADMIN_PORT: String(port) }, dir);
+      children.push(child);
+      await waitHealthy(`http://127.0.0.1:${port}/readyz`, child);
+    }
+
+    // --- the api.
+    const port = await freePort();
+    const api = startProcess("api", ["bun", "services/api/main.ts"], { ...serviceEnv, PORT: String(port), ADMIN_TOKEN: adminToken, JWT_SECRET: jwtSecret }, dir);
+    children.push(api);
+    const baseUrl = `http://127.0.0.1:${port}`;
+    await waitHealthy(`${baseUrl}/readyz`, api);
+
+    // --- stocks and buyers.
+    const { stocks, buyers } = plan(scenario, prefix, {
+      stocks: Number(values.stocks),
+      holdSeconds: Number(values["hold-seconds"]),
+      units: values.units ? Number(values.units) : undefined,
+      buyers: values.buyers ? Number(values.buyers) : undefined,
+    });
+    for (const s of stocks) await adminPost(baseUrl, adminToken, "/api/stocks", s);
+    const tokensFile = join(dir, "tokens.json");
+    const t0 = performance.now();
+    await mintTokens(tokensFile, buyers, jwtSecret);
+    console.log(`[load] ${stocks.length} stock(s) created, ${buyers} buyer tokens minted in ${Math.round(performance.now() - t0)} ms`);
+
+    // --- k6.
+    const k6Env: Record<string, string> = {
+      BASE_URL: baseUrl,
+      TOKENS_FILE: tokensFile,
+      STOCK_IDS: stocks.map((s) => s.id).join(","),
+    };
+    if (scenario === "spike") Object.assign(k6Env, { BUYERS: String(buyers), UNITS: String(stocks[0]!.quantity) });
+    if (values.rate) k6Env.RATE = values.rate;
+    if (values.duration) k6Env.DURATION = values.duration;
+    if (scenario === "browse") {
+      const probe = await fetch(`${baseUrl}/api/stocks/search?q=sneaker`);
+      k6Env.SEARCH = probe.status === 200 ? "1" : "0";
+      console.log(`[load] search endpoint: ${probe.status === 200 ? "available" : `not available (HTTP ${probe.status}); browse runs stock reads only`}`);
+    }
+    for (const kv of values.env!) {
+      const eq = kv.indexOf("=");
+      if (eq <= 0) throw new Error(`--env expects KEY=VALUE, got ${kv}`);
+      k6Env[kv.slice(0, eq)] = kv.slice(eq + 1);
+    }
+    const k6 = await runK6(`${scenario}.js`, k6Env, join(dir, `${scenario}-summary.json`));
+    const k6ok = k6.exitCode === 0;
+    if (!k6.summary) console.error(`[load] k6 wrote no summary (exit ${k6.exitCode})`);
+
+    // --- verify.
+    const options: VerifyOptions = {
+      redis,
+      prefix,
+      layers,
+      expect: k6.summary?.expect,
+      deadlineMs: Number(values["verify-deadline"]) * 1000,
+      countExpiredHolds: values.expirer,
+    };
+    if (values.pipeline) {
+      const { default: postgres } = await import("postgres");
+      const { createSearchClient } = await import("../shared/read-models/search-index.ts");
+      options.kafka = { brokers: KAFKA_BROKERS.split(","), topic: serviceEnv.KAFKA_TOPIC! };
+      options.sql = postgres(serviceEnv.DATABASE_URL!, { max: 2, onnotice: () => {} });
+      options.es = createSearchClient(ELASTICSEARCH_URL, { requestTimeoutMs: 10_000 });
+      options.esIndex = serviceEnv.ELASTICSEARCH_INDEX_ALIAS!;
+    }
+    const report = await verify(options);
+    await options.sql?.end({ timeout: 2 });
+    await options.es?.close();
+    console.log(formatReport(report));
+    await Bun.write(join(dir, "verify.json"), JSON.stringify(report, null, 2));
+
+    exitCode = k6ok && report.ok ? 0 : 1;
+    console.log(
+      `[load] ${scenario}: k6 ${k6ok ? "passed" : `FAILED (exit ${k6.exitCode})`}, verifier ${report.ok ? "clean" : "FAILED"} → ${exitCode === 0 ? "PASS" : "FAIL"}  (${dir})`,
+    );
+  } catch (err) {
+    console.error(`[load] ${scenario} aborted: ${(err as Error).stack ?? String(err)}`);
+    exitCode = 1;
+  } finally {
+    for (const child of children.reverse()) {
+      const code = await child.stop();
+      if (code !== 0 && code !== null) console.error(`[load] ${child.name} exited with ${code} (log: ${child.logFile})`);
+    }
+    if (!values.keep) {
+      await deleteByPrefix(redis, prefix).catch((err) => console.error(`[load] cleanup redis: ${err}`));
+      for (const c of cleanups) await c().catch((err) => console.error(`[load] cleanup: ${err}`));
+    } else {
+      console.log(`[load] --keep: Redis keys under ${prefix}: left in place (bun run verify --prefix ${prefix})`);
+    }
+    await redis.quit();
+  }
+  return exitCode;
+}
+
+process.exit(await main());

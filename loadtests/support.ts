@@ -1,0 +1,187 @@
+/**
+ * Plumbing shared by the load-test runner (loadtests/run.ts) and the benchmark
+ * (scripts/bench-allocate.ts): tokens, child processes we start and stop by pid, k6, the machine.
+ */
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { cpus, totalmem } from "node:os";
+import { join, resolve } from "node:path";
+import { mintUserToken } from "../scripts/mint-token.ts";
+
+export const REPO_ROOT = resolve(import.meta.dir, "..");
+export const RESULTS_DIR = join(REPO_ROOT, "loadtests", "results");
+export const K6_DIR = join(REPO_ROOT, "loadtests", "k6");
+
+export function runId(label: string): string {
+  const t = new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "").replace("T", "-");
+  return `${label}-${t}-${Math.random().toString(36).slice(2, 6)}`;
+}
+
+/** A Redis key prefix / database name / topic suffix no other run uses ([a-z0-9_], ≤ 32). */
+export function uniquePrefix(label: string): string {
+  return `ld${label}${Date.now().toString(36)}${Math.random().toString(36).slice(2, 5)}`.toLowerCase().replace(/[^a-z0-9_]/g, "").slice(0, 32);
+}
+
+export function resultsDir(id: string): string {
+  const dir = join(RESULTS_DIR, id);
+  mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
+export function randomSecret(bytes = 32): string {
+  return Buffer.from(crypto.getRandomValues(new Uint8Array(bytes))).toString("base64url");
+}
+
+/** Mints `count` user JWTs (users b0..b{count-1}) into a JSON file k6 loads with SharedArray. */
+export async function mintTokens(file: string, count: number, secret: string, ttlSeconds = 4 * 3600): Promise<{ users: string[]; tokens: string[] }> {
+  const users = Array.from({ length: count }, (_, i) => `b${i}`);
+  const tokens: string[] = new Array(count);
+  // hono's sign is async (WebCrypto); a few thousand at a time keeps memory flat.
+  for (let i = 0; i < count; i += 2000) {
+    const part = await Promise.all(users.slice(i, i + 2000).map((u) => mintUserToken(u, secret, ttlSeconds)));
+    for (let j = 0; j < part.length; j++) tokens[i + j] = part[j]!;
+  }
+  await Bun.write(file, JSON.stringify({ users, tokens }));
+  return { users, tokens };
+}
+
+export async function freePort(): Promise<number> {
+  const server = Bun.serve({ port: 0, hostname: "127.0.0.1", fetch: () => new Response() });
+  const port = server.port!;
+  await server.stop(true);
+  return port;
+}
+
+/** A child process this run started; stopped by its own pid only. */
+export interface Child {
+  name: string;
+  proc: ReturnType<typeof Bun.spawn>;
+  logFile: string;
+  stop(timeoutMs?: number): Promise<number | null>;
+}
+
+export function startProcess(name: string, cmd: string[], env: Record<string, string>, logDir: string): Child {
+  const logFile = join(logDir, `${name}.log`);
+  const proc = Bun.spawn(cmd, {
+    cwd: REPO_ROOT,
+    env: { ...process.env, ...env },
+    stdout: Bun.file(logFile),
+    stderr: Bun.file(join(logDir, `${name}.err.log`)),
+    stdin: "ignore",
+  });
+  return {
+    name,
+    proc,
+    logFile,
+    async stop(timeoutMs = 15_000) {
+      if (proc.exitCode !== null || proc.signalCode !== null) return proc.exitCode;
+      proc.kill("SIGTERM");
+      const exited = await Promise.race([proc.exited, Bun.sleep(timeoutMs).then(() => null)]);
+      if (exited === null) {
+        proc.kill("SIGKILL");
+        return await proc.exited;
+      }
+      return exited;
+    },
+  };
+}
+
+/** Polls `url` until it answers 2xx (or the process dies / time runs out). */
+export async function waitHealthy(url: string, child?: Child, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last = "";
+  while (Date.now() < deadline) {
+    if (child && (child.proc.exitCode !== null || child.proc.signalCode !== null)) {
+      const err = existsSync(child.logFile.replace(/\.log$/, ".err.log")) ? readFileSync(child.logFile.replace(/\.log$/, ".err.log"), "utf8") : "";
+      const out = existsSync(child.logFile) ? readFileSync(child.logFile, "utf8") : "";
+      throw new Error(`${child.name} exited (${child.proc.exitCode ?? child.proc.signalCode}) before answering ${url}\n${(out + err).slice(-2000)}`);
+    }
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
+      if (res.ok) return;
+      last = `HTTP ${res.status}`;
+    } catch (err) {
+      last = (err as Error).message;
+    }
+    await Bun.sleep(100);
+  }
+  throw new Error(`${url} did not answer within ${timeoutMs} ms (${last})`);
+}
+
+/** The k6 binary: $K6, else the one scripts/stack.sh builds (version pinned there), else PATH. */
+export function findK6(): string {
+  if (process.env.K6) return process.env.K6;
+  try {
+    const stack = readFileSync(join(REPO_ROOT, "scripts", "stack.sh"), "utf8");
+    const version = /^K6_VERSION=(\S+)/m.exec(stack)?.[1];
+    const cache = process.env.FLASHSALE_CACHE_DIR ?? join(process.env.HOME ?? "/root", ".cache", "flash-sale");
+    const bin = version ? join(cache, `k6-${version}`, "k6") : "";
+    if (bin && existsSync(bin)) return bin;
+  } catch {
+    // fall through
+  }
+  const onPath = Bun.which("k6");
+  if (onPath) return onPath;
+  throw new Error("k6 not found: run `bash scripts/stack.sh up` (it builds k6), or set K6=/path/to/k6");
+}
+
+export interface K6Result {
+  exitCode: number;
+  summaryFile: string;
+  summary: K6Summary | null;
+}
+
+export interface K6Summary {
+  scenario: string;
+  ok: boolean;
+  thresholds: { metric: string; threshold: string; ok: boolean }[];
+  expect: { unitsAllocated: number; unitsReleased: number; allocations?: number; perStock?: Record<string, { allocated: number; released: number }> };
+  metrics: Record<string, { values: Record<string, number> }>;
+  table: string;
+  [key: string]: unknown;
+}
+
+/**
+ * Runs one k6 script (from loadtests/k6) with the given environment; k6's own output goes to our
+ * stdout (the table from handleSummary included). Returns its exit code and parsed summary.
+ */
+export async function runK6(script: string, env: Record<string, string>, summaryFile: string, options: { quiet?: boolean } = {}): Promise<K6Result> {
+  const args = [findK6(), "run", "--quiet", "--no-usage-report", join(K6_DIR, script)];
+  const proc = Bun.spawn(args, {
+    cwd: REPO_ROOT,
+    env: { ...process.env, ...env, SUMMARY_FILE: summaryFile, K6_NO_USAGE_REPORT: "true" },
+    stdout: options.quiet ? "pipe" : "inherit",
+    stderr: "inherit",
+    stdin: "ignore",
+  });
+  const exitCode = await proc.exited;
+  const summary = existsSync(summaryFile) ? ((await Bun.file(summaryFile).json()) as K6Summary) : null;
+  return { exitCode, summaryFile, summary };
+}
+
+export function machine(): { nproc: number; cpu: string; memoryGiB: number; kernel: string; bun: string } {
+  let cpu = cpus()[0]?.model ?? "unknown";
+  try {
+    cpu = /model name\s*:\s*(.*)/.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1] ?? cpu;
+  } catch {
+    // not Linux
+  }
+  let kernel = "";
+  try {
+    kernel = readFileSync("/proc/sys/kernel/osrelease", "utf8").trim();
+  } catch {
+    // not Linux
+  }
+  return { nproc: cpus().length, cpu, memoryGiB: Math.round((totalmem() / 1024 ** 3) * 10) / 10, kernel, bun: Bun.version };
+}
+
+/** Admin API call with the run's admin token; throws with the body on a non-2xx. */
+export async function adminPost(baseUrl: string, adminToken: string, path: string, body: unknown): Promise<unknown> {
+  const res = await fetch(`${baseUrl}${path}`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${adminToken}`, "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`POST ${path} → ${res.status}: ${text}`);
+  return JSON.parse(text);
+}

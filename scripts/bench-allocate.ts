@@ -1,0 +1,522 @@
+/**
+ * `bun run bench:allocate`: our allocate endpoint side by side with its ceilings and its usual
+ * alternative, in one run on one machine, with the same k6 settings for every HTTP target:
+ *
+ *   hono-bare   Hono on Bun returning a small JSON 201 (the HTTP ceiling)      loadtests/baselines/hono-bare.ts
+ *   redis       redis-benchmark EVALSHA of allocate.lua, 64 clients (the Redis ceiling, no HTTP, no Bun)
+ *   ioredis     commands.allocate() in a Bun loop, 64 in flight (our Redis path without HTTP)
+ *   api         our api (services/api/main.ts), fresh process and key prefix
+ *   pg-fn       the PostgreSQL alternative, one PL/pgSQL call per allocation  loadtests/baselines/pg-*.ts
+ *   pg-tx       the PostgreSQL alternative, client-side transaction (4 round trips)
+ * api and pg-* run on one hot stock and on 100 stocks. Each HTTP target gets a freshly started
+ * server, a warm-up, then two measured k6 runs (loadtests/k6/bench.js):
+ *   closed  VUS virtual users, as fast as answers come, for DURATION → throughput and its latency
+ *   open    RATE arrivals per second for OPEN_DURATION → latency at the same load for everyone
+ * Stocks hold 5,000,000 units and a 1,000 per-user limit, so the runs measure allocation, not
+ * sold_out. After each store-backed run the store is checked (verifier / baseline check).
+ *
+ *   bun run bench:allocate [--vus 64] [--duration 20s] [--rate 1000] [--open-duration 15s] [--warmup 5s]
+ *                          [--targets hono-bare,redis,ioredis,api,pg-fn,pg-tx] [--pool 8] [--sync off] [--repeat 1]
+ * Results: loadtests/results/bench-<id>/ (summary.json, table.md, k6 summaries, server logs).
+ */
+import { parseArgs } from "node:util";
+import { join } from "node:path";
+import { readFileSync } from "node:fs";
+import postgres from "postgres";
+import { Redis } from "ioredis";
+import { createKeyLayout } from "../shared/keys.ts";
+import { createRedis } from "../shared/redis/client.ts";
+import { createStockCommands } from "../shared/redis/commands.ts";
+import { scriptSource } from "../shared/redis/scripts.ts";
+import { verify } from "../shared/verify/verify.ts";
+import { formatReport } from "../shared/verify/report.ts";
+import { deleteByPrefix } from "../test/support/api.ts";
+import { PG_BASELINE_SCHEMA, checkPgBaseline } from "../loadtests/baselines/pg-commands.ts";
+import {
+  adminPost,
+  findK6,
+  freePort,
+  machine,
+  mintTokens,
+  randomSecret,
+  resultsDir,
+  runId,
+  runK6,
+  startProcess,
+  uniquePrefix,
+  waitHealthy,
+  type K6Summary,
+} from "../loadtests/support.ts";
+
+const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
+const DATABASE_URL = process.env.DATABASE_URL ?? "postgres://flashsale:flashsale@127.0.0.1:5432/flashsale";
+const ALL_TARGETS = ["hono-bare", "redis", "ioredis", "api", "pg-fn", "pg-tx"] as const;
+type Target = (typeof ALL_TARGETS)[number];
+
+const UNITS = 5_000_000;
+const PER_USER_LIMIT = 1000;
+
+interface Row {
+  target: string;
+  stocks: number | null;
+  closed?: { rps: number; p50: number; p99: number; requests: number; ok: boolean };
+  open?: { rate: number; achieved: number; p50: number; p99: number; dropped: number; ok: boolean };
+  /** CPU time of the server process (and of the store's processes where we can attribute it) per request. */
+  serverCpuUsPerReq?: number;
+  storeCpuUsPerReq?: number;
+  check?: string;
+  note?: string;
+}
+
+const { values } = parseArgs({
+  args: process.argv.slice(2),
+  options: {
+    vus: { type: "string", default: "64" },
+    duration: { type: "string", default: "20s" },
+    rate: { type: "string", default: "1000" },
+    "open-duration": { type: "string", default: "15s" },
+    warmup: { type: "string", default: "5s" },
+    targets: { type: "string", default: ALL_TARGETS.join(",") },
+    stocks: { type: "string", default: "100" },
+    pool: { type: "string", default: "8" },
+    sync: { type: "string", default: "off" },
+    repeat: { type: "string", default: "1" },
+    "redis-requests": { type: "string", default: "200000" },
+    help: { type: "boolean", default: false },
+  },
+});
+if (values.help) {
+  console.log(readFileSync(import.meta.path, "utf8").split("*/")[0]);
+  process.exit(0);
+}
+const targets = values.targets!.split(",").map((t) => t.trim()) as Target[];
+for (const t of targets) if (!ALL_TARGETS.includes(t)) throw new Error(`unknown target ${t} (known: ${ALL_TARGETS.join(", ")})`);
+const VUS = values.vus!;
+const DURATION = values.duration!;
+const RATE = values.rate!;
+const OPEN_DURATION = values["open-duration"]!;
+const MANY = Number(values.stocks);
+const seconds = (d: string) => Number(/^(\d+(?:\.\d+)?)s$/.exec(d)?.[1] ?? Number.NaN);
+if (!Number.isFinite(seconds(DURATION)) || !Number.isFinite(seconds(OPEN_DURATION)) || !Number.isFinite(seconds(values.warmup!))) {
+  throw new Error("--duration, --open-duration and --warmup take seconds, e.g. 20s");
+}
+
+const id = runId("bench");
+const dir = resultsDir(id);
+const adminToken = randomSecret();
+const jwtSecret = randomSecret(48);
+const tokensFile = join(dir, "tokens.json");
+const rows: Row[] = [];
+let failures = 0;
+
+// ------------------------------------------------------------------ helpers
+
+function cpuTicks(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return Number(fields[11]) + Number(fields[12]); // utime + stime (fields 14, 15)
+  } catch {
+    return Number.NaN;
+  }
+}
+const TICK_US = 1_000_000 / 100; // CLK_TCK is 100 on Linux
+
+/** CPU ticks of every PostgreSQL backend serving `database` (its `ps` title names the database). */
+function pgBackendTicks(database: string): number {
+  let total = 0;
+  for (const entry of new Bun.Glob("[0-9]*").scanSync({ cwd: "/proc", onlyFiles: false })) {
+    try {
+      const cmd = readFileSync(`/proc/${entry}/cmdline`, "utf8");
+      if (cmd.startsWith("postgres: ") && cmd.includes(` ${database} `)) total += cpuTicks(Number(entry));
+    } catch {
+      // gone
+    }
+  }
+  return total;
+}
+
+async function redisPid(redis: Redis): Promise<number> {
+  const info = await redis.info("server");
+  return Number(/process_id:(\d+)/.exec(info)?.[1]);
+}
+
+const stat = (s: K6Summary | null, metric: string, key: string) => s?.metrics?.[metric]?.values?.[key] ?? Number.NaN;
+
+async function k6Runs(target: string, baseUrl: string, stockIds: string[], cpu: () => number, storeCpu?: () => number): Promise<Pick<Row, "closed" | "open" | "serverCpuUsPerReq" | "storeCpuUsPerReq">> {
+  const env = { BASE_URL: baseUrl, TOKENS_FILE: tokensFile, STOCK_IDS: stockIds.join(","), TARGET: target, VUS };
+  const tag = `${target}-${stockIds.length}`;
+  await runK6("bench.js", { ...env, MODE: "closed", DURATION: values.warmup! }, join(dir, `${tag}-warmup.json`), { quiet: true });
+  const c0 = cpu();
+  const s0 = storeCpu?.() ?? 0;
+  const closed = await runK6("bench.js", { ...env, MODE: "closed", DURATION }, join(dir, `${tag}-closed.json`), { quiet: true });
+  const c1 = cpu();
+  const s1 = storeCpu?.() ?? 0;
+  const open = await runK6("bench.js", { ...env, MODE: "open", RATE, DURATION: OPEN_DURATION }, join(dir, `${tag}-open.json`), { quiet: true });
+  const cs = closed.summary;
+  const os = open.summary;
+  const requests = stat(cs, "http_reqs", "count");
+  const result = {
+    closed: {
+      rps: stat(cs, "http_reqs", "rate"),
+      p50: stat(cs, "http_req_duration", "med"),
+      p99: stat(cs, "http_req_duration", "p(99)"),
+      requests,
+      ok: closed.exitCode === 0,
+    },
+    open: {
+      rate: Number(RATE),
+      achieved: stat(os, "http_reqs", "rate"),
+      p50: stat(os, "http_req_duration", "med"),
+      p99: stat(os, "http_req_duration", "p(99)"),
+      dropped: stat(os, "dropped_iterations", "count") || 0,
+      ok: open.exitCode === 0,
+    },
+    serverCpuUsPerReq: ((c1 - c0) * TICK_US) / requests,
+    storeCpuUsPerReq: storeCpu ? ((s1 - s0) * TICK_US) / requests : undefined,
+  };
+  if (!result.closed.ok || !result.open.ok) failures++;
+  return result;
+}
+
+function describe(row: Row): string {
+  const c = row.closed;
+  const o = row.open;
+  return (
+    `[bench] ${row.target}${row.stocks ? ` ×${row.stocks}` : ""}: ` +
+    (c ? `closed ${c.rps.toFixed(0)}/s p50 ${c.p50.toFixed(1)} p99 ${c.p99.toFixed(1)} ms${c.ok ? "" : " (thresholds FAILED)"}` : "") +
+    (o ? ` | open ${o.rate}/s → ${o.achieved.toFixed(0)}/s p50 ${o.p50.toFixed(1)} p99 ${o.p99.toFixed(1)} ms, dropped ${o.dropped}${o.ok ? "" : " (FAILED)"}` : "") +
+    (row.serverCpuUsPerReq !== undefined ? ` | server CPU ${row.serverCpuUsPerReq.toFixed(0)} µs/req` : "") +
+    (row.storeCpuUsPerReq !== undefined ? `, store ${row.storeCpuUsPerReq.toFixed(0)} µs/req` : "") +
+    (row.check ? ` | ${row.check}` : "") +
+    (row.note ? ` | ${row.note}` : "")
+  );
+}
+
+function record(row: Row): void {
+  rows.push(row);
+  console.log(describe(row));
+}
+
+const stockSpecs = (prefix: string, count: number) =>
+  Array.from({ length: count }, (_, i) => ({
+    id: count === 1 ? `${prefix}-hot` : `${prefix}-s${i}`,
+    name: `Bench item ${i}`,
+    price: 1999,
+    quantity: UNITS,
+    perUserLimit: PER_USER_LIMIT,
+  }));
+
+// ------------------------------------------------------------------ targets
+
+async function benchHonoBare(): Promise<void> {
+  const port = await freePort();
+  const child = startProcess("hono-bare", ["bun", "loadtests/baselines/hono-bare.ts"], { PORT: String(port) }, dir);
+  try {
+    await waitHealthy(`http://127.0.0.1:${port}/healthz`, child);
+    const pid = child.proc.pid;
+    const r = await k6Runs("hono-bare", `http://127.0.0.1:${port}`, ["x"], () => cpuTicks(pid));
+    record({ target: "hono-bare", stocks: null, ...r });
+  } finally {
+    await child.stop();
+  }
+}
+
+async function benchRedisBenchmark(): Promise<void> {
+  const prefix = uniquePrefix("bredis");
+  const redis = createRedis(REDIS_URL);
+  try {
+    const keys = createKeyLayout(prefix, 1);
+    const commands = createStockCommands(redis, keys);
+    await commands.createStock({ id: "hot", name: "Hot", price: 1999, quantity: UNITS, perUserLimit: PER_USER_LIMIT });
+    const sha = (await redis.script("LOAD", scriptSource("fsAllocate"))) as string;
+    const stock = keys.stock("hot");
+    // Same keys and arguments the api passes (no Idempotency-Key); __rand_int__ makes each call a new
+    // user, allocation and event (redis-benchmark draws each occurrence separately).
+    const args = [
+      "EVALSHA", sha, "6",
+      stock, keys.stockBuyers("hot"), `${prefix}:{0}:hold:s0-__rand_int__`, keys.holdsDue(0), `${stock}:no-idempotency-key`, keys.outbox(0),
+      "hot", "u__rand_int__", "1", "s0-__rand_int__", "0190a6c2-1f00-7000-8000-__rand_int__", "", "86400",
+    ];
+    const url = new URL(REDIS_URL);
+    const proc = Bun.spawn(
+      ["redis-benchmark", "-h", url.hostname, "-p", url.port || "6379", "-c", VUS, "-n", values["redis-requests"]!, "-r", "1000000", "--csv", ...args],
+      { stdout: "pipe", stderr: "pipe" },
+    );
+    const out = await new Response(proc.stdout).text();
+    const code = await proc.exited;
+    const line = out.trim().split("\n").at(-1) ?? "";
+    // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+    const cols = line.split(",").map((v) => v.replaceAll('"', ""));
+    const counters = await redis.hmget(stock, "available", "held", "sold", "total");
+    const held = Number(counters[1]);
+    const ok = code === 0 && Number(counters[0]) + held + Number(counters[2]) === Number(counters[3]);
+    if (!ok) failures++;
+    record({
+      target: "redis",
+      stocks: 1,
+      closed: { rps: Number(cols[1]), p50: Number(cols[4]), p99: Number(cols[6]), requests: held, ok },
+      check: `${held} held, conservation ${ok ? "ok" : "BROKEN"}`,
+      note: `redis-benchmark -c ${VUS} -n ${values["redis-requests"]} EVALSHA allocate.lua`,
+    });
+  } finally {
+    await deleteByPrefix(redis, prefix);
+    await redis.quit();
+  }
+}
+
+/** Our Redis path without HTTP: commands.allocate() in a loop with 64 calls in flight (auto-pipelined). */
+async function benchIoredis(stockCount: number): Promise<void> {
+  const prefix = uniquePrefix("bio");
+  const redis = createRedis(REDIS_URL);
+  try {
+    const keys = createKeyLayout(prefix, 4);
+    const commands = createStockCommands(redis, keys);
+    const stocks = stockSpecs(prefix, stockCount);
+    for (const s of stocks) await commands.createStock(s);
+    const run = async (ms: number) => {
+      const latencies: number[] = [];
+      const until = performance.now() + ms;
+      let n = 0;
+      await Promise.all(
+        Array.from({ length: Number(VUS) }, async () => {
+          while (performance.now() < until) {
+            const t = performance.now();
+            await commands.allocate({ stockId: stocks[Math.floor(Math.random() * stocks.length)]!.id, userId: `b${Math.floor(Math.random() * 10_000)}`, quantity: 1 });
+            latencies.push(performance.now() - t);
+            n++;
+          }
+        }),
+      );
+      return { n, latencies };
+    };
+    await run(seconds(values.warmup!) * 1000);
+    const t0 = cpuTicks(process.pid);
+    const { n, latencies } = await run(seconds(DURATION) * 1000);
+    const t1 = cpuTicks(process.pid);
+    latencies.sort((a, b) => a - b);
+    const report = await verify({ redis, prefix, layers: ["redis"], outbox: "full" });
+    if (!report.ok) {
+      failures++;
+      console.log(formatReport(report));
+    }
+    record({
+      target: "ioredis",
+      stocks: stockCount,
+      closed: { rps: n / seconds(DURATION), p50: latencies[Math.floor(n * 0.5)]!, p99: latencies[Math.floor(n * 0.99)]!, requests: n, ok: report.ok },
+      serverCpuUsPerReq: ((t1 - t0) * TICK_US) / n,
+      check: `verifier ${report.ok ? "clean" : "FAILED"}`,
+      note: `${VUS} in flight, in-process (no HTTP)`,
+    });
+  } finally {
+    await deleteByPrefix(redis, prefix);
+    await redis.quit();
+  }
+}
+
+async function benchApi(stockCount: number): Promise<void> {
+  const prefix = uniquePrefix("bapi");
+  const redis = createRedis(REDIS_URL);
+  const port = await freePort();
+  const child = startProcess(
+    `api-${stockCount}`,
+    ["bun", "services/api/main.ts"],
+    { PORT: String(port), ADMIN_TOKEN: adminToken, JWT_SECRET: jwtSecret, REDIS_URL, REDIS_KEY_PREFIX: prefix },
+    dir,
+  );
+  try {
+    const baseUrl = `http://127.0.0.1:${port}`;
+    await waitHealthy(`${baseUrl}/readyz`, child);
+    const stocks = stockSpecs(prefix, stockCount);
+    for (const s of stocks) await adminPost(baseUrl, adminToken, "/api/stocks", s);
+    const rpid = await redisPid(redis);
+    const r = await k6Runs("api", baseUrl, stocks.map((s) => s.id), () => cpuTicks(child.proc.pid), () => cpuTicks(rpid));
+    const report = await verify({ redis, prefix, layers: ["redis"], outbox: "full" });
+    if (!report.ok) {
+      failures++;
+      console.log(formatReport(report));
+    }
+    record({
+      target: "api",
+      stocks: stockCount,
+      ...r,
+      check: `verifier ${report.ok ? "clean" : "FAILED"} (${report.totals.held} held)`,
+      note: "store CPU = the whole redis-server (shared with anything else using it)",
+    });
+  } finally {
+    await child.stop();
+    await deleteByPrefix(redis, prefix);
+    await redis.quit();
+  }
+}
+
+async function benchPg(mode: "fn" | "tx", stockCount: number): Promise<void> {
+  const database = uniquePrefix(`bpg${mode}`);
+  const admin = postgres(DATABASE_URL, { max: 1, onnotice: () => {} });
+  await admin.unsafe(`CREATE DATABASE ${database}`);
+  const url = new URL(DATABASE_URL);
+  url.pathname = `/${database}`;
+  const sql = postgres(url.toString(), { max: 2, onnotice: () => {} });
+  const port = await freePort();
+  let child: ReturnType<typeof startProcess> | undefined;
+  try {
+    await sql.unsafe(PG_BASELINE_SCHEMA);
+    child = startProcess(
+      `pg-${mode}-${stockCount}`,
+      ["bun", "loadtests/baselines/pg-server.ts"],
+      { PORT: String(port), ADMIN_TOKEN: adminToken, JWT_SECRET: jwtSecret, DATABASE_URL: url.toString(), PG_MODE: mode, PG_POOL_MAX: values.pool!, PG_SYNC_COMMIT: values.sync! },
+      dir,
+    );
+    const baseUrl = `http://127.0.0.1:${port}`;
+    await waitHealthy(`${baseUrl}/readyz`, child);
+    const stocks = stockSpecs(database, stockCount);
+    for (const s of stocks) await adminPost(baseUrl, adminToken, "/api/stocks", s);
+    const pid = child.proc.pid;
+    const r = await k6Runs(`pg-${mode}`, baseUrl, stocks.map((s) => s.id), () => cpuTicks(pid), () => pgBackendTicks(database));
+    const problems = await checkPgBaseline(sql);
+    const [{ held }] = (await sql`SELECT coalesce(sum(held), 0)::int AS held FROM stock`) as unknown as [{ held: number }];
+    if (problems.length > 0) {
+      failures++;
+      console.log(`[bench] pg-${mode} check: ${problems.slice(0, 5).join("; ")}`);
+    }
+    record({
+      target: `pg-${mode}`,
+      stocks: stockCount,
+      ...r,
+      check: `check ${problems.length === 0 ? "clean" : "FAILED"} (${held} held)`,
+      note: `pool max ${values.pool}, synchronous_commit ${values.sync}`,
+    });
+  } finally {
+    await child?.stop();
+    await sql.end({ timeout: 2 });
+    await admin.unsafe(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
+    await admin.end();
+  }
+}
+
+// ------------------------------------------------------------------ report
+
+const fmt = (v: number | undefined, digits = 1) => (v === undefined || !Number.isFinite(v) ? "–" : v.toFixed(digits));
+const int = (v: number | undefined) => (v === undefined || !Number.isFinite(v) ? "–" : Math.round(v).toLocaleString("en-US"));
+
+function median(values: number[]): number {
+  const s = values.filter(Number.isFinite).sort((a, b) => a - b);
+  if (s.length === 0) return Number.NaN;
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}
+
+/** One row per target and stock count: the median over repeats. */
+function merged(): Row[] {
+  const groups = new Map<string, Row[]>();
+  for (const r of rows) {
+    const key = `${r.target}|${r.stocks}`;
+    groups.set(key, [...(groups.get(key) ?? []), r]);
+  }
+  return [...groups.values()].map((g) => {
+    const first = g[0]!;
+    const pick = (f: (r: Row) => number | undefined) => median(g.map((r) => f(r) ?? Number.NaN));
+    return {
+      ...first,
+      closed: first.closed && {
+        rps: pick((r) => r.closed?.rps),
+        p50: pick((r) => r.closed?.p50),
+        p99: pick((r) => r.closed?.p99),
+        requests: pick((r) => r.closed?.requests),
+        ok: g.every((r) => r.closed?.ok !== false),
+      },
+      open: first.open && {
+        rate: first.open.rate,
+        achieved: pick((r) => r.open?.achieved),
+        p50: pick((r) => r.open?.p50),
+        p99: pick((r) => r.open?.p99),
+        dropped: pick((r) => r.open?.dropped),
+        ok: g.every((r) => r.open?.ok !== false),
+      },
+      serverCpuUsPerReq: pick((r) => r.serverCpuUsPerReq),
+      storeCpuUsPerReq: first.storeCpuUsPerReq === undefined ? undefined : pick((r) => r.storeCpuUsPerReq),
+      check: g.map((r) => r.check).filter(Boolean).join("; "),
+    };
+  });
+}
+
+function table(final: Row[]): string {
+  const lines = [
+    `| target | stocks | throughput (req/s, ${VUS} VUs closed) | p50 ms | p99 ms | p50 ms @ ${RATE}/s open | p99 ms @ ${RATE}/s open | server CPU µs/req | store CPU µs/req |`,
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+  ];
+  for (const r of final) {
+    lines.push(
+      `| ${r.target} | ${r.stocks ?? "–"} | ${int(r.closed?.rps)}${r.closed?.ok === false ? " ✗" : ""} | ${fmt(r.closed?.p50)} | ${fmt(r.closed?.p99)} | ` +
+        `${fmt(r.open?.p50)} | ${fmt(r.open?.p99)}${r.open && r.open.dropped > 0 ? ` (${int(r.open.dropped)} dropped)` : ""}${r.open?.ok === false ? " ✗" : ""} | ` +
+        `${fmt(r.serverCpuUsPerReq, 0)} | ${fmt(r.storeCpuUsPerReq, 0)} |`,
+    );
+  }
+  const rps = (target: string, stocks: number | null) => final.find((r) => r.target === target && r.stocks === stocks)?.closed?.rps;
+  const ratio = (a?: number, b?: number) => (a && b ? `${(a / b).toFixed(2)}×` : "–");
+  const bare = rps("hono-bare", null);
+  lines.push("");
+  for (const n of [1, MANY]) {
+    const api = rps("api", n);
+    const pgBest = Math.max(rps("pg-fn", n) ?? 0, rps("pg-tx", n) ?? 0) || undefined;
+    lines.push(
+      `- ${n === 1 ? "one hot stock" : `${n} stocks`}: ours / HTTP ceiling = ${bare && api ? `${((api / bare) * 100).toFixed(0)}%` : "–"}; ` +
+        `ours / PostgreSQL (best of fn, tx) = ${ratio(api, pgBest)} (fn ${ratio(api, rps("pg-fn", n))}, tx ${ratio(api, rps("pg-tx", n))})`,
+    );
+  }
+  return lines.join("\n");
+}
+
+// ------------------------------------------------------------------ main
+
+async function main(): Promise<number> {
+  const m = machine();
+  console.log(`[bench] run ${id} → ${dir}`);
+  console.log(`[bench] machine: ${m.nproc} CPUs (${m.cpu}), ${m.memoryGiB} GiB, kernel ${m.kernel}, bun ${m.bun}, k6 ${findK6()}`);
+  console.log(`[bench] k6: closed ${VUS} VUs × ${DURATION}, open ${RATE}/s × ${OPEN_DURATION}, warm-up ${values.warmup}; targets ${targets.join(", ")}`);
+  await mintTokens(tokensFile, 10_000, jwtSecret);
+  const repeat = Number(values.repeat);
+  for (let i = 0; i < repeat; i++) {
+    if (repeat > 1) console.log(`[bench] round ${i + 1}/${repeat}`);
+    for (const target of targets) {
+      try {
+        switch (target) {
+          case "hono-bare":
+            await benchHonoBare();
+            break;
+          case "redis":
+            await benchRedisBenchmark();
+            break;
+          case "ioredis":
+            await benchIoredis(1);
+            await benchIoredis(MANY);
+            break;
+          case "api":
+            await benchApi(1);
+            await benchApi(MANY);
+            break;
+          case "pg-fn":
+          case "pg-tx":
+            await benchPg(target === "pg-fn" ? "fn" : "tx", 1);
+            await benchPg(target === "pg-fn" ? "fn" : "tx", MANY);
+            break;
+        }
+      } catch (err) {
+        failures++;
+        console.error(`[bench] ${target} failed: ${(err as Error).stack ?? String(err)}`);
+      }
+    }
+  }
+  const final = merged();
+  const md = table(final);
+  const command = `bun run bench:allocate ${process.argv.slice(2).join(" ")}`.trim();
+  const header =
+    `Machine: ${m.nproc} vCPU (${m.cpu}), ${m.memoryGiB} GiB RAM, Linux ${m.kernel}, Bun ${m.bun}; k6, servers, Redis and PostgreSQL all on the same box.\n` +
+    `Command: \`${command}\` (run ${id}${repeat > 1 ? `, median of ${repeat} rounds` : ""}).\n`;
+  await Bun.write(join(dir, "table.md"), `${header}\n${md}\n`);
+  await Bun.write(join(dir, "summary.json"), JSON.stringify({ id, machine: m, command, settings: { VUS, DURATION, RATE, OPEN_DURATION, warmup: values.warmup, pool: values.pool, sync: values.sync }, rows, final }, null, 2));
+  console.log(`\n${header}\n${md}\n`);
+  console.log(failures === 0 ? "[bench] all runs passed their checks" : `[bench] ${failures} run(s) FAILED a threshold or a store check (see above)`);
+  return failures === 0 ? 0 : 1;
+}
+
+process.exit(await main());
