@@ -21,11 +21,10 @@ export interface PostgresApplyResult {
   duplicates: number;
 }
 
-export async function applyEventsToPostgres(sql: postgres.Sql, events: readonly StockEvent[]): Promise<PostgresApplyResult> {
+function prepare(events: readonly StockEvent[]) {
   // Repeats inside one batch (a relay retry can land both copies in one fetch) are dropped here.
   const unique = new Map<string, StockEvent>();
   for (const event of events) if (!unique.has(event.eventId)) unique.set(event.eventId, event);
-  if (unique.size === 0) return { applied: [], duplicates: events.length };
 
   // Sorted by (stock, version): concurrent writers (a rebuild next to the live projector) take the
   // index locks in the same order and cannot deadlock each other.
@@ -39,90 +38,112 @@ export async function applyEventsToPostgres(sql: postgres.Sql, events: readonly 
       occurred_at: e.occurredAt,
       payload: e.payload,
     }));
+  return { unique, rows };
+}
 
-  return sql.begin(async (tx) => {
-    const inserted = await tx<{ event_id: string }[]>`
-      INSERT INTO stock_events (event_id, event_type, aggregate_id, version, occurred_at, payload)
-      SELECT event_id, event_type, aggregate_id, version, occurred_at, payload
-      FROM json_to_recordset(${JSON.stringify(rows)}::text::json)
-        AS x(event_id uuid, event_type text, aggregate_id text, version integer, occurred_at timestamptz, payload jsonb)
-      ON CONFLICT (event_id) DO NOTHING
-      RETURNING event_id`;
-    const fresh = new Set(inserted.map((r) => r.event_id));
-    const applied = [...unique.values()].filter((e) => fresh.has(e.eventId.toLowerCase()));
-    if (applied.length === 0) return { applied, duplicates: events.length };
+export async function applyEventsToPostgres(sql: postgres.Sql, events: readonly StockEvent[]): Promise<PostgresApplyResult> {
+  const { unique, rows } = prepare(events);
+  if (unique.size === 0) return { applied: [], duplicates: events.length };
 
-    const plan = planPostgresBatch(applied);
-    const statements: Promise<unknown>[] = [];
-    if (plan.stocks.length > 0) {
-      statements.push(tx`
-        INSERT INTO stocks (stock_id, name, description, price, currency, total, per_user_limit, hold_seconds,
-                            starts_at, ends_at, created_at, available, held, sold, version, updated_at,
-                            first_unavailable_at, sold_out_at)
-        SELECT * FROM json_to_recordset(${JSON.stringify(plan.stocks)}::text::json) AS x(
-          stock_id text, name text, description text, price bigint, currency text, total integer,
-          per_user_limit integer, hold_seconds integer, starts_at timestamptz, ends_at timestamptz,
-          created_at timestamptz, available integer, held integer, sold integer, version integer,
-          updated_at timestamptz, first_unavailable_at timestamptz, sold_out_at timestamptz)
-        ON CONFLICT (stock_id) DO UPDATE SET
-          name           = COALESCE(EXCLUDED.name, stocks.name),
-          description    = COALESCE(EXCLUDED.description, stocks.description),
-          price          = COALESCE(EXCLUDED.price, stocks.price),
-          currency       = COALESCE(EXCLUDED.currency, stocks.currency),
-          total          = COALESCE(EXCLUDED.total, stocks.total),
-          per_user_limit = COALESCE(EXCLUDED.per_user_limit, stocks.per_user_limit),
-          hold_seconds   = COALESCE(EXCLUDED.hold_seconds, stocks.hold_seconds),
-          starts_at      = COALESCE(EXCLUDED.starts_at, stocks.starts_at),
-          ends_at        = CASE WHEN EXCLUDED.created_at IS NOT NULL THEN EXCLUDED.ends_at ELSE stocks.ends_at END,
-          created_at     = COALESCE(EXCLUDED.created_at, stocks.created_at),
-          available      = CASE WHEN EXCLUDED.version > stocks.version THEN EXCLUDED.available ELSE stocks.available END,
-          held           = CASE WHEN EXCLUDED.version > stocks.version THEN EXCLUDED.held ELSE stocks.held END,
-          sold           = CASE WHEN EXCLUDED.version > stocks.version THEN EXCLUDED.sold ELSE stocks.sold END,
-          updated_at     = CASE WHEN EXCLUDED.version > stocks.version THEN EXCLUDED.updated_at ELSE stocks.updated_at END,
-          version        = GREATEST(EXCLUDED.version, stocks.version),
-          first_unavailable_at = LEAST(EXCLUDED.first_unavailable_at, stocks.first_unavailable_at),
-          sold_out_at          = LEAST(EXCLUDED.sold_out_at, stocks.sold_out_at)`);
-    }
-    if (plan.orders.length > 0) {
-      statements.push(tx`
-        INSERT INTO orders (allocation_id, stock_id, user_id, quantity, status, amount, currency, placed_at,
-                            held_at, expires_at, purchased_at, released_at, updated_at)
-        SELECT * FROM json_to_recordset(${JSON.stringify(plan.orders)}::text::json) AS x(
-          allocation_id text, stock_id text, user_id text, quantity integer, status text, amount bigint,
-          currency text, placed_at timestamptz, held_at timestamptz, expires_at timestamptz,
-          purchased_at timestamptz, released_at timestamptz, updated_at timestamptz)
-        ON CONFLICT (allocation_id) DO UPDATE SET
-          status       = CASE WHEN EXCLUDED.status <> 'held' THEN EXCLUDED.status ELSE orders.status END,
-          amount       = COALESCE(EXCLUDED.amount, orders.amount),
-          currency     = COALESCE(EXCLUDED.currency, orders.currency),
-          placed_at    = LEAST(EXCLUDED.placed_at, orders.placed_at),
-          held_at      = COALESCE(orders.held_at, EXCLUDED.held_at),
-          expires_at   = COALESCE(orders.expires_at, EXCLUDED.expires_at),
-          purchased_at = COALESCE(orders.purchased_at, EXCLUDED.purchased_at),
-          released_at  = COALESCE(orders.released_at, EXCLUDED.released_at),
-          updated_at   = GREATEST(EXCLUDED.updated_at, orders.updated_at)`);
-    }
-    if (plan.minutes.length > 0) {
-      statements.push(tx`
-        INSERT INTO sales_by_minute (stock_id, minute, holds_placed, units_allocated, purchases, units_sold, revenue,
-                                     holds_expired, units_expired, holds_cancelled, units_cancelled)
-        SELECT * FROM json_to_recordset(${JSON.stringify(plan.minutes)}::text::json) AS x(
-          stock_id text, minute timestamptz, holds_placed integer, units_allocated integer, purchases integer,
-          units_sold integer, revenue bigint, holds_expired integer, units_expired integer,
-          holds_cancelled integer, units_cancelled integer)
-        ON CONFLICT (stock_id, minute) DO UPDATE SET
-          holds_placed    = sales_by_minute.holds_placed + EXCLUDED.holds_placed,
-          units_allocated = sales_by_minute.units_allocated + EXCLUDED.units_allocated,
-          purchases       = sales_by_minute.purchases + EXCLUDED.purchases,
-          units_sold      = sales_by_minute.units_sold + EXCLUDED.units_sold,
-          revenue         = sales_by_minute.revenue + EXCLUDED.revenue,
-          holds_expired   = sales_by_minute.holds_expired + EXCLUDED.holds_expired,
-          units_expired   = sales_by_minute.units_expired + EXCLUDED.units_expired,
-          holds_cancelled = sales_by_minute.holds_cancelled + EXCLUDED.holds_cancelled,
-          units_cancelled = sales_by_minute.units_cancelled + EXCLUDED.units_cancelled`);
-    }
-    // Issued together so postgres.js pipelines them on the transaction's connection.
-    await Promise.all(statements);
-    return { applied, duplicates: events.length - applied.length };
-  });
+  return sql.begin((tx) => applyRowsInTransaction(tx, unique, rows, events.length));
+}
+
+/** The same, inside a transaction the caller owns (the rebuild's swap copies late events with it). */
+export async function applyEventsInTransaction(tx: postgres.TransactionSql, events: readonly StockEvent[]): Promise<PostgresApplyResult> {
+  const { unique, rows } = prepare(events);
+  if (unique.size === 0) return { applied: [], duplicates: events.length };
+  return applyRowsInTransaction(tx, unique, rows, events.length);
+}
+
+type EventRow = ReturnType<typeof prepare>["rows"][number];
+
+async function applyRowsInTransaction(
+  tx: postgres.TransactionSql,
+  unique: Map<string, StockEvent>,
+  rows: EventRow[],
+  received: number,
+): Promise<PostgresApplyResult> {
+  const inserted = await tx<{ event_id: string }[]>`
+    INSERT INTO stock_events (event_id, event_type, aggregate_id, version, occurred_at, payload)
+    SELECT event_id, event_type, aggregate_id, version, occurred_at, payload
+    FROM json_to_recordset(${JSON.stringify(rows)}::text::json)
+      AS x(event_id uuid, event_type text, aggregate_id text, version integer, occurred_at timestamptz, payload jsonb)
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id`;
+  const fresh = new Set(inserted.map((r) => r.event_id));
+  const applied = [...unique.values()].filter((e) => fresh.has(e.eventId.toLowerCase()));
+  if (applied.length === 0) return { applied, duplicates: received };
+
+  const plan = planPostgresBatch(applied);
+  const statements: Promise<unknown>[] = [];
+  if (plan.stocks.length > 0) {
+    statements.push(tx`
+      INSERT INTO stocks (stock_id, name, description, price, currency, total, per_user_limit, hold_seconds,
+                          starts_at, ends_at, created_at, available, held, sold, version, updated_at,
+                          first_unavailable_at, sold_out_at)
+      SELECT * FROM json_to_recordset(${JSON.stringify(plan.stocks)}::text::json) AS x(
+        stock_id text, name text, description text, price bigint, currency text, total integer,
+        per_user_limit integer, hold_seconds integer, starts_at timestamptz, ends_at timestamptz,
+        created_at timestamptz, available integer, held integer, sold integer, version integer,
+        updated_at timestamptz, first_unavailable_at timestamptz, sold_out_at timestamptz)
+      ON CONFLICT (stock_id) DO UPDATE SET
+        name           = COALESCE(EXCLUDED.name, stocks.name),
+        description    = COALESCE(EXCLUDED.description, stocks.description),
+        price          = COALESCE(EXCLUDED.price, stocks.price),
+        currency       = COALESCE(EXCLUDED.currency, stocks.currency),
+        total          = COALESCE(EXCLUDED.total, stocks.total),
+        per_user_limit = COALESCE(EXCLUDED.per_user_limit, stocks.per_user_limit),
+        hold_seconds   = COALESCE(EXCLUDED.hold_seconds, stocks.hold_seconds),
+        starts_at      = COALESCE(EXCLUDED.starts_at, stocks.starts_at),
+        ends_at        = CASE WHEN EXCLUDED.created_at IS NOT NULL THEN EXCLUDED.ends_at ELSE stocks.ends_at END,
+        created_at     = COALESCE(EXCLUDED.created_at, stocks.created_at),
+        available      = CASE WHEN EXCLUDED.version > stocks.version THEN EXCLUDED.available ELSE stocks.available END,
+        held           = CASE WHEN EXCLUDED.version > stocks.version THEN EXCLUDED.held ELSE stocks.held END,
+        sold           = CASE WHEN EXCLUDED.version > stocks.version THEN EXCLUDED.sold ELSE stocks.sold END,
+        updated_at     = CASE WHEN EXCLUDED.version > stocks.version THEN EXCLUDED.updated_at ELSE stocks.updated_at END,
+        version        = GREATEST(EXCLUDED.version, stocks.version),
+        first_unavailable_at = LEAST(EXCLUDED.first_unavailable_at, stocks.first_unavailable_at),
+        sold_out_at          = LEAST(EXCLUDED.sold_out_at, stocks.sold_out_at)`);
+  }
+  if (plan.orders.length > 0) {
+    statements.push(tx`
+      INSERT INTO orders (allocation_id, stock_id, user_id, quantity, status, amount, currency, placed_at,
+                          held_at, expires_at, purchased_at, released_at, updated_at)
+      SELECT * FROM json_to_recordset(${JSON.stringify(plan.orders)}::text::json) AS x(
+        allocation_id text, stock_id text, user_id text, quantity integer, status text, amount bigint,
+        currency text, placed_at timestamptz, held_at timestamptz, expires_at timestamptz,
+        purchased_at timestamptz, released_at timestamptz, updated_at timestamptz)
+      ON CONFLICT (allocation_id) DO UPDATE SET
+        status       = CASE WHEN EXCLUDED.status <> 'held' THEN EXCLUDED.status ELSE orders.status END,
+        amount       = COALESCE(EXCLUDED.amount, orders.amount),
+        currency     = COALESCE(EXCLUDED.currency, orders.currency),
+        placed_at    = LEAST(EXCLUDED.placed_at, orders.placed_at),
+        held_at      = COALESCE(orders.held_at, EXCLUDED.held_at),
+        expires_at   = COALESCE(orders.expires_at, EXCLUDED.expires_at),
+        purchased_at = COALESCE(orders.purchased_at, EXCLUDED.purchased_at),
+        released_at  = COALESCE(orders.released_at, EXCLUDED.released_at),
+        updated_at   = GREATEST(EXCLUDED.updated_at, orders.updated_at)`);
+  }
+  if (plan.minutes.length > 0) {
+    statements.push(tx`
+      INSERT INTO sales_by_minute (stock_id, minute, holds_placed, units_allocated, purchases, units_sold, revenue,
+                                   holds_expired, units_expired, holds_cancelled, units_cancelled)
+      SELECT * FROM json_to_recordset(${JSON.stringify(plan.minutes)}::text::json) AS x(
+        stock_id text, minute timestamptz, holds_placed integer, units_allocated integer, purchases integer,
+        units_sold integer, revenue bigint, holds_expired integer, units_expired integer,
+        holds_cancelled integer, units_cancelled integer)
+      ON CONFLICT (stock_id, minute) DO UPDATE SET
+        holds_placed    = sales_by_minute.holds_placed + EXCLUDED.holds_placed,
+        units_allocated = sales_by_minute.units_allocated + EXCLUDED.units_allocated,
+        purchases       = sales_by_minute.purchases + EXCLUDED.purchases,
+        units_sold      = sales_by_minute.units_sold + EXCLUDED.units_sold,
+        revenue         = sales_by_minute.revenue + EXCLUDED.revenue,
+        holds_expired   = sales_by_minute.holds_expired + EXCLUDED.holds_expired,
+        units_expired   = sales_by_minute.units_expired + EXCLUDED.units_expired,
+        holds_cancelled = sales_by_minute.holds_cancelled + EXCLUDED.holds_cancelled,
+        units_cancelled = sales_by_minute.units_cancelled + EXCLUDED.units_cancelled`);
+  }
+  // Issued together so postgres.js pipelines them on the transaction's connection.
+  await Promise.all(statements);
+  return { applied, duplicates: received - applied.length };
 }

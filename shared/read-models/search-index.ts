@@ -154,3 +154,37 @@ export async function swapAlias(es: Client, alias: string, index: string): Promi
 export function createReaderSearchClient(url: string): Client {
   return createSearchClient(url, { requestTimeoutMs: 2_000, maxRetries: 0 });
 }
+
+/**
+ * Copies every document of `from` into `to` with its version, external: only documents newer
+ * than the target's copy land (the rest answer 409). The rebuild's last step before the swap.
+ */
+export async function copyNewerDocuments(es: Client, from: string, to: string): Promise<{ copied: number; scanned: number }> {
+  let copied = 0;
+  let scanned = 0;
+  let after: Array<string | number> | undefined;
+  for (;;) {
+    const page = await es.search<StockDocument>({
+      index: from,
+      size: 1_000,
+      version: true,
+      sort: [{ stockId: { order: "asc" } }],
+      query: { match_all: {} },
+      ...(after ? { search_after: after } : {}),
+    });
+    const hits = page.hits.hits;
+    if (hits.length === 0) return { copied, scanned };
+    scanned += hits.length;
+    const operations: unknown[] = [];
+    for (const hit of hits) {
+      operations.push({ index: { _index: to, _id: hit._id, version: hit._version, version_type: "external" } }, hit._source);
+    }
+    const result = await es.bulk({ operations, refresh: false });
+    for (const item of result.items) {
+      const status = item.index?.status ?? 500;
+      if (status === 200 || status === 201) copied++;
+      else if (status !== 409) throw new Error(`copying ${item.index?._id} to ${to}: ${status} ${JSON.stringify(item.index?.error)}`);
+    }
+    after = hits[hits.length - 1]!.sort as Array<string | number>;
+  }
+}

@@ -7,7 +7,8 @@ import postgres from "postgres";
 import type { StockEvent } from "../../shared/events.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { createProjectorSql } from "../../shared/read-models/postgres-client.ts";
-import { applyMigrationFiles } from "../../shared/read-models/schema.ts";
+import { migrate as runMigrations } from "../../shared/db/migrate.ts";
+import { MIGRATIONS_DIR } from "../../shared/read-models/schema.ts";
 import { createSearchClient } from "../../shared/read-models/search-index.ts";
 import { stackEnv, uniqueName } from "./env.ts";
 
@@ -43,23 +44,23 @@ export async function createTestDatabase(label: string): Promise<TestDatabase> {
     async drop() {
       await sql.end({ timeout: 2 });
       const a = postgres(stackEnv.DATABASE_URL, { max: 1, onnotice: () => {} });
-      await a.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      // A session of another role (e.g. autovacuum) cannot be forced out: retry, then leave it.
+      for (let attempt = 0; attempt < 5; attempt++) {
+        try {
+          await a.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+          break;
+        } catch {
+          await Bun.sleep(500);
+        }
+      }
       await a.end();
     },
   };
 }
 
-/** The stack engineer's runner when it is there (what production uses), else the files directly. */
+/** The same runner as `bun run migrate`. */
 async function migrate(sql: postgres.Sql): Promise<void> {
-  const runner = `${import.meta.dir}/../../shared/db/migrate.ts`;
-  if (await Bun.file(runner).exists()) {
-    const mod = (await import(runner)) as { migrate?: (sql: postgres.Sql, dir: string) => Promise<unknown> };
-    if (typeof mod.migrate === "function") {
-      await mod.migrate(sql, `${import.meta.dir}/../../migrations`);
-      return;
-    }
-  }
-  await applyMigrationFiles(sql, "public");
+  await runMigrations(sql, MIGRATIONS_DIR);
 }
 
 export function createTestKafka(): Kafka {
