@@ -72,7 +72,9 @@ export async function searchStocks(es: Client, index: string, query: StockSearch
   }
   const text = query.q?.trim();
   const must: estypes.QueryDslQueryContainer[] = text
-    ? [{ multi_match: { query: text, fields: ["name^3", "description"], operator: "and", fuzziness: "AUTO" } }]
+    ? // Every word must appear, in the name or the description (cross_fields: "red" in the name and
+      // "leather" in the description both count); a name match weighs more.
+      [{ multi_match: { query: text, type: "cross_fields", fields: ["name^3", "description"], operator: "and" } }]
     : [{ match_all: {} }];
   // Documents still waiting for their StockCreated have no name or times: not searchable yet.
   const filter: estypes.QueryDslQueryContainer[] = [{ term: { complete: true } }];
