@@ -56,9 +56,13 @@ typecheck=0
 bun run typecheck || typecheck=$?
 
 # ---- 6. tests
-step "bun test $*"
+# Bun 1.4.5 ignores `timeout` in bunfig.toml's [test] (checked: a 6 s test fails at the 5 s default),
+# so the per-test budget is given on the command line unless you pass your own --timeout.
+timeout_arg=(--timeout 60000)
+for a in "$@"; do [[ "$a" == --timeout* ]] && timeout_arg=(); done
+step "bun test ${timeout_arg[*]} $*"
 tests=0
-bun test "$@" || tests=$?
+bun test "${timeout_arg[@]}" "$@" || tests=$?
 
 echo
 if ((typecheck != 0)); then echo "typecheck FAILED (exit $typecheck)"; fi
