@@ -1,0 +1,394 @@
+/**
+ * Projector benchmark (`bun run bench:projectors`), against the real stack. Not a test: it prints.
+ *
+ *  1. drain: BENCH_EVENTS events (a realistic mix over BENCH_STOCKS stocks, StockCreated first per
+ *     stock; test/support/stock-sim.ts) are preloaded on a fresh topic; then each projector binary
+ *     (`bun services/projector-<x>/main.ts`, its own process, one after the other) drains it.
+ *     Rate = events / time from its first committed batch to its last (startup and group join are
+ *     reported apart), plus the CPU seconds the projector process used.
+ *  2. freshness: allocations at a steady BENCH_RATE per second for BENCH_SECONDS through the whole
+ *     pipeline: Lua allocate (createStockCommands) → relay → Kafka → both projectors (all binaries).
+ *     Probe allocations (BENCH_PROBES per second, on stocks nothing else touches, so their version
+ *     is known) are timed from the allocate response to: the order row in PostgreSQL, the document
+ *     version by realtime GET in Elasticsearch, and the document version in a search (what
+ *     GET /api/stocks/search sees: after a refresh, refresh_interval 500ms). One poller per store
+ *     checks every pending probe each BENCH_POLL_MS.
+ *
+ * Env: REDIS_URL, KAFKA_BROKERS, DATABASE_URL, ELASTICSEARCH_URL, BENCH_EVENTS (200000),
+ * BENCH_STOCKS (500), BENCH_RATE (2000), BENCH_SECONDS (20), BENCH_PROBES (50), BENCH_POLL_MS (5),
+ * KAFKA_PARTITIONS (12), OUTBOX_SHARDS (4), PROJECTOR_CONCURRENCY (3), BENCH_SKIP_DRAIN, BENCH_SKIP_FRESHNESS.
+ */
+import type { Subprocess } from "bun";
+import { Kafka, logLevel } from "kafkajs";
+import postgres from "postgres";
+import { migrate } from "../shared/db/migrate.ts";
+import { createKeyLayout } from "../shared/keys.ts";
+import { fetchGroupOffsets, fetchHighWatermarks, remaining } from "../shared/projection/offsets.ts";
+import { MIGRATIONS_DIR } from "../shared/read-models/schema.ts";
+import { createSearchClient, type StockDocument } from "../shared/read-models/search-index.ts";
+import { createRedis } from "../shared/redis/client.ts";
+import { createStockCommands } from "../shared/redis/commands.ts";
+import { eventMessage } from "../test/support/read-side.ts";
+import { generateWorkload, StockSim } from "../test/support/stock-sim.ts";
+
+const env = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
+const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
+const BROKERS = process.env.KAFKA_BROKERS ?? "127.0.0.1:9092";
+const DATABASE_URL = process.env.DATABASE_URL ?? "postgres://flashsale:flashsale@127.0.0.1:5432/flashsale";
+const ES_URL = process.env.ELASTICSEARCH_URL ?? "http://127.0.0.1:9200";
+const EVENTS = env("BENCH_EVENTS", 200_000);
+const STOCKS = env("BENCH_STOCKS", 500);
+const RATE = env("BENCH_RATE", 2_000);
+const SECONDS = env("BENCH_SECONDS", 20);
+const PROBES_PER_SECOND = env("BENCH_PROBES", 50);
+const POLL_MS = env("BENCH_POLL_MS", 5);
+const PARTITIONS = env("KAFKA_PARTITIONS", 12);
+const SHARDS = env("OUTBOX_SHARDS", 4);
+
+const run = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
+const log = (msg: string) => console.log(`[bench:projectors] ${msg}`);
+const kafka = new Kafka({ clientId: "bench-projectors", brokers: BROKERS.split(","), logLevel: logLevel.NOTHING });
+const es = createSearchClient(ES_URL);
+const children: Subprocess[] = [];
+const topics: string[] = [];
+const aliases: string[] = [];
+const databases: string[] = [];
+const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
+
+async function cpuSeconds(pid: number): Promise<number> {
+  try {
+    const stat = await Bun.file(`/proc/${pid}/stat`).text();
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return NaN;
+  }
+}
+
+let databaseCount = 0;
+async function createDatabase(): Promise<string> {
+  const name = `bench_${run}_${++databaseCount}`;
+  const admin = postgres(DATABASE_URL, { max: 1, onnotice: () => {} });
+  await admin.unsafe(`CREATE DATABASE ${name}`);
+  await admin.end();
+  databases.push(name);
+  const url = new URL(DATABASE_URL);
+  url.pathname = `/${name}`;
+  const sql = postgres(url.toString(), { max: 1, onnotice: () => {} });
+  await migrate(sql, MIGRATIONS_DIR);
+  await sql.end();
+  return url.toString();
+}
+
+async function createTopic(name: string): Promise<void> {
+  const admin = kafka.admin();
+  await admin.connect();
+  await admin.createTopics({ topics: [{ topic: name, numPartitions: PARTITIONS, replicationFactor: 1 }], waitForLeaders: true });
+  await admin.disconnect();
+  topics.push(name);
+}
+
+function spawn(service: string, vars: Record<string, string>): Subprocess {
+  const child = Bun.spawn(["bun", `services/${service}/main.ts`], {
+    cwd: `${import.meta.dir}/..`,
+    env: {
+      ...(process.env as Record<string, string>),
+      REDIS_URL,
+      KAFKA_BROKERS: BROKERS,
+      DATABASE_URL,
+      ELASTICSEARCH_URL: ES_URL,
+      KAFKA_PARTITIONS: String(PARTITIONS),
+      OUTBOX_SHARDS: String(SHARDS),
+      ADMIN_PORT: String(19_000 + Math.floor(Math.random() * 1_000)),
+      LOG_LEVEL: process.env.BENCH_CHILD_LOG_LEVEL ?? "warn",
+      ...vars,
+    },
+    stdout: "inherit",
+    stderr: "inherit",
+  });
+  children.push(child);
+  return child;
+}
+
+async function stop(child: Subprocess): Promise<void> {
+  if (child.exitCode === null) {
+    child.kill("SIGTERM");
+    await child.exited;
+  }
+}
+
+// ---------------------------------------------------------------- 1. drain
+
+async function drain(): Promise<void> {
+  const topic = `bench.projectors.${run}`;
+  await createTopic(topic);
+  const sim = new StockSim();
+  let t = performance.now();
+  const events = generateWorkload(sim, { count: EVENTS, stockCount: STOCKS, prefix: "b", users: 20_000, totalPerStock: 10_000_000 });
+  const counts = events.reduce<Record<string, number>>((acc, e) => ((acc[e.eventType] = (acc[e.eventType] ?? 0) + 1), acc), {});
+  log(`generated ${fmt(events.length)} events over ${STOCKS} stocks in ${((performance.now() - t) / 1000).toFixed(1)} s: ${JSON.stringify(counts)}`);
+  t = performance.now();
+  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  await producer.connect();
+  for (let i = 0; i < events.length; i += 5_000) {
+    await producer.send({ topic, acks: -1, messages: events.slice(i, i + 5_000).map(eventMessage) });
+  }
+  await producer.disconnect();
+  const end = await fetchHighWatermarks(kafka, topic);
+  log(`preloaded on ${topic} (${PARTITIONS} partitions) in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+
+  const databaseUrl = await createDatabase();
+  for (const service of ["projector-postgres", "projector-search"] as const) {
+    const group = `bench-${service}-${run}`;
+    const alias = `bench-stocks-${run}-drain`;
+    if (service === "projector-search") aliases.push(alias);
+    const started = performance.now();
+    const child = spawn(service, { KAFKA_TOPIC: topic, PROJECTOR_GROUP_ID: group, DATABASE_URL: databaseUrl, ELASTICSEARCH_INDEX_ALIAS: alias });
+    let firstAt = 0;
+    let firstDone = 0;
+    for (;;) {
+      const left = remaining(await fetchGroupOffsets(kafka, group, topic), end);
+      const now = performance.now();
+      if (left < EVENTS && firstAt === 0) {
+        firstAt = now;
+        firstDone = EVENTS - left;
+      }
+      if (left === 0) break;
+      if (child.exitCode !== null) throw new Error(`${service} exited with ${child.exitCode}`);
+      if (now - started > 600_000) throw new Error(`${service}: ${left} events left after 10 minutes`);
+      await Bun.sleep(100);
+    }
+    const done = performance.now();
+    const cpu = await cpuSeconds(child.pid);
+    await stop(child);
+    const steady = (EVENTS - firstDone) / ((done - firstAt) / 1000);
+    const overall = EVENTS / ((done - started) / 1000);
+    log(
+      `${service}: drained ${fmt(EVENTS)} events at ${fmt(steady)} events/s (first batch → last), ` +
+        `${fmt(overall)} events/s including start and group join (${((firstAt - started) / 1000).toFixed(1)} s); ` +
+        `projector CPU ${cpu.toFixed(1)} s`,
+    );
+  }
+}
+
+// ---------------------------------------------------------------- 2. freshness
+
+interface Probe {
+  allocationId: string;
+  stockId: string;
+  version: number;
+  respondedAt: number;
+  kafka?: number;
+  pg?: number;
+  esGet?: number;
+  esSearch?: number;
+}
+
+async function freshness(): Promise<void> {
+  const topic = `bench.pipeline.${run}`;
+  const alias = `bench-stocks-${run}-live`;
+  aliases.push(alias);
+  await createTopic(topic);
+  await dropDatabases(); // the drain's, if any: the pipeline gets a clean database
+  const databaseUrl = await createDatabase();
+  const prefix = `benchproj${run}`;
+  const redis = createRedis(REDIS_URL);
+  redis.on("error", () => {});
+  const keys = createKeyLayout(prefix, SHARDS);
+  const commands = createStockCommands(redis, keys);
+  const sql = postgres(databaseUrl, { max: 2, onnotice: () => {} });
+
+  const loadStocks = Array.from({ length: 400 }, (_, i) => `load${i}`);
+  const probeStocks = Array.from({ length: 40 }, (_, i) => `probe${i}`);
+  await Promise.all(
+    [...loadStocks, ...probeStocks].map((id) => commands.createStock({ id, name: `Bench ${id}`, price: 100, quantity: 10_000_000, perUserLimit: 10_000_000 })),
+  );
+  const probeVersion = new Map(probeStocks.map((id) => [id, 1]));
+
+  const relay = spawn("relay", { KAFKA_TOPIC: topic, REDIS_KEY_PREFIX: prefix });
+  const pg = spawn("projector-postgres", { KAFKA_TOPIC: topic, PROJECTOR_GROUP_ID: `bench-pg-live-${run}`, DATABASE_URL: databaseUrl });
+  const search = spawn("projector-search", { KAFKA_TOPIC: topic, PROJECTOR_GROUP_ID: `bench-es-live-${run}`, ELASTICSEARCH_INDEX_ALIAS: alias });
+  // Wait until the creations went all the way through (everything joined and warm).
+  const t0 = performance.now();
+  for (;;) {
+    const [rows] = await sql`SELECT count(*)::int AS n FROM stocks`.catch(() => [{ n: 0 }]);
+    const docs = await es.count({ index: alias }).catch(() => ({ count: 0 }));
+    if (rows?.n === loadStocks.length + probeStocks.length && docs.count === rows.n) break;
+    if (performance.now() - t0 > 120_000) throw new Error("pipeline did not come up in 2 minutes");
+    await Bun.sleep(200);
+  }
+  log(`pipeline up (relay + both projectors) in ${((performance.now() - t0) / 1000).toFixed(1)} s; ${RATE}/s for ${SECONDS} s, ${PROBES_PER_SECOND} probes/s`);
+
+  const probes: Probe[] = [];
+  const pending = { pg: new Set<Probe>(), get: new Set<Probe>(), search: new Set<Probe>() };
+  let running = true;
+  let errors = 0;
+
+  const pollers = [
+    (async () => {
+      while (running || pending.pg.size > 0) {
+        if (pending.pg.size > 0) {
+          const ids = [...pending.pg].map((p) => p.allocationId);
+          const rows = await sql<{ allocation_id: string }[]>`SELECT allocation_id FROM orders WHERE allocation_id = ANY(${ids})`;
+          const now = Date.now();
+          const found = new Set(rows.map((r) => r.allocation_id));
+          for (const p of pending.pg) if (found.has(p.allocationId)) (p.pg = now - p.respondedAt), pending.pg.delete(p);
+        }
+        await Bun.sleep(POLL_MS);
+      }
+    })(),
+    (async () => {
+      while (running || pending.get.size > 0) {
+        if (pending.get.size > 0) {
+          const ids = [...new Set([...pending.get].map((p) => p.stockId))];
+          const result = await es.mget<StockDocument>({ index: alias, ids, realtime: true, _source_includes: ["version"] });
+          const now = Date.now();
+          const version = new Map(result.docs.map((d) => [d._id, "found" in d && d.found ? d._source!.version : 0]));
+          for (const p of pending.get) if ((version.get(p.stockId) ?? 0) >= p.version) (p.esGet = now - p.respondedAt), pending.get.delete(p);
+        }
+        await Bun.sleep(POLL_MS);
+      }
+    })(),
+    (async () => {
+      while (running || pending.search.size > 0) {
+        if (pending.search.size > 0) {
+          const ids = [...new Set([...pending.search].map((p) => p.stockId))];
+          const result = await es.search<StockDocument>({ index: alias, size: ids.length, query: { ids: { values: ids } }, _source: ["version"] });
+          const now = Date.now();
+          const version = new Map(result.hits.hits.map((h) => [h._id!, h._source!.version]));
+          for (const p of pending.search) if ((version.get(p.stockId) ?? 0) >= p.version) (p.esSearch = now - p.respondedAt), pending.search.delete(p);
+        }
+        await Bun.sleep(POLL_MS);
+      }
+    })(),
+  ];
+
+  // Arrival on the topic (what the relay adds), to tell the relay's share from the projectors'.
+  const byAllocation = new Map<string, Probe>();
+  const arrivedEarly = new Map<string, number>();
+  const watcher = kafka.consumer({ groupId: `bench-watch-${run}`, maxWaitTimeInMs: 50 });
+  await watcher.connect();
+  await watcher.subscribe({ topic, fromBeginning: false });
+  await watcher.run({
+    eachBatch: async ({ batch }) => {
+      const now = Date.now();
+      for (const m of batch.messages) {
+        if (!m.key || !String(m.key).startsWith("probe")) continue;
+        const allocationId = (JSON.parse(String(m.value)) as { payload: { allocationId?: string } }).payload.allocationId;
+        if (!allocationId) continue;
+        const probe = byAllocation.get(allocationId);
+        if (probe) probe.kafka = now - probe.respondedAt;
+        else arrivedEarly.set(allocationId, now);
+      }
+    },
+  });
+  await Bun.sleep(3_000); // joined
+
+  // Load: every 10 ms a slice of RATE/100 allocations (auto-pipelined), probes spread among them.
+  const sliceMs = 10;
+  const perSlice = RATE / (1000 / sliceMs);
+  const probeEvery = Math.max(1, Math.round(RATE / PROBES_PER_SECOND));
+  let issued = 0;
+  let user = 0;
+  const inflight = new Set<Promise<unknown>>();
+  const started = performance.now();
+  const lastSlice = Math.floor((SECONDS * 1000) / sliceMs);
+  for (let slice = 0; slice < lastSlice; slice++) {
+    const target = started + slice * sliceMs;
+    const wait = target - performance.now();
+    if (wait > 0) await Bun.sleep(wait);
+    const due = Math.floor((slice + 1) * perSlice) - issued;
+    for (let i = 0; i < due; i++, issued++) {
+      const isProbe = issued % probeEvery === 0;
+      const stockId = isProbe ? probeStocks[(issued / probeEvery) % probeStocks.length]! : loadStocks[issued % loadStocks.length]!;
+      let version = 0;
+      if (isProbe) {
+        version = probeVersion.get(stockId)! + 1;
+        probeVersion.set(stockId, version);
+      }
+      const op = commands.allocate({ stockId, userId: `u${user++ % 50_000}`, quantity: 1 }).then(
+        ({ allocation }) => {
+          if (!isProbe) return;
+          const probe: Probe = { allocationId: allocation.allocationId, stockId, version, respondedAt: Date.now() };
+          probes.push(probe);
+          byAllocation.set(probe.allocationId, probe);
+          const early = arrivedEarly.get(probe.allocationId);
+          if (early !== undefined) probe.kafka = early - probe.respondedAt;
+          pending.pg.add(probe);
+          pending.get.add(probe);
+          pending.search.add(probe);
+        },
+        () => void errors++,
+      );
+      inflight.add(op);
+      void op.finally(() => inflight.delete(op));
+    }
+  }
+  await Promise.all(inflight);
+  const elapsed = (performance.now() - started) / 1000;
+  log(`issued ${fmt(issued)} allocations in ${elapsed.toFixed(1)} s (${fmt(issued / elapsed)}/s), ${errors} errors, ${probes.length} probes`);
+  // Probes on the same stock are allocated one after the other only if each answer came back before
+  // the next was sent; with BENCH_PROBES/40 per stock per second that holds, but check it.
+  const deadline = Date.now() + 60_000;
+  while ((pending.pg.size > 0 || pending.get.size > 0 || pending.search.size > 0) && Date.now() < deadline) await Bun.sleep(50);
+  running = false;
+  const unresolved = pending.pg.size + pending.get.size + pending.search.size;
+  pending.pg.clear();
+  pending.get.clear();
+  pending.search.clear();
+  await Promise.all(pollers);
+
+  const report = (label: string, values: number[]) => {
+    const sorted = values.sort((a, b) => a - b);
+    log(
+      `freshness → ${label}: p50 ${percentile(sorted, 50)} ms, p90 ${percentile(sorted, 90)} ms, p99 ${percentile(sorted, 99)} ms, max ${sorted[sorted.length - 1]} ms (n=${sorted.length})`,
+    );
+  };
+  await watcher.disconnect();
+  report("Kafka (relay: on the topic)", probes.flatMap((p) => (p.kafka === undefined ? [] : [p.kafka])));
+  report("PostgreSQL (order row)", probes.flatMap((p) => (p.pg === undefined ? [] : [p.pg])));
+  report("Elasticsearch GET (doc version, realtime)", probes.flatMap((p) => (p.esGet === undefined ? [] : [p.esGet])));
+  report("Elasticsearch search (doc version, after refresh)", probes.flatMap((p) => (p.esSearch === undefined ? [] : [p.esSearch])));
+  if (unresolved > 0) log(`WARNING: ${unresolved} probe checks never resolved`);
+  for (const [name, child] of [["relay", relay], ["projector-postgres", pg], ["projector-search", search]] as const) {
+    log(`${name} CPU ${(await cpuSeconds(child.pid)).toFixed(1)} s`);
+  }
+  await Promise.all([stop(relay), stop(pg), stop(search)]);
+  await sql.end();
+  let cursor = "0";
+  do {
+    const [next, found] = await redis.scan(cursor, "MATCH", `${prefix}:*`, "COUNT", 1000);
+    cursor = next;
+    if (found.length) await redis.del(...found);
+  } while (cursor !== "0");
+  redis.disconnect();
+}
+
+async function dropDatabases(): Promise<void> {
+  const admin = postgres(DATABASE_URL, { max: 1, onnotice: () => {} });
+  while (databases.length > 0) await admin.unsafe(`DROP DATABASE IF EXISTS ${databases.pop()} WITH (FORCE)`).catch(() => {});
+  await admin.end();
+}
+
+async function cleanup(): Promise<void> {
+  for (const child of children) await stop(child).catch(() => {});
+  const admin = kafka.admin();
+  await admin.connect();
+  const groups = (await admin.listGroups()).groups.map((g) => g.groupId).filter((g) => g.includes(run));
+  await admin.deleteGroups(groups).catch(() => {});
+  await admin.deleteTopics({ topics: topics.flatMap((t) => [t, `${t}.dlq`]) }).catch(() => {});
+  await admin.disconnect();
+  for (const alias of aliases) await es.indices.delete({ index: `${alias}-v*`, ignore_unavailable: true }).catch(() => {});
+  await es.close();
+  await dropDatabases();
+}
+
+try {
+  log(`run ${run}: ${fmt(EVENTS)} events, ${STOCKS} stocks, ${PARTITIONS} partitions, PROJECTOR_CONCURRENCY=${process.env.PROJECTOR_CONCURRENCY ?? 3}`);
+  if (!process.env.BENCH_SKIP_DRAIN) await drain();
+  if (!process.env.BENCH_SKIP_FRESHNESS) await freshness();
+} finally {
+  await cleanup();
+}
+process.exit(0);
