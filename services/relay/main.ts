@@ -14,10 +14,15 @@ const logger = createLogger("relay", config.LOG_LEVEL);
 const redis = createRedis(config.REDIS_URL);
 redis.on("error", () => {}); // outages are logged once per state change by the relay itself
 
+// kafkajs logs every internal retry (dozens of lines per outage); the relay logs each outage once,
+// with the error, when it starts and when it ends. kafkajs' own lines show at LOG_LEVEL=debug.
+const verbose = config.LOG_LEVEL === "debug" || config.LOG_LEVEL === "trace";
+const kafkajsLogger = logger.child({ component: "kafkajs" }, { level: verbose ? config.LOG_LEVEL : "fatal" });
+
 const registry = createMetricsRegistry("relay");
 const relay = createRelay({
   redis,
-  kafka: createKafka({ brokers: config.KAFKA_BROKERS, clientId: "flashsale-relay", logger: logger.child({ component: "kafkajs" }) }),
+  kafka: createKafka({ brokers: config.KAFKA_BROKERS, clientId: "flashsale-relay", logger: kafkajsLogger }),
   keys: createKeyLayout(config.REDIS_KEY_PREFIX, config.OUTBOX_SHARDS),
   config,
   logger,

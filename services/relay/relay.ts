@@ -169,6 +169,8 @@ class RelayImpl implements Relay {
   private resolveStopped!: () => void;
   private readonly stopped = new Promise<void>((resolve) => (this.resolveStopped = resolve));
   private loop: Promise<void> | undefined;
+  /** XACK + trim of the last sent batch, overlapping the next read and send (at most one in flight). */
+  private ackInFlight: Promise<boolean> = Promise.resolve(true);
 
   /** Owned shards whose pending entries are being re-sent; read with `>` once done. */
   private readonly recovering = new Set<number>();
@@ -313,24 +315,73 @@ class RelayImpl implements Relay {
     while (!this.stopping) {
       try {
         if (!this.groupsReady) await this.ensureGroups();
+        // Ownership changes and claims only ever happen with every sent batch acknowledged.
+        await this.flushAcks();
         await this.reconcileShards();
         if (this.stopping) break;
         await this.housekeeping();
         const recovering = this.recovering.values().next();
-        if (!recovering.done) {
-          await this.recover(recovering.value);
-        } else {
-          const entries = await this.readNew();
-          if (entries.length > 0) await this.relayEntries(entries);
-        }
+        if (!recovering.done) await this.recover(recovering.value);
+        else await this.pump();
         this.redisState.markUp();
         attempt = 0;
       } catch (err) {
         if (isNoGroup(err)) this.groupsReady = false; // stream deleted under us: recreate and go on
         this.redisState.markDown(err);
+        // A failed call may still have delivered entries to us (e.g. the reply was lost): re-read
+        // our own pending entries before reading new ones, so nothing waits for a claim or jumps the queue.
+        this.recoverAllLive();
         await this.pause(backoffMs(attempt++));
       }
     }
+    await this.flushAcks();
+  }
+
+  private flushAcks(): Promise<boolean> {
+    return this.ackInFlight;
+  }
+
+  private recoverAllLive(): void {
+    for (const s of this.live) this.recovering.add(s);
+    this.live.clear();
+  }
+
+  /**
+   * Steady state: read new entries of the live shards and relay them, prefetching the next read
+   * while the current batch is produced. Returns to the main loop when ownership, a claim or
+   * housekeeping needs attention, or on stop.
+   */
+  private async pump(): Promise<void> {
+    if (this.live.size === 0) {
+      await this.pause(this.cfg.RELAY_BLOCK_MS);
+      return;
+    }
+    let next: Promise<OutboxEntry[]> | undefined = this.readNew();
+    try {
+      while (next) {
+        const entries = await next;
+        next = !this.stopping && this.steady() ? this.readNew() : undefined;
+        if (entries.length > 0 && !(await this.relayEntries(entries))) return;
+      }
+    } finally {
+      if (next) {
+        // Left with a read in flight (stop or error): whatever it delivers stays pending on us;
+        // the next owner claims it, or we re-read it before anything newer.
+        next.catch(() => {});
+        if (!this.stopping) this.recoverAllLive();
+      }
+    }
+  }
+
+  /** True when nothing but reading and relaying is due. */
+  private steady(): boolean {
+    const now = Date.now();
+    if (this.recovering.size > 0 || now >= this.nextClaimAt || now >= this.nextConsumerCleanupAt) return false;
+    const o = this.ownership;
+    if (o.held.size !== this.live.size) return false;
+    for (const s of this.live) if (!o.held.has(s) || !o.desired.has(s)) return false;
+    if (now >= this.nextAcquireAt) for (const s of o.desired) if (!o.held.has(s)) return false;
+    return true;
   }
 
   /** Applies lease changes between batches (never while a batch of the shard is in flight). */
@@ -455,67 +506,77 @@ class RelayImpl implements Relay {
    * produce, await Kafka, then XACK and trim. Returns false when stopping abandoned a batch.
    */
   private async relayEntries(entries: OutboxEntry[]): Promise<boolean> {
-    let start = 0;
-    while (start < entries.length) {
-      let end = start;
-      let bytes = 0;
-      while (end < entries.length && end - start < this.cfg.RELAY_BATCH_SIZE) {
-        const size = (fieldValue(entries[end]!.fields, OUTBOX_EVENT_FIELD)?.length ?? 0) * 3; // UTF-8 upper bound
-        if (end > start && bytes + size > MAX_BATCH_BYTES) break;
-        bytes += size;
-        end++;
+    let batch: OutboxEntry[] = [];
+    let messages: Message[] = [];
+    let dead: DeadLetter[] = [];
+    let bytes = 0;
+    for (const entry of entries) {
+      const item = this.prepare(entry);
+      const size = item && "message" in item ? item.bytes : 0;
+      if (batch.length >= this.cfg.RELAY_BATCH_SIZE || (messages.length > 0 && bytes + size > MAX_BATCH_BYTES)) {
+        if (!(await this.relayBatch(batch, messages, dead))) return false;
+        batch = [];
+        messages = [];
+        dead = [];
+        bytes = 0;
       }
-      if (!(await this.relayBatch(entries.slice(start, end)))) return false;
-      start = end;
+      batch.push(entry);
+      if (item && "message" in item) {
+        messages.push(item.message);
+        bytes += size;
+      } else if (item) {
+        dead.push(item);
+      }
     }
-    return true;
+    return batch.length === 0 || this.relayBatch(batch, messages, dead);
   }
 
-  private async relayBatch(batch: OutboxEntry[]): Promise<boolean> {
-    const started = performance.now();
-    const messages: Message[] = [];
-    const dead: DeadLetter[] = [];
-    let firstEventId: string | undefined;
-    let lastEventId: string | undefined;
-    for (const entry of batch) {
-      if (entry.fields === null) continue; // deleted while pending: nothing to send, just acknowledge
-      const raw = fieldValue(entry.fields, OUTBOX_EVENT_FIELD);
-      const parsed = parseEvent(raw);
-      if (!parsed.ok) {
-        dead.push({ entry, reason: raw === undefined ? `missing field "${OUTBOX_EVENT_FIELD}"` : parsed.error, eventId: sniffEventId(raw) });
-        continue;
-      }
-      if (Buffer.byteLength(raw!) > MAX_BATCH_BYTES) {
-        dead.push({ entry, reason: `event larger than ${MAX_BATCH_BYTES} bytes`, eventId: parsed.event.eventId });
-        continue;
-      }
-      const { event } = parsed;
-      firstEventId ??= event.eventId;
-      lastEventId = event.eventId;
-      messages.push({
-        key: event.aggregateId,
-        value: raw!, // the exact text from the stream, unchanged
-        headers: { eventType: event.eventType, schemaVersion: String(event.schemaVersion), eventId: event.eventId },
-      });
+  /** Validates one entry: a Kafka message, a dead letter, or null (deleted while pending: only acknowledge it). */
+  private prepare(entry: OutboxEntry): { message: Message; bytes: number } | DeadLetter | null {
+    if (entry.fields === null) return null;
+    const raw = fieldValue(entry.fields, OUTBOX_EVENT_FIELD);
+    const parsed = parseEvent(raw);
+    if (!parsed.ok) {
+      return { entry, reason: raw === undefined ? `missing field "${OUTBOX_EVENT_FIELD}"` : parsed.error, eventId: sniffEventId(raw) };
     }
+    // The exact text from the stream, unchanged (encoded once here; kafkajs would do it anyway).
+    const value = Buffer.from(raw!, "utf8");
+    const { event } = parsed;
+    if (value.length > MAX_BATCH_BYTES) return { entry, reason: `event larger than ${MAX_BATCH_BYTES} bytes`, eventId: event.eventId };
+    const headers = { eventType: event.eventType, schemaVersion: String(event.schemaVersion), eventId: event.eventId };
+    // Record overhead: key, header names and values, varints (an upper bound is fine).
+    const bytes = value.length + event.aggregateId.length * 3 + event.eventId.length + event.eventType.length + 64;
+    return { message: { key: event.aggregateId, value, headers }, bytes };
+  }
+
+  private async relayBatch(batch: OutboxEntry[], messages: Message[], dead: DeadLetter[]): Promise<boolean> {
+    const started = performance.now();
+    const headerOf = (m: Message | undefined) => (m?.headers as Record<string, string> | undefined)?.eventId;
+    const firstEventId = headerOf(messages[0]);
+    const lastEventId = headerOf(messages.at(-1));
 
     if (messages.length > 0 && !(await this.sendWithRetry(messages, firstEventId))) {
       this.log.warn({ events: messages.length, firstEventId, lastEventId }, "stopping: in-flight batch abandoned unacknowledged (stays pending)");
       return false;
     }
-    if (!(await this.ackWithRetry(batch, dead))) return false;
-
-    for (const d of dead) {
-      this.log.error({ shard: d.entry.shard, entryId: d.entry.id, eventId: d.eventId, reason: d.reason }, "outbox entry failed validation; moved to dead-letter stream");
-    }
-    this.metrics.deadLetters.inc(dead.length);
-    this.metrics.relayed.inc(messages.length);
-    this.metrics.batches.inc();
-    this.metrics.batchSize.observe(batch.length);
-    const seconds = (performance.now() - started) / 1000;
-    this.metrics.batchSeconds.observe(seconds);
-    this.log.debug({ events: messages.length, firstEventId, lastEventId, ms: Math.round(seconds * 1000) }, "batch relayed");
-    return true;
+    // Kafka has the batch: acknowledge it while the next batch is read and sent. Acks stay in
+    // batch order, and at most one is in flight (we wait for the previous one here).
+    const previous = this.ackInFlight;
+    this.ackInFlight = previous.then(async (previousOk) => {
+      if (!previousOk || !(await this.ackWithRetry(batch, dead))) return false;
+      for (const d of dead) {
+        this.log.error({ shard: d.entry.shard, entryId: d.entry.id, eventId: d.eventId, reason: d.reason }, "outbox entry failed validation; moved to dead-letter stream");
+      }
+      this.metrics.deadLetters.inc(dead.length);
+      this.metrics.relayed.inc(messages.length);
+      this.metrics.batches.inc();
+      this.metrics.batchSize.observe(batch.length);
+      const seconds = (performance.now() - started) / 1000;
+      this.metrics.batchSeconds.observe(seconds);
+      this.log.debug({ events: messages.length, firstEventId, lastEventId, ms: Math.round(seconds * 1000) }, "batch relayed");
+      return true;
+    });
+    return previous;
   }
 
   /** Produces until Kafka acknowledges; false if stop() came first (or the send outlived the grace). */

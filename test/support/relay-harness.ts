@@ -11,7 +11,7 @@ import { createKeyLayout, type KeyLayout } from "../../shared/keys.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { createRedis } from "../../shared/redis/client.ts";
 import { createStockCommands, type StockCommands } from "../../shared/redis/commands.ts";
-import { createKafka } from "../../shared/kafka/client.ts";
+import { createKafka, ensureTopic } from "../../shared/kafka/client.ts";
 import { createRelay, type Relay, type RelaySettings } from "../../services/relay/relay.ts";
 import { RELAY_GROUP } from "../../services/relay/stream.ts";
 import { stackEnv, uniqueName } from "./env.ts";
@@ -166,11 +166,14 @@ export async function outboxStats(h: Harness): Promise<{ length: number; pending
 /** Reads the topic from the beginning in the background, collecting every message. */
 export class TopicReader {
   readonly messages: TopicMessage[] = [];
+  private readonly offsets = new Set<string>();
   private consumer: Consumer | undefined;
   constructor(private readonly topic: string) {}
 
   async start(): Promise<void> {
     const kafka = new Kafka({ clientId: "relay-test-reader", brokers: stackEnv.KAFKA_BROKERS.split(","), logLevel: logLevel.NOTHING });
+    // The relay creates the topic too (same partitions); whoever comes first wins.
+    await ensureTopic(kafka, this.topic, PARTITIONS);
     this.consumer = kafka.consumer({ groupId: uniqueName("reader"), sessionTimeout: 30_000, retry: { retries: 100, maxRetryTime: 2_000 } });
     await this.consumer.connect();
     await this.consumer.subscribe({ topic: this.topic, fromBeginning: true });
@@ -178,6 +181,11 @@ export class TopicReader {
       autoCommit: false,
       eachBatch: async ({ batch }) => {
         for (const m of batch.messages) {
+          // The reader itself may re-read after a broker outage (no committed offsets): count each
+          // offset once, so duplicates mean copies on the topic, not re-reads.
+          const at = `${batch.partition}:${m.offset}`;
+          if (this.offsets.has(at)) continue;
+          this.offsets.add(at);
           const value = m.value?.toString("utf8") ?? "";
           const event = JSON.parse(value) as { eventId: string; aggregateId: string; version: number };
           const headers: Record<string, string> = {};

@@ -1,0 +1,205 @@
+/**
+ * Relay benchmark (`bun run bench:relay`), against the real Redis and Kafka of the stack.
+ *
+ *  1. drain: preload BENCH_EVENTS allocations (Lua allocate script, auto-pipelined, many stocks over
+ *     all shards) into the outbox, start the relay (`bun services/relay/main.ts`, its own process)
+ *     and time until all of them are relayed (its relay_events_relayed_total counter).
+ *  2. latency: allocations at a steady BENCH_RATE per second for BENCH_SECONDS, while a consumer
+ *     reads the topic; per event latency = Kafka LogAppendTime (the bench creates its topic with
+ *     message.timestamp.type=LogAppendTime, so the broker stamps the append) − occurredAt (Redis
+ *     TIME in the Lua script). Broker and Redis share this machine's clock.
+ *
+ * Env: REDIS_URL, KAFKA_BROKERS, BENCH_EVENTS (200000), BENCH_RATE (2000), BENCH_SECONDS (25),
+ * BENCH_STOCKS (400), OUTBOX_SHARDS (4), KAFKA_PARTITIONS (12), and any RELAY_* knob, passed to the relay.
+ */
+import { Kafka, logLevel } from "kafkajs";
+import { createKeyLayout } from "../shared/keys.ts";
+import { createRedis } from "../shared/redis/client.ts";
+import { createStockCommands } from "../shared/redis/commands.ts";
+
+const env = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
+const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
+const BROKERS = (process.env.KAFKA_BROKERS ?? "127.0.0.1:9092").split(",");
+const EVENTS = env("BENCH_EVENTS", 200_000);
+const RATE = env("BENCH_RATE", 2_000);
+const SECONDS = env("BENCH_SECONDS", 25);
+const STOCKS = env("BENCH_STOCKS", 400);
+const SHARDS = env("OUTBOX_SHARDS", 4);
+const PARTITIONS = env("KAFKA_PARTITIONS", 12);
+const ADMIN_PORT = 19_000 + Math.floor(Math.random() * 1_000);
+
+const run = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
+const prefix = `benchrelay${run}`;
+const topic = `bench.relay.${run}`;
+const keys = createKeyLayout(prefix, SHARDS);
+const redis = createRedis(REDIS_URL);
+redis.on("error", () => {});
+const commands = createStockCommands(redis, keys);
+const kafka = new Kafka({ clientId: "bench-relay", brokers: BROKERS, logLevel: logLevel.NOTHING });
+
+const log = (msg: string) => console.log(`[bench:relay] ${msg}`);
+const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+
+// Progress is read from Redis (the outbox only shrinks after Kafka acked), not by scraping /metrics:
+// a scrape collects prom-client's default metrics (heap statistics), which would cost the relay CPU.
+async function outboxLeft(): Promise<number> {
+  const p = redis.pipeline();
+  for (const s of keys.allShards()) p.xlen(keys.outbox(s));
+  return ((await p.exec()) ?? []).reduce((sum, [, n]) => sum + Number(n), 0);
+}
+
+/** CPU seconds (user + system) the process has used, from /proc (Linux). */
+async function cpuSeconds(pid: number): Promise<number> {
+  const stat = await Bun.file(`/proc/${pid}/stat`).text();
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (100/s)
+}
+
+let nextUser = 0;
+const stockIds = Array.from({ length: STOCKS }, (_, i) => `bench${i}`);
+const allocateOne = () => commands.allocate({ stockId: stockIds[nextUser % STOCKS]!, userId: `u${nextUser++}`, quantity: 1 });
+
+async function cleanup(relay?: ReturnType<typeof Bun.spawn>) {
+  if (relay && relay.exitCode === null) {
+    relay.kill("SIGTERM");
+    await relay.exited;
+  }
+  let cursor = "0";
+  do {
+    const [next, found] = await redis.scan(cursor, "MATCH", `${prefix}:*`, "COUNT", 1000);
+    cursor = next;
+    if (found.length) await redis.del(...found);
+  } while (cursor !== "0");
+  const admin = kafka.admin();
+  await admin.connect();
+  await admin.deleteTopics({ topics: [topic] }).catch(() => {});
+  await admin.disconnect();
+  redis.disconnect();
+}
+
+// ---------------------------------------------------------------- setup
+const admin = kafka.admin();
+await admin.connect();
+await admin.createTopics({
+  topics: [{ topic, numPartitions: PARTITIONS, replicationFactor: -1, configEntries: [{ name: "message.timestamp.type", value: "LogAppendTime" }] }],
+  waitForLeaders: true,
+});
+await admin.disconnect();
+
+const perStock = Math.ceil((EVENTS + RATE * SECONDS * 1.2) / STOCKS) + 10;
+await Promise.all(stockIds.map((id) => commands.createStock({ id, name: `bench ${id}`, price: 1000, quantity: perStock, perUserLimit: perStock })));
+
+// ---------------------------------------------------------------- 1. drain
+log(`preloading ${EVENTS} allocations over ${STOCKS} stocks, ${SHARDS} shards ...`);
+let t = performance.now();
+for (let done = 0; done < EVENTS; ) {
+  const n = Math.min(5_000, EVENTS - done);
+  await Promise.all(Array.from({ length: n }, allocateOne));
+  done += n;
+}
+let outboxLength = 0;
+for (const s of keys.allShards()) outboxLength += await redis.xlen(keys.outbox(s));
+log(`preloaded in ${((performance.now() - t) / 1000).toFixed(1)} s; outbox holds ${outboxLength} entries (incl. ${STOCKS} StockCreated)`);
+
+const relay = Bun.spawn([process.execPath, "services/relay/main.ts"], {
+  cwd: new URL("..", import.meta.url).pathname,
+  env: {
+    ...process.env,
+    REDIS_URL,
+    KAFKA_BROKERS: BROKERS.join(","),
+    KAFKA_TOPIC: topic,
+    KAFKA_PARTITIONS: String(PARTITIONS),
+    REDIS_KEY_PREFIX: prefix,
+    OUTBOX_SHARDS: String(SHARDS),
+    ADMIN_PORT: String(ADMIN_PORT),
+    LOG_LEVEL: process.env.LOG_LEVEL ?? "warn",
+  },
+  stdout: "inherit",
+  stderr: "inherit",
+});
+
+try {
+  const spawnedAt = performance.now();
+  let firstAt = 0;
+  let left = outboxLength;
+  let cpuAtFirst = 0;
+  let leftAtFirst = 0;
+  while (left > 0) {
+    await Bun.sleep(10);
+    left = await outboxLeft();
+    if (left < outboxLength && firstAt === 0) {
+      firstAt = performance.now();
+      leftAtFirst = left;
+      cpuAtFirst = await cpuSeconds(relay.pid);
+    }
+    if (performance.now() - spawnedAt > 180_000) throw new Error(`drain did not finish in 180 s (${left} of ${outboxLength} left)`);
+  }
+  const doneAt = performance.now();
+  const cpuPerEventUs = (((await cpuSeconds(relay.pid)) - cpuAtFirst) / leftAtFirst) * 1e6;
+  const drainRate = leftAtFirst / ((doneAt - firstAt) / 1000);
+  const withStartup = outboxLength / ((doneAt - spawnedAt) / 1000);
+  log(
+    `drain: ${outboxLength} events; ${leftAtFirst} in ${((doneAt - firstAt) / 1000).toFixed(2)} s after the first trim = ${Math.round(drainRate)} events/s ` +
+      `(${Math.round(withStartup)} events/s including process start and connect); relay CPU ${cpuPerEventUs.toFixed(1)} µs/event`,
+  );
+
+  // ---------------------------------------------------------------- 2. latency at a steady rate
+  const consumer = kafka.consumer({ groupId: `bench-${run}`, maxWaitTimeInMs: 50 });
+  await consumer.connect();
+  await consumer.subscribe({ topic, fromBeginning: false });
+  const latencies: number[] = [];
+  let phaseStart = Number.POSITIVE_INFINITY;
+  let joined = false;
+  consumer.on(consumer.events.GROUP_JOIN, () => (joined = true));
+  await consumer.run({
+    eachBatch: async ({ batch }) => {
+      for (const m of batch.messages) {
+        const occurredAt = Date.parse((JSON.parse(m.value!.toString("utf8")) as { occurredAt: string }).occurredAt);
+        if (occurredAt >= phaseStart) latencies.push(Number(m.timestamp) - occurredAt);
+      }
+    },
+  });
+  while (!joined) await Bun.sleep(50);
+  await Bun.sleep(1_000);
+
+  log(`latency: ${RATE} allocations/s for ${SECONDS} s ...`);
+  phaseStart = Date.now();
+  const total = RATE * SECONDS;
+  let sent = 0;
+  const inflight = new Set<Promise<unknown>>();
+  t = performance.now();
+  while (sent < total) {
+    const due = Math.min(total, Math.floor(((performance.now() - t) / 1000) * RATE));
+    while (sent < due) {
+      const p = allocateOne().finally(() => inflight.delete(p));
+      inflight.add(p);
+      sent++;
+    }
+    await Bun.sleep(2);
+  }
+  await Promise.all(inflight);
+  const genSeconds = (performance.now() - t) / 1000;
+  const deadline = Date.now() + 60_000;
+  while (latencies.length < total && Date.now() < deadline) await Bun.sleep(100);
+  await consumer.disconnect();
+
+  const sorted = [...latencies].sort((a, b) => a - b);
+  log(
+    `latency: ${sent} allocations in ${genSeconds.toFixed(1)} s (${Math.round(sent / genSeconds)}/s); ${latencies.length} events consumed; ` +
+      `occurredAt → Kafka LogAppendTime: p50 ${percentile(sorted, 50)} ms, p90 ${percentile(sorted, 90)} ms, p99 ${percentile(sorted, 99)} ms, max ${sorted.at(-1)} ms`,
+  );
+  console.log(
+    JSON.stringify({
+      drainEventsPerSecond: Math.round(drainRate),
+      drainEventsPerSecondIncludingStartup: Math.round(withStartup),
+      relayCpuMicrosPerEvent: Number(cpuPerEventUs.toFixed(1)),
+      latencyRate: Math.round(sent / genSeconds),
+      latencyP50Ms: percentile(sorted, 50),
+      latencyP99Ms: percentile(sorted, 99),
+      latencyMaxMs: sorted.at(-1),
+      relayEnv: Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith("RELAY_"))),
+    }),
+  );
+} finally {
+  await cleanup(relay);
+}
