@@ -163,7 +163,6 @@ export async function rebuildPostgres(options: RebuildPostgresOptions): Promise<
       groupId,
       sql: buildSql,
       logger,
-      partitionsConsumedConcurrently: 3,
     });
     await projector.start();
     try {
@@ -247,7 +246,6 @@ export async function rebuildSearch(options: RebuildSearchOptions): Promise<Rebu
     index,
     target: "index",
     logger,
-    partitionsConsumedConcurrently: 3,
   });
   await projector.start();
   let previous: string[] = [];

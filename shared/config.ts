@@ -78,8 +78,8 @@ export const relaySchema = z.object({
 const projector = {
   /** Consumer group; defaults to the projector's name. Tests and side-by-side deployments override it. */
   PROJECTOR_GROUP_ID: z.string().min(1).optional(),
-  /** Partitions whose batches are applied at once (each its own store transaction / bulk). */
-  PROJECTOR_CONCURRENCY: positiveInt.max(64).default(3),
+  /** Partition batches in flight at once; a projector merges them into one transaction / bulk. */
+  PROJECTOR_CONCURRENCY: positiveInt.max(64).default(16),
 };
 
 export const projectorPostgresSchema = z.object({

@@ -197,3 +197,36 @@ describe("search documents", () => {
     expect(completeDocument(orphan, created)).toMatchObject({ name: "Red sneaker", version: 4, sold: 3, complete: true });
   });
 });
+
+describe("combiningSink", () => {
+  test("merges concurrent calls into one, hands each its share, and isolates a failing caller", async () => {
+    const { combiningSink } = await import("../shared/projection/combine.ts");
+    const a = scenario(5);
+    const sim = new StockSim();
+    const b: StockEvent[] = [sim.create("b", { total: 10 }), sim.allocate("b", "u", 1)!];
+    const calls: number[] = [];
+    const inner: ProjectionSink = {
+      apply: async (events) => {
+        calls.push(events.length);
+        if (events.some((e) => e.aggregateId === "poison")) throw new RejectedEventError("no");
+        // the first event of every call counts as a duplicate
+        return { applied: events.filter((e) => e.version !== 1), duplicates: events.filter((e) => e.version === 1).length };
+      },
+      isOutage: () => false,
+    };
+    const sink = combiningSink(inner);
+    const [ra, rb] = await Promise.all([sink.apply(a), sink.apply(b)]);
+    expect(calls).toEqual([7]);
+    expect(ra.applied.map((e) => e.eventId)).toEqual(a.slice(1).map((e) => e.eventId));
+    expect(ra.duplicates).toBe(1);
+    expect(rb).toMatchObject({ duplicates: 1 });
+    expect(rb.applied).toHaveLength(1);
+
+    calls.length = 0;
+    const poison = [{ ...a[1]!, aggregateId: "poison" }];
+    const results = await Promise.allSettled([sink.apply(a), sink.apply(poison)]);
+    expect(calls).toEqual([6, 5, 1]);
+    expect(results[0].status).toBe("fulfilled");
+    expect(results[1].status).toBe("rejected");
+  });
+});

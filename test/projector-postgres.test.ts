@@ -31,7 +31,7 @@ const topic = uniqueName("pgtopic");
 const running: Projector[] = [];
 
 function startProjector(groupId: string): Promise<Projector> {
-  const projector = createPostgresProjector({ brokers, topic, groupId, sql: db.sql, logger: testLogger, partitionsConsumedConcurrently: 2 });
+  const projector = createPostgresProjector({ brokers, topic, groupId, sql: db.sql, logger: testLogger });
   running.push(projector);
   return projector.start().then(() => projector);
 }

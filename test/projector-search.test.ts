@@ -38,7 +38,7 @@ const counters = (s: StockSim): StockCounters[] =>
   [...s.stocks.values()].map((x) => ({ stockId: x.id, available: x.available, held: x.held, sold: x.sold, version: x.version }));
 
 async function startProjector(): Promise<Projector> {
-  const projector = createSearchProjector({ brokers, topic, groupId, es, index: alias, logger: testLogger, partitionsConsumedConcurrently: 2 });
+  const projector = createSearchProjector({ brokers, topic, groupId, es, index: alias, logger: testLogger });
   running.push(projector);
   await projector.start();
   return projector;

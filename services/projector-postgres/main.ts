@@ -11,7 +11,8 @@ const config = loadConfigOrExit(projectorPostgresSchema, "projector-postgres");
 const logger = createLogger("projector-postgres", config.LOG_LEVEL);
 const registry = createMetricsRegistry("projector-postgres");
 const concurrency = config.PROJECTOR_CONCURRENCY;
-const sql = createProjectorSql(config.DATABASE_URL, { max: concurrency + 1 });
+// One merged transaction at a time normally; a few more while a failed merge is retried per partition.
+const sql = createProjectorSql(config.DATABASE_URL, { max: Math.min(concurrency, 4) + 1 });
 
 const projector = createPostgresProjector({
   brokers: config.KAFKA_BROKERS,

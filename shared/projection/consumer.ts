@@ -118,7 +118,7 @@ export function createProjectionConsumer(options: ProjectionConsumerOptions): Pr
       await c.run({
         autoCommit: false,
         eachBatchAutoResolve: false,
-        partitionsConsumedConcurrently: options.partitionsConsumedConcurrently ?? 3,
+        partitionsConsumedConcurrently: options.partitionsConsumedConcurrently ?? 16,
         eachBatch: async ({ batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale }) => {
           if (batch.messages.length === 0) return;
           const started = performance.now();

@@ -7,6 +7,7 @@ import type { Registry } from "prom-client";
 import { createKafka, dlqTopicOf } from "../kafka/client.ts";
 import type { Logger } from "../logger.ts";
 import { prom } from "../metrics.ts";
+import { combiningSink } from "./combine.ts";
 import { createProjectionConsumer, type ProjectionConsumer, type ProjectionSinkWithPing } from "./consumer.ts";
 import { createProjectorMetrics, type ProjectorMetrics } from "./metrics.ts";
 
@@ -19,8 +20,11 @@ export interface ProjectorKafkaOptions {
   clientId?: string;
   /** Partitions used if the projector has to create the topic. */
   topicPartitions?: number;
+  /** Partition batches in flight at once; they are merged into one store call (combine.ts). Default 16. */
   partitionsConsumedConcurrently?: number;
   maxBytesPerPartition?: number;
+  /** Cap on the events of one merged store call (default 10,000). */
+  maxEventsPerApply?: number;
   maxOutageBackoffMs?: number;
 }
 
@@ -45,7 +49,8 @@ export function createProjector(
     topic: options.topic,
     dlqTopic: dlqTopicOf(options.topic, options.dlqTopic),
     groupId: options.groupId,
-    sink: options.sink,
+    // Group commit: the batches of one fetch (one per partition) become one store call.
+    sink: combiningSink(options.sink, { maxEvents: options.maxEventsPerApply }),
     logger: options.logger,
     metrics,
     topicPartitions: options.topicPartitions,
