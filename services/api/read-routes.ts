@@ -13,6 +13,8 @@ import type postgres from "postgres";
 import { isElasticOutage, isPostgresOutage } from "../../shared/projection/errors.ts";
 import { InvalidWindowError, salesReport } from "../../shared/read-models/analytics.ts";
 import { InvalidCursorError, listOrdersForUser } from "../../shared/read-models/orders.ts";
+import { createReaderSql } from "../../shared/read-models/postgres-client.ts";
+import { createReaderSearchClient } from "../../shared/read-models/search-index.ts";
 import { InvalidSearchCursorError, searchStocks } from "../../shared/read-models/search.ts";
 import { USER_ID_PATTERN } from "../../shared/validation.ts";
 import { STOCK_ID_PATTERN } from "../../shared/keys.ts";
@@ -239,4 +241,23 @@ export function createReadRoutes(deps: ReadRoutesDeps): OpenAPIHono<AppEnv> {
   });
 
   return app;
+}
+
+/**
+ * For services/api/main.ts: the read routes with their own fail-fast clients, and how to close them.
+ *   const read = readSideFromConfig(config);
+ *   createApp({ ..., readRoutes: read.routes });   onShutdown(..., async () => { ...; await read.close(); });
+ */
+export function readSideFromConfig(config: { DATABASE_URL: string; ELASTICSEARCH_URL: string; ELASTICSEARCH_INDEX_ALIAS: string }): {
+  routes: OpenAPIHono<AppEnv>;
+  close(): Promise<void>;
+} {
+  const sql = createReaderSql(config.DATABASE_URL);
+  const es = createReaderSearchClient(config.ELASTICSEARCH_URL);
+  return {
+    routes: createReadRoutes({ sql, es, esAlias: config.ELASTICSEARCH_INDEX_ALIAS }),
+    async close() {
+      await Promise.allSettled([sql.end({ timeout: 5 }), es.close()]);
+    },
+  };
 }
