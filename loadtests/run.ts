@@ -168,7 +168,12 @@ async function main(): Promise<number> {
         await admin.deleteTopics({ topics: [topic, `${topic}.dlq`] }).catch(() => {});
         await admin.disconnect();
       });
-      cleanups.push(() => fetch(`${ELASTICSEARCH_URL}/${alias}-v*`, { method: "DELETE" }));
+      cleanups.push(async () => {
+        // ES refuses wildcard deletes (action.destructive_requires_name): name each index.
+        const res = await fetch(`${ELASTICSEARCH_URL}/_cat/indices/${alias}-v*?format=json&h=index`);
+        const indices = res.ok ? ((await res.json()) as { index: string }[]).map((r) => r.index) : [];
+        for (const index of indices) await fetch(`${ELASTICSEARCH_URL}/${index}`, { method: "DELETE" });
+      });
       const admins = { relay: await freePort(), pg: await freePort(), es: await freePort() };
       // The relay first: it creates the topic the projectors subscribe to.
       const relay = startProcess("relay", ["bun", "services/relay/main.ts"], { ...serviceEnv, ADMIN_PORT: String(admins.relay) }, dir);
@@ -220,6 +225,7 @@ async function main(): Promise<number> {
     };
     if (scenario === "spike") Object.assign(k6Env, { BUYERS: String(buyers), UNITS: String(stocks[0]!.quantity) });
     if (values.rate) k6Env.RATE = values.rate;
+    if (scenario === "steady" && values.pipeline) k6Env.FRESHNESS = "1";
     if (values.duration) k6Env.DURATION = values.duration;
     if (scenario === "browse") {
       const probe = await fetch(`${baseUrl}/api/stocks/search?q=sneaker`);

@@ -16,7 +16,9 @@
  * sold_out. After each store-backed run the store is checked (verifier / baseline check).
  *
  *   bun run bench:allocate [--vus 64] [--duration 20s] [--rate 1000] [--open-duration 15s] [--warmup 5s]
- *                          [--targets hono-bare,redis,ioredis,api,pg-fn,pg-tx] [--pool 8] [--sync off] [--repeat 1]
+ *                          [--targets hono-bare,redis,ioredis,api,pg-fn,pg-tx] [--pool 8] [--sync off,on] [--repeat 1]
+ * PostgreSQL runs with synchronous_commit off (the durability of our Redis default, appendfsync
+ * everysec) and on (PostgreSQL's default, every commit flushed before the row lock is released).
  * Results: loadtests/results/bench-<id>/ (summary.json, table.md, k6 summaries, server logs).
  */
 import { parseArgs } from "node:util";
@@ -79,7 +81,7 @@ const { values } = parseArgs({
     targets: { type: "string", default: ALL_TARGETS.join(",") },
     stocks: { type: "string", default: "100" },
     pool: { type: "string", default: "8" },
-    sync: { type: "string", default: "off" },
+    sync: { type: "string", default: "off,on" },
     repeat: { type: "string", default: "1" },
     "redis-requests": { type: "string", default: "200000" },
     help: { type: "boolean", default: false },
@@ -96,6 +98,8 @@ const DURATION = values.duration!;
 const RATE = values.rate!;
 const OPEN_DURATION = values["open-duration"]!;
 const MANY = Number(values.stocks);
+const syncModes = values.sync!.split(",").map((m) => m.trim());
+for (const m of syncModes) if (m !== "on" && m !== "off") throw new Error("--sync takes off, on or off,on");
 const seconds = (d: string) => Number(/^(\d+(?:\.\d+)?)s$/.exec(d)?.[1] ?? Number.NaN);
 if (!Number.isFinite(seconds(DURATION)) || !Number.isFinite(seconds(OPEN_DURATION)) || !Number.isFinite(seconds(values.warmup!))) {
   throw new Error("--duration, --open-duration and --warmup take seconds, e.g. 20s");
@@ -350,7 +354,7 @@ async function benchApi(stockCount: number): Promise<void> {
   }
 }
 
-async function benchPg(mode: "fn" | "tx", stockCount: number): Promise<void> {
+async function benchPg(mode: "fn" | "tx", stockCount: number, sync: string): Promise<void> {
   const database = uniquePrefix(`bpg${mode}`);
   const admin = postgres(DATABASE_URL, { max: 1, onnotice: () => {} });
   await admin.unsafe(`CREATE DATABASE ${database}`);
@@ -362,9 +366,9 @@ async function benchPg(mode: "fn" | "tx", stockCount: number): Promise<void> {
   try {
     await sql.unsafe(PG_BASELINE_SCHEMA);
     child = startProcess(
-      `pg-${mode}-${stockCount}`,
+      `pg-${mode}-${sync}-${stockCount}`,
       ["bun", "loadtests/baselines/pg-server.ts"],
-      { PORT: String(port), ADMIN_TOKEN: adminToken, JWT_SECRET: jwtSecret, DATABASE_URL: url.toString(), PG_MODE: mode, PG_POOL_MAX: values.pool!, PG_SYNC_COMMIT: values.sync! },
+      { PORT: String(port), ADMIN_TOKEN: adminToken, JWT_SECRET: jwtSecret, DATABASE_URL: url.toString(), PG_MODE: mode, PG_POOL_MAX: values.pool!, PG_SYNC_COMMIT: sync },
       dir,
     );
     const baseUrl = `http://127.0.0.1:${port}`;
@@ -372,7 +376,7 @@ async function benchPg(mode: "fn" | "tx", stockCount: number): Promise<void> {
     const stocks = stockSpecs(database, stockCount);
     for (const s of stocks) await adminPost(baseUrl, adminToken, "/api/stocks", s);
     const pid = child.proc.pid;
-    const r = await k6Runs(`pg-${mode}`, baseUrl, stocks.map((s) => s.id), () => cpuTicks(pid), () => pgBackendTicks(database));
+    const r = await k6Runs(`pg-${mode}-${sync}`, baseUrl, stocks.map((s) => s.id), () => cpuTicks(pid), () => pgBackendTicks(database));
     const problems = await checkPgBaseline(sql);
     const [{ held }] = (await sql`SELECT coalesce(sum(held), 0)::int AS held FROM stock`) as unknown as [{ held: number }];
     if (problems.length > 0) {
@@ -380,11 +384,11 @@ async function benchPg(mode: "fn" | "tx", stockCount: number): Promise<void> {
       console.log(`[bench] pg-${mode} check: ${problems.slice(0, 5).join("; ")}`);
     }
     record({
-      target: `pg-${mode}`,
+      target: `pg-${mode} sync ${sync}`,
       stocks: stockCount,
       ...r,
       check: `check ${problems.length === 0 ? "clean" : "FAILED"} (${held} held)`,
-      note: `pool max ${values.pool}, synchronous_commit ${values.sync}`,
+      note: `pool max ${values.pool}, synchronous_commit ${sync}`,
     });
   } finally {
     await child?.stop();
@@ -457,10 +461,16 @@ function table(final: Row[]): string {
   lines.push("");
   for (const n of [1, MANY]) {
     const api = rps("api", n);
-    const pgBest = Math.max(rps("pg-fn", n) ?? 0, rps("pg-tx", n) ?? 0) || undefined;
+    const parts: string[] = [];
+    for (const sync of syncModes) {
+      const fn = rps(`pg-fn sync ${sync}`, n);
+      const tx = rps(`pg-tx sync ${sync}`, n);
+      const best = Math.max(fn ?? 0, tx ?? 0) || undefined;
+      if (best) parts.push(`ours / PostgreSQL sync ${sync} = ${ratio(api, best)} vs its best (fn ${ratio(api, fn)}, tx ${ratio(api, tx)})`);
+    }
     lines.push(
-      `- ${n === 1 ? "one hot stock" : `${n} stocks`}: ours / HTTP ceiling = ${bare && api ? `${((api / bare) * 100).toFixed(0)}%` : "–"}; ` +
-        `ours / PostgreSQL (best of fn, tx) = ${ratio(api, pgBest)} (fn ${ratio(api, rps("pg-fn", n))}, tx ${ratio(api, rps("pg-tx", n))})`,
+      `- ${n === 1 ? "one hot stock" : `${n} stocks`}: ours / HTTP ceiling = ${bare && api ? `${((api / bare) * 100).toFixed(0)}%` : "–"}` +
+        (parts.length ? `; ${parts.join("; ")}` : ""),
     );
   }
   return lines.join("\n");
@@ -468,8 +478,11 @@ function table(final: Row[]): string {
 
 // ------------------------------------------------------------------ main
 
+let loadAtStart = "";
+
 async function main(): Promise<number> {
   const m = machine();
+  loadAtStart = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
   console.log(`[bench] run ${id} → ${dir}`);
   console.log(`[bench] machine: ${m.nproc} CPUs (${m.cpu}), ${m.memoryGiB} GiB, kernel ${m.kernel}, bun ${m.bun}, k6 ${findK6()}`);
   console.log(`[bench] k6: closed ${VUS} VUs × ${DURATION}, open ${RATE}/s × ${OPEN_DURATION}, warm-up ${values.warmup}; targets ${targets.join(", ")}`);
@@ -496,8 +509,10 @@ async function main(): Promise<number> {
             break;
           case "pg-fn":
           case "pg-tx":
-            await benchPg(target === "pg-fn" ? "fn" : "tx", 1);
-            await benchPg(target === "pg-fn" ? "fn" : "tx", MANY);
+            for (const sync of syncModes) {
+              await benchPg(target === "pg-fn" ? "fn" : "tx", 1, sync);
+              await benchPg(target === "pg-fn" ? "fn" : "tx", MANY, sync);
+            }
             break;
         }
       } catch (err) {
@@ -507,11 +522,12 @@ async function main(): Promise<number> {
     }
   }
   const final = merged();
+  const load = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
   const md = table(final);
   const command = `bun run bench:allocate ${process.argv.slice(2).join(" ")}`.trim();
   const header =
     `Machine: ${m.nproc} vCPU (${m.cpu}), ${m.memoryGiB} GiB RAM, Linux ${m.kernel}, Bun ${m.bun}; k6, servers, Redis and PostgreSQL all on the same box.\n` +
-    `Command: \`${command}\` (run ${id}${repeat > 1 ? `, median of ${repeat} rounds` : ""}).\n`;
+    `Command: \`${command}\` (run ${id}${repeat > 1 ? `, median of ${repeat} rounds` : ""}); load average at start ${loadAtStart}, at end ${load}.\n`;
   await Bun.write(join(dir, "table.md"), `${header}\n${md}\n`);
   await Bun.write(join(dir, "summary.json"), JSON.stringify({ id, machine: m, command, settings: { VUS, DURATION, RATE, OPEN_DURATION, warmup: values.warmup, pool: values.pool, sync: values.sync }, rows, final }, null, 2));
   console.log(`\n${header}\n${md}\n`);

@@ -153,8 +153,8 @@ export function thresholdResults(data) {
   for (const [name, m] of Object.entries(data.metrics)) {
     if (!m.thresholds) continue;
     for (const [expr, r] of Object.entries(m.thresholds)) {
-      // Always-true helpers (count>=0) only exist to surface sub-metrics; leave them out.
-      if (expr === "count>=0") continue;
+      // Always-true helpers (count>=0, max>=0) only exist to surface sub-metrics; leave them out.
+      if (expr === "count>=0" || expr === "max>=0") continue;
       out.push({ metric: name, threshold: expr, ok: r.ok });
     }
   }
@@ -200,7 +200,8 @@ export function summarize(scenario, data, extra) {
   lines.push(
     `outcomes: 201 ${metricValue(data, "allocations_ok", "count")}, 409 sold_out ${metricValue(data, "alloc_sold_out", "count")}, ` +
       `409 other ${metricValue(data, "alloc_rejected", "count")}, 5xx/network ${metricValue(data, "server_errors", "count")}, ` +
-      `unexpected ${metricValue(data, "unexpected", "count")}, checks ${(metricValue(data, "checks", "rate") * 100).toFixed(2)}%`,
+      `unexpected ${metricValue(data, "unexpected", "count")}` +
+      (data.metrics.checks ? `, checks ${(metricValue(data, "checks", "rate") * 100).toFixed(2)}%` : ""),
   );
   for (const line of more.lines || []) lines.push(line);
   for (const t of thresholds) lines.push(`  ${t.ok ? "✓" : "✗"} ${t.metric}: ${t.threshold}`);

@@ -40,8 +40,6 @@ export const options = {
     "http_req_duration{name:allocate}": [`p(99)<${P99_MS}`],
   },
   summaryTrendStats: SUMMARY_TREND_STATS,
-  // Fresh connection per VU as real buyers would have; keep-alive within a VU is irrelevant (one request each).
-  noConnectionReuse: false,
 };
 
 export default function () {
