@@ -7,6 +7,7 @@
  */
 import type { Consumer, Kafka, Producer } from "kafkajs";
 import { ensureTopic } from "../kafka/client.ts";
+import { createIdempotentProducer } from "../kafka/producer.ts";
 import { backoffMs, sleep } from "../lifecycle.ts";
 import type { Logger } from "../logger.ts";
 import { projectBatch, type ProjectionSink } from "./batch.ts";
@@ -91,7 +92,7 @@ export function createProjectionConsumer(options: ProjectionConsumerOptions): Pr
     async start() {
       await ensureTopic(kafka, topic, options.topicPartitions ?? 12);
       await ensureTopic(kafka, dlqTopic, 1);
-      producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
+      producer = createIdempotentProducer(kafka);
       await producer.connect();
       const c = kafka.consumer({
         groupId,
