@@ -164,6 +164,7 @@ class RelayImpl implements Relay {
   private producerConnected = false;
   private groupsReady = false;
   private started = false;
+  private phase = "starting";
   private stopping = false;
   private stopPromise: Promise<void> | undefined;
   private resolveStopped!: () => void;
@@ -210,6 +211,7 @@ class RelayImpl implements Relay {
       { topic: this.cfg.KAFKA_TOPIC, shards: this.keys.shards, batchSize: this.cfg.RELAY_BATCH_SIZE, lingerMs: this.cfg.RELAY_LINGER_MS },
       "relay starting",
     );
+    this.phase = "connecting to redis";
     for (let attempt = 0; !this.stopping; attempt++) {
       try {
         await this.ensureGroups();
@@ -221,6 +223,7 @@ class RelayImpl implements Relay {
         await this.pause(backoffMs(attempt));
       }
     }
+    this.phase = "connecting to kafka";
     for (let attempt = 0; !this.stopping; attempt++) {
       try {
         await this.connectKafka();
@@ -259,7 +262,7 @@ class RelayImpl implements Relay {
 
   notReadyReason(): string | null {
     if (this.stopping) return "stopping";
-    if (!this.loop) return "starting";
+    if (!this.loop) return this.phase;
     if (!this.redisState.isUp) return "redis unavailable";
     if (!this.kafkaState.isUp) return "kafka unavailable";
     return null;

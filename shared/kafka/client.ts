@@ -1,5 +1,6 @@
 /** kafkajs client factory: brokers from config, kafkajs' own logs routed into pino. */
 import { Kafka, logLevel, type LogEntry } from "kafkajs";
+import "./patch-request-queue.ts"; // stops kafkajs' idle 1 ms timer loop (see the file)
 import type { Logger } from "../logger.ts";
 
 export function createKafka(options: { brokers: string[]; clientId: string; logger: Logger }): Kafka {
