@@ -10,7 +10,7 @@
  *
  * scenarios: spike | steady | browse | ramp      (see loadtests/README.md)
  * options:   --rate N  --duration 60s  --stocks N  --pipeline  --expirer  --hold-seconds N
- *            --env K=V (repeatable, passed to k6)  --keep  --base-log-level info
+ *            --env K=V (repeatable, passed to k6)  --keep  --log-level info  --profile (CPU profile of the api)
  */
 import { parseArgs } from "node:util";
 import { join } from "node:path";
@@ -122,13 +122,14 @@ async function main(): Promise<number> {
       keep: { type: "boolean", default: false },
       "log-level": { type: "string", default: "info" },
       "verify-deadline": { type: "string", default: "120" },
+      profile: { type: "boolean", default: false },
       help: { type: "boolean", default: false },
     },
   });
   const scenario = positionals[0] as Scenario | undefined;
   if (values.help || !scenario || !SCENARIOS.includes(scenario)) {
     console.error(`usage: bun run load <${SCENARIOS.join("|")}> [--rate N] [--duration 60s] [--stocks 100] [--pipeline] [--expirer]
-       [--hold-seconds 600] [--units 1000] [--buyers 10000] [--env K=V ...] [--keep] [--log-level info]`);
+       [--hold-seconds 600] [--units 1000] [--buyers 10000] [--env K=V ...] [--keep] [--log-level info] [--profile]`);
     return values.help ? 0 : 2;
   }
 
@@ -199,7 +200,9 @@ async function main(): Promise<number> {
 
     // --- the api.
     const port = await freePort();
-    const api = startProcess("api", ["bun", "services/api/main.ts"], { ...serviceEnv, PORT: String(port), ADMIN_TOKEN: adminToken, JWT_SECRET: jwtSecret }, dir);
+    // --profile: a CPU profile of the api for the whole run (written when it stops), in the results dir.
+    const apiCmd = values.profile ? ["bun", "--cpu-prof", "--cpu-prof-md", `--cpu-prof-dir=${dir}`, "services/api/main.ts"] : ["bun", "services/api/main.ts"];
+    const api = startProcess("api", apiCmd, { ...serviceEnv, PORT: String(port), ADMIN_TOKEN: adminToken, JWT_SECRET: jwtSecret }, dir);
     children.push(api);
     const baseUrl = `http://127.0.0.1:${port}`;
     await waitHealthy(`${baseUrl}/readyz`, api);

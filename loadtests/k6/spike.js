@@ -23,9 +23,10 @@ export const options = {
       rate: RATE,
       timeUnit: "1s",
       duration: `${SECONDS}s`,
-      // Enough VUs that no arrival is dropped even if answers take ~0.4 s under the burst.
-      preAllocatedVUs: envInt("VUS", Math.min(2000, Math.ceil(RATE * 0.4))),
-      maxVUs: envInt("MAX_VUS", 3000),
+      // One VU per buyer (each its own connection, as real buyers): no arrival can be dropped however
+      // long answers take under the burst. ~0.3 MB per VU, so 10,000 VUs ≈ 3 GB of k6 memory.
+      preAllocatedVUs: envInt("VUS", BUYERS),
+      maxVUs: envInt("MAX_VUS", BUYERS),
       gracefulStop: "30s",
     },
   },
