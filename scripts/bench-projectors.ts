@@ -11,7 +11,7 @@
  *     Probe allocations (BENCH_PROBES per second, on stocks nothing else touches, so their version
  *     is known) are timed from the allocate response to: the order row in PostgreSQL, the document
  *     version by realtime GET in Elasticsearch, and the document version in a search (what
- *     GET /api/stocks/search sees: after a refresh, refresh_interval 500ms). One poller per store
+ *     GET /api/stocks/search sees: after a refresh, refresh_interval 250ms). One poller per store
  *     checks every pending probe each BENCH_POLL_MS.
  *
  * Env: REDIS_URL, KAFKA_BROKERS, DATABASE_URL, ELASTICSEARCH_URL, BENCH_EVENTS (200000),
