@@ -8,7 +8,8 @@ import type { Redis } from "ioredis";
 import { Kafka, logLevel, type Consumer } from "kafkajs";
 import { parseConfig, relaySchema } from "../../shared/config.ts";
 import { createKeyLayout, type KeyLayout } from "../../shared/keys.ts";
-import { createLogger } from "../../shared/logger.ts";
+import pino from "pino";
+import { createLogger, type Logger } from "../../shared/logger.ts";
 import { createRedis } from "../../shared/redis/client.ts";
 import { createStockCommands, type StockCommands } from "../../shared/redis/commands.ts";
 import { createKafka, ensureTopic } from "../../shared/kafka/client.ts";
@@ -40,7 +41,7 @@ export interface Harness {
   commands: StockCommands;
   kafka: Kafka;
   settings(overrides?: Record<string, string>): RelaySettings;
-  relay(overrides?: Record<string, string>): Relay;
+  relay(overrides?: Record<string, string>, logger?: Logger): Relay;
   /** Env for a relay child process (`bun services/relay/main.ts`). */
   env(overrides?: Record<string, string>): Record<string, string>;
   cleanup(): Promise<void>;
@@ -74,8 +75,8 @@ export function createHarness(label: string): Harness {
     commands: createStockCommands(redis, keys),
     kafka,
     settings,
-    relay(overrides = {}) {
-      const relay = createRelay({ redis, kafka, keys, config: settings(overrides), logger });
+    relay(overrides = {}, relayLogger = logger) {
+      const relay = createRelay({ redis, kafka, keys, config: settings(overrides), logger: relayLogger });
       relays.push(relay);
       return relay;
     },
@@ -273,3 +274,10 @@ export function spawnRelay(env: Record<string, string>): Subprocess {
 }
 
 export const disruptiveSkipped = process.env.SKIP_DISRUPTIVE === "1";
+
+/** A logger that keeps its JSON lines in memory, for asserting what a relay logged. */
+export function memoryLogger(): { logger: Logger; lines: Record<string, unknown>[] } {
+  const lines: Record<string, unknown>[] = [];
+  const logger = pino({ level: "info" }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
+  return { logger, lines };
+}
