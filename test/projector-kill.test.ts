@@ -26,7 +26,9 @@ const topic = uniqueName("killtopic");
 const groupId = uniqueName("killgroup");
 const children: Subprocess[] = [];
 
+let adminPort = 0;
 function spawnProjector(): Subprocess {
+  adminPort = 20_000 + Math.floor(Math.random() * 30_000);
   const child = Bun.spawn(["bun", "services/projector-postgres/main.ts"], {
     cwd: `${import.meta.dir}/..`,
     env: {
@@ -35,7 +37,7 @@ function spawnProjector(): Subprocess {
       KAFKA_BROKERS: brokers.join(","),
       KAFKA_TOPIC: topic,
       PROJECTOR_GROUP_ID: groupId,
-      ADMIN_PORT: String(20_000 + Math.floor(Math.random() * 30_000)),
+      ADMIN_PORT: String(adminPort),
       LOG_LEVEL: process.env.LOG_LEVEL === "silent" ? "error" : (process.env.LOG_LEVEL ?? "error"),
     },
     stdout: "ignore",
@@ -103,6 +105,16 @@ test("kill -9 mid-batch, restart: no loss, no double count", async () => {
   });
   const [orders] = await db.sql`SELECT count(*)::int AS n FROM orders`;
   expect(orders!.n).toBe(holds.length);
+
+  // The admin port: liveness, readiness, metrics.
+  const admin = `http://127.0.0.1:${adminPort}`;
+  expect((await fetch(`${admin}/healthz`)).status).toBe(200);
+  await eventually(async () => (await fetch(`${admin}/readyz`)).status === 200, { what: "ready" });
+  const metrics = await (await fetch(`${admin}/metrics`)).text();
+  for (const name of ["projector_events_applied_total", "projector_duplicates_skipped_total", "projector_batch_size_bucket", "projector_batch_duration_seconds_bucket", "projector_consumer_lag", "projector_freshness_seconds_bucket", "projector_dlq_messages_total"]) {
+    expect(metrics).toContain(name);
+  }
+  expect(metrics).toContain('service="projector-postgres"');
 
   second.kill("SIGTERM");
   expect(await second.exited).toBe(0); // graceful: finishes, commits, exits 0

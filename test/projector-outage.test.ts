@@ -1,0 +1,188 @@
+/**
+ * A store that goes down is an outage, not poison: the projector retries with backoff, commits
+ * nothing, sends nothing to the DLQ, reports not-ready, and catches up when the store is back.
+ * The outage is made with a TCP proxy in front of the real PostgreSQL / Elasticsearch.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { connect, createServer, type Server, type Socket } from "node:net";
+import type { Kafka, Producer } from "kafkajs";
+import { createPostgresProjector } from "../services/projector-postgres/projector.ts";
+import { createSearchProjector } from "../services/projector-search/projector.ts";
+import type { StockEvent } from "../shared/events.ts";
+import { fetchGroupOffsets, fetchHighWatermarks, remaining } from "../shared/projection/offsets.ts";
+import type { Projector } from "../shared/projection/projector.ts";
+import { waitForConvergence } from "../shared/read-models/convergence.ts";
+import { createProjectorSql } from "../shared/read-models/postgres-client.ts";
+import { createSearchClient } from "../shared/read-models/search-index.ts";
+import {
+  brokers,
+  connectedProducer,
+  createTestDatabase,
+  createTestKafka,
+  createTopic,
+  eventually,
+  produceEvents,
+  stackEnv,
+  testLogger,
+  testSearchClient,
+  uniqueName,
+  type TestDatabase,
+} from "./support/read-side.ts";
+import { generateWorkload, StockSim } from "./support/stock-sim.ts";
+
+/** A TCP proxy that can be cut (every connection dropped, new ones refused) and restored. */
+class CuttableProxy {
+  private server: Server | null = null;
+  private sockets = new Set<Socket>();
+  port = 0;
+  constructor(private readonly target: { host: string; port: number }) {}
+
+  async open(): Promise<void> {
+    const server = createServer((client) => {
+      const upstream = connect(this.target.port, this.target.host);
+      this.sockets.add(client).add(upstream);
+      client.pipe(upstream).pipe(client);
+      const drop = () => {
+        client.destroy();
+        upstream.destroy();
+        this.sockets.delete(client);
+        this.sockets.delete(upstream);
+      };
+      client.on("error", drop).on("close", drop);
+      upstream.on("error", drop).on("close", drop);
+    });
+    await new Promise<void>((resolve) => server.listen(this.port, "127.0.0.1", resolve));
+    this.port = (server.address() as { port: number }).port;
+    this.server = server;
+  }
+
+  async cut(): Promise<void> {
+    const server = this.server;
+    this.server = null;
+    for (const s of this.sockets) s.destroy();
+    this.sockets.clear();
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+}
+
+let kafka: Kafka;
+let producer: Producer;
+const topics: string[] = [];
+const running: Projector[] = [];
+
+beforeAll(async () => {
+  kafka = createTestKafka();
+  producer = await connectedProducer(kafka);
+});
+
+afterAll(async () => {
+  for (const p of running) await p.stop();
+  await producer.disconnect();
+  const admin = kafka.admin();
+  await admin.connect();
+  await admin.deleteTopics({ topics: topics.flatMap((t) => [t, `${t}.dlq`]) }).catch(() => {});
+  await admin.disconnect();
+});
+
+/** More allocations and purchases on the stocks the sim already has. */
+function moreEvents(sim: StockSim, count: number): StockEvent[] {
+  const ids = [...sim.stocks.keys()];
+  const out: StockEvent[] = [];
+  for (let i = 0; out.length < count; i++) {
+    const e = sim.allocate(ids[i % ids.length]!, `late${i % 17}`, 1);
+    if (!e) continue;
+    out.push(e);
+    if (i % 3 === 0) out.push(sim.purchase(e.payload.allocationId));
+  }
+  return out;
+}
+
+const counters = (sim: StockSim) => async () =>
+  [...sim.stocks.values()].map((s) => ({ stockId: s.id, available: s.available, held: s.held, sold: s.sold, version: s.version }));
+
+async function scenario(
+  label: string,
+  target: { host: string; port: number },
+  makeProjector: (proxyPort: number, topic: string, groupId: string) => Projector,
+  converged: (sim: StockSim) => Promise<unknown[]>,
+) {
+  const topic = uniqueName(`${label}topic`);
+  const groupId = uniqueName(`${label}group`);
+  topics.push(topic);
+  await createTopic(kafka, topic, 3);
+  const proxy = new CuttableProxy(target);
+  await proxy.open();
+  const projector = makeProjector(proxy.port, topic, groupId);
+  running.push(projector);
+  const sim = new StockSim();
+  const first: StockEvent[] = generateWorkload(sim, { count: 1_000, stockCount: 10, prefix: uniqueName("o") });
+  await produceEvents(producer, topic, first);
+  await projector.start();
+  expect(await converged(sim)).toEqual([]);
+  const committedBefore = await fetchGroupOffsets(kafka, groupId, topic);
+
+  await proxy.cut();
+  const second = moreEvents(sim, 1_000);
+  await produceEvents(producer, topic, second);
+  // Retrying, not ready, nothing committed, nothing dead-lettered.
+  await eventually(async () => ((await projector.metrics.storeRetries.get()).values[0]?.value ?? 0) >= 3, { timeoutMs: 15_000, what: "outage retries" });
+  expect(await projector.notReadyReason()).toMatch(/store (unavailable|unreachable)/);
+  expect(await fetchGroupOffsets(kafka, groupId, topic)).toEqual(committedBefore);
+  expect((await projector.metrics.dlqMessages.get()).values.reduce((n, v) => n + v.value, 0)).toBe(0);
+
+  await proxy.open(); // same port
+  expect(await converged(sim)).toEqual([]);
+  await eventually(async () => remaining(await fetchGroupOffsets(kafka, groupId, topic), await fetchHighWatermarks(kafka, topic)) === 0, { what: "all committed" });
+  expect((await projector.metrics.dlqMessages.get()).values.reduce((n, v) => n + v.value, 0)).toBe(0);
+  expect(await projector.notReadyReason()).toBeNull();
+  await proxy.cut();
+}
+
+describe("store outage", () => {
+  let db: TestDatabase;
+  beforeAll(async () => {
+    db = await createTestDatabase("outage");
+  });
+  afterAll(async () => {
+    await db?.drop();
+  });
+
+  test("PostgreSQL down: retried without commit or DLQ, then caught up", async () => {
+    const url = new URL(db.url);
+    let sql: ReturnType<typeof createProjectorSql> | undefined;
+    await scenario(
+      "pgout",
+      { host: url.hostname, port: Number(url.port || 5432) },
+      (port, topic, groupId) => {
+        const proxied = new URL(db.url);
+        proxied.port = String(port);
+        sql = createProjectorSql(proxied.toString(), { max: 3 });
+        return createPostgresProjector({ brokers, topic, groupId, sql, logger: testLogger, maxOutageBackoffMs: 500 });
+      },
+      (sim) => waitForConvergence({ expected: counters(sim), sql: db.sql, timeoutMs: 30_000 }),
+    );
+    await sql?.end({ timeout: 1 });
+  }, 90_000);
+
+  test("Elasticsearch down: retried without commit or DLQ, then caught up", async () => {
+    const es = testSearchClient();
+    const alias = uniqueName("outstocks");
+    const target = new URL(stackEnv.ELASTICSEARCH_URL);
+    let proxiedEs: ReturnType<typeof createSearchClient> | undefined;
+    try {
+      await scenario(
+        "esout",
+        { host: target.hostname, port: Number(target.port || 9200) },
+        (port, topic, groupId) => {
+          proxiedEs = createSearchClient(`http://127.0.0.1:${port}`, { requestTimeoutMs: 2_000, maxRetries: 0 });
+          return createSearchProjector({ brokers, topic, groupId, es: proxiedEs, index: alias, logger: testLogger, maxOutageBackoffMs: 500 });
+        },
+        (sim) => waitForConvergence({ expected: counters(sim), es, index: alias, timeoutMs: 30_000 }),
+      );
+    } finally {
+      await proxiedEs?.close();
+      await es.indices.delete({ index: `${alias}-v*`, ignore_unavailable: true }).catch(() => {});
+      await es.close();
+    }
+  }, 90_000);
+});
