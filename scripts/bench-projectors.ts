@@ -28,7 +28,7 @@ import { MIGRATIONS_DIR } from "../shared/read-models/schema.ts";
 import { createSearchClient, type StockDocument } from "../shared/read-models/search-index.ts";
 import { createRedis } from "../shared/redis/client.ts";
 import { createStockCommands } from "../shared/redis/commands.ts";
-import { eventMessage } from "../test/support/read-side.ts";
+import { deleteIndices, eventMessage } from "../test/support/read-side.ts";
 import { generateWorkload, StockSim } from "../test/support/stock-sim.ts";
 
 const env = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
@@ -383,7 +383,7 @@ async function cleanup(): Promise<void> {
   await admin.deleteGroups(groups).catch(() => {});
   await admin.deleteTopics({ topics: topics.flatMap((t) => [t, `${t}.dlq`]) }).catch(() => {});
   await admin.disconnect();
-  for (const alias of aliases) await es.indices.delete({ index: `${alias}-v*`, ignore_unavailable: true }).catch(() => {});
+  for (const alias of aliases) await deleteIndices(es, `${alias}-v*`).catch(() => {});
   await es.close();
   await dropDatabases();
 }

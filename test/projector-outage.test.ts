@@ -18,6 +18,7 @@ import {
   brokers,
   connectedProducer,
   createTestDatabase,
+  deleteIndices,
   createTestKafka,
   createTopic,
   eventually,
@@ -181,7 +182,7 @@ describe("store outage", () => {
       );
     } finally {
       await proxiedEs?.close();
-      await es.indices.delete({ index: `${alias}-v*`, ignore_unavailable: true }).catch(() => {});
+      await deleteIndices(es, `${alias}-v*`).catch(() => {});
       await es.close();
     }
   }, 90_000);

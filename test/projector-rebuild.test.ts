@@ -18,6 +18,7 @@ import {
   brokers,
   connectedProducer,
   createTestDatabase,
+  deleteIndices,
   createTestKafka,
   createTopic,
   produceEvents,
@@ -53,7 +54,7 @@ afterAll(async () => {
   await admin.connect();
   await admin.deleteTopics({ topics: [topic, `${topic}.dlq`] }).catch(() => {});
   await admin.disconnect();
-  await es.indices.delete({ index: `${alias}-v*`, ignore_unavailable: true }).catch(() => {});
+  await deleteIndices(es, `${alias}-v*`).catch(() => {});
   await es.close();
   await db?.drop();
 });

@@ -15,6 +15,7 @@ import {
   brokers,
   connectedProducer,
   createTestKafka,
+  deleteIndices,
   createTopic,
   eventually,
   produceEvents,
@@ -70,7 +71,7 @@ afterAll(async () => {
   await admin.connect();
   await admin.deleteTopics({ topics: [topic, `${topic}.dlq`] }).catch(() => {});
   await admin.disconnect();
-  await es.indices.delete({ index: `${alias}-v*`, ignore_unavailable: true }).catch(() => {});
+  await deleteIndices(es, `${alias}-v*`).catch(() => {});
   await es.close();
 });
 

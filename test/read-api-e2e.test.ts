@@ -20,7 +20,7 @@ import { readRedisCounters, waitForConvergence } from "../shared/read-models/con
 import { createReaderSql } from "../shared/read-models/postgres-client.ts";
 import { createReaderSearchClient } from "../shared/read-models/search-index.ts";
 import { TEST_ADMIN_TOKEN, TEST_JWT_SECRET } from "./support/api.ts";
-import { createTestDatabase, eventually, stackEnv, testLogger, testSearchClient, uniqueName, type TestDatabase } from "./support/read-side.ts";
+import { createTestDatabase, deleteIndices, eventually, stackEnv, testLogger, testSearchClient, uniqueName, type TestDatabase } from "./support/read-side.ts";
 import { createHarness, type Harness } from "./support/relay-harness.ts";
 
 let h: Harness;
@@ -112,7 +112,7 @@ afterAll(async () => {
   await a.connect();
   await a.deleteTopics({ topics: [`${h.topic}.dlq`] }).catch(() => {});
   await a.disconnect();
-  await es.indices.delete({ index: `${alias}-v*`, ignore_unavailable: true }).catch(() => {});
+  await deleteIndices(es, `${alias}-v*`).catch(() => {});
   await es.close();
   await readerEs.close();
   await readerSql.end();

@@ -26,6 +26,7 @@ import {
   brokers,
   connectedProducer,
   createTestDatabase,
+  deleteIndices,
   createTestKafka,
   createTopic,
   produceEvents,
@@ -112,7 +113,7 @@ afterAll(async () => {
   await a.connect();
   await a.deleteTopics({ topics: [topic, `${topic}.dlq`] }).catch(() => {});
   await a.disconnect();
-  await es.indices.delete({ index: `${alias}-v*`, ignore_unavailable: true }).catch(() => {});
+  await deleteIndices(es, `${alias}-v*`).catch(() => {});
   await es.close();
   await readerEs?.close();
   await readerSql?.end();

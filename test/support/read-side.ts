@@ -2,6 +2,7 @@
  * Helpers for the read-side integration tests: a throwaway database per test file (migrated), a
  * fresh topic to produce events to, a unique ES alias, and polling.
  */
+import type { Client } from "@elastic/elasticsearch";
 import { Kafka, logLevel, type Producer } from "kafkajs";
 import postgres from "postgres";
 import type { StockEvent } from "../../shared/events.ts";
@@ -99,6 +100,16 @@ export async function connectedProducer(kafka: Kafka): Promise<Producer> {
 }
 
 export const testSearchClient = () => createSearchClient(stackEnv.ELASTICSEARCH_URL, { requestTimeoutMs: 10_000 });
+
+/**
+ * Deletes the indices matching `pattern` (e.g. `<alias>-v*`). ES 8 refuses wildcard deletes
+ * (action.destructive_requires_name), so the names are listed first.
+ */
+export async function deleteIndices(es: Client, pattern: string): Promise<void> {
+  const rows = (await es.cat.indices({ index: pattern, format: "json", h: "index" }).catch(() => [])) as Array<{ index?: string }>;
+  const names = rows.flatMap((r) => (r.index ? [r.index] : []));
+  if (names.length > 0) await es.indices.delete({ index: names.join(","), ignore_unavailable: true });
+}
 
 /** Polls `check` until it returns a value other than undefined/false, or throws the last failure. */
 export async function eventually<T>(check: () => Promise<T | undefined | false>, options: { timeoutMs?: number; intervalMs?: number; what?: string } = {}): Promise<T> {
