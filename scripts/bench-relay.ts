@@ -48,6 +48,25 @@ async function outboxLeft(): Promise<number> {
   return ((await p.exec()) ?? []).reduce((sum, [, n]) => sum + Number(n), 0);
 }
 
+/** The relay's batch-duration histogram (cumulative bucket counts), from one /metrics scrape. */
+async function batchHistogram(): Promise<Map<number, number>> {
+  const text = await fetch(`http://127.0.0.1:${ADMIN_PORT}/metrics`).then((r) => r.text());
+  const buckets = new Map<number, number>();
+  for (const m of text.matchAll(/^relay_batch_duration_seconds_bucket\{le="([^"]+)"[^}]*\} (\d+)/gm)) {
+    buckets.set(m[1] === "+Inf" ? Infinity : Number(m[1]), Number(m[2]));
+  }
+  return buckets;
+}
+
+/** Upper bound (ms) of the bucket holding the p-th percentile of the batches between two scrapes. */
+function histogramPercentile(before: Map<number, number>, after: Map<number, number>, p: number): string {
+  const total = (after.get(Infinity) ?? 0) - (before.get(Infinity) ?? 0);
+  for (const [le, count] of [...after].sort((a, b) => a[0] - b[0])) {
+    if (count - (before.get(le) ?? 0) >= (p / 100) * total) return le === Infinity ? "> 10 s" : `≤ ${le * 1000} ms`;
+  }
+  return "n/a";
+}
+
 /** CPU seconds (user + system) the process has used, from /proc (Linux). */
 async function cpuSeconds(pid: number): Promise<number> {
   const stat = await Bun.file(`/proc/${pid}/stat`).text();
@@ -163,6 +182,8 @@ try {
   await Bun.sleep(1_000);
 
   log(`latency: ${RATE} allocations/s for ${SECONDS} s ...`);
+  const histogramBefore = await batchHistogram();
+  const loadBefore = (await Bun.file("/proc/loadavg").text()).split(" ")[0];
   phaseStart = Date.now();
   const total = RATE * SECONDS;
   let sent = 0;
@@ -182,11 +203,18 @@ try {
   const deadline = Date.now() + 60_000;
   while (latencies.length < total && Date.now() < deadline) await Bun.sleep(100);
   await consumer.disconnect();
+  const histogramAfter = await batchHistogram();
+  const loadAfter = (await Bun.file("/proc/loadavg").text()).split(" ")[0];
+  const batches = (histogramAfter.get(Infinity) ?? 0) - (histogramBefore.get(Infinity) ?? 0);
 
   const sorted = [...latencies].sort((a, b) => a - b);
   log(
     `latency: ${sent} allocations in ${genSeconds.toFixed(1)} s (${Math.round(sent / genSeconds)}/s); ${latencies.length} events consumed; ` +
       `occurredAt → Kafka LogAppendTime: p50 ${percentile(sorted, 50)} ms, p90 ${percentile(sorted, 90)} ms, p99 ${percentile(sorted, 99)} ms, max ${sorted.at(-1)} ms`,
+  );
+  log(
+    `latency: relay batches (read → Kafka ack → XACK): ${batches}, p50 ${histogramPercentile(histogramBefore, histogramAfter, 50)}, ` +
+      `p99 ${histogramPercentile(histogramBefore, histogramAfter, 99)}; machine load average ${loadBefore} → ${loadAfter} (2 cores)`,
   );
   console.log(
     JSON.stringify({
@@ -197,6 +225,7 @@ try {
       latencyP50Ms: percentile(sorted, 50),
       latencyP99Ms: percentile(sorted, 99),
       latencyMaxMs: sorted.at(-1),
+      loadAverage: loadAfter,
       relayEnv: Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith("RELAY_"))),
     }),
   );
