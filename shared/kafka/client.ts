@@ -19,14 +19,18 @@ export function createKafka(options: { brokers: string[]; clientId: string; logg
   });
 }
 
-/** Creates the topic if it is missing (idempotent; several starters may race). Replication factor -1 = the broker default. */
+/**
+ * Creates the topic if it is missing (idempotent; several starters may race). Replication factor -1 =
+ * the broker default. Retention is unlimited: the topic is the event log that read models are rebuilt
+ * from (`bun run rebuild`), so time-based deletion would silently make a rebuild incomplete.
+ */
 export async function ensureTopic(kafka: Kafka, topic: string, numPartitions: number): Promise<void> {
   const admin = kafka.admin();
   await admin.connect();
   try {
     const existing = await admin.listTopics();
     if (existing.includes(topic)) return;
-    await admin.createTopics({ topics: [{ topic, numPartitions, replicationFactor: -1 }], waitForLeaders: true });
+    await admin.createTopics({ topics: [{ topic, numPartitions, replicationFactor: -1, configEntries: [{ name: "retention.ms", value: "-1" }] }], waitForLeaders: true });
   } finally {
     await admin.disconnect();
   }
