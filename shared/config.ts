@@ -61,7 +61,8 @@ export const relaySchema = z.object({
   ...common,
   ...kafka,
   ...adminPort(9101),
-  RELAY_BATCH_SIZE: positiveInt.max(10_000).default(1000),
+  /** Max events per Kafka request (also capped at ~900 kB) and XREADGROUP COUNT per stream. 2000 drains ~1.5x faster than 1000 on 2 cores (docs/relay.md). */
+  RELAY_BATCH_SIZE: positiveInt.max(10_000).default(2000),
   RELAY_LINGER_MS: z.coerce.number().int().min(0).max(1000).default(5),
   RELAY_BLOCK_MS: positiveInt.max(10_000).default(100),
   RELAY_CLAIM_IDLE_MS: positiveInt.default(30_000),
