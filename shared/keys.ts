@@ -35,6 +35,10 @@ export interface KeyLayout {
   outbox(shard: number): string;
   /** Entries the relay could not parse, kept for inspection (never sent to Kafka). */
   outboxDeadLetter(shard: number): string;
+  /** Live relays (heartbeats), which split the shards between them. */
+  relayMembers(): string;
+  /** The lease that makes one relay at a time the reader of a shard's outbox (keeps stocks in order). */
+  relayLease(shard: number): string;
   newAllocationId(stockId: string): string;
   /** The shard an allocation id belongs to, or null when the id is malformed or out of range. */
   shardOfAllocation(allocationId: string): number | null;
@@ -60,6 +64,8 @@ export function createKeyLayout(prefix: string, shards: number): KeyLayout {
     idempotency: (stockId, userId, key) => `${tag(shardOf(stockId))}:idem:${stockId}:${userId}:${key}`,
     outbox: (shard) => `${tag(shard)}:outbox`,
     outboxDeadLetter: (shard) => `${tag(shard)}:outbox:dead`,
+    relayMembers: () => `${prefix}:relay:members`,
+    relayLease: (shard) => `${tag(shard)}:outbox:relay-lease`,
     newAllocationId: (stockId) => `s${shardOf(stockId)}-${Bun.randomUUIDv7()}`,
     shardOfAllocation: (allocationId) => parseShard(allocationId, shards),
   };

@@ -16,50 +16,13 @@
  *   A relay that dies stops renewing: its member entry and leases expire after lease_ms and the
  *   survivors take its shards over.
  *
- * Keys (all derived from the key layout): `<prefix>:relay:members`, and per shard
- * `<outbox key>:relay-lease`, which carries the shard's hash tag like the stream it guards.
+ * Keys: `keys.relayMembers()` and, per shard, `keys.relayLease(shard)`, which carries the shard's
+ * hash tag like the stream it guards. Scripts: shared/redis/scripts/relay_*.lua.
  */
 import type { Redis } from "ioredis";
 import type { KeyLayout } from "../../shared/keys.ts";
 import type { Logger } from "../../shared/logger.ts";
-import { LuaScript } from "./stream.ts";
-
-export const relayMembersKey = (keys: KeyLayout) => `${keys.prefix}:relay:members`;
-export const relayLeaseKey = (keys: KeyLayout, shard: number) => `${keys.outbox(shard)}:relay-lease`;
-
-const heartbeatScript = new LuaScript(`
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ttl * 3)
-return redis.call('ZRANGE', KEYS[1], 0, -1)
-`);
-
-const acquireScript = new LuaScript(`
-local holder = redis.call('GET', KEYS[1])
-if holder == false or holder == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-`);
-
-const renewScript = new LuaScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-`);
-
-const releaseScript = new LuaScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-`);
+import { runScript } from "../../shared/redis/scripts.ts";
 
 /** Shards assigned to `me` given the live members (same answer on every relay for the same set). */
 export function assignedShards(members: readonly string[], me: string, shards: number): Set<number> {
@@ -108,7 +71,7 @@ export class ShardOwnership {
   }
 
   private async beat(): Promise<void> {
-    const members = (await heartbeatScript.run(this.redis, [relayMembersKey(this.keys)], [this.consumer, this.leaseMs])) as string[];
+    const members = (await runScript<string[]>(this.redis, "fsRelayHeartbeat", [this.keys.relayMembers()], [this.consumer, this.leaseMs])) as string[];
     const desired = assignedShards(members, this.consumer, this.keys.shards);
     if (members.join(",") !== this.members.join(",")) {
       this.logger.info({ members, shards: [...desired] }, "relay membership changed");
@@ -117,7 +80,7 @@ export class ShardOwnership {
     this.desired = desired;
     const held = [...this.held];
     const renewed = await Promise.all(
-      held.map((s) => renewScript.run(this.redis, [relayLeaseKey(this.keys, s)], [this.consumer, this.leaseMs])),
+      held.map((s) => runScript<number>(this.redis, "fsRelayLeaseRenew", [this.keys.relayLease(s)], [this.consumer, this.leaseMs])),
     );
     held.forEach((s, i) => {
       if (renewed[i] === 1 || !this.held.has(s)) return;
@@ -127,25 +90,25 @@ export class ShardOwnership {
   }
 
   async acquire(shard: number): Promise<boolean> {
-    const ok = (await acquireScript.run(this.redis, [relayLeaseKey(this.keys, shard)], [this.consumer, this.leaseMs])) === 1;
+    const ok = (await runScript<number>(this.redis, "fsRelayLeaseAcquire", [this.keys.relayLease(shard)], [this.consumer, this.leaseMs])) === 1;
     if (ok) this.held.add(shard);
     return ok;
   }
 
   async release(shard: number): Promise<void> {
     this.held.delete(shard);
-    await releaseScript.run(this.redis, [relayLeaseKey(this.keys, shard)], [this.consumer]);
+    await runScript(this.redis, "fsRelayLeaseRelease", [this.keys.relayLease(shard)], [this.consumer]);
   }
 
   /** Releases every lease and leaves the membership, so the others take over at once. */
   async leave(): Promise<void> {
     this.stopTimer();
     await Promise.all([...this.held].map((s) => this.release(s)));
-    await this.redis.zrem(relayMembersKey(this.keys), this.consumer);
+    await this.redis.zrem(this.keys.relayMembers(), this.consumer);
   }
 
   /** Who holds each shard's lease right now (for tests and diagnostics). */
   async holders(): Promise<(string | null)[]> {
-    return Promise.all(this.keys.allShards().map((s) => this.redis.get(relayLeaseKey(this.keys, s))));
+    return Promise.all(this.keys.allShards().map((s) => this.redis.get(this.keys.relayLease(s))));
   }
 }

@@ -29,10 +29,10 @@ import type { KeyLayout } from "../../shared/keys.ts";
 import { backoffMs, sleep } from "../../shared/lifecycle.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { createRelayMetrics, type RelayMetrics, type ShardSnapshot } from "./metrics.ts";
+import { runScript } from "../../shared/redis/scripts.ts";
 import { ShardOwnership } from "./ownership.ts";
 import {
   compareIds,
-  deleteIdleConsumersScript,
   fieldValue,
   idTimeMs,
   isBusyGroup,
@@ -455,7 +455,7 @@ class RelayImpl implements Relay {
     if (now >= this.nextConsumerCleanupAt) {
       this.nextConsumerCleanupAt = now + 300_000;
       for (const s of this.live) {
-        await deleteIdleConsumersScript.run(this.redis, [this.keys.outbox(s)], [RELAY_GROUP, DEAD_CONSUMER_IDLE_MS, this.consumerName]);
+        await runScript(this.redis, "fsRelayDeleteIdleConsumers", [this.keys.outbox(s)], [RELAY_GROUP, DEAD_CONSUMER_IDLE_MS, this.consumerName]);
       }
     }
   }

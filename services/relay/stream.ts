@@ -77,38 +77,3 @@ export function isNoGroup(err: unknown): boolean {
   return err instanceof Error && err.message.startsWith("NOGROUP");
 }
 
-/** A Lua script run with EVALSHA, falling back to EVAL when Redis does not know it (restart, failover). */
-export class LuaScript {
-  private readonly sha: string;
-  constructor(private readonly source: string) {
-    this.sha = new Bun.CryptoHasher("sha1").update(source).digest("hex");
-  }
-  async run(redis: Redis, keys: string[], args: (string | number)[]): Promise<unknown> {
-    try {
-      return await redis.call("EVALSHA", this.sha, keys.length, ...keys, ...args);
-    } catch (err) {
-      if (!(err instanceof Error) || !err.message.startsWith("NOSCRIPT")) throw err;
-      return redis.call("EVAL", this.source, keys.length, ...keys, ...args);
-    }
-  }
-}
-
-/**
- * Deletes consumers of the group that have nothing pending and have been idle for longer than
- * ARGV[2] ms (dead relays with generated names would otherwise pile up in XINFO CONSUMERS).
- * Atomic, so a consumer that just read entries is never removed (that would orphan its entries).
- */
-export const deleteIdleConsumersScript = new LuaScript(`
-local removed = 0
-for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
-  local name, pending, idle
-  for i = 1, #c, 2 do
-    if c[i] == 'name' then name = c[i + 1] elseif c[i] == 'pending' then pending = c[i + 1] elseif c[i] == 'idle' then idle = c[i + 1] end
-  end
-  if pending == 0 and idle > tonumber(ARGV[2]) and name ~= ARGV[3] then
-    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)
-    removed = removed + 1
-  end
-end
-return removed
-`);

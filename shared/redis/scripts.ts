@@ -1,6 +1,7 @@
 /**
  * Loads the Lua scripts into an ioredis client. ioredis' defineCommand runs them with EVALSHA
  * and falls back to EVAL on NOSCRIPT (after a Redis restart or failover), also inside pipelines.
+ * The write-side scripts share _lib.lua (prepended); the relay's coordination scripts use none of it.
  * The .lua files are text imports, so `bun build --compile` embeds them in the binary.
  */
 import type { ChainableCommander, Redis } from "ioredis";
@@ -10,6 +11,11 @@ import createStockLua from "./scripts/create_stock.lua" with { type: "text" };
 import expireLua from "./scripts/expire.lua" with { type: "text" };
 import libLua from "./scripts/_lib.lua" with { type: "text" };
 import purchaseLua from "./scripts/purchase.lua" with { type: "text" };
+import relayDeleteIdleConsumersLua from "./scripts/relay_delete_idle_consumers.lua" with { type: "text" };
+import relayHeartbeatLua from "./scripts/relay_heartbeat.lua" with { type: "text" };
+import relayLeaseAcquireLua from "./scripts/relay_lease_acquire.lua" with { type: "text" };
+import relayLeaseReleaseLua from "./scripts/relay_lease_release.lua" with { type: "text" };
+import relayLeaseRenewLua from "./scripts/relay_lease_renew.lua" with { type: "text" };
 
 const SCRIPTS = {
   fsCreateStock: { source: createStockLua, keys: 2 },
@@ -17,6 +23,11 @@ const SCRIPTS = {
   fsPurchase: { source: purchaseLua, keys: 4 },
   fsCancel: { source: cancelLua, keys: 5 },
   fsExpire: { source: expireLua, keys: 5 },
+  fsRelayHeartbeat: { source: relayHeartbeatLua, keys: 1 },
+  fsRelayLeaseAcquire: { source: relayLeaseAcquireLua, keys: 1 },
+  fsRelayLeaseRenew: { source: relayLeaseRenewLua, keys: 1 },
+  fsRelayLeaseRelease: { source: relayLeaseReleaseLua, keys: 1 },
+  fsRelayDeleteIdleConsumers: { source: relayDeleteIdleConsumersLua, keys: 1 },
 } as const;
 
 export type ScriptName = keyof typeof SCRIPTS;
@@ -39,10 +50,10 @@ function ensureDefined(redis: Redis): void {
 }
 
 /** Runs one script on a client. Keys must all carry the same hash tag (checked by the key layout). */
-export function runScript(redis: Redis, name: ScriptName, keys: string[], args: ScriptArg[]): Promise<ScriptReply> {
+export function runScript<Reply = ScriptReply>(redis: Redis, name: ScriptName, keys: string[], args: ScriptArg[]): Promise<Reply> {
   ensureDefined(redis);
   if (keys.length !== SCRIPTS[name].keys) throw new Error(`${name} takes ${SCRIPTS[name].keys} keys, got ${keys.length}`);
-  const command = (redis as unknown as Record<ScriptName, (...a: ScriptArg[]) => Promise<ScriptReply>>)[name];
+  const command = (redis as unknown as Record<ScriptName, (...a: ScriptArg[]) => Promise<Reply>>)[name];
   return command.call(redis, ...keys, ...args);
 }
 
