@@ -68,6 +68,8 @@ interface Row {
   storeCpuUsPerReq?: number;
   check?: string;
   note?: string;
+  /** min and max throughput over the rounds (when repeated). */
+  rpsRange?: [number, number];
 }
 
 const { values } = parseArgs({
@@ -421,6 +423,7 @@ function merged(): Row[] {
     const pick = (f: (r: Row) => number | undefined) => median(g.map((r) => f(r) ?? Number.NaN));
     return {
       ...first,
+      rpsRange: g.length > 1 ? ([Math.min(...g.map((r) => r.closed?.rps ?? Number.NaN)), Math.max(...g.map((r) => r.closed?.rps ?? Number.NaN))] as [number, number]) : undefined,
       closed: first.closed && {
         rps: pick((r) => r.closed?.rps),
         p50: pick((r) => r.closed?.p50),
@@ -450,7 +453,7 @@ function table(final: Row[]): string {
   ];
   for (const r of final) {
     lines.push(
-      `| ${r.target} | ${r.stocks ?? "–"} | ${int(r.closed?.rps)}${r.closed?.ok === false ? " ✗" : ""} | ${fmt(r.closed?.p50)} | ${fmt(r.closed?.p99)} | ` +
+      `| ${r.target} | ${r.stocks ?? "–"} | ${int(r.closed?.rps)}${r.rpsRange ? ` (${int(r.rpsRange[0])}–${int(r.rpsRange[1])})` : ""}${r.closed?.ok === false ? " ✗" : ""} | ${fmt(r.closed?.p50)} | ${fmt(r.closed?.p99)} | ` +
         `${fmt(r.open?.p50)} | ${fmt(r.open?.p99)}${r.open && r.open.dropped > 0 ? ` (${int(r.open.dropped)} dropped)` : ""}${r.open?.ok === false ? " ✗" : ""} | ` +
         `${fmt(r.serverCpuUsPerReq, 0)} | ${fmt(r.storeCpuUsPerReq, 0)} |`,
     );
@@ -490,7 +493,9 @@ async function main(): Promise<number> {
   const repeat = Number(values.repeat);
   for (let i = 0; i < repeat; i++) {
     if (repeat > 1) console.log(`[bench] round ${i + 1}/${repeat}`);
-    for (const target of targets) {
+    // Rotate the order each round, so a noisy minute on a shared machine does not always hit the same target.
+    const order = targets.map((_, k) => targets[(k + i) % targets.length]!);
+    for (const target of order) {
       try {
         switch (target) {
           case "hono-bare":

@@ -5,6 +5,8 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { verify } from "../shared/verify/verify.ts";
 import { createTestApi } from "./support/api.ts";
+import { stackEnv, uniqueName } from "./support/env.ts";
+import { readOutbox } from "./support/invariants.ts";
 
 const api = createTestApi({ shards: 2 });
 afterAll(() => api.close());
@@ -184,5 +186,80 @@ describe("verifier", () => {
   test("an unknown prefix fails instead of passing vacuously", async () => {
     const report = await verify({ redis: api.redis, prefix: `${api.keys.prefix}nothing`, layers: ["redis"] });
     expect(report.ok).toBe(false);
+  });
+});
+
+describe("verifier, downstream layers", () => {
+  // The outbox's events, applied to a throwaway read-model database and produced to fresh topics,
+  // stand in for relay + projectors; then each layer is broken on purpose.
+  let db: Awaited<ReturnType<typeof import("./support/read-side.ts").createTestDatabase>>;
+  const topics = { full: uniqueName("vftopic"), gap: uniqueName("vfgap") };
+  let kafka: import("kafkajs").Kafka;
+
+  beforeAll(async () => {
+    const { createTestDatabase, createTestKafka, createTopic, connectedProducer, produceEvents } = await import("./support/read-side.ts");
+    const { applyEventsToPostgres } = await import("../shared/read-models/postgres-writer.ts");
+    const events = await readOutbox(api.redis, api.keys);
+    db = await createTestDatabase("vfdb");
+    await applyEventsToPostgres(db.sql, events);
+    kafka = createTestKafka();
+    await createTopic(kafka, topics.full, 2);
+    await createTopic(kafka, topics.gap, 2);
+    const producer = await connectedProducer(kafka);
+    await produceEvents(producer, topics.full, events);
+    // The gap topic lost vf-c's version 3.
+    await produceEvents(producer, topics.gap, events.filter((e) => !(e.aggregateId === "vf-c" && e.version === 3)));
+    await producer.disconnect();
+    // A relay that has taken and acknowledged everything: its group sits at the end of each outbox.
+    for (const shard of api.keys.allShards()) await api.redis.call("XGROUP", "CREATE", api.keys.outbox(shard), "relay", "$", "MKSTREAM");
+  });
+
+  afterAll(async () => {
+    for (const shard of api.keys.allShards()) await api.redis.call("XGROUP", "DESTROY", api.keys.outbox(shard), "relay").catch(() => {});
+    await db?.drop();
+    const admin = kafka.admin();
+    await admin.connect();
+    await admin.deleteTopics({ topics: [topics.full, topics.gap] }).catch(() => {});
+    await admin.disconnect();
+  });
+
+  const runLayers = (topic: string) =>
+    verify({
+      redis: api.redis,
+      prefix: api.keys.prefix,
+      layers: ["redis", "kafka", "postgres"],
+      kafka: { brokers: stackEnv.KAFKA_BROKERS.split(","), topic },
+      sql: db.sql,
+      deadlineMs: 3_000,
+    });
+
+  test("a pipeline that agrees with Redis passes", async () => {
+    const report = await runLayers(topics.full);
+    expect(report.findings).toEqual([]);
+    expect(report.notes.join("\n")).toContain("drained");
+  });
+
+  test("an event missing from Kafka is reported with its stock (I2)", async () => {
+    const report = await runLayers(topics.gap);
+    expect(report.ok).toBe(false);
+    expect(report.findings.filter((f) => f.layer === "kafka").map((f) => f.stockId)).toEqual(["vf-c"]);
+  });
+
+  test("PostgreSQL counters that differ from Redis are reported with the stock (I6)", async () => {
+    await db.sql`UPDATE stocks SET available = available + 1 WHERE stock_id = 'vf-a'`;
+    try {
+      const report = await runLayers(topics.full);
+      expect(report.ok).toBe(false);
+      expect(report.findings.filter((f) => f.layer === "postgres").map((f) => `${f.invariant} ${f.stockId}`)).toEqual(["I6 vf-a"]);
+    } finally {
+      await db.sql`UPDATE stocks SET available = available - 1 WHERE stock_id = 'vf-a'`;
+    }
+  });
+
+  test("an outbox the relay has not drained fails after the deadline", async () => {
+    await api.commands.allocate({ stockId: "vf-b", userId: "late", quantity: 1 });
+    const report = await runLayers(topics.full);
+    expect(report.ok).toBe(false);
+    expect(report.findings.some((f) => f.layer === "kafka" && /not drained/.test(f.message))).toBe(true);
   });
 });

@@ -1,4 +1,4 @@
-// steady: a constant arrival rate (RATE/s, default 2,000) for DURATION (default 60s) across the
+// steady: a constant arrival rate (RATE/s, default 1,000; the 2-core dev box cannot hold 2,000) for DURATION (default 60s) across the
 // stocks in STOCK_IDS (the runner creates 100), mixing allocations with purchases and cancels of
 // earlier holds — the soak that keeps the relay and projectors fed. With FRESHNESS=1 (the runner
 // sets it with --pipeline) a few buyers per second also time how long their new hold takes to show
@@ -14,7 +14,7 @@ import { BASE_URL, SUMMARY_TREND_STATS, STOCK_IDS, allocate, changeHold, envInt,
 
 const tokens = loadTokens();
 const users = new SharedArray("users", () => JSON.parse(open(__ENV.TOKENS_FILE)).users);
-const RATE = envInt("RATE", 2000);
+const RATE = envInt("RATE", 1000);
 const DURATION = envStr("DURATION", "60s");
 const P_PURCHASE = envInt("P_PURCHASE", 0.2);
 const P_CANCEL = envInt("P_CANCEL", 0.15);
