@@ -13,6 +13,7 @@
  *            --env K=V (repeatable, passed to k6)  --keep  --log-level info  --profile (CPU profile of the api)
  */
 import { parseArgs } from "node:util";
+import { unlink } from "node:fs/promises";
 import { join } from "node:path";
 import type { Redis } from "ioredis";
 import { deleteByPrefix } from "../test/support/api.ts";
@@ -280,6 +281,8 @@ async function main(): Promise<number> {
       if (code !== 0 && code !== null) console.error(`[load] ${child.name} exited with ${code} (log: ${child.logFile})`);
     }
     if (!values.keep) {
+      // The tokens are signed with this run's throwaway secret; no use keeping 1.5 MB of them.
+      await unlink(join(dir, "tokens.json")).catch(() => {});
       await deleteByPrefix(redis, prefix).catch((err) => console.error(`[load] cleanup redis: ${err}`));
       for (const c of cleanups) await c().catch((err) => console.error(`[load] cleanup: ${err}`));
     } else {

@@ -1,4 +1,4 @@
-// browse: the look-to-book mix. Allocations at RATE/s (default 200) and, at 10× that, looks:
+// browse: the look-to-book mix. Allocations at RATE/s (default 100) and, at 10× that, looks:
 // strong stock reads (GET /api/stocks/:id, Redis) and, when the search endpoint exists (SEARCH=1,
 // probed by the runner), full-text search (GET /api/stocks/search?q=, Elasticsearch). Search is a
 // scenario of its own, reported separately, so a missing or slow search never hides the reads.
@@ -10,7 +10,7 @@ import { Counter } from "k6/metrics";
 import { BASE_URL, SUMMARY_TREND_STATS, STOCK_IDS, allocate, envInt, envStr, loadTokens, perStockSubmetrics, serverErrors, summarize } from "./lib.js";
 
 const tokens = loadTokens();
-const RATE = envInt("RATE", 200);
+const RATE = envInt("RATE", 100);
 const DURATION = envStr("DURATION", "60s");
 const LOOKS = envInt("LOOK_TO_BOOK", 10);
 const SEARCH = envStr("SEARCH", "0") === "1";
