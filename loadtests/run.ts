@@ -245,7 +245,9 @@ async function main(): Promise<number> {
     const k6ok = k6.exitCode === 0;
     if (!k6.summary) console.error(`[load] k6 wrote no summary (exit ${k6.exitCode})`);
 
-    // --- verify.
+    // --- verify. Writers stop first (the expirer would keep releasing holds while we read); the
+    // relay and projectors keep running so the pipeline can drain.
+    for (const child of children.filter((c) => c.name === "api" || c.name === "expirer")) await child.stop();
     const options: VerifyOptions = {
       redis,
       prefix,

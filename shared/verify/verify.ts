@@ -131,7 +131,10 @@ export async function verify(options: VerifyOptions): Promise<VerifyReport> {
       const allocated = [...byStock.values()].reduce((n, list) => n + list.filter((ev) => ev.eventType === "StockAllocated").length, 0);
       if (allocated !== e.allocations) findings.push(finding("k6", "k6", null, `k6 saw ${e.allocations} new 201 allocation(s), the outbox has ${allocated} StockAllocated events`));
     }
-    notes.push(`k6: ${e.unitsAllocated} unit(s) granted by 201s, ${e.unitsReleased} released by cancels${e.allocations !== undefined ? `, ${e.allocations} allocations` : ""} vs held + sold ${heldSold}`);
+    notes.push(
+      `k6: ${e.unitsAllocated} unit(s) granted by 201s, ${e.unitsReleased} released by cancels` +
+        `${expiredUnits ? `, ${expiredUnits} expired` : ""}${e.allocations !== undefined ? ` (${e.allocations} allocations)` : ""} → held + sold ${heldSold}`,
+    );
   }
 
   // Downstream layers, after the outbox drains.
