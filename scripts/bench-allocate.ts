@@ -24,6 +24,7 @@
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { readFileSync } from "node:fs";
+import { unlink } from "node:fs/promises";
 import postgres from "postgres";
 import { Redis } from "ioredis";
 import { createKeyLayout } from "../shared/keys.ts";
@@ -536,6 +537,8 @@ async function main(): Promise<number> {
   await Bun.write(join(dir, "table.md"), `${header}\n${md}\n`);
   await Bun.write(join(dir, "summary.json"), JSON.stringify({ id, machine: m, command, settings: { VUS, DURATION, RATE, OPEN_DURATION, warmup: values.warmup, pool: values.pool, sync: values.sync }, rows, final }, null, 2));
   console.log(`\n${header}\n${md}\n`);
+  // Signed with this run's throwaway secret: of no further use.
+  await unlink(tokensFile).catch(() => {});
   console.log(failures === 0 ? "[bench] all runs passed their checks" : `[bench] ${failures} run(s) FAILED a threshold or a store check (see above)`);
   return failures === 0 ? 0 : 1;
 }
