@@ -14,12 +14,19 @@
 # names: redis postgres kafka elasticsearch (aliases: pg, es)
 #
 # Data, logs and pids live in the stack dir, downloads in the cache dir:
-#   FLASHSALE_STACK_DIR  default <repo>/.stack
+#   FLASHSALE_STACK_DIR  default <repo>/.stack (or /var/tmp/flash-sale-stack-<hash> for a clone the
+#                        server users cannot traverse, e.g. under /root)
 #   FLASHSALE_CACHE_DIR  default $HOME/.cache/flash-sale
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STACK_DIR="${FLASHSALE_STACK_DIR:-$REPO_ROOT/.stack}"
+# A clone in a private directory (e.g. under /root, mode 700): the postgres and Elasticsearch OS
+# users could not reach <repo>/.stack, so by default the data goes to a per-clone directory under
+# /var/tmp instead (same name for the same clone, so up/down/status agree).
+if [[ -z "${FLASHSALE_STACK_DIR:-}" && "$(id -u)" == 0 ]] && ! runuser -u nobody -- test -x "$REPO_ROOT" 2>/dev/null; then
+  STACK_DIR="/var/tmp/flash-sale-stack-$(printf '%s' "$REPO_ROOT" | md5sum | cut -c1-10)"
+fi
 CACHE_DIR="${FLASHSALE_CACHE_DIR:-$HOME/.cache/flash-sale}"
 
 # Pinned versions.
