@@ -62,6 +62,12 @@ test.skipIf(disruptiveSkipped)(
 
     kafkaStopped = true;
     await stack("down", "kafka");
+    // `down` stops only what this checkout's stack started: say so plainly if Kafka belongs to another.
+    const stillListening = await Bun.connect({ hostname: "127.0.0.1", port: 9092, socket: { data() {} } }).then(
+      (socket) => (socket.end(), true),
+      () => false,
+    );
+    if (stillListening) throw new Error("Kafka still answers after `stack.sh down kafka`: it was started by another checkout's stack");
     const downAt = at();
     const downFor = Bun.sleep(10_000);
     await waitUntil(() => relay.notReadyReason() === "kafka unavailable", 10_000, "the relay to notice Kafka is down");
