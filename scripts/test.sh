@@ -61,10 +61,18 @@ bun run typecheck || typecheck=$?
 timeout_arg=(--timeout 60000)
 for a in "$@"; do [[ "$a" == --timeout* ]] && timeout_arg=(); done
 step "bun test ${timeout_arg[*]} $*"
-tests=0
-bun test "${timeout_arg[@]}" "$@" || tests=$?
+report="$(mktemp)"
+trap 'rm -f "$report"' EXIT
+set +e
+bun test "${timeout_arg[@]}" "$@" 2>&1 | tee "$report"
+tests=${PIPESTATUS[0]}
+set -e
 
+# One plain closing line that any CI reader understands, from bun's own summary.
+passed="$(grep -Eo '^ *[0-9]+ pass$' "$report" | tail -1 | grep -Eo '[0-9]+' || echo 0)"
+failed="$(grep -Eo '^ *[0-9]+ fail$' "$report" | tail -1 | grep -Eo '[0-9]+' || echo 0)"
 echo
+echo "tests: $passed passed, $failed failed"
 if ((typecheck != 0)); then echo "typecheck FAILED (exit $typecheck)"; fi
 if ((tests != 0)); then echo "tests FAILED (exit $tests)"; fi
 if ((typecheck != 0 || tests != 0)); then exit 1; fi
