@@ -11,6 +11,7 @@ import type { Logger } from "../../shared/logger.ts";
 import { isElasticOutage } from "../../shared/projection/errors.ts";
 import { createProjector, type Projector, type ProjectorKafkaOptions } from "../../shared/projection/projector.ts";
 import { ensureStockIndex } from "../../shared/read-models/search-index.ts";
+import type { StaticFields } from "../../shared/read-models/search-documents.ts";
 import { applyEventsToSearch } from "../../shared/read-models/search-writer.ts";
 
 export const SEARCH_PROJECTOR_GROUP = "projector-search";
@@ -28,12 +29,13 @@ export interface SearchProjectorOptions extends Omit<ProjectorKafkaOptions, "gro
 export function createSearchProjector(options: SearchProjectorOptions): Projector {
   const { es, index, logger } = options;
   const requireAlias = (options.target ?? "alias") === "alias";
+  const knownStatics = new Map<string, StaticFields>(); // static fields never change: no mget once seen
   const projector = createProjector({
     ...options,
     groupId: options.groupId ?? SEARCH_PROJECTOR_GROUP,
     sink: {
       apply: async (events) => {
-        const result = await applyEventsToSearch({ es, index, requireAlias, logger }, events);
+        const result = await applyEventsToSearch({ es, index, requireAlias, logger, knownStatics }, events);
         return { applied: result.applied, duplicates: result.duplicates };
       },
       isOutage: isElasticOutage,

@@ -36,7 +36,7 @@ export function planSearchBatch(events: readonly StockEvent[]): SearchPlanEntry[
   return [...byStock.values()];
 }
 
-type StaticFields = Pick<
+export type StaticFields = Pick<
   StockDocument,
   "name" | "description" | "price" | "currency" | "total" | "perUserLimit" | "holdSeconds" | "startsAt" | "endsAt" | "createdAt" | "complete"
 >;
@@ -72,7 +72,7 @@ export function staticFieldsOf(created: EventOf<"StockCreated">): StaticFields {
   };
 }
 
-function staticFieldsFromDocument(doc: StockDocument): StaticFields {
+export function staticFieldsFromDocument(doc: StockDocument): StaticFields {
   const { name, description, price, currency, total, perUserLimit, holdSeconds, startsAt, endsAt, createdAt, complete } = doc;
   return { name, description, price, currency, total, perUserLimit, holdSeconds, startsAt, endsAt, createdAt, complete };
 }
@@ -88,13 +88,19 @@ export function statusAt(doc: Pick<StockDocument, "available" | "startsAt" | "en
   );
 }
 
-/** The full document for `entry`; `existing` (the stored document, if any) supplies missing static fields. */
-export function buildStockDocument(entry: SearchPlanEntry, existing: StockDocument | null): StockDocument {
+/**
+ * The full document for `entry`. Static fields come from the batch's StockCreated, else from
+ * `known` (fields this process already saw complete; they never change), else from `existing`
+ * (the stored document, if any).
+ */
+export function buildStockDocument(entry: SearchPlanEntry, existing: StockDocument | null, known?: StaticFields): StockDocument {
   const statics = entry.created
     ? staticFieldsOf(entry.created)
-    : existing
-      ? staticFieldsFromDocument(existing)
-      : MISSING_STATIC;
+    : known
+      ? known
+      : existing
+        ? staticFieldsFromDocument(existing)
+        : MISSING_STATIC;
   const { available, held, sold } = entry.newest.payload;
   const doc: StockDocument = {
     stockId: entry.stockId,

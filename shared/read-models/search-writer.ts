@@ -1,13 +1,25 @@
 /**
  * projector-search's store side: per batch, one realtime mget (static fields and stored version of
- * the stocks whose StockCreated is not in the batch) and one bulk of complete documents, indexed
- * with version_type=external and version = stock version. A 409 is "already applied".
+ * the stocks whose StockCreated is not in the batch and whose static fields this process has not
+ * seen yet) and one bulk of complete documents, indexed with version_type=external and
+ * version = stock version. A 409 is "already applied".
+ *
+ * Static fields never change after StockCreated, so a projector remembers them (`knownStatics`):
+ * in steady state a batch is one bulk and no mget. That matters beyond the round trip: a realtime
+ * get of a document changed since the last refresh makes Elasticsearch refresh the shard.
  */
 import type { Client } from "@elastic/elasticsearch";
 import type { StockEvent } from "../events.ts";
 import type { Logger } from "../logger.ts";
 import { isTransientElasticStatus, RejectedEventError, StoreUnavailableError } from "../projection/errors.ts";
-import { buildStockDocument, completeDocument, planSearchBatch, type SearchPlanEntry } from "./search-documents.ts";
+import {
+  buildStockDocument,
+  completeDocument,
+  planSearchBatch,
+  staticFieldsFromDocument,
+  type SearchPlanEntry,
+  type StaticFields,
+} from "./search-documents.ts";
 import type { StockDocument } from "./search-index.ts";
 
 export interface SearchApplyResult {
@@ -24,6 +36,18 @@ export interface SearchTarget {
   /** True when `index` must be an alias: a missing alias then fails instead of auto-creating an index. */
   requireAlias: boolean;
   logger?: Logger;
+  /** Complete static fields by stock id, kept across batches by the caller (see the header). */
+  knownStatics?: Map<string, StaticFields>;
+}
+
+/** Bound on remembered stocks; past it the memory starts again (an mget per stock refills it). */
+const MAX_KNOWN_STATICS = 100_000;
+
+function remember(target: SearchTarget, stockId: string, doc: StockDocument): void {
+  const known = target.knownStatics;
+  if (!known || !doc.complete || known.has(stockId)) return;
+  if (known.size >= MAX_KNOWN_STATICS) known.clear();
+  known.set(stockId, staticFieldsFromDocument(doc));
 }
 
 interface StoredDocument {
@@ -57,9 +81,10 @@ export async function applyEventsToSearch(target: SearchTarget, events: readonly
   const plan = planSearchBatch(events);
   const result: SearchApplyResult = { applied: [], duplicates: 0, incomplete: 0 };
   // Stocks whose StockCreated is in the batch need nothing stored; the others need their static fields.
+  const known = target.knownStatics;
   const stored = await fetchDocuments(
     target,
-    plan.filter((e) => !e.created).map((e) => e.stockId),
+    plan.filter((e) => !e.created && !known?.has(e.stockId)).map((e) => e.stockId),
   );
 
   const ops: Op[] = [];
@@ -69,7 +94,7 @@ export async function applyEventsToSearch(target: SearchTarget, events: readonly
       result.duplicates += entry.events.length; // nothing newer in this batch
       continue;
     }
-    const doc = buildStockDocument(entry, existing?.doc ?? null);
+    const doc = buildStockDocument(entry, existing?.doc ?? null, known?.get(entry.stockId));
     if (!doc.complete) {
       result.incomplete += 1;
       target.logger?.warn({ stockId: entry.stockId, version: doc.version }, "StockCreated not seen: indexing counters without static fields");
@@ -93,6 +118,7 @@ export async function applyEventsToSearch(target: SearchTarget, events: readonly
     const status = outcome.status;
     if (status === 200 || status === 201) {
       result.applied.push(...op.entry.events);
+      remember(target, op.entry.stockId, op.doc);
     } else if (status === 409) {
       // Already applied: the stored version is at least ours. If this batch held the StockCreated,
       // make sure the stored document has the static fields (see completeIfNeeded).
