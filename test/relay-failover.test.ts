@@ -2,36 +2,23 @@
  * Relay failover against the real Redis and Kafka: a relay process killed with SIGKILL mid-run,
  * and two relays sharing the shards (then one leaving).
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
 import {
   allocate,
-  createHarness,
   createStocks,
   outboxStats,
   spawnRelay,
   stockVersions,
-  TopicReader,
   verify,
   waitUntil,
-  type Harness,
+  relayTestFixtures,
 } from "./support/relay-harness.ts";
 
-let cleanups: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.reverse()) await c().catch(() => {});
-  cleanups = [];
-}, 30_000);
-
-function setup(label: string): { h: Harness; reader: TopicReader } {
-  const h = createHarness(label);
-  const reader = new TopicReader(h.topic);
-  cleanups.push(() => h.cleanup(), () => reader.stop());
-  return { h, reader };
-}
+const { setup, onCleanup } = relayTestFixtures();
 
 function track(child: Subprocess): Subprocess {
-  cleanups.push(async () => {
+  onCleanup(async () => {
     if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
     await child.exited;
   });

@@ -2,26 +2,21 @@
  * Kafka stopped for 10 s while the relay runs and events keep coming (real stop/start through
  * scripts/stack.sh). Disruptive for anyone sharing the stack, so it is short; SKIP_DISRUPTIVE=1 skips it.
  */
-import { afterEach, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import {
   allocate,
-  createHarness,
   createStocks,
   disruptiveSkipped,
   memoryLogger,
   outboxStats,
   REPO_ROOT,
   stockVersions,
-  TopicReader,
   verify,
   waitUntil,
+  relayTestFixtures,
 } from "./support/relay-harness.ts";
 
-let cleanups: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.reverse()) await c().catch(() => {});
-  cleanups = [];
-}, 30_000);
+const { setup, onCleanup } = relayTestFixtures();
 
 async function stack(...args: string[]): Promise<void> {
   const child = Bun.spawn(["bash", "scripts/stack.sh", ...args], { cwd: REPO_ROOT, stdout: "ignore", stderr: "pipe" });
@@ -32,11 +27,9 @@ async function stack(...args: string[]): Promise<void> {
 test.skipIf(disruptiveSkipped)(
   "kafka down for 10 s: entries stay pending, the relay recovers by itself, nothing is lost",
   async () => {
-    const h = createHarness("relaykafka");
-    const reader = new TopicReader(h.topic);
-    cleanups.push(() => h.cleanup(), () => reader.stop());
+    const { h, reader } = setup("relaykafka");
     let kafkaStopped = false;
-    cleanups.push(async () => {
+    onCleanup(async () => {
       if (kafkaStopped) await stack("up", "kafka"); // never leave the shared stack without Kafka
     });
 

@@ -3,34 +3,21 @@
  * dead letters, and trimming. Crash / two relays: relay-failover.test.ts; Kafka outage:
  * relay-kafka-outage.test.ts.
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { OUTBOX_EVENT_FIELD, SCHEMA_VERSION, type EventOf } from "../shared/events.ts";
 import { RELAY_GROUP } from "../services/relay/stream.ts";
 import {
   allocate,
-  createHarness,
   createStocks,
   outboxContents,
   outboxStats,
   stockVersions,
-  TopicReader,
   verify,
   waitUntil,
-  type Harness,
+  relayTestFixtures,
 } from "./support/relay-harness.ts";
 
-let cleanups: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.reverse()) await c().catch(() => {});
-  cleanups = [];
-}, 30_000);
-
-function setup(label: string): { h: Harness; reader: TopicReader } {
-  const h = createHarness(label);
-  const reader = new TopicReader(h.topic);
-  cleanups.push(() => h.cleanup(), () => reader.stop());
-  return { h, reader };
-}
+const { setup } = relayTestFixtures();
 
 /** A well-formed StockAllocated event for a (fake) stock, as the Lua scripts would write it. */
 function allocatedEvent(stockId: string, version: number): string {

@@ -3,6 +3,7 @@
  * the real Lua scripts, a topic reader, and the checks every relay test makes (nothing missing,
  * per-stock order, duplicates counted).
  */
+import { afterEach } from "bun:test";
 import type { Subprocess } from "bun";
 import type { Redis } from "ioredis";
 import { Kafka, logLevel, type Consumer } from "kafkajs";
@@ -280,4 +281,30 @@ export function memoryLogger(): { logger: Logger; lines: Record<string, unknown>
   const lines: Record<string, unknown>[] = [];
   const logger = pino({ level: "info" }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
   return { logger, lines };
+}
+
+/**
+ * For a test file: registers an afterEach that runs every cleanup registered during the test,
+ * newest first, and returns `setup` (a harness plus a reader of its topic, both cleaned up) and
+ * `onCleanup` for anything else the test starts.
+ */
+export function relayTestFixtures(): {
+  setup: (label: string) => { h: Harness; reader: TopicReader };
+  onCleanup: (...fns: (() => Promise<void>)[]) => void;
+} {
+  let cleanups: (() => Promise<void>)[] = [];
+  afterEach(async () => {
+    for (const c of cleanups.reverse()) await c().catch(() => {});
+    cleanups = [];
+  }, 30_000);
+  const onCleanup = (...fns: (() => Promise<void>)[]) => void cleanups.push(...fns);
+  return {
+    onCleanup,
+    setup(label) {
+      const h = createHarness(label);
+      const reader = new TopicReader(h.topic);
+      onCleanup(() => h.cleanup(), () => reader.stop());
+      return { h, reader };
+    },
+  };
 }
