@@ -16,8 +16,7 @@ import { parseArgs } from "node:util";
 import { unlink } from "node:fs/promises";
 import { join } from "node:path";
 import type { Redis } from "ioredis";
-import { deleteByPrefix } from "../test/support/api.ts";
-import { createRedis } from "../shared/redis/client.ts";
+import { createRedis, deleteKeysByPrefix } from "../shared/redis/client.ts";
 import { formatReport, type Layer } from "../shared/verify/report.ts";
 import { verify, type VerifyOptions } from "../shared/verify/verify.ts";
 import {
@@ -285,7 +284,7 @@ async function main(): Promise<number> {
     if (!values.keep) {
       // The tokens are signed with this run's throwaway secret; no use keeping 1.5 MB of them.
       await unlink(join(dir, "tokens.json")).catch(() => {});
-      await deleteByPrefix(redis, prefix).catch((err) => console.error(`[load] cleanup redis: ${err}`));
+      await deleteKeysByPrefix(redis, prefix).catch((err) => console.error(`[load] cleanup redis: ${err}`));
       for (const c of cleanups) await c().catch((err) => console.error(`[load] cleanup: ${err}`));
     } else {
       console.log(`[load] --keep: Redis keys under ${prefix}: left in place (bun run verify --prefix ${prefix})`);

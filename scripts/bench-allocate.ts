@@ -28,12 +28,11 @@ import { unlink } from "node:fs/promises";
 import postgres from "postgres";
 import { Redis } from "ioredis";
 import { createKeyLayout } from "../shared/keys.ts";
-import { createRedis } from "../shared/redis/client.ts";
+import { createRedis, deleteKeysByPrefix } from "../shared/redis/client.ts";
 import { createStockCommands } from "../shared/redis/commands.ts";
 import { scriptSource } from "../shared/redis/scripts.ts";
 import { verify } from "../shared/verify/verify.ts";
 import { formatReport } from "../shared/verify/report.ts";
-import { deleteByPrefix } from "../test/support/api.ts";
 import { PG_BASELINE_SCHEMA, checkPgBaseline } from "../loadtests/baselines/pg-commands.ts";
 import {
   adminPost,
@@ -267,7 +266,7 @@ async function benchRedisBenchmark(): Promise<void> {
       note: `redis-benchmark -c ${VUS} -n ${values["redis-requests"]} EVALSHA allocate.lua`,
     });
   } finally {
-    await deleteByPrefix(redis, prefix);
+    await deleteKeysByPrefix(redis, prefix);
     await redis.quit();
   }
 }
@@ -316,7 +315,7 @@ async function benchIoredis(stockCount: number): Promise<void> {
       note: `${VUS} in flight, in-process (no HTTP)`,
     });
   } finally {
-    await deleteByPrefix(redis, prefix);
+    await deleteKeysByPrefix(redis, prefix);
     await redis.quit();
   }
 }
@@ -352,7 +351,7 @@ async function benchApi(stockCount: number): Promise<void> {
     });
   } finally {
     await child.stop();
-    await deleteByPrefix(redis, prefix);
+    await deleteKeysByPrefix(redis, prefix);
     await redis.quit();
   }
 }

@@ -26,7 +26,7 @@ import { createKeyLayout } from "../shared/keys.ts";
 import { fetchGroupOffsets, fetchHighWatermarks, remaining } from "../shared/projection/offsets.ts";
 import { MIGRATIONS_DIR } from "../shared/read-models/schema.ts";
 import { createSearchClient, type StockDocument } from "../shared/read-models/search-index.ts";
-import { createRedis } from "../shared/redis/client.ts";
+import { createRedis, deleteKeysByPrefix } from "../shared/redis/client.ts";
 import { createStockCommands } from "../shared/redis/commands.ts";
 import { deleteIndices, eventMessage } from "../test/support/read-side.ts";
 import { generateWorkload, StockSim } from "../test/support/stock-sim.ts";
@@ -360,12 +360,7 @@ async function freshness(): Promise<void> {
   }
   await Promise.all([stop(relay), stop(pg), stop(search)]);
   await sql.end();
-  let cursor = "0";
-  do {
-    const [next, found] = await redis.scan(cursor, "MATCH", `${prefix}:*`, "COUNT", 1000);
-    cursor = next;
-    if (found.length) await redis.del(...found);
-  } while (cursor !== "0");
+  await deleteKeysByPrefix(redis, prefix);
   redis.disconnect();
 }
 

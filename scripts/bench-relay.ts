@@ -14,7 +14,7 @@
  */
 import { Kafka, logLevel } from "kafkajs";
 import { createKeyLayout } from "../shared/keys.ts";
-import { createRedis } from "../shared/redis/client.ts";
+import { createRedis, deleteKeysByPrefix } from "../shared/redis/client.ts";
 import { createStockCommands } from "../shared/redis/commands.ts";
 
 const env = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
@@ -83,12 +83,7 @@ async function cleanup(relay?: ReturnType<typeof Bun.spawn>) {
     relay.kill("SIGTERM");
     await relay.exited;
   }
-  let cursor = "0";
-  do {
-    const [next, found] = await redis.scan(cursor, "MATCH", `${prefix}:*`, "COUNT", 1000);
-    cursor = next;
-    if (found.length) await redis.del(...found);
-  } while (cursor !== "0");
+  await deleteKeysByPrefix(redis, prefix);
   const admin = kafka.admin();
   await admin.connect();
   await admin.deleteTopics({ topics: [topic] }).catch(() => {});

@@ -10,6 +10,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Redis from "ioredis";
+import { deleteKeysByPrefix } from "../shared/redis/client.ts";
 import { buildService, REPO_ROOT } from "../scripts/build.ts";
 import { stackEnv, uniqueName } from "./support/env.ts";
 
@@ -55,12 +56,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   if (redis.status === "ready") {
-    let cursor = "0";
-    do {
-      const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}:*`, "COUNT", 1000);
-      cursor = next;
-      if (keys.length) await redis.del(...keys);
-    } while (cursor !== "0");
+    await deleteKeysByPrefix(redis, prefix);
     await redis.quit();
   } else {
     redis.disconnect();

@@ -21,7 +21,8 @@ import { createReaderSql } from "../shared/read-models/postgres-client.ts";
 import { createReaderSearchClient } from "../shared/read-models/search-index.ts";
 import { createRedis } from "../shared/redis/client.ts";
 import { createStockCommands } from "../shared/redis/commands.ts";
-import { deleteByPrefix, TEST_ADMIN_TOKEN, TEST_JWT_SECRET } from "./support/api.ts";
+import { TEST_ADMIN_TOKEN, TEST_JWT_SECRET } from "./support/api.ts";
+import { deleteKeysByPrefix } from "../shared/redis/client.ts";
 import {
   brokers,
   connectedProducer,
@@ -117,7 +118,7 @@ afterAll(async () => {
   await es.close();
   await readerEs?.close();
   await readerSql?.end();
-  await deleteByPrefix(redis, prefix);
+  await deleteKeysByPrefix(redis, prefix);
   redis.disconnect();
   await db?.drop();
 });

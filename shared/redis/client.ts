@@ -13,3 +13,13 @@ export function createRedis(url: string, options: RedisOptions = {}): Redis {
     ...options,
   });
 }
+
+/**
+ * Deletes every key under `prefix:` (a test's or benchmark's namespace). Never call it with the
+ * production prefix: it is for throwaway namespaces only.
+ */
+export async function deleteKeysByPrefix(redis: Redis, prefix: string): Promise<void> {
+  for await (const keys of redis.scanStream({ match: `${prefix}:*`, count: 1000 }) as AsyncIterable<string[]>) {
+    if (keys.length > 0) await redis.unlink(...keys);
+  }
+}

@@ -7,7 +7,7 @@ import { createApp } from "../../services/api/app.ts";
 import { createKeyLayout, type KeyLayout } from "../../shared/keys.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { createMetricsRegistry } from "../../shared/metrics.ts";
-import { createRedis } from "../../shared/redis/client.ts";
+import { createRedis, deleteKeysByPrefix } from "../../shared/redis/client.ts";
 import { createStockCommands, type StockCommands } from "../../shared/redis/commands.ts";
 import { mintUserToken } from "../../scripts/mint-token.ts";
 import { stackEnv, uniqueName } from "./env.ts";
@@ -65,18 +65,8 @@ export function createTestApi(options: { shards?: number; prefix?: string } = {}
     },
     async close() {
       await server?.stop(true);
-      await deleteByPrefix(redis, keys.prefix);
+      await deleteKeysByPrefix(redis, keys.prefix);
       await redis.quit();
     },
   };
-}
-
-/** Removes every key a test created under its prefix. */
-export async function deleteByPrefix(redis: Redis, prefix: string): Promise<void> {
-  let cursor = "0";
-  do {
-    const [next, found] = await redis.scan(cursor, "MATCH", `${prefix}:*`, "COUNT", 1000);
-    cursor = next;
-    if (found.length > 0) await redis.unlink(...found);
-  } while (cursor !== "0");
 }

@@ -11,7 +11,7 @@ import { parseConfig, relaySchema } from "../../shared/config.ts";
 import { createKeyLayout, type KeyLayout } from "../../shared/keys.ts";
 import pino from "pino";
 import { createLogger, type Logger } from "../../shared/logger.ts";
-import { createRedis } from "../../shared/redis/client.ts";
+import { createRedis, deleteKeysByPrefix } from "../../shared/redis/client.ts";
 import { createStockCommands, type StockCommands } from "../../shared/redis/commands.ts";
 import { createKafka, ensureTopic } from "../../shared/kafka/client.ts";
 import { createRelay, type Relay, type RelaySettings } from "../../services/relay/relay.ts";
@@ -90,12 +90,7 @@ export function createHarness(label: string): Harness {
     }),
     async cleanup() {
       await Promise.all(relays.map((r) => r.stop().catch(() => {})));
-      let cursor = "0";
-      do {
-        const [next, found] = await redis.scan(cursor, "MATCH", `${prefix}:*`, "COUNT", 1000);
-        cursor = next;
-        if (found.length) await redis.del(...found);
-      } while (cursor !== "0");
+      await deleteKeysByPrefix(redis, prefix);
       const admin = kafka.admin();
       await admin.connect();
       await admin.deleteTopics({ topics: [topic] }).catch(() => {});
