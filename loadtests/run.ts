@@ -177,14 +177,14 @@ async function main(): Promise<number> {
       });
       const admins = { relay: await freePort(), pg: await freePort(), es: await freePort() };
       // The relay first: it creates the topic the projectors subscribe to.
-      const relay = startProcess("relay", ["bun", "services/relay/main.ts"], { ...serviceEnv, ADMIN_PORT: String(admins.relay) }, dir);
+      const relay = startProcess("relay", [process.execPath, "services/relay/main.ts"], { ...serviceEnv, ADMIN_PORT: String(admins.relay) }, dir);
       children.push(relay);
       await waitHealthy(`http://127.0.0.1:${admins.relay}/readyz`, relay, 60_000);
       for (const [name, port, group] of [
         ["projector-postgres", admins.pg, `${prefix}-pg`],
         ["projector-search", admins.es, `${prefix}-es`],
       ] as const) {
-        const child = startProcess(name, ["bun", `services/${name}/main.ts`], { ...serviceEnv, ADMIN_PORT: String(port), PROJECTOR_GROUP_ID: group }, dir);
+        const child = startProcess(name, [process.execPath, `services/${name}/main.ts`], { ...serviceEnv, ADMIN_PORT: String(port), PROJECTOR_GROUP_ID: group }, dir);
         children.push(child);
         await waitHealthy(`http://127.0.0.1:${port}/readyz`, child, 60_000);
       }
@@ -193,7 +193,7 @@ async function main(): Promise<number> {
     }
     if (values.expirer) {
       const port = await freePort();
-      const child = startProcess("expirer", ["bun", "services/expirer/main.ts"], { ...serviceEnv, ADMIN_PORT: String(port) }, dir);
+      const child = startProcess("expirer", [process.execPath, "services/expirer/main.ts"], { ...serviceEnv, ADMIN_PORT: String(port) }, dir);
       children.push(child);
       await waitHealthy(`http://127.0.0.1:${port}/readyz`, child);
     }
@@ -201,7 +201,7 @@ async function main(): Promise<number> {
     // --- the api.
     const port = await freePort();
     // --profile: a CPU profile of the api for the whole run (written when it stops), in the results dir.
-    const apiCmd = values.profile ? ["bun", "--cpu-prof", "--cpu-prof-md", `--cpu-prof-dir=${dir}`, "services/api/main.ts"] : ["bun", "services/api/main.ts"];
+    const apiCmd = values.profile ? [process.execPath, "--cpu-prof", "--cpu-prof-md", `--cpu-prof-dir=${dir}`, "services/api/main.ts"] : [process.execPath, "services/api/main.ts"];
     const api = startProcess("api", apiCmd, { ...serviceEnv, PORT: String(port), ADMIN_TOKEN: adminToken, JWT_SECRET: jwtSecret }, dir);
     children.push(api);
     const baseUrl = `http://127.0.0.1:${port}`;

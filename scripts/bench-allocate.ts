@@ -217,7 +217,7 @@ const stockSpecs = (prefix: string, count: number) =>
 
 async function benchHonoBare(): Promise<void> {
   const port = await freePort();
-  const child = startProcess("hono-bare", ["bun", "loadtests/baselines/hono-bare.ts"], { PORT: String(port) }, dir);
+  const child = startProcess("hono-bare", [process.execPath, "loadtests/baselines/hono-bare.ts"], { PORT: String(port) }, dir);
   try {
     await waitHealthy(`http://127.0.0.1:${port}/healthz`, child);
     const pid = child.proc.pid;
@@ -326,7 +326,7 @@ async function benchApi(stockCount: number): Promise<void> {
   const port = await freePort();
   const child = startProcess(
     `api-${stockCount}`,
-    ["bun", "services/api/main.ts"],
+    [process.execPath, "services/api/main.ts"],
     { PORT: String(port), ADMIN_TOKEN: adminToken, JWT_SECRET: jwtSecret, REDIS_URL, REDIS_KEY_PREFIX: prefix },
     dir,
   );
@@ -369,7 +369,7 @@ async function benchPg(mode: "fn" | "tx", stockCount: number, sync: string): Pro
     await sql.unsafe(PG_BASELINE_SCHEMA);
     child = startProcess(
       `pg-${mode}-${sync}-${stockCount}`,
-      ["bun", "loadtests/baselines/pg-server.ts"],
+      [process.execPath, "loadtests/baselines/pg-server.ts"],
       { PORT: String(port), ADMIN_TOKEN: adminToken, JWT_SECRET: jwtSecret, DATABASE_URL: url.toString(), PG_MODE: mode, PG_POOL_MAX: values.pool!, PG_SYNC_COMMIT: sync },
       dir,
     );

@@ -29,7 +29,7 @@ const children: Subprocess[] = [];
 let adminPort = 0;
 function spawnProjector(): Subprocess {
   adminPort = 20_000 + Math.floor(Math.random() * 30_000);
-  const child = Bun.spawn(["bun", "services/projector-postgres/main.ts"], {
+  const child = Bun.spawn([process.execPath, "services/projector-postgres/main.ts"], {
     cwd: `${import.meta.dir}/..`,
     env: {
       ...process.env,

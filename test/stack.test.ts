@@ -13,6 +13,7 @@ import { Client, errors as esErrors, HttpConnection } from "@elastic/elasticsear
 import Redis from "ioredis";
 import { Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
+import { ACKS_ALL, splitForSend } from "../shared/kafka/producer.ts";
 import { stackEnv, uniqueName } from "./support/env.ts";
 
 const cleanups: Array<() => Promise<unknown>> = [];
@@ -118,6 +119,32 @@ describe("kafka", () => {
     expect(end).toBe(N);
     expect(committed).toBe(N);
   }, 60_000);
+
+  test("a send over message.max.bytes for one partition is refused; split by size it is accepted", async () => {
+    const kafka = new Kafka({ clientId: uniqueName("stack"), brokers: stackEnv.KAFKA_BROKERS.split(","), logLevel: logLevel.NOTHING, retry: { retries: 1 } });
+    const topic = uniqueName("stack_big");
+    const admin = kafka.admin();
+    await admin.connect();
+    cleanups.push(async () => {
+      await admin.deleteTopics({ topics: [topic] }).catch(() => {});
+      await admin.disconnect();
+    });
+    await admin.createTopics({ topics: [{ topic, numPartitions: 2, replicationFactor: 1 }], waitForLeaders: true });
+    const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+    await producer.connect();
+    cleanups.push(() => producer.disconnect());
+    // 3,000 events of one stock (one partition) of ~450 bytes: ~1.4 MB in one record batch.
+    const messages = Array.from({ length: 3_000 }, (_, i) => ({ key: "hot-stock", value: JSON.stringify({ i, pad: "x".repeat(420) }), headers: { eventId: `e-${i}` } }));
+
+    const whole = await producer.send({ topic, acks: ACKS_ALL, messages }).then(() => "accepted", (err: { type?: string }) => err.type);
+    expect(whole).toBe("MESSAGE_TOO_LARGE");
+
+    const sends = splitForSend(messages, 5_000);
+    expect(sends.length).toBeGreaterThan(1);
+    for (const part of sends) await producer.send({ topic, acks: ACKS_ALL, messages: part });
+    const ends = await admin.fetchTopicOffsets(topic);
+    expect(ends.reduce((n, p) => n + Number(p.offset), 0)).toBe(messages.length);
+  }, 30_000);
 });
 
 describe("elasticsearch", () => {

@@ -3,6 +3,7 @@ import { describe, expect, test } from "bun:test";
 import { Redis } from "ioredis";
 import { ConfigError, apiSchema, parseConfig, relaySchema } from "../shared/config.ts";
 import { parseEvent } from "../shared/events.ts";
+import { MAX_SEND_BYTES, messageBytes, splitForSend } from "../shared/kafka/producer.ts";
 import { createKeyLayout, fnv1a32 } from "../shared/keys.ts";
 import { stackEnv } from "./support/env.ts";
 import libLua from "../shared/redis/scripts/_lib.lua" with { type: "text" };
@@ -97,5 +98,33 @@ describe("event schema", () => {
     expect(parseEvent(JSON.stringify({ ...event, eventType: "StockStolen" }))).toMatchObject({ ok: false });
     expect(parseEvent(JSON.stringify({ ...event, payload: { ...event.payload, available: -1 } }))).toMatchObject({ ok: false });
     expect(parseEvent(null)).toMatchObject({ ok: false });
+  });
+});
+
+describe("splitForSend", () => {
+  const message = (i: number, size: number) => ({ key: `k${i % 3}`, value: "v".repeat(size), headers: { eventId: `e-${i}` } });
+
+  test("keeps order, caps each send by count and by bytes", () => {
+    const messages = Array.from({ length: 5_000 }, (_, i) => message(i, 300 + (i % 7) * 50));
+    const sends = splitForSend(messages, 1_000);
+    expect(sends.flat()).toEqual(messages); // nothing lost, nothing reordered
+    for (const part of sends) {
+      expect(part.length).toBeLessThanOrEqual(1_000);
+      expect(part.reduce((n, m) => n + messageBytes(m), 0)).toBeLessThanOrEqual(MAX_SEND_BYTES);
+    }
+    const total = messages.reduce((n, m) => n + messageBytes(m), 0);
+    expect(sends.length).toBeGreaterThanOrEqual(Math.ceil(total / MAX_SEND_BYTES));
+  });
+
+  test("the size bound counts key, value and headers, in bytes not characters", () => {
+    const ascii = messageBytes({ key: "k", value: "aaaa", headers: { h: "v" } });
+    const wide = messageBytes({ key: "k", value: "éééé", headers: { h: "v" } });
+    expect(wide - ascii).toBe(4);
+    expect(messageBytes({ key: "kk", value: "aaaa", headers: { h: "v" } })).toBe(ascii + 1);
+  });
+
+  test("a message on its own is never split away or dropped, and nothing gives no sends", () => {
+    expect(splitForSend([message(0, MAX_SEND_BYTES + 10)])).toHaveLength(1);
+    expect(splitForSend([])).toEqual([]);
   });
 });

@@ -52,7 +52,7 @@ beforeAll(async () => {
 const run = (extra: Partial<Parameters<typeof verify>[0]> = {}) => verify({ redis: api.redis, prefix: api.keys.prefix, layers: ["redis"], ...extra });
 
 async function cli(args: string[]): Promise<{ code: number; out: string }> {
-  const proc = Bun.spawn(["bun", "scripts/verify.ts", "--prefix", api.keys.prefix, ...args], {
+  const proc = Bun.spawn([process.execPath, "scripts/verify.ts", "--prefix", api.keys.prefix, ...args], {
     cwd: `${import.meta.dir}/..`,
     stdout: "pipe",
     stderr: "pipe",

@@ -24,7 +24,7 @@ import type { Registry } from "prom-client";
 import type { RelayConfig } from "../../shared/config.ts";
 import { OUTBOX_EVENT_FIELD, parseEvent } from "../../shared/events.ts";
 import { ensureTopic } from "../../shared/kafka/client.ts";
-import { compressionOf, createIdempotentProducer, sendBatch } from "../../shared/kafka/producer.ts";
+import { compressionOf, createIdempotentProducer, MAX_SEND_BYTES, messageBytes, sendBatch } from "../../shared/kafka/producer.ts";
 import type { KeyLayout } from "../../shared/keys.ts";
 import { backoffMs, sleep } from "../../shared/lifecycle.ts";
 import type { Logger } from "../../shared/logger.ts";
@@ -82,8 +82,6 @@ export interface Relay {
   snapshot(): Promise<ShardSnapshot[]>;
 }
 
-/** Kafka's default message.max.bytes is ~1 MiB per record batch; stay under it whatever the partitioning. */
-const MAX_BATCH_BYTES = 900_000;
 /** How long stop() lets an in-flight Kafka send finish before abandoning it (unacknowledged). */
 const STOP_SEND_GRACE_MS = 5_000;
 /** Consumers with nothing pending and idle this long are removed from the group (dead relays). */
@@ -516,7 +514,7 @@ class RelayImpl implements Relay {
     for (const entry of entries) {
       const item = this.prepare(entry);
       const size = item && "message" in item ? item.bytes : 0;
-      if (batch.length >= this.cfg.RELAY_BATCH_SIZE || (messages.length > 0 && bytes + size > MAX_BATCH_BYTES)) {
+      if (batch.length >= this.cfg.RELAY_BATCH_SIZE || (messages.length > 0 && bytes + size > MAX_SEND_BYTES)) {
         if (!(await this.relayBatch(batch, messages, dead))) return false;
         batch = [];
         messages = [];
@@ -545,11 +543,10 @@ class RelayImpl implements Relay {
     // The exact text from the stream, unchanged (encoded once here; kafkajs would do it anyway).
     const value = Buffer.from(raw!, "utf8");
     const { event } = parsed;
-    if (value.length > MAX_BATCH_BYTES) return { entry, reason: `event larger than ${MAX_BATCH_BYTES} bytes`, eventId: event.eventId };
+    if (value.length > MAX_SEND_BYTES) return { entry, reason: `event larger than ${MAX_SEND_BYTES} bytes`, eventId: event.eventId };
     const headers = { eventType: event.eventType, schemaVersion: String(event.schemaVersion), eventId: event.eventId };
-    // Record overhead: key, header names and values, varints (an upper bound is fine).
-    const bytes = value.length + event.aggregateId.length * 3 + event.eventId.length + event.eventType.length + 64;
-    return { message: { key: event.aggregateId, value, headers }, bytes };
+    const message = { key: event.aggregateId, value, headers };
+    return { message, bytes: messageBytes(message) };
   }
 
   private async relayBatch(batch: OutboxEntry[], messages: Message[], dead: DeadLetter[]): Promise<boolean> {

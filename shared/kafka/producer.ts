@@ -28,6 +28,46 @@ export function createIdempotentProducer(kafka: Kafka, options: IdempotentProduc
 
 export const ACKS_ALL = -1;
 
+/**
+ * Upper bound for the messages of one send. Kafka's default message.max.bytes is ~1 MiB per record
+ * batch, and kafkajs does not split a send by size, so a send whose messages for one partition
+ * exceed it fails as MESSAGE_TOO_LARGE, whatever the partitioning. Stay under it for the whole send.
+ */
+export const MAX_SEND_BYTES = 900_000;
+
+/** An upper bound of a message's size in a record batch: value, key, headers, per-record overhead. */
+export function messageBytes(message: Message): number {
+  let bytes = 64 + byteLength(message.key) + byteLength(message.value);
+  for (const [name, value] of Object.entries(message.headers ?? {})) {
+    bytes += 8 + name.length * 3 + (Array.isArray(value) ? value.reduce((n, v) => n + byteLength(v), 0) : byteLength(value));
+  }
+  return bytes;
+}
+
+function byteLength(value: Buffer | string | null | undefined): number {
+  if (value == null) return 0;
+  return typeof value === "string" ? Buffer.byteLength(value) : value.length;
+}
+
+/** Splits messages, in order, into sends of at most maxCount messages and MAX_SEND_BYTES. */
+export function splitForSend<M extends Message>(messages: readonly M[], maxCount = Number.POSITIVE_INFINITY): M[][] {
+  const sends: M[][] = [];
+  let current: M[] = [];
+  let bytes = 0;
+  for (const message of messages) {
+    const size = messageBytes(message);
+    if (current.length > 0 && (current.length >= maxCount || bytes + size > MAX_SEND_BYTES)) {
+      sends.push(current);
+      current = [];
+      bytes = 0;
+    }
+    current.push(message);
+    bytes += size;
+  }
+  if (current.length > 0) sends.push(current);
+  return sends;
+}
+
 export function compressionOf(name: "none" | "gzip"): CompressionTypes {
   return name === "gzip" ? CompressionTypes.GZIP : CompressionTypes.None;
 }

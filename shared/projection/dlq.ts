@@ -4,6 +4,7 @@
  * committed, so a crash in between re-delivers rather than loses.
  */
 import type { Message, Producer } from "kafkajs";
+import { ACKS_ALL, splitForSend } from "../kafka/producer.ts";
 import type { PoisonMessage } from "./batch.ts";
 
 export const DLQ_HEADERS = {
@@ -38,5 +39,8 @@ export async function sendToDlq(
   source: { topic: string; partition: number; groupId: string },
 ): Promise<void> {
   if (poison.length === 0) return;
-  await producer.send({ topic: dlqTopic, acks: -1, messages: poison.map((p) => toDlqMessage(p, source)) });
+  // A whole fetched batch can be poison: split it so no send passes the broker's size limit.
+  for (const messages of splitForSend(poison.map((p) => toDlqMessage(p, source)))) {
+    await producer.send({ topic: dlqTopic, acks: ACKS_ALL, messages });
+  }
 }
