@@ -11,6 +11,8 @@
  * scenarios: spike | steady | browse | ramp      (see loadtests/README.md)
  * options:   --rate N  --duration 60s  --stocks N  --pipeline  --expirer  --hold-seconds N
  *            --env K=V (repeatable, passed to k6)  --keep  --log-level info  --profile (CPU profile of the api)
+ *            --baseline (spike only: first the same k6 script against bare Hono answering the same
+ *                        201/409 mix, the HTTP ceiling of the spike on this machine, in the same run)
  */
 import { parseArgs } from "node:util";
 import { unlink } from "node:fs/promises";
@@ -33,6 +35,7 @@ import {
   uniquePrefix,
   waitHealthy,
   type Child,
+  type K6Summary,
 } from "./support.ts";
 
 const SCENARIOS = ["spike", "steady", "browse", "ramp"] as const;
@@ -123,13 +126,14 @@ async function main(): Promise<number> {
       "log-level": { type: "string", default: "info" },
       "verify-deadline": { type: "string", default: "120" },
       profile: { type: "boolean", default: false },
+      baseline: { type: "boolean", default: false },
       help: { type: "boolean", default: false },
     },
   });
   const scenario = positionals[0] as Scenario | undefined;
   if (values.help || !scenario || !SCENARIOS.includes(scenario)) {
     console.error(`usage: bun run load <${SCENARIOS.join("|")}> [--rate N] [--duration 60s] [--stocks 100] [--pipeline] [--expirer]
-       [--hold-seconds 600] [--units 1000] [--buyers 10000] [--env K=V ...] [--keep] [--log-level info] [--profile]`);
+       [--hold-seconds 600] [--units 1000] [--buyers 10000] [--env K=V ...] [--keep] [--log-level info] [--profile] [--baseline]`);
     return values.help ? 0 : 2;
   }
 
@@ -240,8 +244,14 @@ async function main(): Promise<number> {
       if (eq <= 0) throw new Error(`--env expects KEY=VALUE, got ${kv}`);
       k6Env[kv.slice(0, eq)] = kv.slice(eq + 1);
     }
+    let baseline: K6Summary | null = null;
+    if (values.baseline) {
+      if (scenario !== "spike") throw new Error("--baseline is for the spike (bare Hono has no other routes)");
+      baseline = await runSpikeBaseline(dir, k6Env);
+    }
     const k6 = await runK6(`${scenario}.js`, k6Env, join(dir, `${scenario}-summary.json`));
     const k6ok = k6.exitCode === 0;
+    if (baseline && k6.summary) console.log(compareSpikes(k6.summary, baseline));
     if (!k6.summary) console.error(`[load] k6 wrote no summary (exit ${k6.exitCode})`);
 
     // --- verify. Writers stop first (the expirer would keep releasing holds while we read); the
@@ -292,6 +302,41 @@ async function main(): Promise<number> {
     await redis.quit();
   }
   return exitCode;
+}
+
+/**
+ * The spike's ceiling on this machine: the same k6 script, tokens and arrival schedule against bare
+ * Hono (loadtests/baselines/hono-bare.ts) answering the same mix, UNITS × 201 then 409 sold_out.
+ * It shares the cores with k6 exactly as the api does, so the ratio of the two is what the api costs.
+ */
+async function runSpikeBaseline(dir: string, k6Env: Record<string, string>): Promise<K6Summary | null> {
+  const port = await freePort();
+  const bare = startProcess("hono-bare", [process.execPath, "loadtests/baselines/hono-bare.ts"], { PORT: String(port), UNITS: k6Env.UNITS ?? "1000" }, dir);
+  try {
+    await waitHealthy(`http://127.0.0.1:${port}/healthz`, bare);
+    console.log("[load] baseline: the same spike against bare Hono (no auth, no store)");
+    const run = await runK6("spike.js", { ...k6Env, BASE_URL: `http://127.0.0.1:${port}` }, join(dir, "spike-baseline-summary.json"));
+    return run.summary;
+  } finally {
+    await bare.stop();
+  }
+}
+
+function compareSpikes(ours: K6Summary, bare: K6Summary): string {
+  const figures = (s: K6Summary) => {
+    const latency = s.metrics["http_req_duration{name:allocate}"]?.values ?? {};
+    const requests = s.metrics["http_reqs"]?.values ?? {};
+    return { p50: latency.med ?? Number.NaN, p99: latency["p(99)"] ?? Number.NaN, rate: requests.rate ?? Number.NaN };
+  };
+  const a = figures(ours);
+  const b = figures(bare);
+  const ms = (v: number) => `${v.toFixed(v < 10 ? 1 : 0)} ms`;
+  return [
+    "[load] spike vs its HTTP ceiling (same k6 script and arrivals, same run):",
+    `[load]   api        p50 ${ms(a.p50)}, p99 ${ms(a.p99)}, ${a.rate.toFixed(0)} req/s over the run`,
+    `[load]   bare Hono  p50 ${ms(b.p50)}, p99 ${ms(b.p99)}, ${b.rate.toFixed(0)} req/s over the run`,
+    `[load]   api p99 / bare p99 = ${(a.p99 / b.p99).toFixed(1)}×`,
+  ].join("\n");
 }
 
 process.exit(await main());

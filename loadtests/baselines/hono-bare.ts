@@ -2,19 +2,24 @@
  * The HTTP ceiling for the allocation benchmark: Hono on Bun answering the same request shape as
  * our allocate endpoint (POST /api/stocks/:id/allocate, JSON body) with a small JSON 201, doing
  * nothing else: no auth, no validation, no store. Whatever our api loses against this is ours.
+ * With UNITS set it answers like a sale of that many units: the first UNITS requests get 201, the
+ * rest a 409 problem+json `sold_out` (the spike's response mix, for `bun run load spike --baseline`).
  *
- *   PORT=3100 bun loadtests/baselines/hono-bare.ts
+ *   PORT=3100 [UNITS=1000] bun loadtests/baselines/hono-bare.ts
  */
 import { Hono } from "hono";
 
 const app = new Hono();
 let n = 0;
+const units = process.env.UNITS ? Number(process.env.UNITS) : Number.POSITIVE_INFINITY;
+const soldOut = JSON.stringify({ type: "about:blank", title: "Conflict", status: 409, code: "sold_out", detail: "not enough units left" });
 
 app.get("/healthz", (c) => c.json({ status: "ok" }));
 app.get("/readyz", (c) => c.json({ status: "ready" }));
 app.post("/api/stocks/:id/allocate", async (c) => {
   const body = (await c.req.json().catch(() => ({}))) as { quantity?: number };
   n++;
+  if (n > units) return c.body(soldOut, 409, { "Content-Type": "application/problem+json" });
   return c.json(
     {
       allocationId: `s0-bare-${n}`,

@@ -3,6 +3,13 @@ import { Kafka, logLevel, type LogEntry } from "kafkajs";
 import "./patch-request-queue.ts"; // stops kafkajs' idle 1 ms timer loop (see the file)
 import type { Logger } from "../logger.ts";
 
+/**
+ * kafkajs warns whenever an idempotent producer has finite retries. Ours are finite on purpose (see
+ * shared/kafka/producer.ts): the caller re-sends the same batch, so the broker still deduplicates.
+ * At warn level on every start the line would only teach operators to ignore warnings.
+ */
+const EXPECTED_WARNINGS = new Set(["Limiting retries for the idempotent producer may invalidate EoS guarantees"]);
+
 export function createKafka(options: { brokers: string[]; clientId: string; logger: Logger }): Kafka {
   return new Kafka({
     clientId: options.clientId,
@@ -13,6 +20,7 @@ export function createKafka(options: { brokers: string[]; clientId: string; logg
       () =>
       ({ namespace, level, log }: LogEntry) => {
         const { message, ...extra } = log;
+        if (EXPECTED_WARNINGS.has(message)) return;
         const method = level <= logLevel.ERROR ? "error" : level === logLevel.WARN ? "warn" : "debug";
         options.logger[method]({ kafka: namespace, ...extra }, message);
       },
