@@ -34,6 +34,7 @@ import {
   startProcess,
   uniquePrefix,
   waitHealthy,
+  cpuSeconds,
   type Child,
   type K6Summary,
 } from "./support.ts";
@@ -244,14 +245,16 @@ async function main(): Promise<number> {
       if (eq <= 0) throw new Error(`--env expects KEY=VALUE, got ${kv}`);
       k6Env[kv.slice(0, eq)] = kv.slice(eq + 1);
     }
-    let baseline: K6Summary | null = null;
+    let baseline: { summary: K6Summary | null; serverCpuSeconds: number } | null = null;
     if (values.baseline) {
       if (scenario !== "spike") throw new Error("--baseline is for the spike (bare Hono has no other routes)");
       baseline = await runSpikeBaseline(dir, k6Env);
     }
+    const apiCpuBefore = cpuSeconds(api.proc.pid);
     const k6 = await runK6(`${scenario}.js`, k6Env, join(dir, `${scenario}-summary.json`));
     const k6ok = k6.exitCode === 0;
-    if (baseline && k6.summary) console.log(compareSpikes(k6.summary, baseline));
+    const apiCpu = cpuSeconds(api.proc.pid) - apiCpuBefore;
+    if (baseline?.summary && k6.summary) console.log(compareSpikes({ summary: k6.summary, serverCpuSeconds: apiCpu }, { summary: baseline.summary, serverCpuSeconds: baseline.serverCpuSeconds }));
     if (!k6.summary) console.error(`[load] k6 wrote no summary (exit ${k6.exitCode})`);
 
     // --- verify. Writers stop first (the expirer would keep releasing holds while we read); the
@@ -309,32 +312,40 @@ async function main(): Promise<number> {
  * Hono (loadtests/baselines/hono-bare.ts) answering the same mix, UNITS × 201 then 409 sold_out.
  * It shares the cores with k6 exactly as the api does, so the ratio of the two is what the api costs.
  */
-async function runSpikeBaseline(dir: string, k6Env: Record<string, string>): Promise<K6Summary | null> {
+interface SpikeRun {
+  summary: K6Summary;
+  /** CPU seconds the server process used during the k6 run. */
+  serverCpuSeconds: number;
+}
+
+async function runSpikeBaseline(dir: string, k6Env: Record<string, string>): Promise<{ summary: K6Summary | null; serverCpuSeconds: number }> {
   const port = await freePort();
   const bare = startProcess("hono-bare", [process.execPath, "loadtests/baselines/hono-bare.ts"], { PORT: String(port), UNITS: k6Env.UNITS ?? "1000" }, dir);
   try {
     await waitHealthy(`http://127.0.0.1:${port}/healthz`, bare);
     console.log("[load] baseline: the same spike against bare Hono (no auth, no store)");
+    const before = cpuSeconds(bare.proc.pid);
     const run = await runK6("spike.js", { ...k6Env, BASE_URL: `http://127.0.0.1:${port}` }, join(dir, "spike-baseline-summary.json"));
-    return run.summary;
+    return { summary: run.summary, serverCpuSeconds: cpuSeconds(bare.proc.pid) - before };
   } finally {
     await bare.stop();
   }
 }
 
-function compareSpikes(ours: K6Summary, bare: K6Summary): string {
-  const figures = (s: K6Summary) => {
-    const latency = s.metrics["http_req_duration{name:allocate}"]?.values ?? {};
-    const requests = s.metrics["http_reqs"]?.values ?? {};
-    return { p50: latency.med ?? Number.NaN, p99: latency["p(99)"] ?? Number.NaN, rate: requests.rate ?? Number.NaN };
+function compareSpikes(ours: SpikeRun, bare: SpikeRun): string {
+  const figures = ({ summary, serverCpuSeconds }: SpikeRun) => {
+    const latency = summary.metrics["http_req_duration{name:allocate}"]?.values ?? {};
+    const requests = summary.metrics["http_reqs"]?.values ?? {};
+    const cpuUs = (serverCpuSeconds * 1e6) / (requests.count ?? Number.NaN);
+    return { p50: latency.med ?? Number.NaN, p99: latency["p(99)"] ?? Number.NaN, rate: requests.rate ?? Number.NaN, cpuUs };
   };
   const a = figures(ours);
   const b = figures(bare);
   const ms = (v: number) => `${v.toFixed(v < 10 ? 1 : 0)} ms`;
   return [
     "[load] spike vs its HTTP ceiling (same k6 script and arrivals, same run):",
-    `[load]   api        p50 ${ms(a.p50)}, p99 ${ms(a.p99)}, ${a.rate.toFixed(0)} req/s over the run`,
-    `[load]   bare Hono  p50 ${ms(b.p50)}, p99 ${ms(b.p99)}, ${b.rate.toFixed(0)} req/s over the run`,
+    `[load]   api        p50 ${ms(a.p50)}, p99 ${ms(a.p99)}, ${a.rate.toFixed(0)} req/s over the run, server CPU ${a.cpuUs.toFixed(0)} µs/request`,
+    `[load]   bare Hono  p50 ${ms(b.p50)}, p99 ${ms(b.p99)}, ${b.rate.toFixed(0)} req/s over the run, server CPU ${b.cpuUs.toFixed(0)} µs/request`,
     `[load]   api p99 / bare p99 = ${(a.p99 / b.p99).toFixed(1)}×`,
   ].join("\n");
 }

@@ -158,6 +158,17 @@ export async function runK6(script: string, env: Record<string, string>, summary
   return { exitCode, summaryFile, summary };
 }
 
+/** CPU time (user + system) a process has used so far, in seconds, from /proc; NaN when it is gone or not Linux. */
+export function cpuSeconds(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime (fields 14, 15), CLK_TCK = 100
+  } catch {
+    return Number.NaN;
+  }
+}
+
 export function machine(): { nproc: number; cpu: string; memoryGiB: number; kernel: string; bun: string } {
   let cpu = cpus()[0]?.model ?? "unknown";
   try {

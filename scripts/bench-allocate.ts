@@ -37,6 +37,7 @@ import { PG_BASELINE_SCHEMA, checkPgBaseline } from "../loadtests/baselines/pg-c
 import {
   adminPost,
   findK6,
+  cpuSeconds,
   freePort,
   machine,
   mintTokens,
@@ -117,24 +118,14 @@ let failures = 0;
 
 // ------------------------------------------------------------------ helpers
 
-function cpuTicks(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return Number(fields[11]) + Number(fields[12]); // utime + stime (fields 14, 15)
-  } catch {
-    return Number.NaN;
-  }
-}
-const TICK_US = 1_000_000 / 100; // CLK_TCK is 100 on Linux
 
-/** CPU ticks of every PostgreSQL backend serving `database` (its `ps` title names the database). */
-function pgBackendTicks(database: string): number {
+/** CPU seconds of every PostgreSQL backend serving `database` (its `ps` title names the database). */
+function pgBackendCpuSeconds(database: string): number {
   let total = 0;
   for (const entry of new Bun.Glob("[0-9]*").scanSync({ cwd: "/proc", onlyFiles: false })) {
     try {
       const cmd = readFileSync(`/proc/${entry}/cmdline`, "utf8");
-      if (cmd.startsWith("postgres: ") && cmd.includes(` ${database} `)) total += cpuTicks(Number(entry));
+      if (cmd.startsWith("postgres: ") && cmd.includes(` ${database} `)) total += cpuSeconds(Number(entry));
     } catch {
       // gone
     }
@@ -178,8 +169,8 @@ async function k6Runs(target: string, baseUrl: string, stockIds: string[], cpu: 
       dropped: stat(os, "dropped_iterations", "count") || 0,
       ok: open.exitCode === 0,
     },
-    serverCpuUsPerReq: ((c1 - c0) * TICK_US) / requests,
-    storeCpuUsPerReq: storeCpu ? ((s1 - s0) * TICK_US) / requests : undefined,
+    serverCpuUsPerReq: ((c1 - c0) * 1e6) / requests,
+    storeCpuUsPerReq: storeCpu ? ((s1 - s0) * 1e6) / requests : undefined,
   };
   if (!result.closed.ok || !result.open.ok) failures++;
   return result;
@@ -221,7 +212,7 @@ async function benchHonoBare(): Promise<void> {
   try {
     await waitHealthy(`http://127.0.0.1:${port}/healthz`, child);
     const pid = child.proc.pid;
-    const r = await k6Runs("hono-bare", `http://127.0.0.1:${port}`, ["x"], () => cpuTicks(pid));
+    const r = await k6Runs("hono-bare", `http://127.0.0.1:${port}`, ["x"], () => cpuSeconds(pid));
     record({ target: "hono-bare", stocks: null, ...r });
   } finally {
     await child.stop();
@@ -297,9 +288,9 @@ async function benchIoredis(stockCount: number): Promise<void> {
       return { n, latencies };
     };
     await run(seconds(values.warmup!) * 1000);
-    const t0 = cpuTicks(process.pid);
+    const t0 = cpuSeconds(process.pid);
     const { n, latencies } = await run(seconds(DURATION) * 1000);
-    const t1 = cpuTicks(process.pid);
+    const t1 = cpuSeconds(process.pid);
     latencies.sort((a, b) => a - b);
     const report = await verify({ redis, prefix, layers: ["redis"], outbox: "full" });
     if (!report.ok) {
@@ -310,7 +301,7 @@ async function benchIoredis(stockCount: number): Promise<void> {
       target: "ioredis",
       stocks: stockCount,
       closed: { rps: n / seconds(DURATION), p50: latencies[Math.floor(n * 0.5)]!, p99: latencies[Math.floor(n * 0.99)]!, requests: n, ok: report.ok },
-      serverCpuUsPerReq: ((t1 - t0) * TICK_US) / n,
+      serverCpuUsPerReq: ((t1 - t0) * 1e6) / n,
       check: `verifier ${report.ok ? "clean" : "FAILED"}`,
       note: `${VUS} in flight, in-process (no HTTP)`,
     });
@@ -336,7 +327,7 @@ async function benchApi(stockCount: number): Promise<void> {
     const stocks = stockSpecs(prefix, stockCount);
     for (const s of stocks) await adminPost(baseUrl, adminToken, "/api/stocks", s);
     const rpid = await redisPid(redis);
-    const r = await k6Runs("api", baseUrl, stocks.map((s) => s.id), () => cpuTicks(child.proc.pid), () => cpuTicks(rpid));
+    const r = await k6Runs("api", baseUrl, stocks.map((s) => s.id), () => cpuSeconds(child.proc.pid), () => cpuSeconds(rpid));
     const report = await verify({ redis, prefix, layers: ["redis"], outbox: "full" });
     if (!report.ok) {
       failures++;
@@ -378,7 +369,7 @@ async function benchPg(mode: "fn" | "tx", stockCount: number, sync: string): Pro
     const stocks = stockSpecs(database, stockCount);
     for (const s of stocks) await adminPost(baseUrl, adminToken, "/api/stocks", s);
     const pid = child.proc.pid;
-    const r = await k6Runs(`pg-${mode}-${sync}`, baseUrl, stocks.map((s) => s.id), () => cpuTicks(pid), () => pgBackendTicks(database));
+    const r = await k6Runs(`pg-${mode}-${sync}`, baseUrl, stocks.map((s) => s.id), () => cpuSeconds(pid), () => pgBackendCpuSeconds(database));
     const problems = await checkPgBaseline(sql);
     const [{ held }] = (await sql`SELECT coalesce(sum(held), 0)::int AS held FROM stock`) as unknown as [{ held: number }];
     if (problems.length > 0) {

@@ -33,6 +33,7 @@ import { createRedis, deleteKeysByPrefix } from "../shared/redis/client.ts";
 import { createStockCommands } from "../shared/redis/commands.ts";
 import { deleteIndices, produceEvents } from "../test/support/read-side.ts";
 import { generateWorkload, StockSim } from "../test/support/stock-sim.ts";
+import { cpuSeconds } from "../loadtests/support.ts";
 
 const env = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
@@ -60,15 +61,6 @@ const databases: string[] = [];
 const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
 
-async function cpuSeconds(pid: number): Promise<number> {
-  try {
-    const stat = await Bun.file(`/proc/${pid}/stat`).text();
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  } catch {
-    return NaN;
-  }
-}
 
 let databaseCount = 0;
 async function createDatabase(): Promise<string> {
