@@ -13,6 +13,9 @@
  *            --env K=V (repeatable, passed to k6)  --keep  --log-level info  --profile (CPU profile of the api)
  *            --baseline (spike only: first the same k6 script against bare Hono answering the same
  *                        201/409 mix, the HTTP ceiling of the spike on this machine, in the same run)
+ *            --warmup N (seconds of requests on a stock whose sale has not started, before the
+ *                        measured run, so a freshly started server is not measured while its JIT
+ *                        compiles; the baseline gets the same. Default 10 for the spike, else 0)
  */
 import { parseArgs } from "node:util";
 import { unlink } from "node:fs/promises";
@@ -128,13 +131,14 @@ async function main(): Promise<number> {
       "verify-deadline": { type: "string", default: "120" },
       profile: { type: "boolean", default: false },
       baseline: { type: "boolean", default: false },
+      warmup: { type: "string" },
       help: { type: "boolean", default: false },
     },
   });
   const scenario = positionals[0] as Scenario | undefined;
   if (values.help || !scenario || !SCENARIOS.includes(scenario)) {
     console.error(`usage: bun run load <${SCENARIOS.join("|")}> [--rate N] [--duration 60s] [--stocks 100] [--pipeline] [--expirer]
-       [--hold-seconds 600] [--units 1000] [--buyers 10000] [--env K=V ...] [--keep] [--log-level info] [--profile] [--baseline]`);
+       [--hold-seconds 600] [--units 1000] [--buyers 10000] [--env K=V ...] [--keep] [--log-level info] [--profile] [--baseline] [--warmup N]`);
     return values.help ? 0 : 2;
   }
 
@@ -245,11 +249,15 @@ async function main(): Promise<number> {
       if (eq <= 0) throw new Error(`--env expects KEY=VALUE, got ${kv}`);
       k6Env[kv.slice(0, eq)] = kv.slice(eq + 1);
     }
+    const warmupSeconds = Number(values.warmup ?? (scenario === "spike" ? 10 : 0));
+    if (!Number.isInteger(warmupSeconds) || warmupSeconds < 0) throw new Error("--warmup takes whole seconds, e.g. 10");
+    const warmup = warmupSeconds > 0 ? { seconds: warmupSeconds, stock: await createWarmupStock(baseUrl, adminToken, prefix) } : null;
     let baseline: { summary: K6Summary | null; serverCpuSeconds: number } | null = null;
     if (values.baseline) {
       if (scenario !== "spike") throw new Error("--baseline is for the spike (bare Hono has no other routes)");
-      baseline = await runSpikeBaseline(dir, k6Env);
+      baseline = await runSpikeBaseline(dir, k6Env, warmup);
     }
+    if (warmup) await warmUp(baseUrl, k6Env, warmup);
     const apiCpuBefore = cpuSeconds(api.proc.pid);
     const k6 = await runK6(`${scenario}.js`, k6Env, join(dir, `${scenario}-summary.json`));
     const k6ok = k6.exitCode === 0;
@@ -318,11 +326,29 @@ interface SpikeRun {
   serverCpuSeconds: number;
 }
 
-async function runSpikeBaseline(dir: string, k6Env: Record<string, string>): Promise<{ summary: K6Summary | null; serverCpuSeconds: number }> {
+type Warmup = { seconds: number; stock: string };
+
+/** A stock whose sale starts in a year: allocating it answers 409 not_started and changes nothing. */
+async function createWarmupStock(baseUrl: string, adminToken: string, prefix: string): Promise<string> {
+  const id = `${prefix}-warmup`;
+  const startsAt = new Date(Date.now() + 365 * 24 * 3600 * 1000).toISOString();
+  await adminPost(baseUrl, adminToken, "/api/stocks", { id, name: "Warm-up (not on sale)", price: 1, quantity: 1, startsAt });
+  return id;
+}
+
+async function warmUp(baseUrl: string, k6Env: Record<string, string>, warmup: Warmup): Promise<void> {
+  const env = { BASE_URL: baseUrl, TOKENS_FILE: k6Env.TOKENS_FILE!, WARMUP_STOCK: warmup.stock, DURATION: `${warmup.seconds}s` };
+  const run = await runK6("warmup.js", env, "");
+  if (run.exitCode !== 0) throw new Error(`warm-up against ${baseUrl} failed (k6 exit ${run.exitCode}): an answer other than 409 not_started`);
+}
+
+async function runSpikeBaseline(dir: string, k6Env: Record<string, string>, warmup: Warmup | null): Promise<{ summary: K6Summary | null; serverCpuSeconds: number }> {
   const port = await freePort();
-  const bare = startProcess("hono-bare", [process.execPath, "loadtests/baselines/hono-bare.ts"], { PORT: String(port), UNITS: k6Env.UNITS ?? "1000" }, dir);
+  const env = { PORT: String(port), UNITS: k6Env.UNITS ?? "1000", ...(warmup ? { WARMUP_STOCK: warmup.stock } : {}) };
+  const bare = startProcess("hono-bare", [process.execPath, "loadtests/baselines/hono-bare.ts"], env, dir);
   try {
     await waitHealthy(`http://127.0.0.1:${port}/healthz`, bare);
+    if (warmup) await warmUp(`http://127.0.0.1:${port}`, k6Env, warmup);
     console.log("[load] baseline: the same spike against bare Hono (no auth, no store)");
     const before = cpuSeconds(bare.proc.pid);
     const run = await runK6("spike.js", { ...k6Env, BASE_URL: `http://127.0.0.1:${port}` }, join(dir, "spike-baseline-summary.json"));
