@@ -89,7 +89,11 @@ async function createTopic(name: string): Promise<void> {
   topics.push(name);
 }
 
+/** Admin port of each spawned service, by pid (for its /metrics). */
+const adminPorts = new Map<number, number>();
+
 function spawn(service: string, vars: Record<string, string>): Subprocess {
+  const adminPort = 19_000 + Math.floor(Math.random() * 1_000);
   const child = Bun.spawn([process.execPath, `services/${service}/main.ts`], {
     cwd: `${import.meta.dir}/..`,
     env: {
@@ -100,7 +104,7 @@ function spawn(service: string, vars: Record<string, string>): Subprocess {
       ELASTICSEARCH_URL: ES_URL,
       KAFKA_PARTITIONS: String(PARTITIONS),
       OUTBOX_SHARDS: String(SHARDS),
-      ADMIN_PORT: String(19_000 + Math.floor(Math.random() * 1_000)),
+      ADMIN_PORT: String(adminPort),
       LOG_LEVEL: process.env.BENCH_CHILD_LOG_LEVEL ?? "warn",
       ...vars,
     },
@@ -108,7 +112,29 @@ function spawn(service: string, vars: Record<string, string>): Subprocess {
     stderr: "inherit",
   });
   children.push(child);
+  adminPorts.set(child.pid, adminPort);
   return child;
+}
+
+/** Cumulative counts of a projector's projector_freshness_seconds histogram, by bucket bound ("+Inf" last). */
+async function freshnessBuckets(child: Subprocess): Promise<Map<string, number>> {
+  const text = await (await fetch(`http://127.0.0.1:${adminPorts.get(child.pid)}/metrics`)).text();
+  const buckets = new Map<string, number>();
+  for (const match of text.matchAll(/^projector_freshness_seconds_bucket\{[^}]*le="([^"]+)"[^}]*\} (\d+)/gm)) {
+    buckets.set(match[1]!, (buckets.get(match[1]!) ?? 0) + Number(match[2]));
+  }
+  return buckets;
+}
+
+/** "≤ 0.25 s 61 %, ≤ 0.5 s 93 %, …" for the events a projector committed between two snapshots. */
+function formatFreshnessShares(before: Map<string, number>, after: Map<string, number>): string {
+  const total = (after.get("+Inf") ?? 0) - (before.get("+Inf") ?? 0);
+  if (total <= 0) return "no events";
+  const shares = ["0.1", "0.25", "0.5", "1", "2.5"].map((le) => {
+    const n = (after.get(le) ?? 0) - (before.get(le) ?? 0);
+    return `≤ ${le} s ${((100 * n) / total).toFixed(1)} %`;
+  });
+  return `${shares.join(", ")} (n=${fmt(total)})`;
 }
 
 async function stop(child: Subprocess): Promise<void> {
@@ -283,6 +309,7 @@ async function freshness(): Promise<void> {
     },
   });
   await Bun.sleep(3_000); // joined
+  const bucketsBefore = { pg: await freshnessBuckets(pg), search: await freshnessBuckets(search) };
 
   // Load: every 10 ms a slice of RATE/100 allocations (auto-pipelined), probes spread among them.
   const sliceMs = 10;
@@ -350,6 +377,9 @@ async function freshness(): Promise<void> {
   if (ES_GET) report("Elasticsearch GET (doc version, realtime)", probes.flatMap((p) => (p.esGet === undefined ? [] : [p.esGet])));
   report("Elasticsearch search (doc version, after refresh)", probes.flatMap((p) => (p.esSearch === undefined ? [] : [p.esSearch])));
   if (unresolved > 0) log(`WARNING: ${unresolved} probe checks never resolved`);
+  // The projectors' own view (commit time − occurredAt, every event, no polling): where search's extra time goes.
+  log(`projector-postgres freshness at commit (its metric): ${formatFreshnessShares(bucketsBefore.pg, await freshnessBuckets(pg))}`);
+  log(`projector-search freshness at bulk ack (its metric): ${formatFreshnessShares(bucketsBefore.search, await freshnessBuckets(search))}`);
   for (const [name, child] of [["relay", relay], ["projector-postgres", pg], ["projector-search", search]] as const) {
     log(`${name} CPU ${(await cpuSeconds(child.pid)).toFixed(1)} s`);
   }
