@@ -20,9 +20,12 @@ RUN set -eu; \
       migrate) entry=scripts/migrate.ts ;; \
       *) entry="services/${SERVICE}/main.ts" ;; \
     esac; \
+    flags=""; \
+    # The api's server takes headers up to 64 KiB so the app answers oversized ones (scripts/build.ts RUNTIME_FLAGS).
+    if [ "$SERVICE" = api ]; then flags="--compile-exec-argv=--max-http-header-size=65536"; fi; \
     test -f "$entry" || { echo "no $entry" >&2; exit 1; }; \
     mkdir -p /out; \
-    bun build --compile --minify-syntax "$entry" --outfile /out/service
+    bun build --compile --minify-syntax $flags "$entry" --outfile /out/service
 
 # ---- runtime: glibc and nothing else of note; the binary carries Bun.
 FROM debian:bookworm-slim AS runtime

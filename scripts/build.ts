@@ -11,6 +11,13 @@ import { join, resolve } from "node:path";
 export const REPO_ROOT = resolve(import.meta.dir, "..");
 export const SERVICES = ["api", "relay", "expirer", "projector-postgres", "projector-search"] as const;
 
+/**
+ * Runtime flags baked into a binary. The api's HTTP server accepts headers up to 64 KiB so the app
+ * itself answers oversized ones (MAX_HEADER_BYTES, 8 KiB) with a problem+json 431; only beyond 64 KiB
+ * does Bun answer a bare 431. Same flag in package.json `api`, scripts/up.sh and the Dockerfile.
+ */
+export const RUNTIME_FLAGS: Partial<Record<(typeof SERVICES)[number], string[]>> = { api: ["--max-http-header-size=65536"] };
+
 /** The services whose main.ts exists, in the canonical order. */
 export function existingServices(root = REPO_ROOT): string[] {
   return SERVICES.filter((s) => existsSync(join(root, "services", s, "main.ts")));
@@ -34,6 +41,7 @@ export async function buildService(name: string, outDir: string, target?: string
     // Syntax-only minification keeps names and lines readable in stack traces (no separate source map to ship).
     "--minify-syntax",
     ...(target ? [`--target=${target}`] : []),
+    ...(RUNTIME_FLAGS[name as (typeof SERVICES)[number]] ?? []).map((flag) => `--compile-exec-argv=${flag}`),
     entry,
     "--outfile",
     outfile,

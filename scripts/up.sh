@@ -59,13 +59,14 @@ start_service() {
     return 1
   fi
   bun="$(find_bun)"
-  local env_port=(ADMIN_PORT="$port")
-  [[ "$name" == api ]] && env_port=(PORT="$port")
+  local env_port=(ADMIN_PORT="$port") flags=()
+  # The api's server takes headers up to 64 KiB so the app answers oversized ones itself (scripts/build.ts RUNTIME_FLAGS).
+  [[ "$name" == api ]] && env_port=(PORT="$port") && flags=(--max-http-header-size=65536)
   echo "---- $(date -u +%FT%TZ) start" >>"$(svc_log "$name")"
   (
     cd "$REPO_ROOT"
     env "${env_port[@]}" setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$RUN_DIR/$(svc_id "$name").raw" \
-      "$bun" "services/$name/main.ts" </dev/null >>"$(svc_log "$name")" 2>&1 9>&- &
+      "$bun" "${flags[@]}" "services/$name/main.ts" </dev/null >>"$(svc_log "$name")" 2>&1 9>&- &
   )
   local i
   for i in $(seq 1 50); do [[ -s "$RUN_DIR/$(svc_id "$name").raw" ]] && break; sleep 0.1; done

@@ -48,6 +48,12 @@ export const apiSchema = z.object({
   JWT_SECRET: z.string().min(32, "JWT_SECRET must be at least 32 characters (HS256 key)"),
   /** Largest request body the api accepts, in bytes. */
   MAX_BODY_BYTES: positiveInt.default(16 * 1024),
+  /**
+   * Request headers (names + values) above this get a 431 problem+json from the app. It must stay
+   * below the HTTP server's own limit, where Bun answers a bare 431 before the app runs: 16 KiB by
+   * default, 64 KiB for the api as started by `bun run api` and the built binary (--max-http-header-size).
+   */
+  MAX_HEADER_BYTES: positiveInt.min(1024).max(60 * 1024).default(8 * 1024),
 });
 
 export const expirerSchema = z.object({

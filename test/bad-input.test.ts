@@ -75,6 +75,7 @@ const cases: Case[] = [
   { name: "admin token on a user route", path: allocate, headers: () => api.admin, status: 403, code: "forbidden" },
   { name: "user token on an admin route", path: () => "/api/stocks", headers: () => alice, body: { name: "x", price: 1, quantity: 1 }, status: 403, code: "forbidden" },
   { name: "wrong content type", path: allocate, headers: () => ({ ...alice, "content-type": "text/plain" }), body: "quantity=1", status: 415, code: "unsupported_media_type" },
+  { name: "oversized headers (over MAX_HEADER_BYTES)", path: allocate, headers: () => ({ ...alice, "X-Padding": long(9_000) }), status: 431, code: "headers_too_large" },
   { name: "oversized body", path: allocate, headers: () => alice, body: { quantity: 1, pad: long(20_000) }, status: 413, code: "payload_too_large" },
   { name: "Idempotency-Key too long", path: allocate, headers: () => ({ ...alice, "Idempotency-Key": long(300) }), status: 400, code: "invalid_request" },
   { name: "Idempotency-Key with a control character", path: allocate, headers: () => ({ ...alice, "Idempotency-Key": "a\tb" }), status: 400, code: "invalid_request" },
@@ -127,7 +128,17 @@ describe("bad input changes nothing", () => {
     expect(res.status).toBe(401);
   });
 
-  test("an oversized header is refused by the server before the app (431)", async () => {
+  test("over real HTTP, headers over MAX_HEADER_BYTES get the app's 431 problem+json", async () => {
+    const base = api.listen();
+    const before = await snapshot();
+    const res = await fetch(`${base}${allocate()}`, { method: "POST", headers: { ...alice, "X-Padding": long(12_000) } });
+    expect(res.status).toBe(431);
+    expect(res.headers.get("content-type")).toBe("application/problem+json");
+    expect(await res.json()).toMatchObject({ status: 431, code: "headers_too_large" });
+    expect(await snapshot()).toBe(before);
+  });
+
+  test("headers over the HTTP server's own limit are refused before the app (431)", async () => {
     const base = api.listen();
     const before = await snapshot();
     const res = await fetch(`${base}${allocate()}`, { method: "POST", headers: { ...alice, "X-Padding": long(20_000) } });

@@ -95,6 +95,12 @@ describe.skipIf(!hasApi)("compiled api binary", () => {
       expect(created.status).toBe(201);
       const stock = (await created.json()) as { id: string; available: number };
       expect(stock.available).toBe(5);
+
+      // The runtime flag baked into the binary (--max-http-header-size=65536): 30 kB of headers, over
+      // Bun's default 16 KiB, still reach the app and get its problem+json instead of a bare 431.
+      const oversized = await fetch(`http://127.0.0.1:${port}/api/stocks/${stock.id}`, { headers: { "x-padding": "x".repeat(30_000) } });
+      expect(oversized.status).toBe(431);
+      expect(await oversized.json()).toMatchObject({ code: "headers_too_large" });
     } finally {
       proc.kill("SIGTERM");
     }

@@ -5,7 +5,7 @@
  */
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import { swaggerUI } from "@hono/swagger-ui";
-import type { Context } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import { requestId } from "hono/request-id";
@@ -30,6 +30,8 @@ export interface AppDeps {
   adminToken: string;
   jwtSecret: string;
   maxBodyBytes: number;
+  /** Request headers over this many bytes (names + values) are refused with 431; default 8 KiB. */
+  maxHeaderBytes?: number;
   /** Read-side routes (order history, search, analytics), mounted under /api before the write side. */
   readRoutes?: OpenAPIHono<AppEnv>;
   /** Returns a reason while the process should not get traffic (e.g. shutting down). */
@@ -62,11 +64,30 @@ function toProblem(err: unknown, c: Context<AppEnv>): ApiProblem {
   return new ApiProblem(500, "internal_error", "unexpected error; it has been logged with this request id");
 }
 
+const DEFAULT_MAX_HEADER_BYTES = 8 * 1024;
+
+/**
+ * 431 problem+json for headers over the limit, before anything reads them (auth, logging). Bun's own
+ * limit sits above ours (see MAX_HEADER_BYTES), so every oversized request it lets through gets a
+ * problem body with a code rather than the server's bare 431.
+ */
+function headerSizeLimit(maxBytes: number): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    let bytes = 0;
+    c.req.raw.headers.forEach((value, name) => {
+      bytes += name.length + value.length;
+    });
+    if (bytes > maxBytes) throw new ApiProblem(431, "headers_too_large", `request headers over ${maxBytes} bytes`);
+    await next();
+  };
+}
+
 export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   const app = createRouter();
   const metrics = createApiMetrics(deps.registry);
 
   app.use(requestId({ limitLength: 128 }));
+  app.use(headerSizeLimit(deps.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES));
   app.use(async (c, next) => {
     const started = performance.now();
     c.set("log", deps.logger.child({ requestId: c.get("requestId") }));

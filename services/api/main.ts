@@ -29,6 +29,7 @@ const app = createApp({
   adminToken: config.ADMIN_TOKEN,
   jwtSecret: config.JWT_SECRET,
   maxBodyBytes: config.MAX_BODY_BYTES,
+  maxHeaderBytes: config.MAX_HEADER_BYTES,
   readRoutes: createReadRoutes({ sql, es, esAlias: config.ELASTICSEARCH_INDEX_ALIAS }),
   notReadyReason: () => (draining ? "shutting down" : null),
 });

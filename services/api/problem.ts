@@ -11,6 +11,7 @@ export type ProblemCode =
   | "invalid_request"
   | "unauthorized"
   | "payload_too_large"
+  | "headers_too_large"
   | "unsupported_media_type"
   | "method_not_allowed"
   | "store_unavailable"
@@ -42,6 +43,7 @@ const TITLES: Record<ProblemCode, string> = {
   invalid_request: "Invalid request",
   unauthorized: "Unauthorized",
   payload_too_large: "Payload too large",
+  headers_too_large: "Request header fields too large",
   unsupported_media_type: "Unsupported media type",
   method_not_allowed: "Method not allowed",
   store_unavailable: "Store unavailable",
