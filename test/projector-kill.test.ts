@@ -3,26 +3,14 @@
  * lost (offsets are committed only after the transaction) and nothing is counted twice (events are
  * deduplicated by event_id inside the transaction that applies them).
  */
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { afterAll, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
-import type { Kafka } from "kafkajs";
 import { waitForConvergence } from "../shared/read-models/convergence.ts";
-import {
-  brokers,
-  connectedProducer,
-  createTestDatabase,
-  createTestKafka,
-  createTopic,
-  eventually,
-  produceEvents,
-  uniqueName,
-  type TestDatabase,
-} from "./support/read-side.ts";
+import { brokers, eventually, produceEvents, readSideFixtures, uniqueName } from "./support/read-side.ts";
 import { generateWorkload, StockSim } from "./support/stock-sim.ts";
 
-let db: TestDatabase;
-let kafka: Kafka;
-const topic = uniqueName("killtopic");
+const fx = readSideFixtures({ database: "kill" });
+const topic = fx.topic("killtopic");
 const groupId = uniqueName("killgroup");
 const children: Subprocess[] = [];
 
@@ -33,7 +21,7 @@ function spawnProjector(): Subprocess {
     cwd: `${import.meta.dir}/..`,
     env: {
       ...process.env,
-      DATABASE_URL: db.url,
+      DATABASE_URL: fx.db.url,
       KAFKA_BROKERS: brokers.join(","),
       KAFKA_TOPIC: topic,
       PROJECTOR_GROUP_ID: groupId,
@@ -48,31 +36,18 @@ function spawnProjector(): Subprocess {
 }
 
 async function countEvents(): Promise<number> {
-  const [row] = await db.sql`SELECT count(*)::int AS n FROM stock_events`;
+  const [row] = await fx.db.sql`SELECT count(*)::int AS n FROM stock_events`;
   return row!.n as number;
 }
 
-beforeAll(async () => {
-  db = await createTestDatabase("kill");
-  kafka = createTestKafka();
-  await createTopic(kafka, topic, 4);
-});
-
-afterAll(async () => {
+afterAll(() => {
   for (const child of children) child.kill("SIGKILL");
-  const admin = kafka.admin();
-  await admin.connect();
-  await admin.deleteTopics({ topics: [topic, `${topic}.dlq`] }).catch(() => {});
-  await admin.disconnect();
-  await db?.drop();
 });
 
 test("kill -9 mid-batch, restart: no loss, no double count", async () => {
   const sim = new StockSim();
   const events = generateWorkload(sim, { count: 40_000, stockCount: 50, prefix: uniqueName("k"), totalPerStock: 100_000 });
-  const producer = await connectedProducer(kafka);
-  await produceEvents(producer, topic, events, 5_000);
-  await producer.disconnect();
+  await produceEvents(fx.producer, topic, events, 5_000);
 
   const first = spawnProjector();
   // Kill it while it is busy: some events in, far from all.
@@ -86,14 +61,13 @@ test("kill -9 mid-batch, restart: no loss, no double count", async () => {
   expect(atKill).toBeLessThan(events.length); // it really died mid-way
 
   const second = spawnProjector();
-  const expected = [...sim.stocks.values()].map((s) => ({ stockId: s.id, available: s.available, held: s.held, sold: s.sold, version: s.version }));
-  const mismatches = await waitForConvergence({ expected: async () => expected, sql: db.sql, timeoutMs: 60_000 });
+  const mismatches = await waitForConvergence({ expected: async () => sim.expectedCounters(), sql: fx.db.sql, timeoutMs: 60_000 });
   expect(mismatches).toEqual([]);
   expect(await countEvents()).toBe(events.length);
 
   // No double count: every additive figure equals the write side's.
   const holds = [...sim.holds.values()];
-  const [totals] = await db.sql`
+  const [totals] = await fx.db.sql`
     SELECT sum(holds_placed)::int AS placed, sum(units_sold)::int AS sold, sum(purchases)::int AS purchases,
            sum(holds_cancelled)::int AS cancelled, sum(holds_expired)::int AS expired FROM sales_by_minute`;
   expect(totals).toEqual({
@@ -103,7 +77,7 @@ test("kill -9 mid-batch, restart: no loss, no double count", async () => {
     cancelled: holds.filter((h) => h.status === "cancelled").length,
     expired: holds.filter((h) => h.status === "expired").length,
   });
-  const [orders] = await db.sql`SELECT count(*)::int AS n FROM orders`;
+  const [orders] = await fx.db.sql`SELECT count(*)::int AS n FROM orders`;
   expect(orders!.n).toBe(holds.length);
 
   // The admin port: liveness, readiness, metrics.

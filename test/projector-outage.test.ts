@@ -3,9 +3,8 @@
  * nothing, sends nothing to the DLQ, reports not-ready, and catches up when the store is back.
  * The outage is made with a TCP proxy in front of the real PostgreSQL / Elasticsearch.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { connect, createServer, type Server, type Socket } from "node:net";
-import type { Kafka, Producer } from "kafkajs";
 import { createPostgresProjector } from "../services/projector-postgres/projector.ts";
 import { createSearchProjector } from "../services/projector-search/projector.ts";
 import type { StockEvent } from "../shared/events.ts";
@@ -14,21 +13,7 @@ import type { Projector } from "../shared/projection/projector.ts";
 import { waitForConvergence } from "../shared/read-models/convergence.ts";
 import { createProjectorSql } from "../shared/read-models/postgres-client.ts";
 import { createSearchClient } from "../shared/read-models/search-index.ts";
-import {
-  brokers,
-  connectedProducer,
-  createTestDatabase,
-  deleteIndices,
-  createTestKafka,
-  createTopic,
-  eventually,
-  produceEvents,
-  stackEnv,
-  testLogger,
-  testSearchClient,
-  uniqueName,
-  type TestDatabase,
-} from "./support/read-side.ts";
+import { brokers, eventually, produceEvents, readSideFixtures, stackEnv, testLogger, uniqueName } from "./support/read-side.ts";
 import { generateWorkload, StockSim } from "./support/stock-sim.ts";
 
 /** A TCP proxy that can be cut (every connection dropped, new ones refused) and restored. */
@@ -66,24 +51,7 @@ class CuttableProxy {
   }
 }
 
-let kafka: Kafka;
-let producer: Producer;
-const topics: string[] = [];
-const running: Projector[] = [];
-
-beforeAll(async () => {
-  kafka = createTestKafka();
-  producer = await connectedProducer(kafka);
-});
-
-afterAll(async () => {
-  for (const p of running) await p.stop();
-  await producer.disconnect();
-  const admin = kafka.admin();
-  await admin.connect();
-  await admin.deleteTopics({ topics: topics.flatMap((t) => [t, `${t}.dlq`]) }).catch(() => {});
-  await admin.disconnect();
-});
+const fx = readSideFixtures({ database: "outage", search: true });
 
 /** More allocations and purchases on the stocks the sim already has. */
 function moreEvents(sim: StockSim, count: number): StockEvent[] {
@@ -98,76 +66,61 @@ function moreEvents(sim: StockSim, count: number): StockEvent[] {
   return out;
 }
 
-const counters = (sim: StockSim) => async () =>
-  [...sim.stocks.values()].map((s) => ({ stockId: s.id, available: s.available, held: s.held, sold: s.sold, version: s.version }));
-
 async function scenario(
   label: string,
   target: { host: string; port: number },
   makeProjector: (proxyPort: number, topic: string, groupId: string) => Projector,
   converged: (sim: StockSim) => Promise<unknown[]>,
 ) {
-  const topic = uniqueName(`${label}topic`);
+  const topic = await fx.createTopic(`${label}topic`, 3);
   const groupId = uniqueName(`${label}group`);
-  topics.push(topic);
-  await createTopic(kafka, topic, 3);
   const proxy = new CuttableProxy(target);
   await proxy.open();
-  const projector = makeProjector(proxy.port, topic, groupId);
-  running.push(projector);
+  const projector = fx.track(makeProjector(proxy.port, topic, groupId));
   const sim = new StockSim();
   const first: StockEvent[] = generateWorkload(sim, { count: 1_000, stockCount: 10, prefix: uniqueName("o") });
-  await produceEvents(producer, topic, first);
+  await produceEvents(fx.producer, topic, first);
   await projector.start();
   expect(await converged(sim)).toEqual([]);
-  const committedBefore = await fetchGroupOffsets(kafka, groupId, topic);
+  const committedBefore = await fetchGroupOffsets(fx.kafka, groupId, topic);
 
   await proxy.cut();
   const second = moreEvents(sim, 1_000);
-  await produceEvents(producer, topic, second);
+  await produceEvents(fx.producer, topic, second);
   // Retrying, not ready, nothing committed, nothing dead-lettered.
   await eventually(async () => ((await projector.metrics.storeRetries.get()).values[0]?.value ?? 0) >= 3, { timeoutMs: 15_000, what: "outage retries" });
   expect(await projector.notReadyReason()).toMatch(/store (unavailable|unreachable)/);
-  expect(await fetchGroupOffsets(kafka, groupId, topic)).toEqual(committedBefore);
+  expect(await fetchGroupOffsets(fx.kafka, groupId, topic)).toEqual(committedBefore);
   expect((await projector.metrics.dlqMessages.get()).values.reduce((n, v) => n + v.value, 0)).toBe(0);
 
   await proxy.open(); // same port
   expect(await converged(sim)).toEqual([]);
-  await eventually(async () => remaining(await fetchGroupOffsets(kafka, groupId, topic), await fetchHighWatermarks(kafka, topic)) === 0, { what: "all committed" });
+  await eventually(async () => remaining(await fetchGroupOffsets(fx.kafka, groupId, topic), await fetchHighWatermarks(fx.kafka, topic)) === 0, { what: "all committed" });
   expect((await projector.metrics.dlqMessages.get()).values.reduce((n, v) => n + v.value, 0)).toBe(0);
   expect(await projector.notReadyReason()).toBeNull();
   await proxy.cut();
 }
 
 describe("store outage", () => {
-  let db: TestDatabase;
-  beforeAll(async () => {
-    db = await createTestDatabase("outage");
-  });
-  afterAll(async () => {
-    await db?.drop();
-  });
-
   test("PostgreSQL down: retried without commit or DLQ, then caught up", async () => {
-    const url = new URL(db.url);
+    const url = new URL(fx.db.url);
     let sql: ReturnType<typeof createProjectorSql> | undefined;
     await scenario(
       "pgout",
       { host: url.hostname, port: Number(url.port || 5432) },
       (port, topic, groupId) => {
-        const proxied = new URL(db.url);
+        const proxied = new URL(fx.db.url);
         proxied.port = String(port);
         sql = createProjectorSql(proxied.toString(), { max: 3 });
         return createPostgresProjector({ brokers, topic, groupId, sql, logger: testLogger, maxOutageBackoffMs: 500 });
       },
-      (sim) => waitForConvergence({ expected: counters(sim), sql: db.sql, timeoutMs: 30_000 }),
+      (sim) => waitForConvergence({ expected: async () => sim.expectedCounters(), sql: fx.db.sql, timeoutMs: 30_000 }),
     );
     await sql?.end({ timeout: 1 });
   }, 90_000);
 
   test("Elasticsearch down: retried without commit or DLQ, then caught up", async () => {
-    const es = testSearchClient();
-    const alias = uniqueName("outstocks");
+    const alias = fx.alias("outstocks");
     const target = new URL(stackEnv.ELASTICSEARCH_URL);
     let proxiedEs: ReturnType<typeof createSearchClient> | undefined;
     try {
@@ -178,12 +131,10 @@ describe("store outage", () => {
           proxiedEs = createSearchClient(`http://127.0.0.1:${port}`, { requestTimeoutMs: 2_000, maxRetries: 0 });
           return createSearchProjector({ brokers, topic, groupId, es: proxiedEs, index: alias, logger: testLogger, maxOutageBackoffMs: 500 });
         },
-        (sim) => waitForConvergence({ expected: counters(sim), es, index: alias, timeoutMs: 30_000 }),
+        (sim) => waitForConvergence({ expected: async () => sim.expectedCounters(), es: fx.es, index: alias, timeoutMs: 30_000 }),
       );
     } finally {
       await proxiedEs?.close();
-      await deleteIndices(es, `${alias}-v*`).catch(() => {});
-      await es.close();
     }
   }, 90_000);
 });

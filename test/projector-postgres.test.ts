@@ -2,46 +2,22 @@
  * projector-postgres against the real Kafka and PostgreSQL: events produced straight to a fresh
  * topic (as the relay would), projected into a fresh database.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import type { Kafka, Producer } from "kafkajs";
+import { describe, expect, test } from "bun:test";
 import type postgres from "postgres";
 import { createPostgresProjector } from "../services/projector-postgres/projector.ts";
 import type { StockEvent } from "../shared/events.ts";
 import { DLQ_HEADERS } from "../shared/projection/dlq.ts";
 import type { Projector } from "../shared/projection/projector.ts";
-import { waitForConvergence, type StockCounters } from "../shared/read-models/convergence.ts";
-import {
-  brokers,
-  connectedProducer,
-  createTestDatabase,
-  createTestKafka,
-  createTopic,
-  eventually,
-  produceEvents,
-  testLogger,
-  uniqueName,
-  type TestDatabase,
-} from "./support/read-side.ts";
+import { waitForConvergence } from "../shared/read-models/convergence.ts";
+import { brokers, eventually, produceEvents, readSideFixtures, testLogger, uniqueName } from "./support/read-side.ts";
 import { generateWorkload, StockSim } from "./support/stock-sim.ts";
 
-let db: TestDatabase;
-let kafka: Kafka;
-let producer: Producer;
-const topic = uniqueName("pgtopic");
-const running: Projector[] = [];
+const fx = readSideFixtures({ database: "pg" });
+const topic = fx.topic("pgtopic");
 
 function startProjector(groupId: string): Promise<Projector> {
-  const projector = createPostgresProjector({ brokers, topic, groupId, sql: db.sql, logger: testLogger });
-  running.push(projector);
+  const projector = fx.track(createPostgresProjector({ brokers, topic, groupId, sql: fx.db.sql, logger: testLogger }));
   return projector.start().then(() => projector);
-}
-
-async function stopAll() {
-  while (running.length > 0) await running.pop()!.stop();
-}
-
-export function simCounters(sim: StockSim): StockCounters[] {
-  return [...sim.stocks.values()].map((s) => ({ stockId: s.id, available: s.available, held: s.held, sold: s.sold, version: s.version }));
 }
 
 /** Every read-model row, in primary-key order (recorded_at is wall-clock of the insert, so left out). */
@@ -65,37 +41,20 @@ const sim = new StockSim();
 let events: StockEvent[] = [];
 const groupId = uniqueName("pggroup");
 
-beforeAll(async () => {
-  db = await createTestDatabase("pg");
-  kafka = createTestKafka();
-  await createTopic(kafka, topic, 4);
-  producer = await connectedProducer(kafka);
-});
-
-afterAll(async () => {
-  await stopAll();
-  await producer?.disconnect();
-  const admin = kafka.admin();
-  await admin.connect();
-  await admin.deleteTopics({ topics: [topic, `${topic}.dlq`] }).catch(() => {});
-  await admin.disconnect();
-  await db?.drop();
-});
-
 describe("projector-postgres", () => {
   test("projects a realistic stream: counters, orders and analytics match the write side", async () => {
     events = generateWorkload(sim, { count: 6_000, stockCount: 25, prefix: uniqueName("st"), totalPerStock: 400 });
-    await produceEvents(producer, topic, events);
+    await produceEvents(fx.producer, topic, events);
     const projector = await startProjector(groupId);
 
-    const mismatches = await waitForConvergence({ expected: async () => simCounters(sim), sql: db.sql, timeoutMs: 20_000 });
+    const mismatches = await waitForConvergence({ expected: async () => sim.expectedCounters(), sql: fx.db.sql, timeoutMs: 20_000 });
     expect(mismatches).toEqual([]);
     await waitForZeroLag(projector);
 
-    const [row] = await db.sql`SELECT count(*)::int AS count FROM stock_events`;
+    const [row] = await fx.db.sql`SELECT count(*)::int AS count FROM stock_events`;
     expect(row!.count).toBe(events.length);
 
-    const orders = await db.sql<{ allocation_id: string; status: string; user_id: string; quantity: number }[]>`
+    const orders = await fx.db.sql<{ allocation_id: string; status: string; user_id: string; quantity: number }[]>`
       SELECT allocation_id, status, user_id, quantity FROM orders`;
     expect(orders.length).toBe(sim.holds.size);
     for (const order of orders) {
@@ -103,7 +62,7 @@ describe("projector-postgres", () => {
       expect({ status: order.status, user: order.user_id, quantity: order.quantity }).toEqual({ status: hold.status, user: hold.userId, quantity: hold.quantity });
     }
 
-    const analytics = await db.sql<{ stock_id: string; units_sold: number; expired: number; cancelled: number }[]>`
+    const analytics = await fx.db.sql<{ stock_id: string; units_sold: number; expired: number; cancelled: number }[]>`
       SELECT stock_id, sum(units_sold)::int AS units_sold, sum(holds_expired)::int AS expired, sum(holds_cancelled)::int AS cancelled
       FROM sales_by_minute GROUP BY stock_id`;
     const holds = [...sim.holds.values()];
@@ -116,13 +75,13 @@ describe("projector-postgres", () => {
   }, 60_000);
 
   test("replay: the whole topic delivered again (offsets reset, and every event produced twice) changes nothing (I3)", async () => {
-    const before = await snapshot(db.sql);
-    await stopAll();
-    const admin = kafka.admin();
+    const before = await snapshot(fx.db.sql);
+    await fx.stopProjectors();
+    const admin = fx.kafka.admin();
     await admin.connect();
     await admin.resetOffsets({ groupId, topic, earliest: true });
     await admin.disconnect();
-    await produceEvents(producer, topic, events); // duplicates on the topic too, as after relay retries
+    await produceEvents(fx.producer, topic, events); // duplicates on the topic too, as after relay retries
 
     const projector = await startProjector(groupId);
     await waitForZeroLag(projector);
@@ -130,7 +89,7 @@ describe("projector-postgres", () => {
     const applied = (await projector.metrics.eventsApplied.get()).values[0]?.value ?? 0;
     expect(duplicates).toBe(events.length * 2);
     expect(applied).toBe(0);
-    expect(await snapshot(db.sql)).toEqual(before);
+    expect(await snapshot(fx.db.sql)).toEqual(before);
   }, 60_000);
 
   test("a poison message goes to the DLQ with the error in headers; the events after it are projected", async () => {
@@ -140,7 +99,7 @@ describe("projector-postgres", () => {
     // Passes the schema, but PostgreSQL refuses it (integer out of range): rejected after retries.
     const tooBig = { ...sim.allocate(stockId, "p2", 1)!, payload: { ...good1.payload, allocationId: "s0-bad", quantity: 3_000_000_000 } };
     const good2 = sim.allocate(stockId, "p3", 2)!;
-    await producer.send({
+    await fx.producer.send({
       topic,
       messages: [
         { key: stockId, value: JSON.stringify(created) },
@@ -153,16 +112,16 @@ describe("projector-postgres", () => {
     });
     // The stock's newest version is good2's; the row converges to it.
     await eventually(async () => {
-      const [row] = await db.sql`SELECT version FROM stocks WHERE stock_id = ${stockId}`;
+      const [row] = await fx.db.sql`SELECT version FROM stocks WHERE stock_id = ${stockId}`;
       return row?.version === good2.version;
     }, { what: "events after the poison projected" });
-    const [order] = await db.sql`SELECT status, quantity FROM orders WHERE allocation_id = ${good2.payload.allocationId}`;
+    const [order] = await fx.db.sql`SELECT status, quantity FROM orders WHERE allocation_id = ${good2.payload.allocationId}`;
     expect(order).toMatchObject({ status: "held", quantity: 2 });
-    const [bad] = await db.sql`SELECT count(*)::int AS n FROM stock_events WHERE event_id = ${tooBig.eventId}`;
+    const [bad] = await fx.db.sql`SELECT count(*)::int AS n FROM stock_events WHERE event_id = ${tooBig.eventId}`;
     expect(bad!.n).toBe(0);
 
     const dlq: Array<{ value: string; headers: Record<string, string> }> = [];
-    const consumer = kafka.consumer({ groupId: uniqueName("dlqreader") });
+    const consumer = fx.kafka.consumer({ groupId: uniqueName("dlqreader") });
     await consumer.connect();
     await consumer.subscribe({ topic: `${topic}.dlq`, fromBeginning: true });
     await consumer.run({

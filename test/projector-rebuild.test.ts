@@ -2,75 +2,34 @@
  * `bun run rebuild postgres|search` while the live projectors run, events keep arriving and readers
  * keep reading: readers never fail and never see a counter go back; afterwards everything matches.
  */
-import { afterAll, beforeAll, expect, test } from "bun:test";
-import type { Client } from "@elastic/elasticsearch";
-import type { Kafka, Producer } from "kafkajs";
+import { expect, test } from "bun:test";
 import { rebuildPostgres, rebuildSearch } from "../scripts/rebuild.ts";
 import { createPostgresProjector } from "../services/projector-postgres/projector.ts";
 import { createSearchProjector } from "../services/projector-search/projector.ts";
-import type { Projector } from "../shared/projection/projector.ts";
 import { readPostgresCounters, readSearchCounters, waitForConvergence } from "../shared/read-models/convergence.ts";
 import { createReaderSql } from "../shared/read-models/postgres-client.ts";
 import { listOrdersForUser } from "../shared/read-models/orders.ts";
 import { indicesOfAlias } from "../shared/read-models/search-index.ts";
 import { searchStocks } from "../shared/read-models/search.ts";
-import {
-  brokers,
-  connectedProducer,
-  createTestDatabase,
-  deleteIndices,
-  createTestKafka,
-  createTopic,
-  produceEvents,
-  testLogger,
-  testSearchClient,
-  uniqueName,
-  type TestDatabase,
-} from "./support/read-side.ts";
+import { brokers, produceEvents, readSideFixtures, testLogger, uniqueName } from "./support/read-side.ts";
 import { generateWorkload, StockSim } from "./support/stock-sim.ts";
 
-let db: TestDatabase;
-let es: Client;
-let kafka: Kafka;
-let producer: Producer;
-const topic = uniqueName("rbtopic");
-const alias = uniqueName("rbstocks");
+const fx = readSideFixtures({ database: "rb", search: true });
+const topic = fx.topic("rbtopic");
+const alias = fx.alias("rbstocks");
 const pgGroup = uniqueName("rbpg");
 const esGroup = uniqueName("rbes");
-const projectors: Projector[] = [];
-
-beforeAll(async () => {
-  db = await createTestDatabase("rb");
-  es = testSearchClient();
-  kafka = createTestKafka();
-  await createTopic(kafka, topic, 4);
-  producer = await connectedProducer(kafka);
-});
-
-afterAll(async () => {
-  for (const p of projectors) await p.stop();
-  await producer?.disconnect();
-  const admin = kafka.admin();
-  await admin.connect();
-  await admin.deleteTopics({ topics: [topic, `${topic}.dlq`] }).catch(() => {});
-  await admin.disconnect();
-  await deleteIndices(es, `${alias}-v*`).catch(() => {});
-  await es.close();
-  await db?.drop();
-});
 
 test("rebuild postgres and search under traffic: no reader errors, no going back, same result", async () => {
   const sim = new StockSim();
   const prefix = uniqueName("r");
   const initial = generateWorkload(sim, { count: 6_000, stockCount: 20, prefix, totalPerStock: 1_000_000 });
-  await produceEvents(producer, topic, initial);
-  const pg = createPostgresProjector({ brokers, topic, groupId: pgGroup, sql: db.sql, logger: testLogger });
-  const search = createSearchProjector({ brokers, topic, groupId: esGroup, es, index: alias, logger: testLogger });
-  projectors.push(pg, search);
+  await produceEvents(fx.producer, topic, initial);
+  const pg = fx.track(createPostgresProjector({ brokers, topic, groupId: pgGroup, sql: fx.db.sql, logger: testLogger }));
+  const search = fx.track(createSearchProjector({ brokers, topic, groupId: esGroup, es: fx.es, index: alias, logger: testLogger }));
   await Promise.all([pg.start(), search.start()]);
-  const expected = async () =>
-    [...sim.stocks.values()].map((s) => ({ stockId: s.id, available: s.available, held: s.held, sold: s.sold, version: s.version }));
-  expect(await waitForConvergence({ expected, sql: db.sql, es, index: alias, timeoutMs: 30_000 })).toEqual([]);
+  const expected = async () => sim.expectedCounters();
+  expect(await waitForConvergence({ expected, sql: fx.db.sql, es: fx.es, index: alias, timeoutMs: 30_000 })).toEqual([]);
 
   // Traffic: allocations and purchases keep coming during the rebuilds.
   const ids = [...sim.stocks.keys()];
@@ -85,14 +44,14 @@ test("rebuild postgres and search under traffic: no reader errors, no going back
         batch.push(e);
         if (n % 3 === 0) batch.push(sim.purchase(e.payload.allocationId));
       }
-      await produceEvents(producer, topic, batch);
+      await produceEvents(fx.producer, topic, batch);
       produced += batch.length;
       await Bun.sleep(25);
     }
   })();
 
   // Readers: the api's queries, continuously; a failure or a version going back is recorded.
-  const reader = createReaderSql(db.url);
+  const reader = createReaderSql(fx.db.url);
   const problems: string[] = [];
   const seenPg = new Map<string, number>();
   const seenEs = new Map<string, number>();
@@ -106,11 +65,11 @@ test("rebuild postgres and search under traffic: no reader errors, no going back
           seenPg.set(id, c.version);
         }
         await listOrdersForUser(reader, "u1", { limit: 5 });
-        for (const [id, c] of await readSearchCounters(es, alias, ids)) {
+        for (const [id, c] of await readSearchCounters(fx.es, alias, ids)) {
           if (c.version < (seenEs.get(id) ?? 0)) problems.push(`es ${id} went back ${seenEs.get(id)} → ${c.version}`);
           seenEs.set(id, c.version);
         }
-        const page = await searchStocks(es, alias, { q: "limited", limit: 5 });
+        const page = await searchStocks(fx.es, alias, { q: "limited", limit: 5 });
         if (page.items.length === 0) problems.push("search found nothing");
         reads++;
       } catch (err) {
@@ -123,14 +82,14 @@ test("rebuild postgres and search under traffic: no reader errors, no going back
   let pgResult: Awaited<ReturnType<typeof rebuildPostgres>>;
   let esResult: Awaited<ReturnType<typeof rebuildSearch>>;
   try {
-    pgResult = await rebuildPostgres({ brokers, topic, liveGroupId: pgGroup, databaseUrl: db.url, logger: testLogger, timeoutMs: 60_000 });
-    esResult = await rebuildSearch({ brokers, topic, liveGroupId: esGroup, es, alias, logger: testLogger, timeoutMs: 60_000 });
+    pgResult = await rebuildPostgres({ brokers, topic, liveGroupId: pgGroup, databaseUrl: fx.db.url, logger: testLogger, timeoutMs: 60_000 });
+    esResult = await rebuildSearch({ brokers, topic, liveGroupId: esGroup, es: fx.es, alias, logger: testLogger, timeoutMs: 60_000 });
   } finally {
     producing = false;
     await traffic;
   }
   try {
-    expect(await waitForConvergence({ expected, sql: db.sql, es, index: alias, timeoutMs: 30_000 })).toEqual([]);
+    expect(await waitForConvergence({ expected, sql: fx.db.sql, es: fx.es, index: alias, timeoutMs: 30_000 })).toEqual([]);
   } finally {
     reading = false;
     await readers;
@@ -142,13 +101,13 @@ test("rebuild postgres and search under traffic: no reader errors, no going back
   expect(pgResult.retiredSchema).toMatch(/^retired_/);
   expect(esResult.index).toBe(`${alias}-v2`);
   expect(esResult.previous).toEqual([`${alias}-v1`]);
-  expect(await indicesOfAlias(es, alias)).toEqual([`${alias}-v2`]);
-  const [events] = await db.sql`SELECT count(*)::int AS n FROM stock_events`;
+  expect(await indicesOfAlias(fx.es, alias)).toEqual([`${alias}-v2`]);
+  const [events] = await fx.db.sql`SELECT count(*)::int AS n FROM stock_events`;
   expect(events!.n).toBe(produced);
-  const [orders] = await db.sql`SELECT count(*)::int AS n FROM orders`;
+  const [orders] = await fx.db.sql`SELECT count(*)::int AS n FROM orders`;
   expect(orders!.n).toBe(sim.holds.size);
   // The live projector kept writing into the swapped-in tables (names resolved again after the move).
-  const [retiredEvents] = await db.sql.unsafe(`SELECT count(*)::int AS n FROM ${pgResult.retiredSchema}.stock_events`);
+  const [retiredEvents] = await fx.db.sql.unsafe(`SELECT count(*)::int AS n FROM ${pgResult.retiredSchema}.stock_events`);
   expect(retiredEvents!.n).toBeLessThan(produced);
   console.log(`rebuild: postgres ${pgResult.seconds.toFixed(1)} s (${pgResult.copiedAtSwap} copied at swap), search ${esResult.seconds.toFixed(1)} s, ${reads} reader rounds, ${produced} events`);
 }, 150_000);

@@ -2,87 +2,47 @@
  * projector-search against the real Kafka and Elasticsearch: index + alias created at start,
  * coalesced external-versioned writes, replay, out-of-order and duplicate deliveries, DLQ.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import type { Client } from "@elastic/elasticsearch";
-import type { Kafka, Producer } from "kafkajs";
+import { describe, expect, test } from "bun:test";
 import { createSearchProjector } from "../services/projector-search/projector.ts";
 import type { StockEvent } from "../shared/events.ts";
 import type { Projector } from "../shared/projection/projector.ts";
-import { readSearchCounters, waitForConvergence, type StockCounters } from "../shared/read-models/convergence.ts";
+import { readSearchCounters, waitForConvergence } from "../shared/read-models/convergence.ts";
 import { indicesOfAlias, type StockDocument } from "../shared/read-models/search-index.ts";
 import { applyEventsToSearch } from "../shared/read-models/search-writer.ts";
-import {
-  brokers,
-  connectedProducer,
-  createTestKafka,
-  deleteIndices,
-  createTopic,
-  eventually,
-  produceEvents,
-  testLogger,
-  testSearchClient,
-  uniqueName,
-} from "./support/read-side.ts";
+import { brokers, eventually, produceEvents, readSideFixtures, testLogger, uniqueName } from "./support/read-side.ts";
 import { generateWorkload, StockSim } from "./support/stock-sim.ts";
 
-let es: Client;
-let kafka: Kafka;
-let producer: Producer;
-const topic = uniqueName("estopic");
-const alias = uniqueName("stocks");
+const fx = readSideFixtures({ search: true });
+const topic = fx.topic("estopic");
+const alias = fx.alias("stocks");
 const groupId = uniqueName("esgroup");
-const running: Projector[] = [];
 const sim = new StockSim();
 let events: StockEvent[] = [];
-
-const counters = (s: StockSim): StockCounters[] =>
-  [...s.stocks.values()].map((x) => ({ stockId: x.id, available: x.available, held: x.held, sold: x.sold, version: x.version }));
+/** The projector the tests run (restarted by the replay test). */
+let current: Projector;
 
 async function startProjector(): Promise<Projector> {
-  const projector = createSearchProjector({ brokers, topic, groupId, es, index: alias, logger: testLogger });
-  running.push(projector);
-  await projector.start();
-  return projector;
-}
-
-async function stopAll() {
-  while (running.length > 0) await running.pop()!.stop();
+  current = fx.track(createSearchProjector({ brokers, topic, groupId, es: fx.es, index: alias, logger: testLogger }));
+  await current.start();
+  return current;
 }
 
 async function allDocs(): Promise<Map<string, { source: StockDocument; version: number }>> {
   const ids = [...sim.stocks.keys()];
-  const result = await es.mget<StockDocument>({ index: alias, ids });
+  const result = await fx.es.mget<StockDocument>({ index: alias, ids });
   const out = new Map<string, { source: StockDocument; version: number }>();
   for (const d of result.docs) if ("found" in d && d.found) out.set(d._id, { source: d._source!, version: d._version! });
   return out;
 }
 
-beforeAll(async () => {
-  es = testSearchClient();
-  kafka = createTestKafka();
-  await createTopic(kafka, topic, 4);
-  producer = await connectedProducer(kafka);
-});
-
-afterAll(async () => {
-  await stopAll();
-  await producer?.disconnect();
-  const admin = kafka.admin();
-  await admin.connect();
-  await admin.deleteTopics({ topics: [topic, `${topic}.dlq`] }).catch(() => {});
-  await admin.disconnect();
-  await deleteIndices(es, `${alias}-v*`).catch(() => {});
-  await es.close();
-});
-
 describe("projector-search", () => {
   test("creates the index behind the alias and converges to the write side", async () => {
     events = generateWorkload(sim, { count: 5_000, stockCount: 30, prefix: uniqueName("st"), totalPerStock: 500 });
-    await produceEvents(producer, topic, events);
+    await produceEvents(fx.producer, topic, events);
     await startProjector();
-    expect(await indicesOfAlias(es, alias)).toEqual([`${alias}-v1`]);
+    expect(await indicesOfAlias(fx.es, alias)).toEqual([`${alias}-v1`]);
 
-    const mismatches = await waitForConvergence({ expected: async () => counters(sim), es, index: alias, timeoutMs: 20_000 });
+    const mismatches = await waitForConvergence({ expected: async () => sim.expectedCounters(), es: fx.es, index: alias, timeoutMs: 20_000 });
     expect(mismatches).toEqual([]);
     const docs = await allDocs();
     const [id, stock] = [...sim.stocks.entries()][0]!;
@@ -104,17 +64,17 @@ describe("projector-search", () => {
       }
     })();
     const stale = [...events].sort(() => Math.random() - 0.5).slice(0, 2_000);
-    await produceEvents(producer, topic, stale);
+    await produceEvents(fx.producer, topic, stale);
 
     // Straight to the writer too: the oldest events of a stock, after its newest was applied.
     const stockId = events[0]!.aggregateId;
     const old = events.filter((e) => e.aggregateId === stockId).slice(0, 5).reverse();
-    const direct = await applyEventsToSearch({ es, index: alias, requireAlias: true }, old);
+    const direct = await applyEventsToSearch({ es: fx.es, index: alias, requireAlias: true }, old);
     expect(direct.applied).toHaveLength(0);
     expect(direct.duplicates).toBe(old.length);
 
     await eventually(async () => {
-      const lag = await running[0]!.consumer.fetchLag();
+      const lag = await current.consumer.fetchLag();
       return [...lag.values()].every((n) => n === 0);
     }, { what: "stale deliveries consumed", timeoutMs: 20_000 });
     watching = false;
@@ -130,19 +90,19 @@ describe("projector-search", () => {
     const created = local.create(id, { total: 5, name: "Late creation lamp" });
     const a1 = local.allocate(id, "u1", 2)!;
     const a2 = local.allocate(id, "u2", 1)!;
-    const target = { es, index: alias, requireAlias: true };
+    const target = { es: fx.es, index: alias, requireAlias: true };
     expect((await applyEventsToSearch(target, [a2])).applied).toHaveLength(1);
-    let [doc] = (await es.mget<StockDocument>({ index: alias, ids: [id] })).docs;
+    let [doc] = (await fx.es.mget<StockDocument>({ index: alias, ids: [id] })).docs;
     expect(doc && "found" in doc && doc._source).toMatchObject({ complete: false, available: 2, version: 3 });
     await applyEventsToSearch(target, [created, a1]); // older versions, but the statics were missing
-    [doc] = (await es.mget<StockDocument>({ index: alias, ids: [id] })).docs;
+    [doc] = (await fx.es.mget<StockDocument>({ index: alias, ids: [id] })).docs;
     expect(doc && "found" in doc && doc._source).toMatchObject({ complete: true, name: "Late creation lamp", available: 2, held: 3, version: 3 });
   });
 
   test("replay from the earliest offset leaves every document identical (I3)", async () => {
     const before = await allDocs();
-    await stopAll();
-    const admin = kafka.admin();
+    await fx.stopProjectors();
+    const admin = fx.kafka.admin();
     await admin.connect();
     await admin.resetOffsets({ groupId, topic, earliest: true });
     await admin.disconnect();
@@ -156,7 +116,7 @@ describe("projector-search", () => {
     const id = uniqueName("p");
     const created = sim.create(id, { total: 3 });
     const a = sim.allocate(id, "u1", 1)!;
-    await producer.send({
+    await fx.producer.send({
       topic,
       messages: [
         { key: id, value: JSON.stringify(created) },
@@ -164,8 +124,8 @@ describe("projector-search", () => {
         { key: id, value: JSON.stringify(a) },
       ],
     });
-    const found = await eventually(async () => (await readSearchCounters(es, alias, [id])).get(id)?.version === a.version, { what: "event after poison" });
+    const found = await eventually(async () => (await readSearchCounters(fx.es, alias, [id])).get(id)?.version === a.version, { what: "event after poison" });
     expect(found).toBe(true);
-    await eventually(async () => ((await running[0]!.metrics.dlqMessages.get()).values[0]?.value ?? 0) >= 1, { what: "DLQ count" });
+    await eventually(async () => ((await current.metrics.dlqMessages.get()).values[0]?.value ?? 0) >= 1, { what: "DLQ count" });
   }, 30_000);
 });

@@ -5,7 +5,6 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Client } from "@elastic/elasticsearch";
-import type { Kafka, Producer } from "kafkajs";
 import type postgres from "postgres";
 import { mintUserToken } from "../scripts/mint-token.ts";
 import { createApp } from "../services/api/app.ts";
@@ -15,7 +14,6 @@ import { createSearchProjector } from "../services/projector-search/projector.ts
 import type { StockEvent } from "../shared/events.ts";
 import { createKeyLayout } from "../shared/keys.ts";
 import { createMetricsRegistry } from "../shared/metrics.ts";
-import type { Projector } from "../shared/projection/projector.ts";
 import { waitForConvergence } from "../shared/read-models/convergence.ts";
 import { createReaderSql } from "../shared/read-models/postgres-client.ts";
 import { createReaderSearchClient } from "../shared/read-models/search-index.ts";
@@ -23,33 +21,16 @@ import { createRedis } from "../shared/redis/client.ts";
 import { createStockCommands } from "../shared/redis/commands.ts";
 import { TEST_ADMIN_TOKEN, TEST_JWT_SECRET } from "./support/api.ts";
 import { deleteKeysByPrefix } from "../shared/redis/client.ts";
-import {
-  brokers,
-  connectedProducer,
-  createTestDatabase,
-  deleteIndices,
-  createTestKafka,
-  createTopic,
-  produceEvents,
-  stackEnv,
-  testLogger,
-  testSearchClient,
-  uniqueName,
-  type TestDatabase,
-} from "./support/read-side.ts";
+import { brokers, produceEvents, readSideFixtures, stackEnv, testLogger, uniqueName } from "./support/read-side.ts";
 import { StockSim } from "./support/stock-sim.ts";
 
-let db: TestDatabase;
-let es: Client;
-let kafka: Kafka;
-let producer: Producer;
+const fx = readSideFixtures({ database: "api", search: true });
 let readerSql: postgres.Sql;
 let readerEs: Client;
-const topic = uniqueName("apitopic");
-const alias = uniqueName("apistocks");
+const topic = fx.topic("apitopic");
+const alias = fx.alias("apistocks");
 const prefix = uniqueName("apikeys");
 const redis = createRedis(stackEnv.REDIS_URL);
-const projectors: Projector[] = [];
 const sim = new StockSim();
 const tag = uniqueName("w"); // a word only this run's stocks contain
 const admin = { Authorization: `Bearer ${TEST_ADMIN_TOKEN}` };
@@ -70,12 +51,6 @@ function appWith(read: { sql: postgres.Sql; es: Client }) {
 let app: ReturnType<typeof appWith>;
 
 beforeAll(async () => {
-  db = await createTestDatabase("api");
-  es = testSearchClient();
-  kafka = createTestKafka();
-  await createTopic(kafka, topic, 4);
-  producer = await connectedProducer(kafka);
-
   // Three stocks: a sold-out umbrella, a live kettle, an upcoming lamp. Alice has many orders.
   const hour = 3_600_000;
   const events: StockEvent[] = [
@@ -89,38 +64,27 @@ beforeAll(async () => {
   const aliceKettles = sim.liveHolds("kettle");
   events.push(sim.purchase(aliceKettles[0]!.allocationId), sim.release(aliceKettles[1]!.allocationId, "cancelled"));
   events.push(sim.release(aliceKettles[2]!.allocationId, "expired"));
-  await produceEvents(producer, topic, events);
+  await produceEvents(fx.producer, topic, events);
 
-  projectors.push(
-    createPostgresProjector({ brokers, topic, groupId: uniqueName("apipg"), sql: db.sql, logger: testLogger }),
-    createSearchProjector({ brokers, topic, groupId: uniqueName("apies"), es, index: alias, logger: testLogger }),
-  );
+  const projectors = [
+    fx.track(createPostgresProjector({ brokers, topic, groupId: uniqueName("apipg"), sql: fx.db.sql, logger: testLogger })),
+    fx.track(createSearchProjector({ brokers, topic, groupId: uniqueName("apies"), es: fx.es, index: alias, logger: testLogger })),
+  ];
   await Promise.all(projectors.map((p) => p.start()));
-  const expected = async () =>
-    [...sim.stocks.values()].map((s) => ({ stockId: s.id, available: s.available, held: s.held, sold: s.sold, version: s.version }));
-  const mismatches = await waitForConvergence({ expected, sql: db.sql, es, index: alias, timeoutMs: 20_000 });
+  const mismatches = await waitForConvergence({ expected: async () => sim.expectedCounters(), sql: fx.db.sql, es: fx.es, index: alias, timeoutMs: 20_000 });
   if (mismatches.length > 0) throw new Error(`not converged: ${JSON.stringify(mismatches)}`);
-  await es.indices.refresh({ index: alias });
+  await fx.es.indices.refresh({ index: alias });
 
-  readerSql = createReaderSql(db.url);
+  readerSql = createReaderSql(fx.db.url);
   readerEs = createReaderSearchClient(stackEnv.ELASTICSEARCH_URL);
   app = appWith({ sql: readerSql, es: readerEs });
 }, 60_000);
 
 afterAll(async () => {
-  for (const p of projectors) await p.stop();
-  await producer?.disconnect();
-  const a = kafka.admin();
-  await a.connect();
-  await a.deleteTopics({ topics: [topic, `${topic}.dlq`] }).catch(() => {});
-  await a.disconnect();
-  await deleteIndices(es, `${alias}-v*`).catch(() => {});
-  await es.close();
   await readerEs?.close();
   await readerSql?.end();
   await deleteKeysByPrefix(redis, prefix);
   redis.disconnect();
-  await db?.drop();
 });
 
 describe("GET /api/orders/user/:userId", () => {

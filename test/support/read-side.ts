@@ -2,6 +2,7 @@
  * Helpers for the read-side integration tests: a throwaway database per test file (migrated), a
  * fresh topic to produce events to, a unique ES alias, and polling.
  */
+import { afterAll, beforeAll } from "bun:test";
 import type { Client } from "@elastic/elasticsearch";
 import { Kafka, logLevel, type Producer } from "kafkajs";
 import postgres from "postgres";
@@ -133,6 +134,98 @@ export async function eventually<T>(check: () => Promise<T | undefined | false>,
     }
     await Bun.sleep(options.intervalMs ?? 50);
   }
+}
+
+type Stoppable = { stop(): Promise<unknown> };
+
+/**
+ * What a read-side test file needs, set up once in a beforeAll and removed in an afterAll: a Kafka
+ * client and producer, optionally a migrated throwaway database and an ES client, topics and index
+ * aliases with unique names, and the projectors the tests start.
+ *
+ *   const fx = readSideFixtures({ database: "pg" });
+ *   const topic = fx.topic("pgtopic");            // created in the beforeAll, deleted (with its DLQ) after
+ *   … fx.track(createPostgresProjector({ … sql: fx.db.sql … }))
+ *
+ * Call it at the top of the file, before other hooks: its beforeAll must run first.
+ */
+export function readSideFixtures(options: { database?: string; search?: boolean } = {}) {
+  const declared: { name: string; partitions: number }[] = [];
+  const topics: string[] = [];
+  const aliases: string[] = [];
+  const running: Stoppable[] = [];
+  let db: TestDatabase | undefined;
+  let es: Client | undefined;
+  const fx = {
+    kafka: undefined as unknown as Kafka,
+    producer: undefined as unknown as Producer,
+    get db(): TestDatabase {
+      if (!db) throw new Error("readSideFixtures: pass { database } to get a database");
+      return db;
+    },
+    get es(): Client {
+      if (!es) throw new Error("readSideFixtures: pass { search: true } to get an Elasticsearch client");
+      return es;
+    },
+    /** A unique topic name; the topic is created in the beforeAll (declare it at the top of the file). */
+    topic(label: string, partitions = 4): string {
+      const name = uniqueName(label);
+      declared.push({ name, partitions });
+      topics.push(name);
+      return name;
+    },
+    /** Creates a topic now (inside a test); deleted with the others. */
+    async createTopic(label: string, partitions = 4): Promise<string> {
+      const name = uniqueName(label);
+      topics.push(name);
+      await createTopic(fx.kafka, name, partitions);
+      return name;
+    },
+    /** A unique index alias; its `<alias>-v*` indices are deleted after the file. */
+    alias(label: string): string {
+      const name = uniqueName(label);
+      aliases.push(name);
+      return name;
+    },
+    /** Stopped after the file, newest first, unless stopProjectors() ran before. */
+    track<P extends Stoppable>(projector: P): P {
+      running.push(projector);
+      return projector;
+    },
+    async stopProjectors(): Promise<void> {
+      while (running.length > 0) await running.pop()!.stop();
+    },
+    /** The projectors tracked and not yet stopped, oldest first. */
+    get running(): readonly Stoppable[] {
+      return running;
+    },
+  };
+
+  beforeAll(async () => {
+    fx.kafka = createTestKafka();
+    fx.producer = await connectedProducer(fx.kafka);
+    for (const t of declared) await createTopic(fx.kafka, t.name, t.partitions);
+    if (options.database) db = await createTestDatabase(options.database);
+    if (options.search) es = testSearchClient();
+  });
+
+  afterAll(async () => {
+    await fx.stopProjectors();
+    await fx.producer?.disconnect();
+    if (topics.length > 0 && fx.kafka) {
+      const admin = fx.kafka.admin();
+      await admin.connect();
+      await admin.deleteTopics({ topics: topics.flatMap((t) => [t, `${t}.dlq`]) }).catch(() => {});
+      await admin.disconnect();
+    }
+    if (es) {
+      for (const alias of aliases) await deleteIndices(es, `${alias}-v*`).catch(() => {});
+      await es.close();
+    }
+    await db?.drop();
+  });
+
+  return fx;
 }
 
 export { uniqueName, stackEnv };

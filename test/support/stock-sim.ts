@@ -4,6 +4,7 @@
  * Tests and the projector benchmark produce these straight to Kafka, without Redis or the relay.
  */
 import type { EventOf, StockEvent } from "../../shared/events.ts";
+import type { StockCounters } from "../../shared/read-models/convergence.ts";
 
 export interface SimStock {
   id: string;
@@ -40,6 +41,11 @@ export class StockSim {
 
   constructor(options: StockSimOptions = {}) {
     this.now = options.now ?? Date.now;
+  }
+
+  /** Every stock's counters now: what a converged read model must hold. */
+  expectedCounters(): StockCounters[] {
+    return [...this.stocks.values()].map((s) => ({ stockId: s.id, available: s.available, held: s.held, sold: s.sold, version: s.version }));
   }
 
   private envelope(stock: SimStock) {
