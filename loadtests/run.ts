@@ -173,10 +173,8 @@ async function main(): Promise<number> {
       });
       cleanups.push(async () => {
         const { Kafka, logLevel } = await import("kafkajs");
-        const admin = new Kafka({ clientId: "load-cleanup", brokers: KAFKA_BROKERS.split(","), logLevel: logLevel.NOTHING }).admin();
-        await admin.connect();
-        await admin.deleteTopics({ topics: [topic, `${topic}.dlq`] }).catch(() => {});
-        await admin.disconnect();
+        const { deleteTopics } = await import("../shared/kafka/client.ts");
+        await deleteTopics(new Kafka({ clientId: "load-cleanup", brokers: KAFKA_BROKERS.split(","), logLevel: logLevel.NOTHING }), [topic], { withDlq: true });
       });
       cleanups.push(async () => {
         // ES refuses wildcard deletes (action.destructive_requires_name): name each index.

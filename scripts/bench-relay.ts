@@ -15,6 +15,7 @@
 import { Kafka, logLevel } from "kafkajs";
 import { createKeyLayout } from "../shared/keys.ts";
 import { createRedis, deleteKeysByPrefix } from "../shared/redis/client.ts";
+import { deleteTopics } from "../shared/kafka/client.ts";
 import { createStockCommands } from "../shared/redis/commands.ts";
 
 const env = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
@@ -84,10 +85,7 @@ async function cleanup(relay?: ReturnType<typeof Bun.spawn>) {
     await relay.exited;
   }
   await deleteKeysByPrefix(redis, prefix);
-  const admin = kafka.admin();
-  await admin.connect();
-  await admin.deleteTopics({ topics: [topic] }).catch(() => {});
-  await admin.disconnect();
+  await deleteTopics(kafka, [topic]);
   redis.disconnect();
 }
 

@@ -19,6 +19,7 @@ import type { Projector } from "../shared/projection/projector.ts";
 import { readRedisCounters, waitForConvergence } from "../shared/read-models/convergence.ts";
 import { createReaderSql } from "../shared/read-models/postgres-client.ts";
 import { createReaderSearchClient } from "../shared/read-models/search-index.ts";
+import { deleteTopics, dlqTopicOf } from "../shared/kafka/client.ts";
 import { TEST_ADMIN_TOKEN, TEST_JWT_SECRET } from "./support/api.ts";
 import { createTestDatabase, deleteIndices, eventually, stackEnv, testLogger, testSearchClient, uniqueName, type TestDatabase } from "./support/read-side.ts";
 import { createHarness, type Harness } from "./support/relay-harness.ts";
@@ -108,10 +109,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await stopProjectors();
   await h?.cleanup();
-  const a = h.kafka.admin();
-  await a.connect();
-  await a.deleteTopics({ topics: [`${h.topic}.dlq`] }).catch(() => {});
-  await a.disconnect();
+  await deleteTopics(h.kafka, [dlqTopicOf(h.topic)]);
   await deleteIndices(es, `${alias}-v*`).catch(() => {});
   await es.close();
   await readerEs.close();

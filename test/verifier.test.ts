@@ -8,6 +8,7 @@ import { createTestApi } from "./support/api.ts";
 import { stackEnv, uniqueName } from "./support/env.ts";
 import { readOutbox } from "./support/invariants.ts";
 
+import { deleteTopics } from "../shared/kafka/client.ts";
 const api = createTestApi({ shards: 2 });
 afterAll(() => api.close());
 
@@ -217,10 +218,7 @@ describe("verifier, downstream layers", () => {
   afterAll(async () => {
     for (const shard of api.keys.allShards()) await api.redis.call("XGROUP", "DESTROY", api.keys.outbox(shard), "relay").catch(() => {});
     await db?.drop();
-    const admin = kafka.admin();
-    await admin.connect();
-    await admin.deleteTopics({ topics: [topics.full, topics.gap] }).catch(() => {});
-    await admin.disconnect();
+    await deleteTopics(kafka, [topics.full, topics.gap]);
   });
 
   const runLayers = (topic: string) =>

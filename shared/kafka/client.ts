@@ -44,4 +44,16 @@ export async function ensureTopic(kafka: Kafka, topic: string, numPartitions: nu
   }
 }
 
+/** Deletes topics (and their DLQs with `withDlq`), ignoring ones that do not exist: for throwaway topics of tests and benches. */
+export async function deleteTopics(kafka: Kafka, topics: string[], options: { withDlq?: boolean } = {}): Promise<void> {
+  if (topics.length === 0) return;
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    await admin.deleteTopics({ topics: options.withDlq ? topics.flatMap((t) => [t, dlqTopicOf(t)]) : topics }).catch(() => {});
+  } finally {
+    await admin.disconnect();
+  }
+}
+
 export const dlqTopicOf = (topic: string, configured?: string) => configured ?? `${topic}.dlq`;

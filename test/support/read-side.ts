@@ -7,6 +7,7 @@ import type { Client } from "@elastic/elasticsearch";
 import { Kafka, logLevel, type Producer } from "kafkajs";
 import postgres from "postgres";
 import type { StockEvent } from "../../shared/events.ts";
+import { deleteTopics } from "../../shared/kafka/client.ts";
 import { ACKS_ALL, splitForSend } from "../../shared/kafka/producer.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { createProjectorSql } from "../../shared/read-models/postgres-client.ts";
@@ -212,12 +213,7 @@ export function readSideFixtures(options: { database?: string; search?: boolean 
   afterAll(async () => {
     await fx.stopProjectors();
     await fx.producer?.disconnect();
-    if (topics.length > 0 && fx.kafka) {
-      const admin = fx.kafka.admin();
-      await admin.connect();
-      await admin.deleteTopics({ topics: topics.flatMap((t) => [t, `${t}.dlq`]) }).catch(() => {});
-      await admin.disconnect();
-    }
+    if (fx.kafka) await deleteTopics(fx.kafka, topics, { withDlq: true });
     if (es) {
       for (const alias of aliases) await deleteIndices(es, `${alias}-v*`).catch(() => {});
       await es.close();

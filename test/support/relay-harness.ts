@@ -13,7 +13,7 @@ import pino from "pino";
 import { createLogger, type Logger } from "../../shared/logger.ts";
 import { createRedis, deleteKeysByPrefix } from "../../shared/redis/client.ts";
 import { createStockCommands, type StockCommands } from "../../shared/redis/commands.ts";
-import { createKafka, ensureTopic } from "../../shared/kafka/client.ts";
+import { createKafka, deleteTopics, ensureTopic } from "../../shared/kafka/client.ts";
 import { createRelay, type Relay, type RelaySettings } from "../../services/relay/relay.ts";
 import { RELAY_GROUP } from "../../services/relay/stream.ts";
 import { stackEnv, uniqueName } from "./env.ts";
@@ -91,10 +91,7 @@ export function createHarness(label: string): Harness {
     async cleanup() {
       await Promise.all(relays.map((r) => r.stop().catch(() => {})));
       await deleteKeysByPrefix(redis, prefix);
-      const admin = kafka.admin();
-      await admin.connect();
-      await admin.deleteTopics({ topics: [topic] }).catch(() => {});
-      await admin.disconnect();
+      await deleteTopics(kafka, [topic]);
       redis.disconnect();
     },
   };
