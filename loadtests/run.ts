@@ -18,6 +18,7 @@
  *                        compiles; the baseline gets the same. Default 10 for the spike, else 0)
  */
 import { parseArgs } from "node:util";
+import { stackEnv } from "../test/support/env.ts";
 import { unlink } from "node:fs/promises";
 import { join } from "node:path";
 import type { Redis } from "ioredis";
@@ -45,10 +46,7 @@ import {
 const SCENARIOS = ["spike", "steady", "browse", "ramp"] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
-const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
-const DATABASE_URL = process.env.DATABASE_URL ?? "postgres://flashsale:flashsale@127.0.0.1:5432/flashsale";
-const KAFKA_BROKERS = process.env.KAFKA_BROKERS ?? "127.0.0.1:9092";
-const ELASTICSEARCH_URL = process.env.ELASTICSEARCH_URL ?? "http://127.0.0.1:9200";
+const { REDIS_URL, DATABASE_URL, KAFKA_BROKERS, ELASTICSEARCH_URL } = stackEnv;
 
 interface StockSpec {
   id: string;

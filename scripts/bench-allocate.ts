@@ -22,6 +22,7 @@
  * Results: loadtests/results/bench-<id>/ (summary.json, table.md, k6 summaries, server logs).
  */
 import { parseArgs } from "node:util";
+import { stackEnv } from "../test/support/env.ts";
 import { join } from "node:path";
 import { readFileSync } from "node:fs";
 import { unlink } from "node:fs/promises";
@@ -51,8 +52,7 @@ import {
   type K6Summary,
 } from "../loadtests/support.ts";
 
-const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
-const DATABASE_URL = process.env.DATABASE_URL ?? "postgres://flashsale:flashsale@127.0.0.1:5432/flashsale";
+const { REDIS_URL, DATABASE_URL } = stackEnv;
 const ALL_TARGETS = ["hono-bare", "redis", "ioredis", "api", "pg-fn", "pg-tx"] as const;
 type Target = (typeof ALL_TARGETS)[number];
 

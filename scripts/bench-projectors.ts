@@ -34,12 +34,10 @@ import { createStockCommands } from "../shared/redis/commands.ts";
 import { deleteIndices, produceEvents } from "../test/support/read-side.ts";
 import { generateWorkload, StockSim } from "../test/support/stock-sim.ts";
 import { cpuSeconds } from "../loadtests/support.ts";
+import { stackEnv } from "../test/support/env.ts";
 
 const env = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
-const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
-const BROKERS = process.env.KAFKA_BROKERS ?? "127.0.0.1:9092";
-const DATABASE_URL = process.env.DATABASE_URL ?? "postgres://flashsale:flashsale@127.0.0.1:5432/flashsale";
-const ES_URL = process.env.ELASTICSEARCH_URL ?? "http://127.0.0.1:9200";
+const { REDIS_URL, KAFKA_BROKERS: BROKERS, DATABASE_URL, ELASTICSEARCH_URL: ES_URL } = stackEnv;
 const EVENTS = env("BENCH_EVENTS", 200_000);
 const STOCKS = env("BENCH_STOCKS", 500);
 const RATE = env("BENCH_RATE", 2_000);

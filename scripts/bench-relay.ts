@@ -16,11 +16,12 @@ import { Kafka, logLevel } from "kafkajs";
 import { createKeyLayout } from "../shared/keys.ts";
 import { createRedis, deleteKeysByPrefix } from "../shared/redis/client.ts";
 import { deleteTopics } from "../shared/kafka/client.ts";
+import { stackEnv } from "../test/support/env.ts";
 import { createStockCommands } from "../shared/redis/commands.ts";
 
 const env = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
-const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
-const BROKERS = (process.env.KAFKA_BROKERS ?? "127.0.0.1:9092").split(",");
+const REDIS_URL = stackEnv.REDIS_URL;
+const BROKERS = stackEnv.KAFKA_BROKERS.split(",");
 const EVENTS = env("BENCH_EVENTS", 200_000);
 const RATE = env("BENCH_RATE", 2_000);
 const SECONDS = env("BENCH_SECONDS", 25);

@@ -1,5 +1,5 @@
 /**
- * Where the integration tests find the real stack (started by `bun run stack up`, see README),
+ * Where the integration tests, benches and load runner find the real stack (`bun run stack up`, see README),
  * and helpers that keep test runs from seeing each other's data on shared servers.
  */
 export const stackEnv = {
