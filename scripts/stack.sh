@@ -28,6 +28,8 @@ if [[ -z "${FLASHSALE_STACK_DIR:-}" && "$(id -u)" == 0 ]] && ! runuser -u nobody
   STACK_DIR="/var/tmp/flash-sale-stack-$(printf '%s' "$REPO_ROOT" | md5sum | cut -c1-10)"
 fi
 CACHE_DIR="${FLASHSALE_CACHE_DIR:-$HOME/.cache/flash-sale}"
+# shellcheck source=scripts/install.sh
+source "$REPO_ROOT/scripts/install.sh" # install_servers, install_go: what a bare machine lacks
 
 # Pinned versions.
 KAFKA_VERSION=3.9.1
@@ -258,7 +260,7 @@ install_elasticsearch() {
 
 install_k6() {
   [[ -x "$K6_BIN" ]] && return 0
-  command -v go >/dev/null || { info "k6 skipped: Go is needed to build it (apt-get install golang-go, or https://go.dev/dl). Only load tests need k6."; return 1; }
+  command -v go >/dev/null || install_go || { info "k6 skipped: Go is needed to build it. Only load tests need k6."; return 1; }
   cache_lock k6
   if [[ -x "$K6_BIN" ]]; then cache_unlock; return 0; fi
   info "building k6 $K6_VERSION with go install (once, takes a few minutes) ..."
@@ -569,6 +571,8 @@ ensure() {
   fi
   local t0=$SECONDS
   # fd 9 is the stack lock: the servers must not inherit it.
+  # Whatever happens next, this run started it: a failed `up` stops it again (STARTED_MARKS).
+  [[ -n "${STARTED_MARKS:-}" ]] && touch "$STARTED_MARKS/$name"
   "start_$name" 9>&- || { info "$name failed to start (log: $(log_file_of "$name"))"; return 1; }
   pid="$(owned_pid "$name" || true)"
   wait_ready "$name" "$budget" "$pid" || return 1
@@ -634,12 +638,14 @@ cmd_up() {
   local names t0=$SECONDS
   mapfile -t names < <(names_or_all "$@")
   lock_stack
+  install_servers
   local want_k6=0 n
   (($# == 0)) && want_k6=1
   # Fast ones in the foreground; the JVMs (and the k6 build) in parallel.
   local -A jobs=()
   local out="$RUN_DIR/up.$$"
-  mkdir -p "$out"
+  mkdir -p "$out/started"
+  export STARTED_MARKS="$out/started"
   for n in "${names[@]}"; do
     case "$n" in
       kafka | elasticsearch) (ensure "$n" >"$out/$n.out") & jobs[$n]=$! ;;
@@ -658,7 +664,7 @@ cmd_up() {
       cat "$out/$n.out"
     fi
   done
-  if [[ -n "${jobs[k6]:-}" ]]; then
+  if [[ -n "${jobs[k6]:-}" ]] && ((${#failed[@]} == 0)); then
     if wait "${jobs[k6]}"; then
       say "k6: $K6_BIN ($K6_VERSION)"
     else
@@ -666,8 +672,20 @@ cmd_up() {
       say "k6: not available (load tests only; see above)"
     fi
   fi
+  if ((${#failed[@]})); then
+    # A failed `up` leaves no orphans: stop what this very run started (servers that were already
+    # running before it are left alone), and the k6 build.
+    [[ -n "${jobs[k6]:-}" ]] && { pkill -P "${jobs[k6]}" 2>/dev/null || true; kill "${jobs[k6]}" 2>/dev/null || true; }
+    local started
+    for started in "$out"/started/*; do
+      [[ -e "$started" ]] || continue
+      info "stopping $(basename "$started"), which this failed run started"
+      stop_one "$(basename "$started")" >&2
+    done
+    rm -rf "$out"
+    die "not up: ${failed[*]} (logs: bash scripts/stack.sh logs <name>)"
+  fi
   rm -rf "$out"
-  if ((${#failed[@]})); then die "not up: ${failed[*]} (logs: bash scripts/stack.sh logs <name>)"; fi
   say "stack up in $((SECONDS - t0))s (data: $STACK_DIR, cache: $CACHE_DIR)"
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # THE test command (README: `bun run test`, CI: .ci/run). From a fresh clone with nothing running,
 # or with the stack already up:
-#   1. Bun 1.4.5 (installed with npm into ~/.bun if there is no bun at all),
+#   1. whatever a bare machine lacks (scripts/install.sh: Bun, Debian packages, schemathesis venv),
 #   2. bun install --frozen-lockfile,
 #   3. the real servers: bash scripts/stack.sh up (idempotent; servers already running are reused),
 #   4. bun run migrate,
@@ -13,29 +13,15 @@ set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT"
-BUN_VERSION=1.4.5
-CACHE_DIR="${FLASHSALE_CACHE_DIR:-$HOME/.cache/flash-sale}"
 
 step() { printf '\n== %s\n' "$*"; }
 
-# ---- 1. Bun
-export PATH="$HOME/.bun/bin:$PATH"
-install_bun() { # install_bun <prefix>
-  command -v npm >/dev/null || {
-    echo "Bun $BUN_VERSION is needed. Install it with npm (apt-get install npm) or see https://bun.sh/docs/installation" >&2
-    exit 1
-  }
-  echo "installing Bun $BUN_VERSION with npm into $1 ..."
-  npm install -g --prefix "$1" --no-fund --no-audit "bun@$BUN_VERSION" >/dev/null
-}
-if ! command -v bun >/dev/null; then
-  install_bun "$HOME/.bun"
-elif [[ "$(bun --version)" != "$BUN_VERSION" ]]; then
-  # Somebody's own Bun of another version: leave it alone, use the pinned one from the cache dir.
-  [[ -x "$CACHE_DIR/bun-$BUN_VERSION/bin/bun" ]] || install_bun "$CACHE_DIR/bun-$BUN_VERSION"
-  export PATH="$CACHE_DIR/bun-$BUN_VERSION/bin:$PATH"
-fi
-[[ "$(bun --version)" == "$BUN_VERSION" ]] || { echo "expected Bun $BUN_VERSION, got $(bun --version) at $(command -v bun)" >&2; exit 1; }
+# ---- 1. what a bare machine lacks (scripts/install.sh says what it installs): Bun (pinned),
+# redis-server, PostgreSQL, Chromium (browser tests), Prometheus (promtool), schemathesis (venv)
+# shellcheck source=scripts/install.sh
+source "$REPO_ROOT/scripts/install.sh"
+step "install what is missing"
+install_main all
 echo "bun $(bun --version) at $(command -v bun)"
 
 # ---- 2. dependencies

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The whole system on one command, without Docker:
+#   bash scripts/up.sh  (= bun run up, once Bun is there; up.sh installs it on a bare machine)
 #   bun run up      = bash scripts/up.sh up      stack up, migrate, start every service whose
 #                                                services/<name>/main.ts exists (background, logs in
 #                                                the stack dir), wait for their /healthz, print URLs
@@ -38,8 +39,7 @@ existing_services() {
 }
 
 find_bun() {
-  command -v bun 2>/dev/null || { [[ -x "$HOME/.bun/bin/bun" ]] && echo "$HOME/.bun/bin/bun"; } \
-    || die "bun is not on PATH (bun run test installs Bun 1.4.5 into ~/.bun, or see https://bun.sh)"
+  command -v bun 2>/dev/null || die "bun is not on PATH (bash scripts/install.sh bun installs the pinned one)"
 }
 
 svc_id() { echo "svc-$1"; } # pid file name under the stack's run dir
@@ -109,12 +109,24 @@ services_or_all() {
 
 system_up() {
   local t0=$SECONDS names n failed=()
+  install_bun # a bare machine has none; the stack installs its own Debian packages
+  (cd "$REPO_ROOT" && bun install --frozen-lockfile >/dev/null)
   bash "$REPO_ROOT/scripts/stack.sh" up
   (cd "$REPO_ROOT" && "$(find_bun)" scripts/migrate.ts)
   mapfile -t names < <(existing_services)
   ((${#names[@]})) || { say "no services/<name>/main.ts yet: only the stack is up"; return 0; }
   mkdir -p "$RUN_DIR" "$LOG_DIR"
-  for n in "${names[@]}"; do start_service "$n" || failed+=("$n"); done
+  local started=()
+  for n in "${names[@]}"; do
+    if owned_pid "$(svc_id "$n")" >/dev/null; then continue; fi
+    if start_service "$n"; then started+=("$n"); else failed+=("$n"); break; fi
+  done
+  if ((${#failed[@]})); then
+    # A failed up leaves no orphans: the services this run started are stopped again. The stack's
+    # servers are healthy (stack.sh up succeeded) and stay, so a retry is fast; `bun run down` stops them.
+    for n in "${started[@]}"; do stop_service "$n"; done
+    die "not started: ${failed[*]} (log: $(svc_log "${failed[0]}")); the servers stay up, bash scripts/up.sh down stops them"
+  fi
   cat <<EOF
 
 flash-sale is up in $((SECONDS - t0))s
@@ -125,7 +137,6 @@ flash-sale is up in $((SECONDS - t0))s
   logs           $LOG_DIR/<service>.log
   stop           bun run down
 EOF
-  if ((${#failed[@]})); then die "not started: ${failed[*]}"; fi
 }
 
 system_down() {
