@@ -1,6 +1,6 @@
 /**
  * `bun run build [name...]`: compiles each services/<name>/main.ts that exists into one
- * self-contained executable, dist/<name> (DESIGN §7). Lua scripts are text imports, so they embed.
+ * self-contained executable, dist/<name> (docs/design.md §7). Lua scripts are text imports, so they embed.
  *
  *   BUILD_OUT_DIR  output directory (default <repo>/dist)
  *   BUILD_TARGET   bun --target, e.g. bun-linux-x64 or bun-linux-arm64 (default: this machine)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The real servers of flash-sale on 127.0.0.1, without Docker (DESIGN §9):
+# The real servers of flash-sale on 127.0.0.1, without Docker (docs/design.md §9):
 #   Redis (apt), PostgreSQL 15 (apt), Kafka 3.9.1 KRaft (Maven Central jars),
 #   Elasticsearch 8.19 (Maven Central integ-test-zip), and k6 (go install).
 #

@@ -8,7 +8,7 @@
 #   bash scripts/up.sh status                    what runs
 #   bash scripts/up.sh restart [service...]      restart services (e.g. after a code change)
 #   bash scripts/up.sh stop [service...]         stop services only, leave the stack running
-# Services get the environment of DESIGN §10; anything you export (LOG_LEVEL, OUTBOX_SHARDS, …)
+# Services get the environment of docs/design.md §10; anything you export (LOG_LEVEL, OUTBOX_SHARDS, …)
 # wins over the development defaults below. ADMIN_TOKEN and JWT_SECRET default to fixed
 # development values: never use them anywhere else.
 set -euo pipefail

@@ -5,7 +5,7 @@
  *                  [--k6-summary loadtests/results/<file>.json] [--stocks id,id] [--outbox auto|full|tail|skip]
  *                  [--deadline 60] [--json]
  *
- * Layers beyond redis read the usual environment (DESIGN §10): KAFKA_BROKERS, KAFKA_TOPIC,
+ * Layers beyond redis read the usual environment (docs/design.md §10): KAFKA_BROKERS, KAFKA_TOPIC,
  * DATABASE_URL, ELASTICSEARCH_URL, ELASTICSEARCH_INDEX_ALIAS. Exit 0 when every invariant holds,
  * 1 when one does not (the findings name the stocks), 2 on a usage error.
  */

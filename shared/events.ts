@@ -1,5 +1,5 @@
 /**
- * The event envelope (DESIGN §4) and its schema, validated at every boundary:
+ * The event envelope (docs/design.md §4) and its schema, validated at every boundary:
  * the relay before producing, the projectors before applying, the tests on the outbox.
  *
  * Events are written by the Lua scripts (cjson) and travel unchanged as the Kafka message value.

@@ -1,5 +1,5 @@
 /**
- * Every Redis key name is built here, so the layout lives in one place (DESIGN §3).
+ * Every Redis key name is built here, so the layout lives in one place (docs/design.md §3).
  *
  * Cluster-ready: all keys of one stock, its holds, its buyers and its shard's outbox carry the
  * shard's hash tag `{n}`, so one script only ever touches one hash slot. A stock's shard is a

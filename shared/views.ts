@@ -1,4 +1,4 @@
-/** The shapes clients see (DESIGN §10), and how they are read from Redis hashes. */
+/** The shapes clients see (docs/design.md §10), and how they are read from Redis hashes. */
 
 export type StockStatus = "upcoming" | "live" | "sold_out" | "ended";
 

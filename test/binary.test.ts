@@ -1,5 +1,5 @@
 /**
- * The api as a compiled binary (DESIGN §7): `bun build --compile` of services/api/main.ts runs on its
+ * The api as a compiled binary (docs/design.md §7): `bun build --compile` of services/api/main.ts runs on its
  * own — from a directory outside the repo, so the Lua scripts must be embedded — against the stack's
  * Redis, answers /healthz, creates a stock (which runs a Lua script), and exits 0 on SIGTERM.
  * Without its required configuration it exits 1 naming the variable.

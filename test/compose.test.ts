@@ -1,7 +1,7 @@
 /**
  * compose.yaml cannot run here (no Docker engine), so its structure is checked instead: health checks,
  * start order, one container per existing service built from the one Dockerfile, the environment of
- * DESIGN §10, admin ports, and server versions that match the native stack (scripts/stack.sh).
+ * docs/design.md §10, admin ports, and server versions that match the native stack (scripts/stack.sh).
  */
 import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
@@ -108,7 +108,7 @@ describe("compose.yaml", () => {
     for (const name of APP_SERVICES) expect(services[name]?.build, `${name} is built`).toBeDefined();
   });
 
-  test("application containers: init, the DESIGN §10 environment, health on their port", () => {
+  test("application containers: init, the docs/design.md §10 environment, health on their port", () => {
     for (const name of APP_SERVICES) {
       const s = services[name]!;
       expect(s.init, `${name} init`).toBe(true);
@@ -142,7 +142,7 @@ describe("compose.yaml", () => {
     }
   });
 
-  test("server settings match DESIGN: AOF everysec, KRaft single node, ES single-node without security", () => {
+  test("server settings match docs/design.md: AOF everysec, KRaft single node, ES single-node without security", () => {
     expect(services.redis?.command).toEqual(expect.arrayContaining(["--appendonly", "yes", "--appendfsync", "everysec"]));
     const k = services.kafka!.environment!;
     expect(k.KAFKA_PROCESS_ROLES).toBe("broker,controller");

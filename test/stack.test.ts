@@ -32,7 +32,7 @@ describe("redis", () => {
     const script = "redis.call('SET', KEYS[1], ARGV[1]); return redis.call('INCRBY', KEYS[1], ARGV[2])";
     expect(await redis.eval(script, 1, key, "40", "2")).toBe(42);
     expect(await redis.get(key)).toBe("42");
-    // The stack's Redis persists with AOF, fsync every second (DESIGN §3), unless it is a server we did not start.
+    // The stack's Redis persists with AOF, fsync every second (docs/design.md §3), unless it is a server we did not start.
     const [, appendonly] = (await redis.config("GET", "appendonly")) as string[];
     if (!process.env.REDIS_URL) expect(appendonly).toBe("yes");
   });

@@ -4,7 +4,7 @@
  * All relays share one consumer group per shard stream, but a shard is *read* by one relay at a
  * time: the holder of its lease. Without that, two relays reading `>` on the same stream get
  * interleaved slices of it and their Kafka sends race, so a stock's version 7 can land before its
- * version 6 (DESIGN §5 wants each stock's events in order on its partition). With it, a shard is
+ * version 6 (docs/design.md §5 wants each stock's events in order on its partition). With it, a shard is
  * relayed strictly in stream order, and a new owner first re-sends whatever its predecessor left
  * pending, before anything newer.
  *

@@ -1,5 +1,5 @@
 /**
- * Migrations runner (DESIGN §6): applies `migrations/NNN_name.sql` in number order, each file in its
+ * Migrations runner (docs/design.md §6): applies `migrations/NNN_name.sql` in number order, each file in its
  * own transaction, and records it in `schema_migrations` (version, name, sha-256, time).
  *
  * Safe for concurrent starters: every transaction first takes a transaction-scoped advisory lock and

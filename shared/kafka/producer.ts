@@ -1,5 +1,5 @@
 /**
- * Producer factory for writers that need DESIGN §5 guarantees: idempotent (the broker drops a
+ * Producer factory for writers that need docs/design.md §5 guarantees: idempotent (the broker drops a
  * retried batch it already wrote), acks=all, partitioned by key with the Java-compatible murmur2
  * partitioner (so every client agrees which partition a stock id lands on).
  */

@@ -1,5 +1,5 @@
 /**
- * The write side as Redis holds it, checked stock by stock (DESIGN §2):
+ * The write side as Redis holds it, checked stock by stock (docs/design.md §2):
  *   I1  available + held + sold == total, every counter >= 0
  *   I4  every buyer's units <= perUserLimit, and Σ buyers == held + sold
  *   I2  the stock's events in the outbox: versions +1 with no gap, every event's counters conserve

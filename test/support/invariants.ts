@@ -1,5 +1,5 @@
 /**
- * Reads the write side's state straight from Redis and checks the invariants of DESIGN §2.
+ * Reads the write side's state straight from Redis and checks the invariants of docs/design.md §2.
  * Shared by the tests and the load-test verifier.
  */
 import type { Redis } from "ioredis";

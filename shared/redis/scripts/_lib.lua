@@ -28,7 +28,7 @@ local function iso8601(ms)
     math.floor(rem / 3600), math.floor((rem % 3600) / 60), rem % 60, ms % 1000)
 end
 
--- Appends one domain event (DESIGN §4) to the shard's outbox stream; the relay takes it from there.
+-- Appends one domain event (docs/design.md §4) to the shard's outbox stream; the relay takes it from there.
 local function emit(outbox_key, event_id, event_type, stock_id, version, occurred_ms, payload)
   local event = cjson.encode({
     eventId = event_id,
