@@ -12,7 +12,8 @@ import { isElasticOutage } from "../../shared/projection/errors.ts";
 import { createProjector, type Projector, type ProjectorKafkaOptions } from "../../shared/projection/projector.ts";
 import { ensureStockIndex } from "../../shared/read-models/search-index.ts";
 import type { StaticFields } from "../../shared/read-models/search-documents.ts";
-import { applyEventsToSearch } from "../../shared/read-models/search-writer.ts";
+import { probeEvents } from "../../shared/projection/probe.ts";
+import { applyEventsToSearch, probeSearch } from "../../shared/read-models/search-writer.ts";
 
 export const SEARCH_PROJECTOR_GROUP = "projector-search";
 
@@ -39,6 +40,7 @@ export function createSearchProjector(options: SearchProjectorOptions): Projecto
         return { applied: result.applied, duplicates: result.duplicates };
       },
       isOutage: isElasticOutage,
+      probe: () => probeSearch({ es, index, requireAlias, logger }, probeEvents()),
       ping: async () => {
         await es.cluster.health({ timeout: "1s" });
       },
