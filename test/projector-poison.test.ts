@@ -12,16 +12,16 @@
  */
 import { describe, expect, test } from "bun:test";
 import type { Kafka } from "kafkajs";
-import { createPostgresProjector, probePostgres } from "../services/projector-postgres/projector.ts";
-import { createSearchProjector } from "../services/projector-search/projector.ts";
-import type { StockEvent } from "../shared/events.ts";
+import { createPostgresProjector, probePostgres } from "../shared/stores/postgres/sink.ts";
+import { createSearchProjector } from "../shared/stores/search/sink.ts";
+import type { StockEvent } from "../shared/domain/events.ts";
 import { DLQ_HEADERS } from "../shared/projection/dlq.ts";
 import { isElasticOutage, isPostgresOutage } from "../shared/projection/errors.ts";
 import { PROBE_STOCK_PREFIX, probeEvents } from "../shared/projection/probe.ts";
 import type { Projector } from "../shared/projection/projector.ts";
-import { readSearchCounters } from "../shared/read-models/convergence.ts";
-import { STOCK_INDEX_BODY } from "../shared/read-models/search-index.ts";
-import { probeSearch } from "../shared/read-models/search-writer.ts";
+import { readSearchCounters } from "../shared/verify/convergence.ts";
+import { STOCK_INDEX_BODY } from "../shared/stores/search/mapping.ts";
+import { probeSearch } from "../shared/stores/search/writer.ts";
 import { brokers, eventMessage, eventually, readSideFixtures, testLogger, uniqueName } from "./support/read-side.ts";
 import { StockSim } from "./support/stock-sim.ts";
 

@@ -9,7 +9,7 @@
  * every table or field the events touch) without leaving a trace (a rolled-back transaction, a
  * simulated ingest). If the store accepts it, the rejected events are poison.
  */
-import { stockEventSchema, type StockEvent } from "../events.ts";
+import { stockEventSchema, type StockEvent } from "../domain/events.ts";
 
 /** Stock ids of probes start with this; no real stock id can be this long and odd. */
 export const PROBE_STOCK_PREFIX = "__projection-probe__";
