@@ -5,7 +5,7 @@
 import type { Redis } from "ioredis";
 import { createApp } from "../../services/api/app.ts";
 import { DashboardCollector } from "../../services/api/dashboard/collector.ts";
-import { createKeyLayout, type KeyLayout } from "../../shared/keys.ts";
+import { createKeyLayout, type KeyLayout } from "../../shared/domain/keys.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { createMetricsRegistry } from "../../shared/metrics.ts";
 import { createRedis, deleteKeysByPrefix } from "../../shared/redis/client.ts";

@@ -12,7 +12,7 @@ import type { Redis } from "ioredis";
 import type { Registry } from "prom-client";
 import type { StockCommands } from "../../../shared/redis/commands.ts";
 import { histogramBuckets, parsePromText, quantileBetween, sumOf, type Sample } from "../../../shared/prom-text.ts";
-import type { StockView } from "../../../shared/views.ts";
+import type { StockView } from "../../../shared/domain/views.ts";
 
 /** Metric names the dashboard reads (the workers' and the api's own). */
 export const METRIC = {

@@ -5,7 +5,7 @@
  */
 import { Hono } from "hono";
 import { streamSSE } from "hono/streaming";
-import { STOCK_ID_PATTERN } from "../../../shared/keys.ts";
+import { STOCK_ID_PATTERN } from "../../../shared/domain/keys.ts";
 import type { DashboardCollector } from "./collector.ts";
 import pageText from "./page.html" with { type: "text" };
 
