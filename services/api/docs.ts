@@ -8,8 +8,6 @@ import bundle from "swagger-ui-dist/swagger-ui-bundle.js" with { type: "text" };
 import css from "swagger-ui-dist/swagger-ui.css" with { type: "text" };
 
 const ASSETS = "/docs/assets";
-// The source map is not shipped; without the comment browsers do not ask for it.
-const script = bundle.replace(/\n\/\/# sourceMappingURL=\S+\s*$/, "\n");
 const cache = { "Cache-Control": "public, max-age=86400" };
 
 export function docsRoutes(openApiUrl: string): Hono {
@@ -19,7 +17,7 @@ export function docsRoutes(openApiUrl: string): Hono {
 <link rel="icon" href="data:,"><title>flash-sale api</title></head><body>${SwaggerUI({ url: openApiUrl, baseUrl: ASSETS })}</body></html>`;
   app.get("/docs", (c) => c.html(html));
   app.get(`${ASSETS}/swagger-ui-dist/swagger-ui-bundle.js`, (c) =>
-    c.body(script, 200, { "Content-Type": "text/javascript; charset=utf-8", ...cache }),
+    c.body(bundle, 200, { "Content-Type": "text/javascript; charset=utf-8", ...cache }),
   );
   app.get(`${ASSETS}/swagger-ui-dist/swagger-ui.css`, (c) => c.body(css, 200, { "Content-Type": "text/css; charset=utf-8", ...cache }));
   return app;
