@@ -3,7 +3,7 @@
  * in-process (`request`) or served over real HTTP (`listen`).
  */
 import type { Redis } from "ioredis";
-import { createApp } from "../../services/api/app.ts";
+import { createApp, type AppDeps } from "../../services/api/app.ts";
 import { createKeyLayout, type KeyLayout } from "../../shared/keys.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { createMetricsRegistry } from "../../shared/metrics.ts";
@@ -30,7 +30,7 @@ export interface TestApi {
   close(): Promise<void>;
 }
 
-export function createTestApi(options: { shards?: number; prefix?: string } = {}): TestApi {
+export function createTestApi(options: { shards?: number; prefix?: string; readRoutes?: AppDeps["readRoutes"] } = {}): TestApi {
   const redis = createRedis(stackEnv.REDIS_URL);
   const keys = createKeyLayout(options.prefix ?? uniqueName("api"), options.shards ?? 4);
   const commands = createStockCommands(redis, keys);
@@ -42,6 +42,7 @@ export function createTestApi(options: { shards?: number; prefix?: string } = {}
     adminToken: TEST_ADMIN_TOKEN,
     jwtSecret: TEST_JWT_SECRET,
     maxBodyBytes: 16 * 1024,
+    readRoutes: options.readRoutes,
   });
   let server: ReturnType<typeof Bun.serve> | undefined;
   return {
