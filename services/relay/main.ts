@@ -1,4 +1,4 @@
-/** relay binary: wiring only. See relay.ts for how it works and docs/relay.md for operating it. */
+/** relay binary: wiring only. See relay.ts for how it works (and which file does what) and docs/relay.md for operating it. */
 import { startAdminServer } from "../../shared/admin-server.ts";
 import { loadConfigOrExit, relaySchema } from "../../shared/config.ts";
 import { createKafka } from "../../shared/kafka/client.ts";
