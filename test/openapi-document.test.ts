@@ -24,7 +24,7 @@ const es = createReaderSearchClient(stackEnv.ELASTICSEARCH_URL);
 
 beforeAll(async () => {
   // The read routes are mounted for the document, never called: the read stores are not touched.
-  api = createTestApi({ readRoutes: createReadRoutes({ sql, es, esAlias: "unused" }) });
+  api = createTestApi({ app: { readRoutes: createReadRoutes({ sql, es, esAlias: "unused" }) } });
   doc = (await (await api.request("GET", "/openapi.json")).json()) as typeof doc;
   await api.request("POST", "/api/stocks", { headers: api.admin, body: { id: "idem", name: "Idem", price: 100, quantity: 100, perUserLimit: 100 } });
 });

@@ -30,7 +30,7 @@ export interface TestApi {
   close(): Promise<void>;
 }
 
-export function createTestApi(options: { shards?: number; prefix?: string; readRoutes?: AppDeps["readRoutes"] } = {}): TestApi {
+export function createTestApi(options: { shards?: number; prefix?: string; app?: Partial<AppDeps> } = {}): TestApi {
   const redis = createRedis(stackEnv.REDIS_URL);
   const keys = createKeyLayout(options.prefix ?? uniqueName("api"), options.shards ?? 4);
   const commands = createStockCommands(redis, keys);
@@ -42,7 +42,7 @@ export function createTestApi(options: { shards?: number; prefix?: string; readR
     adminToken: TEST_ADMIN_TOKEN,
     jwtSecret: TEST_JWT_SECRET,
     maxBodyBytes: 16 * 1024,
-    readRoutes: options.readRoutes,
+    ...options.app,
   });
   let server: ReturnType<typeof Bun.serve> | undefined;
   return {
