@@ -6,8 +6,8 @@
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { createReadRoutes } from "../services/api/read-routes.ts";
-import { createReaderSql } from "../shared/read-models/postgres-client.ts";
-import { createReaderSearchClient } from "../shared/read-models/search-index.ts";
+import { createReaderSql } from "../shared/stores/postgres/client.ts";
+import { createReaderSearchClient } from "../shared/stores/search/mapping.ts";
 import { createTestApi, type TestApi } from "./support/api.ts";
 import { stackEnv } from "./support/env.ts";
 

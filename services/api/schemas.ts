@@ -1,6 +1,6 @@
 /** Request and response schemas of the write-side endpoints: validation and OpenAPI from one source. */
 import { z } from "@hono/zod-openapi";
-import { IDEMPOTENCY_KEY_HEADER_PATTERN, STOCK_ID_PATTERN } from "../../shared/validation.ts";
+import { IDEMPOTENCY_KEY_HEADER_PATTERN, STOCK_ID_PATTERN } from "../../shared/domain/validation.ts";
 
 /** Largest quantity one request may take; the per-user limit usually bites first. */
 export const MAX_QUANTITY_PER_REQUEST = 1000;

@@ -5,7 +5,7 @@
  * and MAX_SEND_BYTES of messages.
  */
 import type { Message } from "kafkajs";
-import { OUTBOX_EVENT_FIELD, parseEvent } from "../../shared/events.ts";
+import { OUTBOX_EVENT_FIELD, parseEvent } from "../../shared/domain/events.ts";
 import { MAX_SEND_BYTES, messageBytes } from "../../shared/kafka/producer.ts";
 import { fieldValue, sniffField, type OutboxEntry } from "./stream.ts";
 

@@ -1,7 +1,7 @@
 /** What every part of the relay is given: its settings, connections and shared run state. */
 import type { Redis } from "ioredis";
 import type { RelayConfig } from "../../shared/config.ts";
-import type { KeyLayout } from "../../shared/keys.ts";
+import type { KeyLayout } from "../../shared/domain/keys.ts";
 import type { Logger } from "../../shared/logger.ts";
 import type { Availability, StopSignal } from "./health.ts";
 import type { RelayMetrics } from "./metrics.ts";

@@ -30,7 +30,7 @@ import { hostname } from "node:os";
 import type { Redis } from "ioredis";
 import type { Kafka } from "kafkajs";
 import type { Registry } from "prom-client";
-import type { KeyLayout } from "../../shared/keys.ts";
+import type { KeyLayout } from "../../shared/domain/keys.ts";
 import { backoffMs, sleep } from "../../shared/lifecycle.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { prom } from "../../shared/metrics.ts";

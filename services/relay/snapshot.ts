@@ -4,8 +4,8 @@
  * relayed: the oldest pending one, else the first one after the group's last-delivered id.
  */
 import type { Redis } from "ioredis";
-import { OUTBOX_EVENT_FIELD } from "../../shared/events.ts";
-import type { KeyLayout } from "../../shared/keys.ts";
+import { OUTBOX_EVENT_FIELD } from "../../shared/domain/events.ts";
+import type { KeyLayout } from "../../shared/domain/keys.ts";
 import type { ShardSnapshot } from "./metrics.ts";
 import { fieldValue, idTimeMs, pairs, RELAY_GROUP, sniffField } from "./stream.ts";
 
