@@ -3,7 +3,7 @@
  * in-process (`request`) or served over real HTTP (`listen`).
  */
 import type { Redis } from "ioredis";
-import { createApp } from "../../services/api/app.ts";
+import { createApp, type AppDeps } from "../../services/api/app.ts";
 import { DashboardCollector } from "../../services/api/dashboard/collector.ts";
 import { createKeyLayout, type KeyLayout } from "../../shared/domain/keys.ts";
 import { createLogger } from "../../shared/logger.ts";
@@ -31,7 +31,9 @@ export interface TestApi {
   close(): Promise<void>;
 }
 
-export function createTestApi(options: { shards?: number; prefix?: string; workerMetricsUrls?: string[] } = {}): TestApi {
+export function createTestApi(
+  options: { shards?: number; prefix?: string; app?: Partial<AppDeps>; workerMetricsUrls?: string[] } = {},
+): TestApi {
   const redis = createRedis(stackEnv.REDIS_URL);
   const keys = createKeyLayout(options.prefix ?? uniqueName("api"), options.shards ?? 4);
   const commands = createStockCommands(redis, keys);
@@ -49,6 +51,7 @@ export function createTestApi(options: { shards?: number; prefix?: string; worke
     adminToken: TEST_ADMIN_TOKEN,
     jwtSecret: TEST_JWT_SECRET,
     maxBodyBytes: 16 * 1024,
+    ...options.app,
   });
   let server: ReturnType<typeof Bun.serve> | undefined;
   return {
