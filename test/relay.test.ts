@@ -62,14 +62,15 @@ describe("relay", () => {
       expect(verdict.duplicates).toBe(0);
       expect(reader.messages.length).toBe(expected);
 
-      // The preloaded entries travel unchanged: same text, key = stock id, headers from the event.
+      // The preloaded entries travel unchanged: same text, key = stock id, headers from the event
+      // (plus which relay published the copy).
       const byId = new Map(reader.messages.map((m) => [m.eventId, m]));
       for (const raw of before.values()) {
         const event = JSON.parse(raw) as { eventId: string; eventType: string; aggregateId: string };
         const m = byId.get(event.eventId);
         expect(m?.value).toBe(raw);
         expect(m?.key).toBe(event.aggregateId);
-        expect(m?.headers).toEqual({ eventType: event.eventType, schemaVersion: "1", eventId: event.eventId });
+        expect(m?.headers).toEqual({ eventType: event.eventType, schemaVersion: "1", eventId: event.eventId, relay: relay.consumerName });
       }
       // Once caught up the outbox is empty again and nothing is pending.
       await waitUntil(async () => (await outboxStats(h)).length === 0, 10_000, "outbox trimmed");
