@@ -25,6 +25,7 @@ let draining = false;
 const commands = createStockCommands(redis, createKeyLayout(config.REDIS_KEY_PREFIX, config.OUTBOX_SHARDS));
 const registry = createMetricsRegistry("api");
 const dashboard = new DashboardCollector({ redis, commands, registry, workerMetricsUrls: config.WORKER_METRICS_URLS });
+dashboard.registerStockGauges(registry);
 const app = createApp({
   commands,
   redis,

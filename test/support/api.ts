@@ -42,6 +42,7 @@ export function createTestApi(
   const dashboard = options.workerMetricsUrls
     ? new DashboardCollector({ redis, commands, registry, workerMetricsUrls: options.workerMetricsUrls })
     : undefined;
+  dashboard?.registerStockGauges(registry);
   const app = createApp({
     commands,
     redis,
