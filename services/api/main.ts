@@ -13,7 +13,7 @@ import { createReadRoutes } from "./read-routes.ts";
 
 const config = loadConfigOrExit(apiSchema, "api");
 const logger = createLogger("api", config.LOG_LEVEL);
-const redis = createRedis(config.REDIS_URL);
+const redis = createRedis(config);
 redis.on("error", (err) => logger.warn({ err: err.message }, "redis connection error"));
 
 // Read side: fail fast when a store is down (503), so allocation never waits on it.

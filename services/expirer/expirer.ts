@@ -4,7 +4,7 @@
  * and expiry atomically, so several expirers may run at once: a hold is released exactly once,
  * and the others see `not_active`.
  */
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../../shared/redis/client.ts";
 import type { Registry } from "prom-client";
 import type { KeyLayout } from "../../shared/keys.ts";
 import { sleep } from "../../shared/lifecycle.ts";
@@ -13,7 +13,7 @@ import { prom } from "../../shared/metrics.ts";
 import { prepareScripts, queueScript } from "../../shared/redis/scripts.ts";
 
 export interface ExpirerOptions {
-  redis: Redis;
+  redis: RedisClient;
   keys: KeyLayout;
   logger: Logger;
   registry: Registry;

@@ -3,10 +3,10 @@
  * Each maps the script's result code to a value or a DomainError; nothing here decides
  * anything the script has not already decided atomically.
  */
-import type { Redis } from "ioredis";
 import { DomainError } from "../errors.ts";
 import type { KeyLayout } from "../keys.ts";
 import { allocationViewFromHash, pairsToObject, stockViewFromHash, type AllocationView, type StockView } from "../views.ts";
+import type { RedisClient } from "./client.ts";
 import { runScript, type ScriptReply } from "./scripts.ts";
 
 /** How long a finished (purchased, cancelled, expired) hold stays readable by its owner. */
@@ -91,7 +91,7 @@ function fail(reply: ScriptReply, context: Record<string, unknown>): never {
   }
 }
 
-export function createStockCommands(redis: Redis, keys: KeyLayout): StockCommands {
+export function createStockCommands(redis: RedisClient, keys: KeyLayout): StockCommands {
   const shardKeys = (stockId: string) => {
     const shard = keys.shardOf(stockId);
     return { stock: keys.stock(stockId), buyers: keys.stockBuyers(stockId), due: keys.holdsDue(shard), outbox: keys.outbox(shard) };
