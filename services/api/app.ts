@@ -11,7 +11,7 @@ import { HTTPException } from "hono/http-exception";
 import { requestId } from "hono/request-id";
 import { isRedisUnavailable, type RedisClient } from "../../shared/redis/client.ts";
 import type { Registry } from "prom-client";
-import { DomainError } from "../../shared/errors.ts";
+import { DomainError } from "../../shared/domain/errors.ts";
 import type { Logger } from "../../shared/logger.ts";
 import type { StockCommands } from "../../shared/redis/commands.ts";
 import { authenticate } from "./auth.ts";

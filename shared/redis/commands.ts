@@ -3,9 +3,9 @@
  * Each maps the script's result code to a value or a DomainError; nothing here decides
  * anything the script has not already decided atomically.
  */
-import { DomainError } from "../errors.ts";
-import type { KeyLayout } from "../keys.ts";
-import { allocationViewFromHash, pairsToObject, stockViewFromHash, type AllocationView, type StockView } from "../views.ts";
+import { DomainError } from "../domain/errors.ts";
+import type { KeyLayout } from "../domain/keys.ts";
+import { allocationViewFromHash, pairsToObject, stockViewFromHash, type AllocationView, type StockView } from "../domain/views.ts";
 import type { RedisClient } from "./client.ts";
 import { runScript, type ScriptReply } from "./scripts.ts";
 

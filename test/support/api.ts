@@ -3,8 +3,8 @@
  * in-process (`request`) or served over real HTTP (`listen`).
  */
 import { describe } from "bun:test";
-import { createApp } from "../../services/api/app.ts";
-import { createKeyLayout, type KeyLayout } from "../../shared/keys.ts";
+import { createApp, type AppDeps } from "../../services/api/app.ts";
+import { createKeyLayout, type KeyLayout } from "../../shared/domain/keys.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { createMetricsRegistry } from "../../shared/metrics.ts";
 import { createRedis, deleteKeysByPrefix, parseClusterNodes, type RedisClient, type RedisTarget } from "../../shared/redis/client.ts";
@@ -56,7 +56,7 @@ export interface TestApi {
   close(): Promise<void>;
 }
 
-export function createTestApi(options: { shards?: number; prefix?: string; redis?: RedisTarget } = {}): TestApi {
+export function createTestApi(options: { shards?: number; prefix?: string; redis?: RedisTarget; app?: Partial<AppDeps> } = {}): TestApi {
   const redis = createRedis(options.redis ?? { REDIS_URL: stackEnv.REDIS_URL });
   const keys = createKeyLayout(options.prefix ?? uniqueName("api"), options.shards ?? 4);
   const commands = createStockCommands(redis, keys);
@@ -68,6 +68,7 @@ export function createTestApi(options: { shards?: number; prefix?: string; redis
     adminToken: TEST_ADMIN_TOKEN,
     jwtSecret: TEST_JWT_SECRET,
     maxBodyBytes: 16 * 1024,
+    ...options.app,
   });
   let server: ReturnType<typeof Bun.serve> | undefined;
   return {

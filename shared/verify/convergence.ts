@@ -5,8 +5,8 @@
 import type { Client } from "@elastic/elasticsearch";
 import type { RedisClient } from "../redis/client.ts";
 import type postgres from "postgres";
-import type { KeyLayout } from "../keys.ts";
-import type { StockDocument } from "./search-index.ts";
+import type { KeyLayout } from "../domain/keys.ts";
+import type { StockDocument } from "../stores/search/mapping.ts";
 
 export interface StockCounters {
   stockId: string;
