@@ -9,6 +9,7 @@ import { createStockCommands } from "../../shared/redis/commands.ts";
 import { createReaderSql } from "../../shared/stores/postgres/client.ts";
 import { createSearchClient } from "../../shared/stores/search/mapping.ts";
 import { createApp } from "./app.ts";
+import { DashboardCollector } from "./dashboard/collector.ts";
 import { createReadRoutes } from "./read-routes.ts";
 
 const config = loadConfigOrExit(apiSchema, "api");
@@ -21,11 +22,15 @@ const sql = createReaderSql(config.DATABASE_URL);
 const es = createSearchClient(config.ELASTICSEARCH_URL, { requestTimeoutMs: 2_000, maxRetries: 0 });
 
 let draining = false;
+const commands = createStockCommands(redis, createKeyLayout(config.REDIS_KEY_PREFIX, config.OUTBOX_SHARDS));
+const registry = createMetricsRegistry("api");
+const dashboard = new DashboardCollector({ redis, commands, registry, workerMetricsUrls: config.WORKER_METRICS_URLS });
 const app = createApp({
-  commands: createStockCommands(redis, createKeyLayout(config.REDIS_KEY_PREFIX, config.OUTBOX_SHARDS)),
+  commands,
   redis,
   logger,
-  registry: createMetricsRegistry("api"),
+  registry,
+  dashboard,
   adminToken: config.ADMIN_TOKEN,
   jwtSecret: config.JWT_SECRET,
   maxBodyBytes: config.MAX_BODY_BYTES,
@@ -45,6 +50,7 @@ logger.info({ port: server.port, shards: config.OUTBOX_SHARDS }, "api listening"
 
 onShutdown(logger, async () => {
   draining = true;
+  dashboard.stop();
   await server.stop(); // stop accepting, let in-flight requests finish
   await Promise.allSettled([redis.quit(), sql.end({ timeout: 5 }), es.close()]);
 });
