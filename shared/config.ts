@@ -135,6 +135,9 @@ export const projectorSearchSchema = z.object({
 /** Just where Redis is, for tools (verify, benches, load runner) that need nothing else from the config. */
 export const redisTargetSchema = z.object({ REDIS_URL: common.REDIS_URL, REDIS_CLUSTER_NODES: common.REDIS_CLUSTER_NODES });
 
+/** The Kafka and projector variables, as parsed: what every projector binary shares (runProjector). */
+export type KafkaEnv = z.infer<z.ZodObject<typeof kafka>>;
+export type ProjectorEnv = z.infer<z.ZodObject<typeof projector>>;
 export type ApiConfig = z.infer<typeof apiSchema>;
 export type ExpirerConfig = z.infer<typeof expirerSchema>;
 export type RelayConfig = z.infer<typeof relaySchema>;
