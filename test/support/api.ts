@@ -3,12 +3,12 @@
  * in-process (`request`) or served over real HTTP (`listen`).
  */
 import type { Redis } from "ioredis";
-import { createApp } from "../../services/api/app.ts";
+import { createApp, type AppDeps } from "../../services/api/app.ts";
 import { createKeyLayout, type KeyLayout } from "../../shared/keys.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { createMetricsRegistry } from "../../shared/metrics.ts";
 import { createRedis, deleteKeysByPrefix } from "../../shared/redis/client.ts";
-import { createStockCommands, type StockCommands } from "../../shared/redis/commands.ts";
+import { createStockCommands, type CommandOptions, type StockCommands } from "../../shared/redis/commands.ts";
 import { mintUserToken } from "../../scripts/mint-token.ts";
 import { stackEnv, uniqueName } from "./env.ts";
 
@@ -30,10 +30,10 @@ export interface TestApi {
   close(): Promise<void>;
 }
 
-export function createTestApi(options: { shards?: number; prefix?: string } = {}): TestApi {
+export function createTestApi(options: { shards?: number; prefix?: string; app?: Partial<AppDeps>; commands?: CommandOptions } = {}): TestApi {
   const redis = createRedis(stackEnv.REDIS_URL);
   const keys = createKeyLayout(options.prefix ?? uniqueName("api"), options.shards ?? 4);
-  const commands = createStockCommands(redis, keys);
+  const commands = createStockCommands(redis, keys, options.commands);
   const app = createApp({
     commands,
     redis,
@@ -42,6 +42,7 @@ export function createTestApi(options: { shards?: number; prefix?: string } = {}
     adminToken: TEST_ADMIN_TOKEN,
     jwtSecret: TEST_JWT_SECRET,
     maxBodyBytes: 16 * 1024,
+    ...options.app,
   });
   let server: ReturnType<typeof Bun.serve> | undefined;
   return {
