@@ -13,6 +13,7 @@ import type { Redis } from "ioredis";
 import type { Registry } from "prom-client";
 import { DomainError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/logger.ts";
+import { DEFAULT_JWT_MAX_LIFETIME_SECONDS } from "../../shared/policy.ts";
 import type { StockCommands } from "../../shared/redis/commands.ts";
 import { authenticate } from "./auth.ts";
 import type { AppEnv } from "./env.ts";
@@ -29,6 +30,11 @@ export interface AppDeps {
   registry: Registry;
   adminToken: string;
   jwtSecret: string;
+  /** JWT_ISSUER / JWT_AUDIENCE: enforced when set. */
+  jwtIssuer?: string;
+  jwtAudience?: string;
+  /** JWT_MAX_LIFETIME_SECONDS; default DEFAULT_JWT_MAX_LIFETIME_SECONDS. */
+  jwtMaxLifetimeSeconds?: number;
   maxBodyBytes: number;
   /** Request headers over this many bytes (names + values) are refused with 431; default 8 KiB. */
   maxHeaderBytes?: number;
@@ -112,7 +118,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
       return c.json({ status: "not_ready", reason: "redis unreachable" }, 503);
     }
   });
-  app.get("/metrics", async (c) => c.body(await deps.registry.metrics(), 200, { "Content-Type": deps.registry.contentType }));
+  // No /metrics here: it is served on ADMIN_PORT by main.ts (shared/admin-server.ts), off the public port.
 
   const tooLarge = () => new ApiProblem(413, "payload_too_large", `request body over ${deps.maxBodyBytes} bytes`);
   const streamingLimit = bodyLimit({
@@ -137,7 +143,16 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     }
     await next();
   });
-  app.use("/api/*", authenticate({ adminToken: deps.adminToken, jwtSecret: deps.jwtSecret }));
+  app.use(
+    "/api/*",
+    authenticate({
+      adminToken: deps.adminToken,
+      jwtSecret: deps.jwtSecret,
+      issuer: deps.jwtIssuer,
+      audience: deps.jwtAudience,
+      maxLifetimeSeconds: deps.jwtMaxLifetimeSeconds ?? DEFAULT_JWT_MAX_LIFETIME_SECONDS,
+    }),
+  );
 
   // Read routes first: /api/stocks/search must win over /api/stocks/{id}.
   if (deps.readRoutes) app.route("/api", deps.readRoutes);

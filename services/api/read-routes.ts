@@ -18,7 +18,7 @@ import { createReaderSearchClient } from "../../shared/read-models/search-index.
 import { InvalidSearchCursorError, searchStocks } from "../../shared/read-models/search.ts";
 import { USER_ID_PATTERN } from "../../shared/validation.ts";
 import { STOCK_ID_PATTERN } from "../../shared/keys.ts";
-import { requireAdmin, requireOwnerOrAdmin } from "./auth.ts";
+import { adminOnly, requireAdmin, requireOwnerOrAdmin, signedIn } from "./auth.ts";
 import type { AppEnv } from "./env.ts";
 import { ApiProblem } from "./problem.ts";
 import { createRouter } from "./router.ts";
@@ -135,6 +135,7 @@ const ordersRoute = createRoute({
   tags: ["read side"],
   summary: "A user's order history, newest first (PostgreSQL, eventually consistent)",
   security: [{ bearer: [] }],
+  middleware: [signedIn] as const,
   request: {
     params: z.object({ userId: z.string().regex(USER_ID_PATTERN).openapi({ param: { name: "userId", in: "path" }, example: "alice" }) }),
     query: z.object({ limit: limitParam(20, 100), cursor: cursorParam }),
@@ -174,6 +175,7 @@ const analyticsRoute = createRoute({
     "Per stock (all time): units sold, revenue, holds released by reason, sell-through, time to sell-out. " +
     "Series: per minute in [from, to) (default the last hour, at most 24 h), revenue per currency.",
   security: [{ bearer: [] }],
+  middleware: [adminOnly] as const,
   request: {
     query: z.object({
       stockId: z.string().regex(STOCK_ID_PATTERN).optional(),
