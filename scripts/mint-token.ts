@@ -5,8 +5,8 @@
  * JWT_MAX_LIFETIME_SECONDS).
  */
 import { createSigner } from "fast-jwt";
-import { DEFAULT_JWT_MAX_LIFETIME_SECONDS } from "../shared/policy.ts";
-import { USER_ID_PATTERN } from "../shared/validation.ts";
+import { DEFAULT_JWT_MAX_LIFETIME_SECONDS } from "../shared/domain/policy.ts";
+import { USER_ID_PATTERN } from "../shared/domain/validation.ts";
 
 export interface MintOptions {
   issuer?: string;

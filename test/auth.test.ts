@@ -6,8 +6,8 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { createSigner } from "fast-jwt";
 import { createReadRoutes } from "../services/api/read-routes.ts";
-import { createReaderSql } from "../shared/read-models/postgres-client.ts";
-import { createReaderSearchClient } from "../shared/read-models/search-index.ts";
+import { createReaderSql } from "../shared/stores/postgres/client.ts";
+import { createReaderSearchClient } from "../shared/stores/search/mapping.ts";
 import { mintUserToken } from "../scripts/mint-token.ts";
 import { TEST_JWT_SECRET, createTestApi } from "./support/api.ts";
 import { stackEnv, uniqueName } from "./support/env.ts";

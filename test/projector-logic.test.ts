@@ -1,10 +1,10 @@
 /** Pure projector logic: batch retry/split/DLQ decisions, PostgreSQL plans, search documents. */
 import { describe, expect, test } from "bun:test";
-import type { StockEvent } from "../shared/events.ts";
+import type { StockEvent } from "../shared/domain/events.ts";
 import { projectBatch, type BatchControl, type ProjectionSink, type RawMessage } from "../shared/projection/batch.ts";
 import { isPostgresOutage, RejectedEventError, StoreUnavailableError } from "../shared/projection/errors.ts";
-import { minuteOf, planPostgresBatch } from "../shared/read-models/postgres-plan.ts";
-import { buildStockDocument, completeDocument, planSearchBatch } from "../shared/read-models/search-documents.ts";
+import { minuteOf, planPostgresBatch } from "../shared/stores/postgres/plan.ts";
+import { buildStockDocument, completeDocument, planSearchBatch } from "../shared/stores/search/documents.ts";
 import { StockSim } from "./support/stock-sim.ts";
 
 const message = (value: string | StockEvent, offset: number): RawMessage => ({

@@ -1,14 +1,14 @@
 /** api binary: wiring only. See app.ts for the routes and README for the environment. */
 import { startAdminServer } from "../../shared/admin-server.ts";
 import { apiSchema, loadConfigOrExit } from "../../shared/config.ts";
-import { createKeyLayout } from "../../shared/keys.ts";
+import { createKeyLayout } from "../../shared/domain/keys.ts";
 import { onShutdown } from "../../shared/lifecycle.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { createMetricsRegistry } from "../../shared/metrics.ts";
 import { createRedis } from "../../shared/redis/client.ts";
 import { createStockCommands } from "../../shared/redis/commands.ts";
-import { createReaderSql } from "../../shared/read-models/postgres-client.ts";
-import { createSearchClient } from "../../shared/read-models/search-index.ts";
+import { createReaderSql } from "../../shared/stores/postgres/client.ts";
+import { createSearchClient } from "../../shared/stores/search/mapping.ts";
 import { createApp } from "./app.ts";
 import { createReadRoutes } from "./read-routes.ts";
 

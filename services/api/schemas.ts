@@ -1,7 +1,7 @@
 /** Request and response schemas of the write-side endpoints: validation and OpenAPI from one source. */
 import { z } from "@hono/zod-openapi";
-import { MAX_PRICE, MAX_QUANTITY_PER_REQUEST } from "../../shared/policy.ts";
-import { IDEMPOTENCY_KEY_PATTERN, STOCK_ID_PATTERN } from "../../shared/validation.ts";
+import { MAX_PRICE, MAX_QUANTITY_PER_REQUEST } from "../../shared/domain/policy.ts";
+import { IDEMPOTENCY_KEY_PATTERN, STOCK_ID_PATTERN } from "../../shared/domain/validation.ts";
 
 const isoInstant = z.string().datetime({ offset: true });
 

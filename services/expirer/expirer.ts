@@ -6,11 +6,11 @@
  */
 import type { Redis } from "ioredis";
 import type { Registry } from "prom-client";
-import type { KeyLayout } from "../../shared/keys.ts";
+import type { KeyLayout } from "../../shared/domain/keys.ts";
 import { sleep } from "../../shared/lifecycle.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { prom } from "../../shared/metrics.ts";
-import { DEFAULT_HOLD_RETENTION_SECONDS } from "../../shared/policy.ts";
+import { DEFAULT_HOLD_RETENTION_SECONDS } from "../../shared/domain/policy.ts";
 import { prepareScripts, queueScript } from "../../shared/redis/scripts.ts";
 
 export interface ExpirerOptions {

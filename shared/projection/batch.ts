@@ -1,7 +1,7 @@
 /**
  * One Kafka batch through a projector's store, independent of kafkajs (so it is unit-testable):
  *
- *   parse every message (shared/events.ts) → unparseable ones are poison
+ *   parse every message (shared/domain/events.ts) → unparseable ones are poison
  *   apply the valid events in one call to the sink
  *     outage      → back off (capped), retry forever, never give up on valid events
  *     data error  → retry a few times, then split the batch in halves and apply each, down to the
@@ -10,7 +10,7 @@
  *
  * Sinks must be idempotent (a retried or split batch re-applies what already landed).
  */
-import { parseEvent, type StockEvent } from "../events.ts";
+import { parseEvent, type StockEvent } from "../domain/events.ts";
 
 export interface RawMessage {
   key: Buffer | null;

@@ -4,10 +4,10 @@
  * anything the script has not already decided atomically.
  */
 import type { Redis } from "ioredis";
-import { DomainError } from "../errors.ts";
-import type { KeyLayout } from "../keys.ts";
-import { DEFAULT_HOLD_RETENTION_SECONDS, DEFAULT_OUTBOX_MAX_LENGTH, IDEMPOTENCY_TTL_SECONDS } from "../policy.ts";
-import { allocationViewFromHash, pairsToObject, stockViewFromHash, type AllocationView, type StockView } from "../views.ts";
+import { DomainError } from "../domain/errors.ts";
+import type { KeyLayout } from "../domain/keys.ts";
+import { DEFAULT_HOLD_RETENTION_SECONDS, DEFAULT_OUTBOX_MAX_LENGTH, IDEMPOTENCY_TTL_SECONDS } from "../domain/policy.ts";
+import { allocationViewFromHash, pairsToObject, stockViewFromHash, type AllocationView, type StockView } from "../domain/views.ts";
 import { runScript, type ScriptReply } from "./scripts.ts";
 
 export interface CommandOptions {

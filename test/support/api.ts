@@ -4,7 +4,7 @@
  */
 import type { Redis } from "ioredis";
 import { createApp, type AppDeps } from "../../services/api/app.ts";
-import { createKeyLayout, type KeyLayout } from "../../shared/keys.ts";
+import { createKeyLayout, type KeyLayout } from "../../shared/domain/keys.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { createMetricsRegistry } from "../../shared/metrics.ts";
 import { createRedis, deleteKeysByPrefix } from "../../shared/redis/client.ts";

@@ -1,14 +1,14 @@
 /**
  * projector-postgres: Kafka stock events → PostgreSQL read models (stock_events, orders, stocks,
- * sales_by_minute), one transaction per batch (shared/read-models/postgres-writer.ts), offsets
+ * sales_by_minute), one transaction per batch (shared/stores/postgres/writer.ts), offsets
  * committed after the transaction commits.
  */
 import type postgres from "postgres";
 import type { Registry } from "prom-client";
-import type { Logger } from "../../shared/logger.ts";
-import { isPostgresOutage } from "../../shared/projection/errors.ts";
-import { createProjector, type Projector, type ProjectorKafkaOptions } from "../../shared/projection/projector.ts";
-import { applyEventsToPostgres } from "../../shared/read-models/postgres-writer.ts";
+import type { Logger } from "../../logger.ts";
+import { isPostgresOutage } from "../../projection/errors.ts";
+import { createProjector, type Projector, type ProjectorKafkaOptions } from "../../projection/projector.ts";
+import { applyEventsToPostgres } from "./writer.ts";
 
 export const POSTGRES_PROJECTOR_GROUP = "projector-postgres";
 

@@ -9,9 +9,9 @@
  * get of a document changed since the last refresh makes Elasticsearch refresh the shard.
  */
 import type { Client } from "@elastic/elasticsearch";
-import type { StockEvent } from "../events.ts";
-import type { Logger } from "../logger.ts";
-import { isTransientElasticStatus, RejectedEventError, StoreUnavailableError } from "../projection/errors.ts";
+import type { StockEvent } from "../../domain/events.ts";
+import type { Logger } from "../../logger.ts";
+import { isTransientElasticStatus, RejectedEventError, StoreUnavailableError } from "../../projection/errors.ts";
 import {
   buildStockDocument,
   completeDocument,
@@ -19,8 +19,8 @@ import {
   staticFieldsFromDocument,
   type SearchPlanEntry,
   type StaticFields,
-} from "./search-documents.ts";
-import type { StockDocument } from "./search-index.ts";
+} from "./documents.ts";
+import type { StockDocument } from "./mapping.ts";
 
 export interface SearchApplyResult {
   applied: StockEvent[];
