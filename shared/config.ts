@@ -72,6 +72,12 @@ export const apiSchema = z.object({
    * default, 64 KiB for the api as started by `bun run api` and the built binary (--max-http-header-size).
    */
   MAX_HEADER_BYTES: positiveInt.min(1024).max(60 * 1024).default(8 * 1024),
+  /** The workers' /metrics the dashboard scrapes (comma-separated); default: the ports `bun run up` gives them. */
+  WORKER_METRICS_URLS: z
+    .string()
+    .default("http://127.0.0.1:9101/metrics,http://127.0.0.1:9102/metrics,http://127.0.0.1:9103/metrics,http://127.0.0.1:9104/metrics")
+    .transform((s) => s.split(",").map((u) => u.trim()).filter(Boolean))
+    .pipe(z.array(z.string().url("WORKER_METRICS_URLS must be comma-separated http(s) URLs"))),
 });
 
 export const expirerSchema = z.object({

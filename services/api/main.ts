@@ -10,6 +10,7 @@ import { createStockCommands } from "../../shared/redis/commands.ts";
 import { createReaderSql } from "../../shared/stores/postgres/client.ts";
 import { createSearchClient } from "../../shared/stores/search/mapping.ts";
 import { createApp } from "./app.ts";
+import { DashboardCollector } from "./dashboard/collector.ts";
 import { createReadRoutes } from "./read-routes.ts";
 
 const config = loadConfigOrExit(apiSchema, "api");
@@ -22,15 +23,18 @@ const sql = createReaderSql(config.DATABASE_URL);
 const es = createSearchClient(config.ELASTICSEARCH_URL, { requestTimeoutMs: 2_000, maxRetries: 0 });
 
 let draining = false;
+const commands = createStockCommands(redis, createKeyLayout(config.REDIS_KEY_PREFIX, config.OUTBOX_SHARDS), {
+  holdRetentionSeconds: config.HOLD_RETENTION_SECONDS,
+  outboxMaxLength: config.OUTBOX_MAX_LENGTH,
+});
 const registry = createMetricsRegistry("api");
+const dashboard = new DashboardCollector({ redis, commands, registry, workerMetricsUrls: config.WORKER_METRICS_URLS });
 const app = createApp({
-  commands: createStockCommands(redis, createKeyLayout(config.REDIS_KEY_PREFIX, config.OUTBOX_SHARDS), {
-    holdRetentionSeconds: config.HOLD_RETENTION_SECONDS,
-    outboxMaxLength: config.OUTBOX_MAX_LENGTH,
-  }),
+  commands,
   redis,
   logger,
   registry,
+  dashboard,
   adminToken: config.ADMIN_TOKEN,
   jwtSecret: config.JWT_SECRET,
   jwtIssuer: config.JWT_ISSUER,
@@ -68,6 +72,7 @@ logger.info({ port: server.port, adminPort: admin.port, shards: config.OUTBOX_SH
 
 onShutdown(logger, async () => {
   draining = true;
+  dashboard.stop();
   await server.stop(); // stop accepting, let in-flight requests finish
   await admin.stop();
   await Promise.allSettled([redis.quit(), sql.end({ timeout: 5 }), es.close()]);

@@ -4,6 +4,7 @@
  */
 import type { Redis } from "ioredis";
 import { createApp, type AppDeps } from "../../services/api/app.ts";
+import { DashboardCollector } from "../../services/api/dashboard/collector.ts";
 import { createKeyLayout, type KeyLayout } from "../../shared/domain/keys.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { createMetricsRegistry } from "../../shared/metrics.ts";
@@ -30,15 +31,23 @@ export interface TestApi {
   close(): Promise<void>;
 }
 
-export function createTestApi(options: { shards?: number; prefix?: string; app?: Partial<AppDeps>; commands?: CommandOptions } = {}): TestApi {
+export function createTestApi(
+  options: { shards?: number; prefix?: string; app?: Partial<AppDeps>; workerMetricsUrls?: string[]; commands?: CommandOptions } = {},
+): TestApi {
   const redis = createRedis(stackEnv.REDIS_URL);
   const keys = createKeyLayout(options.prefix ?? uniqueName("api"), options.shards ?? 4);
   const commands = createStockCommands(redis, keys, options.commands);
+  const registry = createMetricsRegistry("api");
+  // The dashboard (admin only) when the test names the workers it scrapes.
+  const dashboard = options.workerMetricsUrls
+    ? new DashboardCollector({ redis, commands, registry, workerMetricsUrls: options.workerMetricsUrls })
+    : undefined;
   const app = createApp({
     commands,
     redis,
     logger: createLogger("api-test", process.env.LOG_LEVEL ?? "silent"),
-    registry: createMetricsRegistry("api"),
+    registry,
+    dashboard,
     adminToken: TEST_ADMIN_TOKEN,
     jwtSecret: TEST_JWT_SECRET,
     maxBodyBytes: 16 * 1024,
@@ -65,6 +74,7 @@ export function createTestApi(options: { shards?: number; prefix?: string; app?:
       return `http://127.0.0.1:${server.port}`;
     },
     async close() {
+      dashboard?.stop();
       await server?.stop(true);
       await deleteKeysByPrefix(redis, keys.prefix);
       await redis.quit();
