@@ -9,7 +9,7 @@ import { createKeyLayout, type KeyLayout } from "../../shared/domain/keys.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { createMetricsRegistry } from "../../shared/metrics.ts";
 import { createRedis, deleteKeysByPrefix, parseClusterNodes, type RedisClient, type RedisTarget } from "../../shared/redis/client.ts";
-import { createStockCommands, type StockCommands } from "../../shared/redis/commands.ts";
+import { createStockCommands, type CommandOptions, type StockCommands } from "../../shared/redis/commands.ts";
 import { mintUserToken } from "../../scripts/mint-token.ts";
 import { stackEnv, uniqueName } from "./env.ts";
 
@@ -58,11 +58,11 @@ export interface TestApi {
 }
 
 export function createTestApi(
-  options: { shards?: number; prefix?: string; redis?: RedisTarget; app?: Partial<AppDeps>; workerMetricsUrls?: string[] } = {},
+  options: { shards?: number; prefix?: string; redis?: RedisTarget; app?: Partial<AppDeps>; workerMetricsUrls?: string[]; commands?: CommandOptions } = {},
 ): TestApi {
   const redis = createRedis(options.redis ?? { REDIS_URL: stackEnv.REDIS_URL });
   const keys = createKeyLayout(options.prefix ?? uniqueName("api"), options.shards ?? 4);
-  const commands = createStockCommands(redis, keys);
+  const commands = createStockCommands(redis, keys, options.commands);
   const registry = createMetricsRegistry("api");
   // The dashboard (admin only) when the test names the workers it scrapes.
   const dashboard = options.workerMetricsUrls
