@@ -212,7 +212,7 @@ describe("compose monitoring", () => {
     };
     expect(config.rule_files).toEqual(["alerts.yml"]);
     const targets = Object.fromEntries(config.scrape_configs.map((j) => [j.job_name, j.static_configs[0]!.targets[0]]));
-    expect(targets).toEqual({ api: "api:3000", ...Object.fromEntries(Object.entries(ADMIN_PORTS).map(([n, port]) => [n, `${n}:${port}`])) });
+    expect(targets).toEqual({ api: "api:9105", ...Object.fromEntries(Object.entries(ADMIN_PORTS).map(([n, port]) => [n, `${n}:${port}`])) });
     // The api's dashboard scrapes the same workers.
     expect(String(services.api!.environment!.WORKER_METRICS_URLS).split(",")).toEqual(
       Object.entries(ADMIN_PORTS).map(([n, port]) => `http://${n}:${port}/metrics`),

@@ -107,13 +107,13 @@ test("a real Prometheus scrapes the api and a relay and loads the alert rules", 
     stdout: "ignore",
     stderr: "inherit",
   });
-  const apiUrl = new URL(api.listen());
+  const adminUrl = new URL(api.listenAdmin());
   expect((await api.request("POST", "/api/stocks", { headers: api.admin, body: { id: "p1", name: "P", price: 1, quantity: 5 } })).status).toBe(201);
   // The repository's config with the targets moved to this test's processes and a fast scrape.
   const config = readFileSync(join(OPS, "prometheus", "prometheus.yml"), "utf8")
     .replace(/scrape_interval: \d+s/, "scrape_interval: 1s")
     .replace(/evaluation_interval: \d+s/, "evaluation_interval: 1s")
-    .replace("127.0.0.1:3000", apiUrl.host)
+    .replace("127.0.0.1:9105", adminUrl.host)
     .replace("127.0.0.1:9101", `127.0.0.1:${RELAY_ADMIN_PORT}`)
     .replace("rule_files: [alerts.yml]", `rule_files: [${join(OPS, "prometheus", "alerts.yml")}]`);
   writeFileSync(join(dir, "prometheus.yml"), config);

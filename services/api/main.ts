@@ -11,6 +11,7 @@ import { createReaderSql } from "../../shared/stores/postgres/client.ts";
 import { createSearchClient } from "../../shared/stores/search/mapping.ts";
 import { createApp } from "./app.ts";
 import { DashboardCollector } from "./dashboard/collector.ts";
+import { dashboardRoutes } from "./dashboard/routes.ts";
 import { createReadRoutes } from "./read-routes.ts";
 
 const config = loadConfigOrExit(apiSchema, "api");
@@ -35,7 +36,6 @@ const app = createApp({
   redis,
   logger,
   registry,
-  dashboard,
   adminToken: config.ADMIN_TOKEN,
   jwtSecret: config.JWT_SECRET,
   jwtIssuer: config.JWT_ISSUER,
@@ -59,6 +59,7 @@ const server = Bun.serve({
 const admin = startAdminServer({
   port: config.ADMIN_PORT,
   registry,
+  routes: dashboardRoutes(dashboard),
   notReadyReason: async () => {
     if (draining) return "shutting down";
     try {
