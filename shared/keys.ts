@@ -33,6 +33,8 @@ export interface KeyLayout {
   /** Idempotency record, scoped to one user and one stock (so it shares the stock's slot). */
   idempotency(stockId: string, userId: string, key: string): string;
   outbox(shard: number): string;
+  /** Sharded pub/sub channel on which cancel and expire announce units given back (docs/design.md §12). */
+  released(shard: number): string;
   /** Entries the relay could not parse, kept for inspection (never sent to Kafka). */
   outboxDeadLetter(shard: number): string;
   /** Live relays (heartbeats), which split the shards between them. */
@@ -63,6 +65,7 @@ export function createKeyLayout(prefix: string, shards: number): KeyLayout {
     holdsDue: (shard) => `${tag(shard)}:holds:due`,
     idempotency: (stockId, userId, key) => `${tag(shardOf(stockId))}:idem:${stockId}:${userId}:${key}`,
     outbox: (shard) => `${tag(shard)}:outbox`,
+    released: (shard) => `${tag(shard)}:released`,
     outboxDeadLetter: (shard) => `${tag(shard)}:outbox:dead`,
     relayMembers: () => `${prefix}:relay:members`,
     relayLease: (shard) => `${tag(shard)}:outbox:relay-lease`,

@@ -62,19 +62,28 @@ export interface StockCommands {
 
 const newEventId = () => Bun.randomUUIDv7();
 
+/** What makes two allocate requests "the same" for an Idempotency-Key: the stock and the quantity. */
+export const allocateFingerprint = (stockId: string, quantity: number) => `allocate:${stockId}:${quantity}`;
+
+/** The stored record of an allocation made with an Idempotency-Key (written by allocate.lua). */
+export interface IdempotencyRecord {
+  fingerprint: string;
+  response: string;
+}
+
 function fail(reply: ScriptReply, context: Record<string, unknown>): never {
-  const [code, detail] = reply;
+  const [code, detail, extra] = reply;
   switch (code) {
     case "not_found":
       throw new DomainError("not_found", context.allocationId ? "no such allocation" : "no such stock", context);
     case "stock_exists":
       throw new DomainError("stock_exists", `stock ${String(context.stockId)} already exists`, context);
     case "sold_out":
-      throw new DomainError("sold_out", "not enough units left", { ...context, available: Number(detail) });
+      throw new DomainError("sold_out", "not enough units left", { ...context, available: Number(detail) }, extra === undefined ? {} : { version: Number(extra) });
     case "limit_exceeded":
       throw new DomainError("limit_exceeded", "per-user limit reached for this stock", { ...context, remaining: Number(detail) });
     case "not_started":
-      throw new DomainError("not_started", "the sale has not started yet", context);
+      throw new DomainError("not_started", "the sale has not started yet", context, detail === undefined ? {} : { startsInMs: Number(detail) });
     case "ended":
       throw new DomainError("ended", "the sale has ended", context);
     case "hold_expired":
@@ -94,7 +103,13 @@ function fail(reply: ScriptReply, context: Record<string, unknown>): never {
 export function createStockCommands(redis: Redis, keys: KeyLayout): StockCommands {
   const shardKeys = (stockId: string) => {
     const shard = keys.shardOf(stockId);
-    return { stock: keys.stock(stockId), buyers: keys.stockBuyers(stockId), due: keys.holdsDue(shard), outbox: keys.outbox(shard) };
+    return {
+      stock: keys.stock(stockId),
+      buyers: keys.stockBuyers(stockId),
+      due: keys.holdsDue(shard),
+      outbox: keys.outbox(shard),
+      released: keys.released(shard),
+    };
   };
 
   /** The stock an allocation belongs to, read from its hold; null when the hold does not exist. */
@@ -108,7 +123,7 @@ export function createStockCommands(redis: Redis, keys: KeyLayout): StockCommand
     if (stockId === null) throw new DomainError("not_found", "no such allocation", { allocationId: input.allocationId });
     const k = shardKeys(stockId);
     const hold = keys.hold(input.allocationId);
-    const scriptKeys = script === "fsPurchase" ? [hold, k.stock, k.due, k.outbox] : [hold, k.stock, k.buyers, k.due, k.outbox];
+    const scriptKeys = script === "fsPurchase" ? [hold, k.stock, k.due, k.outbox] : [hold, k.stock, k.buyers, k.due, k.outbox, k.released];
     const reply = await runScript(redis, script, scriptKeys, [input.allocationId, input.userId, newEventId(), FINISHED_HOLD_RETAIN_SECONDS]);
     if (reply[0] === "ok" || reply[0] === "unchanged") return JSON.parse(String(reply[1])) as AllocationView;
     return fail(reply, { allocationId: input.allocationId });
@@ -141,8 +156,7 @@ export function createStockCommands(redis: Redis, keys: KeyLayout): StockCommand
       const k = shardKeys(input.stockId);
       const allocationId = keys.newAllocationId(input.stockId);
       const key = input.idempotencyKey;
-      // What makes two requests "the same" for an Idempotency-Key: the stock and the quantity.
-      const fingerprint = key === undefined ? "" : `allocate:${input.stockId}:${input.quantity}`;
+      const fingerprint = key === undefined ? "" : allocateFingerprint(input.stockId, input.quantity);
       const idemKey = key === undefined ? `${k.stock}:no-idempotency-key` : keys.idempotency(input.stockId, input.userId, key);
       const reply = await runScript(redis, "fsAllocate", [k.stock, k.buyers, keys.hold(allocationId), k.due, idemKey, k.outbox], [
         input.stockId,
@@ -164,7 +178,7 @@ export function createStockCommands(redis: Redis, keys: KeyLayout): StockCommand
 
     async expire(allocationId, stockId) {
       const k = shardKeys(stockId);
-      const reply = await runScript(redis, "fsExpire", [keys.hold(allocationId), k.stock, k.buyers, k.due, k.outbox], [
+      const reply = await runScript(redis, "fsExpire", [keys.hold(allocationId), k.stock, k.buyers, k.due, k.outbox, k.released], [
         allocationId,
         newEventId(),
         FINISHED_HOLD_RETAIN_SECONDS,
