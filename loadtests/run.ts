@@ -97,7 +97,7 @@ async function createDatabase(name: string): Promise<string> {
   const url = new URL(DATABASE_URL);
   url.pathname = `/${name}`;
   const sql = postgres(url.toString(), { max: 1, onnotice: () => {} });
-  const { migrate } = await import("../shared/db/migrate.ts");
+  const { migrate } = await import("../shared/stores/postgres/migrate.ts");
   await migrate(sql, join(REPO_ROOT, "migrations"));
   await sql.end();
   return url.toString();
@@ -274,7 +274,7 @@ async function main(): Promise<number> {
     };
     if (values.pipeline) {
       const { default: postgres } = await import("postgres");
-      const { createSearchClient } = await import("../shared/read-models/search-index.ts");
+      const { createSearchClient } = await import("../shared/stores/search/mapping.ts");
       options.kafka = { brokers: KAFKA_BROKERS.split(","), topic: serviceEnv.KAFKA_TOPIC! };
       options.sql = postgres(serviceEnv.DATABASE_URL!, { max: 2, onnotice: () => {} });
       options.es = createSearchClient(ELASTICSEARCH_URL, { requestTimeoutMs: 10_000 });

@@ -3,7 +3,7 @@
  * Reads JWT_SECRET from the environment, like the api.
  */
 import { createSigner } from "fast-jwt";
-import { USER_ID_PATTERN } from "../shared/validation.ts";
+import { USER_ID_PATTERN } from "../shared/domain/validation.ts";
 
 export async function mintUserToken(userId: string, secret: string, ttlSeconds = 3600): Promise<string> {
   return createSigner({ key: secret, algorithm: "HS256", expiresIn: ttlSeconds * 1000 })({ sub: userId });

@@ -91,7 +91,7 @@ export async function main(argv: string[]): Promise<number> {
       closers.push(() => sql.end({ timeout: 2 }));
     }
     if (layers.includes("search")) {
-      const { createSearchClient } = await import("../shared/read-models/search-index.ts");
+      const { createSearchClient } = await import("../shared/stores/search/mapping.ts");
       const es = createSearchClient(env.ELASTICSEARCH_URL ?? "http://127.0.0.1:9200", { requestTimeoutMs: 10_000 });
       options.es = es;
       options.esIndex = env.ELASTICSEARCH_INDEX_ALIAS ?? "stocks";

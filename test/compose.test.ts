@@ -28,18 +28,48 @@ interface Service {
   healthcheck?: { test: string[]; interval?: string; timeout?: string; retries?: number; start_period?: string };
   init?: boolean;
   restart?: string;
+  profiles?: string[];
+  entrypoint?: string[];
 }
 
 const APP_SERVICES = ["api", "relay", "expirer", "projector-postgres", "projector-search"] as const;
 const ADMIN_PORTS: Record<string, number> = { relay: 9101, expirer: 9102, "projector-postgres": 9103, "projector-search": 9104 };
+const CLUSTER_NODES = [0, 1, 2, 3, 4, 5].map((i) => `redis-cluster-${i}`);
 const isOneShot = (s: Service) => s.restart === "no";
 const stackVersion = (name: string) => new RegExp(`^${name}=(\\S+)$`, "m").exec(stackScript)?.[1];
 
 describe("compose.yaml", () => {
   test("has the servers, the Kafka UI, the one-shot migrate and every service", () => {
     expect(Object.keys(services).sort()).toEqual(
-      ["api", "elasticsearch", "expirer", "kafka", "kafka-ui", "migrate", "postgres", "projector-postgres", "projector-search", "redis", "relay"].sort(),
+      ["api", "elasticsearch", "expirer", "kafka", "kafka-ui", "migrate", "postgres", "projector-postgres", "projector-search", "redis", "relay",
+        ...CLUSTER_NODES, "redis-cluster-init"].sort(),
     );
+  });
+
+  test("the optional cluster profile: 3 masters + 3 replicas like stack.sh up redis-cluster, created once, opt-in for the apps", () => {
+    for (const [i, name] of CLUSTER_NODES.entries()) {
+      const s = services[name]!;
+      const port = 7000 + i;
+      expect(s.profiles).toEqual(["cluster"]);
+      expect(s.image).toBe("redis:7");
+      const cmd = s.command!.join(" ");
+      expect(cmd).toContain(`--port ${port}`);
+      expect(cmd).toContain("--cluster-enabled yes");
+      expect(cmd).toContain("--appendonly yes --appendfsync everysec");
+      expect(cmd).toContain(`--cluster-announce-hostname ${name}`);
+      expect(s.ports).toEqual([`127.0.0.1:${port}:${port}`]);
+      expect(s.healthcheck!.test).toEqual(["CMD", "redis-cli", "-p", String(port), "ping"]);
+    }
+    // The native stack uses the same ports and node timeout.
+    expect(stackScript).toContain('REDIS_CLUSTER_BASE_PORT="${FLASHSALE_REDIS_CLUSTER_BASE_PORT:-7000}"');
+    expect(stackScript).toContain('REDIS_CLUSTER_NODE_TIMEOUT="${FLASHSALE_REDIS_CLUSTER_NODE_TIMEOUT:-5000}"');
+    const init = services["redis-cluster-init"]!;
+    expect(init.profiles).toEqual(["cluster"]);
+    expect(isOneShot(init)).toBe(true);
+    expect(Object.keys(init.depends_on ?? {}).sort()).toEqual([...CLUSTER_NODES].sort());
+    expect(String(init.command)).toContain("--cluster-replicas 1 --cluster-yes");
+    // Without REDIS_CLUSTER_NODES the apps use the single node: the variable is passed through, empty by default.
+    for (const name of APP_SERVICES) expect(services[name]!.environment!.REDIS_CLUSTER_NODES).toBe("${REDIS_CLUSTER_NODES:-}");
   });
 
   test("server images are the versions the native stack runs", () => {

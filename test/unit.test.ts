@@ -2,9 +2,9 @@
 import { describe, expect, test } from "bun:test";
 import { Redis } from "ioredis";
 import { ConfigError, apiSchema, parseConfig, relaySchema } from "../shared/config.ts";
-import { parseEvent } from "../shared/events.ts";
+import { parseEvent } from "../shared/domain/events.ts";
 import { MAX_SEND_BYTES, messageBytes, splitForSend } from "../shared/kafka/producer.ts";
-import { createKeyLayout, fnv1a32 } from "../shared/keys.ts";
+import { createKeyLayout, fnv1a32 } from "../shared/domain/keys.ts";
 import { stackEnv } from "./support/env.ts";
 import libLua from "../shared/redis/scripts/_lib.lua" with { type: "text" };
 

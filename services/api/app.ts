@@ -4,17 +4,19 @@
  * when their stores are configured.
  */
 import type { OpenAPIHono } from "@hono/zod-openapi";
-import { swaggerUI } from "@hono/swagger-ui";
 import type { Context, MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import { requestId } from "hono/request-id";
 import type { Redis } from "ioredis";
 import type { Registry } from "prom-client";
-import { DomainError } from "../../shared/errors.ts";
+import { DomainError } from "../../shared/domain/errors.ts";
 import type { Logger } from "../../shared/logger.ts";
 import type { StockCommands } from "../../shared/redis/commands.ts";
-import { authenticate } from "./auth.ts";
+import { authenticate, requireAdmin } from "./auth.ts";
+import type { DashboardCollector } from "./dashboard/collector.ts";
+import { dashboardRoutes } from "./dashboard/routes.ts";
+import { docsRoutes } from "./docs.ts";
 import type { AppEnv } from "./env.ts";
 import { createApiMetrics } from "./metrics.ts";
 import { ApiProblem, problemFromDomain, problemResponse } from "./problem.ts";
@@ -39,6 +41,8 @@ export interface AppDeps {
   rateLimits?: RateLimits;
   /** Returns a reason while the process should not get traffic (e.g. shutting down). */
   notReadyReason?: () => string | null;
+  /** The live dashboard's data source; /dashboard is mounted (admin only) when given. */
+  dashboard?: DashboardCollector;
 }
 
 /** Errors of a client that cannot reach Redis: the request was fine, the store was not. */
@@ -165,7 +169,14 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     openapi: "3.1.0",
     info: { title: "flash-sale api", version: "1", description: "Allocation of scarce stock under a stampede. Errors are RFC 9457 problem+json." },
   });
-  app.get("/docs", swaggerUI({ url: "/openapi.json" }));
+  app.route("/", docsRoutes("/openapi.json"));
+  if (deps.dashboard) {
+    app.use("/dashboard/*", authenticate({ adminToken: deps.adminToken, jwtSecret: deps.jwtSecret }), async (c, next) => {
+      requireAdmin(c);
+      await next();
+    });
+    app.route("/", dashboardRoutes(deps.dashboard));
+  }
 
   app.notFound((c) => problemResponse(c, new ApiProblem(404, "not_found", `no route for ${c.req.method} ${c.req.path}`)));
   app.onError((err, c) => problemResponse(c, toProblem(err, c)));

@@ -5,7 +5,7 @@
 import { timingSafeEqual } from "node:crypto";
 import type { Context, MiddlewareHandler } from "hono";
 import { createVerifier } from "fast-jwt";
-import { USER_ID_PATTERN } from "../../shared/validation.ts";
+import { USER_ID_PATTERN } from "../../shared/domain/validation.ts";
 import type { AppEnv, Principal } from "./env.ts";
 import { ApiProblem } from "./problem.ts";
 

@@ -1,14 +1,15 @@
 /** api binary: wiring only. See app.ts for the routes and README for the environment. */
 import { apiSchema, loadConfigOrExit } from "../../shared/config.ts";
-import { createKeyLayout } from "../../shared/keys.ts";
+import { createKeyLayout } from "../../shared/domain/keys.ts";
 import { onShutdown } from "../../shared/lifecycle.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { createMetricsRegistry } from "../../shared/metrics.ts";
 import { createRedis } from "../../shared/redis/client.ts";
 import { createStockCommands } from "../../shared/redis/commands.ts";
-import { createReaderSql } from "../../shared/read-models/postgres-client.ts";
-import { createSearchClient } from "../../shared/read-models/search-index.ts";
+import { createReaderSql } from "../../shared/stores/postgres/client.ts";
+import { createSearchClient } from "../../shared/stores/search/mapping.ts";
 import { createApp } from "./app.ts";
+import { DashboardCollector } from "./dashboard/collector.ts";
 import { createReadRoutes } from "./read-routes.ts";
 import { subscribeReleased } from "./released-subscriber.ts";
 import { RefusalCache, withRefusalCache } from "./sold-out-cache.ts";
@@ -33,11 +34,14 @@ const released = config.SOLD_OUT_CACHE_MS > 0 ? subscribeReleased(redis, keys, r
 released?.ready.catch((err: Error) => logger.error({ err: err.message }, "released channels not subscribed: refusals not cached"));
 
 let draining = false;
+const commands = withRefusalCache(createStockCommands(redis, keys), refusals, redis);
+const dashboard = new DashboardCollector({ redis, commands, registry, workerMetricsUrls: config.WORKER_METRICS_URLS });
 const app = createApp({
-  commands: withRefusalCache(createStockCommands(redis, keys), refusals, redis),
+  commands,
   redis,
   logger,
   registry,
+  dashboard,
   adminToken: config.ADMIN_TOKEN,
   jwtSecret: config.JWT_SECRET,
   maxBodyBytes: config.MAX_BODY_BYTES,
@@ -66,6 +70,7 @@ logger.info({ port: server.port, shards: config.OUTBOX_SHARDS, worker: workerInd
 
 onShutdown(logger, async () => {
   draining = true;
+  dashboard.stop();
   await server.stop(); // stop accepting, let in-flight requests finish
   await released?.close();
   await Promise.allSettled([redis.quit(), sql.end({ timeout: 5 }), es.close()]);

@@ -4,7 +4,7 @@
  */
 import type { Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
-import type { DomainError, DomainErrorCode } from "../../shared/errors.ts";
+import type { DomainError, DomainErrorCode } from "../../shared/domain/errors.ts";
 
 export type ProblemCode =
   | DomainErrorCode

@@ -13,7 +13,7 @@
  * off until it is back; the cache's time bound covers the moments around that.
  */
 import { Cluster, type Redis } from "ioredis";
-import type { KeyLayout } from "../../shared/keys.ts";
+import type { KeyLayout } from "../../shared/domain/keys.ts";
 import type { Logger } from "../../shared/logger.ts";
 import type { RefusalCache } from "./sold-out-cache.ts";
 

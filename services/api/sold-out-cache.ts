@@ -19,11 +19,11 @@
  * replayed when it matches, 422 when it does not, the cached refusal when there is none.
  */
 import type { Redis } from "ioredis";
-import { DomainError } from "../../shared/errors.ts";
+import { DomainError } from "../../shared/domain/errors.ts";
 import type { Registry } from "prom-client";
 import { prom } from "../../shared/metrics.ts";
 import { allocateFingerprint, type AllocateInput, type AllocateResult, type IdempotencyRecord, type StockCommands } from "../../shared/redis/commands.ts";
-import type { AllocationView } from "../../shared/views.ts";
+import type { AllocationView } from "../../shared/domain/views.ts";
 
 type CachedCode = "sold_out" | "not_started" | "ended";
 

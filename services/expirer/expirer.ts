@@ -6,7 +6,7 @@
  */
 import type { Redis } from "ioredis";
 import type { Registry } from "prom-client";
-import type { KeyLayout } from "../../shared/keys.ts";
+import type { KeyLayout } from "../../shared/domain/keys.ts";
 import { sleep } from "../../shared/lifecycle.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { prom } from "../../shared/metrics.ts";

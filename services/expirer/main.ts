@@ -1,7 +1,7 @@
 /** expirer binary: wiring only. Releases timed-out holds; see expirer.ts. */
 import { startAdminServer } from "../../shared/admin-server.ts";
 import { expirerSchema, loadConfigOrExit } from "../../shared/config.ts";
-import { createKeyLayout } from "../../shared/keys.ts";
+import { createKeyLayout } from "../../shared/domain/keys.ts";
 import { onShutdown } from "../../shared/lifecycle.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { createMetricsRegistry } from "../../shared/metrics.ts";

@@ -4,8 +4,8 @@ import { loadConfigOrExit, projectorPostgresSchema } from "../../shared/config.t
 import { onShutdown } from "../../shared/lifecycle.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { createMetricsRegistry } from "../../shared/metrics.ts";
-import { createProjectorSql } from "../../shared/read-models/postgres-client.ts";
-import { createPostgresProjector } from "./projector.ts";
+import { createProjectorSql } from "../../shared/stores/postgres/client.ts";
+import { createPostgresProjector } from "../../shared/stores/postgres/sink.ts";
 
 const config = loadConfigOrExit(projectorPostgresSchema, "projector-postgres");
 const logger = createLogger("projector-postgres", config.LOG_LEVEL);

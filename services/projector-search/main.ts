@@ -4,8 +4,8 @@ import { loadConfigOrExit, projectorSearchSchema } from "../../shared/config.ts"
 import { onShutdown } from "../../shared/lifecycle.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { createMetricsRegistry } from "../../shared/metrics.ts";
-import { createSearchClient } from "../../shared/read-models/search-index.ts";
-import { createSearchProjector } from "./projector.ts";
+import { createSearchClient } from "../../shared/stores/search/mapping.ts";
+import { createSearchProjector } from "../../shared/stores/search/sink.ts";
 
 const config = loadConfigOrExit(projectorSearchSchema, "projector-search");
 const logger = createLogger("projector-search", config.LOG_LEVEL);

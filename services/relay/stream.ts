@@ -1,6 +1,6 @@
 /**
  * Redis Stream plumbing for the relay: reply parsing, id arithmetic, small Lua helpers.
- * Nothing here decides anything; relay.ts does.
+ * Nothing here decides anything; the other relay files do.
  */
 import type { Redis } from "ioredis";
 
@@ -77,3 +77,14 @@ export function isNoGroup(err: unknown): boolean {
   return err instanceof Error && err.message.startsWith("NOGROUP");
 }
 
+
+/** A top-level string field of a JSON object, when the text parses at all (for logs and lag). */
+export function sniffField(raw: string | undefined, field: string): string | undefined {
+  if (raw === undefined) return undefined;
+  try {
+    const value = (JSON.parse(raw) as Record<string, unknown>)?.[field];
+    return typeof value === "string" ? value : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -4,9 +4,9 @@
  * anything the script has not already decided atomically.
  */
 import type { Redis } from "ioredis";
-import { DomainError } from "../errors.ts";
-import type { KeyLayout } from "../keys.ts";
-import { allocationViewFromHash, pairsToObject, stockViewFromHash, type AllocationView, type StockView } from "../views.ts";
+import { DomainError } from "../domain/errors.ts";
+import type { KeyLayout } from "../domain/keys.ts";
+import { allocationViewFromHash, pairsToObject, stockViewFromHash, type AllocationView, type StockView } from "../domain/views.ts";
 import { runScript, type ScriptReply } from "./scripts.ts";
 
 /** How long a finished (purchased, cancelled, expired) hold stays readable by its owner. */

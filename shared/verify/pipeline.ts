@@ -3,7 +3,7 @@
  *   drain   every outbox's relay group has nothing undelivered (lag 0) and nothing unacknowledged
  *   kafka   (I2) the topic holds every event of every stock: versions 1..V, V = the stock's version;
  *           duplicates are allowed (at-least-once, I3) and only counted
- *   postgres (I2, I6) counters and version equal Redis (shared/read-models/convergence.ts), one
+ *   postgres (I2, I6) counters and version equal Redis (shared/verify/convergence.ts), one
  *           stock_events row per version, and the orders' units by status equal held and sold
  *   search  (I6) counters and version of each stock document equal Redis (same helper)
  * Each waits, polling, until it agrees or the shared deadline passes; then it reports what differs.
@@ -12,8 +12,8 @@ import type { Client } from "@elastic/elasticsearch";
 import type { Redis } from "ioredis";
 import { Kafka, logLevel } from "kafkajs";
 import type postgres from "postgres";
-import { parseEvent } from "../events.ts";
-import { compareReadModels, type StockCounters } from "../read-models/convergence.ts";
+import { parseEvent } from "../domain/events.ts";
+import { compareReadModels, type StockCounters } from "./convergence.ts";
 import { finding, type Finding, type StockState } from "./report.ts";
 
 const RELAY_GROUP = "relay";

@@ -10,7 +10,7 @@
  * Stocks are found by scanning the key prefix, so the verifier needs no list from the load test.
  */
 import type { Redis } from "ioredis";
-import { OUTBOX_EVENT_FIELD, parseEvent, type StockEvent } from "../events.ts";
+import { OUTBOX_EVENT_FIELD, parseEvent, type StockEvent } from "../domain/events.ts";
 import { finding, type Finding, type StockState } from "./report.ts";
 
 const SCAN_COUNT = 1000;

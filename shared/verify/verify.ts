@@ -12,7 +12,7 @@
 import type { Client } from "@elastic/elasticsearch";
 import type { Redis } from "ioredis";
 import type postgres from "postgres";
-import type { StockEvent } from "../events.ts";
+import type { StockEvent } from "../domain/events.ts";
 import { checkKafka, checkPostgresDetail, checkReadModels, waitForRelayDrain } from "./pipeline.ts";
 import { checkStockEvents, checkStockState, expiredUnitsFromHolds, findOutboxKeys, findStockKeys, outboxIsRelayed, readOutboxEvents, readStocks } from "./redis.ts";
 import { finding, type Finding, type Layer, type StockState, type VerifyReport } from "./report.ts";

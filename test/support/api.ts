@@ -3,8 +3,9 @@
  * in-process (`request`) or served over real HTTP (`listen`).
  */
 import type { Redis } from "ioredis";
-import { createApp } from "../../services/api/app.ts";
-import { createKeyLayout, type KeyLayout } from "../../shared/keys.ts";
+import { createApp, type AppDeps } from "../../services/api/app.ts";
+import { DashboardCollector } from "../../services/api/dashboard/collector.ts";
+import { createKeyLayout, type KeyLayout } from "../../shared/domain/keys.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { createMetricsRegistry } from "../../shared/metrics.ts";
 import { createRedis, deleteKeysByPrefix } from "../../shared/redis/client.ts";
@@ -30,18 +31,27 @@ export interface TestApi {
   close(): Promise<void>;
 }
 
-export function createTestApi(options: { shards?: number; prefix?: string } = {}): TestApi {
+export function createTestApi(
+  options: { shards?: number; prefix?: string; app?: Partial<AppDeps>; workerMetricsUrls?: string[] } = {},
+): TestApi {
   const redis = createRedis(stackEnv.REDIS_URL);
   const keys = createKeyLayout(options.prefix ?? uniqueName("api"), options.shards ?? 4);
   const commands = createStockCommands(redis, keys);
+  const registry = createMetricsRegistry("api");
+  // The dashboard (admin only) when the test names the workers it scrapes.
+  const dashboard = options.workerMetricsUrls
+    ? new DashboardCollector({ redis, commands, registry, workerMetricsUrls: options.workerMetricsUrls })
+    : undefined;
   const app = createApp({
     commands,
     redis,
     logger: createLogger("api-test", process.env.LOG_LEVEL ?? "silent"),
-    registry: createMetricsRegistry("api"),
+    registry,
+    dashboard,
     adminToken: TEST_ADMIN_TOKEN,
     jwtSecret: TEST_JWT_SECRET,
     maxBodyBytes: 16 * 1024,
+    ...options.app,
   });
   let server: ReturnType<typeof Bun.serve> | undefined;
   return {
@@ -64,6 +74,7 @@ export function createTestApi(options: { shards?: number; prefix?: string } = {}
       return `http://127.0.0.1:${server.port}`;
     },
     async close() {
+      dashboard?.stop();
       await server?.stop(true);
       await deleteKeysByPrefix(redis, keys.prefix);
       await redis.quit();

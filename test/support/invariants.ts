@@ -3,8 +3,8 @@
  * Shared by the tests and the load-test verifier.
  */
 import type { Redis } from "ioredis";
-import { parseEvent, type StockEvent } from "../../shared/events.ts";
-import type { KeyLayout } from "../../shared/keys.ts";
+import { parseEvent, type StockEvent } from "../../shared/domain/events.ts";
+import type { KeyLayout } from "../../shared/domain/keys.ts";
 
 export interface StockCounters {
   total: number;

@@ -7,7 +7,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type postgres from "postgres";
 
-export const MIGRATIONS_DIR = join(import.meta.dir, "..", "..", "migrations");
+export const MIGRATIONS_DIR = join(import.meta.dir, "..", "..", "..", "migrations");
 
 export function migrationFiles(dir = MIGRATIONS_DIR): string[] {
   return readdirSync(dir)

@@ -5,8 +5,8 @@
 import type { Client } from "@elastic/elasticsearch";
 import type { Redis } from "ioredis";
 import type postgres from "postgres";
-import type { KeyLayout } from "../keys.ts";
-import type { StockDocument } from "./search-index.ts";
+import type { KeyLayout } from "../domain/keys.ts";
+import type { StockDocument } from "../stores/search/mapping.ts";
 
 export interface StockCounters {
   stockId: string;
