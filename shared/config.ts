@@ -156,6 +156,9 @@ export const projectorSearchSchema = z.object({
   ...adminPort(9104),
 });
 
+/** The Kafka and projector variables, as parsed: what every projector binary shares (runProjector). */
+export type KafkaEnv = z.infer<z.ZodObject<typeof kafka>>;
+export type ProjectorEnv = z.infer<z.ZodObject<typeof projector>>;
 export type ApiConfig = z.infer<typeof apiSchema>;
 export type ExpirerConfig = z.infer<typeof expirerSchema>;
 export type RelayConfig = z.infer<typeof relaySchema>;

@@ -13,19 +13,14 @@ import type { Redis } from "ioredis";
 import { Kafka, logLevel } from "kafkajs";
 import type postgres from "postgres";
 import { parseEvent } from "../domain/events.ts";
+import { sleep } from "../lifecycle.ts";
+import { pairs } from "../redis/replies.ts";
 import { compareReadModels, type StockCounters } from "./convergence.ts";
 import { finding, type Finding, type StockState } from "./report.ts";
 
 const RELAY_GROUP = "relay";
 const POLL_MS = 250;
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-function pairs(flat: unknown[]): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (let i = 0; i + 1 < flat.length; i += 2) out[String(flat[i])] = flat[i + 1];
-  return out;
-}
 
 /** Entries not yet relayed (lag) plus entries delivered but not acknowledged (pending), per outbox. */
 export async function relayBacklog(redis: Redis, outboxKeys: string[]): Promise<{ backlog: number; missingGroup: string[] }> {
