@@ -207,7 +207,8 @@ async function main(): Promise<number> {
     const port = await freePort();
     // --profile: a CPU profile of the api for the whole run (written when it stops), in the results dir.
     const apiCmd = values.profile ? [process.execPath, "--cpu-prof", "--cpu-prof-md", `--cpu-prof-dir=${dir}`, "services/api/main.ts"] : [process.execPath, "services/api/main.ts"];
-    const api = startProcess("api", apiCmd, { ...serviceEnv, PORT: String(port), ADMIN_TOKEN: adminToken, JWT_SECRET: jwtSecret }, dir);
+    const apiEnv = { ...serviceEnv, PORT: String(port), ADMIN_PORT: String(await freePort()), ADMIN_TOKEN: adminToken, JWT_SECRET: jwtSecret };
+    const api = startProcess("api", apiCmd, apiEnv, dir);
     children.push(api);
     const baseUrl = `http://127.0.0.1:${port}`;
     await waitHealthy(`${baseUrl}/readyz`, api);

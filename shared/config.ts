@@ -5,6 +5,7 @@
  * stops the process before it touches any store, with a message naming the variable.
  */
 import { z } from "zod";
+import { DEFAULT_HOLD_RETENTION_SECONDS, DEFAULT_JWT_MAX_LIFETIME_SECONDS, DEFAULT_OUTBOX_MAX_LENGTH } from "./domain/policy.ts";
 
 const port = z.coerce.number().int().min(1).max(65535);
 const positiveInt = z.coerce.number().int().positive();
@@ -56,13 +57,30 @@ export const rateLimitSpec = (fallback: string) =>
     .refine((r) => r === null || (r.limit >= 1 && r.windowSeconds >= 1), "requests and seconds must be at least 1");
 export type RateLimitSpec = z.infer<ReturnType<typeof rateLimitSpec>>;
 
+/** Written by the api (purchase, cancel) and the expirer: one value for both. */
+const holds = {
+  /** Seconds a finished (purchased, cancelled, expired) hold stays readable; then Redis deletes it. */
+  HOLD_RETENTION_SECONDS: positiveInt.min(60).max(365 * 24 * 3600).default(DEFAULT_HOLD_RETENTION_SECONDS),
+};
+
 export const apiSchema = z.object({
   ...common,
   ...postgres,
   ...elasticsearch,
+  ...holds,
   PORT: port.default(3000),
+  /** /metrics (and /healthz, /readyz) for operators, off the public port: metrics reveal sales velocity. */
+  ...adminPort(9105),
   ADMIN_TOKEN: z.string().min(16, "ADMIN_TOKEN must be at least 16 characters"),
   JWT_SECRET: z.string().min(32, "JWT_SECRET must be at least 32 characters (HS256 key)"),
+  /** When set, user tokens must carry this `iss`. */
+  JWT_ISSUER: z.string().min(1).optional(),
+  /** When set, user tokens must carry this `aud`. */
+  JWT_AUDIENCE: z.string().min(1).optional(),
+  /** Tokens whose lifetime (exp - iat, or exp - now without iat) is longer are refused. */
+  JWT_MAX_LIFETIME_SECONDS: positiveInt.max(30 * 24 * 3600).default(DEFAULT_JWT_MAX_LIFETIME_SECONDS),
+  /** A shard whose outbox holds more entries answers allocations and stock creation with 503 outbox_full. */
+  OUTBOX_MAX_LENGTH: positiveInt.default(DEFAULT_OUTBOX_MAX_LENGTH),
   /** Largest request body the api accepts, in bytes. */
   MAX_BODY_BYTES: positiveInt.default(16 * 1024),
   /**
@@ -109,6 +127,7 @@ export const apiSchema = z.object({
 
 export const expirerSchema = z.object({
   ...common,
+  ...holds,
   ...adminPort(9102),
   EXPIRER_INTERVAL_MS: positiveInt.max(1000).default(200),
   EXPIRER_BATCH_SIZE: positiveInt.max(10_000).default(500),

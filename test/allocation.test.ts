@@ -89,6 +89,25 @@ describe("idempotency (I5)", () => {
     expect(await readCounters(api.redis, api.keys, stockId)).toMatchObject({ available: 9, held: 1, version: 2 });
   });
 
+  test("a key is never replayed to another user, even when user and key join to the same text", async () => {
+    // alice + "x:order-1" and alice:x + "order-1" both read "alice:x:order-1" once joined with ':'.
+    const stockId = await createStock({ quantity: 10, perUserLimit: 5 });
+    const first = await api.request("POST", `/api/stocks/${stockId}/allocate`, {
+      headers: { ...(await api.user("alice")), "Idempotency-Key": "x:order-1" },
+    });
+    const second = await api.request("POST", `/api/stocks/${stockId}/allocate`, {
+      headers: { ...(await api.user("alice:x")), "Idempotency-Key": "order-1" },
+    });
+    expect(first.status).toBe(201);
+    expect(second.status).toBe(201);
+    expect(second.headers.get("Idempotent-Replayed")).toBeNull();
+    const [a, b] = [(await first.json()) as { allocationId: string; userId: string }, (await second.json()) as { allocationId: string; userId: string }];
+    expect(a.userId).toBe("alice");
+    expect(b.userId).toBe("alice:x");
+    expect(b.allocationId).not.toBe(a.allocationId);
+    expect(await readCounters(api.redis, api.keys, stockId)).toMatchObject({ available: 8, held: 2 });
+  });
+
   test("the same key with a different body is 422 and changes nothing", async () => {
     const stockId = await createStock({ quantity: 10, perUserLimit: 5 });
     const headers = { ...(await api.user("erin")), "Idempotency-Key": "order-2" };

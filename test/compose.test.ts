@@ -149,6 +149,8 @@ describe("compose.yaml", () => {
       const port = name === "api" ? 3000 : ADMIN_PORTS[name]!;
       if (name === "api") {
         expect(Number(env.PORT)).toBe(3000);
+        expect(Number(env.ADMIN_PORT), "api ADMIN_PORT (/metrics off the public port)").toBe(9105);
+        expect(s.ports).toContain("127.0.0.1:9105:9105");
         expect(String(env.ADMIN_TOKEN).length).toBeGreaterThanOrEqual(16);
         expect(String(env.JWT_SECRET).length).toBeGreaterThanOrEqual(32);
       } else {

@@ -45,7 +45,7 @@ describe("cancel", () => {
     // A cancelled hold cannot be bought.
     const buy = await api.request("POST", `/api/allocations/${hold.allocationId}/purchase`, { headers: user });
     expect(buy.status).toBe(409);
-    expect(await buy.json()).toMatchObject({ code: "hold_not_active", status: "cancelled" });
+    expect(await buy.json()).toMatchObject({ code: "hold_not_active", status: 409, holdStatus: "cancelled" });
   });
 
   test("purchase moves units from held to sold and records the amount", async () => {

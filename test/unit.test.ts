@@ -32,6 +32,16 @@ describe("key layout", () => {
     expect(used.size).toBe(8);
   });
 
+  test("composite keys cannot collide: user and Idempotency-Key are length-prefixed, ids are checked", () => {
+    expect(keys.idempotency("s", "alice", "x:order-1")).not.toBe(keys.idempotency("s", "alice:x", "order-1"));
+    expect(keys.idempotency("s", "a.b", "c")).not.toBe(keys.idempotency("s", "a", "b.c"));
+    expect(keys.idempotency("s", "1.a", "b")).not.toBe(keys.idempotency("s", "1", "a.b"));
+    // A stock id with the separator would let `stock:<id>` meet `stock:<id>:buyers`: refused.
+    expect(() => keys.stock("a:buyers")).toThrow();
+    expect(() => keys.stockBuyers("a:b")).toThrow();
+    expect(() => keys.idempotency("a:b", "u", "k")).toThrow();
+  });
+
   test("malformed or out-of-range allocation ids have no shard", () => {
     expect(keys.shardOfAllocation("garbage")).toBeNull();
     expect(keys.shardOfAllocation("s8-01a2007c-efdd-7485-b66a-9911269a1a0c")).toBeNull();

@@ -12,6 +12,7 @@ import type { Redis } from "ioredis";
 import type { Registry } from "prom-client";
 import { DomainError } from "../../shared/domain/errors.ts";
 import type { Logger } from "../../shared/logger.ts";
+import { DEFAULT_JWT_MAX_LIFETIME_SECONDS } from "../../shared/domain/policy.ts";
 import type { StockCommands } from "../../shared/redis/commands.ts";
 import { authenticate, requireAdmin } from "./auth.ts";
 import type { DashboardCollector } from "./dashboard/collector.ts";
@@ -32,6 +33,11 @@ export interface AppDeps {
   registry: Registry;
   adminToken: string;
   jwtSecret: string;
+  /** JWT_ISSUER / JWT_AUDIENCE: enforced when set. */
+  jwtIssuer?: string;
+  jwtAudience?: string;
+  /** JWT_MAX_LIFETIME_SECONDS; default DEFAULT_JWT_MAX_LIFETIME_SECONDS. */
+  jwtMaxLifetimeSeconds?: number;
   maxBodyBytes: number;
   /** Request headers over this many bytes (names + values) are refused with 431; default 8 KiB. */
   maxHeaderBytes?: number;
@@ -119,7 +125,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
       return c.json({ status: "not_ready", reason: "redis unreachable" }, 503);
     }
   });
-  app.get("/metrics", async (c) => c.body(await deps.registry.metrics(), 200, { "Content-Type": deps.registry.contentType }));
+  // No /metrics here: it is served on ADMIN_PORT by main.ts (shared/admin-server.ts), off the public port.
 
   // Before anything else under /api: a client over its rate costs one map look-up, not a JWT verify.
   if (deps.rateLimits) app.use("/api/*", ipRateLimit(deps.rateLimits.ip, deps.rateLimits.trustedProxies));
@@ -147,7 +153,14 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     }
     await next();
   });
-  app.use("/api/*", authenticate({ adminToken: deps.adminToken, jwtSecret: deps.jwtSecret }));
+  const auth = authenticate({
+    adminToken: deps.adminToken,
+    jwtSecret: deps.jwtSecret,
+    issuer: deps.jwtIssuer,
+    audience: deps.jwtAudience,
+    maxLifetimeSeconds: deps.jwtMaxLifetimeSeconds ?? DEFAULT_JWT_MAX_LIFETIME_SECONDS,
+  });
+  app.use("/api/*", auth);
   if (deps.rateLimits) {
     // Per user, after authentication and before validation: a user over the rate is refused cheaply.
     app.use("/api/stocks/:id/allocate", userRateLimit("allocate", deps.rateLimits.allocate));
@@ -171,7 +184,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   });
   app.route("/", docsRoutes("/openapi.json"));
   if (deps.dashboard) {
-    app.use("/dashboard/*", authenticate({ adminToken: deps.adminToken, jwtSecret: deps.jwtSecret }), async (c, next) => {
+    app.use("/dashboard/*", auth, async (c, next) => {
       requireAdmin(c);
       await next();
     });

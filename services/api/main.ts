@@ -1,4 +1,5 @@
 /** api binary: wiring only. See app.ts for the routes and README for the environment. */
+import { startAdminServer } from "../../shared/admin-server.ts";
 import { apiSchema, loadConfigOrExit } from "../../shared/config.ts";
 import { createKeyLayout } from "../../shared/domain/keys.ts";
 import { onShutdown } from "../../shared/lifecycle.ts";
@@ -34,7 +35,11 @@ const released = config.SOLD_OUT_CACHE_MS > 0 ? subscribeReleased(redis, keys, r
 released?.ready.catch((err: Error) => logger.error({ err: err.message }, "released channels not subscribed: refusals not cached"));
 
 let draining = false;
-const commands = withRefusalCache(createStockCommands(redis, keys), refusals, redis);
+const commands = withRefusalCache(
+  createStockCommands(redis, keys, { holdRetentionSeconds: config.HOLD_RETENTION_SECONDS, outboxMaxLength: config.OUTBOX_MAX_LENGTH }),
+  refusals,
+  redis,
+);
 const dashboard = new DashboardCollector({ redis, commands, registry, workerMetricsUrls: config.WORKER_METRICS_URLS });
 const app = createApp({
   commands,
@@ -44,6 +49,9 @@ const app = createApp({
   dashboard,
   adminToken: config.ADMIN_TOKEN,
   jwtSecret: config.JWT_SECRET,
+  jwtIssuer: config.JWT_ISSUER,
+  jwtAudience: config.JWT_AUDIENCE,
+  jwtMaxLifetimeSeconds: config.JWT_MAX_LIFETIME_SECONDS,
   maxBodyBytes: config.MAX_BODY_BYTES,
   maxHeaderBytes: config.MAX_HEADER_BYTES,
   readRoutes: createReadRoutes({ sql, es, esAlias: config.ELASTICSEARCH_INDEX_ALIAS }),
@@ -66,12 +74,29 @@ const server = Bun.serve({
   // Backstop only: the app answers oversized bodies itself with a problem+json 413.
   maxRequestBodySize: Math.max(config.MAX_BODY_BYTES * 4, 1024 * 1024),
 });
-logger.info({ port: server.port, shards: config.OUTBOX_SHARDS, worker: workerIndex() }, "api listening");
+// Operators' port, like the workers': /metrics is not on the public port (it shows sales velocity).
+// /healthz and /readyz answer on both, so load balancers keep probing the public port.
+// With API_WORKERS, worker i answers on ADMIN_PORT + i: each has its own registry, so each is scraped.
+const admin = startAdminServer({
+  port: config.ADMIN_PORT + (workerIndex() ?? 0),
+  registry,
+  notReadyReason: async () => {
+    if (draining) return "shutting down";
+    try {
+      await redis.ping();
+      return null;
+    } catch {
+      return "redis unreachable";
+    }
+  },
+});
+logger.info({ port: server.port, adminPort: admin.port, shards: config.OUTBOX_SHARDS, worker: workerIndex() }, "api listening");
 
 onShutdown(logger, async () => {
   draining = true;
   dashboard.stop();
   await server.stop(); // stop accepting, let in-flight requests finish
+  await admin.stop();
   await released?.close();
   await Promise.allSettled([redis.quit(), sql.end({ timeout: 5 }), es.close()]);
 });

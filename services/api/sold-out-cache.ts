@@ -169,7 +169,7 @@ export function withRefusalCache(commands: StockCommands, cache: RefusalCache, r
     const stored = await redis.get(keys.idempotency(input.stockId, input.userId, input.idempotencyKey));
     if (stored === null) return null;
     const record = JSON.parse(stored) as IdempotencyRecord;
-    if (record.fingerprint !== allocateFingerprint(input.stockId, input.quantity)) {
+    if (record.fingerprint !== allocateFingerprint(input.userId, input.stockId, input.quantity)) {
       throw new DomainError("idempotency_key_reused", "Idempotency-Key was used for a different request", { stockId: input.stockId });
     }
     return { allocation: JSON.parse(record.response) as AllocationView, replayed: true };

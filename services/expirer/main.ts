@@ -21,6 +21,7 @@ const expirer = createExpirer({
   registry,
   intervalMs: config.EXPIRER_INTERVAL_MS,
   batchSize: config.EXPIRER_BATCH_SIZE,
+  holdRetentionSeconds: config.HOLD_RETENTION_SECONDS,
 });
 
 let stopping = false;

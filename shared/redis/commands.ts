@@ -6,13 +6,16 @@
 import type { Redis } from "ioredis";
 import { DomainError } from "../domain/errors.ts";
 import type { KeyLayout } from "../domain/keys.ts";
+import { DEFAULT_HOLD_RETENTION_SECONDS, DEFAULT_OUTBOX_MAX_LENGTH, IDEMPOTENCY_TTL_SECONDS } from "../domain/policy.ts";
 import { allocationViewFromHash, pairsToObject, stockViewFromHash, type AllocationView, type StockView } from "../domain/views.ts";
 import { runScript, type ScriptReply } from "./scripts.ts";
 
-/** How long a finished (purchased, cancelled, expired) hold stays readable by its owner. */
-const FINISHED_HOLD_RETAIN_SECONDS = 7 * 24 * 3600;
-/** How long an Idempotency-Key is remembered. */
-const IDEMPOTENCY_TTL_SECONDS = 24 * 3600;
+export interface CommandOptions {
+  /** HOLD_RETENTION_SECONDS: how long a finished hold stays readable (then Redis deletes it). */
+  holdRetentionSeconds?: number;
+  /** OUTBOX_MAX_LENGTH: above this many entries in its shard's outbox, allocate and create answer outbox_full. */
+  outboxMaxLength?: number;
+}
 
 export interface CreateStockInput {
   id?: string;
@@ -63,7 +66,7 @@ export interface StockCommands {
 const newEventId = () => Bun.randomUUIDv7();
 
 /** What makes two allocate requests "the same" for an Idempotency-Key: the stock and the quantity. */
-export const allocateFingerprint = (stockId: string, quantity: number) => `allocate:${stockId}:${quantity}`;
+export const allocateFingerprint = (userId: string, stockId: string, quantity: number) => JSON.stringify(["allocate", userId, stockId, quantity]);
 
 /** The stored record of an allocation made with an Idempotency-Key (written by allocate.lua). */
 export interface IdempotencyRecord {
@@ -89,7 +92,7 @@ function fail(reply: ScriptReply, context: Record<string, unknown>): never {
     case "hold_expired":
       throw new DomainError("hold_expired", "the hold has expired", context);
     case "hold_not_active":
-      throw new DomainError("hold_not_active", `the hold is ${String(detail)}`, { ...context, status: detail });
+      throw new DomainError("hold_not_active", `the hold is ${String(detail)}`, { ...context, holdStatus: detail });
     case "forbidden":
       throw new DomainError("forbidden", "this allocation belongs to another user", context);
     case "idempotency_key_reused":
@@ -100,7 +103,9 @@ function fail(reply: ScriptReply, context: Record<string, unknown>): never {
   }
 }
 
-export function createStockCommands(redis: Redis, keys: KeyLayout): StockCommands {
+export function createStockCommands(redis: Redis, keys: KeyLayout, options: CommandOptions = {}): StockCommands {
+  const retainSeconds = options.holdRetentionSeconds ?? DEFAULT_HOLD_RETENTION_SECONDS;
+  const outboxMaxLength = options.outboxMaxLength ?? DEFAULT_OUTBOX_MAX_LENGTH;
   const shardKeys = (stockId: string) => {
     const shard = keys.shardOf(stockId);
     return {
@@ -124,7 +129,7 @@ export function createStockCommands(redis: Redis, keys: KeyLayout): StockCommand
     const k = shardKeys(stockId);
     const hold = keys.hold(input.allocationId);
     const scriptKeys = script === "fsPurchase" ? [hold, k.stock, k.due, k.outbox] : [hold, k.stock, k.buyers, k.due, k.outbox, k.released];
-    const reply = await runScript(redis, script, scriptKeys, [input.allocationId, input.userId, newEventId(), FINISHED_HOLD_RETAIN_SECONDS]);
+    const reply = await runScript(redis, script, scriptKeys, [input.allocationId, input.userId, newEventId(), retainSeconds]);
     if (reply[0] === "ok" || reply[0] === "unchanged") return JSON.parse(String(reply[1])) as AllocationView;
     return fail(reply, { allocationId: input.allocationId });
   }
@@ -156,8 +161,11 @@ export function createStockCommands(redis: Redis, keys: KeyLayout): StockCommand
       const k = shardKeys(input.stockId);
       const allocationId = keys.newAllocationId(input.stockId);
       const key = input.idempotencyKey;
-      const fingerprint = key === undefined ? "" : allocateFingerprint(input.stockId, input.quantity);
-      const idemKey = key === undefined ? `${k.stock}:no-idempotency-key` : keys.idempotency(input.stockId, input.userId, key);
+      // What makes two requests "the same" for an Idempotency-Key: the user, the stock and the quantity.
+      // The user is in it as well as in the key, so a record can never answer another user even if
+      // two key names ever met; a JSON array cannot join two different tuples into one string.
+      const fingerprint = key === undefined ? "" : allocateFingerprint(input.userId, input.stockId, input.quantity);
+      const idemKey = key === undefined ? keys.noIdempotency(input.stockId) : keys.idempotency(input.stockId, input.userId, key);
       const reply = await runScript(redis, "fsAllocate", [k.stock, k.buyers, keys.hold(allocationId), k.due, idemKey, k.outbox], [
         input.stockId,
         input.userId,
@@ -181,7 +189,7 @@ export function createStockCommands(redis: Redis, keys: KeyLayout): StockCommand
       const reply = await runScript(redis, "fsExpire", [keys.hold(allocationId), k.stock, k.buyers, k.due, k.outbox, k.released], [
         allocationId,
         newEventId(),
-        FINISHED_HOLD_RETAIN_SECONDS,
+        retainSeconds,
       ]);
       return reply[0] as ExpireOutcome;
     },

@@ -9,7 +9,7 @@ import { createKeyLayout, type KeyLayout } from "../../shared/domain/keys.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { createMetricsRegistry } from "../../shared/metrics.ts";
 import { createRedis, deleteKeysByPrefix } from "../../shared/redis/client.ts";
-import { createStockCommands, type StockCommands } from "../../shared/redis/commands.ts";
+import { createStockCommands, type CommandOptions, type StockCommands } from "../../shared/redis/commands.ts";
 import { mintUserToken } from "../../scripts/mint-token.ts";
 import { stackEnv, uniqueName } from "./env.ts";
 
@@ -32,11 +32,11 @@ export interface TestApi {
 }
 
 export function createTestApi(
-  options: { shards?: number; prefix?: string; app?: Partial<AppDeps>; workerMetricsUrls?: string[] } = {},
+  options: { shards?: number; prefix?: string; app?: Partial<AppDeps>; workerMetricsUrls?: string[]; commands?: CommandOptions } = {},
 ): TestApi {
   const redis = createRedis(stackEnv.REDIS_URL);
   const keys = createKeyLayout(options.prefix ?? uniqueName("api"), options.shards ?? 4);
-  const commands = createStockCommands(redis, keys);
+  const commands = createStockCommands(redis, keys, options.commands);
   const registry = createMetricsRegistry("api");
   // The dashboard (admin only) when the test names the workers it scrapes.
   const dashboard = options.workerMetricsUrls

@@ -66,11 +66,11 @@ export async function startPrivateRedis(port: number): Promise<Proc & { url: str
   };
 }
 
-/** services/api/main.ts with the test's secrets; resolves once /readyz answers 200. */
+/** services/api/main.ts with the test's secrets, admin port = port + 10; resolves once /readyz answers 200. */
 export async function startApi(port: number, env: Record<string, string>): Promise<Proc & { url: string }> {
   const proc = Bun.spawn([process.execPath, join(ROOT, "services", "api", "main.ts")], {
     cwd: ROOT,
-    env: { ...process.env, LOG_LEVEL: "warn", PORT: String(port), ADMIN_TOKEN: FD_ADMIN_TOKEN, JWT_SECRET: FD_JWT_SECRET, ...env },
+    env: { ...process.env, LOG_LEVEL: "warn", PORT: String(port), ADMIN_PORT: String(port + 10), ADMIN_TOKEN: FD_ADMIN_TOKEN, JWT_SECRET: FD_JWT_SECRET, ...env },
     stdout: "inherit",
     stderr: "inherit",
   });
