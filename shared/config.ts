@@ -10,11 +10,32 @@ import { DEFAULT_HOLD_RETENTION_SECONDS, DEFAULT_JWT_MAX_LIFETIME_SECONDS, DEFAU
 const port = z.coerce.number().int().min(1).max(65535);
 const positiveInt = z.coerce.number().int().positive();
 
+/**
+ * `host:port,host:port,…`: some nodes of a Redis Cluster (any of them; the client discovers the
+ * rest). Set, it replaces REDIS_URL (docs/design.md §11).
+ */
+export const redisClusterNodes = z
+  .string()
+  .transform((s, ctx) => {
+    const nodes = s.split(",").map((n) => n.trim()).filter(Boolean).map((n) => {
+      const m = /^([^:\s]+):(\d{1,5})$/.exec(n);
+      const p = m ? Number(m[2]) : 0;
+      if (!m || p < 1 || p > 65535) ctx.addIssue({ code: "custom", message: `"${n}" is not host:port` });
+      return { host: m?.[1] ?? n, port: p };
+    });
+    if (nodes.length === 0) ctx.addIssue({ code: "custom", message: "no host:port in the list" });
+    return nodes;
+  });
+
 const common = {
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   REDIS_URL: z.string().url().default("redis://127.0.0.1:6379"),
-  /** Number of shards the stocks (and their outbox streams) are spread over. Fixed for the life of a deployment. */
-  OUTBOX_SHARDS: positiveInt.max(1024).default(4),
+  REDIS_CLUSTER_NODES: redisClusterNodes.optional(),
+  /**
+   * Number of shards the stocks (and their outbox streams) are spread over. Fixed for the life of a
+   * deployment. 16 spreads over the masters of a cluster (each shard is one slot, docs/design.md §11).
+   */
+  OUTBOX_SHARDS: positiveInt.max(1024).default(16),
   /** Prefix of every Redis key; lets tests and side-by-side deployments share one Redis. */
   REDIS_KEY_PREFIX: z.string().regex(/^[a-z0-9_-]{1,32}$/i).default("fs"),
 };
@@ -175,6 +196,9 @@ export const projectorSearchSchema = z.object({
   ...adminPort(9104),
 });
 
+/** Just where Redis is, for tools (verify, benches, load runner) that need nothing else from the config. */
+export const redisTargetSchema = z.object({ REDIS_URL: common.REDIS_URL, REDIS_CLUSTER_NODES: common.REDIS_CLUSTER_NODES });
+
 /** The Kafka and projector variables, as parsed: what every projector binary shares (runProjector). */
 export type KafkaEnv = z.infer<z.ZodObject<typeof kafka>>;
 export type ProjectorEnv = z.infer<z.ZodObject<typeof projector>>;
@@ -198,6 +222,11 @@ export function parseConfig<S extends z.ZodType>(schema: S, env: Record<string, 
   const result = schema.safeParse(cleaned);
   if (result.success) return result.data;
   throw new ConfigError(result.error.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`));
+}
+
+/** REDIS_URL / REDIS_CLUSTER_NODES from `env` (validated; throws ConfigError), for createRedis. */
+export function redisTargetFromEnv(env: Record<string, string | undefined> = process.env): z.infer<typeof redisTargetSchema> {
+  return parseConfig(redisTargetSchema, env);
 }
 
 /** For main.ts: parse or print the problems and exit 1 (fail fast, before connecting anywhere). */

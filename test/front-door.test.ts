@@ -11,7 +11,8 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mintUserToken } from "../scripts/mint-token.ts";
-import { uniqueName } from "./support/env.ts";
+import { createRedis, deleteKeysByPrefix, parseClusterNodes } from "../shared/redis/client.ts";
+import { stackEnv, uniqueName } from "./support/env.ts";
 import { FD_ADMIN_TOKEN, FD_JWT_SECRET, commandCalls, inParallel, startApi, startPrivateRedis, type Proc } from "./support/front-door.ts";
 
 const REDIS_PORT = 3190;
@@ -65,6 +66,13 @@ async function soldOutStock(url: string, units: number): Promise<{ stockId: stri
   expect(refused.status).toBe(409);
   expect(((await refused.json()) as { code: string }).code).toBe("sold_out");
   return { stockId, holds };
+}
+
+/** allocate_refusals_from_memory_total of one api process (its admin port is its port + 10). */
+async function fromMemory(apiUrl: string): Promise<number> {
+  const admin = apiUrl.replace(/:(\d+)$/, (_, p: string) => `:${Number(p) + 10}`);
+  const text = await (await fetch(`${admin}/metrics`)).text();
+  return [...text.matchAll(/^allocate_refusals_from_memory_total\{[^}]*\} (\d+)/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
 }
 
 /** Allocates as fresh users until one gets a 201; returns the milliseconds it took. */
@@ -201,6 +209,41 @@ describe("units given back reach buyers within SOLD_OUT_CACHE_MS + 100 ms", () =
     const ms = await msUntilAllocated(a2.url, stockId, performance.now(), CACHE_MS + 100);
     expect(ms).toBeLessThan(CACHE_MS + 100);
   });
+});
+
+describe("on the stack's Redis Cluster (sharded pub/sub)", () => {
+  test("a cancel reaches two api processes' caches through SSUBSCRIBE on the shard's master", async () => {
+    const env = {
+      REDIS_CLUSTER_NODES: stackEnv.REDIS_CLUSTER_NODES,
+      REDIS_KEY_PREFIX: `${prefix}k`.slice(0, 32),
+      OUTBOX_SHARDS: "16",
+      SOLD_OUT_CACHE_MS: "2000", // long, so only the message can explain a quick success
+      RATE_LIMIT_IP: "off",
+      RATE_LIMIT_ALLOCATE: "off",
+    };
+    const [k1, k2] = await Promise.all([startApi(3105, env), startApi(3106, env)]);
+    try {
+      for (let round = 0; round < 3; round++) {
+        // Stocks on different shards, hence (with 16 shards over 3 masters) different nodes.
+        const { stockId, holds } = await soldOutStock(k1.url, 1);
+        for (const api of [k1, k2]) {
+          expect((await allocate(api.url, stockId, `${stockId}-warm`)).status).toBe(409);
+          // The next refusal comes from memory: the subscription is live on the cluster.
+          const before = await fromMemory(api.url);
+          expect((await allocate(api.url, stockId, `${stockId}-warm2`)).status).toBe(409);
+          expect(await fromMemory(api.url)).toBe(before + 1);
+        }
+        expect((await cancel(k1.url, holds[0]!.allocationId, holds[0]!.userId)).status).toBe(200);
+        const ms = await msUntilAllocated(round % 2 ? k1.url : k2.url, stockId, performance.now(), 500);
+        expect(ms).toBeLessThan(500);
+      }
+    } finally {
+      await Promise.allSettled([k1.stop(), k2.stop()]);
+      const cluster = createRedis({ REDIS_URL: stackEnv.REDIS_URL, REDIS_CLUSTER_NODES: parseClusterNodes(stackEnv.REDIS_CLUSTER_NODES) });
+      await deleteKeysByPrefix(cluster, env.REDIS_KEY_PREFIX);
+      await cluster.quit();
+    }
+  }, 60_000);
 });
 
 describe("request-rate limits", () => {

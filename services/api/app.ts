@@ -8,7 +8,7 @@ import type { Context, MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import { requestId } from "hono/request-id";
-import type { Redis } from "ioredis";
+import { isRedisUnavailable, type RedisClient } from "../../shared/redis/client.ts";
 import type { Registry } from "prom-client";
 import { DomainError } from "../../shared/domain/errors.ts";
 import type { Logger } from "../../shared/logger.ts";
@@ -28,7 +28,7 @@ import { stockRoutes } from "./routes/stocks.ts";
 
 export interface AppDeps {
   commands: StockCommands;
-  redis: Redis;
+  redis: RedisClient;
   logger: Logger;
   registry: Registry;
   adminToken: string;
@@ -52,14 +52,8 @@ export interface AppDeps {
 }
 
 /** Errors of a client that cannot reach Redis: the request was fine, the store was not. */
-function isStoreUnavailable(err: unknown): boolean {
-  const e = err as { name?: string; code?: string; message?: string };
-  return (
-    e?.name === "MaxRetriesPerRequestError" ||
-    ["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE"].includes(e?.code ?? "") ||
-    /Connection is closed|connect ECONNREFUSED|Stream isn't writeable/i.test(e?.message ?? "")
-  );
-}
+// (On a cluster also a slot without a master during a failover: shared/redis/client.ts.)
+const isStoreUnavailable = isRedisUnavailable;
 
 function toProblem(err: unknown, c: Context<AppEnv>): ApiProblem {
   if (err instanceof ApiProblem) return err;

@@ -20,7 +20,7 @@ const config = loadConfigOrExit(apiSchema, "api");
 const logger = createLogger("api", config.LOG_LEVEL);
 // API_WORKERS > 1: this process only supervises the workers (it never returns from here).
 if (config.API_WORKERS > 1 && workerIndex() === null) await superviseWorkers(config.API_WORKERS, logger);
-const redis = createRedis(config.REDIS_URL);
+const redis = createRedis(config);
 redis.on("error", (err) => logger.warn({ err: err.message }, "redis connection error"));
 
 // Read side: fail fast when a store is down (503), so allocation never waits on it.

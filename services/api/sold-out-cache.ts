@@ -18,7 +18,7 @@
  * answer again. A refusal from memory for such a request first reads the record (one GET, no Lua):
  * replayed when it matches, 422 when it does not, the cached refusal when there is none.
  */
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../../shared/redis/client.ts";
 import { DomainError } from "../../shared/domain/errors.ts";
 import type { Registry } from "prom-client";
 import { prom } from "../../shared/metrics.ts";
@@ -161,7 +161,7 @@ function bounded<V>(map: Map<string, V>, key: string, value: V, max: number): vo
  * The same StockCommands, with allocate answered from the cache where it can. Everything else is
  * passed through unchanged.
  */
-export function withRefusalCache(commands: StockCommands, cache: RefusalCache, redis: Redis): StockCommands {
+export function withRefusalCache(commands: StockCommands, cache: RefusalCache, redis: RedisClient): StockCommands {
   const keys = commands.keys;
 
   /** The first answer of an Idempotency-Key, read without running the script (as allocate.lua does first). */

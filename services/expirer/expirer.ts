@@ -4,7 +4,7 @@
  * and expiry atomically, so several expirers may run at once: a hold is released exactly once,
  * and the others see `not_active`.
  */
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../../shared/redis/client.ts";
 import type { Registry } from "prom-client";
 import type { KeyLayout } from "../../shared/domain/keys.ts";
 import { sleep } from "../../shared/lifecycle.ts";
@@ -14,7 +14,7 @@ import { DEFAULT_HOLD_RETENTION_SECONDS } from "../../shared/domain/policy.ts";
 import { prepareScripts, queueScript } from "../../shared/redis/scripts.ts";
 
 export interface ExpirerOptions {
-  redis: Redis;
+  redis: RedisClient;
   keys: KeyLayout;
   logger: Logger;
   registry: Registry;

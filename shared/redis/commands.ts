@@ -3,11 +3,11 @@
  * Each maps the script's result code to a value or a DomainError; nothing here decides
  * anything the script has not already decided atomically.
  */
-import type { Redis } from "ioredis";
 import { DomainError } from "../domain/errors.ts";
 import type { KeyLayout } from "../domain/keys.ts";
 import { DEFAULT_HOLD_RETENTION_SECONDS, DEFAULT_OUTBOX_MAX_LENGTH, IDEMPOTENCY_TTL_SECONDS } from "../domain/policy.ts";
 import { allocationViewFromHash, pairsToObject, stockViewFromHash, type AllocationView, type StockView } from "../domain/views.ts";
+import type { RedisClient } from "./client.ts";
 import { runScript, type ScriptReply } from "./scripts.ts";
 
 export interface CommandOptions {
@@ -103,7 +103,7 @@ function fail(reply: ScriptReply, context: Record<string, unknown>): never {
   }
 }
 
-export function createStockCommands(redis: Redis, keys: KeyLayout, options: CommandOptions = {}): StockCommands {
+export function createStockCommands(redis: RedisClient, keys: KeyLayout, options: CommandOptions = {}): StockCommands {
   const retainSeconds = options.holdRetentionSeconds ?? DEFAULT_HOLD_RETENTION_SECONDS;
   const outboxMaxLength = options.outboxMaxLength ?? DEFAULT_OUTBOX_MAX_LENGTH;
   const shardKeys = (stockId: string) => {

@@ -8,7 +8,7 @@
  *   the workers' /metrics (WORKER_METRICS_URLS): the dashboard shows the very numbers Prometheus alerts
  *   on, computed once by the worker that knows them, and the api needs no Kafka client for it.
  */
-import type { Redis } from "ioredis";
+import { keyHolders, type RedisClient } from "../../../shared/redis/client.ts";
 import type { Registry } from "prom-client";
 import type { StockCommands } from "../../../shared/redis/commands.ts";
 import { histogramBuckets, parsePromText, quantileBetween, sumOf, type Sample } from "../../../shared/prom-text.ts";
@@ -81,7 +81,7 @@ export interface DashboardSnapshot {
 }
 
 export interface CollectorDeps {
-  redis: Redis;
+  redis: RedisClient;
   commands: StockCommands;
   registry: Registry;
   workerMetricsUrls: readonly string[];
@@ -95,7 +95,7 @@ export class DashboardCollector {
   private readonly listeners = new Set<Listener>();
   private readonly pinned = new Set<string>();
   private readonly known = new Set<string>();
-  private scanCursor = "0";
+  private scanCursors = new Map<string, string>();
   private timer: ReturnType<typeof setInterval> | undefined;
   private ticking = false;
   private last: DashboardSnapshot | undefined;
@@ -171,11 +171,15 @@ export class DashboardCollector {
     const { redis, commands } = this.deps;
     const prefix = commands.keys.prefix;
     const stockKey = new RegExp(`^${prefix}:\\{\\d+\\}:stock:([^:]+)$`);
-    const [cursor, keys] = await redis.scan(this.scanCursor, "MATCH", `${prefix}:{*}:stock:*`, "COUNT", SCAN_COUNT);
-    this.scanCursor = cursor;
-    for (const key of keys) {
-      const id = stockKey.exec(key)?.[1];
-      if (id && this.known.size < MAX_STOCKS_KNOWN) this.known.add(id);
+    // SCAN is per node: on a cluster, one cursor per master (a single node is its own only master).
+    for (const node of keyHolders(redis)) {
+      const at = `${node.options.host}:${node.options.port}`;
+      const [cursor, keys] = await node.scan(this.scanCursors.get(at) ?? "0", "MATCH", `${prefix}:{*}:stock:*`, "COUNT", SCAN_COUNT);
+      this.scanCursors.set(at, cursor);
+      for (const key of keys) {
+        const id = stockKey.exec(key)?.[1];
+        if (id && this.known.size < MAX_STOCKS_KNOWN) this.known.add(id);
+      }
     }
   }
 
