@@ -19,6 +19,7 @@ import { docsRoutes } from "./docs.ts";
 import type { AppEnv } from "./env.ts";
 import { createApiMetrics } from "./metrics.ts";
 import { ApiProblem, problemFromDomain, problemResponse } from "./problem.ts";
+import { ipRateLimit, userRateLimit, type RateLimits } from "./rate-limit.ts";
 import { createRouter } from "./router.ts";
 import { allocationRoutes } from "./routes/allocations.ts";
 import { stockRoutes } from "./routes/stocks.ts";
@@ -40,6 +41,8 @@ export interface AppDeps {
   maxHeaderBytes?: number;
   /** Read-side routes (order history, search, analytics), mounted under /api before the write side. */
   readRoutes?: OpenAPIHono<AppEnv>;
+  /** Request-rate limits (docs/design.md §12); none when absent (in-process tests). */
+  rateLimits?: RateLimits;
   /** Returns a reason while the process should not get traffic (e.g. shutting down). */
   notReadyReason?: () => string | null;
 }
@@ -114,6 +117,9 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   });
   // No /metrics here: it is served on ADMIN_PORT by main.ts (shared/admin-server.ts), off the public port.
 
+  // Before anything else under /api: a client over its rate costs one map look-up, not a JWT verify.
+  if (deps.rateLimits) app.use("/api/*", ipRateLimit(deps.rateLimits.ip, deps.rateLimits.trustedProxies));
+
   const tooLarge = () => new ApiProblem(413, "payload_too_large", `request body over ${deps.maxBodyBytes} bytes`);
   const streamingLimit = bodyLimit({
     maxSize: deps.maxBodyBytes,
@@ -145,6 +151,12 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     maxLifetimeSeconds: deps.jwtMaxLifetimeSeconds ?? DEFAULT_JWT_MAX_LIFETIME_SECONDS,
   });
   app.use("/api/*", auth);
+  if (deps.rateLimits) {
+    // Per user, after authentication and before validation: a user over the rate is refused cheaply.
+    app.use("/api/stocks/:id/allocate", userRateLimit("allocate", deps.rateLimits.allocate));
+    app.use("/api/allocations/:id/purchase", userRateLimit("purchase", deps.rateLimits.purchase));
+    app.use("/api/allocations/:id/cancel", userRateLimit("cancel", deps.rateLimits.cancel));
+  }
 
   // Read routes first: /api/stocks/search must win over /api/stocks/{id}.
   if (deps.readRoutes) app.route("/api", deps.readRoutes);
