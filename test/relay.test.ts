@@ -105,6 +105,9 @@ describe("relay", () => {
       expect(verdict.outOfOrder).toEqual([]);
       expect(reader.messages.length).toBe(4);
 
+      // Dead letters are written with the batch's XACK, after Kafka acknowledged it: a consumer may
+      // see the batch a moment earlier (with transactions, the commit markers can beat the EndTxn reply).
+      await waitUntil(async () => (await h.redis.xlen(h.keys.outboxDeadLetter(shard))) >= 3, 10_000, "the dead letters");
       const dead = await h.redis.xrange(h.keys.outboxDeadLetter(shard), "-", "+");
       expect(dead.length).toBe(3);
       const asObject = (fields: string[]) => Object.fromEntries(fields.map((f, i) => (i % 2 === 0 ? [f, fields[i + 1]] : [])).filter((p) => p.length));

@@ -1,5 +1,5 @@
 /** What every part of the relay is given: its settings, connections and shared run state. */
-import type { Cluster, Redis } from "ioredis";
+import type { RedisClient } from "../../shared/redis/client.ts";
 import type { RelayConfig } from "../../shared/config.ts";
 import type { KeyLayout } from "../../shared/domain/keys.ts";
 import type { Logger } from "../../shared/logger.ts";
@@ -23,7 +23,7 @@ export type RelaySettings = Pick<
 >;
 
 /** A single Redis node or a Redis Cluster (REDIS_CLUSTER_NODES): the relay reads either. */
-export type RedisClient = Redis | Cluster;
+export type { RedisClient };
 
 export interface RelayContext {
   /** Commands connection (acks, trims, claims, leases, scrapes); never blocks. */

@@ -30,7 +30,8 @@
  */
 import { Cluster, Redis } from "ioredis";
 import { sleep } from "../../shared/lifecycle.ts";
-import type { RedisClient, RelayContext } from "./context.ts";
+import { isCluster } from "../../shared/redis/client.ts";
+import type { RelayContext } from "./context.ts";
 import { errorMessage } from "./health.ts";
 import { prepareScripts, queueScript } from "../../shared/redis/scripts.ts";
 import { parseStreams, RELAY_GROUP, type OutboxEntry } from "./stream.ts";
@@ -322,6 +323,8 @@ export class OutboxReader {
       autoResendUnfulfilledCommands: false,
       maxRetriesPerRequest: 1,
       connectTimeout: 2_000,
+      // Blocking XREAD and WAIT must not count as hung commands.
+      commandTimeout: this.ctx.cfg.RELAY_BLOCK_MS + this.ctx.cfg.RELAY_REPLICA_WAIT_MS + 5_000,
       // Never reconnect to a node that went away: it may no longer own the slot; ask the slot map.
       retryStrategy: () => null,
     });
@@ -329,10 +332,6 @@ export class OutboxReader {
     prepareScripts(conn);
     return conn;
   }
-}
-
-function isCluster(redis: RedisClient): redis is Cluster {
-  return (redis as { isCluster?: boolean }).isCluster === true;
 }
 
 /** One command, preceded by ASKING (in the same round trip) when following an ASK redirect. */

@@ -42,7 +42,8 @@ import { OutboxReader, type ReadResult } from "./reader.ts";
 import { KafkaSender, STOP_SEND_GRACE_MS, type SendOutcome } from "./sender.ts";
 import { ShardState } from "./shards.ts";
 import { readSnapshot } from "./snapshot.ts";
-import { idTimeMs, isBusyGroup, isNoGroup, RELAY_GROUP, type OutboxEntry } from "./stream.ts";
+import { runScript } from "../../shared/redis/scripts.ts";
+import { idTimeMs, isNoGroup, RELAY_GROUP, type OutboxEntry } from "./stream.ts";
 
 export type { RelaySettings } from "./context.ts";
 
@@ -190,16 +191,7 @@ class RelayImpl implements Relay {
 
   private async ensureGroups(): Promise<void> {
     const { redis, keys } = this.ctx;
-    await Promise.all(
-      keys.allShards().map(async (s) => {
-        try {
-          // From 0: whatever is already in a fresh stream is unrelayed, so it must be delivered too.
-          await redis.call("XGROUP", "CREATE", keys.outbox(s), RELAY_GROUP, "0", "MKSTREAM");
-        } catch (err) {
-          if (!isBusyGroup(err)) throw err;
-        }
-      }),
-    );
+    await Promise.all(keys.allShards().map((s) => runScript(redis, "fsRelayEnsureGroup", [keys.outbox(s)], [RELAY_GROUP])));
     this.groupsReady = true;
   }
 

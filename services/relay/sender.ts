@@ -19,7 +19,7 @@
  * (read-committed consumers never see it), so a Kafka outage does not duplicate. Without
  * transactions, one idempotent producer sends everything (the broker drops a re-sent copy it has).
  */
-import type { Kafka, Message, Producer } from "kafkajs";
+import { Partitioners, type Kafka, type Message, type Producer } from "kafkajs";
 import { ensureTopic } from "../../shared/kafka/client.ts";
 import { ACKS_ALL, compressionOf, createIdempotentProducer, sendBatch } from "../../shared/kafka/producer.ts";
 import { backoffMs, sleep } from "../../shared/lifecycle.ts";
@@ -140,6 +140,8 @@ export class KafkaSender {
       idempotent: true,
       maxInFlightRequests: 1,
       allowAutoTopicCreation: false,
+      // The same (Java-compatible murmur2) partitioner as every other producer: a stock keeps its partition.
+      createPartitioner: Partitioners.DefaultPartitioner,
       retry: { retries: 5, initialRetryTime: 100, maxRetryTime: 2_000 },
     });
     try {

@@ -17,6 +17,7 @@ import relayHeartbeatLua from "./scripts/relay_heartbeat.lua" with { type: "text
 import relayLeaseAcquireLua from "./scripts/relay_lease_acquire.lua" with { type: "text" };
 import relayLeaseReleaseLua from "./scripts/relay_lease_release.lua" with { type: "text" };
 import relayLeaseRenewLua from "./scripts/relay_lease_renew.lua" with { type: "text" };
+import relayEnsureGroupLua from "./scripts/relay_ensure_group.lua" with { type: "text" };
 import relayReadLua from "./scripts/relay_read.lua" with { type: "text" };
 
 const SCRIPTS = {
@@ -31,6 +32,7 @@ const SCRIPTS = {
   fsRelayLeaseRelease: { source: relayLeaseReleaseLua, keys: 1 },
   fsRelayDeleteIdleConsumers: { source: relayDeleteIdleConsumersLua, keys: 1 },
   fsRelayRead: { source: relayReadLua, keys: 2 },
+  fsRelayEnsureGroup: { source: relayEnsureGroupLua, keys: 1 },
 } as const;
 
 export type ScriptName = keyof typeof SCRIPTS;

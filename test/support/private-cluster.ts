@@ -49,6 +49,31 @@ export class PrivateCluster {
     );
     if ((await create.exited) !== 0) throw new Error(`redis-cli --cluster create failed: ${await new Response(create.stdout).text()}`);
     await this.waitOk(60_000);
+    await this.waitReplicasSynced(60_000);
+  }
+
+  /**
+   * Every live replica has finished its sync and has everything its master has (offsets equal).
+   * cluster_state:ok says nothing about that: a replica frozen during its first full sync would
+   * come back empty, not lagging.
+   */
+  async waitReplicasSynced(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    const field = (info: string, name: string) => new RegExp(`^${name}:(.*)$`, "m").exec(info)?.[1]?.trim();
+    for (;;) {
+      const nodes = (await this.topology()).filter((n) => this.procs.has(n.port) && !this.frozen.has(n.port));
+      let synced = true;
+      for (const replica of nodes.filter((n) => n.role === "replica")) {
+        const master = nodes.find((n) => n.id === replica.masterId);
+        if (!master) continue;
+        const r = String(await this.cli(replica.port, "INFO", "replication").catch(() => ""));
+        const m = String(await this.cli(master.port, "INFO", "replication").catch(() => ""));
+        if (field(r, "master_link_status") !== "up" || field(r, "master_sync_in_progress") !== "0" || field(r, "slave_repl_offset") !== field(m, "master_repl_offset")) synced = false;
+      }
+      if (synced) return;
+      if (Date.now() > deadline) throw new Error("private cluster replicas did not finish syncing");
+      await Bun.sleep(200);
+    }
   }
 
   private startNode(port: number): void {
