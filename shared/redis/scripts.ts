@@ -8,6 +8,7 @@ import type { ChainableCommander, Redis } from "ioredis";
 import allocateLua from "./scripts/allocate.lua" with { type: "text" };
 import cancelLua from "./scripts/cancel.lua" with { type: "text" };
 import createStockLua from "./scripts/create_stock.lua" with { type: "text" };
+import dueHoldsLua from "./scripts/due_holds.lua" with { type: "text" };
 import expireLua from "./scripts/expire.lua" with { type: "text" };
 import libLua from "./scripts/_lib.lua" with { type: "text" };
 import purchaseLua from "./scripts/purchase.lua" with { type: "text" };
@@ -23,6 +24,7 @@ const SCRIPTS = {
   fsPurchase: { source: purchaseLua, keys: 4 },
   fsCancel: { source: cancelLua, keys: 5 },
   fsExpire: { source: expireLua, keys: 5 },
+  fsDueHolds: { source: dueHoldsLua, keys: 1 },
   fsRelayHeartbeat: { source: relayHeartbeatLua, keys: 1 },
   fsRelayLeaseAcquire: { source: relayLeaseAcquireLua, keys: 1 },
   fsRelayLeaseRenew: { source: relayLeaseRenewLua, keys: 1 },
