@@ -10,6 +10,7 @@ import { createReaderSql } from "../../shared/read-models/postgres-client.ts";
 import { createSearchClient } from "../../shared/read-models/search-index.ts";
 import { createApp } from "./app.ts";
 import { createReadRoutes } from "./read-routes.ts";
+import { webhookRoutesFromConfig } from "./routes/webhooks.ts";
 
 const config = loadConfigOrExit(apiSchema, "api");
 const logger = createLogger("api", config.LOG_LEVEL);
@@ -19,6 +20,8 @@ redis.on("error", (err) => logger.warn({ err: err.message }, "redis connection e
 // Read side: fail fast when a store is down (503), so allocation never waits on it.
 const sql = createReaderSql(config.DATABASE_URL);
 const es = createSearchClient(config.ELASTICSEARCH_URL, { requestTimeoutMs: 2_000, maxRetries: 0 });
+
+const webhooks = webhookRoutesFromConfig(config);
 
 let draining = false;
 const app = createApp({
@@ -31,6 +34,7 @@ const app = createApp({
   maxBodyBytes: config.MAX_BODY_BYTES,
   maxHeaderBytes: config.MAX_HEADER_BYTES,
   readRoutes: createReadRoutes({ sql, es, esAlias: config.ELASTICSEARCH_INDEX_ALIAS }),
+  webhookRoutes: webhooks.routes,
   notReadyReason: () => (draining ? "shutting down" : null),
 });
 
@@ -46,5 +50,5 @@ logger.info({ port: server.port, shards: config.OUTBOX_SHARDS }, "api listening"
 onShutdown(logger, async () => {
   draining = true;
   await server.stop(); // stop accepting, let in-flight requests finish
-  await Promise.allSettled([redis.quit(), sql.end({ timeout: 5 }), es.close()]);
+  await Promise.allSettled([redis.quit(), sql.end({ timeout: 5 }), es.close(), webhooks.close()]);
 });

@@ -15,6 +15,7 @@ export type ProblemCode =
   | "unsupported_media_type"
   | "method_not_allowed"
   | "store_unavailable"
+  | "webhook_configured"
   | "internal_error";
 
 export class ApiProblem extends Error {
@@ -47,6 +48,7 @@ const TITLES: Record<ProblemCode, string> = {
   unsupported_media_type: "Unsupported media type",
   method_not_allowed: "Method not allowed",
   store_unavailable: "Store unavailable",
+  webhook_configured: "Endpoint comes from configuration",
   internal_error: "Internal error",
 };
 
