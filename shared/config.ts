@@ -132,7 +132,7 @@ export const notifierSchema = z
     WEBHOOK_URL: z
       .string()
       .url()
-      .refine((u) => /^https?:$/.test(new URL(u).protocol), "WEBHOOK_URL must be http:// or https://")
+      .refine((u) => /^https?:$/.test(URL.parse(u)?.protocol ?? ""), "WEBHOOK_URL must be http:// or https://")
       .optional(),
     WEBHOOK_SECRET: z.string().regex(WEBHOOK_SECRET_PATTERN, "WEBHOOK_SECRET must be whsec_ + base64 of 24-64 bytes").optional(),
     /** Comma-separated event types for the configured endpoint; unset = all. */

@@ -30,15 +30,15 @@ interface Service {
   restart?: string;
 }
 
-const APP_SERVICES = ["api", "relay", "expirer", "projector-postgres", "projector-search"] as const;
-const ADMIN_PORTS: Record<string, number> = { relay: 9101, expirer: 9102, "projector-postgres": 9103, "projector-search": 9104 };
+const APP_SERVICES = ["api", "relay", "expirer", "projector-postgres", "projector-search", "notifier"] as const;
+const ADMIN_PORTS: Record<string, number> = { relay: 9101, expirer: 9102, "projector-postgres": 9103, "projector-search": 9104, notifier: 9105 };
 const isOneShot = (s: Service) => s.restart === "no";
 const stackVersion = (name: string) => new RegExp(`^${name}=(\\S+)$`, "m").exec(stackScript)?.[1];
 
 describe("compose.yaml", () => {
   test("has the servers, the Kafka UI, the one-shot migrate and every service", () => {
     expect(Object.keys(services).sort()).toEqual(
-      ["api", "elasticsearch", "expirer", "kafka", "kafka-ui", "migrate", "postgres", "projector-postgres", "projector-search", "redis", "relay"].sort(),
+      ["api", "elasticsearch", "expirer", "kafka", "kafka-ui", "migrate", "notifier", "postgres", "projector-postgres", "projector-search", "redis", "relay"].sort(),
     );
   });
 

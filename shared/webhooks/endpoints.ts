@@ -17,8 +17,9 @@ export const webhookUrl = z
   .string()
   .max(2048)
   .url()
-  .refine((u) => /^https?:$/.test(new URL(u).protocol), "must be an http:// or https:// URL")
-  .refine((u) => new URL(u).username === "" && new URL(u).password === "", "must not carry credentials");
+  // zod runs refinements after a failed .url() too: parse defensively, never throw from a check.
+  .refine((u) => /^https?:$/.test(URL.parse(u)?.protocol ?? ""), "must be an http:// or https:// URL")
+  .refine((u) => !URL.parse(u)?.username && !URL.parse(u)?.password, "must not carry credentials");
 
 export const webhookSecret = z.string().regex(WEBHOOK_SECRET_PATTERN, "must be whsec_ followed by the base64 of 24-64 bytes");
 export const eventTypes = z.array(z.enum(EVENT_TYPES)).min(1).max(EVENT_TYPES.length);
