@@ -1,6 +1,6 @@
 /**
  * Plumbing shared by the load-test runner (loadtests/run.ts) and the benchmark
- * (scripts/bench-allocate.ts): tokens, child processes we start and stop by pid, k6, the machine.
+ * (loadtests/bench/allocate.ts): tokens, child processes we start and stop by pid, k6, the machine.
  */
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";

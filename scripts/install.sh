@@ -79,7 +79,7 @@ java_major() {
 }
 
 install_bun() {
-  local prefix="$HOME/.bun"
+  local prefix="$HOME/.bun" user_path="$PATH"
   if [[ -x "$prefix/bin/bun" && "$("$prefix/bin/bun" --version 2>/dev/null)" == "$BUN_VERSION" ]]; then :
   elif command -v bun >/dev/null && [[ "$(bun --version)" == "$BUN_VERSION" ]]; then return 0
   else
@@ -90,14 +90,15 @@ install_bun() {
     fi
     command -v npm >/dev/null || apt_install npm
     note "installing Bun $BUN_VERSION from the npm registry into $prefix"
-    npm install -g --prefix "$prefix" --no-fund --no-audit --loglevel=error "bun@$BUN_VERSION" >/dev/null
+    npm install -g --prefix "$prefix" --no-fund --no-audit --update-notifier=false --loglevel=error "bun@$BUN_VERSION" >/dev/null
   fi
   export PATH="$prefix/bin:$PATH"
-  # Leave `bun` usable in the user's own shell afterwards.
+  # Leave `bun` usable in the user's own shell afterwards: a link in /usr/local/bin for root's own
+  # ~/.bun (never over somebody else's bun), else the PATH line to add.
   if is_root && [[ "$prefix" == "$HOME/.bun" ]] && { [[ ! -e /usr/local/bin/bun ]] || [[ "$(readlink /usr/local/bin/bun)" == "$prefix/bin/bun" ]]; }; then
     ln -sf "$prefix/bin/bun" /usr/local/bin/bun
-  elif ! command -v bun >/dev/null || [[ "$(command -v bun)" != /usr/local/bin/bun && ":$PATH:" != *":$prefix/bin:"* ]]; then
-    note "add Bun to your PATH: export PATH=\"$prefix/bin:\$PATH\""
+  elif [[ "$(PATH="$user_path" command -v bun 2>/dev/null || true)" != "$prefix/bin/bun" && "$prefix" == "$HOME/.bun" ]]; then
+    note "Bun $BUN_VERSION is in $prefix/bin; add it to your PATH: export PATH=\"$prefix/bin:\$PATH\""
   fi
 }
 

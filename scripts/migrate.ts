@@ -1,5 +1,5 @@
 /**
- * `bun run migrate`: applies migrations/NNN_*.sql to DATABASE_URL (see shared/db/migrate.ts).
+ * `bun run migrate`: applies migrations/NNN_*.sql to DATABASE_URL (see shared/stores/postgres/migrate.ts).
  * Safe to run from several starters at once; a second run applies nothing.
  *
  *   DATABASE_URL    postgres://flashsale:flashsale@127.0.0.1:5432/flashsale (default)
@@ -9,7 +9,7 @@ import { join } from "node:path";
 import postgres from "postgres";
 import { z } from "zod";
 import { loadConfigOrExit } from "../shared/config.ts";
-import { migrate, MigrationError } from "../shared/db/migrate.ts";
+import { migrate, MigrationError } from "../shared/stores/postgres/migrate.ts";
 
 const schema = z.object({
   DATABASE_URL: z.string().url().default("postgres://flashsale:flashsale@127.0.0.1:5432/flashsale"),

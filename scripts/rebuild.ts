@@ -25,16 +25,16 @@
  */
 import type { Client } from "@elastic/elasticsearch";
 import type postgres from "postgres";
-import { createPostgresProjector, POSTGRES_PROJECTOR_GROUP } from "../services/projector-postgres/projector.ts";
-import { createSearchProjector, SEARCH_PROJECTOR_GROUP } from "../services/projector-search/projector.ts";
+import { createPostgresProjector, POSTGRES_PROJECTOR_GROUP } from "../shared/stores/postgres/sink.ts";
+import { createSearchProjector, SEARCH_PROJECTOR_GROUP } from "../shared/stores/search/sink.ts";
 import { parseConfig, projectorPostgresSchema, projectorSearchSchema } from "../shared/config.ts";
-import { stockEventSchema, type StockEvent } from "../shared/events.ts";
+import { stockEventSchema, type StockEvent } from "../shared/domain/events.ts";
 import { createKafka } from "../shared/kafka/client.ts";
 import { createLogger, type Logger } from "../shared/logger.ts";
 import { deleteGroup, fetchGroupOffsets, fetchHighWatermarks, remaining, waitForGroup, type PartitionOffsets } from "../shared/projection/offsets.ts";
-import { createProjectorSql } from "../shared/read-models/postgres-client.ts";
-import { applyEventsInTransaction } from "../shared/read-models/postgres-writer.ts";
-import { applyMigrationFiles, quoteIdent, tablesOf } from "../shared/read-models/schema.ts";
+import { createProjectorSql } from "../shared/stores/postgres/client.ts";
+import { applyEventsInTransaction } from "../shared/stores/postgres/writer.ts";
+import { applyMigrationFiles, quoteIdent, tablesOf } from "../shared/stores/postgres/migration-files.ts";
 import {
   copyNewerDocuments,
   createSearchClient,
@@ -42,7 +42,7 @@ import {
   indicesOfAlias,
   nextIndexName,
   swapAlias,
-} from "../shared/read-models/search-index.ts";
+} from "../shared/stores/search/mapping.ts";
 
 export interface RebuildCommon {
   brokers: string[];

@@ -11,7 +11,9 @@
 #   bash scripts/stack.sh k6 [args...]       run the pinned k6 (built on first use)
 #   bash scripts/stack.sh kafka-topics ...   kafka-topics.sh against the stack's broker, e.g. --list
 #   bash scripts/stack.sh env                print the client environment variables for this stack
-# names: redis postgres kafka elasticsearch (aliases: pg, es)
+# names: redis postgres kafka elasticsearch (aliases: pg, es), and redis-cluster (not in the default set:
+#   3 masters + 3 replicas with cluster-enabled, docs/design.md §11; `env redis-cluster` prints
+#   REDIS_CLUSTER_NODES, which switches the clients to it)
 #
 # Data, logs and pids live in the stack dir, downloads in the cache dir:
 #   FLASHSALE_STACK_DIR  default <repo>/.stack (or /var/tmp/flash-sale-stack-<hash> for a clone the
@@ -47,6 +49,17 @@ KAFKA_CONTROLLER_PORT="${FLASHSALE_KAFKA_CONTROLLER_PORT:-9093}"
 ES_PORT="${FLASHSALE_ES_PORT:-9200}"
 ES_TRANSPORT_PORT="${FLASHSALE_ES_TRANSPORT_PORT:-9300}"
 HOST=127.0.0.1
+# Redis Cluster: FLASHSALE_REDIS_CLUSTER_PORTS (comma or space separated, an even number >= 6:
+# half masters, half replicas) or 6 consecutive ports from FLASHSALE_REDIS_CLUSTER_BASE_PORT.
+REDIS_CLUSTER_BASE_PORT="${FLASHSALE_REDIS_CLUSTER_BASE_PORT:-7000}"
+if [[ -n "${FLASHSALE_REDIS_CLUSTER_PORTS:-}" ]]; then
+  read -r -a REDIS_CLUSTER_PORTS <<<"${FLASHSALE_REDIS_CLUSTER_PORTS//,/ }"
+else
+  mapfile -t REDIS_CLUSTER_PORTS < <(seq "$REDIS_CLUSTER_BASE_PORT" $((REDIS_CLUSTER_BASE_PORT + 5)))
+fi
+# How long a master may be unreachable before its replica takes over (Redis' default is 15 s; a
+# failover drill should not take that long, and 5 s still rides out a GC pause of a neighbour JVM).
+REDIS_CLUSTER_NODE_TIMEOUT="${FLASHSALE_REDIS_CLUSTER_NODE_TIMEOUT:-5000}"
 
 PG_DB=flashsale
 PG_USER=flashsale
@@ -79,7 +92,8 @@ canonical() {
     pg | postgres | postgresql) echo postgres ;;
     kafka) echo kafka ;;
     es | elastic | elasticsearch) echo elasticsearch ;;
-    *) die "unknown server '$1' (known: ${ALL_SERVERS[*]}; aliases pg, es)" ;;
+    redis-cluster | cluster) echo redis-cluster ;;
+    *) die "unknown server '$1' (known: ${ALL_SERVERS[*]} redis-cluster; aliases pg, es)" ;;
   esac
 }
 
@@ -87,6 +101,8 @@ port_of() {
   case "$1" in
     redis) echo "$REDIS_PORT" ;; postgres) echo "$PG_PORT" ;;
     kafka) echo "$KAFKA_PORT" ;; elasticsearch) echo "$ES_PORT" ;;
+    redis-cluster) echo "${REDIS_CLUSTER_PORTS[0]}" ;;
+    redis-cluster-*) echo "${1#redis-cluster-}" ;; # one node of it
   esac
 }
 
@@ -96,6 +112,7 @@ endpoint_of() {
     postgres) echo "DATABASE_URL=postgres://$PG_USER:$PG_PASSWORD@$HOST:$PG_PORT/$PG_DB" ;;
     kafka) echo "KAFKA_BROKERS=$HOST:$KAFKA_PORT" ;;
     elasticsearch) echo "ELASTICSEARCH_URL=http://$HOST:$ES_PORT" ;;
+    redis-cluster) echo "REDIS_CLUSTER_NODES=$(printf "$HOST:%s," "${REDIS_CLUSTER_PORTS[@]}" | sed 's/,$//')" ;;
   esac
 }
 
@@ -348,6 +365,125 @@ start_redis() {
   record_pid redis "$(tr -dc '0-9' <"$RUN_DIR/redis-server.pid")"
 }
 
+# ---------------------------------------------------------------- redis cluster
+
+# The write side scaled out (docs/design.md §11): the same apt redis-server, one process per port,
+# each with its own dir (nodes.conf, AOF) and pid file "redis-cluster-<port>". `redis-cli --cluster
+# create` assigns the first half of the ports as masters and the rest as their replicas; after a
+# failover the roles move, which is why nothing here assumes them.
+
+# Never fails (set -e, pipefail): a node that does not answer gives empty output.
+rc_cli() { timeout 5 redis-cli -h "$HOST" -p "$1" "${@:2}" 2>/dev/null || true; }
+rc_info() { rc_cli "$1" cluster info | tr -d '\r' | sed -n "s/^$2://p"; }
+
+start_redis_cluster_node() { # start_redis_cluster_node <port>
+  local port="$1" name="redis-cluster-$1" dir="$STACK_DIR/redis-cluster/$1"
+  command -v redis-server >/dev/null || die "redis-server not found. Install it: apt-get install redis-server"
+  mkdir -p "$dir"
+  rm -f "$RUN_DIR/$name.server.pid"
+  redis-server --bind "$HOST" --port "$port" --dir "$dir" \
+    --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout "$REDIS_CLUSTER_NODE_TIMEOUT" \
+    --appendonly yes --appendfsync everysec --appendfilename appendonly.aof \
+    --daemonize yes --pidfile "$RUN_DIR/$name.server.pid" --logfile "$(log_file_of "$name")" \
+    --save "" --protected-mode yes --maxclients 10000 || return 1
+  local i
+  for i in $(seq 1 50); do [[ -s "$RUN_DIR/$name.server.pid" ]] && break; sleep 0.1; done
+  record_pid "$name" "$(tr -dc '0-9' <"$RUN_DIR/$name.server.pid")"
+}
+
+# rc_wait_ok <seconds>: every node reports cluster_state:ok and the same number of known nodes.
+rc_wait_ok() {
+  local budget="$1" start=$SECONDS p ok n="${#REDIS_CLUSTER_PORTS[@]}"
+  while ((SECONDS - start < budget)); do
+    ok=1
+    for p in "${REDIS_CLUSTER_PORTS[@]}"; do
+      [[ "$(rc_info "$p" cluster_state)" == ok && "$(rc_info "$p" cluster_known_nodes)" == "$n" ]] || { ok=0; break; }
+    done
+    ((ok)) && return 0
+    sleep 0.5
+  done
+  return 1
+}
+
+ensure_redis_cluster() {
+  local p name pid t0=$SECONDS started=() fresh=0 configured=0 n="${#REDIS_CLUSTER_PORTS[@]}"
+  ((n >= 6 && n % 2 == 0)) || die "FLASHSALE_REDIS_CLUSTER_PORTS: an even number of ports, at least 6 (3 masters + 3 replicas); got ${REDIS_CLUSTER_PORTS[*]}"
+  command -v redis-cli >/dev/null || die "redis-cli not found. Install it: apt-get install redis-tools"
+  for p in "${REDIS_CLUSTER_PORTS[@]}"; do
+    name="redis-cluster-$p"
+    if owned_pid "$name" >/dev/null; then continue; fi
+    rm -f "$(pid_file "$name")"
+    if port_open "$p"; then
+      [[ "$(rc_cli "$p" ping)" == PONG && -n "$(rc_info "$p" cluster_state)" ]] \
+        || { info "something listens on $HOST:$p but is not a cluster-enabled Redis; stop it or choose other ports (FLASHSALE_REDIS_CLUSTER_BASE_PORT)"; return 1; }
+      continue # a node of someone else's cluster on these ports: used as it is, never stopped
+    fi
+    [[ -n "${STARTED_MARKS:-}" ]] && touch "$STARTED_MARKS/$name"
+    start_redis_cluster_node "$p" 9>&- || { info "$name failed to start (log: $(log_file_of "$name"))"; return 1; }
+    started+=("$p")
+  done
+  for p in "${REDIS_CLUSTER_PORTS[@]}"; do
+    local i
+    for ((i = 0; i < 100; i++)); do [[ "$(rc_cli "$p" ping)" == PONG ]] && break; sleep 0.2; done
+    [[ "$(rc_cli "$p" ping)" == PONG ]] || { info "redis-cluster node $p does not answer"; tail_log "redis-cluster-$p"; return 1; }
+    if [[ "$(rc_info "$p" cluster_known_nodes)" == 1 && "$(rc_info "$p" cluster_slots_assigned)" == 0 ]]; then
+      fresh=$((fresh + 1))
+    else
+      configured=$((configured + 1))
+    fi
+  done
+  if ((fresh == n)); then
+    info "creating the cluster: $((n / 2)) masters, $((n / 2)) replicas on ports ${REDIS_CLUSTER_PORTS[*]}"
+    local nodes=()
+    for p in "${REDIS_CLUSTER_PORTS[@]}"; do nodes+=("$HOST:$p"); done
+    if ! redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$LOG_DIR/redis-cluster-create.log" 2>&1; then
+      cat "$LOG_DIR/redis-cluster-create.log" >&2
+      # Nodes half-way into a cluster would make the next `up` refuse; start them clean next time.
+      for p in "${started[@]}"; do stop_one "redis-cluster-$p" >&2; rm -rf "${STACK_DIR:?}/redis-cluster/$p"; done
+      return 1
+    fi
+  elif ((fresh > 0)); then
+    # Some nodes remember a cluster (nodes.conf) and some do not: joining them by hand is an
+    # operator's decision, not something `up` should guess.
+    info "redis-cluster: $configured node(s) belong to a cluster and $fresh are empty; run 'bash scripts/stack.sh down redis-cluster' and remove $STACK_DIR/redis-cluster to start over"
+    return 1
+  fi
+  # Nodes restarted from their nodes.conf re-form the cluster by themselves; wait for it either way.
+  if ! rc_wait_ok 90; then
+    info "redis-cluster did not reach cluster_state:ok within 90s"
+    rc_cli "${REDIS_CLUSTER_PORTS[0]}" cluster nodes >&2 || true
+    return 1
+  fi
+  if ((${#started[@]})); then
+    say "redis-cluster: started ${#started[@]} node(s) in $((SECONDS - t0))s, cluster_state:ok  $(endpoint_of redis-cluster)"
+  else
+    say "redis-cluster: running, cluster_state:ok  $(endpoint_of redis-cluster)"
+  fi
+}
+
+stop_redis_cluster() {
+  local p
+  for p in "${REDIS_CLUSTER_PORTS[@]}"; do stop_one "redis-cluster-$p"; done
+}
+
+status_redis_cluster() {
+  local p pid role state any=0
+  state="$(rc_info "${REDIS_CLUSTER_PORTS[0]}" cluster_state)"
+  for p in "${REDIS_CLUSTER_PORTS[@]}"; do port_open "$p" && any=1; done
+  ((any)) || { say "redis-cluster: stopped (ports ${REDIS_CLUSTER_PORTS[*]})"; return 0; }
+  for p in "${REDIS_CLUSTER_PORTS[@]}"; do
+    role="$(rc_cli "$p" role | head -n1)"
+    if pid="$(owned_pid "redis-cluster-$p")"; then
+      say "redis-cluster-$p: running (pid $pid, ${role:-not answering}) on $HOST:$p"
+    elif port_open "$p"; then
+      say "redis-cluster-$p: answering on $HOST:$p (${role:-?}), not started by this stack"
+    else
+      say "redis-cluster-$p: stopped"
+    fi
+  done
+  if [[ -n "$state" ]]; then say "redis-cluster: cluster_state:$state  $(endpoint_of redis-cluster)"; else say "redis-cluster: stopped"; fi
+}
+
 # ---------------------------------------------------------------- postgres
 
 pg_socket_dir() {
@@ -549,6 +685,7 @@ EOF
 # ensure <name>: leave a running server alone, else start ours; wait until it answers.
 ensure() {
   local name="$1" pid port budget
+  [[ "$name" == redis-cluster ]] && { ensure_redis_cluster; return; }
   port="$(port_of "$name")"
   case "$name" in redis) budget=30 ;; postgres) budget=60 ;; kafka) budget=120 ;; elasticsearch) budget=180 ;; esac
   if pid="$(owned_pid "$name")"; then
@@ -581,6 +718,7 @@ ensure() {
 
 stop_one() {
   local name="$1" pid sig=TERM budget=30 i
+  [[ "$name" == redis-cluster ]] && { stop_redis_cluster; return; }
   if ! pid="$(owned_pid "$name")"; then
     rm -f "$(pid_file "$name")"
     if port_open "$(port_of "$name")"; then
@@ -608,6 +746,7 @@ stop_one() {
 
 status_one() {
   local name="$1" pid port
+  [[ "$name" == redis-cluster ]] && { status_redis_cluster; return; }
   port="$(port_of "$name")"
   if pid="$(owned_pid "$name")"; then
     local rss
@@ -655,7 +794,7 @@ cmd_up() {
   local failed=()
   for n in "${names[@]}"; do
     case "$n" in
-      redis | postgres) ensure "$n" || failed+=("$n") ;;
+      redis | postgres | redis-cluster) ensure "$n" || failed+=("$n") ;;
     esac
   done
   for n in "${names[@]}"; do
@@ -692,6 +831,8 @@ cmd_up() {
 cmd_down() {
   local names n i
   mapfile -t names < <(names_or_all "$@")
+  # Plain `down` stops everything this stack started, the cluster too (its nodes first, below).
+  (($# == 0)) && names=(redis-cluster "${names[@]}")
   lock_stack
   # Reverse order: search and Kafka first, the stores last.
   for ((i = ${#names[@]} - 1; i >= 0; i--)); do stop_one "${names[$i]}"; done
@@ -701,6 +842,7 @@ cmd_status() {
   local names n
   mapfile -t names < <(names_or_all "$@")
   for n in "${names[@]}"; do status_one "$n"; done
+  (($# == 0)) && status_one redis-cluster
   if [[ -x "$K6_BIN" ]]; then say "k6: $K6_BIN"; else say "k6: not built"; fi
 }
 
@@ -710,15 +852,26 @@ cmd_logs() {
     for n in "${ALL_SERVERS[@]}"; do [[ -f "$(log_file_of "$n")" ]] && files+=("$(log_file_of "$n")"); done
   else
     n="$(canonical "$1")"
-    files=("$(log_file_of "$n")")
+    if [[ "$n" == redis-cluster ]]; then
+      for p in "${REDIS_CLUSTER_PORTS[@]}"; do [[ -f "$(log_file_of "redis-cluster-$p")" ]] && files+=("$(log_file_of "redis-cluster-$p")"); done
+    else
+      files=("$(log_file_of "$n")")
+    fi
   fi
   ((${#files[@]})) || die "no log files yet in $STACK_DIR"
   if [[ -t 1 ]]; then exec tail -n 100 -F "${files[@]}"; else exec tail -n 200 "${files[@]}"; fi
 }
 
+# env [name...]: without names the default servers, and the cluster as a comment (setting
+# REDIS_CLUSTER_NODES switches every client from REDIS_URL to the cluster, so it is opt-in).
 cmd_env() {
   local n
+  if (($#)); then
+    for n in "$@"; do say "$(endpoint_of "$(canonical "$n")")"; done
+    return
+  fi
   for n in "${ALL_SERVERS[@]}"; do say "$(endpoint_of "$n")"; done
+  say "# $(endpoint_of redis-cluster)   (bash scripts/stack.sh up redis-cluster; env redis-cluster)"
 }
 
 cmd_kafka_topics() {
@@ -744,7 +897,7 @@ main() {
     restart) cmd_down "$@"; cmd_up "$@" ;;
     status) cmd_status "$@" ;;
     logs) cmd_logs "$@" ;;
-    env) cmd_env ;;
+    env) cmd_env "$@" ;;
     k6) cmd_k6 "$@" ;;
     kafka-topics) cmd_kafka_topics "$@" ;;
     -h | --help | help | "") usage ;;

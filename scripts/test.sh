@@ -3,7 +3,8 @@
 # or with the stack already up:
 #   1. whatever a bare machine lacks (scripts/install.sh: Bun, Debian packages, schemathesis venv),
 #   2. bun install --frozen-lockfile,
-#   3. the real servers: bash scripts/stack.sh up (idempotent; servers already running are reused),
+#   3. the real servers: bash scripts/stack.sh up, and the Redis Cluster (stack.sh up redis-cluster)
+#      that the cluster tests run on (idempotent; servers already running are reused),
 #   4. bun run migrate,
 #   5. bun run typecheck,
 #   6. bun test [your args...]   e.g. bun run test test/stack.test.ts
@@ -31,6 +32,8 @@ bun install --frozen-lockfile
 # ---- 3. servers
 step "stack up"
 bash scripts/stack.sh up
+# Not in the default set (six more processes most users do not need); the cluster tests need it.
+bash scripts/stack.sh up redis-cluster
 
 # ---- 4. schema
 step "migrate"

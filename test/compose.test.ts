@@ -28,18 +28,48 @@ interface Service {
   healthcheck?: { test: string[]; interval?: string; timeout?: string; retries?: number; start_period?: string };
   init?: boolean;
   restart?: string;
+  profiles?: string[];
+  entrypoint?: string[];
 }
 
 const APP_SERVICES = ["api", "relay", "expirer", "projector-postgres", "projector-search", "notifier"] as const;
-const ADMIN_PORTS: Record<string, number> = { relay: 9101, expirer: 9102, "projector-postgres": 9103, "projector-search": 9104, notifier: 9105 };
+const ADMIN_PORTS: Record<string, number> = { relay: 9101, expirer: 9102, "projector-postgres": 9103, "projector-search": 9104, notifier: 9106 };
+const CLUSTER_NODES = [0, 1, 2, 3, 4, 5].map((i) => `redis-cluster-${i}`);
 const isOneShot = (s: Service) => s.restart === "no";
 const stackVersion = (name: string) => new RegExp(`^${name}=(\\S+)$`, "m").exec(stackScript)?.[1];
 
 describe("compose.yaml", () => {
   test("has the servers, the Kafka UI, the one-shot migrate and every service", () => {
     expect(Object.keys(services).sort()).toEqual(
-      ["api", "elasticsearch", "expirer", "kafka", "kafka-ui", "migrate", "notifier", "postgres", "projector-postgres", "projector-search", "redis", "relay"].sort(),
+      ["api", "elasticsearch", "expirer", "kafka", "kafka-ui", "migrate", "notifier", "postgres", "projector-postgres", "projector-search", "redis", "relay",
+        ...CLUSTER_NODES, "redis-cluster-init"].sort(),
     );
+  });
+
+  test("the optional cluster profile: 3 masters + 3 replicas like stack.sh up redis-cluster, created once, opt-in for the apps", () => {
+    for (const [i, name] of CLUSTER_NODES.entries()) {
+      const s = services[name]!;
+      const port = 7000 + i;
+      expect(s.profiles).toEqual(["cluster"]);
+      expect(s.image).toBe("redis:7");
+      const cmd = s.command!.join(" ");
+      expect(cmd).toContain(`--port ${port}`);
+      expect(cmd).toContain("--cluster-enabled yes");
+      expect(cmd).toContain("--appendonly yes --appendfsync everysec");
+      expect(cmd).toContain(`--cluster-announce-hostname ${name}`);
+      expect(s.ports).toEqual([`127.0.0.1:${port}:${port}`]);
+      expect(s.healthcheck!.test).toEqual(["CMD", "redis-cli", "-p", String(port), "ping"]);
+    }
+    // The native stack uses the same ports and node timeout.
+    expect(stackScript).toContain('REDIS_CLUSTER_BASE_PORT="${FLASHSALE_REDIS_CLUSTER_BASE_PORT:-7000}"');
+    expect(stackScript).toContain('REDIS_CLUSTER_NODE_TIMEOUT="${FLASHSALE_REDIS_CLUSTER_NODE_TIMEOUT:-5000}"');
+    const init = services["redis-cluster-init"]!;
+    expect(init.profiles).toEqual(["cluster"]);
+    expect(isOneShot(init)).toBe(true);
+    expect(Object.keys(init.depends_on ?? {}).sort()).toEqual([...CLUSTER_NODES].sort());
+    expect(String(init.command)).toContain("--cluster-replicas 1 --cluster-yes");
+    // Without REDIS_CLUSTER_NODES the apps use the single node: the variable is passed through, empty by default.
+    for (const name of APP_SERVICES) expect(services[name]!.environment!.REDIS_CLUSTER_NODES).toBe("${REDIS_CLUSTER_NODES:-}");
   });
 
   test("server images are the versions the native stack runs", () => {
@@ -119,6 +149,8 @@ describe("compose.yaml", () => {
       const port = name === "api" ? 3000 : ADMIN_PORTS[name]!;
       if (name === "api") {
         expect(Number(env.PORT)).toBe(3000);
+        expect(Number(env.ADMIN_PORT), "api ADMIN_PORT (/metrics off the public port)").toBe(9105);
+        expect(s.ports).toContain("127.0.0.1:9105:9105");
         expect(String(env.ADMIN_TOKEN).length).toBeGreaterThanOrEqual(16);
         expect(String(env.JWT_SECRET).length).toBeGreaterThanOrEqual(32);
       } else {

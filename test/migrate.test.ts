@@ -7,7 +7,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import postgres from "postgres";
-import { migrate, MigrationError, readMigrations } from "../shared/db/migrate.ts";
+import { migrate, MigrationError, readMigrations } from "../shared/stores/postgres/migrate.ts";
 import { stackEnv, uniqueName } from "./support/env.ts";
 
 const REPO_MIGRATIONS = join(import.meta.dir, "..", "migrations");

@@ -55,7 +55,7 @@ describe("webhook config and inputs", () => {
     expect(c.WEBHOOK_EVENTS).toEqual(["PurchaseCompleted", "StockReleased"]);
     expect(c.WEBHOOK_RETRY_BASE).toBe(250);
     expect(c.WEBHOOK_RETRY_MAX).toBe(120_000);
-    expect(c.ADMIN_PORT).toBe(9105);
+    expect(c.ADMIN_PORT).toBe(9106);
     expect(parseConfig(notifierSchema, {}).WEBHOOK_URL).toBeUndefined();
     const bad = (env: Record<string, string>) => {
       try {

@@ -8,7 +8,7 @@
  */
 import { afterEach, expect, test } from "bun:test";
 import { createNotifier, type Notifier } from "../services/notifier/notifier.ts";
-import type { StockEvent } from "../shared/events.ts";
+import type { StockEvent } from "../shared/domain/events.ts";
 import { generateSecret } from "../shared/webhooks/endpoints.ts";
 import { brokers, eventually, produceEvents, readSideFixtures, testLogger, uniqueName } from "./support/read-side.ts";
 import { generateWorkload, StockSim } from "./support/stock-sim.ts";

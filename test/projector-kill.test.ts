@@ -5,7 +5,7 @@
  */
 import { afterAll, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
-import { waitForConvergence } from "../shared/read-models/convergence.ts";
+import { waitForConvergence } from "../shared/verify/convergence.ts";
 import { brokers, eventually, produceEvents, readSideFixtures, uniqueName } from "./support/read-side.ts";
 import { generateWorkload, StockSim } from "./support/stock-sim.ts";
 

@@ -5,14 +5,14 @@
  */
 import { describe, expect, test } from "bun:test";
 import { connect, createServer, type Server, type Socket } from "node:net";
-import { createPostgresProjector } from "../services/projector-postgres/projector.ts";
-import { createSearchProjector } from "../services/projector-search/projector.ts";
-import type { StockEvent } from "../shared/events.ts";
+import { createPostgresProjector } from "../shared/stores/postgres/sink.ts";
+import { createSearchProjector } from "../shared/stores/search/sink.ts";
+import type { StockEvent } from "../shared/domain/events.ts";
 import { fetchGroupOffsets, fetchHighWatermarks, remaining } from "../shared/projection/offsets.ts";
 import type { Projector } from "../shared/projection/projector.ts";
-import { waitForConvergence } from "../shared/read-models/convergence.ts";
-import { createProjectorSql } from "../shared/read-models/postgres-client.ts";
-import { createSearchClient } from "../shared/read-models/search-index.ts";
+import { waitForConvergence } from "../shared/verify/convergence.ts";
+import { createProjectorSql } from "../shared/stores/postgres/client.ts";
+import { createSearchClient } from "../shared/stores/search/mapping.ts";
 import { brokers, eventually, produceEvents, readSideFixtures, stackEnv, testLogger, uniqueName } from "./support/read-side.ts";
 import { generateWorkload, StockSim } from "./support/stock-sim.ts";
 

@@ -4,11 +4,11 @@
  */
 import { describe, expect, test } from "bun:test";
 import type postgres from "postgres";
-import { createPostgresProjector } from "../services/projector-postgres/projector.ts";
-import type { StockEvent } from "../shared/events.ts";
+import { createPostgresProjector } from "../shared/stores/postgres/sink.ts";
+import type { StockEvent } from "../shared/domain/events.ts";
 import { DLQ_HEADERS } from "../shared/projection/dlq.ts";
 import type { Projector } from "../shared/projection/projector.ts";
-import { waitForConvergence } from "../shared/read-models/convergence.ts";
+import { waitForConvergence } from "../shared/verify/convergence.ts";
 import { brokers, eventually, produceEvents, readSideFixtures, testLogger, uniqueName } from "./support/read-side.ts";
 import { generateWorkload, StockSim } from "./support/stock-sim.ts";
 

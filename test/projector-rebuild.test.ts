@@ -4,13 +4,13 @@
  */
 import { expect, test } from "bun:test";
 import { rebuildPostgres, rebuildSearch } from "../scripts/rebuild.ts";
-import { createPostgresProjector } from "../services/projector-postgres/projector.ts";
-import { createSearchProjector } from "../services/projector-search/projector.ts";
-import { readPostgresCounters, readSearchCounters, waitForConvergence } from "../shared/read-models/convergence.ts";
-import { createReaderSql } from "../shared/read-models/postgres-client.ts";
-import { listOrdersForUser } from "../shared/read-models/orders.ts";
-import { indicesOfAlias } from "../shared/read-models/search-index.ts";
-import { searchStocks } from "../shared/read-models/search.ts";
+import { createPostgresProjector } from "../shared/stores/postgres/sink.ts";
+import { createSearchProjector } from "../shared/stores/search/sink.ts";
+import { readPostgresCounters, readSearchCounters, waitForConvergence } from "../shared/verify/convergence.ts";
+import { createReaderSql } from "../shared/stores/postgres/client.ts";
+import { listOrdersForUser } from "../shared/stores/postgres/orders.ts";
+import { indicesOfAlias } from "../shared/stores/search/mapping.ts";
+import { searchStocks } from "../shared/stores/search/queries.ts";
 import { brokers, produceEvents, readSideFixtures, testLogger, uniqueName } from "./support/read-side.ts";
 import { generateWorkload, StockSim } from "./support/stock-sim.ts";
 

@@ -3,12 +3,12 @@
  * coalesced external-versioned writes, replay, out-of-order and duplicate deliveries, DLQ.
  */
 import { describe, expect, test } from "bun:test";
-import { createSearchProjector } from "../services/projector-search/projector.ts";
-import type { StockEvent } from "../shared/events.ts";
+import { createSearchProjector } from "../shared/stores/search/sink.ts";
+import type { StockEvent } from "../shared/domain/events.ts";
 import type { Projector } from "../shared/projection/projector.ts";
-import { readSearchCounters, waitForConvergence } from "../shared/read-models/convergence.ts";
-import { indicesOfAlias, type StockDocument } from "../shared/read-models/search-index.ts";
-import { applyEventsToSearch } from "../shared/read-models/search-writer.ts";
+import { readSearchCounters, waitForConvergence } from "../shared/verify/convergence.ts";
+import { indicesOfAlias, type StockDocument } from "../shared/stores/search/mapping.ts";
+import { applyEventsToSearch } from "../shared/stores/search/writer.ts";
 import { brokers, eventually, produceEvents, readSideFixtures, testLogger, uniqueName } from "./support/read-side.ts";
 import { generateWorkload, StockSim } from "./support/stock-sim.ts";
 

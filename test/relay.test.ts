@@ -4,7 +4,7 @@
  * relay-kafka-outage.test.ts.
  */
 import { describe, expect, test } from "bun:test";
-import { OUTBOX_EVENT_FIELD, SCHEMA_VERSION, type EventOf } from "../shared/events.ts";
+import { OUTBOX_EVENT_FIELD, SCHEMA_VERSION, type EventOf } from "../shared/domain/events.ts";
 import { RELAY_GROUP } from "../services/relay/stream.ts";
 import {
   allocate,

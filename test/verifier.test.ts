@@ -199,7 +199,7 @@ describe("verifier, downstream layers", () => {
 
   beforeAll(async () => {
     const { createTestDatabase, createTestKafka, createTopic, connectedProducer, produceEvents } = await import("./support/read-side.ts");
-    const { applyEventsToPostgres } = await import("../shared/read-models/postgres-writer.ts");
+    const { applyEventsToPostgres } = await import("../shared/stores/postgres/writer.ts");
     const events = await readOutbox(api.redis, api.keys);
     db = await createTestDatabase("vfdb");
     await applyEventsToPostgres(db.sql, events);

@@ -10,7 +10,7 @@ import { createLogger } from "../shared/logger.ts";
 import { createMetricsRegistry } from "../shared/metrics.ts";
 import { createRedis } from "../shared/redis/client.ts";
 import { createStockCommands } from "../shared/redis/commands.ts";
-import { createKeyLayout } from "../shared/keys.ts";
+import { createKeyLayout } from "../shared/domain/keys.ts";
 import { generateSecret, syncConfiguredEndpoint } from "../shared/webhooks/endpoints.ts";
 import { mintUserToken } from "../scripts/mint-token.ts";
 import { createTestDatabase, type TestDatabase } from "./support/read-side.ts";

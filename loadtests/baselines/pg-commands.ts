@@ -22,10 +22,10 @@
  * may lose the last fraction of a second of commits, consistently. `on` is available for reference.
  */
 import type postgres from "postgres";
-import { DomainError } from "../../shared/errors.ts";
-import { createKeyLayout } from "../../shared/keys.ts";
+import { DomainError } from "../../shared/domain/errors.ts";
+import { createKeyLayout } from "../../shared/domain/keys.ts";
 import type { AllocateInput, AllocateResult, CreateStockInput, StockCommands } from "../../shared/redis/commands.ts";
-import { stockStatus, type AllocationView, type StockView } from "../../shared/views.ts";
+import { stockStatus, type AllocationView, type StockView } from "../../shared/domain/views.ts";
 
 export type PgMode = "tx" | "fn";
 

@@ -4,7 +4,7 @@
  *
  *   DATABASE_URL=… PG_MODE=fn|tx PG_POOL_MAX=8 PG_SYNC_COMMIT=off PORT=3200 ADMIN_TOKEN=… JWT_SECRET=… \
  *     bun loadtests/baselines/pg-server.ts
- * The database must hold PG_BASELINE_SCHEMA (scripts/bench-allocate.ts creates a throwaway one).
+ * The database must hold PG_BASELINE_SCHEMA (loadtests/bench/allocate.ts creates a throwaway one).
  */
 import type { Redis } from "ioredis";
 import postgres from "postgres";

@@ -4,7 +4,7 @@
  */
 import type { Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
-import type { DomainError, DomainErrorCode } from "../../shared/errors.ts";
+import type { DomainError, DomainErrorCode } from "../../shared/domain/errors.ts";
 
 export type ProblemCode =
   | DomainErrorCode
@@ -18,12 +18,20 @@ export type ProblemCode =
   | "webhook_configured"
   | "internal_error";
 
+/**
+ * The members every problem has (RFC 9457 plus ours). Extension members (`extra`) may never replace
+ * them: domain context goes under its own name (e.g. `holdStatus`, not `status`).
+ */
+export const PROBLEM_MEMBERS = ["type", "title", "status", "detail", "instance", "code", "requestId"] as const;
+
 export class ApiProblem extends Error {
   constructor(
     readonly status: ContentfulStatusCode,
     readonly code: ProblemCode,
     readonly detail: string,
     readonly extra: Record<string, unknown> = {},
+    /** Response headers that belong to this answer (e.g. Retry-After). */
+    readonly headers: Record<string, string> = {},
   ) {
     super(detail);
     this.name = "ApiProblem";
@@ -53,20 +61,22 @@ const TITLES: Record<ProblemCode, string> = {
 };
 
 export function problemBody(problem: ApiProblem, requestId: string | undefined) {
+  // Extensions without the reserved names, and the problem's own members last: never overwritten.
+  const extensions = Object.fromEntries(Object.entries(problem.extra).filter(([name]) => !(PROBLEM_MEMBERS as readonly string[]).includes(name)));
   return {
+    ...extensions,
     type: `https://flash-sale.dev/problems/${problem.code.replaceAll("_", "-")}`,
     title: TITLES[problem.code],
     status: problem.status,
     detail: problem.detail,
     code: problem.code,
     requestId: requestId ?? null,
-    ...problem.extra,
   };
 }
 
 export function problemResponse(c: Context, problem: ApiProblem): Response {
   const body = problemBody(problem, c.get("requestId") as string | undefined);
-  return c.body(JSON.stringify(body), problem.status, { "Content-Type": "application/problem+json" });
+  return c.body(JSON.stringify(body), problem.status, { ...problem.headers, "Content-Type": "application/problem+json" });
 }
 
 const DOMAIN_STATUS: Record<DomainErrorCode, ContentfulStatusCode> = {

@@ -11,18 +11,18 @@ import type { Client } from "@elastic/elasticsearch";
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import type postgres from "postgres";
 import { isElasticOutage, isPostgresOutage } from "../../shared/projection/errors.ts";
-import { InvalidWindowError, salesReport } from "../../shared/read-models/analytics.ts";
-import { InvalidCursorError, listOrdersForUser } from "../../shared/read-models/orders.ts";
-import { createReaderSql } from "../../shared/read-models/postgres-client.ts";
-import { createReaderSearchClient } from "../../shared/read-models/search-index.ts";
-import { InvalidSearchCursorError, searchStocks } from "../../shared/read-models/search.ts";
-import { USER_ID_PATTERN } from "../../shared/validation.ts";
-import { STOCK_ID_PATTERN } from "../../shared/keys.ts";
-import { requireAdmin, requireOwnerOrAdmin } from "./auth.ts";
+import { InvalidWindowError, salesReport } from "../../shared/stores/postgres/analytics.ts";
+import { InvalidCursorError, listOrdersForUser } from "../../shared/stores/postgres/orders.ts";
+import { createReaderSql } from "../../shared/stores/postgres/client.ts";
+import { createReaderSearchClient } from "../../shared/stores/search/mapping.ts";
+import { InvalidSearchCursorError, searchStocks } from "../../shared/stores/search/queries.ts";
+import { USER_ID_PATTERN } from "../../shared/domain/validation.ts";
+import { STOCK_ID_PATTERN } from "../../shared/domain/keys.ts";
+import { adminOnly, requireAdmin, requireOwnerOrAdmin, signedIn } from "./auth.ts";
 import type { AppEnv } from "./env.ts";
 import { ApiProblem } from "./problem.ts";
 import { createRouter } from "./router.ts";
-import { problems } from "./schemas.ts";
+import { edgeProblems, jsonContent, problems } from "./schemas.ts";
 
 export interface ReadRoutesDeps {
   sql: postgres.Sql;
@@ -32,7 +32,15 @@ export interface ReadRoutesDeps {
 }
 
 const STATUSES = ["upcoming", "live", "sold_out", "ended"] as const;
-const cursorParam = z.string().max(2048).optional().openapi({ description: "opaque; from the previous page's nextCursor" });
+const cursorParam = z
+  .string()
+  .regex(/^[A-Za-z0-9_-]{0,2048}$/, "cursor: the nextCursor of the previous page")
+  .optional()
+  .openapi({
+    description:
+      "Opaque: the `nextCursor` of the previous page, unchanged (base64url, at most 2048 characters). Absent or empty: the first page. " +
+      "A cursor this endpoint did not make is 400 `invalid_request`.",
+  });
 const limitParam = (fallback: number, max: number) =>
   z.coerce.number().int().min(1).max(max).default(fallback).openapi({ description: `page size, 1-${max} (default ${fallback})` });
 
@@ -135,13 +143,15 @@ const ordersRoute = createRoute({
   tags: ["read side"],
   summary: "A user's order history, newest first (PostgreSQL, eventually consistent)",
   security: [{ bearer: [] }],
+  middleware: [signedIn] as const,
   request: {
     params: z.object({ userId: z.string().regex(USER_ID_PATTERN).openapi({ param: { name: "userId", in: "path" }, example: "alice" }) }),
     query: z.object({ limit: limitParam(20, 100), cursor: cursorParam }),
   },
   responses: {
-    200: { description: "one page of orders", content: { "application/json": { schema: orderPage } } },
-    ...problems(400, 401, 403, 503),
+    200: jsonContent(orderPage, "one page of orders; `nextCursor` is null on the last"),
+    ...edgeProblems("get"),
+    ...problems(400, [401, "`unauthorized`: no token"], [403, "`forbidden`: another user's history"], [503, "`store_unavailable`: PostgreSQL is down or slow"]),
   },
 });
 
@@ -159,12 +169,13 @@ const searchRoute = createRoute({
     }),
   },
   responses: {
-    200: { description: "one page of stocks", content: { "application/json": { schema: searchPage } } },
-    ...problems(400, 503),
+    200: jsonContent(searchPage, "one page of stocks; `nextCursor` is null on the last"),
+    ...edgeProblems("get"),
+    ...problems(400, [503, "`store_unavailable`: Elasticsearch is down or slow"]),
   },
 });
 
-const isoParam = z.string().datetime({ offset: true }).optional();
+const isoParam = (description: string) => z.string().datetime({ offset: true }).optional().openapi({ description, example: "2026-12-01T09:00:00Z" });
 const analyticsRoute = createRoute({
   method: "get",
   path: "/analytics/sales",
@@ -172,19 +183,27 @@ const analyticsRoute = createRoute({
   summary: "Sales analytics (admin): per stock and per minute (PostgreSQL)",
   description:
     "Per stock (all time): units sold, revenue, holds released by reason, sell-through, time to sell-out. " +
-    "Series: per minute in [from, to) (default the last hour, at most 24 h), revenue per currency.",
+    "Series: per minute in the window [from, to), revenue per currency. The window defaults to the hour before `to` (and `to` to now); " +
+    "`from` must be before `to` and the window at most 24 hours long, else 400 `invalid_request`.",
   security: [{ bearer: [] }],
+  middleware: [adminOnly] as const,
   request: {
     query: z.object({
-      stockId: z.string().regex(STOCK_ID_PATTERN).optional(),
-      from: isoParam,
-      to: isoParam,
-      limit: limitParam(100, 1000),
+      stockId: z.string().regex(STOCK_ID_PATTERN).optional().openapi({ description: "only this stock (stocks and series)" }),
+      from: isoParam("start of the series window, inclusive (ISO 8601 with offset); default `to` minus 1 hour"),
+      to: isoParam("end of the series window, exclusive (ISO 8601 with offset); default now; at most 24 h after `from`"),
+      limit: limitParam(100, 1000).openapi({ description: "how many stocks, 1-1000 (default 100)" }),
     }),
   },
   responses: {
-    200: { description: "the report", content: { "application/json": { schema: salesReportSchema } } },
-    ...problems(400, 401, 403, 503),
+    200: jsonContent(salesReportSchema, "the report"),
+    ...edgeProblems("get"),
+    ...problems(
+      [400, "`invalid_request`: a query value fails the schema, `from` not before `to`, or a window over 24 hours"],
+      [401, "`unauthorized`: no admin token"],
+      [403, "`forbidden`: not the admin token"],
+      [503, "`store_unavailable`: PostgreSQL is down or slow"],
+    ),
   },
 });
 

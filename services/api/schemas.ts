@@ -1,11 +1,7 @@
 /** Request and response schemas of the write-side endpoints: validation and OpenAPI from one source. */
 import { z } from "@hono/zod-openapi";
-import { IDEMPOTENCY_KEY_PATTERN, STOCK_ID_PATTERN } from "../../shared/validation.ts";
-
-/** Largest quantity one request may take; the per-user limit usually bites first. */
-export const MAX_QUANTITY_PER_REQUEST = 1000;
-/** Prices are minor units; bounded so Lua's doubles and cjson keep them exact. */
-const MAX_PRICE = 1_000_000_000_000;
+import { MAX_PRICE, MAX_QUANTITY_PER_REQUEST } from "../../shared/domain/policy.ts";
+import { IDEMPOTENCY_KEY_HEADER_PATTERN, STOCK_ID_PATTERN } from "../../shared/domain/validation.ts";
 
 const isoInstant = z.string().datetime({ offset: true });
 
@@ -46,15 +42,20 @@ export const idempotencyHeader = z.object({
   "idempotency-key": z
     .string()
     .max(257)
+    .regex(IDEMPOTENCY_KEY_HEADER_PATTERN, 'Idempotency-Key: a key of 1-255 printable ASCII characters other than ", bare or in double quotes')
     .optional()
-    .openapi({ description: "IETF draft Idempotency-Key: a quoted or bare opaque string", example: '"8e03978e-40d5-43e8"' }),
+    .openapi({
+      description:
+        'IETF draft Idempotency-Key: an opaque key of 1-255 printable ASCII characters (0x21-0x7E) other than `"`, ' +
+        'sent as a structured-field string (`"key"`) or bare (`key`); both spell the same key. Remembered for 24 h per user and stock.',
+      example: '"8e03978e-40d5-43e8"',
+    }),
 });
 
-/** The draft sends the key as a structured-field string ("..."); bare tokens are accepted too. */
-export function parseIdempotencyKey(raw: string | undefined): string | undefined | null {
+/** The draft sends the key as a structured-field string ("..."); bare tokens are the same key. Input already matched the header pattern. */
+export function parseIdempotencyKey(raw: string | undefined): string | undefined {
   if (raw === undefined) return undefined;
-  const key = raw.length >= 2 && raw.startsWith('"') && raw.endsWith('"') ? raw.slice(1, -1) : raw;
-  return IDEMPOTENCY_KEY_PATTERN.test(key) ? key : null;
+  return raw.startsWith('"') ? raw.slice(1, -1) : raw;
 }
 
 export const stockView = z
@@ -90,20 +91,62 @@ export const allocationView = z
   })
   .openapi("Allocation");
 
+/**
+ * RFC 9457 members, always present, and the extension members some codes add. Domain context never
+ * takes a member's name (the `status` stays the HTTP status).
+ */
 export const problem = z
   .object({
-    type: z.string(),
+    type: z.string().openapi({ description: "https://flash-sale.dev/problems/<code with - for _>" }),
     title: z.string(),
-    status: z.number().int(),
+    status: z.number().int().openapi({ description: "the HTTP status of the response" }),
     detail: z.string(),
-    code: z.string(),
-    requestId: z.string().nullable(),
+    code: z.string().openapi({ description: "stable machine-readable code, e.g. invalid_request, sold_out" }),
+    requestId: z.string().nullable().openapi({ description: "also in the X-Request-Id header and in every log line of the request" }),
+    errors: z
+      .array(z.object({ in: z.string(), path: z.string(), message: z.string() }))
+      .optional()
+      .openapi({ description: "invalid_request from the schema: the first issues, where (param, query, header, json) and what" }),
+    available: z.number().int().optional().openapi({ description: "sold_out: units still available" }),
+    remaining: z.number().int().optional().openapi({ description: "limit_exceeded: units this user may still take" }),
+    holdStatus: z.enum(["held", "purchased", "cancelled", "expired"]).optional().openapi({ description: "hold_not_active: the hold's status" }),
   })
   .openapi("Problem");
 
-/** OpenAPI response entries for problem+json answers. */
-export function problems(...statuses: number[]) {
+/** What each status means across the api; a route adds its own words (e.g. which 409 codes) with [status, text]. */
+const PROBLEM_DESCRIPTIONS: Record<number, string> = {
+  400: "`invalid_request`: a path, query, header or body value fails the schema (details in `errors[]`), or malformed JSON",
+  401: "`unauthorized`: no token where one is required, or a malformed, expired or wrongly signed one (checked before the body)",
+  403: "`forbidden`: the token is valid but not for this (admin route with a user token, user route with the admin token, someone else's data)",
+  404: "`not_found`",
+  409: "the sale says no",
+  413: "`payload_too_large`: request body over MAX_BODY_BYTES (16 KiB by default)",
+  415: "`unsupported_media_type`: a body (or Content-Type) that is not JSON",
+  422: "`idempotency_key_reused`: the same Idempotency-Key with a different request",
+  431: "`headers_too_large`: request headers (names + values) over MAX_HEADER_BYTES (8 KiB by default)",
+  503: "`store_unavailable`: a backing store is down or slow; try again shortly",
+};
+
+/** OpenAPI response entries for problem+json answers: a status, or [status, what it means on this route]. */
+export function problems(...entries: Array<number | readonly [number, string]>) {
   return Object.fromEntries(
-    statuses.map((status) => [status, { description: "problem details (RFC 9457)", content: { "application/problem+json": { schema: problem } } }]),
+    entries.map((entry) => {
+      const [status, description] = typeof entry === "number" ? [entry, PROBLEM_DESCRIPTIONS[entry] ?? "problem details"] : entry;
+      return [status, { description: `${description} (RFC 9457 problem details)`, content: { "application/problem+json": { schema: problem } } }];
+    }),
   );
+}
+
+/**
+ * What the /api/* middleware (app.ts) and the stores can answer on any route, whatever the route
+ * itself does: a malformed Authorization header, a body too large, a body that is not JSON (not
+ * on GET), headers too large, a store down.
+ */
+export function edgeProblems(method: "get" | "post") {
+  return method === "get" ? problems(401, 413, 431, 503) : problems(401, 413, 415, 431, 503);
+}
+
+/** A JSON response entry. */
+export function jsonContent<T extends z.ZodType>(schema: T, description: string) {
+  return { description, content: { "application/json": { schema } } };
 }

@@ -3,7 +3,7 @@
  * commits its Kafka offsets, what the delivery loops read and update, and the dead letters.
  */
 import type postgres from "postgres";
-import type { StockEvent } from "../../shared/events.ts";
+import type { StockEvent } from "../../shared/domain/events.ts";
 import type { SinkResult } from "../../shared/projection/batch.ts";
 
 /**

@@ -4,7 +4,7 @@ import { loadConfigOrExit, notifierSchema } from "../../shared/config.ts";
 import { onShutdown } from "../../shared/lifecycle.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { createMetricsRegistry } from "../../shared/metrics.ts";
-import { createProjectorSql } from "../../shared/read-models/postgres-client.ts";
+import { createProjectorSql } from "../../shared/stores/postgres/client.ts";
 import { createNotifier } from "./notifier.ts";
 
 const config = loadConfigOrExit(notifierSchema, "notifier");

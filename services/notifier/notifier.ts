@@ -11,10 +11,11 @@
  */
 import type postgres from "postgres";
 import type { Registry } from "prom-client";
-import type { EventType } from "../../shared/events.ts";
+import type { EventType } from "../../shared/domain/events.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { prom } from "../../shared/metrics.ts";
 import { isPostgresOutage } from "../../shared/projection/errors.ts";
+import { probeEvents } from "../../shared/projection/probe.ts";
 import { createProjector, type Projector, type ProjectorKafkaOptions } from "../../shared/projection/projector.ts";
 import { syncConfiguredEndpoint } from "../../shared/webhooks/endpoints.ts";
 import { createDelivery, type Delivery } from "./delivery.ts";
@@ -79,6 +80,7 @@ export function createNotifier(options: NotifierOptions): Notifier {
         return result;
       },
       isOutage: isPostgresOutage,
+      probe: () => probeLog(sql),
       ping: async () => {
         await sql`SELECT 1`;
       },
@@ -104,4 +106,18 @@ export function createNotifier(options: NotifierOptions): Notifier {
     },
     notReadyReason: () => projector.notReadyReason(),
   };
+}
+
+class ProbeRollback extends Error {}
+
+/** The shared probe lifecycle (shared/projection/probe.ts) through the real log statement, rolled back. */
+async function probeLog(sql: postgres.Sql): Promise<void> {
+  try {
+    await sql.begin(async (tx) => {
+      await logEvents(tx as unknown as postgres.Sql, probeEvents());
+      throw new ProbeRollback();
+    });
+  } catch (err) {
+    if (!(err instanceof ProbeRollback)) throw err;
+  }
 }

@@ -1,8 +1,8 @@
-/** relay binary: wiring only. See relay.ts for how it works and docs/relay.md for operating it. */
+/** relay binary: wiring only. See relay.ts for how it works (and which file does what) and docs/relay.md for operating it. */
 import { startAdminServer } from "../../shared/admin-server.ts";
 import { loadConfigOrExit, relaySchema } from "../../shared/config.ts";
 import { createKafka } from "../../shared/kafka/client.ts";
-import { createKeyLayout } from "../../shared/keys.ts";
+import { createKeyLayout } from "../../shared/domain/keys.ts";
 import { onShutdown } from "../../shared/lifecycle.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { createMetricsRegistry } from "../../shared/metrics.ts";

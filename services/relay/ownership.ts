@@ -20,7 +20,7 @@
  * hash tag like the stream it guards. Scripts: shared/redis/scripts/relay_*.lua.
  */
 import type { Redis } from "ioredis";
-import type { KeyLayout } from "../../shared/keys.ts";
+import type { KeyLayout } from "../../shared/domain/keys.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { runScript } from "../../shared/redis/scripts.ts";
 

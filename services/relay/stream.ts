@@ -1,7 +1,8 @@
 /**
  * Redis Stream plumbing for the relay: reply parsing, id arithmetic, small Lua helpers.
- * Nothing here decides anything; relay.ts does.
+ * Nothing here decides anything; the other relay files do.
  */
+export { pairs } from "../../shared/redis/replies.ts";
 import type { Redis } from "ioredis";
 
 export const RELAY_GROUP = "relay";
@@ -61,13 +62,6 @@ export function idTimeMs(id: string): number {
   return Number(dash < 0 ? id : id.slice(0, dash));
 }
 
-/** Flat [k, v, k, v] array (XINFO replies) to an object. */
-export function pairs(flat: unknown): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  if (!Array.isArray(flat)) return out;
-  for (let i = 0; i + 1 < flat.length; i += 2) out[String(flat[i])] = flat[i + 1];
-  return out;
-}
 
 export function isBusyGroup(err: unknown): boolean {
   return err instanceof Error && err.message.startsWith("BUSYGROUP");
@@ -77,3 +71,14 @@ export function isNoGroup(err: unknown): boolean {
   return err instanceof Error && err.message.startsWith("NOGROUP");
 }
 
+
+/** A top-level string field of a JSON object, when the text parses at all (for logs and lag). */
+export function sniffField(raw: string | undefined, field: string): string | undefined {
+  if (raw === undefined) return undefined;
+  try {
+    const value = (JSON.parse(raw) as Record<string, unknown>)?.[field];
+    return typeof value === "string" ? value : undefined;
+  } catch {
+    return undefined;
+  }
+}

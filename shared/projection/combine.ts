@@ -9,7 +9,7 @@
  * nothing about per-stock order. If a merged call fails, each caller's events are applied again on
  * their own, so errors stay attributable (poison isolation in batch.ts works per partition).
  */
-import type { StockEvent } from "../events.ts";
+import type { StockEvent } from "../domain/events.ts";
 import type { ProjectionSink, SinkResult } from "./batch.ts";
 
 interface Waiting {

@@ -10,9 +10,9 @@
  * Nothing here writes: the verifier only reads, so it can run against a live system.
  */
 import type { Client } from "@elastic/elasticsearch";
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../redis/client.ts";
 import type postgres from "postgres";
-import type { StockEvent } from "../events.ts";
+import type { StockEvent } from "../domain/events.ts";
 import { checkKafka, checkPostgresDetail, checkReadModels, waitForRelayDrain } from "./pipeline.ts";
 import { checkStockEvents, checkStockState, expiredUnitsFromHolds, findOutboxKeys, findStockKeys, outboxIsRelayed, readOutboxEvents, readStocks } from "./redis.ts";
 import { finding, type Finding, type Layer, type StockState, type VerifyReport } from "./report.ts";
@@ -30,7 +30,7 @@ export interface LoadExpectation {
 }
 
 export interface VerifyOptions {
-  redis: Redis;
+  redis: RedisClient;
   prefix: string;
   layers: Layer[];
   /** Only these stocks (default: every stock under the prefix). */

@@ -7,7 +7,7 @@ import { randomBytes } from "node:crypto";
 import type postgres from "postgres";
 import { z } from "zod";
 import { WEBHOOK_SECRET_PATTERN } from "../config.ts";
-import { EVENT_TYPES, type EventType } from "../events.ts";
+import { EVENT_TYPES, type EventType } from "../domain/events.ts";
 
 /** The id of the endpoint that comes from WEBHOOK_URL. */
 export const CONFIG_ENDPOINT_ID = "config";

@@ -8,7 +8,7 @@ import type { Subprocess } from "bun";
 import type { Redis } from "ioredis";
 import { Kafka, logLevel, type Consumer } from "kafkajs";
 import { parseConfig, relaySchema } from "../../shared/config.ts";
-import { createKeyLayout, type KeyLayout } from "../../shared/keys.ts";
+import { createKeyLayout, type KeyLayout } from "../../shared/domain/keys.ts";
 import pino from "pino";
 import { createLogger, type Logger } from "../../shared/logger.ts";
 import { createRedis, deleteKeysByPrefix } from "../../shared/redis/client.ts";

@@ -1,10 +1,10 @@
 /**
- * A tiny in-memory model of the write side that emits well-formed events (shared/events.ts):
+ * A tiny in-memory model of the write side that emits well-formed events (shared/domain/events.ts):
  * versions +1 per stock from 1, counters after each event, allocation ids with a shard prefix.
  * Tests and the projector benchmark produce these straight to Kafka, without Redis or the relay.
  */
-import type { EventOf, StockEvent } from "../../shared/events.ts";
-import type { StockCounters } from "../../shared/read-models/convergence.ts";
+import type { EventOf, StockEvent } from "../../shared/domain/events.ts";
+import type { StockCounters } from "../../shared/verify/convergence.ts";
 
 export interface SimStock {
   id: string;

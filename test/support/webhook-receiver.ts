@@ -5,7 +5,7 @@
  * no version of a stock may arrive while an earlier one has not been acknowledged (2xx).
  */
 import { Webhook } from "standardwebhooks";
-import type { StockEvent } from "../../shared/events.ts";
+import type { StockEvent } from "../../shared/domain/events.ts";
 
 export interface ReceivedRequest {
   webhookId: string;

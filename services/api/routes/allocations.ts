@@ -2,12 +2,13 @@
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import { createRouter } from "../router.ts";
 import type { StockCommands } from "../../../shared/redis/commands.ts";
-import { requireOwnerOrAdmin, requireUser } from "../auth.ts";
+import { requireOwnerOrAdmin, requireUser, signedIn, userOnly } from "../auth.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiProblem } from "../problem.ts";
-import { allocationIdParam, allocationView, problems } from "../schemas.ts";
+import { allocationIdParam, allocationView, edgeProblems, jsonContent, problems } from "../schemas.ts";
 
-const ok = { 200: { description: "the allocation", content: { "application/json": { schema: allocationView } } } };
+const ok = { 200: jsonContent(allocationView, "the allocation") };
+const notFound = [404, "`not_found`: no such allocation"] as const;
 
 const getAllocation = createRoute({
   method: "get",
@@ -15,23 +16,47 @@ const getAllocation = createRoute({
   tags: ["allocations"],
   summary: "A hold's status (owner or admin), from Redis",
   security: [{ bearer: [] }],
+  middleware: [signedIn] as const,
   request: { params: allocationIdParam },
-  responses: { ...ok, ...problems(401, 403, 404) },
+  responses: {
+    ...ok,
+    ...edgeProblems("get"),
+    ...problems(400, [401, "`unauthorized`: no token"], [403, "`forbidden`: someone else's hold"], notFound),
+  },
 });
 
-const changeRoute = (action: "purchase" | "cancel", summary: string) =>
+const changeRoute = (action: "purchase" | "cancel", summary: string, conflicts: string) =>
   createRoute({
     method: "post",
     path: `/allocations/{id}/${action}`,
     tags: ["allocations"],
     summary,
     security: [{ bearer: [] }],
+    middleware: [userOnly] as const,
     request: { params: allocationIdParam },
-    responses: { ...ok, ...problems(401, 403, 404, 409) },
+    responses: {
+      ...ok,
+      ...edgeProblems("post"),
+      ...problems(
+        400,
+        [401, "`unauthorized`: no user token"],
+        [403, "`forbidden`: the admin token, or someone else's hold"],
+        notFound,
+        [409, conflicts],
+      ),
+    },
   });
 
-const purchase = changeRoute("purchase", "Turn a live hold into a purchase (owner); emits PurchaseCompleted");
-const cancel = changeRoute("cancel", "Give a live hold back (owner); emits StockReleased(cancelled)");
+const purchase = changeRoute(
+  "purchase",
+  "Turn a live hold into a purchase (owner); emits PurchaseCompleted. Purchasing a purchased hold answers it again.",
+  "`hold_expired`: past its expiry; `hold_not_active` (`holdStatus`): cancelled",
+);
+const cancel = changeRoute(
+  "cancel",
+  "Give a live hold back (owner); emits StockReleased(cancelled). Cancelling a cancelled hold answers it again.",
+  "`hold_not_active` (`holdStatus`): purchased or expired",
+);
 
 export function allocationRoutes(commands: StockCommands): OpenAPIHono<AppEnv> {
   const app = createRouter();

@@ -2,14 +2,16 @@
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import { createRouter } from "../router.ts";
 import type { StockCommands } from "../../../shared/redis/commands.ts";
-import { requireAdmin, requireUser } from "../auth.ts";
+import { adminOnly, requireAdmin, requireUser, userOnly } from "../auth.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiProblem } from "../problem.ts";
 import {
   allocateBody,
   allocationView,
   createStockBody,
+  edgeProblems,
   idempotencyHeader,
+  jsonContent,
   parseIdempotencyKey,
   problems,
   stockIdParam,
@@ -23,8 +25,13 @@ const createStock = createRoute({
   tags: ["stocks"],
   summary: "Create a sale item (admin); emits StockCreated",
   security: [{ bearer: [] }],
+  middleware: [adminOnly] as const,
   request: { body: { required: true, content: { "application/json": { schema: createStockBody } } } },
-  responses: { 201: { description: "created", content: { "application/json": { schema: stockView } } }, ...problems(400, 401, 403, 409, 413, 415) },
+  responses: {
+    201: jsonContent(stockView, "created"),
+    ...edgeProblems("post"),
+    ...problems(400, [401, "`unauthorized`: no admin token (checked before the body)"], [403, "`forbidden`: not the admin token"], [409, "`stock_exists`"]),
+  },
 });
 
 const getStock = createRoute({
@@ -33,7 +40,7 @@ const getStock = createRoute({
   tags: ["stocks"],
   summary: "Strong read of a stock's counters and status, from Redis",
   request: { params: stockIdParam },
-  responses: { 200: { description: "the stock", content: { "application/json": { schema: stockView } } }, ...problems(400, 404) },
+  responses: { 200: jsonContent(stockView, "the stock"), ...edgeProblems("get"), ...problems(400, [404, "`not_found`: no such stock"]) },
 });
 
 const allocate = createRoute({
@@ -43,14 +50,26 @@ const allocate = createRoute({
   summary: "Hold units for the calling user; emits StockAllocated",
   description: "Answers 201 with the hold. A repeated Idempotency-Key answers the first response again (header Idempotent-Replayed: true); the same key with a different body is 422.",
   security: [{ bearer: [] }],
+  middleware: [userOnly] as const,
   request: {
     params: stockIdParam,
     headers: idempotencyHeader,
     body: { required: false, content: { "application/json": { schema: allocateBody } } },
   },
   responses: {
-    201: { description: "held", content: { "application/json": { schema: allocationView } } },
-    ...problems(400, 401, 403, 404, 409, 413, 415, 422),
+    201: {
+      ...jsonContent(allocationView, "held (or, with a repeated Idempotency-Key, the first answer again)"),
+      headers: { "Idempotent-Replayed": { description: "`true` when this is the remembered answer of an earlier request", schema: { type: "string", enum: ["true"] } } },
+    },
+    ...edgeProblems("post"),
+    ...problems(
+      400,
+      [401, "`unauthorized`: no user token (checked before the body)"],
+      [403, "`forbidden`: the admin token (holds belong to users)"],
+      [404, "`not_found`: no such stock"],
+      [409, "`sold_out` (`available`), `limit_exceeded` (`remaining`), `not_started`, `ended`"],
+      422,
+    ),
   },
 });
 
@@ -79,7 +98,6 @@ export function stockRoutes(commands: StockCommands, metrics: ApiMetrics): OpenA
     const userId = requireUser(c);
     const stockId = c.req.valid("param").id;
     const idempotencyKey = parseIdempotencyKey(c.req.valid("header")["idempotency-key"]);
-    if (idempotencyKey === null) throw new ApiProblem(400, "invalid_request", "Idempotency-Key must be 1-255 printable ASCII characters");
     // The body is optional: no body means one unit.
     const quantity = (c.req.header("content-type") ? c.req.valid("json")?.quantity : undefined) ?? 1;
     try {

@@ -22,19 +22,19 @@
  * Results: loadtests/results/bench-<id>/ (summary.json, table.md, k6 summaries, server logs).
  */
 import { parseArgs } from "node:util";
-import { stackEnv } from "../test/support/env.ts";
+import { stackEnv } from "../../test/support/env.ts";
 import { join } from "node:path";
 import { readFileSync } from "node:fs";
 import { unlink } from "node:fs/promises";
 import postgres from "postgres";
 import { Redis } from "ioredis";
-import { createKeyLayout } from "../shared/keys.ts";
-import { createRedis, deleteKeysByPrefix } from "../shared/redis/client.ts";
-import { createStockCommands } from "../shared/redis/commands.ts";
-import { scriptSource } from "../shared/redis/scripts.ts";
-import { verify } from "../shared/verify/verify.ts";
-import { formatReport } from "../shared/verify/report.ts";
-import { PG_BASELINE_SCHEMA, checkPgBaseline } from "../loadtests/baselines/pg-commands.ts";
+import { createKeyLayout } from "../../shared/domain/keys.ts";
+import { createRedis, deleteKeysByPrefix } from "../../shared/redis/client.ts";
+import { createStockCommands } from "../../shared/redis/commands.ts";
+import { scriptSource } from "../../shared/redis/scripts.ts";
+import { verify } from "../../shared/verify/verify.ts";
+import { formatReport } from "../../shared/verify/report.ts";
+import { PG_BASELINE_SCHEMA, checkPgBaseline } from "../baselines/pg-commands.ts";
 import {
   adminPost,
   findK6,
@@ -50,7 +50,7 @@ import {
   uniquePrefix,
   waitHealthy,
   type K6Summary,
-} from "../loadtests/support.ts";
+} from "../support.ts";
 
 const { REDIS_URL, DATABASE_URL } = stackEnv;
 const ALL_TARGETS = ["hono-bare", "redis", "ioredis", "api", "pg-fn", "pg-tx"] as const;
@@ -318,7 +318,7 @@ async function benchApi(stockCount: number): Promise<void> {
   const child = startProcess(
     `api-${stockCount}`,
     [process.execPath, "services/api/main.ts"],
-    { PORT: String(port), ADMIN_TOKEN: adminToken, JWT_SECRET: jwtSecret, REDIS_URL, REDIS_KEY_PREFIX: prefix },
+    { PORT: String(port), ADMIN_PORT: String(await freePort()), ADMIN_TOKEN: adminToken, JWT_SECRET: jwtSecret, REDIS_URL, REDIS_KEY_PREFIX: prefix },
     dir,
   );
   try {

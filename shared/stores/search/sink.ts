@@ -1,18 +1,19 @@
 /**
  * projector-search: Kafka stock events → Elasticsearch, one complete document per stock per batch,
  * indexed with version_type=external (version = stock version) so stale and repeated writes are
- * no-ops (shared/read-models/search-writer.ts). The index behind the alias is created at start if
- * missing (shared/read-models/search-index.ts).
+ * no-ops (shared/stores/search/writer.ts). The index behind the alias is created at start if
+ * missing (shared/stores/search/mapping.ts).
  */
 import type { Client } from "@elastic/elasticsearch";
 import type { Registry } from "prom-client";
-import { backoffMs, sleep } from "../../shared/lifecycle.ts";
-import type { Logger } from "../../shared/logger.ts";
-import { isElasticOutage } from "../../shared/projection/errors.ts";
-import { createProjector, type Projector, type ProjectorKafkaOptions } from "../../shared/projection/projector.ts";
-import { ensureStockIndex } from "../../shared/read-models/search-index.ts";
-import type { StaticFields } from "../../shared/read-models/search-documents.ts";
-import { applyEventsToSearch } from "../../shared/read-models/search-writer.ts";
+import { backoffMs, sleep } from "../../lifecycle.ts";
+import type { Logger } from "../../logger.ts";
+import { isElasticOutage } from "../../projection/errors.ts";
+import { createProjector, type Projector, type ProjectorKafkaOptions } from "../../projection/projector.ts";
+import { ensureStockIndex } from "./mapping.ts";
+import type { StaticFields } from "./documents.ts";
+import { probeEvents } from "../../projection/probe.ts";
+import { applyEventsToSearch, probeSearch } from "./writer.ts";
 
 export const SEARCH_PROJECTOR_GROUP = "projector-search";
 
@@ -39,6 +40,7 @@ export function createSearchProjector(options: SearchProjectorOptions): Projecto
         return { applied: result.applied, duplicates: result.duplicates };
       },
       isOutage: isElasticOutage,
+      probe: () => probeSearch({ es, index, requireAlias, logger }, probeEvents()),
       ping: async () => {
         await es.cluster.health({ timeout: "1s" });
       },

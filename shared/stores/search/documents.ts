@@ -7,9 +7,9 @@
  * event of the batch. Out-of-order and repeated deliveries then cannot move a document back in time:
  * ES rejects the lower version with 409 (already applied).
  */
-import type { EventOf, StockEvent } from "../events.ts";
-import { stockStatus } from "../views.ts";
-import type { StockDocument } from "./search-index.ts";
+import type { EventOf, StockEvent } from "../../domain/events.ts";
+import { stockStatus } from "../../domain/views.ts";
+import type { StockDocument } from "./mapping.ts";
 
 export interface SearchPlanEntry {
   stockId: string;

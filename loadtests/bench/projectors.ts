@@ -24,17 +24,17 @@
 import type { Subprocess } from "bun";
 import { Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
-import { migrate } from "../shared/db/migrate.ts";
-import { createKeyLayout } from "../shared/keys.ts";
-import { fetchGroupOffsets, fetchHighWatermarks, remaining } from "../shared/projection/offsets.ts";
-import { MIGRATIONS_DIR } from "../shared/read-models/schema.ts";
-import { createSearchClient, type StockDocument } from "../shared/read-models/search-index.ts";
-import { createRedis, deleteKeysByPrefix } from "../shared/redis/client.ts";
-import { createStockCommands } from "../shared/redis/commands.ts";
-import { deleteIndices, produceEvents } from "../test/support/read-side.ts";
-import { generateWorkload, StockSim } from "../test/support/stock-sim.ts";
-import { cpuSeconds } from "../loadtests/support.ts";
-import { stackEnv } from "../test/support/env.ts";
+import { migrate } from "../../shared/stores/postgres/migrate.ts";
+import { createKeyLayout } from "../../shared/domain/keys.ts";
+import { fetchGroupOffsets, fetchHighWatermarks, remaining } from "../../shared/projection/offsets.ts";
+import { MIGRATIONS_DIR } from "../../shared/stores/postgres/migration-files.ts";
+import { createSearchClient, type StockDocument } from "../../shared/stores/search/mapping.ts";
+import { createRedis, deleteKeysByPrefix } from "../../shared/redis/client.ts";
+import { createStockCommands } from "../../shared/redis/commands.ts";
+import { deleteIndices, produceEvents } from "../../test/support/read-side.ts";
+import { generateWorkload, StockSim } from "../../test/support/stock-sim.ts";
+import { cpuSeconds } from "../support.ts";
+import { stackEnv } from "../../test/support/env.ts";
 
 const env = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
 const { REDIS_URL, KAFKA_BROKERS: BROKERS, DATABASE_URL, ELASTICSEARCH_URL: ES_URL } = stackEnv;
@@ -93,7 +93,7 @@ const adminPorts = new Map<number, number>();
 function spawn(service: string, vars: Record<string, string>): Subprocess {
   const adminPort = 19_000 + Math.floor(Math.random() * 1_000);
   const child = Bun.spawn([process.execPath, `services/${service}/main.ts`], {
-    cwd: `${import.meta.dir}/..`,
+    cwd: `${import.meta.dir}/../..`,
     env: {
       ...(process.env as Record<string, string>),
       REDIS_URL,

@@ -3,7 +3,7 @@
  * (placed_at, allocation_id) — stable under inserts, no OFFSET scans (index orders_user_newest).
  */
 import type postgres from "postgres";
-import { decodeCursor, encodeCursor } from "./cursor.ts";
+import { decodeCursor, encodeCursor } from "../cursor.ts";
 
 export interface OrderView {
   allocationId: string;

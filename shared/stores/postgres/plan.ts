@@ -4,7 +4,7 @@
  * statements whatever its size. Every row merges order-independently with what is stored
  * (see the ON CONFLICT clauses in postgres-writer.ts), so batches may be applied in any order.
  */
-import type { EventOf, StockEvent } from "../events.ts";
+import type { EventOf, StockEvent } from "../../domain/events.ts";
 
 export interface StockRow {
   stock_id: string;

@@ -11,8 +11,8 @@
  * connection's search_path chooses the schema (the rebuild command writes into a fresh one).
  */
 import type postgres from "postgres";
-import type { StockEvent } from "../events.ts";
-import { planPostgresBatch } from "./postgres-plan.ts";
+import type { StockEvent } from "../../domain/events.ts";
+import { planPostgresBatch } from "./plan.ts";
 
 export interface PostgresApplyResult {
   /** Events that were new and are now reflected in the read models. */

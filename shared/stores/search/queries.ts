@@ -5,10 +5,10 @@
  * time, and each hit's status is recomputed for "now" with the same rule as the write side.
  */
 import type { Client, estypes } from "@elastic/elasticsearch";
-import type { StockStatus } from "../views.ts";
-import { decodeCursor, encodeCursor } from "./cursor.ts";
-import { statusAt } from "./search-documents.ts";
-import type { StockDocument } from "./search-index.ts";
+import type { StockStatus } from "../../domain/views.ts";
+import { decodeCursor, encodeCursor } from "../cursor.ts";
+import { statusAt } from "./documents.ts";
+import type { StockDocument } from "./mapping.ts";
 
 export interface StockSearchHit {
   id: string;

@@ -13,11 +13,11 @@
  * BENCH_STOCKS (400), OUTBOX_SHARDS (4), KAFKA_PARTITIONS (12), and any RELAY_* knob, passed to the relay.
  */
 import { Kafka, logLevel } from "kafkajs";
-import { createKeyLayout } from "../shared/keys.ts";
-import { createRedis, deleteKeysByPrefix } from "../shared/redis/client.ts";
-import { deleteTopics } from "../shared/kafka/client.ts";
-import { stackEnv } from "../test/support/env.ts";
-import { createStockCommands } from "../shared/redis/commands.ts";
+import { createKeyLayout } from "../../shared/domain/keys.ts";
+import { createRedis, deleteKeysByPrefix } from "../../shared/redis/client.ts";
+import { deleteTopics } from "../../shared/kafka/client.ts";
+import { stackEnv } from "../../test/support/env.ts";
+import { createStockCommands } from "../../shared/redis/commands.ts";
 
 const env = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
 const REDIS_URL = stackEnv.REDIS_URL;
@@ -115,7 +115,7 @@ for (const s of keys.allShards()) outboxLength += await redis.xlen(keys.outbox(s
 log(`preloaded in ${((performance.now() - t) / 1000).toFixed(1)} s; outbox holds ${outboxLength} entries (incl. ${STOCKS} StockCreated)`);
 
 const relay = Bun.spawn([process.execPath, "services/relay/main.ts"], {
-  cwd: new URL("..", import.meta.url).pathname,
+  cwd: new URL("../..", import.meta.url).pathname,
   env: {
     ...process.env,
     REDIS_URL,

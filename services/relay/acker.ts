@@ -1,0 +1,113 @@
+/**
+ * After Kafka acknowledged a batch: dead letters, XACK and trimming, retried until Redis takes
+ * them. Acks run in batch order with at most one in flight, overlapping the next read and send;
+ * the relay waits for all of them (flush) before ownership changes and claims.
+ */
+import { backoffMs, sleep } from "../../shared/lifecycle.ts";
+import { eventIdOf, type Batch } from "./batches.ts";
+import type { RelayContext } from "./context.ts";
+import { errorMessage } from "./health.ts";
+import { compareIds, nextId, pairs, RELAY_GROUP } from "./stream.ts";
+
+export class Acker {
+  /** XACK + trim of the last sent batch (false once one failed for good, i.e. stopping with Redis down). */
+  private inFlight: Promise<boolean> = Promise.resolve(true);
+
+  constructor(private readonly ctx: RelayContext) {}
+
+  /** Resolves when every enqueued ack is done. */
+  flush(): Promise<boolean> {
+    return this.inFlight;
+  }
+
+  /**
+   * Queues the ack of a batch Kafka has, behind the previous one, and returns the *previous* ack's
+   * outcome: so the caller runs one batch ahead, and stops (false) if an earlier ack gave up.
+   */
+  enqueue(batch: Batch, startedAt: number): Promise<boolean> {
+    const { metrics, log } = this.ctx;
+    const previous = this.inFlight;
+    this.inFlight = previous.then(async (previousOk) => {
+      if (!previousOk || !(await this.ackWithRetry(batch))) return false;
+      for (const d of batch.dead) {
+        log.error({ shard: d.entry.shard, entryId: d.entry.id, eventId: d.eventId, reason: d.reason }, "outbox entry failed validation; moved to dead-letter stream");
+      }
+      metrics.deadLetters.inc(batch.dead.length);
+      metrics.relayed.inc(batch.messages.length);
+      metrics.batches.inc();
+      metrics.batchSize.observe(batch.entries.length);
+      const seconds = (performance.now() - startedAt) / 1000;
+      metrics.batchSeconds.observe(seconds);
+      log.debug(
+        { events: batch.messages.length, firstEventId: eventIdOf(batch.messages[0]), lastEventId: eventIdOf(batch.messages.at(-1)), ms: Math.round(seconds * 1000) },
+        "batch relayed",
+      );
+      return true;
+    });
+    return previous;
+  }
+
+  private async ackWithRetry(batch: Batch): Promise<boolean> {
+    const { stop, redisState } = this.ctx;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.ackAndTrim(batch);
+        redisState.markUp();
+        return true;
+      } catch (err) {
+        redisState.markDown(err);
+        // Stopping with Redis down: give up; the entries stay pending and are re-sent later (duplicates, never loss).
+        if (stop.stopping && attempt >= 2) return false;
+        await (stop.stopping ? sleep(200) : stop.pause(backoffMs(attempt)));
+      }
+    }
+  }
+
+  /**
+   * Dead letters + XACK + XINFO GROUPS + XPENDING in one round trip, then XTRIM per shard in a second.
+   * Trim point: the oldest entry still pending anywhere in the group (so nothing unacknowledged is
+   * ever removed), or, when nothing is pending, just past the group's last-delivered id (everything
+   * delivered is then acknowledged). The last-delivered id is read *before* the pending summary
+   * (pipeline order is execution order): an entry delivered in between is above it, so it is safe.
+   * Undelivered entries are above the last-delivered id, so they are never trimmed either.
+   * Our own last acked id is a floor when the group info is unavailable.
+   */
+  private async ackAndTrim({ entries, dead }: Batch): Promise<void> {
+    const { redis, keys, consumerName, log } = this.ctx;
+    const idsByShard = new Map<number, string[]>();
+    for (const e of entries) {
+      const ids = idsByShard.get(e.shard);
+      if (ids) ids.push(e.id);
+      else idsByShard.set(e.shard, [e.id]);
+    }
+    const p = redis.pipeline();
+    for (const d of dead) {
+      const { shard, id, fields } = d.entry;
+      p.call("XADD", keys.outboxDeadLetter(shard), "*", "reason", d.reason, "sourceStream", keys.outbox(shard), "sourceId", id, "consumer", consumerName, ...(fields ?? []));
+    }
+    const shards = [...idsByShard.keys()];
+    for (const s of shards) {
+      p.call("XACK", keys.outbox(s), RELAY_GROUP, ...idsByShard.get(s)!);
+      p.call("XINFO", "GROUPS", keys.outbox(s));
+      p.call("XPENDING", keys.outbox(s), RELAY_GROUP);
+    }
+    const results = (await p.exec()) ?? [];
+    for (const [err] of results) if (err) throw err;
+
+    const trims = redis.pipeline();
+    shards.forEach((s, i) => {
+      const at = dead.length + i * 3;
+      const groups = ((results[at + 1]![1] as unknown[]) ?? []).map(pairs);
+      const summary = results[at + 2]![1] as [number, string | null, string | null, unknown];
+      let floor = idsByShard.get(s)![0]!;
+      for (const id of idsByShard.get(s)!) if (compareIds(id, floor) > 0) floor = id;
+      const delivered = groups.find((g) => g.name === RELAY_GROUP)?.["last-delivered-id"];
+      if (typeof delivered === "string" && compareIds(delivered, floor) > 0) floor = delivered;
+      const minId = summary[0] > 0 && summary[1] ? summary[1] : nextId(floor);
+      trims.call("XTRIM", keys.outbox(s), "MINID", minId);
+    });
+    // Trimming is housekeeping: a failure here loses nothing and the next batch trims again.
+    const trimmed = (await trims.exec().catch(() => null)) ?? [];
+    for (const [err] of trimmed) if (err) log.debug({ err: errorMessage(err) }, "outbox trim failed");
+  }
+}

@@ -1,0 +1,33 @@
+/** What every part of the relay is given: its settings, connections and shared run state. */
+import type { Redis } from "ioredis";
+import type { RelayConfig } from "../../shared/config.ts";
+import type { KeyLayout } from "../../shared/domain/keys.ts";
+import type { Logger } from "../../shared/logger.ts";
+import type { Availability, StopSignal } from "./health.ts";
+import type { RelayMetrics } from "./metrics.ts";
+
+export type RelaySettings = Pick<
+  RelayConfig,
+  | "KAFKA_TOPIC"
+  | "KAFKA_PARTITIONS"
+  | "RELAY_BATCH_SIZE"
+  | "RELAY_LINGER_MS"
+  | "RELAY_BLOCK_MS"
+  | "RELAY_CLAIM_IDLE_MS"
+  | "RELAY_CONSUMER_NAME"
+  | "RELAY_LEASE_MS"
+  | "RELAY_COMPRESSION"
+>;
+
+export interface RelayContext {
+  /** Commands connection (acks, trims, claims, leases, scrapes); never blocks. */
+  redis: Redis;
+  keys: KeyLayout;
+  cfg: RelaySettings;
+  log: Logger;
+  metrics: RelayMetrics;
+  consumerName: string;
+  stop: StopSignal;
+  redisState: Availability;
+  kafkaState: Availability;
+}

@@ -1,0 +1,141 @@
+/**
+ * Which shards this relay reads right now, and how each one is in: `recovering` (its pending
+ * entries are re-sent first, oldest first) or `live` (read with `>`). Applies the lease decisions
+ * of ownership.ts between batches, claims what other consumers left pending, and removes dead
+ * consumers from the group now and then.
+ */
+import { runScript } from "../../shared/redis/scripts.ts";
+import type { RelayContext } from "./context.ts";
+import { ShardOwnership } from "./ownership.ts";
+import { RELAY_GROUP } from "./stream.ts";
+
+/** Consumers with nothing pending and idle this long are removed from the group (dead relays). */
+const DEAD_CONSUMER_IDLE_MS = 3_600_000;
+
+export class ShardState {
+  readonly ownership: ShardOwnership;
+  /** Owned shards whose pending entries are being re-sent; read with `>` once done. */
+  private readonly recovering = new Set<number>();
+  /** Owned shards read with `>`. */
+  private readonly live = new Set<number>();
+  private nextAcquireAt = 0;
+  private nextClaimAt = 0;
+  private nextConsumerCleanupAt = 0;
+
+  constructor(private readonly ctx: RelayContext) {
+    this.ownership = new ShardOwnership(ctx.redis, ctx.keys, ctx.consumerName, ctx.cfg.RELAY_LEASE_MS, ctx.log, (err) => ctx.redisState.markDown(err));
+  }
+
+  owned(): number[] {
+    return [...this.live, ...this.recovering].sort((a, b) => a - b);
+  }
+
+  liveShards(): number[] {
+    return [...this.live];
+  }
+
+  /** A shard whose pending entries still have to be re-sent, if any. */
+  nextRecovering(): number | undefined {
+    const next = this.recovering.values().next();
+    return next.done ? undefined : next.value;
+  }
+
+  isHeld(shard: number): boolean {
+    return this.ownership.held.has(shard);
+  }
+
+  /** Its pending entries are re-sent: read it with `>` from now on. */
+  markLive(shard: number): void {
+    this.recovering.delete(shard);
+    this.live.add(shard);
+  }
+
+  /** After a failed call or an abandoned read: re-read our own pending entries before anything newer. */
+  recoverAllLive(): void {
+    for (const s of this.live) this.recovering.add(s);
+    this.live.clear();
+  }
+
+  clear(): void {
+    this.live.clear();
+    this.recovering.clear();
+    this.ctx.metrics.ownedShards.set(0);
+  }
+
+  /** True when nothing but reading and relaying is due. */
+  steady(): boolean {
+    const now = Date.now();
+    if (this.recovering.size > 0 || now >= this.nextClaimAt || now >= this.nextConsumerCleanupAt) return false;
+    const o = this.ownership;
+    if (o.held.size !== this.live.size) return false;
+    for (const s of this.live) if (!o.held.has(s) || !o.desired.has(s)) return false;
+    if (now >= this.nextAcquireAt) for (const s of o.desired) if (!o.held.has(s)) return false;
+    return true;
+  }
+
+  /** Applies lease changes between batches (never while a batch of the shard is in flight). */
+  async reconcile(): Promise<void> {
+    const { log, cfg, metrics } = this.ctx;
+    const o = this.ownership;
+    for (const s of [...this.live, ...this.recovering]) {
+      if (o.held.has(s)) continue;
+      this.live.delete(s);
+      this.recovering.delete(s);
+    }
+    for (const s of [...o.held]) {
+      if (o.desired.has(s)) continue;
+      this.live.delete(s);
+      this.recovering.delete(s);
+      await o.release(s);
+      log.info({ shard: s }, "shard handed over to another relay");
+    }
+    if (Date.now() >= this.nextAcquireAt) {
+      this.nextAcquireAt = Date.now() + Math.min(1_000, Math.floor(cfg.RELAY_LEASE_MS / 10));
+      for (const s of o.desired) {
+        if (o.held.has(s) || !(await o.acquire(s))) continue;
+        // The lease says the previous owner is gone (or handed over): take over all it left pending.
+        const claimed = await this.claim(s, 0);
+        this.recovering.add(s);
+        log.info({ shard: s, claimed }, "shard acquired");
+      }
+    }
+    metrics.ownedShards.set(o.held.size);
+  }
+
+  /** XAUTOCLAIM (ids only) every entry of the shard idle for at least minIdleMs into our PEL. */
+  private async claim(shard: number, minIdleMs: number): Promise<number> {
+    const { redis, keys, consumerName, stop, metrics } = this.ctx;
+    const key = keys.outbox(shard);
+    let cursor = "0-0";
+    let claimed = 0;
+    do {
+      const reply = (await redis.call("XAUTOCLAIM", key, RELAY_GROUP, consumerName, minIdleMs, cursor, "COUNT", 1000, "JUSTID")) as [string, string[], string[]?];
+      cursor = reply[0];
+      claimed += reply[1].length;
+    } while (cursor !== "0-0" && !stop.stopping);
+    if (claimed > 0) metrics.claimed.inc(claimed);
+    return claimed;
+  }
+
+  /** Periodic: claim entries idle on other consumers; now and then drop dead consumers. */
+  async housekeeping(): Promise<void> {
+    const { redis, keys, consumerName, cfg, log } = this.ctx;
+    const now = Date.now();
+    if (now >= this.nextClaimAt) {
+      this.nextClaimAt = now + Math.min(30_000, Math.max(1_000, Math.floor(cfg.RELAY_CLAIM_IDLE_MS / 2)));
+      for (const s of [...this.live]) {
+        const claimed = await this.claim(s, cfg.RELAY_CLAIM_IDLE_MS);
+        if (claimed === 0) continue;
+        log.warn({ shard: s, claimed, idleMs: cfg.RELAY_CLAIM_IDLE_MS }, "claimed entries left pending by another consumer");
+        this.live.delete(s);
+        this.recovering.add(s);
+      }
+    }
+    if (now >= this.nextConsumerCleanupAt) {
+      this.nextConsumerCleanupAt = now + 300_000;
+      for (const s of this.live) {
+        await runScript(redis, "fsRelayDeleteIdleConsumers", [keys.outbox(s)], [RELAY_GROUP, DEAD_CONSUMER_IDLE_MS, consumerName]);
+      }
+    }
+  }
+}
