@@ -16,9 +16,11 @@ import { problems } from "../schemas.ts";
 
 const createWebhookBody = z
   .object({
-    url: webhookUrl.openapi({ example: "https://fulfilment.example/hooks/flash-sale" }),
-    secret: webhookSecret.optional().openapi({ description: "Standard Webhooks secret (whsec_…); generated when omitted" }),
-    eventTypes: eventTypes.optional().openapi({ description: "event types to deliver; all when omitted", example: ["PurchaseCompleted"] }),
+    // The shared schemas are plain zod (the notifier uses them too), so no .openapi() on them: it only
+    // exists on schemas made after @hono/zod-openapi extended zod; .describe() is zod's own.
+    url: webhookUrl.describe("http(s) URL the events are POSTed to; redirects are not followed"),
+    secret: webhookSecret.optional().describe("Standard Webhooks secret (whsec_…); generated when omitted"),
+    eventTypes: eventTypes.optional().describe("event types to deliver; all when omitted"),
     description: z.string().trim().max(500).optional(),
   })
   .strict()
