@@ -62,6 +62,23 @@ const elasticsearch = {
 
 const adminPort = (fallback: number) => ({ ADMIN_PORT: port.default(fallback) });
 
+/**
+ * A request-rate limit: `<requests>/<seconds>s` (a token bucket holding that many requests, refilled
+ * evenly over the window, e.g. `20/10s`), or `off`. Parsed once into { limit, windowSeconds } | null.
+ */
+export const rateLimitSpec = (fallback: string) =>
+  z
+    .string()
+    .regex(/^(off|\d{1,7}\/\d{1,5}s)$/, "a rate limit is `<requests>/<seconds>s` (e.g. 20/10s) or `off`")
+    .default(fallback)
+    .transform((s) => {
+      if (s === "off") return null;
+      const [limit, window] = s.split("/") as [string, string];
+      return { limit: Number(limit), windowSeconds: Number(window.slice(0, -1)) };
+    })
+    .refine((r) => r === null || (r.limit >= 1 && r.windowSeconds >= 1), "requests and seconds must be at least 1");
+export type RateLimitSpec = z.infer<ReturnType<typeof rateLimitSpec>>;
+
 /** Written by the api (purchase, cancel) and the expirer: one value for both. */
 const holds = {
   /** Seconds a finished (purchased, cancelled, expired) hold stays readable; then Redis deletes it. */
@@ -94,6 +111,34 @@ export const apiSchema = z.object({
    * default, 64 KiB for the api as started by `bun run api` and the built binary (--max-http-header-size).
    */
   MAX_HEADER_BYTES: positiveInt.min(1024).max(60 * 1024).default(8 * 1024),
+  /**
+   * docs/design.md §12: how long an api instance answers `sold_out` from memory without hearing from
+   * Redis. Releases normally arrive by pub/sub within milliseconds; this bounds the staleness when a
+   * message is lost, and costs Redis ~1000/SOLD_OUT_CACHE_MS scripts per second per sold-out stock
+   * per instance. 0 turns the cache off (not_started / ended included).
+   */
+  SOLD_OUT_CACHE_MS: z.coerce.number().int().min(0).max(10_000).default(100),
+  /** api processes sharing PORT (SO_REUSEPORT); `scripts/up.sh` starts one per core. */
+  API_WORKERS: positiveInt.max(64).default(1),
+  /**
+   * Request-rate limits (docs/design.md §12), each a token bucket per api process: per client IP on
+   * every /api request, checked before authentication (so bad tokens cost no verify); per user on the
+   * three write routes. With N processes a client whose requests spread over them gets up to N times
+   * the rate (one keep-alive connection stays on one process). See README "Request-rate limits".
+   */
+  RATE_LIMIT_IP: rateLimitSpec("2000/1s"),
+  RATE_LIMIT_ALLOCATE: rateLimitSpec("20/10s"),
+  RATE_LIMIT_PURCHASE: rateLimitSpec("20/10s"),
+  RATE_LIMIT_CANCEL: rateLimitSpec("20/10s"),
+  /**
+   * Proxies whose X-Forwarded-For is believed (comma-separated IPs or IPv4 CIDRs, e.g.
+   * `127.0.0.1,10.0.0.0/8`). The client IP is the right-most X-Forwarded-For entry that is not one
+   * of them; from any other peer the header is ignored. Empty: the socket's peer address.
+   */
+  TRUSTED_PROXIES: z
+    .string()
+    .default("")
+    .transform((s) => s.split(",").map((p) => p.trim()).filter(Boolean)),
   /** The workers' /metrics the dashboard scrapes (comma-separated); default: the ports `bun run up` gives them. */
   WORKER_METRICS_URLS: z
     .string()
