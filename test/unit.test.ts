@@ -55,7 +55,8 @@ describe("config", () => {
 
   test("defaults follow the contract", () => {
     const config = parseConfig(apiSchema, valid);
-    expect(config).toMatchObject({ PORT: 3000, REDIS_URL: "redis://127.0.0.1:6379", OUTBOX_SHARDS: 4, LOG_LEVEL: "info" });
+    expect(config).toMatchObject({ PORT: 3000, REDIS_URL: "redis://127.0.0.1:6379", OUTBOX_SHARDS: 16, LOG_LEVEL: "info" });
+    expect(config.REDIS_CLUSTER_NODES).toBeUndefined();
     expect(parseConfig(relaySchema, {}).KAFKA_BROKERS).toEqual(["127.0.0.1:9092"]);
   });
 
@@ -67,6 +68,14 @@ describe("config", () => {
       expect(err).toBeInstanceOf(ConfigError);
       const text = (err as ConfigError).problems.join("\n");
       for (const name of ["PORT", "JWT_SECRET", "ADMIN_TOKEN", "OUTBOX_SHARDS"]) expect(text).toContain(name);
+    }
+  });
+
+  test("REDIS_CLUSTER_NODES: host:port list, bad entries named", () => {
+    const config = parseConfig(apiSchema, { ...valid, REDIS_CLUSTER_NODES: "127.0.0.1:7000, redis-cluster-1:7001," });
+    expect(config.REDIS_CLUSTER_NODES).toEqual([{ host: "127.0.0.1", port: 7000 }, { host: "redis-cluster-1", port: 7001 }]);
+    for (const bad of ["127.0.0.1", "127.0.0.1:0", "127.0.0.1:70000", "a:b", ","]) {
+      expect(() => parseConfig(apiSchema, { ...valid, REDIS_CLUSTER_NODES: bad }), bad).toThrow(/REDIS_CLUSTER_NODES/);
     }
   });
 

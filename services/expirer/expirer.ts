@@ -4,7 +4,7 @@
  * and expiry atomically, so several expirers may run at once: a hold is released exactly once,
  * and the others see `not_active`.
  */
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../../shared/redis/client.ts";
 import type { Registry } from "prom-client";
 import type { KeyLayout } from "../../shared/domain/keys.ts";
 import { sleep } from "../../shared/lifecycle.ts";
@@ -14,7 +14,7 @@ import { DEFAULT_HOLD_RETENTION_SECONDS } from "../../shared/domain/policy.ts";
 import { prepareScripts, queueScript, runScript } from "../../shared/redis/scripts.ts";
 
 export interface ExpirerOptions {
-  redis: Redis;
+  redis: RedisClient;
   keys: KeyLayout;
   logger: Logger;
   registry: Registry;
@@ -80,7 +80,7 @@ export function createExpirer(options: ExpirerOptions): Expirer {
       // A due entry without its hold has nothing to release: drop the index entry.
       if (!stockId) return void release.zrem(due, id);
       const args = [id, Bun.randomUUIDv7(), retainSeconds];
-      const k = [keys.hold(id), keys.stock(stockId), keys.stockBuyers(stockId), due, keys.outbox(shard)];
+      const k = [keys.hold(id), keys.stock(stockId), keys.stockBuyers(stockId), due, keys.outbox(shard), keys.released(shard)];
       queueScript(release, "fsExpire", k, args);
     });
     const results = (await release.exec()) ?? [];

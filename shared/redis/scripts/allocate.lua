@@ -13,9 +13,12 @@
   ARGV[7] idempotency record ttl seconds
   ARGV[8] outbox max length: at or above it nothing is written and the answer is outbox_full
   Returns { 'ok', <allocation view JSON> } | { 'replay', <allocation view JSON> }
-        | { 'idempotency_key_reused' } | { 'not_found' } | { 'not_started' } | { 'ended' }
+        | { 'idempotency_key_reused' } | { 'not_found' } | { 'not_started', <ms until the sale starts> } | { 'ended' }
         | { 'invalid', <argument> } | { 'corrupt', 'stock' } | { 'outbox_full', <length> }
-        | { 'sold_out', <available> } | { 'limit_exceeded', <units the user may still take> }
+        | { 'sold_out', <available>, <stock version> } | { 'limit_exceeded', <units the user may still take> }
+  The extras after sold_out and not_started let each api instance answer later refusals from memory
+  (docs/design.md §12): the version orders a "sold out" against a "units released" message, and the
+  time to start is Redis time, so api clocks that disagree with Redis do not matter.
   A replay and every refusal write nothing, so they are answered even when the outbox is full.
 ]]
 local stock_id, user_id, quantity = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -35,23 +38,24 @@ if fingerprint ~= '' then
   end
 end
 
-local s = redis.call('HMGET', KEYS[1], 'available', 'perUserLimit', 'holdSeconds', 'startsAt', 'endsAt', 'keepUntil')
+local s = redis.call('HMGET', KEYS[1], 'available', 'perUserLimit', 'holdSeconds', 'startsAt', 'endsAt', 'version', 'keepUntil')
 if not s[1] then return { 'not_found' } end
 -- Every stock field the writes below use is read and checked here: Lua has no rollback.
 local available, per_user_limit, hold_seconds = tonumber(s[1]), tonumber(s[2]), tonumber(s[3])
 local starts_at, ends_at = tonumber(s[4]), nil
 if s[5] and s[5] ~= '' then ends_at = tonumber(s[5]) end
 -- When the sale will be deleted (create_stock.lua); its buyers hash goes with it.
-local keep_until = s[6] and tonumber(s[6]) or nil
-if not available or not per_user_limit or not hold_seconds or hold_seconds < 1 or not starts_at
-  or (s[5] and s[5] ~= '' and not ends_at) or (s[6] and not keep_until) then
+local keep_until = s[7] and tonumber(s[7]) or nil
+local stock_version = tonumber(s[6])
+if not available or not per_user_limit or not hold_seconds or hold_seconds < 1 or not starts_at or not stock_version
+  or (s[5] and s[5] ~= '' and not ends_at) or (s[7] and not keep_until) then
   return { 'corrupt', 'stock' }
 end
 
 local now = now_ms()
-if now < starts_at then return { 'not_started' } end
+if now < starts_at then return { 'not_started', starts_at - now } end
 if ends_at and now >= ends_at then return { 'ended' } end
-if available < quantity then return { 'sold_out', available } end
+if available < quantity then return { 'sold_out', available, stock_version } end
 local user_units = tonumber(redis.call('HGET', KEYS[2], user_id) or '0')
 if not user_units then return { 'corrupt', 'buyers' } end
 if user_units + quantity > per_user_limit then return { 'limit_exceeded', per_user_limit - user_units } end
