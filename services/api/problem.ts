@@ -14,7 +14,9 @@ export type ProblemCode =
   | "headers_too_large"
   | "unsupported_media_type"
   | "method_not_allowed"
+  | "rate_limited"
   | "store_unavailable"
+  | "webhook_configured"
   | "internal_error";
 
 /**
@@ -54,7 +56,9 @@ const TITLES: Record<ProblemCode, string> = {
   headers_too_large: "Request header fields too large",
   unsupported_media_type: "Unsupported media type",
   method_not_allowed: "Method not allowed",
+  rate_limited: "Too many requests",
   store_unavailable: "Store unavailable",
+  webhook_configured: "Endpoint comes from configuration",
   internal_error: "Internal error",
 };
 

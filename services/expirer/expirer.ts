@@ -75,7 +75,7 @@ export function createExpirer(options: ExpirerOptions): Expirer {
       // A due entry without its hold has nothing to release: drop the index entry.
       if (!stockId) return void release.zrem(due, id);
       const args = [id, Bun.randomUUIDv7(), retainSeconds];
-      const k = [keys.hold(id), keys.stock(stockId), keys.stockBuyers(stockId), due, keys.outbox(shard)];
+      const k = [keys.hold(id), keys.stock(stockId), keys.stockBuyers(stockId), due, keys.outbox(shard), keys.released(shard)];
       queueScript(release, "fsExpire", k, args);
     });
     const results = (await release.exec()) ?? [];

@@ -41,6 +41,8 @@ export interface KeyLayout {
   /** Stand-in KEYS entry for an allocation without Idempotency-Key (the script never touches it; same slot). */
   noIdempotency(stockId: string): string;
   outbox(shard: number): string;
+  /** Sharded pub/sub channel on which cancel and expire announce units given back (docs/design.md §12). */
+  released(shard: number): string;
   /** Entries the relay could not parse, kept for inspection (never sent to Kafka). */
   outboxDeadLetter(shard: number): string;
   /** Live relays (heartbeats), which split the shards between them. */
@@ -73,6 +75,7 @@ export function createKeyLayout(prefix: string, shards: number): KeyLayout {
     idempotency: (stockId, userId, key) => `${stockTag(stockId)}:idem:${stockId}:${lengthPrefixed(userId)}:${lengthPrefixed(key)}`,
     noIdempotency: (stockId) => `${stockTag(stockId)}:stock:${stockId}:no-idempotency-key`,
     outbox: (shard) => `${tag(shard)}:outbox`,
+    released: (shard) => `${tag(shard)}:released`,
     outboxDeadLetter: (shard) => `${tag(shard)}:outbox:dead`,
     relayMembers: () => `${prefix}:relay:members`,
     relayLease: (shard) => `${tag(shard)}:outbox:relay-lease`,

@@ -65,19 +65,28 @@ export interface StockCommands {
 
 const newEventId = () => Bun.randomUUIDv7();
 
+/** What makes two allocate requests "the same" for an Idempotency-Key: the stock and the quantity. */
+export const allocateFingerprint = (userId: string, stockId: string, quantity: number) => JSON.stringify(["allocate", userId, stockId, quantity]);
+
+/** The stored record of an allocation made with an Idempotency-Key (written by allocate.lua). */
+export interface IdempotencyRecord {
+  fingerprint: string;
+  response: string;
+}
+
 function fail(reply: ScriptReply, context: Record<string, unknown>): never {
-  const [code, detail] = reply;
+  const [code, detail, extra] = reply;
   switch (code) {
     case "not_found":
       throw new DomainError("not_found", context.allocationId ? "no such allocation" : "no such stock", context);
     case "stock_exists":
       throw new DomainError("stock_exists", `stock ${String(context.stockId)} already exists`, context);
     case "sold_out":
-      throw new DomainError("sold_out", "not enough units left", { ...context, available: Number(detail) });
+      throw new DomainError("sold_out", "not enough units left", { ...context, available: Number(detail) }, extra === undefined ? {} : { version: Number(extra) });
     case "limit_exceeded":
       throw new DomainError("limit_exceeded", "per-user limit reached for this stock", { ...context, remaining: Number(detail) });
     case "not_started":
-      throw new DomainError("not_started", "the sale has not started yet", context);
+      throw new DomainError("not_started", "the sale has not started yet", context, detail === undefined ? {} : { startsInMs: Number(detail) });
     case "ended":
       throw new DomainError("ended", "the sale has ended", context);
     case "hold_expired":
@@ -99,7 +108,13 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
   const outboxMaxLength = options.outboxMaxLength ?? DEFAULT_OUTBOX_MAX_LENGTH;
   const shardKeys = (stockId: string) => {
     const shard = keys.shardOf(stockId);
-    return { stock: keys.stock(stockId), buyers: keys.stockBuyers(stockId), due: keys.holdsDue(shard), outbox: keys.outbox(shard) };
+    return {
+      stock: keys.stock(stockId),
+      buyers: keys.stockBuyers(stockId),
+      due: keys.holdsDue(shard),
+      outbox: keys.outbox(shard),
+      released: keys.released(shard),
+    };
   };
 
   /** The stock an allocation belongs to, read from its hold; null when the hold does not exist. */
@@ -113,7 +128,7 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
     if (stockId === null) throw new DomainError("not_found", "no such allocation", { allocationId: input.allocationId });
     const k = shardKeys(stockId);
     const hold = keys.hold(input.allocationId);
-    const scriptKeys = script === "fsPurchase" ? [hold, k.stock, k.due, k.outbox] : [hold, k.stock, k.buyers, k.due, k.outbox];
+    const scriptKeys = script === "fsPurchase" ? [hold, k.stock, k.due, k.outbox] : [hold, k.stock, k.buyers, k.due, k.outbox, k.released];
     const reply = await runScript(redis, script, scriptKeys, [input.allocationId, input.userId, newEventId(), retainSeconds]);
     if (reply[0] === "ok" || reply[0] === "unchanged") return JSON.parse(String(reply[1])) as AllocationView;
     return fail(reply, { allocationId: input.allocationId });
@@ -149,7 +164,7 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
       // What makes two requests "the same" for an Idempotency-Key: the user, the stock and the quantity.
       // The user is in it as well as in the key, so a record can never answer another user even if
       // two key names ever met; a JSON array cannot join two different tuples into one string.
-      const fingerprint = key === undefined ? "" : JSON.stringify(["allocate", input.userId, input.stockId, input.quantity]);
+      const fingerprint = key === undefined ? "" : allocateFingerprint(input.userId, input.stockId, input.quantity);
       const idemKey = key === undefined ? keys.noIdempotency(input.stockId) : keys.idempotency(input.stockId, input.userId, key);
       const reply = await runScript(redis, "fsAllocate", [k.stock, k.buyers, keys.hold(allocationId), k.due, idemKey, k.outbox], [
         input.stockId,
@@ -171,7 +186,7 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
 
     async expire(allocationId, stockId) {
       const k = shardKeys(stockId);
-      const reply = await runScript(redis, "fsExpire", [keys.hold(allocationId), k.stock, k.buyers, k.due, k.outbox], [
+      const reply = await runScript(redis, "fsExpire", [keys.hold(allocationId), k.stock, k.buyers, k.due, k.outbox, k.released], [
         allocationId,
         newEventId(),
         retainSeconds,
