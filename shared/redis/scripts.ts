@@ -9,6 +9,7 @@ import { retryRegrouped, type RedisClient } from "./client.ts";
 import allocateLua from "./scripts/allocate.lua" with { type: "text" };
 import cancelLua from "./scripts/cancel.lua" with { type: "text" };
 import createStockLua from "./scripts/create_stock.lua" with { type: "text" };
+import dueHoldsLua from "./scripts/due_holds.lua" with { type: "text" };
 import expireLua from "./scripts/expire.lua" with { type: "text" };
 import libLua from "./scripts/_lib.lua" with { type: "text" };
 import purchaseLua from "./scripts/purchase.lua" with { type: "text" };
@@ -24,6 +25,7 @@ const SCRIPTS = {
   fsPurchase: { source: purchaseLua, keys: 4 },
   fsCancel: { source: cancelLua, keys: 6 },
   fsExpire: { source: expireLua, keys: 6 },
+  fsDueHolds: { source: dueHoldsLua, keys: 1 },
   fsRelayHeartbeat: { source: relayHeartbeatLua, keys: 1 },
   fsRelayLeaseAcquire: { source: relayLeaseAcquireLua, keys: 1 },
   fsRelayLeaseRenew: { source: relayLeaseRenewLua, keys: 1 },
