@@ -8,6 +8,7 @@ import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import postgres from "postgres";
 import { isPostgresOutage } from "../../../shared/projection/errors.ts";
 import { createEndpoint, eventTypes, listEndpoints, removeEndpoint, webhookSecret, webhookUrl, type Endpoint } from "../../../shared/webhooks/endpoints.ts";
+import { storableText } from "../../../shared/domain/validation.ts";
 import { adminOnly } from "../auth.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiProblem } from "../problem.ts";
@@ -21,7 +22,7 @@ const createWebhookBody = z
     url: webhookUrl.describe("http(s) URL the events are POSTed to; redirects are not followed"),
     secret: webhookSecret.optional().describe("Standard Webhooks secret (whsec_…); generated when omitted"),
     eventTypes: eventTypes.optional().describe("event types to deliver; all when omitted"),
-    description: z.string().trim().max(500).optional(),
+    description: z.string().trim().max(500).refine(storableText("multiline"), "must not contain NUL or other control characters").optional(),
   })
   .strict()
   .openapi("CreateWebhook");
