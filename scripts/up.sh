@@ -63,7 +63,9 @@ start_service() {
   bun="$(find_bun)"
   local env_port=(ADMIN_PORT="$port") flags=()
   # The api's server takes headers up to 64 KiB so the app answers oversized ones itself (scripts/build.ts RUNTIME_FLAGS).
-  [[ "$name" == api ]] && env_port=(PORT="$port" ADMIN_PORT="$API_ADMIN_PORT") && flags=(--max-http-header-size=65536)
+  # API_WORKERS api processes share the port (SO_REUSEPORT), one per core unless set; worker i's
+  # admin port is API_ADMIN_PORT + i (docs/design.md §12).
+  [[ "$name" == api ]] && env_port=(PORT="$port" ADMIN_PORT="$API_ADMIN_PORT" API_WORKERS="${API_WORKERS:-$(nproc)}") && flags=(--max-http-header-size=65536)
   echo "---- $(date -u +%FT%TZ) start" >>"$(svc_log "$name")"
   (
     cd "$REPO_ROOT"
