@@ -39,7 +39,11 @@ function createTokenVerifier(policy: TokenPolicy): (token: string) => Record<str
   const verify = createVerifier({
     key: policy.jwtSecret,
     algorithms: ["HS256"],
-    cache: false,
+    // Verified tokens are remembered (buyers retry with the same token), keyed by a SHA-2 of the
+    // token: measured ~3.5 us a hit against ~9.5 us a verify. Entries die with the token's exp, and
+    // errors are cached too, so a replayed bad token is cheap. (Keying by the token string itself
+    // is ~0.5 us but makes fast-jwt print a security warning for every verifier it builds.)
+    cache: 10_000,
     clockTolerance: CLOCK_TOLERANCE_MS,
     // fast-jwt skips the iss/aud checks when the claim is absent, so a configured one is also required.
     requiredClaims: ["exp", "sub", ...(policy.issuer ? ["iss"] : []), ...(policy.audience ? ["aud"] : [])],
