@@ -6,6 +6,7 @@ import { describe, expect, test } from "bun:test";
 import { DomainError } from "../shared/domain/errors.ts";
 import { TokenBuckets, trustedProxyMatcher } from "../services/api/rate-limit.ts";
 import { RefusalCache } from "../services/api/sold-out-cache.ts";
+import { cachedVerifier } from "../services/api/token-cache.ts";
 
 describe("TokenBuckets", () => {
   test("a burst of `limit`, then one request per window/limit, with the seconds to wait", () => {
@@ -138,5 +139,31 @@ describe("RefusalCache", () => {
     off.setLive(true);
     off.learn("s", soldOut("s", 1));
     expect(off.lookup("s")).toEqual({ probe: false });
+  });
+});
+
+describe("cachedVerifier", () => {
+  test("a verified token is served from memory until its exp; then it is verified again", () => {
+    let now = 1_000_000;
+    let verifies = 0;
+    const verify = (token: string) => {
+      verifies++;
+      if (token === "bad") throw new Error("bad signature");
+      if (now >= 1_060_000 + 5_000) throw new Error("expired");
+      return { sub: "u", exp: 1_060, nbf: 999 };
+    };
+    const cached = cachedVerifier(verify, { maxTokens: 2, clockToleranceMs: 5_000, now: () => now });
+    expect(cached("t")).toEqual({ sub: "u", exp: 1_060, nbf: 999 });
+    expect(cached("t").sub).toBe("u");
+    expect(verifies).toBe(1);
+    expect(() => cached("bad")).toThrow("bad signature");
+    expect(() => cached("bad")).toThrow("bad signature"); // failures are not remembered
+    expect(verifies).toBe(3);
+    now = 1_064_999; // inside the tolerance
+    cached("t");
+    expect(verifies).toBe(3);
+    now = 1_065_000;
+    expect(() => cached("t")).toThrow("expired");
+    expect(verifies).toBe(4);
   });
 });

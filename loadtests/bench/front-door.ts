@@ -10,7 +10,7 @@
 import { cpus } from "node:os";
 import { createRedis, deleteKeysByPrefix } from "../../shared/redis/client.ts";
 import { TokenBuckets } from "../../services/api/rate-limit.ts";
-import { startPrivateRedis } from "../../test/support/front-door.ts";
+import { childPids, startPrivateRedis } from "../../test/support/front-door.ts";
 import { mintUserToken } from "../../scripts/mint-token.ts";
 import { adminPost, cpuSeconds, freePort, startProcess, uniquePrefix, waitHealthy } from "../support.ts";
 
@@ -95,8 +95,7 @@ export async function benchApiWorkers<R extends K6RunsResult>(
     await waitHealthy(`${baseUrl}/readyz`, child);
     await Bun.sleep(1_000); // every worker bound the port
     await adminPost(baseUrl, ctx.adminToken, "/api/stocks", { id: `${prefix}-hot`, name: "Hot", price: 1999, quantity: units, perUserLimit: 1000 });
-    const pids = () => [child.proc.pid, ...Bun.spawnSync(["pgrep", "-P", String(child.proc.pid)]).stdout.toString().trim().split("\n").filter(Boolean).map(Number)];
-    const all = pids();
+    const all = [child.proc.pid, ...childPids(child.proc.pid)];
     const r = await ctx.k6Runs("api-workers", baseUrl, [`${prefix}-hot`], () => all.reduce((sum, pid) => sum + cpuSeconds(pid), 0));
     return { ...r, prefix, workers, note: `API_WORKERS=${workers} (server CPU = supervisor + workers)` };
   } finally {

@@ -13,11 +13,18 @@ import type { ApiMetrics } from "./metrics.ts";
 
 const MAX_BOUND = 2_000;
 
-/** A Logger that becomes `parent.child(bindings)` the first time anything on it is used. */
+const LEVELS = new Set(["fatal", "error", "warn", "info", "debug", "trace"]);
+const noop = () => {};
+
+/**
+ * A Logger that becomes `parent.child(bindings)` the first time anything on it is used; a call at a
+ * level that is off (the allocate route's debug line) is a no-op that creates nothing.
+ */
 export function lazyChild(parent: Logger, bindings: Record<string, unknown>): Logger {
   let child: Logger | undefined;
   return new Proxy({} as Logger, {
     get(_target, prop) {
+      if (child === undefined && typeof prop === "string" && LEVELS.has(prop) && !parent.isLevelEnabled(prop)) return noop;
       child ??= parent.child(bindings);
       const value = (child as unknown as Record<string | symbol, unknown>)[prop];
       return typeof value === "function" ? value.bind(child) : value;
