@@ -14,9 +14,7 @@ import { DomainError } from "../../shared/domain/errors.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { DEFAULT_JWT_MAX_LIFETIME_SECONDS } from "../../shared/domain/policy.ts";
 import type { StockCommands } from "../../shared/redis/commands.ts";
-import { authenticate, requireAdmin } from "./auth.ts";
-import type { DashboardCollector } from "./dashboard/collector.ts";
-import { dashboardRoutes } from "./dashboard/routes.ts";
+import { authenticate } from "./auth.ts";
 import { docsRoutes } from "./docs.ts";
 import type { AppEnv } from "./env.ts";
 import { createApiMetrics } from "./metrics.ts";
@@ -44,12 +42,12 @@ export interface AppDeps {
   maxHeaderBytes?: number;
   /** Read-side routes (order history, search, analytics), mounted under /api before the write side. */
   readRoutes?: OpenAPIHono<AppEnv>;
+  /** Webhook endpoint admin routes (/api/webhooks, routes/webhooks.ts), when the api has a writable database. */
+  webhookRoutes?: OpenAPIHono<AppEnv>;
   /** Request-rate limits (docs/design.md §12); none when absent (in-process tests). */
   rateLimits?: RateLimits;
   /** Returns a reason while the process should not get traffic (e.g. shutting down). */
   notReadyReason?: () => string | null;
-  /** The live dashboard's data source; /dashboard is mounted (admin only) when given. */
-  dashboard?: DashboardCollector;
 }
 
 /** Errors of a client that cannot reach Redis: the request was fine, the store was not. */
@@ -154,6 +152,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
 
   // Read routes first: /api/stocks/search must win over /api/stocks/{id}.
   if (deps.readRoutes) app.route("/api", deps.readRoutes);
+  if (deps.webhookRoutes) app.route("/api", deps.webhookRoutes);
   app.route("/api", stockRoutes(deps.commands, metrics));
   app.route("/api", allocationRoutes(deps.commands));
 
@@ -167,13 +166,6 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     info: { title: "flash-sale api", version: "1", description: "Allocation of scarce stock under a stampede. Errors are RFC 9457 problem+json." },
   });
   app.route("/", docsRoutes("/openapi.json"));
-  if (deps.dashboard) {
-    app.use("/dashboard/*", auth, async (c, next) => {
-      requireAdmin(c);
-      await next();
-    });
-    app.route("/", dashboardRoutes(deps.dashboard));
-  }
 
   app.notFound((c) => problemResponse(c, new ApiProblem(404, "not_found", `no route for ${c.req.method} ${c.req.path}`)));
   app.onError((err, c) => problemResponse(c, toProblem(err, c)));

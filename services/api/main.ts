@@ -11,7 +11,9 @@ import { createReaderSql } from "../../shared/stores/postgres/client.ts";
 import { createSearchClient } from "../../shared/stores/search/mapping.ts";
 import { createApp } from "./app.ts";
 import { DashboardCollector } from "./dashboard/collector.ts";
+import { dashboardRoutes } from "./dashboard/routes.ts";
 import { createReadRoutes } from "./read-routes.ts";
+import { webhookRoutesFromConfig } from "./routes/webhooks.ts";
 import { subscribeReleased } from "./released-subscriber.ts";
 import { RefusalCache, withRefusalCache } from "./sold-out-cache.ts";
 import { exitWithSupervisor, superviseWorkers, workerIndex } from "./workers.ts";
@@ -28,6 +30,8 @@ redis.on("error", (err) => logger.warn({ err: err.message }, "redis connection e
 const sql = createReaderSql(config.DATABASE_URL);
 const es = createSearchClient(config.ELASTICSEARCH_URL, { requestTimeoutMs: 2_000, maxRetries: 0 });
 
+const webhooks = webhookRoutesFromConfig(config);
+
 // Refusals from memory (docs/design.md §12), kept fresh by the scripts' "released" messages.
 const keys = createKeyLayout(config.REDIS_KEY_PREFIX, config.OUTBOX_SHARDS);
 const registry = createMetricsRegistry("api");
@@ -42,12 +46,12 @@ const commands = withRefusalCache(
   redis,
 );
 const dashboard = new DashboardCollector({ redis, commands, registry, workerMetricsUrls: config.WORKER_METRICS_URLS });
+dashboard.registerStockGauges(registry);
 const app = createApp({
   commands,
   redis,
   logger,
   registry,
-  dashboard,
   adminToken: config.ADMIN_TOKEN,
   jwtSecret: config.JWT_SECRET,
   jwtIssuer: config.JWT_ISSUER,
@@ -56,6 +60,7 @@ const app = createApp({
   maxBodyBytes: config.MAX_BODY_BYTES,
   maxHeaderBytes: config.MAX_HEADER_BYTES,
   readRoutes: createReadRoutes({ sql, es, esAlias: config.ELASTICSEARCH_INDEX_ALIAS }),
+  webhookRoutes: webhooks.routes,
   rateLimits: {
     ip: config.RATE_LIMIT_IP,
     allocate: config.RATE_LIMIT_ALLOCATE,
@@ -81,6 +86,7 @@ const server = Bun.serve({
 const admin = startAdminServer({
   port: config.ADMIN_PORT + (workerIndex() ?? 0),
   registry,
+  routes: dashboardRoutes(dashboard),
   notReadyReason: async () => {
     if (draining) return "shutting down";
     try {
@@ -99,5 +105,5 @@ onShutdown(logger, async () => {
   await server.stop(); // stop accepting, let in-flight requests finish
   await admin.stop();
   await released?.close();
-  await Promise.allSettled([redis.quit(), sql.end({ timeout: 5 }), es.close()]);
+  await Promise.allSettled([redis.quit(), sql.end({ timeout: 5 }), es.close(), webhooks.close()]);
 });

@@ -5,6 +5,8 @@
 import { describe } from "bun:test";
 import { createApp, type AppDeps } from "../../services/api/app.ts";
 import { DashboardCollector } from "../../services/api/dashboard/collector.ts";
+import { dashboardRoutes } from "../../services/api/dashboard/routes.ts";
+import { createAdminApp } from "../../shared/admin-server.ts";
 import { createKeyLayout, type KeyLayout } from "../../shared/domain/keys.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { createMetricsRegistry } from "../../shared/metrics.ts";
@@ -52,6 +54,8 @@ export interface TestApi {
   user(userId: string): Promise<Record<string, string>>;
   /** In-process request with a JSON body. */
   request(method: string, path: string, options?: { headers?: Record<string, string>; body?: unknown }): Promise<Response>;
+  /** Serves the admin side (metrics, and the dashboard with workerMetricsUrls) on a free loopback port; returns its base URL. */
+  listenAdmin(): string;
   /** Serves the app on a free loopback port; returns its base URL. */
   listen(): string;
   close(): Promise<void>;
@@ -64,22 +68,23 @@ export function createTestApi(
   const keys = createKeyLayout(options.prefix ?? uniqueName("api"), options.shards ?? 4);
   const commands = createStockCommands(redis, keys, options.commands);
   const registry = createMetricsRegistry("api");
-  // The dashboard (admin only) when the test names the workers it scrapes.
+  // The dashboard (on the admin port, see listenAdmin) when the test names the workers it scrapes.
   const dashboard = options.workerMetricsUrls
     ? new DashboardCollector({ redis, commands, registry, workerMetricsUrls: options.workerMetricsUrls })
     : undefined;
+  dashboard?.registerStockGauges(registry);
   const app = createApp({
     commands,
     redis,
     logger: createLogger("api-test", process.env.LOG_LEVEL ?? "silent"),
     registry,
-    dashboard,
     adminToken: TEST_ADMIN_TOKEN,
     jwtSecret: TEST_JWT_SECRET,
     maxBodyBytes: 16 * 1024,
     ...options.app,
   });
   let server: ReturnType<typeof Bun.serve> | undefined;
+  let adminServer: ReturnType<typeof Bun.serve> | undefined;
   return {
     app,
     redis,
@@ -99,8 +104,15 @@ export function createTestApi(
       server ??= Bun.serve({ port: 0, hostname: "127.0.0.1", fetch: app.fetch });
       return `http://127.0.0.1:${server.port}`;
     },
+    listenAdmin() {
+      // As main.ts wires it: /healthz, /readyz, /metrics and the dashboard on the operators' port.
+      const admin = createAdminApp({ registry, notReadyReason: () => null, routes: dashboard ? dashboardRoutes(dashboard) : undefined });
+      adminServer ??= Bun.serve({ port: 0, hostname: "127.0.0.1", fetch: admin.fetch });
+      return `http://127.0.0.1:${adminServer.port}`;
+    },
     async close() {
       dashboard?.stop();
+      await adminServer?.stop(true);
       await server?.stop(true);
       await deleteKeysByPrefix(redis, keys.prefix);
       await redis.quit();
