@@ -69,7 +69,7 @@ describe("relay", () => {
         const m = byId.get(event.eventId);
         expect(m?.value).toBe(raw);
         expect(m?.key).toBe(event.aggregateId);
-        expect(m?.headers).toEqual({ eventType: event.eventType, schemaVersion: "1", eventId: event.eventId });
+        expect(m?.headers).toMatchObject({ eventType: event.eventType, schemaVersion: "1", eventId: event.eventId, ce_id: event.eventId, ce_subject: event.aggregateId });
       }
       // Once caught up the outbox is empty again and nothing is pending.
       await waitUntil(async () => (await outboxStats(h)).length === 0, 10_000, "outbox trimmed");

@@ -12,6 +12,7 @@ import type { Logger } from "../../shared/logger.ts";
 import { prom } from "../../shared/metrics.ts";
 import { DEFAULT_HOLD_RETENTION_SECONDS } from "../../shared/domain/policy.ts";
 import { prepareScripts, queueScript } from "../../shared/redis/scripts.ts";
+import { continueTrace } from "../../shared/trace.ts";
 
 export interface ExpirerOptions {
   redis: RedisClient;
@@ -70,20 +71,23 @@ export function createExpirer(options: ExpirerOptions): Expirer {
     const stockIds = (await lookup.exec()) ?? [];
 
     const release = redis.pipeline();
+    // One trace per batch, started here: its releases were caused by the clock, not by a request.
+    const trace = continueTrace(undefined);
     ids.forEach((id, i) => {
       const stockId = stockIds[i]?.[1] as string | null;
       // A due entry without its hold has nothing to release: drop the index entry.
       if (!stockId) return void release.zrem(due, id);
-      const args = [id, Bun.randomUUIDv7(), retainSeconds];
+      const args = [id, Bun.randomUUIDv7(), retainSeconds, trace.traceparent];
       const k = [keys.hold(id), keys.stock(stockId), keys.stockBuyers(stockId), due, keys.outbox(shard), keys.released(shard)];
       queueScript(release, "fsExpire", k, args);
     });
     const results = (await release.exec()) ?? [];
     let released = 0;
     for (const [err, reply] of results) {
-      if (err) logger.error({ err: err.message, shard }, "expire script failed");
+      if (err) logger.error({ err: err.message, shard, traceId: trace.traceId }, "expire script failed");
       else if (Array.isArray(reply) && reply[0] === "expired") released++;
     }
+    if (released > 0) logger.debug({ shard, released, traceId: trace.traceId }, "expired holds released");
     return [released, ids.length];
   }
 

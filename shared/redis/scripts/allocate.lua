@@ -11,6 +11,7 @@
   ARGV[4] allocation id (new)          ARGV[5] event id (UUIDv7)
   ARGV[6] request fingerprint, or '' when no Idempotency-Key was sent
   ARGV[7] idempotency record ttl seconds
+  ARGV[8] W3C traceparent of the request, or '' (stored with the event in the outbox)
   Returns { 'ok', <allocation view JSON> } | { 'replay', <allocation view JSON> }
         | { 'idempotency_key_reused' } | { 'not_found' } | { 'not_started', <ms until the sale starts> } | { 'ended' }
         | { 'invalid', 'quantity' } | { 'sold_out', <available>, <stock version> } | { 'limit_exceeded', <units the user may still take> }
@@ -60,7 +61,7 @@ emit(KEYS[6], event_id, 'StockAllocated', stock_id, version, now, {
   available = counters.available,
   held = counters.held,
   sold = counters.sold,
-})
+}, ARGV[8])
 
 local response = allocation_view(allocation_id, hold)
 if fingerprint ~= '' then

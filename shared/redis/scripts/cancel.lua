@@ -9,6 +9,7 @@
   KEYS[6] shard released channel <p>:{s}:released   (sharded pub/sub: '<stock id> <version>' after the release)
   ARGV[1] allocation id   ARGV[2] user id (must own the hold)   ARGV[3] event id (UUIDv7)
   ARGV[4] seconds to keep the finished hold readable
+  ARGV[5] W3C traceparent of the request, or '' (stored with the event in the outbox)
   Returns { 'ok', <view JSON> } | { 'unchanged', <view JSON> } | { 'not_found' } | { 'forbidden' }
         | { 'hold_not_active', <status> }
 ]]
@@ -21,5 +22,5 @@ if hold.status == 'cancelled' then return { 'unchanged', allocation_view(allocat
 if hold.status ~= 'held' then return { 'hold_not_active', hold.status } end
 
 local keys = { hold = KEYS[1], stock = KEYS[2], buyers = KEYS[3], due = KEYS[4], outbox = KEYS[5], released = KEYS[6] }
-release_hold(keys, allocation_id, hold, 'cancelled', now_ms(), ARGV[3], tonumber(ARGV[4]))
+release_hold(keys, allocation_id, hold, 'cancelled', now_ms(), ARGV[3], tonumber(ARGV[4]), ARGV[5])
 return { 'ok', allocation_view(allocation_id, hold) }

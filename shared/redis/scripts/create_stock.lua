@@ -8,6 +8,7 @@
   ARGV[7] quantity (integer >= 1)             ARGV[8] per-user limit (integer >= 1)
   ARGV[9] hold seconds (integer >= 1)
   ARGV[10] startsAt epoch ms, or '' for now   ARGV[11] endsAt epoch ms, or '' for no end
+  ARGV[12] W3C traceparent of the request, or '' (stored with the event in the outbox)
   Returns { 'ok', <flat HGETALL of the new stock> } | { 'stock_exists' } | { 'invalid', <field> }
 ]]
 local stock_id, event_id = ARGV[1], ARGV[2]
@@ -45,5 +46,5 @@ emit(KEYS[2], event_id, 'StockCreated', stock_id, 1, now, {
   available = quantity,
   held = 0,
   sold = 0,
-})
+}, ARGV[12])
 return { 'ok', redis.call('HGETALL', KEYS[1]) }

@@ -8,6 +8,7 @@
   KEYS[5] shard outbox stream    <p>:{s}:outbox
   KEYS[6] shard released channel <p>:{s}:released   (sharded pub/sub: '<stock id> <version>' after the release)
   ARGV[1] allocation id   ARGV[2] event id (UUIDv7)   ARGV[3] seconds to keep the finished hold readable
+  ARGV[4] W3C traceparent (the expirer's), or '' (stored with the event in the outbox)
   Returns { 'expired' } | { 'not_due' } | { 'not_active' } (hold gone or finished; its due entry is dropped)
 ]]
 local allocation_id = ARGV[1]
@@ -21,5 +22,5 @@ local now = now_ms()
 if now < tonumber(hold.expiresAt) then return { 'not_due' } end
 
 local keys = { hold = KEYS[1], stock = KEYS[2], buyers = KEYS[3], due = KEYS[4], outbox = KEYS[5], released = KEYS[6] }
-release_hold(keys, allocation_id, hold, 'expired', now, ARGV[2], tonumber(ARGV[3]))
+release_hold(keys, allocation_id, hold, 'expired', now, ARGV[2], tonumber(ARGV[3]), ARGV[4])
 return { 'expired' }
