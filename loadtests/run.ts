@@ -260,7 +260,7 @@ async function main(): Promise<number> {
     }
     if (warmup) await warmUp(baseUrl, k6Env, warmup);
     const apiCpuBefore = cpuSeconds(api.proc.pid);
-    const k6 = await runK6(`${scenario}.js`, k6Env, join(dir, `${scenario}-summary.json`));
+    const k6 = await runK6(`${scenario}.js`, k6Env, join(dir, `${scenario}-summary.json`), { htmlReport: true });
     const k6ok = k6.exitCode === 0;
     const apiCpu = cpuSeconds(api.proc.pid) - apiCpuBefore;
     if (baseline?.summary && k6.summary) console.log(compareSpikes({ summary: k6.summary, serverCpuSeconds: apiCpu }, { summary: baseline.summary, serverCpuSeconds: baseline.serverCpuSeconds }));
@@ -352,7 +352,7 @@ async function runSpikeBaseline(dir: string, k6Env: Record<string, string>, warm
     if (warmup) await warmUp(`http://127.0.0.1:${port}`, k6Env, warmup);
     console.log("[load] baseline: the same spike against bare Hono (no auth, no store)");
     const before = cpuSeconds(bare.proc.pid);
-    const run = await runK6("spike.js", { ...k6Env, BASE_URL: `http://127.0.0.1:${port}` }, join(dir, "spike-baseline-summary.json"));
+    const run = await runK6("spike.js", { ...k6Env, BASE_URL: `http://127.0.0.1:${port}` }, join(dir, "spike-baseline-summary.json"), { htmlReport: true });
     return { summary: run.summary, serverCpuSeconds: cpuSeconds(bare.proc.pid) - before };
   } finally {
     await bare.stop();
