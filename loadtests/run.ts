@@ -218,7 +218,16 @@ async function main(): Promise<number> {
     // --profile: a CPU profile of the api for the whole run (written when it stops), in the results dir.
     const apiCmd = values.profile ? [process.execPath, "--cpu-prof", "--cpu-prof-md", `--cpu-prof-dir=${dir}`, "services/api/main.ts"] : [process.execPath, "services/api/main.ts"];
     const apiAdminPort = await freePort();
-    const apiEnv: Record<string, string> = { ...serviceEnv, PORT: String(port), ADMIN_PORT: String(apiAdminPort), ADMIN_TOKEN: adminToken, JWT_SECRET: jwtSecret };
+    // k6 is one client address for thousands of buyers: the per-IP limit would measure itself. The
+    // per-user limits stay on (one request per buyer in the spike, a few per second elsewhere).
+    const apiEnv: Record<string, string> = {
+      ...serviceEnv,
+      PORT: String(port),
+      ADMIN_PORT: String(apiAdminPort),
+      ADMIN_TOKEN: adminToken,
+      JWT_SECRET: jwtSecret,
+      RATE_LIMIT_IP: "off",
+    };
     // Unset, the list would default to the standard worker ports, which are not this run's: without
     // workers the dashboard scrapes the api's own admin port (its one target).
     apiEnv.WORKER_METRICS_URLS = workerMetrics.length > 0 ? workerMetrics.join(",") : `http://127.0.0.1:${apiAdminPort}/metrics`;
