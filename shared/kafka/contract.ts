@@ -54,6 +54,7 @@ function eventHeadersSchema(): Record<string, unknown> {
       ce_subject: stringHeader("CloudEvents subject = aggregateId (the stock id, also the message key)"),
       ce_time: stringHeader("CloudEvents time = occurredAt", { format: "date-time" }),
       "content-type": stringHeader("CloudEvents datacontenttype of the value", { const: EVENT_CONTENT_TYPE }),
+      relay: stringHeader("consumer name of the relay that published this copy (duplicates after a take-over come from two relays)"),
       traceparent: stringHeader("W3C trace context of the request that caused the event (absent when none)", {
         pattern: "^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
       }),

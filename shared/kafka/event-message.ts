@@ -28,11 +28,13 @@ export const EVENT_HEADER_NAMES = [
   "ce_time",
   "content-type",
   TRACEPARENT,
+  "relay",
 ] as const;
 
-export type EventHeaders = Record<Exclude<(typeof EVENT_HEADER_NAMES)[number], typeof TRACEPARENT>, string> & { traceparent?: string };
+export type EventHeaders = Record<Exclude<(typeof EVENT_HEADER_NAMES)[number], typeof TRACEPARENT | "relay">, string> & { traceparent?: string; relay?: string };
 
-export function eventHeaders(event: StockEvent, traceparent?: string): EventHeaders {
+/** `relay`: the consumer name of the relay that published this copy (for diagnosing duplicates and fencing). */
+export function eventHeaders(event: StockEvent, traceparent?: string, relay?: string): EventHeaders {
   const headers: EventHeaders = {
     eventType: event.eventType,
     schemaVersion: String(event.schemaVersion),
@@ -47,12 +49,13 @@ export function eventHeaders(event: StockEvent, traceparent?: string): EventHead
   };
   // Only a well-formed one travels on: a broken trace header must not follow the event around.
   if (traceparent && parseTraceparent(traceparent)) headers.traceparent = traceparent;
+  if (relay) headers.relay = relay;
   return headers;
 }
 
 /** The Kafka message of an event; `value` is its exact JSON text when there is one (the relay's), else re-encoded. */
-export function eventMessage(event: StockEvent, options: { value?: Buffer | string; traceparent?: string } = {}): Message {
-  return { key: event.aggregateId, value: options.value ?? JSON.stringify(event), headers: eventHeaders(event, options.traceparent) };
+export function eventMessage(event: StockEvent, options: { value?: Buffer | string; traceparent?: string; relay?: string } = {}): Message {
+  return { key: event.aggregateId, value: options.value ?? JSON.stringify(event), headers: eventHeaders(event, options.traceparent, options.relay) };
 }
 
 /** A header's text (kafkajs hands headers over as Buffers), or undefined. */
