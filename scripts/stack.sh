@@ -13,7 +13,8 @@
 #   bash scripts/stack.sh env                print the client environment variables for this stack
 # names: redis postgres kafka elasticsearch (aliases: pg, es), and redis-cluster (not in the default set:
 #   3 masters + 3 replicas with cluster-enabled, docs/design.md §11; `env redis-cluster` prints
-#   REDIS_CLUSTER_NODES, which switches the clients to it)
+#   REDIS_CLUSTER_NODES, which switches the clients to it), and prometheus (not in the default set either:
+#   Debian's package, ops/prometheus/prometheus.yml scraping the api and the workers, alert rules, on 9090)
 #
 # Data, logs and pids live in the stack dir, downloads in the cache dir:
 #   FLASHSALE_STACK_DIR  default <repo>/.stack (or /var/tmp/flash-sale-stack-<hash> for a clone the
@@ -48,6 +49,7 @@ KAFKA_PORT="${FLASHSALE_KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${FLASHSALE_KAFKA_CONTROLLER_PORT:-9093}"
 ES_PORT="${FLASHSALE_ES_PORT:-9200}"
 ES_TRANSPORT_PORT="${FLASHSALE_ES_TRANSPORT_PORT:-9300}"
+PROM_PORT="${FLASHSALE_PROMETHEUS_PORT:-9090}"
 HOST=127.0.0.1
 # Redis Cluster: FLASHSALE_REDIS_CLUSTER_PORTS (comma or space separated, an even number >= 6:
 # half masters, half replicas) or 6 consecutive ports from FLASHSALE_REDIS_CLUSTER_BASE_PORT.
@@ -93,7 +95,8 @@ canonical() {
     kafka) echo kafka ;;
     es | elastic | elasticsearch) echo elasticsearch ;;
     redis-cluster | cluster) echo redis-cluster ;;
-    *) die "unknown server '$1' (known: ${ALL_SERVERS[*]} redis-cluster; aliases pg, es)" ;;
+    prometheus | prom) echo prometheus ;;
+    *) die "unknown server '$1' (known: ${ALL_SERVERS[*]} redis-cluster prometheus; aliases pg, es, prom)" ;;
   esac
 }
 
@@ -102,6 +105,7 @@ port_of() {
     redis) echo "$REDIS_PORT" ;; postgres) echo "$PG_PORT" ;;
     kafka) echo "$KAFKA_PORT" ;; elasticsearch) echo "$ES_PORT" ;;
     redis-cluster) echo "${REDIS_CLUSTER_PORTS[0]}" ;;
+    prometheus) echo "$PROM_PORT" ;;
     redis-cluster-*) echo "${1#redis-cluster-}" ;; # one node of it
   esac
 }
@@ -112,6 +116,7 @@ endpoint_of() {
     postgres) echo "DATABASE_URL=postgres://$PG_USER:$PG_PASSWORD@$HOST:$PG_PORT/$PG_DB" ;;
     kafka) echo "KAFKA_BROKERS=$HOST:$KAFKA_PORT" ;;
     elasticsearch) echo "ELASTICSEARCH_URL=http://$HOST:$ES_PORT" ;;
+    prometheus) echo "PROMETHEUS_URL=http://$HOST:$PROM_PORT" ;;
     redis-cluster) echo "REDIS_CLUSTER_NODES=$(printf "$HOST:%s," "${REDIS_CLUSTER_PORTS[@]}" | sed 's/,$//')" ;;
   esac
 }
@@ -315,6 +320,9 @@ probe() {
       port_open "$KAFKA_PORT" || return 1
       install_kafka >&2
       kafka_tool org.apache.kafka.tools.TopicCommand --list --bootstrap-server "$HOST:$KAFKA_PORT" >/dev/null 2>&1
+      ;;
+    prometheus)
+      curl -fsS -m 3 "http://$HOST:$PROM_PORT/-/ready" >/dev/null 2>&1
       ;;
     elasticsearch)
       curl -fsS -m 5 "http://$HOST:$ES_PORT/_cluster/health?wait_for_status=yellow&timeout=3s" 2>/dev/null | grep -q '"status":"\(yellow\|green\)"'
@@ -680,6 +688,22 @@ EOF
   record_pid elasticsearch "$(tr -dc '0-9' <"$dir/run/es.pid")"
 }
 
+# ---------------------------------------------------------------- prometheus
+
+# Debian's prometheus with the repository's config and rules (ops/prometheus); data in the stack dir.
+start_prometheus() {
+  install_prometheus
+  mkdir -p "$STACK_DIR/prometheus"
+  rm -f "$RUN_DIR/prometheus-server.pid"
+  setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$RUN_DIR/prometheus-server.pid" \
+    prometheus --config.file="$REPO_ROOT/ops/prometheus/prometheus.yml" --storage.tsdb.path="$STACK_DIR/prometheus" \
+    --storage.tsdb.retention.time=7d --web.listen-address="$HOST:$PROM_PORT" \
+    </dev/null >>"$(log_file_of prometheus)" 2>&1 &
+  local i
+  for i in $(seq 1 50); do [[ -s "$RUN_DIR/prometheus-server.pid" ]] && break; sleep 0.1; done
+  record_pid prometheus "$(tr -dc '0-9' <"$RUN_DIR/prometheus-server.pid")"
+}
+
 # ---------------------------------------------------------------- up / down / status
 
 # ensure <name>: leave a running server alone, else start ours; wait until it answers.
@@ -687,7 +711,7 @@ ensure() {
   local name="$1" pid port budget
   [[ "$name" == redis-cluster ]] && { ensure_redis_cluster; return; }
   port="$(port_of "$name")"
-  case "$name" in redis) budget=30 ;; postgres) budget=60 ;; kafka) budget=120 ;; elasticsearch) budget=180 ;; esac
+  case "$name" in redis | prometheus) budget=30 ;; postgres) budget=60 ;; kafka) budget=120 ;; elasticsearch) budget=180 ;; esac
   if pid="$(owned_pid "$name")"; then
     wait_ready "$name" "$budget" "$pid" || return 1
     [[ "$name" == postgres ]] && bootstrap_postgres
@@ -794,7 +818,7 @@ cmd_up() {
   local failed=()
   for n in "${names[@]}"; do
     case "$n" in
-      redis | postgres | redis-cluster) ensure "$n" || failed+=("$n") ;;
+      redis | postgres | redis-cluster | prometheus) ensure "$n" || failed+=("$n") ;;
     esac
   done
   for n in "${names[@]}"; do
@@ -832,7 +856,7 @@ cmd_down() {
   local names n i
   mapfile -t names < <(names_or_all "$@")
   # Plain `down` stops everything this stack started, the cluster too (its nodes first, below).
-  (($# == 0)) && names=(redis-cluster "${names[@]}")
+  (($# == 0)) && names=(redis-cluster "${names[@]}" prometheus)
   lock_stack
   # Reverse order: search and Kafka first, the stores last.
   for ((i = ${#names[@]} - 1; i >= 0; i--)); do stop_one "${names[$i]}"; done
@@ -842,7 +866,7 @@ cmd_status() {
   local names n
   mapfile -t names < <(names_or_all "$@")
   for n in "${names[@]}"; do status_one "$n"; done
-  (($# == 0)) && status_one redis-cluster
+  (($# == 0)) && status_one redis-cluster && status_one prometheus
   if [[ -x "$K6_BIN" ]]; then say "k6: $K6_BIN"; else say "k6: not built"; fi
 }
 

@@ -24,6 +24,8 @@ export DATABASE_URL="${DATABASE_URL:-postgres://$PG_USER:$PG_PASSWORD@$HOST:$PG_
 export KAFKA_BROKERS="${KAFKA_BROKERS:-$HOST:$KAFKA_PORT}"
 export ELASTICSEARCH_URL="${ELASTICSEARCH_URL:-http://$HOST:$ES_PORT}"
 API_PORT="${PORT:-3000}"
+# The api's operators' port (/metrics, /healthz, /readyz): metrics stay off the public port.
+API_ADMIN_PORT="${API_ADMIN_PORT:-9105}"
 
 admin_port_of() {
   case "$1" in
@@ -61,7 +63,7 @@ start_service() {
   bun="$(find_bun)"
   local env_port=(ADMIN_PORT="$port") flags=()
   # The api's server takes headers up to 64 KiB so the app answers oversized ones itself (scripts/build.ts RUNTIME_FLAGS).
-  [[ "$name" == api ]] && env_port=(PORT="$port") && flags=(--max-http-header-size=65536)
+  [[ "$name" == api ]] && env_port=(PORT="$port" ADMIN_PORT="$API_ADMIN_PORT") && flags=(--max-http-header-size=65536)
   echo "---- $(date -u +%FT%TZ) start" >>"$(svc_log "$name")"
   (
     cd "$REPO_ROOT"
@@ -130,7 +132,7 @@ system_up() {
   cat <<EOF
 
 flash-sale is up in $((SECONDS - t0))s
-  api            http://$HOST:$API_PORT   (/docs, /openapi.json, /healthz, /readyz, /metrics)
+  api            http://$HOST:$API_PORT   (/docs, /openapi.json, /healthz, /readyz)  admin :$API_ADMIN_PORT (/metrics /healthz /readyz)
   workers        relay :9101  expirer :9102  projector-postgres :9103  projector-search :9104  (/healthz /readyz /metrics)
   admin token    Authorization: Bearer $ADMIN_TOKEN
   user token     JWT_SECRET=$JWT_SECRET bun run token <userId>

@@ -5,15 +5,37 @@
  * stops the process before it touches any store, with a message naming the variable.
  */
 import { z } from "zod";
+import { DEFAULT_HOLD_RETENTION_SECONDS, DEFAULT_JWT_MAX_LIFETIME_SECONDS, DEFAULT_OUTBOX_MAX_LENGTH } from "./domain/policy.ts";
 
 const port = z.coerce.number().int().min(1).max(65535);
 const positiveInt = z.coerce.number().int().positive();
 
+/**
+ * `host:port,host:port,…`: some nodes of a Redis Cluster (any of them; the client discovers the
+ * rest). Set, it replaces REDIS_URL (docs/design.md §11).
+ */
+export const redisClusterNodes = z
+  .string()
+  .transform((s, ctx) => {
+    const nodes = s.split(",").map((n) => n.trim()).filter(Boolean).map((n) => {
+      const m = /^([^:\s]+):(\d{1,5})$/.exec(n);
+      const p = m ? Number(m[2]) : 0;
+      if (!m || p < 1 || p > 65535) ctx.addIssue({ code: "custom", message: `"${n}" is not host:port` });
+      return { host: m?.[1] ?? n, port: p };
+    });
+    if (nodes.length === 0) ctx.addIssue({ code: "custom", message: "no host:port in the list" });
+    return nodes;
+  });
+
 const common = {
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   REDIS_URL: z.string().url().default("redis://127.0.0.1:6379"),
-  /** Number of shards the stocks (and their outbox streams) are spread over. Fixed for the life of a deployment. */
-  OUTBOX_SHARDS: positiveInt.max(1024).default(4),
+  REDIS_CLUSTER_NODES: redisClusterNodes.optional(),
+  /**
+   * Number of shards the stocks (and their outbox streams) are spread over. Fixed for the life of a
+   * deployment. 16 spreads over the masters of a cluster (each shard is one slot, docs/design.md §11).
+   */
+  OUTBOX_SHARDS: positiveInt.max(1024).default(16),
   /** Prefix of every Redis key; lets tests and side-by-side deployments share one Redis. */
   REDIS_KEY_PREFIX: z.string().regex(/^[a-z0-9_-]{1,32}$/i).default("fs"),
 };
@@ -39,13 +61,47 @@ const elasticsearch = {
 
 const adminPort = (fallback: number) => ({ ADMIN_PORT: port.default(fallback) });
 
+/**
+ * A request-rate limit: `<requests>/<seconds>s` (a token bucket holding that many requests, refilled
+ * evenly over the window, e.g. `20/10s`), or `off`. Parsed once into { limit, windowSeconds } | null.
+ */
+export const rateLimitSpec = (fallback: string) =>
+  z
+    .string()
+    .regex(/^(off|\d{1,7}\/\d{1,5}s)$/, "a rate limit is `<requests>/<seconds>s` (e.g. 20/10s) or `off`")
+    .default(fallback)
+    .transform((s) => {
+      if (s === "off") return null;
+      const [limit, window] = s.split("/") as [string, string];
+      return { limit: Number(limit), windowSeconds: Number(window.slice(0, -1)) };
+    })
+    .refine((r) => r === null || (r.limit >= 1 && r.windowSeconds >= 1), "requests and seconds must be at least 1");
+export type RateLimitSpec = z.infer<ReturnType<typeof rateLimitSpec>>;
+
+/** Written by the api (purchase, cancel) and the expirer: one value for both. */
+const holds = {
+  /** Seconds a finished (purchased, cancelled, expired) hold stays readable; then Redis deletes it. */
+  HOLD_RETENTION_SECONDS: positiveInt.min(60).max(365 * 24 * 3600).default(DEFAULT_HOLD_RETENTION_SECONDS),
+};
+
 export const apiSchema = z.object({
   ...common,
   ...postgres,
   ...elasticsearch,
+  ...holds,
   PORT: port.default(3000),
+  /** /metrics (and /healthz, /readyz) for operators, off the public port: metrics reveal sales velocity. */
+  ...adminPort(9105),
   ADMIN_TOKEN: z.string().min(16, "ADMIN_TOKEN must be at least 16 characters"),
   JWT_SECRET: z.string().min(32, "JWT_SECRET must be at least 32 characters (HS256 key)"),
+  /** When set, user tokens must carry this `iss`. */
+  JWT_ISSUER: z.string().min(1).optional(),
+  /** When set, user tokens must carry this `aud`. */
+  JWT_AUDIENCE: z.string().min(1).optional(),
+  /** Tokens whose lifetime (exp - iat, or exp - now without iat) is longer are refused. */
+  JWT_MAX_LIFETIME_SECONDS: positiveInt.max(30 * 24 * 3600).default(DEFAULT_JWT_MAX_LIFETIME_SECONDS),
+  /** A shard whose outbox holds more entries answers allocations and stock creation with 503 outbox_full. */
+  OUTBOX_MAX_LENGTH: positiveInt.default(DEFAULT_OUTBOX_MAX_LENGTH),
   /** Largest request body the api accepts, in bytes. */
   MAX_BODY_BYTES: positiveInt.default(16 * 1024),
   /**
@@ -54,10 +110,45 @@ export const apiSchema = z.object({
    * default, 64 KiB for the api as started by `bun run api` and the built binary (--max-http-header-size).
    */
   MAX_HEADER_BYTES: positiveInt.min(1024).max(60 * 1024).default(8 * 1024),
+  /**
+   * docs/design.md §12: how long an api instance answers `sold_out` from memory without hearing from
+   * Redis. Releases normally arrive by pub/sub within milliseconds; this bounds the staleness when a
+   * message is lost, and costs Redis ~1000/SOLD_OUT_CACHE_MS scripts per second per sold-out stock
+   * per instance. 0 turns the cache off (not_started / ended included).
+   */
+  SOLD_OUT_CACHE_MS: z.coerce.number().int().min(0).max(10_000).default(100),
+  /** api processes sharing PORT (SO_REUSEPORT); `scripts/up.sh` starts one per core. */
+  API_WORKERS: positiveInt.max(64).default(1),
+  /**
+   * Request-rate limits (docs/design.md §12), each a token bucket per api process: per client IP on
+   * every /api request, checked before authentication (so bad tokens cost no verify); per user on the
+   * three write routes. With N processes a client whose requests spread over them gets up to N times
+   * the rate (one keep-alive connection stays on one process). See README "Request-rate limits".
+   */
+  RATE_LIMIT_IP: rateLimitSpec("2000/1s"),
+  RATE_LIMIT_ALLOCATE: rateLimitSpec("20/10s"),
+  RATE_LIMIT_PURCHASE: rateLimitSpec("20/10s"),
+  RATE_LIMIT_CANCEL: rateLimitSpec("20/10s"),
+  /**
+   * Proxies whose X-Forwarded-For is believed (comma-separated IPs or IPv4 CIDRs, e.g.
+   * `127.0.0.1,10.0.0.0/8`). The client IP is the right-most X-Forwarded-For entry that is not one
+   * of them; from any other peer the header is ignored. Empty: the socket's peer address.
+   */
+  TRUSTED_PROXIES: z
+    .string()
+    .default("")
+    .transform((s) => s.split(",").map((p) => p.trim()).filter(Boolean)),
+  /** The workers' /metrics the dashboard scrapes (comma-separated); default: the ports `bun run up` gives them. */
+  WORKER_METRICS_URLS: z
+    .string()
+    .default("http://127.0.0.1:9101/metrics,http://127.0.0.1:9102/metrics,http://127.0.0.1:9103/metrics,http://127.0.0.1:9104/metrics")
+    .transform((s) => s.split(",").map((u) => u.trim()).filter(Boolean))
+    .pipe(z.array(z.string().url("WORKER_METRICS_URLS must be comma-separated http(s) URLs"))),
 });
 
 export const expirerSchema = z.object({
   ...common,
+  ...holds,
   ...adminPort(9102),
   EXPIRER_INTERVAL_MS: positiveInt.max(1000).default(200),
   EXPIRER_BATCH_SIZE: positiveInt.max(10_000).default(500),
@@ -105,6 +196,12 @@ export const projectorSearchSchema = z.object({
   ...adminPort(9104),
 });
 
+/** Just where Redis is, for tools (verify, benches, load runner) that need nothing else from the config. */
+export const redisTargetSchema = z.object({ REDIS_URL: common.REDIS_URL, REDIS_CLUSTER_NODES: common.REDIS_CLUSTER_NODES });
+
+/** The Kafka and projector variables, as parsed: what every projector binary shares (runProjector). */
+export type KafkaEnv = z.infer<z.ZodObject<typeof kafka>>;
+export type ProjectorEnv = z.infer<z.ZodObject<typeof projector>>;
 export type ApiConfig = z.infer<typeof apiSchema>;
 export type ExpirerConfig = z.infer<typeof expirerSchema>;
 export type RelayConfig = z.infer<typeof relaySchema>;
@@ -125,6 +222,11 @@ export function parseConfig<S extends z.ZodType>(schema: S, env: Record<string, 
   const result = schema.safeParse(cleaned);
   if (result.success) return result.data;
   throw new ConfigError(result.error.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`));
+}
+
+/** REDIS_URL / REDIS_CLUSTER_NODES from `env` (validated; throws ConfigError), for createRedis. */
+export function redisTargetFromEnv(env: Record<string, string | undefined> = process.env): z.infer<typeof redisTargetSchema> {
+  return parseConfig(redisTargetSchema, env);
 }
 
 /** For main.ts: parse or print the problems and exit 1 (fail fast, before connecting anywhere). */

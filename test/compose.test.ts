@@ -42,7 +42,7 @@ describe("compose.yaml", () => {
   test("has the servers, the Kafka UI, the one-shot migrate and every service", () => {
     expect(Object.keys(services).sort()).toEqual(
       ["api", "elasticsearch", "expirer", "kafka", "kafka-ui", "migrate", "postgres", "projector-postgres", "projector-search", "redis", "relay",
-        ...CLUSTER_NODES, "redis-cluster-init"].sort(),
+        "prometheus", "grafana", ...CLUSTER_NODES, "redis-cluster-init"].sort(),
     );
   });
 
@@ -149,6 +149,8 @@ describe("compose.yaml", () => {
       const port = name === "api" ? 3000 : ADMIN_PORTS[name]!;
       if (name === "api") {
         expect(Number(env.PORT)).toBe(3000);
+        expect(Number(env.ADMIN_PORT), "api ADMIN_PORT (/metrics off the public port)").toBe(9105);
+        expect(s.ports).toContain("127.0.0.1:9105:9105");
         expect(String(env.ADMIN_TOKEN).length).toBeGreaterThanOrEqual(16);
         expect(String(env.JWT_SECRET).length).toBeGreaterThanOrEqual(32);
       } else {
@@ -186,7 +188,55 @@ describe("compose.yaml", () => {
     expect(e["xpack.security.enabled"]).toBe("false");
     expect(e.ES_JAVA_OPTS).toBe("-Xms1g -Xmx1g");
     for (const [name, s] of Object.entries(services)) {
-      for (const v of s.volumes ?? []) expect(Object.keys(compose.volumes ?? {}), `${name} volume ${v}`).toContain(v.split(":")[0]!);
+      for (const v of s.volumes ?? []) {
+        const source = v.split(":")[0]!;
+        // A bind mount names a file of the repository; anything else is a declared volume.
+        if (source.startsWith("./")) expect(existsSync(join(ROOT, source)), `${name} mounts ${source}`).toBe(true);
+        else expect(Object.keys(compose.volumes ?? {}), `${name} volume ${v}`).toContain(source);
+      }
+    }
+  });
+});
+
+describe("compose monitoring", () => {
+  test("Prometheus: the native stack's version, its rules, and a scrape job for the api and every worker by container name", () => {
+    const p = services.prometheus!;
+    const nativeVersion = /version (\d+\.\d+\.\d+)/.exec(Bun.spawnSync(["promtool", "--version"]).stdout.toString())?.[1];
+    if (nativeVersion) expect(p.image).toBe(`prom/prometheus:v${nativeVersion}`);
+    expect(p.volumes).toEqual(
+      expect.arrayContaining(["./ops/prometheus/prometheus.compose.yml:/etc/prometheus/prometheus.yml:ro", "./ops/prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro"]),
+    );
+    const config = parse(readFileSync(join(ROOT, "ops", "prometheus", "prometheus.compose.yml"), "utf8")) as {
+      rule_files: string[];
+      scrape_configs: { job_name: string; static_configs: { targets: string[] }[] }[];
+    };
+    expect(config.rule_files).toEqual(["alerts.yml"]);
+    const targets = Object.fromEntries(config.scrape_configs.map((j) => [j.job_name, j.static_configs[0]!.targets[0]]));
+    expect(targets).toEqual({ api: "api:9105", ...Object.fromEntries(Object.entries(ADMIN_PORTS).map(([n, port]) => [n, `${n}:${port}`])) });
+    // The api's dashboard scrapes the same workers.
+    expect(String(services.api!.environment!.WORKER_METRICS_URLS).split(",")).toEqual(
+      Object.entries(ADMIN_PORTS).map(([n, port]) => `http://${n}:${port}/metrics`),
+    );
+  });
+
+  test("Grafana: the data source and the sale dashboard are provisioned and agree on the data source uid", () => {
+    const g = services.grafana!;
+    expect(g.image).toMatch(/^grafana\/grafana:\d+\.\d+\.\d+$/);
+    expect(g.depends_on?.prometheus?.condition).toBe("service_healthy");
+    const datasources = parse(readFileSync(join(ROOT, "ops", "grafana", "provisioning", "datasources", "prometheus.yml"), "utf8")) as {
+      datasources: { uid: string; url: string }[];
+    };
+    expect(datasources.datasources[0]!.url).toBe("http://prometheus:9090");
+    const dashboard = JSON.parse(readFileSync(join(ROOT, "ops", "grafana", "dashboards", "flashsale.json"), "utf8")) as {
+      panels: { title: string; datasource: { uid: string }; targets: { expr: string }[] }[];
+    };
+    const titles = dashboard.panels.map((p) => p.title).join(" | ");
+    for (const panel of ["Stock units", "per second, per stock", "Sold out", "Allocation outcomes", "Dead letters", "Relay lag per shard", "Relay backlog", "freshness p99", "consumer lag"]) {
+      expect(titles).toContain(panel);
+    }
+    for (const p of dashboard.panels) {
+      expect(p.datasource.uid, p.title).toBe(datasources.datasources[0]!.uid);
+      expect(p.targets.length, p.title).toBeGreaterThan(0);
     }
   });
 });

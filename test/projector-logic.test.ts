@@ -1,7 +1,7 @@
 /** Pure projector logic: batch retry/split/DLQ decisions, PostgreSQL plans, search documents. */
 import { describe, expect, test } from "bun:test";
 import type { StockEvent } from "../shared/domain/events.ts";
-import { projectBatch, type BatchControl, type ProjectionSink, type RawMessage } from "../shared/projection/batch.ts";
+import { projectBatch, SystemicRejection, type BatchControl, type ProjectionSink, type RawMessage } from "../shared/projection/batch.ts";
 import { isPostgresOutage, RejectedEventError, StoreUnavailableError } from "../shared/projection/errors.ts";
 import { minuteOf, planPostgresBatch } from "../shared/stores/postgres/plan.ts";
 import { buildStockDocument, completeDocument, planSearchBatch } from "../shared/stores/search/documents.ts";
@@ -39,6 +39,7 @@ describe("projectBatch", () => {
         return { applied: batch, duplicates: 0 };
       },
       isOutage: () => false,
+      probe: async () => {},
     };
     const v2 = { ...events[1]!, schemaVersion: 2 };
     const outcome = await projectBatch(
@@ -68,6 +69,7 @@ describe("projectBatch", () => {
         return { applied: batch, duplicates: 0 };
       },
       isOutage: (err) => err instanceof StoreUnavailableError,
+      probe: async () => {},
     };
     const outcome = await projectBatch(events.map(message), sink, control());
     expect(outcome.status).toBe("done");
@@ -79,21 +81,89 @@ describe("projectBatch", () => {
     expect(calls).toBeLessThan(25); // 3 on the batch, ~2 per level, 3 on the single event
   });
 
-  test("a store that rejects everything is a systemic failure, not poison: nothing is dead-lettered", async () => {
+  /** A sink that rejects the events in `bad` (and any batch holding one) and applies the rest. */
+  function rejectingSink(bad: Set<string>, probe: () => Promise<void> = async () => {}) {
+    const landed: string[] = [];
+    let probes = 0;
+    const sink: ProjectionSink = {
+      apply: async (batch) => {
+        if (batch.some((e) => bad.has(e.eventId))) throw new RejectedEventError("integer out of range");
+        landed.push(...batch.map((e) => e.eventId));
+        return { applied: batch, duplicates: 0 };
+      },
+      isOutage: (err) => err instanceof StoreUnavailableError,
+      probe: async () => {
+        probes++;
+        await probe();
+      },
+    };
+    return { sink, landed, probes: () => probes };
+  }
+
+  test("poison at the head of a batch: [bad, bad, bad, good, good] dead-letters the three and applies the two", async () => {
+    const events = scenario(5);
+    const { sink, landed, probes } = rejectingSink(new Set(events.slice(0, 3).map((e) => e.eventId)));
+    const outcome = await projectBatch(events.map(message), sink, control());
+    expect(outcome.status).toBe("done");
+    if (outcome.status !== "done") return;
+    expect(outcome.poison.map((p) => [p.message.offset, p.reason])).toEqual([
+      ["0", "rejected"],
+      ["1", "rejected"],
+      ["2", "rejected"],
+    ]);
+    expect(landed).toEqual([events[3]!.eventId, events[4]!.eventId]);
+    expect(probes()).toBe(1); // asked once: nothing had been accepted when the first was rejected
+  });
+
+  test("a batch of only poison events is dead-lettered whole once the probe shows the store accepts valid writes", async () => {
+    const events = scenario(6);
+    const { sink, landed, probes } = rejectingSink(new Set(events.map((e) => e.eventId)));
+    const outcome = await projectBatch(events.map(message), sink, control());
+    expect(outcome).toMatchObject({ status: "done", applied: [] });
+    if (outcome.status !== "done") return;
+    expect(outcome.poison.map((p) => p.message.offset)).toEqual(["0", "1", "2", "3", "4", "5"]);
+    expect(landed).toEqual([]);
+    expect(probes()).toBe(1);
+  });
+
+  test("poison after accepted events needs no probe", async () => {
+    const events = scenario(5);
+    const { sink, probes } = rejectingSink(new Set([events[4]!.eventId]), async () => {
+      throw new Error("must not be asked");
+    });
+    const outcome = await projectBatch(events.map(message), sink, control());
+    expect(outcome).toMatchObject({ status: "done" });
+    if (outcome.status === "done") expect(outcome.poison.map((p) => p.message.offset)).toEqual(["4"]);
+    expect(probes()).toBe(0);
+  });
+
+  test("a store that rejects everything, the probe too, is a systemic failure, not poison: nothing is dead-lettered", async () => {
     const events = scenario(40);
-    let calls = 0;
+    let broken = true;
     let outages = 0;
     const sink: ProjectionSink = {
       apply: async (batch) => {
-        if (++calls < 60) throw new RejectedEventError("relation is broken");
+        if (broken) throw new RejectedEventError("relation is broken");
         return { applied: batch, duplicates: 0 };
       },
       isOutage: () => false,
+      probe: async () => {
+        if (broken) throw new RejectedEventError("relation is broken");
+      },
     };
-    const outcome = await projectBatch(events.map(message), sink, control({ waitAfterOutage: async () => void outages++ }));
+    const outcome = await projectBatch(
+      events.map(message),
+      sink,
+      control({
+        waitAfterOutage: async (err) => {
+          expect(err).toBeInstanceOf(SystemicRejection);
+          if (++outages === 3) broken = false; // the migration is fixed
+        },
+      }),
+    );
     expect(outcome).toMatchObject({ status: "done", poison: [] });
     if (outcome.status === "done") expect(outcome.applied.length).toBe(40);
-    expect(outages).toBeGreaterThan(0);
+    expect(outages).toBe(3);
   });
 
   test("an outage is retried until the store is back and never dead-letters", async () => {
@@ -106,6 +176,7 @@ describe("projectBatch", () => {
         return { applied: batch, duplicates: 0 };
       },
       isOutage: isPostgresOutage,
+      probe: async () => {},
     };
     const outcome = await projectBatch(events.map(message), sink, control({ recovered: () => recovered++ }));
     expect(outcome).toMatchObject({ status: "done", poison: [] });
@@ -120,6 +191,7 @@ describe("projectBatch", () => {
         throw new StoreUnavailableError("down");
       },
       isOutage: (err) => err instanceof StoreUnavailableError,
+      probe: async () => {},
     };
     const outcome = await projectBatch(scenario(3).map(message), sink, control({ shouldAbort: () => stopping }));
     expect(outcome.status).toBe("aborted");
@@ -213,6 +285,7 @@ describe("combiningSink", () => {
         return { applied: events.filter((e) => e.version !== 1), duplicates: events.filter((e) => e.version === 1).length };
       },
       isOutage: () => false,
+      probe: async () => {},
     };
     const sink = combiningSink(inner);
     const [ra, rb] = await Promise.all([sink.apply(a), sink.apply(b)]);

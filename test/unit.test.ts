@@ -32,6 +32,16 @@ describe("key layout", () => {
     expect(used.size).toBe(8);
   });
 
+  test("composite keys cannot collide: user and Idempotency-Key are length-prefixed, ids are checked", () => {
+    expect(keys.idempotency("s", "alice", "x:order-1")).not.toBe(keys.idempotency("s", "alice:x", "order-1"));
+    expect(keys.idempotency("s", "a.b", "c")).not.toBe(keys.idempotency("s", "a", "b.c"));
+    expect(keys.idempotency("s", "1.a", "b")).not.toBe(keys.idempotency("s", "1", "a.b"));
+    // A stock id with the separator would let `stock:<id>` meet `stock:<id>:buyers`: refused.
+    expect(() => keys.stock("a:buyers")).toThrow();
+    expect(() => keys.stockBuyers("a:b")).toThrow();
+    expect(() => keys.idempotency("a:b", "u", "k")).toThrow();
+  });
+
   test("malformed or out-of-range allocation ids have no shard", () => {
     expect(keys.shardOfAllocation("garbage")).toBeNull();
     expect(keys.shardOfAllocation("s8-01a2007c-efdd-7485-b66a-9911269a1a0c")).toBeNull();
@@ -44,7 +54,8 @@ describe("config", () => {
 
   test("defaults follow the contract", () => {
     const config = parseConfig(apiSchema, valid);
-    expect(config).toMatchObject({ PORT: 3000, REDIS_URL: "redis://127.0.0.1:6379", OUTBOX_SHARDS: 4, LOG_LEVEL: "info" });
+    expect(config).toMatchObject({ PORT: 3000, REDIS_URL: "redis://127.0.0.1:6379", OUTBOX_SHARDS: 16, LOG_LEVEL: "info" });
+    expect(config.REDIS_CLUSTER_NODES).toBeUndefined();
     expect(parseConfig(relaySchema, {}).KAFKA_BROKERS).toEqual(["127.0.0.1:9092"]);
   });
 
@@ -56,6 +67,14 @@ describe("config", () => {
       expect(err).toBeInstanceOf(ConfigError);
       const text = (err as ConfigError).problems.join("\n");
       for (const name of ["PORT", "JWT_SECRET", "ADMIN_TOKEN", "OUTBOX_SHARDS"]) expect(text).toContain(name);
+    }
+  });
+
+  test("REDIS_CLUSTER_NODES: host:port list, bad entries named", () => {
+    const config = parseConfig(apiSchema, { ...valid, REDIS_CLUSTER_NODES: "127.0.0.1:7000, redis-cluster-1:7001," });
+    expect(config.REDIS_CLUSTER_NODES).toEqual([{ host: "127.0.0.1", port: 7000 }, { host: "redis-cluster-1", port: 7001 }]);
+    for (const bad of ["127.0.0.1", "127.0.0.1:0", "127.0.0.1:70000", "a:b", ","]) {
+      expect(() => parseConfig(apiSchema, { ...valid, REDIS_CLUSTER_NODES: bad }), bad).toThrow(/REDIS_CLUSTER_NODES/);
     }
   });
 

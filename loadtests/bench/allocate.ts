@@ -318,7 +318,7 @@ async function benchApi(stockCount: number): Promise<void> {
   const child = startProcess(
     `api-${stockCount}`,
     [process.execPath, "services/api/main.ts"],
-    { PORT: String(port), ADMIN_TOKEN: adminToken, JWT_SECRET: jwtSecret, REDIS_URL, REDIS_KEY_PREFIX: prefix },
+    { PORT: String(port), ADMIN_PORT: String(await freePort()), ADMIN_TOKEN: adminToken, JWT_SECRET: jwtSecret, REDIS_URL, REDIS_KEY_PREFIX: prefix },
     dir,
   );
   try {

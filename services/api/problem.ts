@@ -14,8 +14,15 @@ export type ProblemCode =
   | "headers_too_large"
   | "unsupported_media_type"
   | "method_not_allowed"
+  | "rate_limited"
   | "store_unavailable"
   | "internal_error";
+
+/**
+ * The members every problem has (RFC 9457 plus ours). Extension members (`extra`) may never replace
+ * them: domain context goes under its own name (e.g. `holdStatus`, not `status`).
+ */
+export const PROBLEM_MEMBERS = ["type", "title", "status", "detail", "instance", "code", "requestId"] as const;
 
 export class ApiProblem extends Error {
   constructor(
@@ -23,6 +30,8 @@ export class ApiProblem extends Error {
     readonly code: ProblemCode,
     readonly detail: string,
     readonly extra: Record<string, unknown> = {},
+    /** Response headers that belong to this answer (e.g. Retry-After). */
+    readonly headers: Record<string, string> = {},
   ) {
     super(detail);
     this.name = "ApiProblem";
@@ -46,25 +55,28 @@ const TITLES: Record<ProblemCode, string> = {
   headers_too_large: "Request header fields too large",
   unsupported_media_type: "Unsupported media type",
   method_not_allowed: "Method not allowed",
+  rate_limited: "Too many requests",
   store_unavailable: "Store unavailable",
   internal_error: "Internal error",
 };
 
 export function problemBody(problem: ApiProblem, requestId: string | undefined) {
+  // Extensions without the reserved names, and the problem's own members last: never overwritten.
+  const extensions = Object.fromEntries(Object.entries(problem.extra).filter(([name]) => !(PROBLEM_MEMBERS as readonly string[]).includes(name)));
   return {
+    ...extensions,
     type: `https://flash-sale.dev/problems/${problem.code.replaceAll("_", "-")}`,
     title: TITLES[problem.code],
     status: problem.status,
     detail: problem.detail,
     code: problem.code,
     requestId: requestId ?? null,
-    ...problem.extra,
   };
 }
 
 export function problemResponse(c: Context, problem: ApiProblem): Response {
   const body = problemBody(problem, c.get("requestId") as string | undefined);
-  return c.body(JSON.stringify(body), problem.status, { "Content-Type": "application/problem+json" });
+  return c.body(JSON.stringify(body), problem.status, { ...problem.headers, "Content-Type": "application/problem+json" });
 }
 
 const DOMAIN_STATUS: Record<DomainErrorCode, ContentfulStatusCode> = {

@@ -18,7 +18,7 @@ import { createReaderSearchClient } from "../../shared/stores/search/mapping.ts"
 import { InvalidSearchCursorError, searchStocks } from "../../shared/stores/search/queries.ts";
 import { USER_ID_PATTERN } from "../../shared/domain/validation.ts";
 import { STOCK_ID_PATTERN } from "../../shared/domain/keys.ts";
-import { requireAdmin, requireOwnerOrAdmin } from "./auth.ts";
+import { adminOnly, requireAdmin, requireOwnerOrAdmin, signedIn } from "./auth.ts";
 import type { AppEnv } from "./env.ts";
 import { ApiProblem } from "./problem.ts";
 import { createRouter } from "./router.ts";
@@ -143,6 +143,7 @@ const ordersRoute = createRoute({
   tags: ["read side"],
   summary: "A user's order history, newest first (PostgreSQL, eventually consistent)",
   security: [{ bearer: [] }],
+  middleware: [signedIn] as const,
   request: {
     params: z.object({ userId: z.string().regex(USER_ID_PATTERN).openapi({ param: { name: "userId", in: "path" }, example: "alice" }) }),
     query: z.object({ limit: limitParam(20, 100), cursor: cursorParam }),
@@ -185,6 +186,7 @@ const analyticsRoute = createRoute({
     "Series: per minute in the window [from, to), revenue per currency. The window defaults to the hour before `to` (and `to` to now); " +
     "`from` must be before `to` and the window at most 24 hours long, else 400 `invalid_request`.",
   security: [{ bearer: [] }],
+  middleware: [adminOnly] as const,
   request: {
     query: z.object({
       stockId: z.string().regex(STOCK_ID_PATTERN).optional().openapi({ description: "only this stock (stocks and series)" }),

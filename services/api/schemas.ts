@@ -1,11 +1,7 @@
 /** Request and response schemas of the write-side endpoints: validation and OpenAPI from one source. */
 import { z } from "@hono/zod-openapi";
+import { MAX_PRICE, MAX_QUANTITY_PER_REQUEST } from "../../shared/domain/policy.ts";
 import { IDEMPOTENCY_KEY_HEADER_PATTERN, STOCK_ID_PATTERN } from "../../shared/domain/validation.ts";
-
-/** Largest quantity one request may take; the per-user limit usually bites first. */
-export const MAX_QUANTITY_PER_REQUEST = 1000;
-/** Prices are minor units; bounded so Lua's doubles and cjson keep them exact. */
-const MAX_PRICE = 1_000_000_000_000;
 
 const isoInstant = z.string().datetime({ offset: true });
 

@@ -4,24 +4,25 @@
  * and expiry atomically, so several expirers may run at once: a hold is released exactly once,
  * and the others see `not_active`.
  */
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../../shared/redis/client.ts";
 import type { Registry } from "prom-client";
 import type { KeyLayout } from "../../shared/domain/keys.ts";
 import { sleep } from "../../shared/lifecycle.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { prom } from "../../shared/metrics.ts";
+import { DEFAULT_HOLD_RETENTION_SECONDS } from "../../shared/domain/policy.ts";
 import { prepareScripts, queueScript } from "../../shared/redis/scripts.ts";
 
 export interface ExpirerOptions {
-  redis: Redis;
+  redis: RedisClient;
   keys: KeyLayout;
   logger: Logger;
   registry: Registry;
   intervalMs: number;
   batchSize: number;
+  /** HOLD_RETENTION_SECONDS: how long an expired hold stays readable; default the policy's. */
+  holdRetentionSeconds?: number;
 }
-
-const FINISHED_HOLD_RETAIN_SECONDS = 7 * 24 * 3600;
 
 export interface Expirer {
   start(): void;
@@ -34,6 +35,7 @@ export interface Expirer {
 
 export function createExpirer(options: ExpirerOptions): Expirer {
   const { redis, keys, logger, intervalMs, batchSize } = options;
+  const retainSeconds = options.holdRetentionSeconds ?? DEFAULT_HOLD_RETENTION_SECONDS;
   prepareScripts(redis);
   const expired = new prom.Counter({ name: "holds_expired_total", help: "Holds released because they timed out", registers: [options.registry] });
   const tickSeconds = new prom.Histogram({
@@ -72,8 +74,8 @@ export function createExpirer(options: ExpirerOptions): Expirer {
       const stockId = stockIds[i]?.[1] as string | null;
       // A due entry without its hold has nothing to release: drop the index entry.
       if (!stockId) return void release.zrem(due, id);
-      const args = [id, Bun.randomUUIDv7(), FINISHED_HOLD_RETAIN_SECONDS];
-      const k = [keys.hold(id), keys.stock(stockId), keys.stockBuyers(stockId), due, keys.outbox(shard)];
+      const args = [id, Bun.randomUUIDv7(), retainSeconds];
+      const k = [keys.hold(id), keys.stock(stockId), keys.stockBuyers(stockId), due, keys.outbox(shard), keys.released(shard)];
       queueScript(release, "fsExpire", k, args);
     });
     const results = (await release.exec()) ?? [];

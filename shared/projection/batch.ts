@@ -5,7 +5,12 @@
  *   apply the valid events in one call to the sink
  *     outage      → back off (capped), retry forever, never give up on valid events
  *     data error  → retry a few times, then split the batch in halves and apply each, down to the
- *                   single event that fails: that one is poison, the others are applied
+ *                   single event that fails: that one is poison, the others are applied — wherever
+ *                   the poison sits in the batch, and however many there are
+ *     every event tried alone rejected, nothing in the batch accepted yet → ask the store whether it
+ *                   takes a known-good write (sink.probe(), probe.ts): yes → the rejected events are
+ *                   poison; no → the store is broken (a bad migration), not the events: retry the
+ *                   whole batch as an outage, dead-letter nothing
  *   report poison messages for the DLQ; the caller commits only after this returns "done".
  *
  * Sinks must be idempotent (a retried or split batch re-applies what already landed).
@@ -30,6 +35,11 @@ export interface ProjectionSink {
   apply(events: StockEvent[]): Promise<SinkResult>;
   /** True when `err` means the store is unavailable (retry, don't dead-letter). */
   isOutage(err: unknown): boolean;
+  /**
+   * Writes a known-good batch (probeEvents() in probe.ts) with no lasting effect; throws when the
+   * store would refuse valid events. Asked when rejected events leave no proof that the store works.
+   */
+  probe(): Promise<void>;
 }
 
 export type PoisonReason = "unparseable" | "rejected";
@@ -63,16 +73,15 @@ interface Item {
 
 const describe = (err: unknown) => (err instanceof Error ? `${err.name}: ${err.message}` : String(err)).slice(0, 1000);
 
-/** Consecutive single-event rejections, with no success in the batch, that mean "systemic", not poison. */
-const SYSTEMIC_REJECTIONS = 3;
-
 export class SystemicRejection extends Error {
-  constructor(readonly lastError: unknown) {
-    super(`every event tried was rejected (last: ${describe(lastError)}): treating as a store/projector failure, not poison`);
+  constructor(readonly lastError: unknown, readonly probeError: unknown) {
+    super(
+      `events were rejected and the store refused a known-good probe write too (${describe(probeError)}; last rejection: ${describe(lastError)}): ` +
+        "treating as a store/projector failure, not poison",
+    );
     this.name = "SystemicRejection";
   }
 }
-
 
 export async function projectBatch(messages: readonly RawMessage[], sink: ProjectionSink, control: BatchControl): Promise<BatchOutcome> {
   const poison: PoisonMessage[] = [];
@@ -87,7 +96,18 @@ export async function projectBatch(messages: readonly RawMessage[], sink: Projec
   let duplicates = 0;
   let outageAttempt = 0;
   let succeeded = false;
-  let rejectedInARow = 0;
+  let probed = false;
+
+  /** Throws SystemicRejection unless the batch or the probe has shown that the store takes valid writes. */
+  async function confirmPoison(rejection: unknown): Promise<void> {
+    if (succeeded || probed) return;
+    try {
+      await sink.probe();
+      probed = true;
+    } catch (probeError) {
+      throw new SystemicRejection(rejection, probeError);
+    }
+  }
 
   /**
    * Applies a slice; false when aborted. Splits on persistent data errors. Only the whole batch and
@@ -106,7 +126,6 @@ export async function projectBatch(messages: readonly RawMessage[], sink: Projec
         applied.push(...result.applied);
         duplicates += result.duplicates;
         succeeded = true;
-        rejectedInARow = 0;
         return true;
       } catch (err) {
         // A batch in hand is finished on shutdown; only a failing one is abandoned (uncommitted).
@@ -121,10 +140,9 @@ export async function projectBatch(messages: readonly RawMessage[], sink: Projec
           continue;
         }
         if (slice.length === 1) {
-          // Several events rejected in a row and nothing in the batch accepted: more likely a broken
-          // store or projector (e.g. a bad migration) than poison. Dead-lettering would empty the
-          // read model, so treat it as an outage: retry the whole batch later, stay not-ready.
-          if (!succeeded && ++rejectedInARow >= SYSTEMIC_REJECTIONS) throw new SystemicRejection(err);
+          // Nothing in the batch accepted so far: poison, or a broken store (e.g. a bad migration)
+          // that would empty the read model into the DLQ? The probe decides, once per batch.
+          await confirmPoison(err);
           poison.push({ message: slice[0]!.message, reason: "rejected", error: describe(err) });
           return true;
         }
@@ -142,7 +160,7 @@ export async function projectBatch(messages: readonly RawMessage[], sink: Projec
     } catch (err) {
       if (!(err instanceof SystemicRejection)) throw err;
       poison.length = poisonBefore;
-      rejectedInARow = 0;
+      probed = false;
       if (control.shouldAbort()) return { status: "aborted" };
       await control.waitAfterOutage(err, systemicAttempt);
     }

@@ -4,7 +4,8 @@
  * The write-side scripts share _lib.lua (prepended); the relay's coordination scripts use none of it.
  * The .lua files are text imports, so `bun build --compile` embeds them in the binary.
  */
-import type { ChainableCommander, Redis } from "ioredis";
+import type { ChainableCommander } from "ioredis";
+import type { RedisClient } from "./client.ts";
 import allocateLua from "./scripts/allocate.lua" with { type: "text" };
 import cancelLua from "./scripts/cancel.lua" with { type: "text" };
 import createStockLua from "./scripts/create_stock.lua" with { type: "text" };
@@ -21,8 +22,8 @@ const SCRIPTS = {
   fsCreateStock: { source: createStockLua, keys: 2 },
   fsAllocate: { source: allocateLua, keys: 6 },
   fsPurchase: { source: purchaseLua, keys: 4 },
-  fsCancel: { source: cancelLua, keys: 5 },
-  fsExpire: { source: expireLua, keys: 5 },
+  fsCancel: { source: cancelLua, keys: 6 },
+  fsExpire: { source: expireLua, keys: 6 },
   fsRelayHeartbeat: { source: relayHeartbeatLua, keys: 1 },
   fsRelayLeaseAcquire: { source: relayLeaseAcquireLua, keys: 1 },
   fsRelayLeaseRenew: { source: relayLeaseRenewLua, keys: 1 },
@@ -39,9 +40,9 @@ export function scriptSource(name: ScriptName): string {
   return `${libLua}\n${SCRIPTS[name].source}`;
 }
 
-const defined = new WeakSet<Redis>();
+const defined = new WeakSet<RedisClient>();
 
-function ensureDefined(redis: Redis): void {
+function ensureDefined(redis: RedisClient): void {
   if (defined.has(redis)) return;
   for (const [name, script] of Object.entries(SCRIPTS)) {
     redis.defineCommand(name, { numberOfKeys: script.keys, lua: scriptSource(name as ScriptName) });
@@ -50,7 +51,7 @@ function ensureDefined(redis: Redis): void {
 }
 
 /** Runs one script on a client. Keys must all carry the same hash tag (checked by the key layout). */
-export function runScript<Reply = ScriptReply>(redis: Redis, name: ScriptName, keys: string[], args: ScriptArg[]): Promise<Reply> {
+export function runScript<Reply = ScriptReply>(redis: RedisClient, name: ScriptName, keys: string[], args: ScriptArg[]): Promise<Reply> {
   ensureDefined(redis);
   if (keys.length !== SCRIPTS[name].keys) throw new Error(`${name} takes ${SCRIPTS[name].keys} keys, got ${keys.length}`);
   const command = (redis as unknown as Record<ScriptName, (...a: ScriptArg[]) => Promise<Reply>>)[name];
@@ -64,6 +65,6 @@ export function queueScript(pipeline: ChainableCommander, name: ScriptName, keys
 }
 
 /** Defines the scripts on a client up front (needed before building pipelines). */
-export function prepareScripts(redis: Redis): void {
+export function prepareScripts(redis: RedisClient): void {
   ensureDefined(redis);
 }

@@ -4,6 +4,8 @@
  */
 export const stackEnv = {
   REDIS_URL: process.env.REDIS_URL ?? "redis://127.0.0.1:6379",
+  /** The stack's Redis Cluster (`bash scripts/stack.sh up redis-cluster`), which the cluster variants of the suites use. */
+  REDIS_CLUSTER_NODES: process.env.REDIS_CLUSTER_NODES ?? "127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003,127.0.0.1:7004,127.0.0.1:7005",
   KAFKA_BROKERS: process.env.KAFKA_BROKERS ?? "127.0.0.1:9092",
   DATABASE_URL: process.env.DATABASE_URL ?? "postgres://flashsale:flashsale@127.0.0.1:5432/flashsale",
   ELASTICSEARCH_URL: process.env.ELASTICSEARCH_URL ?? "http://127.0.0.1:9200",

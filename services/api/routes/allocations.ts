@@ -2,7 +2,7 @@
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import { createRouter } from "../router.ts";
 import type { StockCommands } from "../../../shared/redis/commands.ts";
-import { requireOwnerOrAdmin, requireUser } from "../auth.ts";
+import { requireOwnerOrAdmin, requireUser, signedIn, userOnly } from "../auth.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiProblem } from "../problem.ts";
 import { allocationIdParam, allocationView, edgeProblems, jsonContent, problems } from "../schemas.ts";
@@ -16,6 +16,7 @@ const getAllocation = createRoute({
   tags: ["allocations"],
   summary: "A hold's status (owner or admin), from Redis",
   security: [{ bearer: [] }],
+  middleware: [signedIn] as const,
   request: { params: allocationIdParam },
   responses: {
     ...ok,
@@ -31,6 +32,7 @@ const changeRoute = (action: "purchase" | "cancel", summary: string, conflicts: 
     tags: ["allocations"],
     summary,
     security: [{ bearer: [] }],
+    middleware: [userOnly] as const,
     request: { params: allocationIdParam },
     responses: {
       ...ok,

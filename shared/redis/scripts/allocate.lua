@@ -12,8 +12,11 @@
   ARGV[6] request fingerprint, or '' when no Idempotency-Key was sent
   ARGV[7] idempotency record ttl seconds
   Returns { 'ok', <allocation view JSON> } | { 'replay', <allocation view JSON> }
-        | { 'idempotency_key_reused' } | { 'not_found' } | { 'not_started' } | { 'ended' }
-        | { 'invalid', 'quantity' } | { 'sold_out', <available> } | { 'limit_exceeded', <units the user may still take> }
+        | { 'idempotency_key_reused' } | { 'not_found' } | { 'not_started', <ms until the sale starts> } | { 'ended' }
+        | { 'invalid', 'quantity' } | { 'sold_out', <available>, <stock version> } | { 'limit_exceeded', <units the user may still take> }
+  The extras after sold_out and not_started let each api instance answer later refusals from memory
+  (docs/design.md §12): the version orders a "sold out" against a "units released" message, and the
+  time to start is Redis time, so api clocks that disagree with Redis do not matter.
 ]]
 local stock_id, user_id, quantity = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local allocation_id, event_id, fingerprint = ARGV[4], ARGV[5], ARGV[6]
@@ -29,14 +32,14 @@ if fingerprint ~= '' then
   end
 end
 
-local s = redis.call('HMGET', KEYS[1], 'available', 'perUserLimit', 'holdSeconds', 'startsAt', 'endsAt')
+local s = redis.call('HMGET', KEYS[1], 'available', 'perUserLimit', 'holdSeconds', 'startsAt', 'endsAt', 'version')
 if not s[1] then return { 'not_found' } end
 local available, per_user_limit, hold_seconds = tonumber(s[1]), tonumber(s[2]), tonumber(s[3])
 
 local now = now_ms()
-if now < tonumber(s[4]) then return { 'not_started' } end
+if now < tonumber(s[4]) then return { 'not_started', tonumber(s[4]) - now } end
 if s[5] ~= '' and now >= tonumber(s[5]) then return { 'ended' } end
-if available < quantity then return { 'sold_out', available } end
+if available < quantity then return { 'sold_out', available, tonumber(s[6]) } end
 local user_units = tonumber(redis.call('HGET', KEYS[2], user_id) or '0')
 if user_units + quantity > per_user_limit then return { 'limit_exceeded', per_user_limit - user_units } end
 

@@ -6,6 +6,7 @@
   KEYS[3] stock buyers hash      <p>:{s}:stock:<id>:buyers
   KEYS[4] shard due-holds zset   <p>:{s}:holds:due
   KEYS[5] shard outbox stream    <p>:{s}:outbox
+  KEYS[6] shard released channel <p>:{s}:released   (sharded pub/sub: '<stock id> <version>' after the release)
   ARGV[1] allocation id   ARGV[2] user id (must own the hold)   ARGV[3] event id (UUIDv7)
   ARGV[4] seconds to keep the finished hold readable
   Returns { 'ok', <view JSON> } | { 'unchanged', <view JSON> } | { 'not_found' } | { 'forbidden' }
@@ -19,6 +20,6 @@ if hold.userId ~= user_id then return { 'forbidden' } end
 if hold.status == 'cancelled' then return { 'unchanged', allocation_view(allocation_id, hold) } end
 if hold.status ~= 'held' then return { 'hold_not_active', hold.status } end
 
-local keys = { hold = KEYS[1], stock = KEYS[2], buyers = KEYS[3], due = KEYS[4], outbox = KEYS[5] }
+local keys = { hold = KEYS[1], stock = KEYS[2], buyers = KEYS[3], due = KEYS[4], outbox = KEYS[5], released = KEYS[6] }
 release_hold(keys, allocation_id, hold, 'cancelled', now_ms(), ARGV[3], tonumber(ARGV[4]))
 return { 'ok', allocation_view(allocation_id, hold) }

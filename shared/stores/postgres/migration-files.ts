@@ -3,23 +3,18 @@
  * live schema (and records them); the rebuild command uses applyMigrationFiles to create the same
  * tables in a fresh schema, without touching the migration history.
  */
-import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type postgres from "postgres";
+import { readMigrations } from "./migrate.ts";
 
 export const MIGRATIONS_DIR = join(import.meta.dir, "..", "..", "..", "migrations");
 
-export function migrationFiles(dir = MIGRATIONS_DIR): string[] {
-  return readdirSync(dir)
-    .filter((f) => /^\d+_.*\.sql$/.test(f))
-    .sort();
-}
-
-/** Runs every migration file, in order, with search_path = `schema`, in one transaction. */
+/** Runs every migration file, in order (the migrator's own reader), with search_path = `schema`, in one transaction. */
 export async function applyMigrationFiles(sql: postgres.Sql, schema: string, dir = MIGRATIONS_DIR): Promise<void> {
+  const migrations = await readMigrations(dir);
   await sql.begin(async (tx) => {
     await tx.unsafe(`SET LOCAL search_path TO ${quoteIdent(schema)}`);
-    for (const file of migrationFiles(dir)) await tx.unsafe(readFileSync(join(dir, file), "utf8"));
+    for (const migration of migrations) await tx.unsafe(migration.sql);
   });
 }
 

@@ -8,7 +8,8 @@ import type { Registry } from "prom-client";
 import type { Logger } from "../../logger.ts";
 import { isPostgresOutage } from "../../projection/errors.ts";
 import { createProjector, type Projector, type ProjectorKafkaOptions } from "../../projection/projector.ts";
-import { applyEventsToPostgres } from "./writer.ts";
+import { probeEvents } from "../../projection/probe.ts";
+import { applyEventsInTransaction, applyEventsToPostgres } from "./writer.ts";
 
 export const POSTGRES_PROJECTOR_GROUP = "projector-postgres";
 
@@ -28,9 +29,24 @@ export function createPostgresProjector(options: PostgresProjectorOptions): Proj
     sink: {
       apply: (events) => applyEventsToPostgres(sql, events),
       isOutage: isPostgresOutage,
+      probe: () => probePostgres(sql),
       ping: async () => {
         await sql`SELECT 1`;
       },
     },
   });
+}
+
+class ProbeRollback extends Error {}
+
+/** The probe lifecycle (shared/projection/probe.ts) through the real statements, then rolled back. */
+export async function probePostgres(sql: postgres.Sql): Promise<void> {
+  try {
+    await sql.begin(async (tx) => {
+      await applyEventsInTransaction(tx, probeEvents());
+      throw new ProbeRollback();
+    });
+  } catch (err) {
+    if (!(err instanceof ProbeRollback)) throw err;
+  }
 }

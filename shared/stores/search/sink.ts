@@ -12,7 +12,8 @@ import { isElasticOutage } from "../../projection/errors.ts";
 import { createProjector, type Projector, type ProjectorKafkaOptions } from "../../projection/projector.ts";
 import { ensureStockIndex } from "./mapping.ts";
 import type { StaticFields } from "./documents.ts";
-import { applyEventsToSearch } from "./writer.ts";
+import { probeEvents } from "../../projection/probe.ts";
+import { applyEventsToSearch, probeSearch } from "./writer.ts";
 
 export const SEARCH_PROJECTOR_GROUP = "projector-search";
 
@@ -39,6 +40,7 @@ export function createSearchProjector(options: SearchProjectorOptions): Projecto
         return { applied: result.applied, duplicates: result.duplicates };
       },
       isOutage: isElasticOutage,
+      probe: () => probeSearch({ es, index, requireAlias, logger }, probeEvents()),
       ping: async () => {
         await es.cluster.health({ timeout: "1s" });
       },

@@ -166,3 +166,22 @@ async function completeIfNeeded(target: SearchTarget, ops: Op[], result: SearchA
     else result.duplicates += op.entry.events.length;
   }
 }
+
+/**
+ * The probe (shared/projection/probe.ts) for a search target: the documents the probe lifecycle
+ * makes (complete, and counters-only as for a stock whose StockCreated is not seen yet), validated
+ * by the simulate ingest API against the target's mapping and pipelines. Nothing is indexed.
+ */
+export async function probeSearch(target: SearchTarget, events: readonly StockEvent[]): Promise<void> {
+  const [whole] = planSearchBatch(events);
+  const [countersOnly] = planSearchBatch(events.filter((e) => e.eventType !== "StockCreated").slice(-1));
+  const docs = [buildStockDocument(whole!, null), buildStockDocument(countersOnly!, null)];
+  const response = await target.es.simulate.ingest({
+    index: target.index,
+    docs: docs.map((doc, i) => ({ _id: `${doc.stockId}-${i}`, _source: doc as unknown as Record<string, unknown> })),
+  });
+  for (const result of response.docs) {
+    const error = result.doc?.error;
+    if (error) throw new RejectedEventError(`probe document refused: ${error.type}: ${error.reason ?? ""}`);
+  }
+}
