@@ -123,8 +123,16 @@ const PROBLEM_DESCRIPTIONS: Record<number, string> = {
   413: "`payload_too_large`: request body over MAX_BODY_BYTES (16 KiB by default)",
   415: "`unsupported_media_type`: a body (or Content-Type) that is not JSON",
   422: "`idempotency_key_reused`: the same Idempotency-Key with a different request",
+  429: "`rate_limited`: over the per-client-IP rate (RATE_LIMIT_IP); wait Retry-After seconds",
   431: "`headers_too_large`: request headers (names + values) over MAX_HEADER_BYTES (8 KiB by default)",
   503: "`store_unavailable`: a backing store is down or slow; try again shortly",
+};
+
+/** The headers of a 429 (services/api/rate-limit.ts): draft-ietf-httpapi-ratelimit-headers and Retry-After. */
+const RATE_LIMIT_HEADERS = {
+  "Retry-After": { description: "whole seconds until one request fits", schema: { type: "integer" as const, minimum: 1 } },
+  RateLimit: { description: 'what is left: `"<policy>";r=<remaining>;t=<seconds>`', schema: { type: "string" as const } },
+  "RateLimit-Policy": { description: 'the policy: `"<policy>";q=<requests>;w=<window seconds>`', schema: { type: "string" as const } },
 };
 
 /** OpenAPI response entries for problem+json answers: a status, or [status, what it means on this route]. */
@@ -132,7 +140,14 @@ export function problems(...entries: Array<number | readonly [number, string]>) 
   return Object.fromEntries(
     entries.map((entry) => {
       const [status, description] = typeof entry === "number" ? [entry, PROBLEM_DESCRIPTIONS[entry] ?? "problem details"] : entry;
-      return [status, { description: `${description} (RFC 9457 problem details)`, content: { "application/problem+json": { schema: problem } } }];
+      return [
+        status,
+        {
+          description: `${description} (RFC 9457 problem details)`,
+          ...(status === 429 ? { headers: RATE_LIMIT_HEADERS } : {}),
+          content: { "application/problem+json": { schema: problem } },
+        },
+      ];
     }),
   );
 }
@@ -140,11 +155,15 @@ export function problems(...entries: Array<number | readonly [number, string]>) 
 /**
  * What the /api/* middleware (app.ts) and the stores can answer on any route, whatever the route
  * itself does: a malformed Authorization header, a body too large, a body that is not JSON (not
- * on GET), headers too large, a store down.
+ * on GET), the per-IP rate, headers too large, a store down.
  */
 export function edgeProblems(method: "get" | "post") {
-  return method === "get" ? problems(401, 413, 431, 503) : problems(401, 413, 415, 431, 503);
+  return method === "get" ? problems(401, 413, 429, 431, 503) : problems(401, 413, 415, 429, 431, 503);
 }
+
+/** 429 of the routes with a per-user rate as well (RATE_LIMIT_ALLOCATE, _PURCHASE, _CANCEL). */
+export const userRateLimited = (action: string) =>
+  [429, `\`rate_limited\`: over this user's ${action} rate (RATE_LIMIT_${action.toUpperCase()}) or the per-client-IP rate; wait Retry-After seconds`] as const;
 
 /** A JSON response entry. */
 export function jsonContent<T extends z.ZodType>(schema: T, description: string) {

@@ -12,6 +12,7 @@ import {
   edgeProblems,
   idempotencyHeader,
   jsonContent,
+  userRateLimited,
   parseIdempotencyKey,
   problems,
   stockIdParam,
@@ -69,6 +70,7 @@ const allocate = createRoute({
       [404, "`not_found`: no such stock"],
       [409, "`sold_out` (`available`), `limit_exceeded` (`remaining`), `not_started`, `ended`"],
       422,
+      userRateLimited("allocate"),
     ),
   },
 });
