@@ -41,7 +41,7 @@ const operations = () =>
 test("every operation documents the statuses of the /api middleware and the stores, as problem+json", () => {
   expect(operations().length).toBe(9);
   for (const { name, method, op } of operations()) {
-    const expected = ["400", "401", "413", "431", "503", ...(method === "post" ? ["415"] : [])];
+    const expected = ["400", "401", "413", "429", "431", "503", ...(method === "post" ? ["415"] : [])];
     expect({ name, missing: expected.filter((s) => !(s in op.responses)) }).toEqual({ name, missing: [] });
     for (const [status, response] of Object.entries(op.responses)) {
       if (Number(status) < 400) continue;
