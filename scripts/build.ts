@@ -9,7 +9,7 @@ import { existsSync, mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 
 export const REPO_ROOT = resolve(import.meta.dir, "..");
-export const SERVICES = ["api", "relay", "expirer", "projector-postgres", "projector-search"] as const;
+export const SERVICES = ["api", "relay", "expirer", "projector-postgres", "projector-search", "notifier"] as const;
 
 /**
  * Runtime flags baked into a binary. The api's HTTP server accepts headers up to 64 KiB so the app

@@ -16,7 +16,7 @@ set -euo pipefail
 # shellcheck source=scripts/stack.sh
 source "$(dirname "${BASH_SOURCE[0]}")/stack.sh"
 
-SERVICES=(api relay expirer projector-postgres projector-search)
+SERVICES=(api relay expirer projector-postgres projector-search notifier)
 export ADMIN_TOKEN="${ADMIN_TOKEN:-dev-admin-token-0123456789}"
 export JWT_SECRET="${JWT_SECRET:-dev-jwt-secret-0123456789abcdef0123456789abcdef}"
 export REDIS_URL="${REDIS_URL:-redis://$HOST:$REDIS_PORT}"
@@ -30,7 +30,7 @@ API_ADMIN_PORT="${API_ADMIN_PORT:-9105}"
 admin_port_of() {
   case "$1" in
     api) echo "$API_PORT" ;; relay) echo 9101 ;; expirer) echo 9102 ;;
-    projector-postgres) echo 9103 ;; projector-search) echo 9104 ;;
+    projector-postgres) echo 9103 ;; projector-search) echo 9104 ;; notifier) echo 9106 ;;
   esac
 }
 
@@ -133,7 +133,7 @@ system_up() {
 
 flash-sale is up in $((SECONDS - t0))s
   api            http://$HOST:$API_PORT   (/docs, /openapi.json, /healthz, /readyz)  admin :$API_ADMIN_PORT (/metrics /healthz /readyz)
-  workers        relay :9101  expirer :9102  projector-postgres :9103  projector-search :9104  (/healthz /readyz /metrics)
+  workers        relay :9101  expirer :9102  projector-postgres :9103  projector-search :9104  notifier :9106  (/healthz /readyz /metrics)
   admin token    Authorization: Bearer $ADMIN_TOKEN
   user token     JWT_SECRET=$JWT_SECRET bun run token <userId>
   logs           $LOG_DIR/<service>.log
@@ -145,7 +145,7 @@ system_down() {
   local names i
   mapfile -t names < <(printf '%s\n' "${SERVICES[@]}")
   # Producers of work first (api, expirer), then the pipeline, so the relay and projectors drain.
-  for i in api expirer relay projector-postgres projector-search; do stop_service "$i"; done
+  for i in api expirer relay projector-postgres projector-search notifier; do stop_service "$i"; done
   bash "$REPO_ROOT/scripts/stack.sh" down
 }
 

@@ -6,6 +6,7 @@
  */
 import { z } from "zod";
 import { DEFAULT_HOLD_RETENTION_SECONDS, DEFAULT_JWT_MAX_LIFETIME_SECONDS, DEFAULT_OUTBOX_MAX_LENGTH } from "./domain/policy.ts";
+import { EVENT_TYPES } from "./domain/events.ts";
 
 const port = z.coerce.number().int().min(1).max(65535);
 const positiveInt = z.coerce.number().int().positive();
@@ -141,7 +142,7 @@ export const apiSchema = z.object({
   /** The workers' /metrics the dashboard scrapes (comma-separated); default: the ports `bun run up` gives them. */
   WORKER_METRICS_URLS: z
     .string()
-    .default("http://127.0.0.1:9101/metrics,http://127.0.0.1:9102/metrics,http://127.0.0.1:9103/metrics,http://127.0.0.1:9104/metrics")
+    .default("http://127.0.0.1:9101/metrics,http://127.0.0.1:9102/metrics,http://127.0.0.1:9103/metrics,http://127.0.0.1:9104/metrics,http://127.0.0.1:9106/metrics")
     .transform((s) => s.split(",").map((u) => u.trim()).filter(Boolean))
     .pipe(z.array(z.string().url("WORKER_METRICS_URLS must be comma-separated http(s) URLs"))),
 });
@@ -196,6 +197,62 @@ export const projectorSearchSchema = z.object({
   ...adminPort(9104),
 });
 
+/** "5s", "250ms", "1h", "2m" or a bare number of milliseconds. */
+const duration = z
+  .string()
+  .trim()
+  .regex(/^\d+(\.\d+)?(ms|s|m|h)?$/, "a duration like 250ms, 5s, 2m or 1h")
+  .transform((s) => {
+    const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(s)!;
+    const unit = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 }[(m[2] ?? "ms") as "ms" | "s" | "m" | "h"];
+    return Math.round(Number(m[1]) * unit);
+  });
+
+/** Standard Webhooks secret: "whsec_" + base64 of 24-64 random bytes. */
+export const WEBHOOK_SECRET_PATTERN = /^whsec_[A-Za-z0-9+/]{32,88}={0,2}$/;
+
+export const notifierSchema = z
+  .object({
+    ...common,
+    ...kafka,
+    ...postgres,
+    ...adminPort(9106),
+    /** Consumer group on the stock-events topic (its own: it sees every event, whatever the projectors do). */
+    NOTIFIER_GROUP_ID: z.string().min(1).default("notifier"),
+    /** The endpoint from config (optional; more are added with POST /api/webhooks). http(s) only. */
+    WEBHOOK_URL: z
+      .string()
+      .url()
+      .refine((u) => /^https?:$/.test(URL.parse(u)?.protocol ?? ""), "WEBHOOK_URL must be http:// or https://")
+      .optional(),
+    WEBHOOK_SECRET: z.string().regex(WEBHOOK_SECRET_PATTERN, "WEBHOOK_SECRET must be whsec_ + base64 of 24-64 bytes").optional(),
+    /** Comma-separated event types for the configured endpoint; unset = all. */
+    WEBHOOK_EVENTS: z
+      .string()
+      .transform((s) => s.split(",").map((t) => t.trim()).filter(Boolean))
+      .pipe(z.array(z.enum(EVENT_TYPES)).min(1))
+      .optional(),
+    /** Retry schedule: attempt n waits base·2^(n-1), capped, ±20 % jitter; dead after the last attempt. */
+    WEBHOOK_RETRY_BASE: duration.default(5_000),
+    WEBHOOK_RETRY_MAX: duration.default(3_600_000),
+    /** Attempts in all (the first one included). 12 with 5 s → 1 h spans about 3.6 hours. */
+    WEBHOOK_MAX_ATTEMPTS: positiveInt.max(100).default(12),
+    /** Until the response headers (covers the connect; Bun's fetch has no separate connect phase). */
+    WEBHOOK_CONNECT_TIMEOUT: duration.default(5_000),
+    /** Whole attempt: connect, send, headers, the response excerpt. */
+    WEBHOOK_TIMEOUT: duration.default(10_000),
+    /** Requests in flight per endpoint (never two of the same stock at once). */
+    WEBHOOK_CONCURRENCY: positiveInt.max(256).default(16),
+    /** How often an idle delivery loop looks for due work that another notifier process logged. */
+    WEBHOOK_POLL_INTERVAL: duration.default(250),
+  })
+  .refine((c) => (c.WEBHOOK_URL === undefined) === (c.WEBHOOK_SECRET === undefined), {
+    message: "set WEBHOOK_URL and WEBHOOK_SECRET together",
+    path: ["WEBHOOK_SECRET"],
+  })
+  .refine((c) => c.WEBHOOK_RETRY_MAX >= c.WEBHOOK_RETRY_BASE, { message: "WEBHOOK_RETRY_MAX must be >= WEBHOOK_RETRY_BASE", path: ["WEBHOOK_RETRY_MAX"] })
+  .refine((c) => c.WEBHOOK_TIMEOUT >= c.WEBHOOK_CONNECT_TIMEOUT, { message: "WEBHOOK_TIMEOUT must be >= WEBHOOK_CONNECT_TIMEOUT", path: ["WEBHOOK_TIMEOUT"] });
+
 /** Just where Redis is, for tools (verify, benches, load runner) that need nothing else from the config. */
 export const redisTargetSchema = z.object({ REDIS_URL: common.REDIS_URL, REDIS_CLUSTER_NODES: common.REDIS_CLUSTER_NODES });
 
@@ -207,6 +264,7 @@ export type ExpirerConfig = z.infer<typeof expirerSchema>;
 export type RelayConfig = z.infer<typeof relaySchema>;
 export type ProjectorPostgresConfig = z.infer<typeof projectorPostgresSchema>;
 export type ProjectorSearchConfig = z.infer<typeof projectorSearchSchema>;
+export type NotifierConfig = z.infer<typeof notifierSchema>;
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {

@@ -32,8 +32,8 @@ interface Service {
   entrypoint?: string[];
 }
 
-const APP_SERVICES = ["api", "relay", "expirer", "projector-postgres", "projector-search"] as const;
-const ADMIN_PORTS: Record<string, number> = { relay: 9101, expirer: 9102, "projector-postgres": 9103, "projector-search": 9104 };
+const APP_SERVICES = ["api", "relay", "expirer", "projector-postgres", "projector-search", "notifier"] as const;
+const ADMIN_PORTS: Record<string, number> = { relay: 9101, expirer: 9102, "projector-postgres": 9103, "projector-search": 9104, notifier: 9106 };
 const CLUSTER_NODES = [0, 1, 2, 3, 4, 5].map((i) => `redis-cluster-${i}`);
 const isOneShot = (s: Service) => s.restart === "no";
 const stackVersion = (name: string) => new RegExp(`^${name}=(\\S+)$`, "m").exec(stackScript)?.[1];
@@ -41,7 +41,7 @@ const stackVersion = (name: string) => new RegExp(`^${name}=(\\S+)$`, "m").exec(
 describe("compose.yaml", () => {
   test("has the servers, the Kafka UI, the one-shot migrate and every service", () => {
     expect(Object.keys(services).sort()).toEqual(
-      ["api", "elasticsearch", "expirer", "kafka", "kafka-ui", "migrate", "postgres", "projector-postgres", "projector-search", "redis", "relay",
+      ["api", "elasticsearch", "expirer", "kafka", "kafka-ui", "migrate", "notifier", "postgres", "projector-postgres", "projector-search", "redis", "relay",
         "prometheus", "grafana", ...CLUSTER_NODES, "redis-cluster-init"].sort(),
     );
   });

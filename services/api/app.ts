@@ -41,6 +41,8 @@ export interface AppDeps {
   maxHeaderBytes?: number;
   /** Read-side routes (order history, search, analytics), mounted under /api before the write side. */
   readRoutes?: OpenAPIHono<AppEnv>;
+  /** Webhook endpoint admin routes (/api/webhooks, routes/webhooks.ts), when the api has a writable database. */
+  webhookRoutes?: OpenAPIHono<AppEnv>;
   /** Request-rate limits (docs/design.md §12); none when absent (in-process tests). */
   rateLimits?: RateLimits;
   /** Returns a reason while the process should not get traffic (e.g. shutting down). */
@@ -160,6 +162,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
 
   // Read routes first: /api/stocks/search must win over /api/stocks/{id}.
   if (deps.readRoutes) app.route("/api", deps.readRoutes);
+  if (deps.webhookRoutes) app.route("/api", deps.webhookRoutes);
   app.route("/api", stockRoutes(deps.commands, metrics));
   app.route("/api", allocationRoutes(deps.commands));
 

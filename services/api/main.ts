@@ -13,6 +13,7 @@ import { createApp } from "./app.ts";
 import { DashboardCollector } from "./dashboard/collector.ts";
 import { dashboardRoutes } from "./dashboard/routes.ts";
 import { createReadRoutes } from "./read-routes.ts";
+import { webhookRoutesFromConfig } from "./routes/webhooks.ts";
 import { subscribeReleased } from "./released-subscriber.ts";
 import { RefusalCache, withRefusalCache } from "./sold-out-cache.ts";
 import { superviseWorkers, workerIndex } from "./workers.ts";
@@ -27,6 +28,8 @@ redis.on("error", (err) => logger.warn({ err: err.message }, "redis connection e
 // Read side: fail fast when a store is down (503), so allocation never waits on it.
 const sql = createReaderSql(config.DATABASE_URL);
 const es = createSearchClient(config.ELASTICSEARCH_URL, { requestTimeoutMs: 2_000, maxRetries: 0 });
+
+const webhooks = webhookRoutesFromConfig(config);
 
 // Refusals from memory (docs/design.md §12), kept fresh by the scripts' "released" messages.
 const keys = createKeyLayout(config.REDIS_KEY_PREFIX, config.OUTBOX_SHARDS);
@@ -56,6 +59,7 @@ const app = createApp({
   maxBodyBytes: config.MAX_BODY_BYTES,
   maxHeaderBytes: config.MAX_HEADER_BYTES,
   readRoutes: createReadRoutes({ sql, es, esAlias: config.ELASTICSEARCH_INDEX_ALIAS }),
+  webhookRoutes: webhooks.routes,
   rateLimits: {
     ip: config.RATE_LIMIT_IP,
     allocate: config.RATE_LIMIT_ALLOCATE,
@@ -100,5 +104,5 @@ onShutdown(logger, async () => {
   await server.stop(); // stop accepting, let in-flight requests finish
   await admin.stop();
   await released?.close();
-  await Promise.allSettled([redis.quit(), sql.end({ timeout: 5 }), es.close()]);
+  await Promise.allSettled([redis.quit(), sql.end({ timeout: 5 }), es.close(), webhooks.close()]);
 });
