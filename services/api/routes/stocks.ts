@@ -12,6 +12,7 @@ import {
   edgeProblems,
   idempotencyHeader,
   jsonContent,
+  outboxFull,
   userRateLimited,
   parseIdempotencyKey,
   problems,
@@ -31,7 +32,7 @@ const createStock = createRoute({
   responses: {
     201: jsonContent(stockView, "created"),
     ...edgeProblems("post"),
-    ...problems(400, [401, "`unauthorized`: no admin token (checked before the body)"], [403, "`forbidden`: not the admin token"], [409, "`stock_exists`"]),
+    ...problems(400, [401, "`unauthorized`: no admin token (checked before the body)"], [403, "`forbidden`: not the admin token"], [409, "`stock_exists`"], outboxFull),
   },
 });
 
@@ -71,6 +72,7 @@ const allocate = createRoute({
       [409, "`sold_out` (`available`), `limit_exceeded` (`remaining`), `not_started`, `ended`"],
       422,
       userRateLimited("allocate"),
+      outboxFull,
     ),
   },
 });

@@ -8,11 +8,11 @@ import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import postgres from "postgres";
 import { isPostgresOutage } from "../../../shared/projection/errors.ts";
 import { createEndpoint, eventTypes, listEndpoints, removeEndpoint, webhookSecret, webhookUrl, type Endpoint } from "../../../shared/webhooks/endpoints.ts";
-import { requireAdmin } from "../auth.ts";
+import { adminOnly } from "../auth.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiProblem } from "../problem.ts";
 import { createRouter } from "../router.ts";
-import { problems } from "../schemas.ts";
+import { edgeProblems, jsonContent, problems } from "../schemas.ts";
 
 const createWebhookBody = z
   .object({
@@ -43,16 +43,24 @@ const webhookIdParam = z.object({
   id: z.string().min(1).max(64).regex(/^[A-Za-z0-9_-]+$/).openapi({ param: { name: "id", in: "path" }, example: "ep_01934f2a7c9b7d3e8f1a2b3c4d5e6f70" }),
 });
 
+/** Admin only, checked in route middleware: 401/403 come before the body is looked at. */
+const admin = [
+  [401, "`unauthorized`: no admin token"],
+  [403, "`forbidden`: not the admin token"],
+] as const;
+
 const createWebhook = createRoute({
   method: "post",
   path: "/webhooks",
   tags: ["webhooks"],
   summary: "Add a webhook endpoint (admin): every later event of the chosen types is POSTed to it as a Standard Webhook",
   security: [{ bearer: [] }],
+  middleware: [adminOnly] as const,
   request: { body: { required: true, content: { "application/json": { schema: createWebhookBody } } } },
   responses: {
-    201: { description: "added; the secret is shown only in this answer", content: { "application/json": { schema: createdWebhookView } } },
-    ...problems(400, 401, 403, 413, 415, 503),
+    201: jsonContent(createdWebhookView, "added; the secret is shown only in this answer"),
+    ...edgeProblems("post"),
+    ...problems(400, ...admin, [503, "`store_unavailable`: PostgreSQL is down or slow"]),
   },
 });
 
@@ -62,7 +70,12 @@ const listWebhooks = createRoute({
   tags: ["webhooks"],
   summary: "List the webhook endpoints (admin), without their secrets",
   security: [{ bearer: [] }],
-  responses: { 200: { description: "the endpoints", content: { "application/json": { schema: webhookList } } }, ...problems(401, 403, 503) },
+  middleware: [adminOnly] as const,
+  responses: {
+    200: jsonContent(webhookList, "the endpoints"),
+    ...edgeProblems("get"),
+    ...problems(...admin, [503, "`store_unavailable`: PostgreSQL is down or slow"]),
+  },
 });
 
 const deleteWebhook = createRoute({
@@ -71,8 +84,19 @@ const deleteWebhook = createRoute({
   tags: ["webhooks"],
   summary: "Remove a webhook endpoint (admin): nothing more is sent to it; its delivery log stays",
   security: [{ bearer: [] }],
+  middleware: [adminOnly] as const,
   request: { params: webhookIdParam },
-  responses: { 204: { description: "removed" }, ...problems(400, 401, 403, 404, 409, 503) },
+  responses: {
+    204: { description: "removed" },
+    ...edgeProblems("delete"),
+    ...problems(
+      400,
+      ...admin,
+      [404, "`not_found`: no such endpoint"],
+      [409, "`webhook_configured`: the endpoint of WEBHOOK_URL, removed only by the notifier's environment"],
+      [503, "`store_unavailable`: PostgreSQL is down or slow"],
+    ),
+  },
 });
 
 const view = (e: Endpoint) => ({
@@ -98,7 +122,6 @@ export function webhookRoutes(sql: postgres.Sql): OpenAPIHono<AppEnv> {
   const app = createRouter();
 
   app.openapi(createWebhook, async (c) => {
-    requireAdmin(c);
     const body = c.req.valid("json");
     const endpoint = await fromPostgres(() => createEndpoint(sql, body));
     c.get("log").info({ endpoint: endpoint.id, url: endpoint.url }, "webhook endpoint added");
@@ -106,13 +129,11 @@ export function webhookRoutes(sql: postgres.Sql): OpenAPIHono<AppEnv> {
   });
 
   app.openapi(listWebhooks, async (c) => {
-    requireAdmin(c);
     const items = await fromPostgres(() => listEndpoints(sql));
     return c.json({ items: items.map(view) }, 200);
   });
 
   app.openapi(deleteWebhook, async (c) => {
-    requireAdmin(c);
     const { id } = c.req.valid("param");
     const result = await fromPostgres(() => removeEndpoint(sql, id));
     if (result === "not_found") throw new ApiProblem(404, "not_found", "no such webhook endpoint");
