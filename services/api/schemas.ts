@@ -1,8 +1,8 @@
 /** Request and response schemas of the write-side endpoints: validation and OpenAPI from one source. */
 import { z } from "@hono/zod-openapi";
 import { MAX_PRICE, MAX_QUANTITY_PER_REQUEST, OUTBOX_FULL_RETRY_AFTER_SECONDS } from "../../shared/domain/policy.ts";
+import { IDEMPOTENCY_KEY_HEADER_PATTERN, STOCK_ID_PATTERN, storableText } from "../../shared/domain/validation.ts";
 import { PROBLEM_CODES } from "./problem.ts";
-import { IDEMPOTENCY_KEY_HEADER_PATTERN, STOCK_ID_PATTERN } from "../../shared/domain/validation.ts";
 
 /**
  * Instants every store can hold: Lua's ISO formatter writes four-digit years, and PostgreSQL's
@@ -20,13 +20,6 @@ export const isoInstant = z
   }, "must be between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z")
   .openapi({ description: "ISO 8601 instant with an offset (Z or ±hh:mm), from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z" });
 
-/** An unpaired UTF-16 surrogate cannot be encoded as UTF-8: Redis would store U+FFFD, PostgreSQL refuse it. */
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
-/** Text PostgreSQL can store (text and jsonb refuse NUL) and that prints: a name has no control characters at all. */
-const NAME_FORBIDDEN = /[\u0000-\u001f\u007f]/;
-/** A description may have tabs and line breaks, but no NUL or other C0 control. */
-const DESCRIPTION_FORBIDDEN = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/;
-const storable = (forbidden: RegExp) => (s: string) => !forbidden.test(s) && !LONE_SURROGATE.test(s);
 
 export const stockIdParam = z.object({
   id: z.string().regex(STOCK_ID_PATTERN, "stock id: 1-64 of A-Z a-z 0-9 _ -").openapi({ param: { name: "id", in: "path" }, example: "sneaker-42" }),
@@ -39,8 +32,8 @@ export const allocationIdParam = z.object({
 export const createStockBody = z
   .object({
     id: z.string().regex(STOCK_ID_PATTERN).optional(),
-    name: z.string().trim().min(1).max(200).refine(storable(NAME_FORBIDDEN), "must not contain control characters (NUL included) or unpaired surrogates"),
-    description: z.string().max(5000).refine(storable(DESCRIPTION_FORBIDDEN), "must not contain NUL, control characters other than tab and line breaks, or unpaired surrogates").optional(),
+    name: z.string().trim().min(1).max(200).refine(storableText("line"), "must not contain control characters (NUL included) or unpaired surrogates"),
+    description: z.string().max(5000).refine(storableText("multiline"), "must not contain NUL, control characters other than tab and line breaks, or unpaired surrogates").optional(),
     price: z
       .number()
       .int()

@@ -8,6 +8,7 @@ import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import postgres from "postgres";
 import { isPostgresOutage } from "../../../shared/projection/errors.ts";
 import { createEndpoint, eventTypes, listEndpoints, removeEndpoint, webhookSecret, webhookUrl, type Endpoint } from "../../../shared/webhooks/endpoints.ts";
+import { storableText } from "../../../shared/domain/validation.ts";
 import { adminOnly } from "../auth.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiProblem } from "../problem.ts";
@@ -21,7 +22,7 @@ const createWebhookBody = z
     url: webhookUrl.describe("http(s) URL the events are POSTed to; redirects are not followed"),
     secret: webhookSecret.optional().describe("Standard Webhooks secret (whsec_…); generated when omitted"),
     eventTypes: eventTypes.optional().describe("event types to deliver; all when omitted"),
-    description: z.string().trim().max(500).optional(),
+    description: z.string().trim().max(500).refine(storableText("multiline"), "must not contain NUL or other control characters").optional(),
   })
   .strict()
   .openapi("CreateWebhook");
@@ -55,7 +56,7 @@ const createWebhook = createRoute({
   tags: ["webhooks"],
   summary: "Add a webhook endpoint (admin): every later event of the chosen types is POSTed to it as a Standard Webhook",
   security: [{ bearer: [] }],
-  middleware: [adminOnly] as const,
+  middleware: [adminOnly] as const, // 401/403 before the body is validated
   request: { body: { required: true, content: { "application/json": { schema: createWebhookBody } } } },
   responses: {
     201: jsonContent(createdWebhookView, "added; the secret is shown only in this answer"),
@@ -84,7 +85,7 @@ const deleteWebhook = createRoute({
   tags: ["webhooks"],
   summary: "Remove a webhook endpoint (admin): nothing more is sent to it; its delivery log stays",
   security: [{ bearer: [] }],
-  middleware: [adminOnly] as const,
+  middleware: [adminOnly] as const, // 401/403 before the id is validated
   request: { params: webhookIdParam },
   responses: {
     204: { description: "removed" },
