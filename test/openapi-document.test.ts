@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { createReadRoutes } from "../services/api/read-routes.ts";
+import { webhookRoutes } from "../services/api/routes/webhooks.ts";
 import { createReaderSql } from "../shared/stores/postgres/client.ts";
 import { createReaderSearchClient } from "../shared/stores/search/mapping.ts";
 import { createTestApi, type TestApi } from "./support/api.ts";
@@ -23,8 +24,8 @@ const sql = createReaderSql(stackEnv.DATABASE_URL);
 const es = createReaderSearchClient(stackEnv.ELASTICSEARCH_URL);
 
 beforeAll(async () => {
-  // The read routes are mounted for the document, never called: the read stores are not touched.
-  api = createTestApi({ app: { readRoutes: createReadRoutes({ sql, es, esAlias: "unused" }) } });
+  // The read and webhook routes are mounted for the document, never called: their stores are not touched.
+  api = createTestApi({ app: { readRoutes: createReadRoutes({ sql, es, esAlias: "unused" }), webhookRoutes: webhookRoutes(sql) } });
   doc = (await (await api.request("GET", "/openapi.json")).json()) as typeof doc;
   await api.request("POST", "/api/stocks", { headers: api.admin, body: { id: "idem", name: "Idem", price: 100, quantity: 100, perUserLimit: 100 } });
 });
@@ -39,7 +40,7 @@ const operations = () =>
   Object.entries(doc.paths).flatMap(([path, methods]) => Object.entries(methods).map(([method, op]) => ({ name: `${method.toUpperCase()} ${path}`, method, op })));
 
 test("every operation documents the statuses of the /api middleware and the stores, as problem+json", () => {
-  expect(operations().length).toBe(9);
+  expect(operations().length).toBe(12);
   for (const { name, method, op } of operations()) {
     const expected = ["400", "401", "413", "431", "503", ...(method === "post" ? ["415"] : [])];
     expect({ name, missing: expected.filter((s) => !(s in op.responses)) }).toEqual({ name, missing: [] });

@@ -52,7 +52,7 @@ const createWebhook = createRoute({
   request: { body: { required: true, content: { "application/json": { schema: createWebhookBody } } } },
   responses: {
     201: { description: "added; the secret is shown only in this answer", content: { "application/json": { schema: createdWebhookView } } },
-    ...problems(400, 401, 403, 413, 415, 503),
+    ...problems(400, 401, 403, 413, 415, 431, 503),
   },
 });
 
@@ -62,7 +62,7 @@ const listWebhooks = createRoute({
   tags: ["webhooks"],
   summary: "List the webhook endpoints (admin), without their secrets",
   security: [{ bearer: [] }],
-  responses: { 200: { description: "the endpoints", content: { "application/json": { schema: webhookList } } }, ...problems(401, 403, 503) },
+  responses: { 200: { description: "the endpoints", content: { "application/json": { schema: webhookList } } }, ...problems(400, 401, 403, 413, 431, 503) },
 });
 
 const deleteWebhook = createRoute({
@@ -72,7 +72,7 @@ const deleteWebhook = createRoute({
   summary: "Remove a webhook endpoint (admin): nothing more is sent to it; its delivery log stays",
   security: [{ bearer: [] }],
   request: { params: webhookIdParam },
-  responses: { 204: { description: "removed" }, ...problems(400, 401, 403, 404, 409, 503) },
+  responses: { 204: { description: "removed" }, ...problems(400, 401, 403, 404, 409, 413, 431, 503) },
 });
 
 const view = (e: Endpoint) => ({
