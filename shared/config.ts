@@ -235,7 +235,7 @@ export const notifierSchema = z
     /** Retry schedule: attempt n waits base·2^(n-1), capped, ±20 % jitter; dead after the last attempt. */
     WEBHOOK_RETRY_BASE: duration.default(5_000),
     WEBHOOK_RETRY_MAX: duration.default(3_600_000),
-    /** Attempts in all (the first one included). 12 with 5 s → 1 h spans about 3.6 hours. */
+    /** Attempts in all (the first one included). 12 with 5 s → 1 h spans about 2.4 hours. */
     WEBHOOK_MAX_ATTEMPTS: positiveInt.max(100).default(12),
     /** Until the response headers (covers the connect; Bun's fetch has no separate connect phase). */
     WEBHOOK_CONNECT_TIMEOUT: duration.default(5_000),
