@@ -242,7 +242,7 @@ export const notifierSchema = z
     /** Whole attempt: connect, send, headers, the response excerpt. */
     WEBHOOK_TIMEOUT: duration.default(10_000),
     /** Requests in flight per endpoint (never two of the same stock at once). */
-    WEBHOOK_CONCURRENCY: positiveInt.max(256).default(16),
+    WEBHOOK_CONCURRENCY: positiveInt.max(256).default(64),
     /** How often an idle delivery loop looks for due work that another notifier process logged. */
     WEBHOOK_POLL_INTERVAL: duration.default(250),
   })

@@ -13,7 +13,7 @@
  *     per event: p50/p95/p99/max.
  *
  * Env: KAFKA_BROKERS, DATABASE_URL, BENCH_EVENTS (20000), BENCH_STOCKS (200), BENCH_RATE (1000),
- * BENCH_SECONDS (20), WEBHOOK_CONCURRENCY (16), BENCH_SKIP_DRAIN, BENCH_SKIP_LAG.
+ * BENCH_SECONDS (20), WEBHOOK_CONCURRENCY (64), BENCH_SKIP_DRAIN, BENCH_SKIP_LAG.
  */
 import type { Subprocess } from "bun";
 import { Kafka, logLevel } from "kafkajs";
@@ -34,7 +34,7 @@ const EVENTS = env("BENCH_EVENTS", 20_000);
 const STOCKS = env("BENCH_STOCKS", 200);
 const RATE = env("BENCH_RATE", 1_000);
 const SECONDS = env("BENCH_SECONDS", 20);
-const CONCURRENCY = env("WEBHOOK_CONCURRENCY", 16);
+const CONCURRENCY = env("WEBHOOK_CONCURRENCY", 64);
 
 const run = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
 const log = (msg: string) => console.log(`[bench:notifier] ${msg}`);
@@ -192,6 +192,21 @@ async function lag(): Promise<void> {
     `lag at ${fmt(rate)} allocations/s (${fmt(total)} events): p50 ${fmt(percentile(sorted, 50))} ms, p95 ${fmt(percentile(sorted, 95))} ms, ` +
       `p99 ${fmt(percentile(sorted, 99))} ms, max ${fmt(sorted.at(-1)!)} ms (occurredAt → the receiver's 2xx); ` +
       `invalid ${receiver.invalid.length}, order violations ${receiver.orderViolations.length}`,
+  );
+  // Where the time goes, from the delivery log: occurredAt → logged in PostgreSQL (Kafka fetch + the consumer's
+  // transaction: what any projector pays) and logged → delivered (the notifier's own share).
+  const pg = postgres(db, { max: 1, onnotice: () => {} });
+  const [split] = await pg`
+    SELECT percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY extract(epoch FROM e.recorded_at - e.occurred_at) * 1000) AS logged,
+           percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY extract(epoch FROM d.delivered_at - e.recorded_at) * 1000) AS delivered
+    FROM webhook_deliveries d JOIN webhook_events e USING (event_id)
+    WHERE e.event_type = 'StockAllocated'`;
+  await pg.end();
+  const [loggedP50, loggedP99] = (split!.logged as number[]).map(Number);
+  const [deliveredP50, deliveredP99] = (split!.delivered as number[]).map(Number);
+  log(
+    `lag split: occurredAt → in the delivery log p50 ${fmt(loggedP50!)} ms, p99 ${fmt(loggedP99!)} ms (Kafka + the consumer's transaction); ` +
+      `log → delivered p50 ${fmt(deliveredP50!)} ms, p99 ${fmt(deliveredP99!)} ms (the delivery loop, the request, the receiver)`,
   );
   await stop(child);
   await receiver.stop();
