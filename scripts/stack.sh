@@ -376,7 +376,9 @@ start_redis() {
 # ---------------------------------------------------------------- redis cluster
 
 # The write side scaled out (docs/design.md §11): the same apt redis-server, one process per port,
-# each with its own dir (nodes.conf, AOF) and pid file "redis-cluster-<port>". `redis-cli --cluster
+# each with its own dir (nodes.conf, AOF) and pid file "redis-cluster-<port>". Shards are independent,
+# so a slot without a master must not stop the others: cluster-require-full-coverage no (the default
+# yes answers CLUSTERDOWN for every slot until the failover ends). `redis-cli --cluster
 # create` assigns the first half of the ports as masters and the rest as their replicas; after a
 # failover the roles move, which is why nothing here assumes them.
 
@@ -391,6 +393,7 @@ start_redis_cluster_node() { # start_redis_cluster_node <port>
   rm -f "$RUN_DIR/$name.server.pid"
   redis-server --bind "$HOST" --port "$port" --dir "$dir" \
     --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout "$REDIS_CLUSTER_NODE_TIMEOUT" \
+    --cluster-require-full-coverage no \
     --appendonly yes --appendfsync everysec --appendfilename appendonly.aof \
     --daemonize yes --pidfile "$RUN_DIR/$name.server.pid" --logfile "$(log_file_of "$name")" \
     --save "" --protected-mode yes --maxclients 10000 || return 1
@@ -399,15 +402,19 @@ start_redis_cluster_node() { # start_redis_cluster_node <port>
   record_pid "$name" "$(tr -dc '0-9' <"$RUN_DIR/$name.server.pid")"
 }
 
-# rc_wait_ok <seconds>: every node reports cluster_state:ok and the same number of known nodes.
+# rc_wait_ok <seconds>: every node reports cluster_state:ok and the same number of known nodes, and
+# half of them are replicas whose link to their master is up. cluster_state:ok comes before the
+# replicas have their first copy, and a replica that never synced refuses to take over: a master
+# killed in that window would leave its slots without an owner.
 rc_wait_ok() {
-  local budget="$1" start=$SECONDS p ok n="${#REDIS_CLUSTER_PORTS[@]}"
+  local budget="$1" start=$SECONDS p ok synced n="${#REDIS_CLUSTER_PORTS[@]}"
   while ((SECONDS - start < budget)); do
-    ok=1
+    ok=1 synced=0
     for p in "${REDIS_CLUSTER_PORTS[@]}"; do
       [[ "$(rc_info "$p" cluster_state)" == ok && "$(rc_info "$p" cluster_known_nodes)" == "$n" ]] || { ok=0; break; }
+      rc_cli "$p" info replication | tr -d '\r' | grep -q '^master_link_status:up' && synced=$((synced + 1))
     done
-    ((ok)) && return 0
+    ((ok && synced == n / 2)) && return 0
     sleep 0.5
   done
   return 1

@@ -6,6 +6,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { createSigner } from "fast-jwt";
 import { createReadRoutes } from "../services/api/read-routes.ts";
+import { webhookRoutes } from "../services/api/routes/webhooks.ts";
 import { createReaderSql } from "../shared/stores/postgres/client.ts";
 import { createReaderSearchClient } from "../shared/stores/search/mapping.ts";
 import { mintUserToken } from "../scripts/mint-token.ts";
@@ -16,7 +17,7 @@ import { stackEnv, uniqueName } from "./support/env.ts";
 const sql = createReaderSql(stackEnv.DATABASE_URL);
 const es = createReaderSearchClient(stackEnv.ELASTICSEARCH_URL);
 const readRoutes = createReadRoutes({ sql, es, esAlias: uniqueName("auth") });
-const api = createTestApi({ shards: 2, app: { jwtMaxLifetimeSeconds: 3600, readRoutes } });
+const api = createTestApi({ shards: 2, app: { jwtMaxLifetimeSeconds: 3600, readRoutes, webhookRoutes: webhookRoutes(sql) } });
 const strict = createTestApi({ shards: 2, app: { jwtIssuer: "https://id.example", jwtAudience: "flash-sale" } });
 afterAll(async () => {
   await api.close();
@@ -85,6 +86,9 @@ describe("authentication before validation", () => {
     { name: "GET /api/allocations/{id}, id too long", method: "GET", path: `/api/allocations/${"x".repeat(100)}` },
     { name: "GET /api/analytics/sales, bad window", method: "GET", path: "/api/analytics/sales?from=yesterday&limit=0", wrong: "user" },
     { name: "GET /api/orders/user/{userId}, bad query", method: "GET", path: "/api/orders/user/alice?limit=0" },
+    { name: "POST /api/webhooks, bad body", method: "POST", path: "/api/webhooks", body: { url: "not a url", extra: 1 }, wrong: "user" },
+    { name: "GET /api/webhooks", method: "GET", path: "/api/webhooks", wrong: "user" },
+    { name: "DELETE /api/webhooks/{id}, bad id", method: "DELETE", path: "/api/webhooks/bad%20id", wrong: "user" },
   ];
   for (const r of routes) {
     test(`${r.name}: no token → 401`, async () => {
@@ -97,6 +101,25 @@ describe("authentication before validation", () => {
       });
     }
   }
+
+  test("every route the OpenAPI document marks as secured answers 401 to an anonymous request with a bad body", async () => {
+    // Catches a future route that forgets its guard middleware: each secured operation, called without
+    // a token, with junk in the path, the query and the body, must say 401 and nothing about the schema.
+    const doc = (await (await api.request("GET", "/openapi.json")).json()) as {
+      paths: Record<string, Record<string, { security?: unknown[] }>>;
+    };
+    const secured = Object.entries(doc.paths).flatMap(([path, ops]) =>
+      Object.entries(ops)
+        .filter(([, op]) => (op.security ?? []).length > 0)
+        .map(([method, _op]) => ({ method: method.toUpperCase(), path: path.replace(/\{[^}]+\}/g, "x%20y") + "?limit=-1&from=never" })),
+    );
+    expect(secured.length).toBeGreaterThanOrEqual(9);
+    for (const r of secured) {
+      const body = r.method === "GET" || r.method === "DELETE" ? undefined : { junk: true, quantity: -1 };
+      const res = await api.request(r.method, r.path, { body });
+      expect(`${r.method} ${r.path} → ${res.status}`).toBe(`${r.method} ${r.path} → 401`);
+    }
+  });
 
   test("with the right token, the same bad body is a 400 with details", async () => {
     const res = await api.request("POST", "/api/stocks", { headers: api.admin, body: bad });

@@ -6,6 +6,7 @@ import { parseEvent } from "../shared/domain/events.ts";
 import { MAX_SEND_BYTES, messageBytes, splitForSend } from "../shared/kafka/producer.ts";
 import { createKeyLayout, fnv1a32 } from "../shared/domain/keys.ts";
 import { stackEnv } from "./support/env.ts";
+import { ApiProblem, problemBody } from "../services/api/problem.ts";
 import libLua from "../shared/redis/scripts/_lib.lua" with { type: "text" };
 
 describe("key layout", () => {
@@ -145,5 +146,21 @@ describe("splitForSend", () => {
   test("a message on its own is never split away or dropped, and nothing gives no sends", () => {
     expect(splitForSend([message(0, MAX_SEND_BYTES + 10)])).toHaveLength(1);
     expect(splitForSend([])).toEqual([]);
+  });
+});
+
+describe("problem details (RFC 9457)", () => {
+  test("extension members never overwrite the problem's own members", () => {
+    const extra = { status: "purchased", type: "x", title: "x", detail: "x", instance: "x", code: "x", requestId: "x", holdStatus: "purchased" };
+    const body: Record<string, unknown> = problemBody(new ApiProblem(409, "hold_not_active", "the hold is purchased", extra), "req-1");
+    expect(body).toEqual({
+      type: "https://flash-sale.dev/problems/hold-not-active",
+      title: "Hold is not active",
+      status: 409,
+      detail: "the hold is purchased",
+      code: "hold_not_active",
+      requestId: "req-1",
+      holdStatus: "purchased",
+    });
   });
 });

@@ -98,6 +98,8 @@ test("bad input and auth answer problem+json", async () => {
     { url: "https://a.example/x", eventTypes: ["Nope"] },
     { url: "https://a.example/x", eventTypes: [] },
     { url: "https://a.example/x", extra: 1 },
+    { url: "https://a.example/x", description: "a\u0000b" }, // PostgreSQL text cannot hold NUL: a 500 before
+    { url: "https://a.example/\u0000x" },
     {},
   ]) {
     await expectProblem(await call("POST", "/api/webhooks", body), 400, "invalid_request");

@@ -5,6 +5,7 @@
 import type { Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { DomainError, DomainErrorCode } from "../../shared/domain/errors.ts";
+import { OUTBOX_FULL_RETRY_AFTER_SECONDS } from "../../shared/domain/policy.ts";
 
 export type ProblemCode =
   | DomainErrorCode
@@ -50,6 +51,7 @@ const TITLES: Record<ProblemCode, string> = {
   hold_not_active: "Hold is not active",
   forbidden: "Forbidden",
   idempotency_key_reused: "Idempotency key reused with a different request",
+  outbox_full: "Event outbox full",
   invalid_request: "Invalid request",
   unauthorized: "Unauthorized",
   payload_too_large: "Payload too large",
@@ -92,9 +94,13 @@ const DOMAIN_STATUS: Record<DomainErrorCode, ContentfulStatusCode> = {
   hold_not_active: 409,
   forbidden: 403,
   idempotency_key_reused: 422,
+  invalid_request: 400,
+  outbox_full: 503,
 };
 
 export function problemFromDomain(error: DomainError): ApiProblem {
   const { stockId: _stockId, allocationId: _allocationId, ...extra } = error.details;
-  return new ApiProblem(DOMAIN_STATUS[error.code], error.code, error.message, extra);
+  // outbox_full is temporary by nature: tell clients when to come back (RFC 9110 Retry-After).
+  const headers: Record<string, string> = error.code === "outbox_full" ? { "Retry-After": String(OUTBOX_FULL_RETRY_AFTER_SECONDS) } : {};
+  return new ApiProblem(DOMAIN_STATUS[error.code], error.code, error.message, extra, headers);
 }

@@ -22,7 +22,7 @@ import { adminOnly, requireAdmin, requireOwnerOrAdmin, signedIn } from "./auth.t
 import type { AppEnv } from "./env.ts";
 import { ApiProblem } from "./problem.ts";
 import { createRouter } from "./router.ts";
-import { edgeProblems, jsonContent, problems } from "./schemas.ts";
+import { edgeProblems, isoInstant, jsonContent, problems } from "./schemas.ts";
 
 export interface ReadRoutesDeps {
   sql: postgres.Sql;
@@ -175,7 +175,7 @@ const searchRoute = createRoute({
   },
 });
 
-const isoParam = (description: string) => z.string().datetime({ offset: true }).optional().openapi({ description, example: "2026-12-01T09:00:00Z" });
+const isoParam = (description: string) => isoInstant.optional().openapi({ description, example: "2026-12-01T09:00:00Z" });
 const analyticsRoute = createRoute({
   method: "get",
   path: "/analytics/sales",

@@ -1,9 +1,23 @@
 /** Request and response schemas of the write-side endpoints: validation and OpenAPI from one source. */
 import { z } from "@hono/zod-openapi";
 import { MAX_PRICE, MAX_QUANTITY_PER_REQUEST } from "../../shared/domain/policy.ts";
-import { IDEMPOTENCY_KEY_HEADER_PATTERN, STOCK_ID_PATTERN } from "../../shared/domain/validation.ts";
+import { IDEMPOTENCY_KEY_HEADER_PATTERN, STOCK_ID_PATTERN, storableText } from "../../shared/domain/validation.ts";
 
-const isoInstant = z.string().datetime({ offset: true });
+/**
+ * Instants every store can hold: Lua's ISO formatter writes four-digit years, and PostgreSQL's
+ * timestamptz has no year 0 (it rejected the event of a stock that started in 0000, stalling the
+ * projector). So 1970-01-01 to 9999-12-31 UTC, refused at the edge like any other bad input.
+ */
+const MIN_INSTANT_MS = Date.UTC(1970, 0, 1);
+const MAX_INSTANT_MS = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
+export const isoInstant = z
+  .string()
+  .datetime({ offset: true })
+  .refine((s) => {
+    const ms = Date.parse(s);
+    return ms >= MIN_INSTANT_MS && ms <= MAX_INSTANT_MS;
+  }, "must be between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z");
+
 
 export const stockIdParam = z.object({
   id: z.string().regex(STOCK_ID_PATTERN, "stock id: 1-64 of A-Z a-z 0-9 _ -").openapi({ param: { name: "id", in: "path" }, example: "sneaker-42" }),
@@ -16,9 +30,14 @@ export const allocationIdParam = z.object({
 export const createStockBody = z
   .object({
     id: z.string().regex(STOCK_ID_PATTERN).optional(),
-    name: z.string().trim().min(1).max(200),
-    description: z.string().max(5000).optional(),
-    price: z.number().int().min(0).max(MAX_PRICE).openapi({ description: "minor units (cents)", example: 4999 }),
+    name: z.string().trim().min(1).max(200).refine(storableText("line"), "must not contain control characters (NUL included) or unpaired surrogates"),
+    description: z.string().max(5000).refine(storableText("multiline"), "must not contain NUL, control characters other than tab and line breaks, or unpaired surrogates").optional(),
+    price: z
+      .number()
+      .int()
+      .min(0)
+      .max(MAX_PRICE)
+      .openapi({ description: `minor units (cents), at most ${MAX_PRICE} so that every amount (price × quantity ≤ ${MAX_QUANTITY_PER_REQUEST}) stays below 10^14 and exact`, example: 4999 }),
     currency: z.string().regex(/^[A-Z]{3}$/).optional().openapi({ example: "EUR" }),
     quantity: z.number().int().min(1).max(10_000_000),
     perUserLimit: z.number().int().min(1).max(MAX_QUANTITY_PER_REQUEST).optional(),
@@ -29,6 +48,12 @@ export const createStockBody = z
   .strict()
   .refine((b) => !b.startsAt || !b.endsAt || Date.parse(b.endsAt) > Date.parse(b.startsAt), {
     message: "endsAt must be after startsAt",
+    path: ["endsAt"],
+  })
+  // startsAt defaults to now, so an endsAt alone must be in the future (the script re-checks it
+  // against Redis' clock and answers the same 400 for the last-millisecond case).
+  .refine((b) => b.startsAt !== undefined || b.endsAt === undefined || Date.parse(b.endsAt) > Date.now(), {
+    message: "endsAt must be in the future when startsAt is not given (it defaults to now)",
     path: ["endsAt"],
   })
   .openapi("CreateStock");

@@ -8,6 +8,7 @@ import { eventIdOf, type Batch } from "./batches.ts";
 import type { RelayContext } from "./context.ts";
 import { errorMessage } from "./health.ts";
 import { compareIds, nextId, pairs, RELAY_GROUP } from "./stream.ts";
+import { DEAD_LETTER_MAX_LENGTH } from "../../shared/domain/policy.ts";
 
 export class Acker {
   /** XACK + trim of the last sent batch (false once one failed for good, i.e. stopping with Redis down). */
@@ -83,7 +84,8 @@ export class Acker {
     const p = redis.pipeline();
     for (const d of dead) {
       const { shard, id, fields } = d.entry;
-      p.call("XADD", keys.outboxDeadLetter(shard), "*", "reason", d.reason, "sourceStream", keys.outbox(shard), "sourceId", id, "consumer", consumerName, ...(fields ?? []));
+      // Capped (approximately, so trimming stays O(1)): it is for inspection, not a log of record.
+      p.call("XADD", keys.outboxDeadLetter(shard), "MAXLEN", "~", DEAD_LETTER_MAX_LENGTH, "*", "reason", d.reason, "sourceStream", keys.outbox(shard), "sourceId", id, "consumer", consumerName, ...(fields ?? []));
     }
     const shards = [...idsByShard.keys()];
     for (const s of shards) {

@@ -13,6 +13,10 @@ export const DOMAIN_ERROR_CODES = [
   "hold_not_active",
   "forbidden",
   "idempotency_key_reused",
+  /** An input only the script can judge (e.g. endsAt against Redis' clock when startsAt defaults to now). */
+  "invalid_request",
+  /** The shard's outbox is at OUTBOX_MAX_LENGTH: the relay is behind; nothing was written. */
+  "outbox_full",
 ] as const;
 export type DomainErrorCode = (typeof DOMAIN_ERROR_CODES)[number];
 

@@ -33,3 +33,9 @@ export const DEFAULT_JWT_MAX_LIFETIME_SECONDS = 24 * 3600;
 export const DEFAULT_OUTBOX_MAX_LENGTH = 1_000_000;
 /** Retry-After of an outbox_full answer: the relay drains ~30,000 events/s once it is back. */
 export const OUTBOX_FULL_RETRY_AFTER_SECONDS = 5;
+
+/**
+ * Entries kept in a shard's outbox dead-letter stream (`outbox:dead`, written by the relay): it is
+ * there to be inspected, and without a cap a stream of bad entries would grow it for ever.
+ */
+export const DEAD_LETTER_MAX_LENGTH = 10_000;

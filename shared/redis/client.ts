@@ -34,8 +34,11 @@ const SINGLE_NODE_DEFAULTS: RedisOptions = {
  * Cluster settings, and why:
  * - auto-pipelining groups the commands of a tick per node (ioredis does it by slot owner);
  * - a failover or a reshard answers CLUSTERDOWN / TRYAGAIN / MOVED / ASK for a moment: ioredis
- *   retries them (up to maxRedirections, each after its delay), so callers see an error only when
- *   no master owns the slot for about 16 × 100 ms; the api then answers 503 store_unavailable;
+ *   retries them, all from one budget of maxRedirections. A script that creates a key (every
+ *   allocation does) gets TRYAGAIN for as long as its slot migrates, and ioredis retries that via a
+ *   random node and its MOVED (two or three hops per 250 ms): 32 hides a migration of ~3 s. A slot
+ *   without a master (CLUSTERDOWN) is retried for ~3 s (32 × 100 ms), then the caller gets the error
+ *   and the api answers 503 store_unavailable;
  * - slotsRefreshInterval re-reads the slot map every few seconds, so a promoted replica is found
  *   even by a client that sends nothing to the failed node;
  * - commandTimeout: a command sent to a master that died without closing its sockets would wait for
@@ -45,10 +48,10 @@ const CLUSTER_DEFAULTS: ClusterOptions = {
   enableAutoPipelining: true,
   enableReadyCheck: true,
   enableOfflineQueue: true,
-  maxRedirections: 16,
+  maxRedirections: 32,
   retryDelayOnFailover: 100,
   retryDelayOnClusterDown: 100,
-  retryDelayOnTryAgain: 100,
+  retryDelayOnTryAgain: 250,
   retryDelayOnMoved: 0,
   slotsRefreshTimeout: 2_000,
   slotsRefreshInterval: 2_000,
@@ -130,10 +133,29 @@ export async function deleteKeysByPrefix(redis: RedisClient, prefix: string): Pr
   for (let i = 0; i < keys.length; i += 5_000) await Promise.all(keys.slice(i, i + 5_000).map((k) => redis.unlink(k)));
 }
 
+const REGROUP_ERROR = "All keys in the pipeline should belong to the same slots allocation group";
+
+/**
+ * Runs `send` again when ioredis refused to send it because the slot map changed under its
+ * auto-pipeline: commands are grouped by node when queued, and if a reshard or failover moves a slot
+ * before the batch goes out, ioredis rejects the whole batch (redis/ioredis#1264, #2109). It rejects
+ * before writing anything to a socket, so sending again is safe even for a script that writes.
+ */
+export async function retryRegrouped<T>(send: () => Promise<T>, attempts = 4): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await send();
+    } catch (err) {
+      if (attempt >= attempts || (err as Error)?.message !== REGROUP_ERROR) throw err;
+    }
+  }
+}
+
 /**
  * Errors of a Redis that is (for a moment) not there: the request was fine, the store was not.
  * On a cluster that includes a slot without a master (CLUSTERDOWN after the retries, a failover
- * in progress) and a client that cannot reach any node.
+ * in progress) and a client that cannot reach any node. A MOVED or ASK that reaches the caller is
+ * one ioredis could not follow (it retries them first): the slot's new owner is not reachable yet.
  */
 export function isRedisUnavailable(err: unknown): boolean {
   const e = err as { name?: string; code?: string; message?: string };
@@ -141,7 +163,7 @@ export function isRedisUnavailable(err: unknown): boolean {
     e?.name === "MaxRetriesPerRequestError" ||
     e?.name === "ClusterAllFailedError" ||
     ["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE"].includes(e?.code ?? "") ||
-    /Connection is closed|connect ECONNREFUSED|Stream isn't writeable|Command timed out|^CLUSTERDOWN|^TRYAGAIN|^MASTERDOWN|^LOADING|Too many Cluster redirections|Failed to refresh slots cache|None of startup nodes is available|Cluster isn't ready/i.test(
+    /Connection is closed|connect ECONNREFUSED|Stream isn't writeable|Command timed out|^CLUSTERDOWN|^TRYAGAIN|^MOVED |^ASK |^MASTERDOWN|^LOADING|Too many Cluster redirections|same slots allocation group|Failed to refresh slots cache|None of startup nodes is available|Cluster isn't ready/i.test(
       e?.message ?? "",
     )
   );

@@ -7,7 +7,7 @@ import { DomainError } from "../domain/errors.ts";
 import type { KeyLayout } from "../domain/keys.ts";
 import { DEFAULT_HOLD_RETENTION_SECONDS, DEFAULT_OUTBOX_MAX_LENGTH, IDEMPOTENCY_TTL_SECONDS } from "../domain/policy.ts";
 import { allocationViewFromHash, pairsToObject, stockViewFromHash, type AllocationView, type StockView } from "../domain/views.ts";
-import type { RedisClient } from "./client.ts";
+import { retryRegrouped, type RedisClient } from "./client.ts";
 import { runScript, type ScriptReply } from "./scripts.ts";
 
 export interface CommandOptions {
@@ -50,7 +50,7 @@ export interface HoldChangeInput {
   userId: string;
 }
 
-export type ExpireOutcome = "expired" | "not_due" | "not_active";
+export type ExpireOutcome = "expired" | "not_due" | "not_active" | "stock_missing";
 
 export interface StockCommands {
   readonly keys: KeyLayout;
@@ -97,8 +97,14 @@ function fail(reply: ScriptReply, context: Record<string, unknown>): never {
       throw new DomainError("forbidden", "this allocation belongs to another user", context);
     case "idempotency_key_reused":
       throw new DomainError("idempotency_key_reused", "Idempotency-Key was used for a different request", context);
+    case "stock_missing":
+      // The hold outlived its stock (deleted by hand): nothing is changed, and no counter hash re-created.
+      throw new DomainError("not_found", "the stock of this allocation no longer exists", context);
+    case "outbox_full":
+      throw new DomainError("outbox_full", "the event pipeline is behind (outbox full); nothing was changed, retry shortly", context);
     default:
-      // 'invalid' and anything unknown: the caller validated already, so this is a bug, not bad input.
+      // 'invalid' (arguments the commands built), 'corrupt' (stored data a script refused to build on)
+      // and anything unknown: bugs, not bad input, so a 500 that is logged.
       throw new Error(`script returned ${String(code)} ${String(detail ?? "")}`);
   }
 }
@@ -120,7 +126,7 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
   /** The stock an allocation belongs to, read from its hold; null when the hold does not exist. */
   async function stockOfHold(allocationId: string): Promise<string | null> {
     if (keys.shardOfAllocation(allocationId) === null) return null;
-    return redis.hget(keys.hold(allocationId), "stockId");
+    return retryRegrouped(() => redis.hget(keys.hold(allocationId), "stockId"));
   }
 
   async function changeHold(script: "fsPurchase" | "fsCancel", input: HoldChangeInput): Promise<AllocationView> {
@@ -152,7 +158,16 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
         input.holdSeconds ?? 600,
         input.startsAt ?? "",
         input.endsAt ?? "",
+        outboxMaxLength,
+        retainSeconds,
       ]);
+      if (reply[0] === "invalid") {
+        // The caller's own input, which only the script can judge in full: an endsAt without startsAt
+        // is compared with Redis' clock (startsAt defaults to now), so it is a 400, not a bug.
+        const field = String(reply[1]);
+        const message = field === "endsAt" ? "endsAt must be after startsAt (which defaults to now)" : `invalid ${field}`;
+        throw new DomainError("invalid_request", `body.${field}: ${message}`, { errors: [{ in: "json", path: field, message }] });
+      }
       if (reply[0] !== "ok") return fail(reply, { stockId });
       return stockViewFromHash(stockId, pairsToObject(reply[1] as unknown[])) as StockView;
     },
@@ -174,6 +189,7 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
         newEventId(),
         fingerprint,
         IDEMPOTENCY_TTL_SECONDS,
+        outboxMaxLength,
       ]);
       if (reply[0] === "ok" || reply[0] === "replay") {
         return { allocation: JSON.parse(String(reply[1])) as AllocationView, replayed: reply[0] === "replay" };
@@ -195,12 +211,12 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
     },
 
     async getStock(stockId) {
-      return stockViewFromHash(stockId, await redis.hgetall(keys.stock(stockId)));
+      return stockViewFromHash(stockId, await retryRegrouped(() => redis.hgetall(keys.stock(stockId))));
     },
 
     async getAllocation(allocationId) {
       if (keys.shardOfAllocation(allocationId) === null) return null;
-      return allocationViewFromHash(allocationId, await redis.hgetall(keys.hold(allocationId)));
+      return allocationViewFromHash(allocationId, await retryRegrouped(() => redis.hgetall(keys.hold(allocationId))));
     },
   };
 }

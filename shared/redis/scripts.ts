@@ -5,10 +5,11 @@
  * The .lua files are text imports, so `bun build --compile` embeds them in the binary.
  */
 import type { ChainableCommander } from "ioredis";
-import type { RedisClient } from "./client.ts";
+import { retryRegrouped, type RedisClient } from "./client.ts";
 import allocateLua from "./scripts/allocate.lua" with { type: "text" };
 import cancelLua from "./scripts/cancel.lua" with { type: "text" };
 import createStockLua from "./scripts/create_stock.lua" with { type: "text" };
+import dueHoldsLua from "./scripts/due_holds.lua" with { type: "text" };
 import expireLua from "./scripts/expire.lua" with { type: "text" };
 import libLua from "./scripts/_lib.lua" with { type: "text" };
 import purchaseLua from "./scripts/purchase.lua" with { type: "text" };
@@ -24,6 +25,7 @@ const SCRIPTS = {
   fsPurchase: { source: purchaseLua, keys: 4 },
   fsCancel: { source: cancelLua, keys: 6 },
   fsExpire: { source: expireLua, keys: 6 },
+  fsDueHolds: { source: dueHoldsLua, keys: 1 },
   fsRelayHeartbeat: { source: relayHeartbeatLua, keys: 1 },
   fsRelayLeaseAcquire: { source: relayLeaseAcquireLua, keys: 1 },
   fsRelayLeaseRenew: { source: relayLeaseRenewLua, keys: 1 },
@@ -55,7 +57,7 @@ export function runScript<Reply = ScriptReply>(redis: RedisClient, name: ScriptN
   ensureDefined(redis);
   if (keys.length !== SCRIPTS[name].keys) throw new Error(`${name} takes ${SCRIPTS[name].keys} keys, got ${keys.length}`);
   const command = (redis as unknown as Record<ScriptName, (...a: ScriptArg[]) => Promise<Reply>>)[name];
-  return command.call(redis, ...keys, ...args);
+  return retryRegrouped(() => command.call(redis, ...keys, ...args));
 }
 
 /** Queues one script on a pipeline of a client that ran `prepareScripts`. */

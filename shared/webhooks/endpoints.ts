@@ -8,6 +8,7 @@ import type postgres from "postgres";
 import { z } from "zod";
 import { WEBHOOK_SECRET_PATTERN } from "../config.ts";
 import { EVENT_TYPES, type EventType } from "../domain/events.ts";
+import { storableText } from "../domain/validation.ts";
 
 /** The id of the endpoint that comes from WEBHOOK_URL. */
 export const CONFIG_ENDPOINT_ID = "config";
@@ -19,7 +20,8 @@ export const webhookUrl = z
   .url()
   // zod runs refinements after a failed .url() too: parse defensively, never throw from a check.
   .refine((u) => /^https?:$/.test(URL.parse(u)?.protocol ?? ""), "must be an http:// or https:// URL")
-  .refine((u) => !URL.parse(u)?.username && !URL.parse(u)?.password, "must not carry credentials");
+  .refine((u) => !URL.parse(u)?.username && !URL.parse(u)?.password, "must not carry credentials")
+  .refine(storableText("line"), "must not contain control characters (PostgreSQL cannot store NUL)");
 
 export const webhookSecret = z.string().regex(WEBHOOK_SECRET_PATTERN, "must be whsec_ followed by the base64 of 24-64 bytes");
 export const eventTypes = z.array(z.enum(EVENT_TYPES)).min(1).max(EVENT_TYPES.length);

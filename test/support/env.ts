@@ -16,3 +16,15 @@ export function uniqueName(label: string): string {
   const suffix = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
   return `t${label}${suffix}`.toLowerCase().replace(/[^a-z0-9_]/g, "_");
 }
+
+/**
+ * A TCP port that is free right now on 127.0.0.1 (the kernel picks it). A random number in a range
+ * can collide with a client's ephemeral port (Kafka and Redis connections hold many), so child
+ * processes get one of these instead.
+ */
+export function freePort(): number {
+  const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = listener.port;
+  listener.stop(true);
+  return port;
+}

@@ -16,7 +16,7 @@ import { createStockCommands, type StockCommands } from "../../shared/redis/comm
 import { createKafka, deleteTopics, ensureTopic } from "../../shared/kafka/client.ts";
 import { createRelay, type Relay, type RelaySettings } from "../../services/relay/relay.ts";
 import { RELAY_GROUP } from "../../services/relay/stream.ts";
-import { stackEnv, uniqueName } from "./env.ts";
+import { freePort, stackEnv, uniqueName } from "./env.ts";
 
 export const SHARDS = 4;
 export const PARTITIONS = 4;
@@ -84,7 +84,7 @@ export function createHarness(label: string): Harness {
     env: (overrides = {}) => ({
       ...(process.env as Record<string, string>),
       ...baseEnv,
-      ADMIN_PORT: String(20_000 + Math.floor(Math.random() * 20_000)),
+      ADMIN_PORT: String(freePort()),
       LOG_LEVEL: process.env.RELAY_CHILD_LOG_LEVEL ?? "warn",
       ...overrides,
     }),

@@ -8,7 +8,8 @@ import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import postgres from "postgres";
 import { isPostgresOutage } from "../../../shared/projection/errors.ts";
 import { createEndpoint, eventTypes, listEndpoints, removeEndpoint, webhookSecret, webhookUrl, type Endpoint } from "../../../shared/webhooks/endpoints.ts";
-import { requireAdmin } from "../auth.ts";
+import { storableText } from "../../../shared/domain/validation.ts";
+import { adminOnly } from "../auth.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiProblem } from "../problem.ts";
 import { createRouter } from "../router.ts";
@@ -21,7 +22,7 @@ const createWebhookBody = z
     url: webhookUrl.describe("http(s) URL the events are POSTed to; redirects are not followed"),
     secret: webhookSecret.optional().describe("Standard Webhooks secret (whsec_…); generated when omitted"),
     eventTypes: eventTypes.optional().describe("event types to deliver; all when omitted"),
-    description: z.string().trim().max(500).optional(),
+    description: z.string().trim().max(500).refine(storableText("multiline"), "must not contain NUL or other control characters").optional(),
   })
   .strict()
   .openapi("CreateWebhook");
@@ -49,6 +50,7 @@ const createWebhook = createRoute({
   tags: ["webhooks"],
   summary: "Add a webhook endpoint (admin): every later event of the chosen types is POSTed to it as a Standard Webhook",
   security: [{ bearer: [] }],
+  middleware: [adminOnly] as const, // 401/403 before the body is validated
   request: { body: { required: true, content: { "application/json": { schema: createWebhookBody } } } },
   responses: {
     201: { description: "added; the secret is shown only in this answer", content: { "application/json": { schema: createdWebhookView } } },
@@ -62,6 +64,7 @@ const listWebhooks = createRoute({
   tags: ["webhooks"],
   summary: "List the webhook endpoints (admin), without their secrets",
   security: [{ bearer: [] }],
+  middleware: [adminOnly] as const,
   responses: { 200: { description: "the endpoints", content: { "application/json": { schema: webhookList } } }, ...problems(400, 401, 403, 413, 431, 503) },
 });
 
@@ -71,6 +74,7 @@ const deleteWebhook = createRoute({
   tags: ["webhooks"],
   summary: "Remove a webhook endpoint (admin): nothing more is sent to it; its delivery log stays",
   security: [{ bearer: [] }],
+  middleware: [adminOnly] as const, // 401/403 before the id is validated
   request: { params: webhookIdParam },
   responses: { 204: { description: "removed" }, ...problems(400, 401, 403, 404, 409, 413, 431, 503) },
 });
@@ -98,7 +102,6 @@ export function webhookRoutes(sql: postgres.Sql): OpenAPIHono<AppEnv> {
   const app = createRouter();
 
   app.openapi(createWebhook, async (c) => {
-    requireAdmin(c);
     const body = c.req.valid("json");
     const endpoint = await fromPostgres(() => createEndpoint(sql, body));
     c.get("log").info({ endpoint: endpoint.id, url: endpoint.url }, "webhook endpoint added");
@@ -106,13 +109,11 @@ export function webhookRoutes(sql: postgres.Sql): OpenAPIHono<AppEnv> {
   });
 
   app.openapi(listWebhooks, async (c) => {
-    requireAdmin(c);
     const items = await fromPostgres(() => listEndpoints(sql));
     return c.json({ items: items.map(view) }, 200);
   });
 
   app.openapi(deleteWebhook, async (c) => {
-    requireAdmin(c);
     const { id } = c.req.valid("param");
     const result = await fromPostgres(() => removeEndpoint(sql, id));
     if (result === "not_found") throw new ApiProblem(404, "not_found", "no such webhook endpoint");

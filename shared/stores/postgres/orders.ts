@@ -40,11 +40,18 @@ export class InvalidCursorError extends Error {
   }
 }
 
+/**
+ * The latest placed_at a real cursor can carry, in microseconds: 9999-12-31T23:59:59.999999Z. A larger
+ * `t` (a tampered cursor) overflowed bigint or timestamptz in PostgreSQL, a 500 instead of a 400.
+ */
+const MAX_CURSOR_MICROS = 253_402_300_799_999_999n;
+
 function parseOrderCursor(cursor: string): OrderCursor {
   const value = decodeCursor(cursor) as Partial<OrderCursor> | null;
-  if (!value || typeof value.t !== "string" || !/^\d{1,20}$/.test(value.t) || typeof value.id !== "string" || value.id.length > 200) {
+  if (!value || typeof value.t !== "string" || !/^\d{1,18}$/.test(value.t) || BigInt(value.t) > MAX_CURSOR_MICROS) {
     throw new InvalidCursorError();
   }
+  if (typeof value.id !== "string" || value.id.length > 200) throw new InvalidCursorError();
   return { t: value.t, id: value.id };
 }
 
