@@ -16,7 +16,9 @@ set -euo pipefail
 # shellcheck source=scripts/stack.sh
 source "$(dirname "${BASH_SOURCE[0]}")/stack.sh"
 
-SERVICES=(api relay expirer projector-postgres projector-search notifier)
+install_bun # a bare machine has none; everything below may use it
+# The binaries, their admin ports and runtime flags: the one registry, shared/services.ts.
+eval "$(cd "$REPO_ROOT" && bun shared/services.ts shell)"
 export ADMIN_TOKEN="${ADMIN_TOKEN:-dev-admin-token-0123456789}"
 export JWT_SECRET="${JWT_SECRET:-dev-jwt-secret-0123456789abcdef0123456789abcdef}"
 export REDIS_URL="${REDIS_URL:-redis://$HOST:$REDIS_PORT}"
@@ -25,13 +27,10 @@ export KAFKA_BROKERS="${KAFKA_BROKERS:-$HOST:$KAFKA_PORT}"
 export ELASTICSEARCH_URL="${ELASTICSEARCH_URL:-http://$HOST:$ES_PORT}"
 API_PORT="${PORT:-3000}"
 # The api's operators' port (/metrics, /healthz, /readyz): metrics stay off the public port.
-API_ADMIN_PORT="${API_ADMIN_PORT:-9105}"
+API_ADMIN_PORT="${API_ADMIN_PORT:-${SERVICE_ADMIN_PORT[api]}}"
 
 admin_port_of() {
-  case "$1" in
-    api) echo "$API_PORT" ;; relay) echo 9101 ;; expirer) echo 9102 ;;
-    projector-postgres) echo 9103 ;; projector-search) echo 9104 ;; notifier) echo 9106 ;;
-  esac
+  if [[ "$1" == api ]]; then echo "$API_PORT"; else echo "${SERVICE_ADMIN_PORT[$1]:?unknown service $1}"; fi
 }
 
 existing_services() {
@@ -62,8 +61,8 @@ start_service() {
   fi
   bun="$(find_bun)"
   local env_port=(ADMIN_PORT="$port") flags=()
-  # The api's server takes headers up to 64 KiB so the app answers oversized ones itself (scripts/build.ts RUNTIME_FLAGS).
-  [[ "$name" == api ]] && env_port=(PORT="$port" ADMIN_PORT="$API_ADMIN_PORT") && flags=(--max-http-header-size=65536)
+  read -r -a flags <<<"${SERVICE_RUNTIME_FLAGS[$name]}"
+  [[ "$name" == api ]] && env_port=(PORT="$port" ADMIN_PORT="$API_ADMIN_PORT")
   echo "---- $(date -u +%FT%TZ) start" >>"$(svc_log "$name")"
   (
     cd "$REPO_ROOT"
@@ -111,7 +110,6 @@ services_or_all() {
 
 system_up() {
   local t0=$SECONDS names n failed=()
-  install_bun # a bare machine has none; the stack installs its own Debian packages
   (cd "$REPO_ROOT" && bun install --frozen-lockfile >/dev/null)
   bash "$REPO_ROOT/scripts/stack.sh" up
   (cd "$REPO_ROOT" && "$(find_bun)" scripts/migrate.ts)

@@ -5,6 +5,7 @@
  * stops the process before it touches any store, with a message naming the variable.
  */
 import { z } from "zod";
+import { SERVICES, WORKER_NAMES } from "./services.ts";
 import { DEFAULT_HOLD_RETENTION_SECONDS, DEFAULT_JWT_MAX_LIFETIME_SECONDS, DEFAULT_OUTBOX_MAX_LENGTH } from "./domain/policy.ts";
 import { EVENT_TYPES } from "./domain/events.ts";
 
@@ -92,7 +93,7 @@ export const apiSchema = z.object({
   ...holds,
   PORT: port.default(3000),
   /** /metrics (and /healthz, /readyz) for operators, off the public port: metrics reveal sales velocity. */
-  ...adminPort(9105),
+  ...adminPort(SERVICES.api.adminPort),
   ADMIN_TOKEN: z.string().min(16, "ADMIN_TOKEN must be at least 16 characters"),
   JWT_SECRET: z.string().min(32, "JWT_SECRET must be at least 32 characters (HS256 key)"),
   /** When set, user tokens must carry this `iss`. */
@@ -142,7 +143,7 @@ export const apiSchema = z.object({
   /** The workers' /metrics the dashboard scrapes (comma-separated); default: the ports `bun run up` gives them. */
   WORKER_METRICS_URLS: z
     .string()
-    .default("http://127.0.0.1:9101/metrics,http://127.0.0.1:9102/metrics,http://127.0.0.1:9103/metrics,http://127.0.0.1:9104/metrics,http://127.0.0.1:9106/metrics")
+    .default(WORKER_NAMES.map((n) => `http://127.0.0.1:${SERVICES[n].adminPort}/metrics`).join(","))
     .transform((s) => s.split(",").map((u) => u.trim()).filter(Boolean))
     .pipe(z.array(z.string().url("WORKER_METRICS_URLS must be comma-separated http(s) URLs"))),
 });
@@ -150,7 +151,7 @@ export const apiSchema = z.object({
 export const expirerSchema = z.object({
   ...common,
   ...holds,
-  ...adminPort(9102),
+  ...adminPort(SERVICES.expirer.adminPort),
   EXPIRER_INTERVAL_MS: positiveInt.max(1000).default(200),
   EXPIRER_BATCH_SIZE: positiveInt.max(10_000).default(500),
 });
@@ -158,7 +159,7 @@ export const expirerSchema = z.object({
 export const relaySchema = z.object({
   ...common,
   ...kafka,
-  ...adminPort(9101),
+  ...adminPort(SERVICES.relay.adminPort),
   /** Max events per Kafka request (also capped at ~900 kB) and XREADGROUP COUNT per stream. 2000 drains ~1.5x faster than 1000 on 2 cores (docs/relay.md). */
   RELAY_BATCH_SIZE: positiveInt.max(10_000).default(2000),
   RELAY_LINGER_MS: z.coerce.number().int().min(0).max(1000).default(5),
@@ -186,7 +187,7 @@ export const projectorPostgresSchema = z.object({
   ...kafka,
   ...postgres,
   ...projector,
-  ...adminPort(9103),
+  ...adminPort(SERVICES["projector-postgres"].adminPort),
 });
 
 export const projectorSearchSchema = z.object({
@@ -194,7 +195,7 @@ export const projectorSearchSchema = z.object({
   ...kafka,
   ...elasticsearch,
   ...projector,
-  ...adminPort(9104),
+  ...adminPort(SERVICES["projector-search"].adminPort),
 });
 
 /** "5s", "250ms", "1h", "2m" or a bare number of milliseconds. */
@@ -216,7 +217,7 @@ export const notifierSchema = z
     ...common,
     ...kafka,
     ...postgres,
-    ...adminPort(9106),
+    ...adminPort(SERVICES.notifier.adminPort),
     /** Consumer group on the stock-events topic (its own: it sees every event, whatever the projectors do). */
     NOTIFIER_GROUP_ID: z.string().min(1).default("notifier"),
     /** The endpoint from config (optional; more are added with POST /api/webhooks). http(s) only. */

@@ -1,12 +1,13 @@
 /** Pure logic: key layout, config validation, the Lua time formatter, event schema. */
 import { describe, expect, test } from "bun:test";
 import { Redis } from "ioredis";
-import { ConfigError, apiSchema, parseConfig, relaySchema } from "../shared/config.ts";
+import { ConfigError, apiSchema, expirerSchema, parseConfig, relaySchema } from "../shared/config.ts";
 import { parseEvent } from "../shared/domain/events.ts";
 import { MAX_SEND_BYTES, messageBytes, splitForSend } from "../shared/kafka/producer.ts";
 import { createKeyLayout, fnv1a32 } from "../shared/domain/keys.ts";
 import { stackEnv } from "./support/env.ts";
 import { ApiProblem, problemBody } from "../services/api/problem.ts";
+import { mintUserToken } from "../scripts/mint-token.ts";
 import libLua from "../shared/redis/scripts/_lib.lua" with { type: "text" };
 
 describe("key layout", () => {
@@ -81,6 +82,29 @@ describe("config", () => {
 
   test("an empty variable falls back to its default", () => {
     expect(parseConfig(apiSchema, { ...valid, PORT: "" }).PORT).toBe(3000);
+  });
+
+  test("the api's hardening knobs: defaults, and bad values named", () => {
+    const config = parseConfig(apiSchema, valid);
+    expect(config).toMatchObject({ ADMIN_PORT: 9105, JWT_MAX_LIFETIME_SECONDS: 86_400, OUTBOX_MAX_LENGTH: 1_000_000, HOLD_RETENTION_SECONDS: 604_800 });
+    expect(config.JWT_ISSUER).toBeUndefined();
+    expect(config.JWT_AUDIENCE).toBeUndefined();
+    expect(parseConfig(expirerSchema, { HOLD_RETENTION_SECONDS: "3600" }).HOLD_RETENTION_SECONDS).toBe(3600);
+    const bad = { ...valid, ADMIN_PORT: "0", JWT_MAX_LIFETIME_SECONDS: "-1", OUTBOX_MAX_LENGTH: "lots", HOLD_RETENTION_SECONDS: "5" };
+    try {
+      parseConfig(apiSchema, bad);
+      throw new Error("should have failed");
+    } catch (err) {
+      const text = (err as ConfigError).problems.join("\n");
+      for (const name of ["ADMIN_PORT", "JWT_MAX_LIFETIME_SECONDS", "OUTBOX_MAX_LENGTH", "HOLD_RETENTION_SECONDS"]) expect(text).toContain(name);
+    }
+  });
+
+  test("bun run token's tokens carry iat and exp, and iss/aud when asked", async () => {
+    const token = await mintUserToken("alice", "s".repeat(32), 600, { issuer: "https://id.example", audience: "flash-sale" });
+    const claims = JSON.parse(Buffer.from(token.split(".")[1]!, "base64url").toString()) as Record<string, unknown>;
+    expect(claims).toMatchObject({ sub: "alice", iss: "https://id.example", aud: "flash-sale" });
+    expect((claims.exp as number) - (claims.iat as number)).toBe(600);
   });
 });
 
