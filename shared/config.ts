@@ -244,7 +244,7 @@ export const notifierSchema = z
     WEBHOOK_TIMEOUT: duration.default(10_000),
     /** Requests in flight per endpoint (never two of the same stock at once). */
     WEBHOOK_CONCURRENCY: positiveInt.max(256).default(64),
-    /** How often an idle delivery loop looks for due work that another notifier process logged. */
+    /** How often a delivery loop checks whether waiting retries are due. */
     WEBHOOK_POLL_INTERVAL: duration.default(250),
   })
   .refine((c) => (c.WEBHOOK_URL === undefined) === (c.WEBHOOK_SECRET === undefined), {
