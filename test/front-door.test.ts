@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mintUserToken } from "../scripts/mint-token.ts";
 import { createRedis, deleteKeysByPrefix, parseClusterNodes } from "../shared/redis/client.ts";
 import { stackEnv, uniqueName } from "./support/env.ts";
-import { FD_ADMIN_TOKEN, FD_JWT_SECRET, commandCalls, inParallel, startApi, startPrivateRedis, type Proc } from "./support/front-door.ts";
+import { FD_ADMIN_TOKEN, FD_JWT_SECRET, childPids, commandCalls, inParallel, startApi, startPrivateRedis, type Proc } from "./support/front-door.ts";
 
 const REDIS_PORT = 3190;
 const CACHE_MS = 250;
@@ -322,10 +322,9 @@ describe("request-rate limits", () => {
 
 describe("API_WORKERS", () => {
   test("two worker processes serve one port, and X-Forwarded-For is ignored from an untrusted peer", async () => {
-    const c = await startApi(3104, { REDIS_URL: redis.url, REDIS_KEY_PREFIX: `${prefix}c`.slice(0, 32), API_WORKERS: "2", RATE_LIMIT_IP: "30/60s" });
+    const c = await startApi(3107, { REDIS_URL: redis.url, REDIS_KEY_PREFIX: `${prefix}c`.slice(0, 32), API_WORKERS: "2", RATE_LIMIT_IP: "30/60s" });
     try {
-      const children = (await Bun.$`pgrep -P ${c.proc.pid}`.nothrow().text()).trim().split("\n").filter(Boolean);
-      expect(children.length).toBe(2);
+      expect(childPids(c.proc.pid).length).toBe(2);
       await Bun.sleep(1_000); // the second worker binds the port a moment after the first answers
       // Spoofed client addresses do not buy fresh buckets: every request counts against 127.0.0.1, per worker.
       const statuses = await inParallel(150, 10, async (i) => {

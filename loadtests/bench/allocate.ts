@@ -8,6 +8,7 @@
  *   api         our api (services/api/main.ts), fresh process and key prefix
  *   pg-fn       the PostgreSQL alternative, one PL/pgSQL call per allocation  loadtests/baselines/pg-*.ts
  *   pg-tx       the PostgreSQL alternative, client-side transaction (4 round trips)
+ *   api-sold-out, api-workers, buckets   the front door (loadtests/bench/front-door.ts, docs/design.md §12)
  *   lua         allocate.lua calls/s on 1 node and on the 3-master cluster (stack.sh up redis-cluster),
  *               DRIVERS processes × INFLIGHT calls of commands.allocate(), ratio and CPU per call
  *               (masters, replicas, drivers)                                  loadtests/bench/allocate-cluster.ts
@@ -40,6 +41,7 @@ import { createStockCommands } from "../../shared/redis/commands.ts";
 import { scriptSource } from "../../shared/redis/scripts.ts";
 import { verify } from "../../shared/verify/verify.ts";
 import { formatReport } from "../../shared/verify/report.ts";
+import { benchApiSoldOut, benchApiWorkers, benchBuckets, type FrontDoorContext } from "./front-door.ts";
 import { PG_BASELINE_SCHEMA, checkPgBaseline } from "../baselines/pg-commands.ts";
 import {
   adminPost,
@@ -59,7 +61,7 @@ import {
 } from "../support.ts";
 
 const { REDIS_URL, DATABASE_URL, REDIS_CLUSTER_NODES } = stackEnv;
-const ALL_TARGETS = ["hono-bare", "redis", "ioredis", "api", "pg-fn", "pg-tx", "lua", "api-cluster"] as const;
+const ALL_TARGETS = ["hono-bare", "redis", "ioredis", "api", "api-sold-out", "api-workers", "buckets", "pg-fn", "pg-tx", "lua", "api-cluster"] as const;
 type Target = (typeof ALL_TARGETS)[number];
 
 const UNITS = 5_000_000;
@@ -364,6 +366,8 @@ async function benchApi(stockCount: number, cluster = false): Promise<void> {
       JWT_SECRET: jwtSecret,
       REDIS_URL,
       REDIS_KEY_PREFIX: prefix,
+      // k6 is one client address for every buyer: the per-IP limit is off, the per-user ones stay on.
+      RATE_LIMIT_IP: "off",
       ...(cluster ? { REDIS_CLUSTER_NODES } : {}),
     },
     dir,
@@ -520,12 +524,33 @@ function table(final: Row[]): string {
     if (single && cluster) lines.push(`- ${n === 1 ? "one hot stock" : `${n} stocks`}: api on the cluster / on one node = ${ratio(cluster, single)}`);
   }
   if (luaTable) lines.push("", luaTable);
+  const row = (target: string, stocks: number | null) => final.find((r) => r.target === target && r.stocks === stocks);
+  const bareRow = row("hono-bare", null);
+  for (const [label, target, goal] of [
+    ["allocate on a live stock", "api", "goal ≥ 0.7× req/s, ≤ 1.5× CPU"],
+    ["sold_out from memory", "api-sold-out", "goal ≥ 0.9× req/s"],
+    ["allocate, API_WORKERS = cores", "api-workers", "no goal; the other processes share the same 2 cores"],
+  ] as const) {
+    const r = row(target, 1);
+    if (!r || !bareRow) continue;
+    const cpu = r.serverCpuUsPerReq && bareRow.serverCpuUsPerReq ? `${(r.serverCpuUsPerReq / bareRow.serverCpuUsPerReq).toFixed(2)}×` : "–";
+    lines.push(`- ${label} / bare Hono: ${ratio(r.closed?.rps, bareRow.closed?.rps)} req/s, ${cpu} server CPU per request (${goal})${r.check ? `; ${r.check}` : ""}`);
+  }
   return lines.join("\n");
 }
 
 // ------------------------------------------------------------------ main
 
 let loadAtStart = "";
+
+const frontDoor: FrontDoorContext<Awaited<ReturnType<typeof k6Runs>>> = {
+  dir,
+  adminToken,
+  jwtSecret,
+  vus: Number(VUS),
+  openSeconds: seconds(OPEN_DURATION),
+  k6Runs,
+};
 
 async function main(): Promise<number> {
   const m = machine();
@@ -556,6 +581,35 @@ async function main(): Promise<number> {
             await benchApi(1);
             await benchApi(MANY);
             break;
+          case "api-sold-out": {
+            const r = await benchApiSoldOut(frontDoor);
+            record({ target: "api-sold-out", stocks: 1, ...r });
+            break;
+          }
+          case "api-workers": {
+            const r = await benchApiWorkers(frontDoor, REDIS_URL, UNITS);
+            record({ target: "api-workers", stocks: 1, ...r });
+            break;
+          }
+          case "buckets": {
+            const b = await benchBuckets(REDIS_URL, Number(VUS), Math.min(10, seconds(DURATION)));
+            record({
+              target: "bucket local",
+              stocks: null,
+              closed: { rps: b.local.opsPerSecond, p50: Number.NaN, p99: Number.NaN, requests: 2_000_000, ok: true },
+              serverCpuUsPerReq: b.local.cpuUsPerOp,
+              note: "TokenBuckets.take, in-process, 10,000 users (rps = takes per second)",
+            });
+            record({
+              target: "bucket redis",
+              stocks: null,
+              closed: { rps: b.redis.opsPerSecond, p50: b.redis.p50Ms, p99: b.redis.p99Ms, requests: 0, ok: true },
+              serverCpuUsPerReq: b.redis.cpuUsPerOp,
+              storeCpuUsPerReq: b.redis.redisCpuUsPerOp,
+              note: `the same bucket as a Lua script, ${VUS} in flight (server CPU = this process's ioredis)`,
+            });
+            break;
+          }
           case "api-cluster":
             await benchApi(1, true);
             await benchApi(MANY, true);

@@ -20,6 +20,7 @@ import type { AppEnv } from "./env.ts";
 import { createApiMetrics } from "./metrics.ts";
 import { ApiProblem, problemFromDomain, problemResponse } from "./problem.ts";
 import { ipRateLimit, userRateLimit, type RateLimits } from "./rate-limit.ts";
+import { observeRequests } from "./request-observer.ts";
 import { createRouter } from "./router.ts";
 import { allocationRoutes } from "./routes/allocations.ts";
 import { stockRoutes } from "./routes/stocks.ts";
@@ -93,18 +94,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
 
   app.use(requestId({ limitLength: 128 }));
   app.use(headerSizeLimit(deps.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES));
-  app.use(async (c, next) => {
-    const started = performance.now();
-    c.set("log", deps.logger.child({ requestId: c.get("requestId") }));
-    await next();
-    const route = c.req.routePath;
-    metrics.requests.inc({ method: c.req.method, route, status: c.res.status });
-    metrics.duration.observe({ method: c.req.method, route }, (performance.now() - started) / 1000);
-    // Access lines at debug: under a stampede an info line per request costs real CPU.
-    const line = { method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(performance.now() - started) };
-    if (c.res.status >= 500) c.get("log").error(line, "request failed");
-    else c.get("log").debug(line, "request");
-  });
+  app.use(observeRequests(deps.logger, metrics));
 
   app.get("/healthz", (c) => c.json({ status: "ok" }));
   app.get("/readyz", async (c) => {

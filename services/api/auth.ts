@@ -8,6 +8,7 @@ import { createVerifier } from "fast-jwt";
 import { USER_ID_PATTERN } from "../../shared/domain/validation.ts";
 import type { AppEnv, Principal } from "./env.ts";
 import { ApiProblem } from "./problem.ts";
+import { cachedVerifier } from "./token-cache.ts";
 
 const MAX_TOKEN_LENGTH = 4096;
 
@@ -39,7 +40,7 @@ function createTokenVerifier(policy: TokenPolicy): (token: string) => Record<str
   const verify = createVerifier({
     key: policy.jwtSecret,
     algorithms: ["HS256"],
-    cache: false,
+    cache: false, // see token-cache.ts
     clockTolerance: CLOCK_TOLERANCE_MS,
     // fast-jwt skips the iss/aud checks when the claim is absent, so a configured one is also required.
     requiredClaims: ["exp", "sub", ...(policy.issuer ? ["iss"] : []), ...(policy.audience ? ["aud"] : [])],
@@ -47,14 +48,22 @@ function createTokenVerifier(policy: TokenPolicy): (token: string) => Record<str
     ...(policy.audience ? { allowedAud: policy.audience } : {}),
   });
   const maxLifetimeMs = policy.maxLifetimeSeconds * 1000;
+  // Buyers who retry send the same token: a verified one is remembered until its exp (token-cache.ts).
+  const verifyCached = cachedVerifier((token) => verify(token) as Record<string, unknown>, { maxTokens: 10_000, clockToleranceMs: CLOCK_TOLERANCE_MS });
   return (token) => {
-    const claims = verify(token) as Record<string, unknown>;
+    const claims = verifyCached(token);
     const exp = claims.exp;
     const iat = claims.iat;
     if (typeof exp !== "number") throw new Error("exp must be a number");
     // A token minted for a year is refused even though it is signed: stolen tokens must die young.
-    const from = typeof iat === "number" ? iat * 1000 : Date.now();
-    if (exp * 1000 - from > maxLifetimeMs + CLOCK_TOLERANCE_MS) throw new Error("token lifetime over the maximum");
+    // Both bounds: exp - iat (the lifetime it was minted with) and exp - now (an iat set in the
+    // future would otherwise stretch a short-looking token over years).
+    const now = Date.now();
+    if (exp * 1000 - now > maxLifetimeMs + CLOCK_TOLERANCE_MS) throw new Error("token lifetime over the maximum");
+    if (typeof iat === "number") {
+      if (iat * 1000 > now + CLOCK_TOLERANCE_MS) throw new Error("token issued in the future");
+      if (exp * 1000 - iat * 1000 > maxLifetimeMs) throw new Error("token lifetime over the maximum");
+    }
     return claims;
   };
 }

@@ -16,12 +16,13 @@ import { createReadRoutes } from "./read-routes.ts";
 import { webhookRoutesFromConfig } from "./routes/webhooks.ts";
 import { subscribeReleased } from "./released-subscriber.ts";
 import { RefusalCache, withRefusalCache } from "./sold-out-cache.ts";
-import { superviseWorkers, workerIndex } from "./workers.ts";
+import { exitWithSupervisor, superviseWorkers, workerIndex } from "./workers.ts";
 
 const config = loadConfigOrExit(apiSchema, "api");
 const logger = createLogger("api", config.LOG_LEVEL);
 // API_WORKERS > 1: this process only supervises the workers (it never returns from here).
 if (config.API_WORKERS > 1 && workerIndex() === null) await superviseWorkers(config.API_WORKERS, logger);
+if (workerIndex() !== null) exitWithSupervisor(logger);
 const redis = createRedis(config);
 redis.on("error", (err) => logger.warn({ err: err.message }, "redis connection error"));
 

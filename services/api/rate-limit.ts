@@ -38,6 +38,8 @@ const DEFAULT_MAX_KEYS = 100_000;
 export class TokenBuckets {
   private readonly buckets = new Map<string, Bucket>();
   private readonly perMs: number;
+  /** The RateLimit-Policy value, built once. */
+  readonly policy: string;
 
   constructor(
     readonly name: string,
@@ -46,6 +48,7 @@ export class TokenBuckets {
     private readonly now: () => number = () => performance.now(),
   ) {
     this.perMs = spec.limit / (spec.windowSeconds * 1000);
+    this.policy = `"${name}";q=${spec.limit};w=${spec.windowSeconds}`;
   }
 
   take(key: string): TakeResult {
@@ -70,7 +73,7 @@ export class TokenBuckets {
 }
 
 function setHeaders(c: Context, buckets: TokenBuckets, result: TakeResult): void {
-  c.header("RateLimit-Policy", `"${buckets.name}";q=${buckets.spec.limit};w=${buckets.spec.windowSeconds}`);
+  c.header("RateLimit-Policy", buckets.policy);
   c.header("RateLimit", `"${buckets.name}";r=${result.remaining};t=${result.seconds}`);
 }
 

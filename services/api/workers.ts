@@ -16,6 +16,20 @@ export const workerIndex = (): number | null => {
   return raw === undefined || raw === "" ? null : Number(raw);
 };
 
+/**
+ * In a worker: exit when the supervisor is gone (SIGKILLed, so it could not pass a signal on), so no
+ * orphan keeps serving the port. Checked once a second; the timer does not keep the process alive.
+ */
+export function exitWithSupervisor(logger: Logger): void {
+  const supervisor = process.ppid;
+  setInterval(() => {
+    if (process.ppid !== supervisor) {
+      logger.error({ supervisor }, "api supervisor is gone; exiting");
+      process.exit(1);
+    }
+  }, 1_000).unref();
+}
+
 export async function superviseWorkers(count: number, logger: Logger): Promise<never> {
   // Same runtime, same runtime flags (e.g. --max-http-header-size), same entry point.
   const cmd = [process.execPath, ...process.execArgv, ...process.argv.slice(1)];

@@ -3,7 +3,7 @@
  * counts only our commands, unlike the shared 6379) and real api processes (services/api/main.ts)
  * started and stopped by pid. Ports come from the frontdoor range 3100-3199.
  */
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { Redis } from "ioredis";
@@ -88,6 +88,21 @@ export async function commandCalls(redis: Redis): Promise<{ total: number; evals
   for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) byCommand[m[1]!] = Number(m[2]);
   const total = Object.entries(byCommand).reduce((sum, [name, calls]) => (name === "info" ? sum : sum + calls), 0);
   return { total, evalsha: (byCommand.evalsha ?? 0) + (byCommand.eval ?? 0), byCommand };
+}
+
+/** Pids whose parent is `pid`, from /proc (no procps needed). */
+export function childPids(pid: number): number[] {
+  const children: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === pid) children.push(Number(entry));
+    } catch {
+      // gone
+    }
+  }
+  return children;
 }
 
 /** Runs `count` calls of `fn` with at most `concurrency` in flight; returns their results in order. */
