@@ -175,6 +175,22 @@ export const relaySchema = z.object({
   RELAY_LEASE_MS: positiveInt.min(1000).max(120_000).default(10_000),
   /** Kafka compression of relayed batches (kafkajs supports gzip natively). */
   RELAY_COMPRESSION: z.enum(["none", "gzip"]).default("none"),
+  /**
+   * Publish an outbox entry only once this many replicas have it (`WAIT n` after the read), so a
+   * failover cannot forget an event Kafka already carries (docs/design.md §11). Unset: 1 on a
+   * Redis Cluster that has replicas, 0 on a single node.
+   */
+  RELAY_MIN_REPLICAS: z.coerce.number().int().min(0).max(16).optional(),
+  /** Timeout of one `WAIT`; the relay repeats it (logging once) until the replicas have caught up. */
+  RELAY_REPLICA_WAIT_MS: positiveInt.max(60_000).default(1_000),
+  /**
+   * Kafka transactions with a transactionalId per shard, so a relay that lost its lease (e.g. paused
+   * past it) is fenced by the new owner and cannot publish. `false` = plain idempotent producer.
+   */
+  RELAY_TRANSACTIONS: z
+    .enum(["true", "false", "1", "0"])
+    .default("true")
+    .transform((v) => v === "true" || v === "1"),
 });
 
 const projector = {
