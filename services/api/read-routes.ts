@@ -114,8 +114,8 @@ const analyticsRoute = createRoute({
   request: {
     query: z.object({
       stockId: z.string().regex(STOCK_ID_PATTERN).optional().openapi({ description: "only this stock (stocks and series)" }),
-      from: isoParam("start of the series window, inclusive (ISO 8601 with offset); default `to` minus 1 hour"),
-      to: isoParam("end of the series window, exclusive (ISO 8601 with offset); default now; at most 24 h after `from`"),
+      from: isoParam("start of the series window, inclusive (ISO 8601 with offset, 1970-9999); default `to` minus 1 hour"),
+      to: isoParam("end of the series window, exclusive (ISO 8601 with offset, 1970-9999); default now; at most 24 h after `from`"),
       limit: limitParam(100, 1000).openapi({ description: "how many stocks, 1-1000 (default 100)" }),
     }),
   },

@@ -12,6 +12,8 @@ import {
   edgeProblems,
   idempotencyHeader,
   jsonContent,
+  outboxFull,
+  userRateLimited,
   parseIdempotencyKey,
   problems,
   stockIdParam,
@@ -30,7 +32,7 @@ const createStock = createRoute({
   responses: {
     201: jsonContent(stockView, "created"),
     ...edgeProblems("post"),
-    ...problems(400, [401, "`unauthorized`: no admin token (checked before the body)"], [403, "`forbidden`: not the admin token"], [409, "`stock_exists`"]),
+    ...problems(400, [401, "`unauthorized`: no admin token (checked before the body)"], [403, "`forbidden`: not the admin token"], [409, "`stock_exists`"], outboxFull),
   },
 });
 
@@ -69,6 +71,8 @@ const allocate = createRoute({
       [404, "`not_found`: no such stock"],
       [409, "`sold_out` (`available`), `limit_exceeded` (`remaining`), `not_started`, `ended`"],
       422,
+      userRateLimited("allocate"),
+      outboxFull,
     ),
   },
 });
