@@ -41,6 +41,7 @@ import {
   uniquePrefix,
   waitHealthy,
   cpuSeconds,
+  LOAD_RATE_LIMITS,
   type Child,
   type K6Summary,
 } from "./support.ts";
@@ -212,8 +213,9 @@ async function main(): Promise<number> {
     // --profile: a CPU profile of the api for the whole run (written when it stops), in the results dir.
     const apiCmd = values.profile ? [process.execPath, "--cpu-prof", "--cpu-prof-md", `--cpu-prof-dir=${dir}`, "services/api/main.ts"] : [process.execPath, "services/api/main.ts"];
     // k6 is one client address for thousands of buyers: the per-IP limit would measure itself. The
-    // per-user limits stay on (one request per buyer in the spike, a few per second elsewhere).
-    const apiEnv = { ...serviceEnv, PORT: String(port), ADMIN_PORT: String(await freePort()), ADMIN_TOKEN: adminToken, JWT_SECRET: jwtSecret, RATE_LIMIT_IP: "off" };
+    // per-user buckets stay (their cost is part of the measure) with a limit random buyers never reach
+    // (the warm-up and the spike's buyer can be the same user).
+    const apiEnv = { ...serviceEnv, PORT: String(port), ADMIN_PORT: String(await freePort()), ADMIN_TOKEN: adminToken, JWT_SECRET: jwtSecret, ...LOAD_RATE_LIMITS };
     const api = startProcess("api", apiCmd, apiEnv, dir);
     children.push(api);
     const baseUrl = `http://127.0.0.1:${port}`;
