@@ -175,6 +175,22 @@ export const relaySchema = z.object({
   RELAY_LEASE_MS: positiveInt.min(1000).max(120_000).default(10_000),
   /** Kafka compression of relayed batches (kafkajs supports gzip natively). */
   RELAY_COMPRESSION: z.enum(["none", "gzip"]).default("none"),
+  /**
+   * Publish an outbox entry only once this many replicas have it (`WAIT n` after the read), so a
+   * failover cannot forget an event Kafka already carries (docs/design.md §11). Unset: 1 on a
+   * Redis Cluster that has replicas, 0 on a single node.
+   */
+  RELAY_MIN_REPLICAS: z.coerce.number().int().min(0).max(16).optional(),
+  /** Timeout of one `WAIT`; the relay repeats it (logging once) until the replicas have caught up. */
+  RELAY_REPLICA_WAIT_MS: positiveInt.max(60_000).default(1_000),
+  /**
+   * Kafka transactions with a transactionalId per shard, so a relay that lost its lease (e.g. paused
+   * past it) is fenced by the new owner and cannot publish. `false` = plain idempotent producer.
+   */
+  RELAY_TRANSACTIONS: z
+    .enum(["true", "false", "1", "0"])
+    .default("true")
+    .transform((v) => v === "true" || v === "1"),
 });
 
 const projector = {
@@ -238,15 +254,15 @@ export const notifierSchema = z
     /** Retry schedule: attempt n waits base·2^(n-1), capped, ±20 % jitter; dead after the last attempt. */
     WEBHOOK_RETRY_BASE: duration.default(5_000),
     WEBHOOK_RETRY_MAX: duration.default(3_600_000),
-    /** Attempts in all (the first one included). 12 with 5 s → 1 h spans about 3.6 hours. */
+    /** Attempts in all (the first one included). 12 with 5 s → 1 h spans about 2.4 hours. */
     WEBHOOK_MAX_ATTEMPTS: positiveInt.max(100).default(12),
     /** Until the response headers (covers the connect; Bun's fetch has no separate connect phase). */
     WEBHOOK_CONNECT_TIMEOUT: duration.default(5_000),
     /** Whole attempt: connect, send, headers, the response excerpt. */
     WEBHOOK_TIMEOUT: duration.default(10_000),
     /** Requests in flight per endpoint (never two of the same stock at once). */
-    WEBHOOK_CONCURRENCY: positiveInt.max(256).default(16),
-    /** How often an idle delivery loop looks for due work that another notifier process logged. */
+    WEBHOOK_CONCURRENCY: positiveInt.max(256).default(64),
+    /** How often a delivery loop checks whether waiting retries are due. */
     WEBHOOK_POLL_INTERVAL: duration.default(250),
   })
   .refine((c) => (c.WEBHOOK_URL === undefined) === (c.WEBHOOK_SECRET === undefined), {

@@ -50,6 +50,9 @@ describe("JWT claims", () => {
   test("a token living longer than the maximum is refused, with or without iat", async () => {
     await expectProblem(await api.request("POST", stockPath(), { headers: bearer(signRaw({ sub: "alice", iat: now(), exp: now() + 7200 })) }), 401, "unauthorized");
     await expectProblem(await api.request("POST", stockPath(), { headers: bearer(signRaw({ sub: "alice", exp: now() + 7200 })) }), 401, "unauthorized");
+    // An iat in the future must not stretch a one-hour token over years.
+    const later = now() + 10 * 365 * 86_400;
+    await expectProblem(await api.request("POST", stockPath(), { headers: bearer(signRaw({ sub: "alice", iat: later, exp: later + 3000 })) }), 401, "unauthorized");
   });
 
   test("a well-formed token within the lifetime passes authentication (404 for the unknown stock)", async () => {

@@ -38,7 +38,7 @@ test("always-410 dead-letters after the schedule, a healthy endpoint is not held
     logger: testLogger,
     configured: { url: healthy.url, secret: healthySecret },
     schedule,
-    send: { connectTimeoutMs: 2_000, timeoutMs: 5_000 },
+    send: { connectTimeoutMs: 15_000, timeoutMs: 20_000 }, // generous: a timeout under load would be an extra attempt
     concurrency: 16,
     pollIntervalMs: 50,
     refreshIntervalMs: 500,

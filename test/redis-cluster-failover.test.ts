@@ -26,7 +26,9 @@ let stocks: string[];
 let user: Record<string, string>;
 
 beforeAll(async () => {
-  cluster = await startPrivateCluster({ basePort: 7006, nodeTimeoutMs: 2000 });
+  // The node timeout is longer than the client's retry budget (~3 s), so the test sees the window in which
+  // no master owns the slots (503), not only requests that waited it out.
+  cluster = await startPrivateCluster({ basePort: 7006, nodeTimeoutMs: 6000 });
   api = createTestApi({ shards: SHARDS, redis: cluster.target });
   api.redis.on("error", () => {}); // a killed node is expected here
   stocks = [];
@@ -170,7 +172,7 @@ describe("Redis Cluster under change (private cluster 7006-7011)", () => {
       await Bun.sleep(1_000);
       const killedAt = Date.now();
       cluster.kill9(victim.port);
-      // The replica takes over after the node timeout (2 s) and an election.
+      // The replica takes over after the node timeout (6 s) and an election.
       await cluster.waitOk(30_000, (nodes) =>
         nodes.some((n) => n.port !== victim.port && n.role === "master" && !n.failed && n.slots.some(([a, b]) => victimSlot >= a && victimSlot <= b)),
       );

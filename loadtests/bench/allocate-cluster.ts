@@ -87,7 +87,7 @@ async function runOne(target: LuaCeilingRow["target"], o: LuaCeilingOptions): Pr
         buffer += new TextDecoder().decode(chunk);
         let nl: number;
         while ((nl = buffer.indexOf("\n")) >= 0) {
-          yield JSON.parse(buffer.slice(0, nl)) as { phase: string; calls?: number; errors?: number; p50?: number; p99?: number; firstError?: string };
+          yield JSON.parse(buffer.slice(0, nl)) as { phase: string; calls?: number; errors?: number; p50?: number; p99?: number; cpuMicros?: number; firstError?: string };
           buffer = buffer.slice(nl + 1);
         }
       }
@@ -95,7 +95,6 @@ async function runOne(target: LuaCeilingRow["target"], o: LuaCeilingOptions): Pr
     const sample = () => ({
       masters: servers.filter((s) => s.role === "master").reduce((a, s) => a + cpuSeconds(s.pid), 0),
       replicas: servers.filter((s) => s.role === "replica").reduce((a, s) => a + cpuSeconds(s.pid), 0),
-      drivers: drivers.reduce((a, d) => a + cpuSeconds(d.pid), 0),
     });
     // Every driver past its warm-up, then sample; the same after they finish.
     for (const l of lines) await l.next();
@@ -118,7 +117,7 @@ async function runOne(target: LuaCeilingRow["target"], o: LuaCeilingOptions): Pr
       p50: Math.max(...done.map((d) => d.p50 ?? Number.NaN)),
       p99: Math.max(...done.map((d) => d.p99 ?? Number.NaN)),
       errors,
-      cpu: { masters: perCall(c0.masters, c1.masters), replicas: perCall(c0.replicas, c1.replicas), drivers: perCall(c0.drivers, c1.drivers) },
+      cpu: { masters: perCall(c0.masters, c1.masters), replicas: perCall(c0.replicas, c1.replicas), drivers: done.reduce((a, d) => a + (d.cpuMicros ?? Number.NaN), 0) / calls },
       check: `verifier ${report.ok ? "clean" : "FAILED"}, ${errors} error(s)${firstError ? ` (first: ${firstError})` : ""}`,
       ok: report.ok && errors === 0,
     };

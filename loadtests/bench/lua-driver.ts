@@ -3,7 +3,7 @@
  * commands.allocate() — the api's own path to allocate.lua, EVALSHA with auto-pipelining, per key
  * slot on a cluster — with INFLIGHT calls in flight over the given stocks, for WARMUP_MS then
  * DURATION_MS. Several of these run at once, so the driver is not the one core that limits.
- * Prints one JSON line: { calls, errors, p50, p99, firstError }.
+ * Prints a line when its measured part starts, then one with { calls, errors, p50, p99, cpuMicros, firstError }.
  *
  * Env: BENCH_REDIS_URL, BENCH_CLUSTER_NODES (host:port,… — set: the Cluster client), BENCH_PREFIX,
  * BENCH_SHARDS, BENCH_STOCK_IDS (comma), INFLIGHT, WARMUP_MS, DURATION_MS.
@@ -45,8 +45,11 @@ async function run(ms: number, record: boolean) {
 await run(Number(env.WARMUP_MS ?? 2000), false);
 // The parent samples CPU around the measured part: tell it when it starts.
 console.log(JSON.stringify({ phase: "measuring" }));
+const cpu0 = process.cpuUsage();
 const { latencies, errors, firstError } = await run(Number(env.DURATION_MS ?? 10_000), true);
+const cpu = process.cpuUsage(cpu0);
 latencies.sort((a, b) => a - b);
 const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * q))] ?? Number.NaN;
-console.log(JSON.stringify({ phase: "done", calls: latencies.length, errors, p50: at(0.5), p99: at(0.99), firstError }));
+// Its own CPU time while measuring (µs): the parent cannot read /proc once the driver has exited.
+console.log(JSON.stringify({ phase: "done", calls: latencies.length, errors, p50: at(0.5), p99: at(0.99), cpuMicros: cpu.user + cpu.system, firstError }));
 redis.disconnect();

@@ -56,8 +56,14 @@ function createTokenVerifier(policy: TokenPolicy): (token: string) => Record<str
     const iat = claims.iat;
     if (typeof exp !== "number") throw new Error("exp must be a number");
     // A token minted for a year is refused even though it is signed: stolen tokens must die young.
-    const from = typeof iat === "number" ? iat * 1000 : Date.now();
-    if (exp * 1000 - from > maxLifetimeMs + CLOCK_TOLERANCE_MS) throw new Error("token lifetime over the maximum");
+    // Both bounds: exp - iat (the lifetime it was minted with) and exp - now (an iat set in the
+    // future would otherwise stretch a short-looking token over years).
+    const now = Date.now();
+    if (exp * 1000 - now > maxLifetimeMs + CLOCK_TOLERANCE_MS) throw new Error("token lifetime over the maximum");
+    if (typeof iat === "number") {
+      if (iat * 1000 > now + CLOCK_TOLERANCE_MS) throw new Error("token issued in the future");
+      if (exp * 1000 - iat * 1000 > maxLifetimeMs) throw new Error("token lifetime over the maximum");
+    }
     return claims;
   };
 }

@@ -64,6 +64,9 @@ const TITLES: Record<ProblemCode, string> = {
   internal_error: "Internal error",
 };
 
+/** Every code the api answers with, for the OpenAPI document's Problem schema. */
+export const PROBLEM_CODES = Object.keys(TITLES) as [ProblemCode, ...ProblemCode[]];
+
 export function problemBody(problem: ApiProblem, requestId: string | undefined) {
   // Extensions without the reserved names, and the problem's own members last: never overwritten.
   const extensions = Object.fromEntries(Object.entries(problem.extra).filter(([name]) => !(PROBLEM_MEMBERS as readonly string[]).includes(name)));

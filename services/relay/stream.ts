@@ -63,10 +63,6 @@ export function idTimeMs(id: string): number {
 }
 
 
-export function isBusyGroup(err: unknown): boolean {
-  return err instanceof Error && err.message.startsWith("BUSYGROUP");
-}
-
 export function isNoGroup(err: unknown): boolean {
   return err instanceof Error && err.message.startsWith("NOGROUP");
 }

@@ -18,6 +18,8 @@ import relayHeartbeatLua from "./scripts/relay_heartbeat.lua" with { type: "text
 import relayLeaseAcquireLua from "./scripts/relay_lease_acquire.lua" with { type: "text" };
 import relayLeaseReleaseLua from "./scripts/relay_lease_release.lua" with { type: "text" };
 import relayLeaseRenewLua from "./scripts/relay_lease_renew.lua" with { type: "text" };
+import relayEnsureGroupLua from "./scripts/relay_ensure_group.lua" with { type: "text" };
+import relayReadLua from "./scripts/relay_read.lua" with { type: "text" };
 
 const SCRIPTS = {
   fsCreateStock: { source: createStockLua, keys: 2 },
@@ -31,6 +33,8 @@ const SCRIPTS = {
   fsRelayLeaseRenew: { source: relayLeaseRenewLua, keys: 1 },
   fsRelayLeaseRelease: { source: relayLeaseReleaseLua, keys: 1 },
   fsRelayDeleteIdleConsumers: { source: relayDeleteIdleConsumersLua, keys: 1 },
+  fsRelayRead: { source: relayReadLua, keys: 2 },
+  fsRelayEnsureGroup: { source: relayEnsureGroupLua, keys: 1 },
 } as const;
 
 export type ScriptName = keyof typeof SCRIPTS;

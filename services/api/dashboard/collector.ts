@@ -207,7 +207,7 @@ export class DashboardCollector {
     const prefix = commands.keys.prefix;
     const stockKey = new RegExp(`^${prefix}:\\{\\d+\\}:stock:([^:]+)$`);
     // SCAN is per node: on a cluster, one cursor per master (a single node is its own only master).
-    for (const node of keyHolders(redis)) {
+    for (const node of await keyHolders(redis)) {
       const at = `${node.options.host}:${node.options.port}`;
       const [cursor, keys] = await node.scan(this.scanCursors.get(at) ?? "0", "MATCH", `${prefix}:{*}:stock:*`, "COUNT", SCAN_COUNT);
       this.scanCursors.set(at, cursor);

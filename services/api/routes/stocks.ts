@@ -12,6 +12,8 @@ import {
   edgeProblems,
   idempotencyHeader,
   jsonContent,
+  outboxFull,
+  userRateLimited,
   parseIdempotencyKey,
   problems,
   stockIdParam,
@@ -32,7 +34,7 @@ const createStock = createRoute({
   responses: {
     201: jsonContent(stockView, "created"),
     ...edgeProblems("post"),
-    ...problems(400, [401, "`unauthorized`: no admin token (checked before the body)"], [403, "`forbidden`: not the admin token"], [409, "`stock_exists`"]),
+    ...problems(400, [401, "`unauthorized`: no admin token (checked before the body)"], [403, "`forbidden`: not the admin token"], [409, "`stock_exists`"], outboxFull),
   },
 });
 
@@ -72,6 +74,8 @@ const allocateRoute = (fastPath: MiddlewareHandler<AppEnv>) => createRoute({
       [404, "`not_found`: no such stock"],
       [409, "`sold_out` (`available`), `limit_exceeded` (`remaining`), `not_started`, `ended`"],
       422,
+      userRateLimited("allocate"),
+      outboxFull,
     ),
   },
 });
