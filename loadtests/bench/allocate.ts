@@ -147,7 +147,7 @@ function pgBackendCpuSeconds(database: string): number {
 
 /** The redis-server processes behind a client: the one node, or every node of a cluster. */
 async function redisPids(redis: RedisClient): Promise<number[]> {
-  return Promise.all(keyHolders(redis).concat(isCluster(redis) ? redis.nodes("slave") : []).map(async (n) => Number(/process_id:(\d+)/.exec(await n.info("server"))?.[1])));
+  return Promise.all((await keyHolders(redis)).concat(isCluster(redis) ? redis.nodes("slave") : []).map(async (n) => Number(/process_id:(\d+)/.exec(await n.info("server"))?.[1])));
 }
 
 async function redisPid(redis: Redis): Promise<number> {

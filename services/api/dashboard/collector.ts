@@ -228,7 +228,7 @@ export class DashboardCollector {
     const prefix = commands.keys.prefix;
     const stockKey = new RegExp(`^${prefix}:\\{\\d+\\}:stock:([^:]+)$`);
     // SCAN is per node: on a cluster, one cursor per master (a single node is its own only master).
-    for (const node of keyHolders(redis)) {
+    for (const node of await keyHolders(redis)) {
       const at = `${node.options.host}:${node.options.port}`;
       const [cursor, keys] = await node.scan(this.scanCursors.get(at) ?? "0", "MATCH", `${prefix}:{*}:stock:*`, "COUNT", SCAN_COUNT);
       this.scanCursors.set(at, cursor);
@@ -306,7 +306,7 @@ export class DashboardCollector {
     const scrapes = await Promise.all(
       this.deps.workerMetricsUrls.map(async (url) => {
         try {
-          const res = await doFetch(url, { signal: AbortSignal.timeout(800) });
+          const res = await doFetch(url, { signal: AbortSignal.timeout(1500) });
           if (!res.ok) return { url, error: `HTTP ${res.status}` };
           return { url, samples: parsePromText(await res.text()) };
         } catch (err) {
