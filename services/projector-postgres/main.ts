@@ -20,6 +20,8 @@ const projector = createPostgresProjector({
   dlqTopic: config.KAFKA_DLQ_TOPIC,
   groupId: config.PROJECTOR_GROUP_ID,
   topicPartitions: config.KAFKA_PARTITIONS,
+  fetchMaxWaitMs: config.PROJECTOR_FETCH_MAX_WAIT_MS,
+  fetchMinBytes: config.PROJECTOR_FETCH_MIN_BYTES,
   partitionsConsumedConcurrently: concurrency,
   sql,
   logger,

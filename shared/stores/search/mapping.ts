@@ -115,16 +115,17 @@ export async function indicesOfAlias(es: Client, alias: string): Promise<string[
  * Creates `<alias>-v1` with the mapping and the alias if the alias is missing. Idempotent and safe
  * when several projectors start at once (a lost race answers resource_already_exists).
  */
-export async function ensureStockIndex(es: Client, alias: string): Promise<string> {
+export async function ensureStockIndex(es: Client, alias: string, refreshInterval = REFRESH_INTERVAL): Promise<string> {
   const current = await indicesOfAlias(es, alias);
   if (current.length > 0) {
     // Settings that can change on a live index follow the code (an index made by an older version).
-    await es.indices.putSettings({ index: alias, settings: { index: { refresh_interval: REFRESH_INTERVAL } } });
+    await es.indices.putSettings({ index: alias, settings: { index: { refresh_interval: refreshInterval } } });
     return current[0]!;
   }
   const index = indexNameFor(alias, 1);
   try {
-    await es.indices.create({ index, ...STOCK_INDEX_BODY, aliases: { [alias]: {} } });
+    const body = { ...STOCK_INDEX_BODY, settings: { ...STOCK_INDEX_BODY.settings, refresh_interval: refreshInterval } };
+    await es.indices.create({ index, ...body, aliases: { [alias]: {} } });
   } catch (err) {
     const type = err instanceof errors.ResponseError ? (err.body as { error?: { type?: string } })?.error?.type : undefined;
     if (type !== "resource_already_exists_exception") throw err;
