@@ -9,7 +9,8 @@
  *  2. freshness: allocations at a steady BENCH_RATE per second for BENCH_SECONDS through the whole
  *     pipeline: Lua allocate (createStockCommands) → relay → Kafka → both projectors (all binaries).
  *     Probe allocations (BENCH_PROBES per second, on stocks nothing else touches, so their version
- *     is known) are timed from the allocate response to: the order row in PostgreSQL and the
+ *     is known) are timed from their event's occurredAt (read off the topic) to: the broker's append,
+ *     the order row in PostgreSQL and the
  *     document version in a search (what GET /api/stocks/search sees: after a refresh,
  *     refresh_interval 250ms). One poller per store checks every pending probe each BENCH_POLL_MS.
  *     BENCH_ES_GET=1 adds a realtime GET poller (the projector's lag without the refresh). It is off
@@ -234,6 +235,8 @@ interface Probe {
   stockId: string;
   version: number;
   respondedAt: number;
+  /** The event's occurredAt (Redis TIME), from the topic: the origin of every figure when known. */
+  occurredAt?: number;
   kafka?: number;
   pg?: number;
   esGet?: number;
@@ -241,6 +244,18 @@ interface Probe {
 }
 
 const results: FreshnessResult[] = [];
+
+/**
+ * ms from each probe's occurredAt (the issue's definition of freshness; falls back to the allocate
+ * response if the watcher missed the message) to the moment `at` saw it. Not from the response alone:
+ * a niced or busy load generator stamps its responses late, which would hide the relay's share.
+ */
+function since(probes: Probe[], at: (p: Probe) => number | undefined): number[] {
+  return probes.flatMap((p) => {
+    const seen = at(p);
+    return seen === undefined ? [] : [seen - (p.occurredAt ?? p.respondedAt)];
+  });
+}
 
 async function freshness(variant: Variant, round: number): Promise<void> {
   const tag = `${variant.name.replace(/[^a-z0-9]/gi, "").toLowerCase()}${round}`;
@@ -294,7 +309,7 @@ async function freshness(variant: Variant, round: number): Promise<void> {
           const rows = await sql<{ allocation_id: string }[]>`SELECT allocation_id FROM orders WHERE allocation_id = ANY(${ids})`;
           const now = Date.now();
           const found = new Set(rows.map((r) => r.allocation_id));
-          for (const p of pending.pg) if (found.has(p.allocationId)) (p.pg = now - p.respondedAt), pending.pg.delete(p);
+          for (const p of pending.pg) if (found.has(p.allocationId)) (p.pg = now), pending.pg.delete(p);
         }
         await Bun.sleep(POLL_MS);
       }
@@ -306,7 +321,7 @@ async function freshness(variant: Variant, round: number): Promise<void> {
           const result = await es.mget<StockDocument>({ index: alias, ids, realtime: true, _source_includes: ["version"] });
           const now = Date.now();
           const version = new Map(result.docs.map((d) => [d._id, "found" in d && d.found ? d._source!.version : 0]));
-          for (const p of pending.get) if ((version.get(p.stockId) ?? 0) >= p.version) (p.esGet = now - p.respondedAt), pending.get.delete(p);
+          for (const p of pending.get) if ((version.get(p.stockId) ?? 0) >= p.version) (p.esGet = now), pending.get.delete(p);
         }
         await Bun.sleep(POLL_MS);
       }
@@ -318,7 +333,7 @@ async function freshness(variant: Variant, round: number): Promise<void> {
           const result = await es.search<StockDocument>({ index: alias, size: ids.length, query: { ids: { values: ids } }, _source: ["version"] });
           const now = Date.now();
           const version = new Map(result.hits.hits.map((h) => [h._id!, h._source!.version]));
-          for (const p of pending.search) if ((version.get(p.stockId) ?? 0) >= p.version) (p.esSearch = now - p.respondedAt), pending.search.delete(p);
+          for (const p of pending.search) if ((version.get(p.stockId) ?? 0) >= p.version) (p.esSearch = now), pending.search.delete(p);
         }
         await Bun.sleep(POLL_MS);
       }
@@ -327,7 +342,7 @@ async function freshness(variant: Variant, round: number): Promise<void> {
 
   // Append to the topic (broker LogAppendTime): the relay's share, apart from the projectors'.
   const byAllocation = new Map<string, Probe>();
-  const arrivedEarly = new Map<string, number>();
+  const arrivedEarly = new Map<string, { at: number; occurredAt: number }>();
   const watcher = kafka.consumer({ groupId: `bench-watch-${run}`, maxWaitTimeInMs: 50 });
   await watcher.connect();
   await watcher.subscribe({ topic, fromBeginning: false });
@@ -336,11 +351,12 @@ async function freshness(variant: Variant, round: number): Promise<void> {
       for (const m of batch.messages) {
         const now = Number(m.timestamp); // broker append time
         if (!m.key || !String(m.key).startsWith("probe")) continue;
-        const allocationId = (JSON.parse(String(m.value)) as { payload: { allocationId?: string } }).payload.allocationId;
+        const event = JSON.parse(String(m.value)) as { occurredAt: string; payload: { allocationId?: string } };
+        const allocationId = event.payload.allocationId;
         if (!allocationId) continue;
         const probe = byAllocation.get(allocationId);
-        if (probe) probe.kafka = now - probe.respondedAt;
-        else arrivedEarly.set(allocationId, now);
+        if (probe) (probe.kafka = now), (probe.occurredAt = Date.parse(event.occurredAt));
+        else arrivedEarly.set(allocationId, { at: now, occurredAt: Date.parse(event.occurredAt) });
       }
     },
   });
@@ -379,7 +395,7 @@ async function freshness(variant: Variant, round: number): Promise<void> {
           probes.push(probe);
           byAllocation.set(probe.allocationId, probe);
           const early = arrivedEarly.get(probe.allocationId);
-          if (early !== undefined) probe.kafka = early - probe.respondedAt;
+          if (early !== undefined) (probe.kafka = early.at), (probe.occurredAt = early.occurredAt);
           pending.pg.add(probe);
           if (ES_GET) pending.get.add(probe);
           pending.search.add(probe);
@@ -414,15 +430,15 @@ async function freshness(variant: Variant, round: number): Promise<void> {
   await watcher.disconnect();
   const result: FreshnessResult = {
     variant: variant.name,
-    kafka: probes.flatMap((p) => (p.kafka === undefined ? [] : [p.kafka])),
-    pg: probes.flatMap((p) => (p.pg === undefined ? [] : [p.pg])),
-    search: probes.flatMap((p) => (p.esSearch === undefined ? [] : [p.esSearch])),
+    kafka: since(probes, (p) => p.kafka),
+    pg: since(probes, (p) => p.pg),
+    search: since(probes, (p) => p.esSearch),
     stages: { pg: stageFigures(stagesBefore.pg, await scrape(pg)), search: stageFigures(stagesBefore.search, await scrape(search)) },
   };
   results.push(result);
   report("Kafka (relay: appended to the topic)", [...result.kafka]);
   report("PostgreSQL (order row)", [...result.pg]);
-  if (ES_GET) report("Elasticsearch GET (doc version, realtime)", probes.flatMap((p) => (p.esGet === undefined ? [] : [p.esGet])));
+  if (ES_GET) report("Elasticsearch GET (doc version, realtime)", since(probes, (p) => p.esGet));
   report("Elasticsearch search (doc version, after refresh)", [...result.search]);
   // Where the time goes, per stage, from the projectors' own histograms (every event, not only probes).
   log(`[${variant.name}] time budget, projector-postgres, p50/p99 ms: ${formatStages(result.stages.pg)}`);

@@ -55,7 +55,9 @@ export interface StockDocument {
  * document (p99 ≈ 0.5 s on 2 cores, bench:projectors) + up to one refresh interval. The default 1s
  * alone would use up the budget; 500ms measured p99 just over 1 s. Four refreshes a second cost
  * little here: writes are coalesced to one document per stock per batch, so each refresh publishes
- * a small segment (at most one update per stock), and the index is small.
+ * a small segment (at most one update per stock), and the index is small. The live projector also
+ * refreshes right after its writes (refresher.ts); the interval is then the backstop for other
+ * writers. Overridden by ELASTICSEARCH_REFRESH_INTERVAL.
  */
 export const REFRESH_INTERVAL = "250ms";
 
