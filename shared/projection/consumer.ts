@@ -84,23 +84,30 @@ export function createProjectionConsumer(options: ProjectionConsumerOptions): Pr
     }
   }
 
+  // Children bound once: a labelled observe() hashes its labels on every call, per event here.
+  const stageOf = {
+    relay: metrics.stageSeconds.labels({ stage: "relay" }),
+    kafkaToFetch: metrics.stageSeconds.labels({ stage: "kafka_to_fetch" }),
+    fetchToCommit: metrics.stageSeconds.labels({ stage: "fetch_to_commit" }),
+    commitToVisible: metrics.stageSeconds.labels({ stage: "commit_to_visible" }),
+  };
+
   /** The time budget of the batch's applied events (metrics.ts, PROJECTOR_STAGES). */
   function observeStages(outcome: Extract<BatchOutcome, { status: "done" }>, fetchedAt: number, storedAt: number): void {
-    const stage = metrics.stageSeconds;
-    for (const event of outcome.applied) {
-      const occurred = Date.parse(event.occurredAt);
-      const stamped = Number(outcome.messageOf(event.eventId)?.timestamp);
-      if (Number.isFinite(stamped)) {
-        stage.observe({ stage: "relay" }, Math.max(0, stamped - occurred) / 1000);
-        stage.observe({ stage: "kafka_to_fetch" }, Math.max(0, fetchedAt - stamped) / 1000);
-      }
-      stage.observe({ stage: "fetch_to_commit" }, (storedAt - fetchedAt) / 1000);
-    }
     const count = outcome.applied.length;
     if (count === 0) return;
+    const stored = (storedAt - fetchedAt) / 1000;
+    for (const event of outcome.applied) {
+      const stamped = Number(outcome.messageOf(event.eventId)?.timestamp);
+      if (Number.isFinite(stamped)) {
+        stageOf.relay.observe(Math.max(0, stamped - Date.parse(event.occurredAt)) / 1000);
+        stageOf.kafkaToFetch.observe(Math.max(0, fetchedAt - stamped) / 1000);
+      }
+      stageOf.fetchToCommit.observe(stored);
+    }
     if (!sink.whenVisible) {
       // Visible at commit (PostgreSQL, read committed): the stage is there, and it is zero.
-      for (let i = 0; i < count; i++) stage.observe({ stage: "commit_to_visible" }, 0);
+      for (let i = 0; i < count; i++) stageOf.commitToVisible.observe(0);
       return;
     }
     const visible = sink.whenVisible();
@@ -108,7 +115,7 @@ export function createProjectionConsumer(options: ProjectionConsumerOptions): Pr
     void visible.then(
       () => {
         const seconds = (Date.now() - storedAt) / 1000;
-        for (let i = 0; i < count; i++) stage.observe({ stage: "commit_to_visible" }, seconds);
+        for (let i = 0; i < count; i++) stageOf.commitToVisible.observe(seconds);
       },
       () => {}, // the next write's visibility is measured again; nothing to retry here
     );

@@ -214,14 +214,6 @@ function addToMinute(row: MinuteRow, event: OrderEvent): void {
   }
 }
 
-/** One event's share of its (stock, minute) row; null for StockCreated (it counts nothing). */
-export function minuteContribution(event: StockEvent): MinuteRow | null {
-  if (event.eventType === "StockCreated") return null;
-  const row = emptyMinute(event.aggregateId, minuteOf(event.occurredAt));
-  addToMinute(row, event);
-  return row;
-}
-
 const byKey = <T>(key: (row: T) => string) => (a: T, b: T) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0);
 
 /**
