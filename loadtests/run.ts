@@ -16,13 +16,15 @@
  *            --warmup N (seconds of requests on a stock whose sale has not started, before the
  *                        measured run, so a freshly started server is not measured while its JIT
  *                        compiles; the baseline gets the same. Default 10 for the spike, else 0)
+ * Redis: REDIS_URL, or the cluster when REDIS_CLUSTER_NODES is set (passed on to every service, and
+ * the verifier scans every master), e.g. REDIS_CLUSTER_NODES=$(bash scripts/stack.sh env redis-cluster | cut -d= -f2).
  */
 import { parseArgs } from "node:util";
 import { stackEnv } from "../test/support/env.ts";
 import { unlink } from "node:fs/promises";
 import { join } from "node:path";
-import type { Redis } from "ioredis";
-import { createRedis, deleteKeysByPrefix } from "../shared/redis/client.ts";
+import { redisTargetFromEnv } from "../shared/config.ts";
+import { createRedis, deleteKeysByPrefix, type RedisClient } from "../shared/redis/client.ts";
 import { formatReport, type Layer } from "../shared/verify/report.ts";
 import { verify, type VerifyOptions } from "../shared/verify/verify.ts";
 import {
@@ -147,7 +149,8 @@ async function main(): Promise<number> {
   const jwtSecret = randomSecret(48);
   const children: Child[] = [];
   const cleanups: Array<() => Promise<unknown>> = [];
-  const redis: Redis = createRedis(REDIS_URL);
+  const redisTarget = redisTargetFromEnv({ REDIS_URL, REDIS_CLUSTER_NODES: process.env.REDIS_CLUSTER_NODES });
+  const redis: RedisClient = createRedis(redisTarget);
   const layers: Layer[] = ["redis"];
   let exitCode = 1;
   console.log(`[load] ${scenario}: run ${id}, redis prefix ${prefix}, results in ${dir}`);
@@ -155,6 +158,7 @@ async function main(): Promise<number> {
 
   try {
     const serviceEnv: Record<string, string> = { REDIS_URL, REDIS_KEY_PREFIX: prefix, LOG_LEVEL: values["log-level"]! };
+    if (process.env.REDIS_CLUSTER_NODES) serviceEnv.REDIS_CLUSTER_NODES = process.env.REDIS_CLUSTER_NODES;
     // --- the pipeline, isolated: database, topic, alias and groups of this run only.
     if (values.pipeline) {
       const dbName = prefix;
@@ -207,7 +211,10 @@ async function main(): Promise<number> {
     const port = await freePort();
     // --profile: a CPU profile of the api for the whole run (written when it stops), in the results dir.
     const apiCmd = values.profile ? [process.execPath, "--cpu-prof", "--cpu-prof-md", `--cpu-prof-dir=${dir}`, "services/api/main.ts"] : [process.execPath, "services/api/main.ts"];
-    const api = startProcess("api", apiCmd, { ...serviceEnv, PORT: String(port), ADMIN_TOKEN: adminToken, JWT_SECRET: jwtSecret }, dir);
+    // k6 is one client address for thousands of buyers: the per-IP limit would measure itself. The
+    // per-user limits stay on (one request per buyer in the spike, a few per second elsewhere).
+    const apiEnv = { ...serviceEnv, PORT: String(port), ADMIN_PORT: String(await freePort()), ADMIN_TOKEN: adminToken, JWT_SECRET: jwtSecret, RATE_LIMIT_IP: "off" };
+    const api = startProcess("api", apiCmd, apiEnv, dir);
     children.push(api);
     const baseUrl = `http://127.0.0.1:${port}`;
     await waitHealthy(`${baseUrl}/readyz`, api);

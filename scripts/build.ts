@@ -7,20 +7,13 @@
  */
 import { existsSync, mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { SERVICE_NAMES, SERVICES, type ServiceName } from "../shared/services.ts";
 
 export const REPO_ROOT = resolve(import.meta.dir, "..");
-export const SERVICES = ["api", "relay", "expirer", "projector-postgres", "projector-search"] as const;
 
-/**
- * Runtime flags baked into a binary. The api's HTTP server accepts headers up to 64 KiB so the app
- * itself answers oversized ones (MAX_HEADER_BYTES, 8 KiB) with a problem+json 431; only beyond 64 KiB
- * does Bun answer a bare 431. Same flag in package.json `api`, scripts/up.sh and the Dockerfile.
- */
-export const RUNTIME_FLAGS: Partial<Record<(typeof SERVICES)[number], string[]>> = { api: ["--max-http-header-size=65536"] };
-
-/** The services whose main.ts exists, in the canonical order. */
-export function existingServices(root = REPO_ROOT): string[] {
-  return SERVICES.filter((s) => existsSync(join(root, "services", s, "main.ts")));
+/** The services whose main.ts exists, in the registry's order (shared/services.ts). */
+export function existingServices(root = REPO_ROOT): ServiceName[] {
+  return SERVICE_NAMES.filter((s) => existsSync(join(root, "services", s, "main.ts")));
 }
 
 export interface BuildResult {
@@ -41,7 +34,8 @@ export async function buildService(name: string, outDir: string, target?: string
     // Syntax-only minification keeps names and lines readable in stack traces (no separate source map to ship).
     "--minify-syntax",
     ...(target ? [`--target=${target}`] : []),
-    ...(RUNTIME_FLAGS[name as (typeof SERVICES)[number]] ?? []).map((flag) => `--compile-exec-argv=${flag}`),
+    // Flags for the runtime itself (e.g. the api's header limit), from the registry.
+    ...(SERVICES[name as ServiceName]?.runtimeFlags ?? []).map((flag) => `--compile-exec-argv=${flag}`),
     entry,
     "--outfile",
     outfile,
@@ -56,7 +50,7 @@ export async function buildService(name: string, outDir: string, target?: string
 if (import.meta.main) {
   const requested = process.argv.slice(2);
   const available = existingServices();
-  const unknown = requested.filter((n) => !available.includes(n));
+  const unknown = requested.filter((n) => !(available as string[]).includes(n));
   if (unknown.length) {
     console.error(`build: no services/<name>/main.ts for: ${unknown.join(", ")} (available: ${available.join(", ") || "none"})`);
     process.exit(2);

@@ -1,12 +1,26 @@
 /**
- * Mints a development JWT (HS256) for a user: `bun run token <userId> [ttlSeconds]`.
- * Reads JWT_SECRET from the environment, like the api.
+ * Mints a development JWT (HS256) for a user: `bun run token <userId> [ttlSeconds]` (default 1 h).
+ * Reads JWT_SECRET, and JWT_ISSUER / JWT_AUDIENCE when set, from the environment, like the api.
+ * Every token has `iat` and `exp` (the api refuses tokens without `exp` or living longer than
+ * JWT_MAX_LIFETIME_SECONDS).
  */
 import { createSigner } from "fast-jwt";
+import { DEFAULT_JWT_MAX_LIFETIME_SECONDS } from "../shared/domain/policy.ts";
 import { USER_ID_PATTERN } from "../shared/domain/validation.ts";
 
-export async function mintUserToken(userId: string, secret: string, ttlSeconds = 3600): Promise<string> {
-  return createSigner({ key: secret, algorithm: "HS256", expiresIn: ttlSeconds * 1000 })({ sub: userId });
+export interface MintOptions {
+  issuer?: string;
+  audience?: string;
+}
+
+export async function mintUserToken(userId: string, secret: string, ttlSeconds = 3600, options: MintOptions = {}): Promise<string> {
+  return createSigner({
+    key: secret,
+    algorithm: "HS256",
+    expiresIn: ttlSeconds * 1000,
+    ...(options.issuer ? { iss: options.issuer } : {}),
+    ...(options.audience ? { aud: options.audience } : {}),
+  })({ sub: userId });
 }
 
 if (import.meta.main) {
@@ -20,5 +34,11 @@ if (import.meta.main) {
     console.error("JWT_SECRET must be set (at least 32 characters), the same value the api uses");
     process.exit(2);
   }
-  console.log(await mintUserToken(userId, secret, ttl ? Number(ttl) : undefined));
+  const ttlSeconds = ttl === undefined ? undefined : Number(ttl);
+  const maxLifetime = Number(process.env.JWT_MAX_LIFETIME_SECONDS || DEFAULT_JWT_MAX_LIFETIME_SECONDS);
+  if (ttlSeconds !== undefined && !(Number.isInteger(ttlSeconds) && ttlSeconds > 0 && ttlSeconds <= maxLifetime)) {
+    console.error(`ttlSeconds must be an integer from 1 to ${maxLifetime} (JWT_MAX_LIFETIME_SECONDS): the api refuses longer-lived tokens`);
+    process.exit(2);
+  }
+  console.log(await mintUserToken(userId, secret, ttlSeconds, { issuer: process.env.JWT_ISSUER, audience: process.env.JWT_AUDIENCE }));
 }

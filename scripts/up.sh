@@ -16,7 +16,9 @@ set -euo pipefail
 # shellcheck source=scripts/stack.sh
 source "$(dirname "${BASH_SOURCE[0]}")/stack.sh"
 
-SERVICES=(api relay expirer projector-postgres projector-search)
+install_bun # a bare machine has none; everything below may use it
+# The binaries, their admin ports and runtime flags: the one registry, shared/services.ts.
+eval "$(cd "$REPO_ROOT" && bun shared/services.ts shell)"
 export ADMIN_TOKEN="${ADMIN_TOKEN:-dev-admin-token-0123456789}"
 export JWT_SECRET="${JWT_SECRET:-dev-jwt-secret-0123456789abcdef0123456789abcdef}"
 export REDIS_URL="${REDIS_URL:-redis://$HOST:$REDIS_PORT}"
@@ -24,12 +26,11 @@ export DATABASE_URL="${DATABASE_URL:-postgres://$PG_USER:$PG_PASSWORD@$HOST:$PG_
 export KAFKA_BROKERS="${KAFKA_BROKERS:-$HOST:$KAFKA_PORT}"
 export ELASTICSEARCH_URL="${ELASTICSEARCH_URL:-http://$HOST:$ES_PORT}"
 API_PORT="${PORT:-3000}"
+# The api's operators' port (/metrics, /healthz, /readyz): metrics stay off the public port.
+API_ADMIN_PORT="${API_ADMIN_PORT:-${SERVICE_ADMIN_PORT[api]}}"
 
 admin_port_of() {
-  case "$1" in
-    api) echo "$API_PORT" ;; relay) echo 9101 ;; expirer) echo 9102 ;;
-    projector-postgres) echo 9103 ;; projector-search) echo 9104 ;;
-  esac
+  if [[ "$1" == api ]]; then echo "$API_PORT"; else echo "${SERVICE_ADMIN_PORT[$1]:?unknown service $1}"; fi
 }
 
 existing_services() {
@@ -60,8 +61,10 @@ start_service() {
   fi
   bun="$(find_bun)"
   local env_port=(ADMIN_PORT="$port") flags=()
-  # The api's server takes headers up to 64 KiB so the app answers oversized ones itself (scripts/build.ts RUNTIME_FLAGS).
-  [[ "$name" == api ]] && env_port=(PORT="$port") && flags=(--max-http-header-size=65536)
+  read -r -a flags <<<"${SERVICE_RUNTIME_FLAGS[$name]}"
+  # API_WORKERS api processes share the port (SO_REUSEPORT), one per core unless set; worker i's
+  # admin port is API_ADMIN_PORT + i (docs/design.md §12).
+  [[ "$name" == api ]] && env_port=(PORT="$port" ADMIN_PORT="$API_ADMIN_PORT" API_WORKERS="${API_WORKERS:-$(nproc)}")
   echo "---- $(date -u +%FT%TZ) start" >>"$(svc_log "$name")"
   (
     cd "$REPO_ROOT"
@@ -109,7 +112,6 @@ services_or_all() {
 
 system_up() {
   local t0=$SECONDS names n failed=()
-  install_bun # a bare machine has none; the stack installs its own Debian packages
   (cd "$REPO_ROOT" && bun install --frozen-lockfile >/dev/null)
   bash "$REPO_ROOT/scripts/stack.sh" up
   (cd "$REPO_ROOT" && "$(find_bun)" scripts/migrate.ts)
@@ -130,8 +132,8 @@ system_up() {
   cat <<EOF
 
 flash-sale is up in $((SECONDS - t0))s
-  api            http://$HOST:$API_PORT   (/docs, /openapi.json, /healthz, /readyz, /metrics)
-  workers        relay :9101  expirer :9102  projector-postgres :9103  projector-search :9104  (/healthz /readyz /metrics)
+  api            http://$HOST:$API_PORT   (/docs, /openapi.json, /healthz, /readyz)  admin :$API_ADMIN_PORT (/metrics /healthz /readyz)
+  workers        relay :9101  expirer :9102  projector-postgres :9103  projector-search :9104  notifier :9106  (/healthz /readyz /metrics)
   admin token    Authorization: Bearer $ADMIN_TOKEN
   user token     JWT_SECRET=$JWT_SECRET bun run token <userId>
   logs           $LOG_DIR/<service>.log
@@ -143,7 +145,7 @@ system_down() {
   local names i
   mapfile -t names < <(printf '%s\n' "${SERVICES[@]}")
   # Producers of work first (api, expirer), then the pipeline, so the relay and projectors drain.
-  for i in api expirer relay projector-postgres projector-search; do stop_service "$i"; done
+  for i in api expirer relay projector-postgres projector-search notifier; do stop_service "$i"; done
   bash "$REPO_ROOT/scripts/stack.sh" down
 }
 

@@ -5,11 +5,13 @@
  *                  [--k6-summary loadtests/results/<file>.json] [--stocks id,id] [--outbox auto|full|tail|skip]
  *                  [--deadline 60] [--json]
  *
+ * Redis is REDIS_URL, or the cluster of REDIS_CLUSTER_NODES when set (every master is scanned).
  * Layers beyond redis read the usual environment (docs/design.md §10): KAFKA_BROKERS, KAFKA_TOPIC,
  * DATABASE_URL, ELASTICSEARCH_URL, ELASTICSEARCH_INDEX_ALIAS. Exit 0 when every invariant holds,
  * 1 when one does not (the findings name the stocks), 2 on a usage error.
  */
 import { parseArgs } from "node:util";
+import { redisTargetFromEnv } from "../shared/config.ts";
 import { createRedis } from "../shared/redis/client.ts";
 import { ALL_LAYERS, formatReport, type Layer } from "../shared/verify/report.ts";
 import { expectationFromSummary, verify, type LoadExpectation, type VerifyOptions } from "../shared/verify/verify.ts";
@@ -66,7 +68,7 @@ export async function main(argv: string[]): Promise<number> {
   }
 
   const env = process.env;
-  const redis = createRedis(env.REDIS_URL ?? "redis://127.0.0.1:6379", { lazyConnect: false });
+  const redis = createRedis(redisTargetFromEnv(env), { lazyConnect: false });
   const closers: Array<() => Promise<unknown>> = [() => redis.quit()];
   const options: VerifyOptions = {
     redis,

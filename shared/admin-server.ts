@@ -11,6 +11,8 @@ export interface AdminServerOptions {
   registry: Registry;
   /** Returns null when ready, or a short reason why not. */
   notReadyReason: () => string | null | Promise<string | null>;
+  /** More operator routes on the same port (the api's dashboard). */
+  routes?: Hono;
 }
 
 export function createAdminApp(options: Omit<AdminServerOptions, "port" | "hostname">): Hono {
@@ -24,6 +26,7 @@ export function createAdminApp(options: Omit<AdminServerOptions, "port" | "hostn
     c.header("Content-Type", options.registry.contentType);
     return c.body(await options.registry.metrics());
   });
+  if (options.routes) app.route("/", options.routes);
   return app;
 }
 

@@ -5,15 +5,39 @@
  * stops the process before it touches any store, with a message naming the variable.
  */
 import { z } from "zod";
+import { SERVICES, WORKER_NAMES } from "./services.ts";
+import { DEFAULT_HOLD_RETENTION_SECONDS, DEFAULT_JWT_MAX_LIFETIME_SECONDS, DEFAULT_OUTBOX_MAX_LENGTH } from "./domain/policy.ts";
+import { EVENT_TYPES } from "./domain/events.ts";
 
 const port = z.coerce.number().int().min(1).max(65535);
 const positiveInt = z.coerce.number().int().positive();
 
+/**
+ * `host:port,host:port,…`: some nodes of a Redis Cluster (any of them; the client discovers the
+ * rest). Set, it replaces REDIS_URL (docs/design.md §11).
+ */
+export const redisClusterNodes = z
+  .string()
+  .transform((s, ctx) => {
+    const nodes = s.split(",").map((n) => n.trim()).filter(Boolean).map((n) => {
+      const m = /^([^:\s]+):(\d{1,5})$/.exec(n);
+      const p = m ? Number(m[2]) : 0;
+      if (!m || p < 1 || p > 65535) ctx.addIssue({ code: "custom", message: `"${n}" is not host:port` });
+      return { host: m?.[1] ?? n, port: p };
+    });
+    if (nodes.length === 0) ctx.addIssue({ code: "custom", message: "no host:port in the list" });
+    return nodes;
+  });
+
 const common = {
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   REDIS_URL: z.string().url().default("redis://127.0.0.1:6379"),
-  /** Number of shards the stocks (and their outbox streams) are spread over. Fixed for the life of a deployment. */
-  OUTBOX_SHARDS: positiveInt.max(1024).default(4),
+  REDIS_CLUSTER_NODES: redisClusterNodes.optional(),
+  /**
+   * Number of shards the stocks (and their outbox streams) are spread over. Fixed for the life of a
+   * deployment. 16 spreads over the masters of a cluster (each shard is one slot, docs/design.md §11).
+   */
+  OUTBOX_SHARDS: positiveInt.max(1024).default(16),
   /** Prefix of every Redis key; lets tests and side-by-side deployments share one Redis. */
   REDIS_KEY_PREFIX: z.string().regex(/^[a-z0-9_-]{1,32}$/i).default("fs"),
 };
@@ -39,13 +63,47 @@ const elasticsearch = {
 
 const adminPort = (fallback: number) => ({ ADMIN_PORT: port.default(fallback) });
 
+/**
+ * A request-rate limit: `<requests>/<seconds>s` (a token bucket holding that many requests, refilled
+ * evenly over the window, e.g. `20/10s`), or `off`. Parsed once into { limit, windowSeconds } | null.
+ */
+export const rateLimitSpec = (fallback: string) =>
+  z
+    .string()
+    .regex(/^(off|\d{1,7}\/\d{1,5}s)$/, "a rate limit is `<requests>/<seconds>s` (e.g. 20/10s) or `off`")
+    .default(fallback)
+    .transform((s) => {
+      if (s === "off") return null;
+      const [limit, window] = s.split("/") as [string, string];
+      return { limit: Number(limit), windowSeconds: Number(window.slice(0, -1)) };
+    })
+    .refine((r) => r === null || (r.limit >= 1 && r.windowSeconds >= 1), "requests and seconds must be at least 1");
+export type RateLimitSpec = z.infer<ReturnType<typeof rateLimitSpec>>;
+
+/** Written by the api (purchase, cancel) and the expirer: one value for both. */
+const holds = {
+  /** Seconds a finished (purchased, cancelled, expired) hold stays readable; then Redis deletes it. */
+  HOLD_RETENTION_SECONDS: positiveInt.min(60).max(365 * 24 * 3600).default(DEFAULT_HOLD_RETENTION_SECONDS),
+};
+
 export const apiSchema = z.object({
   ...common,
   ...postgres,
   ...elasticsearch,
+  ...holds,
   PORT: port.default(3000),
+  /** /metrics (and /healthz, /readyz) for operators, off the public port: metrics reveal sales velocity. */
+  ...adminPort(SERVICES.api.adminPort),
   ADMIN_TOKEN: z.string().min(16, "ADMIN_TOKEN must be at least 16 characters"),
   JWT_SECRET: z.string().min(32, "JWT_SECRET must be at least 32 characters (HS256 key)"),
+  /** When set, user tokens must carry this `iss`. */
+  JWT_ISSUER: z.string().min(1).optional(),
+  /** When set, user tokens must carry this `aud`. */
+  JWT_AUDIENCE: z.string().min(1).optional(),
+  /** Tokens whose lifetime (exp - iat, or exp - now without iat) is longer are refused. */
+  JWT_MAX_LIFETIME_SECONDS: positiveInt.max(30 * 24 * 3600).default(DEFAULT_JWT_MAX_LIFETIME_SECONDS),
+  /** A shard whose outbox holds more entries answers allocations and stock creation with 503 outbox_full. */
+  OUTBOX_MAX_LENGTH: positiveInt.default(DEFAULT_OUTBOX_MAX_LENGTH),
   /** Largest request body the api accepts, in bytes. */
   MAX_BODY_BYTES: positiveInt.default(16 * 1024),
   /**
@@ -54,17 +112,48 @@ export const apiSchema = z.object({
    * default, 64 KiB for the api as started by `bun run api` and the built binary (--max-http-header-size).
    */
   MAX_HEADER_BYTES: positiveInt.min(1024).max(60 * 1024).default(8 * 1024),
+  /**
+   * docs/design.md §12: how long an api instance answers `sold_out` from memory without hearing from
+   * Redis. Releases normally arrive by pub/sub within milliseconds; this bounds the staleness when a
+   * message is lost, and costs Redis ~1000/SOLD_OUT_CACHE_MS scripts per second per sold-out stock
+   * per instance. 250 ms, measured: at 100 ms a sold-out stampede of ~2,000 req/s on this 2-core box
+   * sent 1.1% of its requests to Redis (the goal is < 1%); at 250 ms 0.4%. 0 turns the cache off
+   * (not_started / ended included).
+   */
+  SOLD_OUT_CACHE_MS: z.coerce.number().int().min(0).max(10_000).default(250),
+  /** api processes sharing PORT (SO_REUSEPORT); `scripts/up.sh` starts one per core. */
+  API_WORKERS: positiveInt.max(64).default(1),
+  /**
+   * Request-rate limits (docs/design.md §12), each a token bucket per api process: per client IP on
+   * every /api request, checked before authentication (so bad tokens cost no verify); per user on the
+   * three write routes. With N processes a client whose requests spread over them gets up to N times
+   * the rate (one keep-alive connection stays on one process). See README "Request-rate limits".
+   */
+  RATE_LIMIT_IP: rateLimitSpec("2000/1s"),
+  RATE_LIMIT_ALLOCATE: rateLimitSpec("20/10s"),
+  RATE_LIMIT_PURCHASE: rateLimitSpec("20/10s"),
+  RATE_LIMIT_CANCEL: rateLimitSpec("20/10s"),
+  /**
+   * Proxies whose X-Forwarded-For is believed (comma-separated IPs or IPv4 CIDRs, e.g.
+   * `127.0.0.1,10.0.0.0/8`). The client IP is the right-most X-Forwarded-For entry that is not one
+   * of them; from any other peer the header is ignored. Empty: the socket's peer address.
+   */
+  TRUSTED_PROXIES: z
+    .string()
+    .default("")
+    .transform((s) => s.split(",").map((p) => p.trim()).filter(Boolean)),
   /** The workers' /metrics the dashboard scrapes (comma-separated); default: the ports `bun run up` gives them. */
   WORKER_METRICS_URLS: z
     .string()
-    .default("http://127.0.0.1:9101/metrics,http://127.0.0.1:9102/metrics,http://127.0.0.1:9103/metrics,http://127.0.0.1:9104/metrics")
+    .default(WORKER_NAMES.map((n) => `http://127.0.0.1:${SERVICES[n].adminPort}/metrics`).join(","))
     .transform((s) => s.split(",").map((u) => u.trim()).filter(Boolean))
     .pipe(z.array(z.string().url("WORKER_METRICS_URLS must be comma-separated http(s) URLs"))),
 });
 
 export const expirerSchema = z.object({
   ...common,
-  ...adminPort(9102),
+  ...holds,
+  ...adminPort(SERVICES.expirer.adminPort),
   EXPIRER_INTERVAL_MS: positiveInt.max(1000).default(200),
   EXPIRER_BATCH_SIZE: positiveInt.max(10_000).default(500),
 });
@@ -72,7 +161,7 @@ export const expirerSchema = z.object({
 export const relaySchema = z.object({
   ...common,
   ...kafka,
-  ...adminPort(9101),
+  ...adminPort(SERVICES.relay.adminPort),
   /** Max events per Kafka request (also capped at ~900 kB) and XREADGROUP COUNT per stream. 2000 drains ~1.5x faster than 1000 on 2 cores (docs/relay.md). */
   RELAY_BATCH_SIZE: positiveInt.max(10_000).default(2000),
   RELAY_LINGER_MS: z.coerce.number().int().min(0).max(1000).default(5),
@@ -86,6 +175,22 @@ export const relaySchema = z.object({
   RELAY_LEASE_MS: positiveInt.min(1000).max(120_000).default(10_000),
   /** Kafka compression of relayed batches (kafkajs supports gzip natively). */
   RELAY_COMPRESSION: z.enum(["none", "gzip"]).default("none"),
+  /**
+   * Publish an outbox entry only once this many replicas have it (`WAIT n` after the read), so a
+   * failover cannot forget an event Kafka already carries (docs/design.md §11). Unset: 1 on a
+   * Redis Cluster that has replicas, 0 on a single node.
+   */
+  RELAY_MIN_REPLICAS: z.coerce.number().int().min(0).max(16).optional(),
+  /** Timeout of one `WAIT`; the relay repeats it (logging once) until the replicas have caught up. */
+  RELAY_REPLICA_WAIT_MS: positiveInt.max(60_000).default(1_000),
+  /**
+   * Kafka transactions with a transactionalId per shard, so a relay that lost its lease (e.g. paused
+   * past it) is fenced by the new owner and cannot publish. `false` = plain idempotent producer.
+   */
+  RELAY_TRANSACTIONS: z
+    .enum(["true", "false", "1", "0"])
+    .default("true")
+    .transform((v) => v === "true" || v === "1"),
 });
 
 const projector = {
@@ -104,7 +209,7 @@ export const projectorPostgresSchema = z.object({
   ...kafka,
   ...postgres,
   ...projector,
-  ...adminPort(9103),
+  ...adminPort(SERVICES["projector-postgres"].adminPort),
 });
 
 export const projectorSearchSchema = z.object({
@@ -118,14 +223,77 @@ export const projectorSearchSchema = z.object({
   PROJECTOR_SEARCH_REFRESH_SPACING_MS: z.coerce.number().int().min(0).max(10_000).default(0),
   /** The index's refresh_interval, applied at start (with after-write, a backstop for other writers). */
   ELASTICSEARCH_REFRESH_INTERVAL: z.string().regex(/^(-1|\d+(ms|s|m))$/, "an Elasticsearch time value such as 250ms or 1s").default("250ms"),
-  ...adminPort(9104),
+  ...adminPort(SERVICES["projector-search"].adminPort),
 });
 
+/** "5s", "250ms", "1h", "2m" or a bare number of milliseconds. */
+const duration = z
+  .string()
+  .trim()
+  .regex(/^\d+(\.\d+)?(ms|s|m|h)?$/, "a duration like 250ms, 5s, 2m or 1h")
+  .transform((s) => {
+    const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(s)!;
+    const unit = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 }[(m[2] ?? "ms") as "ms" | "s" | "m" | "h"];
+    return Math.round(Number(m[1]) * unit);
+  });
+
+/** Standard Webhooks secret: "whsec_" + base64 of 24-64 random bytes. */
+export const WEBHOOK_SECRET_PATTERN = /^whsec_[A-Za-z0-9+/]{32,88}={0,2}$/;
+
+export const notifierSchema = z
+  .object({
+    ...common,
+    ...kafka,
+    ...postgres,
+    ...adminPort(SERVICES.notifier.adminPort),
+    /** Consumer group on the stock-events topic (its own: it sees every event, whatever the projectors do). */
+    NOTIFIER_GROUP_ID: z.string().min(1).default("notifier"),
+    /** The endpoint from config (optional; more are added with POST /api/webhooks). http(s) only. */
+    WEBHOOK_URL: z
+      .string()
+      .url()
+      .refine((u) => /^https?:$/.test(URL.parse(u)?.protocol ?? ""), "WEBHOOK_URL must be http:// or https://")
+      .optional(),
+    WEBHOOK_SECRET: z.string().regex(WEBHOOK_SECRET_PATTERN, "WEBHOOK_SECRET must be whsec_ + base64 of 24-64 bytes").optional(),
+    /** Comma-separated event types for the configured endpoint; unset = all. */
+    WEBHOOK_EVENTS: z
+      .string()
+      .transform((s) => s.split(",").map((t) => t.trim()).filter(Boolean))
+      .pipe(z.array(z.enum(EVENT_TYPES)).min(1))
+      .optional(),
+    /** Retry schedule: attempt n waits base·2^(n-1), capped, ±20 % jitter; dead after the last attempt. */
+    WEBHOOK_RETRY_BASE: duration.default(5_000),
+    WEBHOOK_RETRY_MAX: duration.default(3_600_000),
+    /** Attempts in all (the first one included). 12 with 5 s → 1 h spans about 2.4 hours. */
+    WEBHOOK_MAX_ATTEMPTS: positiveInt.max(100).default(12),
+    /** Until the response headers (covers the connect; Bun's fetch has no separate connect phase). */
+    WEBHOOK_CONNECT_TIMEOUT: duration.default(5_000),
+    /** Whole attempt: connect, send, headers, the response excerpt. */
+    WEBHOOK_TIMEOUT: duration.default(10_000),
+    /** Requests in flight per endpoint (never two of the same stock at once). */
+    WEBHOOK_CONCURRENCY: positiveInt.max(256).default(64),
+    /** How often a delivery loop checks whether waiting retries are due. */
+    WEBHOOK_POLL_INTERVAL: duration.default(250),
+  })
+  .refine((c) => (c.WEBHOOK_URL === undefined) === (c.WEBHOOK_SECRET === undefined), {
+    message: "set WEBHOOK_URL and WEBHOOK_SECRET together",
+    path: ["WEBHOOK_SECRET"],
+  })
+  .refine((c) => c.WEBHOOK_RETRY_MAX >= c.WEBHOOK_RETRY_BASE, { message: "WEBHOOK_RETRY_MAX must be >= WEBHOOK_RETRY_BASE", path: ["WEBHOOK_RETRY_MAX"] })
+  .refine((c) => c.WEBHOOK_TIMEOUT >= c.WEBHOOK_CONNECT_TIMEOUT, { message: "WEBHOOK_TIMEOUT must be >= WEBHOOK_CONNECT_TIMEOUT", path: ["WEBHOOK_TIMEOUT"] });
+
+/** Just where Redis is, for tools (verify, benches, load runner) that need nothing else from the config. */
+export const redisTargetSchema = z.object({ REDIS_URL: common.REDIS_URL, REDIS_CLUSTER_NODES: common.REDIS_CLUSTER_NODES });
+
+/** The Kafka and projector variables, as parsed: what every projector binary shares (runProjector). */
+export type KafkaEnv = z.infer<z.ZodObject<typeof kafka>>;
+export type ProjectorEnv = z.infer<z.ZodObject<typeof projector>>;
 export type ApiConfig = z.infer<typeof apiSchema>;
 export type ExpirerConfig = z.infer<typeof expirerSchema>;
 export type RelayConfig = z.infer<typeof relaySchema>;
 export type ProjectorPostgresConfig = z.infer<typeof projectorPostgresSchema>;
 export type ProjectorSearchConfig = z.infer<typeof projectorSearchSchema>;
+export type NotifierConfig = z.infer<typeof notifierSchema>;
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
@@ -141,6 +309,11 @@ export function parseConfig<S extends z.ZodType>(schema: S, env: Record<string, 
   const result = schema.safeParse(cleaned);
   if (result.success) return result.data;
   throw new ConfigError(result.error.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`));
+}
+
+/** REDIS_URL / REDIS_CLUSTER_NODES from `env` (validated; throws ConfigError), for createRedis. */
+export function redisTargetFromEnv(env: Record<string, string | undefined> = process.env): z.infer<typeof redisTargetSchema> {
+  return parseConfig(redisTargetSchema, env);
 }
 
 /** For main.ts: parse or print the problems and exit 1 (fail fast, before connecting anywhere). */

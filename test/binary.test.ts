@@ -67,11 +67,13 @@ afterAll(async () => {
 describe.skipIf(!hasApi)("compiled api binary", () => {
   test("serves /healthz, runs its embedded Lua, and exits 0 on SIGTERM", async () => {
     const port = freePort();
+    const adminPort = freePort();
     const proc = Bun.spawn([binary], {
       cwd: workDir, // outside the repo: nothing can be read from services/ or shared/
       env: {
         PATH: process.env.PATH ?? "/usr/bin:/bin",
         PORT: String(port),
+        ADMIN_PORT: String(adminPort),
         ADMIN_TOKEN,
         JWT_SECRET,
         REDIS_URL: stackEnv.REDIS_URL,
@@ -85,6 +87,11 @@ describe.skipIf(!hasApi)("compiled api binary", () => {
     try {
       const health = await waitFor(`http://127.0.0.1:${port}/healthz`, 20_000, proc);
       expect(health.status).toBe(200);
+      // Prometheus metrics on the admin port only (they reveal sales velocity).
+      const metrics = await waitFor(`http://127.0.0.1:${adminPort}/metrics`, 5_000, proc);
+      expect(await metrics.text()).toContain("http_requests_total");
+      expect((await fetch(`http://127.0.0.1:${port}/metrics`)).status).toBe(404);
+      expect((await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status).toBe(200);
 
       // Creating a stock runs a Lua script through EVALSHA: proves the scripts are inside the binary.
       const created = await fetch(`http://127.0.0.1:${port}/api/stocks`, {

@@ -4,9 +4,10 @@
  * docs/design.md §10, admin ports, and server versions that match the native stack (scripts/stack.sh).
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parse } from "yaml";
+import { SERVICE_NAMES, SERVICES, WORKER_NAMES } from "../shared/services.ts";
 
 const ROOT = join(import.meta.dir, "..");
 const compose = parse(readFileSync(join(ROOT, "compose.yaml"), "utf8"), { merge: true }) as {
@@ -32,8 +33,10 @@ interface Service {
   entrypoint?: string[];
 }
 
-const APP_SERVICES = ["api", "relay", "expirer", "projector-postgres", "projector-search"] as const;
-const ADMIN_PORTS: Record<string, number> = { relay: 9101, expirer: 9102, "projector-postgres": 9103, "projector-search": 9104 };
+// The one registry of binaries (shared/services.ts) is what compose, the Dockerfile and Prometheus must agree with.
+const APP_SERVICES = SERVICE_NAMES;
+const ADMIN_PORTS: Record<string, number> = Object.fromEntries(WORKER_NAMES.map((n) => [n, SERVICES[n].adminPort]));
+const API_ADMIN_PORT = SERVICES.api.adminPort;
 const CLUSTER_NODES = [0, 1, 2, 3, 4, 5].map((i) => `redis-cluster-${i}`);
 const isOneShot = (s: Service) => s.restart === "no";
 const stackVersion = (name: string) => new RegExp(`^${name}=(\\S+)$`, "m").exec(stackScript)?.[1];
@@ -41,8 +44,8 @@ const stackVersion = (name: string) => new RegExp(`^${name}=(\\S+)$`, "m").exec(
 describe("compose.yaml", () => {
   test("has the servers, the Kafka UI, the one-shot migrate and every service", () => {
     expect(Object.keys(services).sort()).toEqual(
-      ["api", "elasticsearch", "expirer", "kafka", "kafka-ui", "migrate", "postgres", "projector-postgres", "projector-search", "redis", "relay",
-        ...CLUSTER_NODES, "redis-cluster-init"].sort(),
+      ["api", "elasticsearch", "expirer", "kafka", "kafka-ui", "migrate", "notifier", "postgres", "projector-postgres", "projector-search", "redis", "relay",
+        "prometheus", "grafana", ...CLUSTER_NODES, "redis-cluster-init"].sort(),
     );
   });
 
@@ -149,6 +152,8 @@ describe("compose.yaml", () => {
       const port = name === "api" ? 3000 : ADMIN_PORTS[name]!;
       if (name === "api") {
         expect(Number(env.PORT)).toBe(3000);
+        expect(Number(env.ADMIN_PORT), "api ADMIN_PORT (/metrics off the public port)").toBe(API_ADMIN_PORT);
+        expect(s.ports).toContain(`127.0.0.1:${API_ADMIN_PORT}:${API_ADMIN_PORT}`);
         expect(String(env.ADMIN_TOKEN).length).toBeGreaterThanOrEqual(16);
         expect(String(env.JWT_SECRET).length).toBeGreaterThanOrEqual(32);
       } else {
@@ -186,7 +191,55 @@ describe("compose.yaml", () => {
     expect(e["xpack.security.enabled"]).toBe("false");
     expect(e.ES_JAVA_OPTS).toBe("-Xms1g -Xmx1g");
     for (const [name, s] of Object.entries(services)) {
-      for (const v of s.volumes ?? []) expect(Object.keys(compose.volumes ?? {}), `${name} volume ${v}`).toContain(v.split(":")[0]!);
+      for (const v of s.volumes ?? []) {
+        const source = v.split(":")[0]!;
+        // A bind mount names a file of the repository; anything else is a declared volume.
+        if (source.startsWith("./")) expect(existsSync(join(ROOT, source)), `${name} mounts ${source}`).toBe(true);
+        else expect(Object.keys(compose.volumes ?? {}), `${name} volume ${v}`).toContain(source);
+      }
+    }
+  });
+});
+
+describe("compose monitoring", () => {
+  test("Prometheus: the native stack's version, its rules, and a scrape job for the api and every worker by container name", () => {
+    const p = services.prometheus!;
+    const nativeVersion = /version (\d+\.\d+\.\d+)/.exec(Bun.spawnSync(["promtool", "--version"]).stdout.toString())?.[1];
+    if (nativeVersion) expect(p.image).toBe(`prom/prometheus:v${nativeVersion}`);
+    expect(p.volumes).toEqual(
+      expect.arrayContaining(["./ops/prometheus/prometheus.compose.yml:/etc/prometheus/prometheus.yml:ro", "./ops/prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro"]),
+    );
+    const config = parse(readFileSync(join(ROOT, "ops", "prometheus", "prometheus.compose.yml"), "utf8")) as {
+      rule_files: string[];
+      scrape_configs: { job_name: string; static_configs: { targets: string[] }[] }[];
+    };
+    expect(config.rule_files).toEqual(["alerts.yml"]);
+    const targets = Object.fromEntries(config.scrape_configs.map((j) => [j.job_name, j.static_configs[0]!.targets[0]]));
+    expect(targets).toEqual({ api: `api:${API_ADMIN_PORT}`, ...Object.fromEntries(Object.entries(ADMIN_PORTS).map(([n, port]) => [n, `${n}:${port}`])) });
+    // The api's dashboard scrapes the same workers.
+    expect(String(services.api!.environment!.WORKER_METRICS_URLS).split(",")).toEqual(
+      Object.entries(ADMIN_PORTS).map(([n, port]) => `http://${n}:${port}/metrics`),
+    );
+  });
+
+  test("Grafana: the data source and the sale dashboard are provisioned and agree on the data source uid", () => {
+    const g = services.grafana!;
+    expect(g.image).toMatch(/^grafana\/grafana:\d+\.\d+\.\d+$/);
+    expect(g.depends_on?.prometheus?.condition).toBe("service_healthy");
+    const datasources = parse(readFileSync(join(ROOT, "ops", "grafana", "provisioning", "datasources", "prometheus.yml"), "utf8")) as {
+      datasources: { uid: string; url: string }[];
+    };
+    expect(datasources.datasources[0]!.url).toBe("http://prometheus:9090");
+    const dashboard = JSON.parse(readFileSync(join(ROOT, "ops", "grafana", "dashboards", "flashsale.json"), "utf8")) as {
+      panels: { title: string; datasource: { uid: string }; targets: { expr: string }[] }[];
+    };
+    const titles = dashboard.panels.map((p) => p.title).join(" | ");
+    for (const panel of ["Stock units", "per second, per stock", "Sold out", "Allocation outcomes", "Dead letters", "Relay lag per shard", "Relay backlog", "freshness p99", "consumer lag"]) {
+      expect(titles).toContain(panel);
+    }
+    for (const p of dashboard.panels) {
+      expect(p.datasource.uid, p.title).toBe(datasources.datasources[0]!.uid);
+      expect(p.targets.length, p.title).toBeGreaterThan(0);
     }
   });
 });
@@ -213,5 +266,28 @@ describe("Dockerfile and .dockerignore", () => {
     for (const p of [".git", "node_modules", ".stack", "dist"]) expect(ignored).toContain(p);
     // …but not what the Dockerfile copies.
     for (const p of ["shared", "services", "scripts", "migrations", "package.json", "bun.lock"]) expect(ignored).not.toContain(p);
+  });
+});
+
+describe("the registry of binaries (shared/services.ts)", () => {
+  test("the Dockerfile names every binary, with the registry's runtime flags", () => {
+    const listed = /^# SERVICE: (.+)$/m.exec(dockerfile)?.[1]?.split(" | ") ?? [];
+    expect(listed).toEqual([...SERVICE_NAMES, "migrate"]);
+    for (const name of SERVICE_NAMES) {
+      for (const flag of SERVICES[name].runtimeFlags) expect(dockerfile, `${name} ${flag}`).toContain(`--compile-exec-argv=${flag}`);
+    }
+  });
+
+  test("native Prometheus scrapes every binary on its admin port", () => {
+    const config = parse(readFileSync(join(ROOT, "ops", "prometheus", "prometheus.yml"), "utf8")) as {
+      scrape_configs: { job_name: string; static_configs: { targets: string[] }[] }[];
+    };
+    const targets = Object.fromEntries(config.scrape_configs.map((j) => [j.job_name, j.static_configs[0]!.targets[0]]));
+    expect(targets).toEqual(Object.fromEntries(SERVICE_NAMES.map((n) => [n, `127.0.0.1:${SERVICES[n].adminPort}`])));
+  });
+
+  test("every registered binary has its services/<name>/main.ts, and no main.ts is unregistered", () => {
+    const dirs = readdirSync(join(ROOT, "services")).filter((d) => existsSync(join(ROOT, "services", d, "main.ts")));
+    expect(dirs.sort()).toEqual([...SERVICE_NAMES].sort());
   });
 });

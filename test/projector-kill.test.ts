@@ -7,6 +7,7 @@ import { afterAll, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
 import { waitForConvergence } from "../shared/verify/convergence.ts";
 import { brokers, eventually, produceEvents, readSideFixtures, uniqueName } from "./support/read-side.ts";
+import { freePort } from "./support/env.ts";
 import { generateWorkload, StockSim } from "./support/stock-sim.ts";
 
 const fx = readSideFixtures({ database: "kill" });
@@ -16,7 +17,7 @@ const children: Subprocess[] = [];
 
 let adminPort = 0;
 function spawnProjector(): Subprocess {
-  adminPort = 20_000 + Math.floor(Math.random() * 30_000);
+  adminPort = freePort();
   const child = Bun.spawn([process.execPath, "services/projector-postgres/main.ts"], {
     cwd: `${import.meta.dir}/..`,
     env: {

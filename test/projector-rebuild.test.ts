@@ -30,6 +30,9 @@ test("rebuild postgres and search under traffic: no reader errors, no going back
   await Promise.all([pg.start(), search.start()]);
   const expected = async () => sim.expectedCounters();
   expect(await waitForConvergence({ expected, sql: fx.db.sql, es: fx.es, index: alias, timeoutMs: 30_000 })).toEqual([]);
+  // Convergence reads documents by id (realtime); a search sees them only after a refresh, which a
+  // busy machine can delay past the readers' first round.
+  await fx.es.indices.refresh({ index: alias });
 
   // Traffic: allocations and purchases keep coming during the rebuilds.
   const ids = [...sim.stocks.keys()];

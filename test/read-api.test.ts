@@ -133,6 +133,17 @@ describe("GET /api/orders/user/:userId", () => {
     const empty = await app.request("/api/orders/user/nobody", { headers: admin });
     expect(await empty.json()).toEqual({ items: [], nextCursor: null });
   });
+
+  test("a cursor with an out-of-range timestamp is 400 invalid_request, not a 500", async () => {
+    const cursor = (value: unknown) => Buffer.from(JSON.stringify(value)).toString("base64url");
+    for (const t of ["99999999999999999999", "9223372036854775807", "253402300800000000"]) {
+      const res = await app.request(`/api/orders/user/alice?cursor=${cursor({ t, id: "x" })}`, { headers: admin });
+      expect(res.status).toBe(400);
+      expect(await res.json()).toMatchObject({ status: 400, code: "invalid_request" });
+    }
+    // The latest instant a real cursor can carry still works.
+    expect((await app.request(`/api/orders/user/alice?cursor=${cursor({ t: "253402300799999999", id: "x" })}`, { headers: admin })).status).toBe(200);
+  });
 });
 
 describe("GET /api/stocks/search", () => {
@@ -174,6 +185,22 @@ describe("GET /api/stocks/search", () => {
     expect((await app.request("/api/stocks/search?status=melted")).status).toBe(400);
     expect((await app.request("/api/stocks/search?cursor=%21%21")).status).toBe(400);
   });
+
+  test("a tampered cursor is 400 invalid_request, never Elasticsearch's 400 passed on as a 500", async () => {
+    const cursor = (value: unknown) => Buffer.from(JSON.stringify(value)).toString("base64url");
+    // Without q the sort is [startsAt, stockId]; with q it is [_score, stockId].
+    for (const [query, value] of [
+      ["", ["not-a-date", "kettle"]],
+      ["", [1.5e300, "kettle"]],
+      ["", [12.5, "kettle"]],
+      [`q=${tag}&`, ["high", "kettle"]],
+      [`q=${tag}&`, [1, 2]],
+    ] as const) {
+      const res = await app.request(`/api/stocks/search?${query}cursor=${cursor(value)}`);
+      expect(res.status).toBe(400);
+      expect(await res.json()).toMatchObject({ status: 400, code: "invalid_request" });
+    }
+  });
 });
 
 describe("GET /api/analytics/sales", () => {
@@ -198,6 +225,10 @@ describe("GET /api/analytics/sales", () => {
     const one = await app.request("/api/analytics/sales?stockId=kettle", { headers: admin });
     expect(((await one.json()) as { stocks: unknown[] }).stocks).toHaveLength(1);
     expect((await app.request("/api/analytics/sales?from=2030-01-01T00:00:00Z&to=2029-01-01T00:00:00Z", { headers: admin })).status).toBe(400);
+    // Instants PostgreSQL cannot store (no year 0) are refused at the edge.
+    const yearZero = await app.request("/api/analytics/sales?from=0000-01-01T00:00:00Z&to=0000-01-01T01:00:00Z", { headers: admin });
+    expect(yearZero.status).toBe(400);
+    expect(await yearZero.json()).toMatchObject({ code: "invalid_request" });
   });
 });
 

@@ -62,14 +62,15 @@ describe("relay", () => {
       expect(verdict.duplicates).toBe(0);
       expect(reader.messages.length).toBe(expected);
 
-      // The preloaded entries travel unchanged: same text, key = stock id, headers from the event.
+      // The preloaded entries travel unchanged: same text, key = stock id, headers from the event
+      // (plus which relay published the copy).
       const byId = new Map(reader.messages.map((m) => [m.eventId, m]));
       for (const raw of before.values()) {
         const event = JSON.parse(raw) as { eventId: string; eventType: string; aggregateId: string };
         const m = byId.get(event.eventId);
         expect(m?.value).toBe(raw);
         expect(m?.key).toBe(event.aggregateId);
-        expect(m?.headers).toEqual({ eventType: event.eventType, schemaVersion: "1", eventId: event.eventId });
+        expect(m?.headers).toEqual({ eventType: event.eventType, schemaVersion: "1", eventId: event.eventId, relay: relay.consumerName });
       }
       // Once caught up the outbox is empty again and nothing is pending.
       await waitUntil(async () => (await outboxStats(h)).length === 0, 10_000, "outbox trimmed");
@@ -104,6 +105,9 @@ describe("relay", () => {
       expect(verdict.outOfOrder).toEqual([]);
       expect(reader.messages.length).toBe(4);
 
+      // Dead letters are written with the batch's XACK, after Kafka acknowledged it: a consumer may
+      // see the batch a moment earlier (with transactions, the commit markers can beat the EndTxn reply).
+      await waitUntil(async () => (await h.redis.xlen(h.keys.outboxDeadLetter(shard))) >= 3, 10_000, "the dead letters");
       const dead = await h.redis.xrange(h.keys.outboxDeadLetter(shard), "-", "+");
       expect(dead.length).toBe(3);
       const asObject = (fields: string[]) => Object.fromEntries(fields.map((f, i) => (i % 2 === 0 ? [f, fields[i + 1]] : [])).filter((p) => p.length));

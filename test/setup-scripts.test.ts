@@ -11,6 +11,7 @@ import { describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { freePort } from "./support/env.ts";
 
 const REPO_ROOT = join(import.meta.dir, "..");
 const BUN_VERSION = (await Bun.file(join(REPO_ROOT, "package.json")).json()).packageManager.replace("bun@", "");
@@ -65,8 +66,7 @@ describe("scripts/install.sh", () => {
 describe("scripts/stack.sh up", () => {
   test("a failed up stops the servers it started and leaves no process behind", async () => {
     const dir = mkdtempSync(join(tmpdir(), "fs-stack-"));
-    const base = 20_000 + Math.floor(Math.random() * 20_000);
-    const [redisPort, kafkaPort, controllerPort] = [base, base + 1, base + 2];
+    const [redisPort, kafkaPort, controllerPort] = [freePort(), freePort(), freePort()];
     try {
       const { code, stderr } = await run(["bash", "scripts/stack.sh", "up", "redis", "kafka"], {
         ...process.env,

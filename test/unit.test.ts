@@ -1,11 +1,13 @@
 /** Pure logic: key layout, config validation, the Lua time formatter, event schema. */
 import { describe, expect, test } from "bun:test";
 import { Redis } from "ioredis";
-import { ConfigError, apiSchema, parseConfig, relaySchema } from "../shared/config.ts";
+import { ConfigError, apiSchema, expirerSchema, parseConfig, relaySchema } from "../shared/config.ts";
 import { parseEvent } from "../shared/domain/events.ts";
 import { MAX_SEND_BYTES, messageBytes, splitForSend } from "../shared/kafka/producer.ts";
 import { createKeyLayout, fnv1a32 } from "../shared/domain/keys.ts";
 import { stackEnv } from "./support/env.ts";
+import { ApiProblem, problemBody } from "../services/api/problem.ts";
+import { mintUserToken } from "../scripts/mint-token.ts";
 import libLua from "../shared/redis/scripts/_lib.lua" with { type: "text" };
 
 describe("key layout", () => {
@@ -32,6 +34,16 @@ describe("key layout", () => {
     expect(used.size).toBe(8);
   });
 
+  test("composite keys cannot collide: user and Idempotency-Key are length-prefixed, ids are checked", () => {
+    expect(keys.idempotency("s", "alice", "x:order-1")).not.toBe(keys.idempotency("s", "alice:x", "order-1"));
+    expect(keys.idempotency("s", "a.b", "c")).not.toBe(keys.idempotency("s", "a", "b.c"));
+    expect(keys.idempotency("s", "1.a", "b")).not.toBe(keys.idempotency("s", "1", "a.b"));
+    // A stock id with the separator would let `stock:<id>` meet `stock:<id>:buyers`: refused.
+    expect(() => keys.stock("a:buyers")).toThrow();
+    expect(() => keys.stockBuyers("a:b")).toThrow();
+    expect(() => keys.idempotency("a:b", "u", "k")).toThrow();
+  });
+
   test("malformed or out-of-range allocation ids have no shard", () => {
     expect(keys.shardOfAllocation("garbage")).toBeNull();
     expect(keys.shardOfAllocation("s8-01a2007c-efdd-7485-b66a-9911269a1a0c")).toBeNull();
@@ -44,7 +56,8 @@ describe("config", () => {
 
   test("defaults follow the contract", () => {
     const config = parseConfig(apiSchema, valid);
-    expect(config).toMatchObject({ PORT: 3000, REDIS_URL: "redis://127.0.0.1:6379", OUTBOX_SHARDS: 4, LOG_LEVEL: "info" });
+    expect(config).toMatchObject({ PORT: 3000, REDIS_URL: "redis://127.0.0.1:6379", OUTBOX_SHARDS: 16, LOG_LEVEL: "info" });
+    expect(config.REDIS_CLUSTER_NODES).toBeUndefined();
     expect(parseConfig(relaySchema, {}).KAFKA_BROKERS).toEqual(["127.0.0.1:9092"]);
   });
 
@@ -59,8 +72,39 @@ describe("config", () => {
     }
   });
 
+  test("REDIS_CLUSTER_NODES: host:port list, bad entries named", () => {
+    const config = parseConfig(apiSchema, { ...valid, REDIS_CLUSTER_NODES: "127.0.0.1:7000, redis-cluster-1:7001," });
+    expect(config.REDIS_CLUSTER_NODES).toEqual([{ host: "127.0.0.1", port: 7000 }, { host: "redis-cluster-1", port: 7001 }]);
+    for (const bad of ["127.0.0.1", "127.0.0.1:0", "127.0.0.1:70000", "a:b", ","]) {
+      expect(() => parseConfig(apiSchema, { ...valid, REDIS_CLUSTER_NODES: bad }), bad).toThrow(/REDIS_CLUSTER_NODES/);
+    }
+  });
+
   test("an empty variable falls back to its default", () => {
     expect(parseConfig(apiSchema, { ...valid, PORT: "" }).PORT).toBe(3000);
+  });
+
+  test("the api's hardening knobs: defaults, and bad values named", () => {
+    const config = parseConfig(apiSchema, valid);
+    expect(config).toMatchObject({ ADMIN_PORT: 9105, JWT_MAX_LIFETIME_SECONDS: 86_400, OUTBOX_MAX_LENGTH: 1_000_000, HOLD_RETENTION_SECONDS: 604_800 });
+    expect(config.JWT_ISSUER).toBeUndefined();
+    expect(config.JWT_AUDIENCE).toBeUndefined();
+    expect(parseConfig(expirerSchema, { HOLD_RETENTION_SECONDS: "3600" }).HOLD_RETENTION_SECONDS).toBe(3600);
+    const bad = { ...valid, ADMIN_PORT: "0", JWT_MAX_LIFETIME_SECONDS: "-1", OUTBOX_MAX_LENGTH: "lots", HOLD_RETENTION_SECONDS: "5" };
+    try {
+      parseConfig(apiSchema, bad);
+      throw new Error("should have failed");
+    } catch (err) {
+      const text = (err as ConfigError).problems.join("\n");
+      for (const name of ["ADMIN_PORT", "JWT_MAX_LIFETIME_SECONDS", "OUTBOX_MAX_LENGTH", "HOLD_RETENTION_SECONDS"]) expect(text).toContain(name);
+    }
+  });
+
+  test("bun run token's tokens carry iat and exp, and iss/aud when asked", async () => {
+    const token = await mintUserToken("alice", "s".repeat(32), 600, { issuer: "https://id.example", audience: "flash-sale" });
+    const claims = JSON.parse(Buffer.from(token.split(".")[1]!, "base64url").toString()) as Record<string, unknown>;
+    expect(claims).toMatchObject({ sub: "alice", iss: "https://id.example", aud: "flash-sale" });
+    expect((claims.exp as number) - (claims.iat as number)).toBe(600);
   });
 });
 
@@ -126,5 +170,21 @@ describe("splitForSend", () => {
   test("a message on its own is never split away or dropped, and nothing gives no sends", () => {
     expect(splitForSend([message(0, MAX_SEND_BYTES + 10)])).toHaveLength(1);
     expect(splitForSend([])).toEqual([]);
+  });
+});
+
+describe("problem details (RFC 9457)", () => {
+  test("extension members never overwrite the problem's own members", () => {
+    const extra = { status: "purchased", type: "x", title: "x", detail: "x", instance: "x", code: "x", requestId: "x", holdStatus: "purchased" };
+    const body: Record<string, unknown> = problemBody(new ApiProblem(409, "hold_not_active", "the hold is purchased", extra), "req-1");
+    expect(body).toEqual({
+      type: "https://flash-sale.dev/problems/hold-not-active",
+      title: "Hold is not active",
+      status: 409,
+      detail: "the hold is purchased",
+      code: "hold_not_active",
+      requestId: "req-1",
+      holdStatus: "purchased",
+    });
   });
 });

@@ -8,6 +8,11 @@
  *   api         our api (services/api/main.ts), fresh process and key prefix
  *   pg-fn       the PostgreSQL alternative, one PL/pgSQL call per allocation  loadtests/baselines/pg-*.ts
  *   pg-tx       the PostgreSQL alternative, client-side transaction (4 round trips)
+ *   api-sold-out, api-workers, buckets   the front door (loadtests/bench/front-door.ts, docs/design.md §12)
+ *   lua         allocate.lua calls/s on 1 node and on the 3-master cluster (stack.sh up redis-cluster),
+ *               DRIVERS processes × INFLIGHT calls of commands.allocate(), ratio and CPU per call
+ *               (masters, replicas, drivers)                                  loadtests/bench/allocate-cluster.ts
+ *   api-cluster our api with REDIS_CLUSTER_NODES (the same runs as api, against the cluster)
  * api and pg-* run on one hot stock and on 100 stocks. Each HTTP target gets a freshly started
  * server, a warm-up, then two measured k6 runs (loadtests/k6/bench.js):
  *   closed  VUS virtual users, as fast as answers come, for DURATION → throughput and its latency
@@ -16,7 +21,8 @@
  * sold_out. After each store-backed run the store is checked (verifier / baseline check).
  *
  *   bun run bench:allocate [--vus 64] [--duration 20s] [--rate 1000] [--open-duration 15s] [--warmup 5s]
- *                          [--targets hono-bare,redis,ioredis,api,pg-fn,pg-tx] [--pool 8] [--sync off,on] [--repeat 1]
+ *                          [--targets hono-bare,redis,ioredis,api,pg-fn,pg-tx,lua,api-cluster] [--pool 8] [--sync off,on] [--repeat 1]
+ *                          [--drivers 2] [--inflight 64]   (lua)
  * PostgreSQL runs with synchronous_commit off (the durability of our Redis default, appendfsync
  * everysec) and on (PostgreSQL's default, every commit flushed before the row lock is released).
  * Results: loadtests/results/bench-<id>/ (summary.json, table.md, k6 summaries, server logs).
@@ -29,11 +35,13 @@ import { unlink } from "node:fs/promises";
 import postgres from "postgres";
 import { Redis } from "ioredis";
 import { createKeyLayout } from "../../shared/domain/keys.ts";
-import { createRedis, deleteKeysByPrefix } from "../../shared/redis/client.ts";
+import { createRedis, deleteKeysByPrefix, isCluster, keyHolders, parseClusterNodes, type RedisClient } from "../../shared/redis/client.ts";
+import { benchLuaCeiling, luaCeilingTable, type LuaCeilingRow } from "./allocate-cluster.ts";
 import { createStockCommands } from "../../shared/redis/commands.ts";
 import { scriptSource } from "../../shared/redis/scripts.ts";
 import { verify } from "../../shared/verify/verify.ts";
 import { formatReport } from "../../shared/verify/report.ts";
+import { benchApiSoldOut, benchApiWorkers, benchBuckets, type FrontDoorContext } from "./front-door.ts";
 import { PG_BASELINE_SCHEMA, checkPgBaseline } from "../baselines/pg-commands.ts";
 import {
   adminPost,
@@ -52,8 +60,8 @@ import {
   type K6Summary,
 } from "../support.ts";
 
-const { REDIS_URL, DATABASE_URL } = stackEnv;
-const ALL_TARGETS = ["hono-bare", "redis", "ioredis", "api", "pg-fn", "pg-tx"] as const;
+const { REDIS_URL, DATABASE_URL, REDIS_CLUSTER_NODES } = stackEnv;
+const ALL_TARGETS = ["hono-bare", "redis", "ioredis", "api", "api-sold-out", "api-workers", "buckets", "pg-fn", "pg-tx", "lua", "api-cluster"] as const;
 type Target = (typeof ALL_TARGETS)[number];
 
 const UNITS = 5_000_000;
@@ -87,6 +95,8 @@ const { values } = parseArgs({
     sync: { type: "string", default: "off,on" },
     repeat: { type: "string", default: "1" },
     "redis-requests": { type: "string", default: "200000" },
+    drivers: { type: "string", default: "2" },
+    inflight: { type: "string", default: "64" },
     help: { type: "boolean", default: false },
   },
 });
@@ -114,6 +124,8 @@ const adminToken = randomSecret();
 const jwtSecret = randomSecret(48);
 const tokensFile = join(dir, "tokens.json");
 const rows: Row[] = [];
+const luaRows: LuaCeilingRow[] = [];
+let luaTable = "";
 let failures = 0;
 
 // ------------------------------------------------------------------ helpers
@@ -133,9 +145,36 @@ function pgBackendCpuSeconds(database: string): number {
   return total;
 }
 
+/** The redis-server processes behind a client: the one node, or every node of a cluster. */
+async function redisPids(redis: RedisClient): Promise<number[]> {
+  return Promise.all((await keyHolders(redis)).concat(isCluster(redis) ? redis.nodes("slave") : []).map(async (n) => Number(/process_id:(\d+)/.exec(await n.info("server"))?.[1])));
+}
+
 async function redisPid(redis: Redis): Promise<number> {
-  const info = await redis.info("server");
-  return Number(/process_id:(\d+)/.exec(info)?.[1]);
+  return (await redisPids(redis))[0]!;
+}
+
+/** allocate.lua on 1 node against the 3-master cluster (allocate-cluster.ts). */
+async function benchLua(): Promise<void> {
+  const options = {
+    redisUrl: REDIS_URL,
+    clusterNodes: REDIS_CLUSTER_NODES,
+    stocks: MANY,
+    drivers: Number(values.drivers),
+    inflight: Number(values.inflight),
+    warmupMs: seconds(values.warmup!) * 1000,
+    durationMs: seconds(DURATION) * 1000,
+    units: UNITS,
+    perUserLimit: PER_USER_LIMIT,
+    dir,
+  };
+  const result = await benchLuaCeiling(options);
+  luaRows.push(...result);
+  for (const r of result) {
+    if (!r.ok) failures++;
+    console.log(`[bench] lua on ${r.target}: ${r.rps.toFixed(0)} calls/s p50 ${r.p50.toFixed(1)} p99 ${r.p99.toFixed(1)} ms | CPU µs/call masters ${r.cpu.masters.toFixed(0)}, replicas ${r.cpu.replicas.toFixed(0)}, drivers ${r.cpu.drivers.toFixed(0)} | ${r.check}`);
+  }
+  luaTable = luaCeilingTable(result, options);
 }
 
 const stat = (s: K6Summary | null, metric: string, key: string) => s?.metrics?.[metric]?.values?.[key] ?? Number.NaN;
@@ -311,14 +350,26 @@ async function benchIoredis(stockCount: number): Promise<void> {
   }
 }
 
-async function benchApi(stockCount: number): Promise<void> {
+/** Our api on the single node, or (cluster) with REDIS_CLUSTER_NODES on the stack's 3-master cluster. */
+async function benchApi(stockCount: number, cluster = false): Promise<void> {
   const prefix = uniquePrefix("bapi");
-  const redis = createRedis(REDIS_URL);
+  const target = cluster ? "api-cluster" : "api";
+  const redis = createRedis({ REDIS_URL, REDIS_CLUSTER_NODES: cluster ? parseClusterNodes(REDIS_CLUSTER_NODES) : undefined });
   const port = await freePort();
   const child = startProcess(
-    `api-${stockCount}`,
+    `${target}-${stockCount}`,
     [process.execPath, "services/api/main.ts"],
-    { PORT: String(port), ADMIN_TOKEN: adminToken, JWT_SECRET: jwtSecret, REDIS_URL, REDIS_KEY_PREFIX: prefix },
+    {
+      PORT: String(port),
+      ADMIN_PORT: String(await freePort()),
+      ADMIN_TOKEN: adminToken,
+      JWT_SECRET: jwtSecret,
+      REDIS_URL,
+      REDIS_KEY_PREFIX: prefix,
+      // k6 is one client address for every buyer: the per-IP limit is off, the per-user ones stay on.
+      RATE_LIMIT_IP: "off",
+      ...(cluster ? { REDIS_CLUSTER_NODES } : {}),
+    },
     dir,
   );
   try {
@@ -326,19 +377,19 @@ async function benchApi(stockCount: number): Promise<void> {
     await waitHealthy(`${baseUrl}/readyz`, child);
     const stocks = stockSpecs(prefix, stockCount);
     for (const s of stocks) await adminPost(baseUrl, adminToken, "/api/stocks", s);
-    const rpid = await redisPid(redis);
-    const r = await k6Runs("api", baseUrl, stocks.map((s) => s.id), () => cpuSeconds(child.proc.pid), () => cpuSeconds(rpid));
+    const rpids = await redisPids(redis);
+    const r = await k6Runs(target, baseUrl, stocks.map((s) => s.id), () => cpuSeconds(child.proc.pid), () => rpids.reduce((a, p) => a + cpuSeconds(p), 0));
     const report = await verify({ redis, prefix, layers: ["redis"], outbox: "full" });
     if (!report.ok) {
       failures++;
       console.log(formatReport(report));
     }
     record({
-      target: "api",
+      target,
       stocks: stockCount,
       ...r,
       check: `verifier ${report.ok ? "clean" : "FAILED"} (${report.totals.held} held)`,
-      note: "store CPU = the whole redis-server (shared with anything else using it)",
+      note: cluster ? "store CPU = all six cluster nodes (masters and replicas)" : "store CPU = the whole redis-server (shared with anything else using it)",
     });
   } finally {
     await child.stop();
@@ -467,12 +518,39 @@ function table(final: Row[]): string {
         (parts.length ? `; ${parts.join("; ")}` : ""),
     );
   }
+  for (const n of [1, MANY]) {
+    const single = rps("api", n);
+    const cluster = rps("api-cluster", n);
+    if (single && cluster) lines.push(`- ${n === 1 ? "one hot stock" : `${n} stocks`}: api on the cluster / on one node = ${ratio(cluster, single)}`);
+  }
+  if (luaTable) lines.push("", luaTable);
+  const row = (target: string, stocks: number | null) => final.find((r) => r.target === target && r.stocks === stocks);
+  const bareRow = row("hono-bare", null);
+  for (const [label, target, goal] of [
+    ["allocate on a live stock", "api", "goal ≥ 0.7× req/s, ≤ 1.5× CPU"],
+    ["sold_out from memory", "api-sold-out", "goal ≥ 0.9× req/s"],
+    ["allocate, API_WORKERS = cores", "api-workers", "no goal; the other processes share the same 2 cores"],
+  ] as const) {
+    const r = row(target, 1);
+    if (!r || !bareRow) continue;
+    const cpu = r.serverCpuUsPerReq && bareRow.serverCpuUsPerReq ? `${(r.serverCpuUsPerReq / bareRow.serverCpuUsPerReq).toFixed(2)}×` : "–";
+    lines.push(`- ${label} / bare Hono: ${ratio(r.closed?.rps, bareRow.closed?.rps)} req/s, ${cpu} server CPU per request (${goal})${r.check ? `; ${r.check}` : ""}`);
+  }
   return lines.join("\n");
 }
 
 // ------------------------------------------------------------------ main
 
 let loadAtStart = "";
+
+const frontDoor: FrontDoorContext<Awaited<ReturnType<typeof k6Runs>>> = {
+  dir,
+  adminToken,
+  jwtSecret,
+  vus: Number(VUS),
+  openSeconds: seconds(OPEN_DURATION),
+  k6Runs,
+};
 
 async function main(): Promise<number> {
   const m = machine();
@@ -503,6 +581,42 @@ async function main(): Promise<number> {
             await benchApi(1);
             await benchApi(MANY);
             break;
+          case "api-sold-out": {
+            const r = await benchApiSoldOut(frontDoor);
+            record({ target: "api-sold-out", stocks: 1, ...r });
+            break;
+          }
+          case "api-workers": {
+            const r = await benchApiWorkers(frontDoor, REDIS_URL, UNITS);
+            record({ target: "api-workers", stocks: 1, ...r });
+            break;
+          }
+          case "buckets": {
+            const b = await benchBuckets(REDIS_URL, Number(VUS), Math.min(10, seconds(DURATION)));
+            record({
+              target: "bucket local",
+              stocks: null,
+              closed: { rps: b.local.opsPerSecond, p50: Number.NaN, p99: Number.NaN, requests: 2_000_000, ok: true },
+              serverCpuUsPerReq: b.local.cpuUsPerOp,
+              note: "TokenBuckets.take, in-process, 10,000 users (rps = takes per second)",
+            });
+            record({
+              target: "bucket redis",
+              stocks: null,
+              closed: { rps: b.redis.opsPerSecond, p50: b.redis.p50Ms, p99: b.redis.p99Ms, requests: 0, ok: true },
+              serverCpuUsPerReq: b.redis.cpuUsPerOp,
+              storeCpuUsPerReq: b.redis.redisCpuUsPerOp,
+              note: `the same bucket as a Lua script, ${VUS} in flight (server CPU = this process's ioredis)`,
+            });
+            break;
+          }
+          case "api-cluster":
+            await benchApi(1, true);
+            await benchApi(MANY, true);
+            break;
+          case "lua":
+            await benchLua();
+            break;
           case "pg-fn":
           case "pg-tx":
             for (const sync of syncModes) {
@@ -525,7 +639,7 @@ async function main(): Promise<number> {
     `Machine: ${m.nproc} vCPU (${m.cpu}), ${m.memoryGiB} GiB RAM, Linux ${m.kernel}, Bun ${m.bun}; k6, servers, Redis and PostgreSQL all on the same box.\n` +
     `Command: \`${command}\` (run ${id}${repeat > 1 ? `, median of ${repeat} rounds` : ""}); load average at start ${loadAtStart}, at end ${load}.\n`;
   await Bun.write(join(dir, "table.md"), `${header}\n${md}\n`);
-  await Bun.write(join(dir, "summary.json"), JSON.stringify({ id, machine: m, command, settings: { VUS, DURATION, RATE, OPEN_DURATION, warmup: values.warmup, pool: values.pool, sync: values.sync }, rows, final }, null, 2));
+  await Bun.write(join(dir, "summary.json"), JSON.stringify({ id, machine: m, command, settings: { VUS, DURATION, RATE, OPEN_DURATION, warmup: values.warmup, pool: values.pool, sync: values.sync, drivers: values.drivers, inflight: values.inflight }, rows, final, lua: luaRows }, null, 2));
   console.log(`\n${header}\n${md}\n`);
   // Signed with this run's throwaway secret: of no further use.
   await unlink(tokensFile).catch(() => {});

@@ -8,49 +8,51 @@ import type { Context, MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import { requestId } from "hono/request-id";
-import type { Redis } from "ioredis";
+import { isRedisUnavailable, type RedisClient } from "../../shared/redis/client.ts";
 import type { Registry } from "prom-client";
 import { DomainError } from "../../shared/domain/errors.ts";
 import type { Logger } from "../../shared/logger.ts";
+import { DEFAULT_JWT_MAX_LIFETIME_SECONDS } from "../../shared/domain/policy.ts";
 import type { StockCommands } from "../../shared/redis/commands.ts";
-import { authenticate, requireAdmin } from "./auth.ts";
-import type { DashboardCollector } from "./dashboard/collector.ts";
-import { dashboardRoutes } from "./dashboard/routes.ts";
+import { authenticate } from "./auth.ts";
 import { docsRoutes } from "./docs.ts";
 import type { AppEnv } from "./env.ts";
 import { createApiMetrics } from "./metrics.ts";
 import { ApiProblem, problemFromDomain, problemResponse } from "./problem.ts";
+import { ipRateLimit, userRateLimit, type RateLimits } from "./rate-limit.ts";
+import { observeRequests } from "./request-observer.ts";
 import { createRouter } from "./router.ts";
 import { allocationRoutes } from "./routes/allocations.ts";
 import { stockRoutes } from "./routes/stocks.ts";
 
 export interface AppDeps {
   commands: StockCommands;
-  redis: Redis;
+  redis: RedisClient;
   logger: Logger;
   registry: Registry;
   adminToken: string;
   jwtSecret: string;
+  /** JWT_ISSUER / JWT_AUDIENCE: enforced when set. */
+  jwtIssuer?: string;
+  jwtAudience?: string;
+  /** JWT_MAX_LIFETIME_SECONDS; default DEFAULT_JWT_MAX_LIFETIME_SECONDS. */
+  jwtMaxLifetimeSeconds?: number;
   maxBodyBytes: number;
   /** Request headers over this many bytes (names + values) are refused with 431; default 8 KiB. */
   maxHeaderBytes?: number;
   /** Read-side routes (order history, search, analytics), mounted under /api before the write side. */
   readRoutes?: OpenAPIHono<AppEnv>;
+  /** Webhook endpoint admin routes (/api/webhooks, routes/webhooks.ts), when the api has a writable database. */
+  webhookRoutes?: OpenAPIHono<AppEnv>;
+  /** Request-rate limits (docs/design.md §12); none when absent (in-process tests). */
+  rateLimits?: RateLimits;
   /** Returns a reason while the process should not get traffic (e.g. shutting down). */
   notReadyReason?: () => string | null;
-  /** The live dashboard's data source; /dashboard is mounted (admin only) when given. */
-  dashboard?: DashboardCollector;
 }
 
 /** Errors of a client that cannot reach Redis: the request was fine, the store was not. */
-function isStoreUnavailable(err: unknown): boolean {
-  const e = err as { name?: string; code?: string; message?: string };
-  return (
-    e?.name === "MaxRetriesPerRequestError" ||
-    ["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE"].includes(e?.code ?? "") ||
-    /Connection is closed|connect ECONNREFUSED|Stream isn't writeable/i.test(e?.message ?? "")
-  );
-}
+// (On a cluster also a slot without a master during a failover: shared/redis/client.ts.)
+const isStoreUnavailable = isRedisUnavailable;
 
 function toProblem(err: unknown, c: Context<AppEnv>): ApiProblem {
   if (err instanceof ApiProblem) return err;
@@ -92,18 +94,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
 
   app.use(requestId({ limitLength: 128 }));
   app.use(headerSizeLimit(deps.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES));
-  app.use(async (c, next) => {
-    const started = performance.now();
-    c.set("log", deps.logger.child({ requestId: c.get("requestId") }));
-    await next();
-    const route = c.req.routePath;
-    metrics.requests.inc({ method: c.req.method, route, status: c.res.status });
-    metrics.duration.observe({ method: c.req.method, route }, (performance.now() - started) / 1000);
-    // Access lines at debug: under a stampede an info line per request costs real CPU.
-    const line = { method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(performance.now() - started) };
-    if (c.res.status >= 500) c.get("log").error(line, "request failed");
-    else c.get("log").debug(line, "request");
-  });
+  app.use(observeRequests(deps.logger, metrics));
 
   app.get("/healthz", (c) => c.json({ status: "ok" }));
   app.get("/readyz", async (c) => {
@@ -116,7 +107,10 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
       return c.json({ status: "not_ready", reason: "redis unreachable" }, 503);
     }
   });
-  app.get("/metrics", async (c) => c.body(await deps.registry.metrics(), 200, { "Content-Type": deps.registry.contentType }));
+  // No /metrics here: it is served on ADMIN_PORT by main.ts (shared/admin-server.ts), off the public port.
+
+  // Before anything else under /api: a client over its rate costs one map look-up, not a JWT verify.
+  if (deps.rateLimits) app.use("/api/*", ipRateLimit(deps.rateLimits.ip, deps.rateLimits.trustedProxies));
 
   const tooLarge = () => new ApiProblem(413, "payload_too_large", `request body over ${deps.maxBodyBytes} bytes`);
   const streamingLimit = bodyLimit({
@@ -141,10 +135,24 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     }
     await next();
   });
-  app.use("/api/*", authenticate({ adminToken: deps.adminToken, jwtSecret: deps.jwtSecret }));
+  const auth = authenticate({
+    adminToken: deps.adminToken,
+    jwtSecret: deps.jwtSecret,
+    issuer: deps.jwtIssuer,
+    audience: deps.jwtAudience,
+    maxLifetimeSeconds: deps.jwtMaxLifetimeSeconds ?? DEFAULT_JWT_MAX_LIFETIME_SECONDS,
+  });
+  app.use("/api/*", auth);
+  if (deps.rateLimits) {
+    // Per user, after authentication and before validation: a user over the rate is refused cheaply.
+    app.use("/api/stocks/:id/allocate", userRateLimit("allocate", deps.rateLimits.allocate));
+    app.use("/api/allocations/:id/purchase", userRateLimit("purchase", deps.rateLimits.purchase));
+    app.use("/api/allocations/:id/cancel", userRateLimit("cancel", deps.rateLimits.cancel));
+  }
 
   // Read routes first: /api/stocks/search must win over /api/stocks/{id}.
   if (deps.readRoutes) app.route("/api", deps.readRoutes);
+  if (deps.webhookRoutes) app.route("/api", deps.webhookRoutes);
   app.route("/api", stockRoutes(deps.commands, metrics));
   app.route("/api", allocationRoutes(deps.commands));
 
@@ -158,13 +166,6 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     info: { title: "flash-sale api", version: "1", description: "Allocation of scarce stock under a stampede. Errors are RFC 9457 problem+json." },
   });
   app.route("/", docsRoutes("/openapi.json"));
-  if (deps.dashboard) {
-    app.use("/dashboard/*", authenticate({ adminToken: deps.adminToken, jwtSecret: deps.jwtSecret }), async (c, next) => {
-      requireAdmin(c);
-      await next();
-    });
-    app.route("/", dashboardRoutes(deps.dashboard));
-  }
 
   app.notFound((c) => problemResponse(c, new ApiProblem(404, "not_found", `no route for ${c.req.method} ${c.req.path}`)));
   app.onError((err, c) => problemResponse(c, toProblem(err, c)));

@@ -8,6 +8,7 @@ import { createVerifier } from "fast-jwt";
 import { USER_ID_PATTERN } from "../../shared/domain/validation.ts";
 import type { AppEnv, Principal } from "./env.ts";
 import { ApiProblem } from "./problem.ts";
+import { cachedVerifier } from "./token-cache.ts";
 
 const MAX_TOKEN_LENGTH = 4096;
 
@@ -17,13 +18,54 @@ function sameSecret(a: string, b: string): boolean {
   return left.length === right.length && timingSafeEqual(left, right);
 }
 
+export interface TokenPolicy {
+  jwtSecret: string;
+  /** When set, the token's `iss` must equal it. */
+  issuer?: string;
+  /** When set, the token's `aud` must be (or contain) it. */
+  audience?: string;
+  /** Longest lifetime accepted: `exp - iat`, or `exp - now` for a token without `iat`. */
+  maxLifetimeSeconds: number;
+}
+
+const CLOCK_TOLERANCE_MS = 5_000;
+
 /**
  * HS256 verification with fast-jwt: synchronous node:crypto HMAC with the key prepared once, and
- * the claim checks (alg allow-list, exp, nbf). WebCrypto (hono/jwt) hops to a thread per call on
- * Bun: measured 26-80 us per verify against ~6 us here, the largest single cost of an allocation.
+ * the claim checks (alg allow-list, exp, nbf, iss, aud). WebCrypto (hono/jwt) hops to a thread per
+ * call on Bun: measured 26-80 us per verify against ~6 us here, the largest single cost of an allocation.
+ * `exp` and `sub` are required: a token without `exp` would be a password that never expires.
  */
-function createTokenVerifier(jwtSecret: string): (token: string) => Record<string, unknown> {
-  return createVerifier({ key: jwtSecret, algorithms: ["HS256"], cache: false, clockTolerance: 5_000 });
+function createTokenVerifier(policy: TokenPolicy): (token: string) => Record<string, unknown> {
+  const verify = createVerifier({
+    key: policy.jwtSecret,
+    algorithms: ["HS256"],
+    cache: false, // see token-cache.ts
+    clockTolerance: CLOCK_TOLERANCE_MS,
+    // fast-jwt skips the iss/aud checks when the claim is absent, so a configured one is also required.
+    requiredClaims: ["exp", "sub", ...(policy.issuer ? ["iss"] : []), ...(policy.audience ? ["aud"] : [])],
+    ...(policy.issuer ? { allowedIss: policy.issuer } : {}),
+    ...(policy.audience ? { allowedAud: policy.audience } : {}),
+  });
+  const maxLifetimeMs = policy.maxLifetimeSeconds * 1000;
+  // Buyers who retry send the same token: a verified one is remembered until its exp (token-cache.ts).
+  const verifyCached = cachedVerifier((token) => verify(token) as Record<string, unknown>, { maxTokens: 10_000, clockToleranceMs: CLOCK_TOLERANCE_MS });
+  return (token) => {
+    const claims = verifyCached(token);
+    const exp = claims.exp;
+    const iat = claims.iat;
+    if (typeof exp !== "number") throw new Error("exp must be a number");
+    // A token minted for a year is refused even though it is signed: stolen tokens must die young.
+    // Both bounds: exp - iat (the lifetime it was minted with) and exp - now (an iat set in the
+    // future would otherwise stretch a short-looking token over years).
+    const now = Date.now();
+    if (exp * 1000 - now > maxLifetimeMs + CLOCK_TOLERANCE_MS) throw new Error("token lifetime over the maximum");
+    if (typeof iat === "number") {
+      if (iat * 1000 > now + CLOCK_TOLERANCE_MS) throw new Error("token issued in the future");
+      if (exp * 1000 - iat * 1000 > maxLifetimeMs) throw new Error("token lifetime over the maximum");
+    }
+    return claims;
+  };
 }
 
 function principalOf(token: string, adminToken: string, verifyToken: (token: string) => Record<string, unknown>): Principal {
@@ -41,8 +83,8 @@ function principalOf(token: string, adminToken: string, verifyToken: (token: str
   return { kind: "user", userId: sub };
 }
 
-export function authenticate(options: { adminToken: string; jwtSecret: string }): MiddlewareHandler<AppEnv> {
-  const verifyToken = createTokenVerifier(options.jwtSecret);
+export function authenticate(options: { adminToken: string } & TokenPolicy): MiddlewareHandler<AppEnv> {
+  const verifyToken = createTokenVerifier(options);
   return async (c, next) => {
     const header = c.req.header("Authorization");
     if (header !== undefined) {
@@ -55,6 +97,28 @@ export function authenticate(options: { adminToken: string; jwtSecret: string })
     await next();
   };
 }
+
+/**
+ * Route middleware (createRoute's `middleware`, which runs before the request validators): a
+ * protected route answers 401/403 before it looks at the body, so an anonymous caller learns
+ * nothing about the schema. The handler-side guards below stay for checks that need the request
+ * (the owner of a hold or of an order history).
+ */
+export const adminOnly: MiddlewareHandler<AppEnv> = async (c, next) => {
+  requireAdmin(c);
+  await next();
+};
+
+export const userOnly: MiddlewareHandler<AppEnv> = async (c, next) => {
+  requireUser(c);
+  await next();
+};
+
+/** Any valid token (admin or user); ownership is checked by the handler. */
+export const signedIn: MiddlewareHandler<AppEnv> = async (c, next) => {
+  if (!c.get("principal")) throw new ApiProblem(401, "unauthorized", "token required");
+  await next();
+};
 
 export function requireAdmin(c: Context<AppEnv>): void {
   const principal = c.get("principal");

@@ -1,4 +1,5 @@
 /** api binary: wiring only. See app.ts for the routes and README for the environment. */
+import { startAdminServer } from "../../shared/admin-server.ts";
 import { apiSchema, loadConfigOrExit } from "../../shared/config.ts";
 import { createKeyLayout } from "../../shared/domain/keys.ts";
 import { onShutdown } from "../../shared/lifecycle.ts";
@@ -10,32 +11,63 @@ import { createReaderSql } from "../../shared/stores/postgres/client.ts";
 import { createSearchClient } from "../../shared/stores/search/mapping.ts";
 import { createApp } from "./app.ts";
 import { DashboardCollector } from "./dashboard/collector.ts";
+import { dashboardRoutes } from "./dashboard/routes.ts";
 import { createReadRoutes } from "./read-routes.ts";
+import { webhookRoutesFromConfig } from "./routes/webhooks.ts";
+import { subscribeReleased } from "./released-subscriber.ts";
+import { RefusalCache, withRefusalCache } from "./sold-out-cache.ts";
+import { exitWithSupervisor, superviseWorkers, workerIndex } from "./workers.ts";
 
 const config = loadConfigOrExit(apiSchema, "api");
 const logger = createLogger("api", config.LOG_LEVEL);
-const redis = createRedis(config.REDIS_URL);
+// API_WORKERS > 1: this process only supervises the workers (it never returns from here).
+if (config.API_WORKERS > 1 && workerIndex() === null) await superviseWorkers(config.API_WORKERS, logger);
+if (workerIndex() !== null) exitWithSupervisor(logger);
+const redis = createRedis(config);
 redis.on("error", (err) => logger.warn({ err: err.message }, "redis connection error"));
 
 // Read side: fail fast when a store is down (503), so allocation never waits on it.
 const sql = createReaderSql(config.DATABASE_URL);
 const es = createSearchClient(config.ELASTICSEARCH_URL, { requestTimeoutMs: 2_000, maxRetries: 0 });
 
-let draining = false;
-const commands = createStockCommands(redis, createKeyLayout(config.REDIS_KEY_PREFIX, config.OUTBOX_SHARDS));
+const webhooks = webhookRoutesFromConfig(config);
+
+// Refusals from memory (docs/design.md §12), kept fresh by the scripts' "released" messages.
+const keys = createKeyLayout(config.REDIS_KEY_PREFIX, config.OUTBOX_SHARDS);
 const registry = createMetricsRegistry("api");
+const refusals = new RefusalCache({ ttlMs: config.SOLD_OUT_CACHE_MS, registry });
+const released = config.SOLD_OUT_CACHE_MS > 0 ? subscribeReleased(redis, keys, refusals, logger) : null;
+released?.ready.catch((err: Error) => logger.error({ err: err.message }, "released channels not subscribed: refusals not cached"));
+
+let draining = false;
+const commands = withRefusalCache(
+  createStockCommands(redis, keys, { holdRetentionSeconds: config.HOLD_RETENTION_SECONDS, outboxMaxLength: config.OUTBOX_MAX_LENGTH }),
+  refusals,
+  redis,
+);
 const dashboard = new DashboardCollector({ redis, commands, registry, workerMetricsUrls: config.WORKER_METRICS_URLS });
+dashboard.registerStockGauges(registry);
 const app = createApp({
   commands,
   redis,
   logger,
   registry,
-  dashboard,
   adminToken: config.ADMIN_TOKEN,
   jwtSecret: config.JWT_SECRET,
+  jwtIssuer: config.JWT_ISSUER,
+  jwtAudience: config.JWT_AUDIENCE,
+  jwtMaxLifetimeSeconds: config.JWT_MAX_LIFETIME_SECONDS,
   maxBodyBytes: config.MAX_BODY_BYTES,
   maxHeaderBytes: config.MAX_HEADER_BYTES,
   readRoutes: createReadRoutes({ sql, es, esAlias: config.ELASTICSEARCH_INDEX_ALIAS }),
+  webhookRoutes: webhooks.routes,
+  rateLimits: {
+    ip: config.RATE_LIMIT_IP,
+    allocate: config.RATE_LIMIT_ALLOCATE,
+    purchase: config.RATE_LIMIT_PURCHASE,
+    cancel: config.RATE_LIMIT_CANCEL,
+    trustedProxies: config.TRUSTED_PROXIES,
+  },
   notReadyReason: () => (draining ? "shutting down" : null),
 });
 
@@ -43,14 +75,35 @@ const server = Bun.serve({
   port: config.PORT,
   hostname: "0.0.0.0",
   fetch: app.fetch,
+  // API_WORKERS processes share the port; the kernel spreads connections over them.
+  reusePort: config.API_WORKERS > 1,
   // Backstop only: the app answers oversized bodies itself with a problem+json 413.
   maxRequestBodySize: Math.max(config.MAX_BODY_BYTES * 4, 1024 * 1024),
 });
-logger.info({ port: server.port, shards: config.OUTBOX_SHARDS }, "api listening");
+// Operators' port, like the workers': /metrics is not on the public port (it shows sales velocity).
+// /healthz and /readyz answer on both, so load balancers keep probing the public port.
+// With API_WORKERS, worker i answers on ADMIN_PORT + i: each has its own registry, so each is scraped.
+const admin = startAdminServer({
+  port: config.ADMIN_PORT + (workerIndex() ?? 0),
+  registry,
+  routes: dashboardRoutes(dashboard),
+  notReadyReason: async () => {
+    if (draining) return "shutting down";
+    try {
+      await redis.ping();
+      return null;
+    } catch {
+      return "redis unreachable";
+    }
+  },
+});
+logger.info({ port: server.port, adminPort: admin.port, shards: config.OUTBOX_SHARDS, worker: workerIndex() }, "api listening");
 
 onShutdown(logger, async () => {
   draining = true;
   dashboard.stop();
   await server.stop(); // stop accepting, let in-flight requests finish
-  await Promise.allSettled([redis.quit(), sql.end({ timeout: 5 }), es.close()]);
+  await admin.stop();
+  await released?.close();
+  await Promise.allSettled([redis.quit(), sql.end({ timeout: 5 }), es.close(), webhooks.close()]);
 });

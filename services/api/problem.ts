@@ -5,6 +5,7 @@
 import type { Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { DomainError, DomainErrorCode } from "../../shared/domain/errors.ts";
+import { OUTBOX_FULL_RETRY_AFTER_SECONDS } from "../../shared/domain/policy.ts";
 
 export type ProblemCode =
   | DomainErrorCode
@@ -14,8 +15,16 @@ export type ProblemCode =
   | "headers_too_large"
   | "unsupported_media_type"
   | "method_not_allowed"
+  | "rate_limited"
   | "store_unavailable"
+  | "webhook_configured"
   | "internal_error";
+
+/**
+ * The members every problem has (RFC 9457 plus ours). Extension members (`extra`) may never replace
+ * them: domain context goes under its own name (e.g. `holdStatus`, not `status`).
+ */
+export const PROBLEM_MEMBERS = ["type", "title", "status", "detail", "instance", "code", "requestId"] as const;
 
 export class ApiProblem extends Error {
   constructor(
@@ -23,6 +32,8 @@ export class ApiProblem extends Error {
     readonly code: ProblemCode,
     readonly detail: string,
     readonly extra: Record<string, unknown> = {},
+    /** Response headers that belong to this answer (e.g. Retry-After). */
+    readonly headers: Record<string, string> = {},
   ) {
     super(detail);
     this.name = "ApiProblem";
@@ -40,31 +51,39 @@ const TITLES: Record<ProblemCode, string> = {
   hold_not_active: "Hold is not active",
   forbidden: "Forbidden",
   idempotency_key_reused: "Idempotency key reused with a different request",
+  outbox_full: "Event outbox full",
   invalid_request: "Invalid request",
   unauthorized: "Unauthorized",
   payload_too_large: "Payload too large",
   headers_too_large: "Request header fields too large",
   unsupported_media_type: "Unsupported media type",
   method_not_allowed: "Method not allowed",
+  rate_limited: "Too many requests",
   store_unavailable: "Store unavailable",
+  webhook_configured: "Endpoint comes from configuration",
   internal_error: "Internal error",
 };
 
+/** Every code the api answers with, for the OpenAPI document's Problem schema. */
+export const PROBLEM_CODES = Object.keys(TITLES) as [ProblemCode, ...ProblemCode[]];
+
 export function problemBody(problem: ApiProblem, requestId: string | undefined) {
+  // Extensions without the reserved names, and the problem's own members last: never overwritten.
+  const extensions = Object.fromEntries(Object.entries(problem.extra).filter(([name]) => !(PROBLEM_MEMBERS as readonly string[]).includes(name)));
   return {
+    ...extensions,
     type: `https://flash-sale.dev/problems/${problem.code.replaceAll("_", "-")}`,
     title: TITLES[problem.code],
     status: problem.status,
     detail: problem.detail,
     code: problem.code,
     requestId: requestId ?? null,
-    ...problem.extra,
   };
 }
 
 export function problemResponse(c: Context, problem: ApiProblem): Response {
   const body = problemBody(problem, c.get("requestId") as string | undefined);
-  return c.body(JSON.stringify(body), problem.status, { "Content-Type": "application/problem+json" });
+  return c.body(JSON.stringify(body), problem.status, { ...problem.headers, "Content-Type": "application/problem+json" });
 }
 
 const DOMAIN_STATUS: Record<DomainErrorCode, ContentfulStatusCode> = {
@@ -78,9 +97,13 @@ const DOMAIN_STATUS: Record<DomainErrorCode, ContentfulStatusCode> = {
   hold_not_active: 409,
   forbidden: 403,
   idempotency_key_reused: 422,
+  invalid_request: 400,
+  outbox_full: 503,
 };
 
 export function problemFromDomain(error: DomainError): ApiProblem {
   const { stockId: _stockId, allocationId: _allocationId, ...extra } = error.details;
-  return new ApiProblem(DOMAIN_STATUS[error.code], error.code, error.message, extra);
+  // outbox_full is temporary by nature: tell clients when to come back (RFC 9110 Retry-After).
+  const headers: Record<string, string> = error.code === "outbox_full" ? { "Retry-After": String(OUTBOX_FULL_RETRY_AFTER_SECONDS) } : {};
+  return new ApiProblem(DOMAIN_STATUS[error.code], error.code, error.message, extra, headers);
 }

@@ -4,24 +4,25 @@
  * and expiry atomically, so several expirers may run at once: a hold is released exactly once,
  * and the others see `not_active`.
  */
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../../shared/redis/client.ts";
 import type { Registry } from "prom-client";
 import type { KeyLayout } from "../../shared/domain/keys.ts";
 import { sleep } from "../../shared/lifecycle.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { prom } from "../../shared/metrics.ts";
-import { prepareScripts, queueScript } from "../../shared/redis/scripts.ts";
+import { DEFAULT_HOLD_RETENTION_SECONDS } from "../../shared/domain/policy.ts";
+import { prepareScripts, queueScript, runScript } from "../../shared/redis/scripts.ts";
 
 export interface ExpirerOptions {
-  redis: Redis;
+  redis: RedisClient;
   keys: KeyLayout;
   logger: Logger;
   registry: Registry;
   intervalMs: number;
   batchSize: number;
+  /** HOLD_RETENTION_SECONDS: how long an expired hold stays readable; default the policy's. */
+  holdRetentionSeconds?: number;
 }
-
-const FINISHED_HOLD_RETAIN_SECONDS = 7 * 24 * 3600;
 
 export interface Expirer {
   start(): void;
@@ -34,6 +35,7 @@ export interface Expirer {
 
 export function createExpirer(options: ExpirerOptions): Expirer {
   const { redis, keys, logger, intervalMs, batchSize } = options;
+  const retainSeconds = options.holdRetentionSeconds ?? DEFAULT_HOLD_RETENTION_SECONDS;
   prepareScripts(redis);
   const expired = new prom.Counter({ name: "holds_expired_total", help: "Holds released because they timed out", registers: [options.registry] });
   const tickSeconds = new prom.Histogram({
@@ -48,7 +50,9 @@ export function createExpirer(options: ExpirerOptions): Expirer {
     labelNames: ["shard"],
     registers: [options.registry],
     async collect() {
-      const now = Date.now();
+      // Redis' clock, like the due query: this process's clock may be off.
+      const [seconds, micros] = await redis.time();
+      const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
       await Promise.all(keys.allShards().map(async (shard) => this.set({ shard }, await redis.zcount(keys.holdsDue(shard), "-inf", now))));
     },
   });
@@ -58,11 +62,14 @@ export function createExpirer(options: ExpirerOptions): Expirer {
   let loop: Promise<void> | null = null;
   let lastTickOk = true;
 
-  /** Releases up to one batch of due holds of a shard; returns [released, holds looked at]. */
-  async function expireBatch(shard: number): Promise<[number, number]> {
+  /**
+   * Releases up to one batch of due holds of a shard; returns [released, holds looked at, due entries
+   * settled]. "Due" is judged by Redis' TIME inside due_holds.lua, the same clock expire.lua checks.
+   */
+  async function expireBatch(shard: number): Promise<[number, number, number]> {
     const due = keys.holdsDue(shard);
-    const ids = await redis.zrangebyscore(due, "-inf", Date.now(), "LIMIT", 0, batchSize);
-    if (ids.length === 0) return [0, 0];
+    const ids = await runScript<string[]>(redis, "fsDueHolds", [due], [batchSize]);
+    if (ids.length === 0) return [0, 0, 0];
     const lookup = redis.pipeline();
     for (const id of ids) lookup.hget(keys.hold(id), "stockId");
     const stockIds = (await lookup.exec()) ?? [];
@@ -72,17 +79,22 @@ export function createExpirer(options: ExpirerOptions): Expirer {
       const stockId = stockIds[i]?.[1] as string | null;
       // A due entry without its hold has nothing to release: drop the index entry.
       if (!stockId) return void release.zrem(due, id);
-      const args = [id, Bun.randomUUIDv7(), FINISHED_HOLD_RETAIN_SECONDS];
-      const k = [keys.hold(id), keys.stock(stockId), keys.stockBuyers(stockId), due, keys.outbox(shard)];
+      const args = [id, Bun.randomUUIDv7(), retainSeconds];
+      const k = [keys.hold(id), keys.stock(stockId), keys.stockBuyers(stockId), due, keys.outbox(shard), keys.released(shard)];
       queueScript(release, "fsExpire", k, args);
     });
     const results = (await release.exec()) ?? [];
     let released = 0;
+    let settled = 0; // due entries this batch removed: released, already finished, or stock gone
     for (const [err, reply] of results) {
+      const outcome = Array.isArray(reply) ? String(reply[0]) : typeof reply === "number" ? "dropped" : "";
       if (err) logger.error({ err: err.message, shard }, "expire script failed");
-      else if (Array.isArray(reply) && reply[0] === "expired") released++;
+      else if (outcome === "expired") released++;
+      else if (outcome === "stock_missing") logger.warn({ shard, reply }, "due hold whose stock no longer exists: due entry dropped");
+      else if (outcome !== "not_active" && outcome !== "dropped") logger.error({ shard, reply }, "expire script refused a hold");
+      if (!err && ["expired", "not_active", "stock_missing", "dropped"].includes(outcome)) settled++;
     }
-    return [released, ids.length];
+    return [released, ids.length, settled];
   }
 
   async function tick(): Promise<number> {
@@ -91,9 +103,10 @@ export function createExpirer(options: ExpirerOptions): Expirer {
     for (const shard of keys.allShards()) {
       // Keep going while batches come back full, so a burst of expiries drains in one tick.
       for (;;) {
-        const [released, seen] = await expireBatch(shard);
+        const [released, seen, settled] = await expireBatch(shard);
         total += released;
-        if (seen < batchSize || stopRequested) break;
+        // A full batch that settled nothing (holds not due yet, or refused) would come back the same: stop.
+        if (seen < batchSize || settled === 0 || stopRequested) break;
       }
     }
     end();

@@ -10,7 +10,7 @@ import { createExpirer } from "./expirer.ts";
 
 const config = loadConfigOrExit(expirerSchema, "expirer");
 const logger = createLogger("expirer", config.LOG_LEVEL);
-const redis = createRedis(config.REDIS_URL);
+const redis = createRedis(config);
 redis.on("error", (err) => logger.warn({ err: err.message }, "redis connection error"));
 const registry = createMetricsRegistry("expirer");
 
@@ -21,6 +21,7 @@ const expirer = createExpirer({
   registry,
   intervalMs: config.EXPIRER_INTERVAL_MS,
   batchSize: config.EXPIRER_BATCH_SIZE,
+  holdRetentionSeconds: config.HOLD_RETENTION_SECONDS,
 });
 
 let stopping = false;

@@ -8,6 +8,7 @@ import { eventIdOf, type Batch } from "./batches.ts";
 import type { RelayContext } from "./context.ts";
 import { errorMessage } from "./health.ts";
 import { compareIds, nextId, pairs, RELAY_GROUP } from "./stream.ts";
+import { DEAD_LETTER_MAX_LENGTH } from "../../shared/domain/policy.ts";
 
 export class Acker {
   /** XACK + trim of the last sent batch (false once one failed for good, i.e. stopping with Redis down). */
@@ -64,7 +65,8 @@ export class Acker {
   }
 
   /**
-   * Dead letters + XACK + XINFO GROUPS + XPENDING in one round trip, then XTRIM per shard in a second.
+   * Dead letters + XACK + XINFO GROUPS + XPENDING in one round trip, then XTRIM in a second (all
+   * keys carry the shard's hash tag, so on a cluster both go to the shard's master).
    * Trim point: the oldest entry still pending anywhere in the group (so nothing unacknowledged is
    * ever removed), or, when nothing is pending, just past the group's last-delivered id (everything
    * delivered is then acknowledged). The last-delivered id is read *before* the pending summary
@@ -72,42 +74,31 @@ export class Acker {
    * Undelivered entries are above the last-delivered id, so they are never trimmed either.
    * Our own last acked id is a floor when the group info is unavailable.
    */
-  private async ackAndTrim({ entries, dead }: Batch): Promise<void> {
+  private async ackAndTrim({ shard, entries, dead }: Batch): Promise<void> {
     const { redis, keys, consumerName, log } = this.ctx;
-    const idsByShard = new Map<number, string[]>();
-    for (const e of entries) {
-      const ids = idsByShard.get(e.shard);
-      if (ids) ids.push(e.id);
-      else idsByShard.set(e.shard, [e.id]);
-    }
+    const stream = keys.outbox(shard);
+    const ids = entries.map((e) => e.id);
     const p = redis.pipeline();
     for (const d of dead) {
-      const { shard, id, fields } = d.entry;
-      p.call("XADD", keys.outboxDeadLetter(shard), "*", "reason", d.reason, "sourceStream", keys.outbox(shard), "sourceId", id, "consumer", consumerName, ...(fields ?? []));
+      const { id, fields } = d.entry;
+      // Capped (approximately, so trimming stays O(1)): it is for inspection, not a log of record.
+      p.call("XADD", keys.outboxDeadLetter(shard), "MAXLEN", "~", DEAD_LETTER_MAX_LENGTH, "*", "reason", d.reason, "sourceStream", stream, "sourceId", id, "consumer", consumerName, ...(fields ?? []));
     }
-    const shards = [...idsByShard.keys()];
-    for (const s of shards) {
-      p.call("XACK", keys.outbox(s), RELAY_GROUP, ...idsByShard.get(s)!);
-      p.call("XINFO", "GROUPS", keys.outbox(s));
-      p.call("XPENDING", keys.outbox(s), RELAY_GROUP);
-    }
+    p.call("XACK", stream, RELAY_GROUP, ...ids);
+    p.call("XINFO", "GROUPS", stream);
+    p.call("XPENDING", stream, RELAY_GROUP);
     const results = (await p.exec()) ?? [];
     for (const [err] of results) if (err) throw err;
 
-    const trims = redis.pipeline();
-    shards.forEach((s, i) => {
-      const at = dead.length + i * 3;
-      const groups = ((results[at + 1]![1] as unknown[]) ?? []).map(pairs);
-      const summary = results[at + 2]![1] as [number, string | null, string | null, unknown];
-      let floor = idsByShard.get(s)![0]!;
-      for (const id of idsByShard.get(s)!) if (compareIds(id, floor) > 0) floor = id;
-      const delivered = groups.find((g) => g.name === RELAY_GROUP)?.["last-delivered-id"];
-      if (typeof delivered === "string" && compareIds(delivered, floor) > 0) floor = delivered;
-      const minId = summary[0] > 0 && summary[1] ? summary[1] : nextId(floor);
-      trims.call("XTRIM", keys.outbox(s), "MINID", minId);
-    });
+    const at = dead.length;
+    const groups = ((results[at + 1]![1] as unknown[]) ?? []).map(pairs);
+    const summary = results[at + 2]![1] as [number, string | null, string | null, unknown];
+    let floor = ids[0]!;
+    for (const id of ids) if (compareIds(id, floor) > 0) floor = id;
+    const delivered = groups.find((g) => g.name === RELAY_GROUP)?.["last-delivered-id"];
+    if (typeof delivered === "string" && compareIds(delivered, floor) > 0) floor = delivered;
+    const minId = summary[0] > 0 && summary[1] ? summary[1] : nextId(floor);
     // Trimming is housekeeping: a failure here loses nothing and the next batch trims again.
-    const trimmed = (await trims.exec().catch(() => null)) ?? [];
-    for (const [err] of trimmed) if (err) log.debug({ err: errorMessage(err) }, "outbox trim failed");
+    await redis.call("XTRIM", stream, "MINID", minId).catch((err: unknown) => log.debug({ err: errorMessage(err) }, "outbox trim failed"));
   }
 }

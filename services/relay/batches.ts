@@ -1,8 +1,9 @@
 /**
  * Turning outbox entries into Kafka batches (pure: no I/O). Each entry becomes a Kafka message,
  * a dead letter (fails validation, or too large for Kafka), or nothing (deleted while pending: it
- * is only acknowledged). Batches keep the entries' order and stay within RELAY_BATCH_SIZE entries
- * and MAX_SEND_BYTES of messages.
+ * is only acknowledged). Batches keep the entries' order, hold one shard each (one shard = one
+ * transactional producer, see sender.ts) and stay within RELAY_BATCH_SIZE entries and
+ * MAX_SEND_BYTES of messages.
  */
 import type { Message } from "kafkajs";
 import { OUTBOX_EVENT_FIELD, parseEvent } from "../../shared/domain/events.ts";
@@ -15,8 +16,9 @@ export interface DeadLetter {
   eventId?: string;
 }
 
-/** One Kafka send and what its acknowledgement covers. */
+/** One Kafka send (one shard's entries) and what its acknowledgement covers. */
 export interface Batch {
+  shard: number;
   /** Every entry of the batch (messages, dead letters and deleted ones): all are XACKed together. */
   entries: OutboxEntry[];
   messages: Message[];
@@ -25,8 +27,11 @@ export interface Batch {
 
 type Prepared = { message: Message; bytes: number } | DeadLetter | null;
 
-/** Validates one entry: a Kafka message, a dead letter, or null (deleted while pending: only acknowledge it). */
-export function prepare(entry: OutboxEntry): Prepared {
+/**
+ * Validates one entry: a Kafka message, a dead letter, or null (deleted while pending: only acknowledge it).
+ * `relay` (the consumer name) goes into a header: which relay published a copy, for diagnosing duplicates and fencing.
+ */
+export function prepare(entry: OutboxEntry, relay: string): Prepared {
   if (entry.fields === null) return null;
   const raw = fieldValue(entry.fields, OUTBOX_EVENT_FIELD);
   const parsed = parseEvent(raw);
@@ -37,22 +42,23 @@ export function prepare(entry: OutboxEntry): Prepared {
   const value = Buffer.from(raw!, "utf8");
   const { event } = parsed;
   if (value.length > MAX_SEND_BYTES) return { entry, reason: `event larger than ${MAX_SEND_BYTES} bytes`, eventId: event.eventId };
-  const headers = { eventType: event.eventType, schemaVersion: String(event.schemaVersion), eventId: event.eventId };
+  const headers = { eventType: event.eventType, schemaVersion: String(event.schemaVersion), eventId: event.eventId, relay };
   const message = { key: event.aggregateId, value, headers };
   return { message, bytes: messageBytes(message) };
 }
 
-/** Splits entries, in order, into batches of at most `maxEntries` entries and MAX_SEND_BYTES of messages. */
-export function toBatches(entries: readonly OutboxEntry[], maxEntries: number): Batch[] {
+/** Splits entries, in order, into one-shard batches of at most `maxEntries` entries and MAX_SEND_BYTES of messages. */
+export function toBatches(entries: readonly OutboxEntry[], maxEntries: number, relay: string): Batch[] {
   const batches: Batch[] = [];
-  let batch: Batch = { entries: [], messages: [], dead: [] };
+  let batch: Batch = { shard: entries[0]?.shard ?? 0, entries: [], messages: [], dead: [] };
   let bytes = 0;
   for (const entry of entries) {
-    const item = prepare(entry);
+    const item = prepare(entry, relay);
     const size = item && "message" in item ? item.bytes : 0;
-    if (batch.entries.length >= maxEntries || (batch.messages.length > 0 && bytes + size > MAX_SEND_BYTES)) {
+    const full = batch.entries.length >= maxEntries || (batch.messages.length > 0 && bytes + size > MAX_SEND_BYTES);
+    if (batch.entries.length > 0 && (full || entry.shard !== batch.shard)) {
       batches.push(batch);
-      batch = { entries: [], messages: [], dead: [] };
+      batch = { shard: entry.shard, entries: [], messages: [], dead: [] };
       bytes = 0;
     }
     batch.entries.push(entry);

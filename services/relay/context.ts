@@ -1,5 +1,5 @@
 /** What every part of the relay is given: its settings, connections and shared run state. */
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../../shared/redis/client.ts";
 import type { RelayConfig } from "../../shared/config.ts";
 import type { KeyLayout } from "../../shared/domain/keys.ts";
 import type { Logger } from "../../shared/logger.ts";
@@ -17,11 +17,17 @@ export type RelaySettings = Pick<
   | "RELAY_CONSUMER_NAME"
   | "RELAY_LEASE_MS"
   | "RELAY_COMPRESSION"
+  | "RELAY_MIN_REPLICAS"
+  | "RELAY_REPLICA_WAIT_MS"
+  | "RELAY_TRANSACTIONS"
 >;
+
+/** A single Redis node or a Redis Cluster (REDIS_CLUSTER_NODES): the relay reads either. */
+export type { RedisClient };
 
 export interface RelayContext {
   /** Commands connection (acks, trims, claims, leases, scrapes); never blocks. */
-  redis: Redis;
+  redis: RedisClient;
   keys: KeyLayout;
   cfg: RelaySettings;
   log: Logger;

@@ -11,7 +11,7 @@ import { createRelay } from "./relay.ts";
 
 const config = loadConfigOrExit(relaySchema, "relay");
 const logger = createLogger("relay", config.LOG_LEVEL);
-const redis = createRedis(config.REDIS_URL);
+const redis = createRedis(config); // a Cluster client when REDIS_CLUSTER_NODES is set
 redis.on("error", () => {}); // outages are logged once per state change by the relay itself
 
 // kafkajs logs every internal retry (dozens of lines per outage); the relay logs each outage once,

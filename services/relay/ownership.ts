@@ -19,7 +19,7 @@
  * Keys: `keys.relayMembers()` and, per shard, `keys.relayLease(shard)`, which carries the shard's
  * hash tag like the stream it guards. Scripts: shared/redis/scripts/relay_*.lua.
  */
-import type { Redis } from "ioredis";
+import type { RedisClient } from "./context.ts";
 import type { KeyLayout } from "../../shared/domain/keys.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { runScript } from "../../shared/redis/scripts.ts";
@@ -44,7 +44,7 @@ export class ShardOwnership {
   private beating: Promise<void> | undefined;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keys: KeyLayout,
     readonly consumer: string,
     readonly leaseMs: number,
@@ -92,6 +92,13 @@ export class ShardOwnership {
   async acquire(shard: number): Promise<boolean> {
     const ok = (await runScript<number>(this.redis, "fsRelayLeaseAcquire", [this.keys.relayLease(shard)], [this.consumer, this.leaseMs])) === 1;
     if (ok) this.held.add(shard);
+    return ok;
+  }
+
+  /** Renews the lease if this relay still holds it (read in Redis now); a lost one is forgotten. */
+  async confirm(shard: number): Promise<boolean> {
+    const ok = (await runScript<number>(this.redis, "fsRelayLeaseRenew", [this.keys.relayLease(shard)], [this.consumer, this.leaseMs])) === 1;
+    if (!ok) this.held.delete(shard);
     return ok;
   }
 

@@ -27,7 +27,6 @@
  *   stream.ts    Redis Stream reply parsing and id arithmetic
  */
 import { hostname } from "node:os";
-import type { Redis } from "ioredis";
 import type { Kafka } from "kafkajs";
 import type { Registry } from "prom-client";
 import type { KeyLayout } from "../../shared/domain/keys.ts";
@@ -36,20 +35,21 @@ import type { Logger } from "../../shared/logger.ts";
 import { prom } from "../../shared/metrics.ts";
 import { Acker } from "./acker.ts";
 import { eventIdOf, toBatches, type Batch } from "./batches.ts";
-import type { RelayContext, RelaySettings } from "./context.ts";
+import type { RedisClient, RelayContext, RelaySettings } from "./context.ts";
 import { Availability, errorMessage, StopSignal } from "./health.ts";
 import { createRelayMetrics, type RelayMetrics, type ShardSnapshot } from "./metrics.ts";
-import { OutboxReader } from "./reader.ts";
-import { KafkaSender, STOP_SEND_GRACE_MS } from "./sender.ts";
+import { OutboxReader, type ReadResult } from "./reader.ts";
+import { KafkaSender, STOP_SEND_GRACE_MS, type SendOutcome } from "./sender.ts";
 import { ShardState } from "./shards.ts";
 import { readSnapshot } from "./snapshot.ts";
-import { isBusyGroup, isNoGroup, RELAY_GROUP, type OutboxEntry } from "./stream.ts";
+import { runScript } from "../../shared/redis/scripts.ts";
+import { idTimeMs, isNoGroup, RELAY_GROUP, type OutboxEntry } from "./stream.ts";
 
 export type { RelaySettings } from "./context.ts";
 
 export interface RelayDeps {
-  /** Commands connection (caller owns it). The relay opens its own duplicate for blocking reads. */
-  redis: Redis;
+  /** Commands connection or Cluster client (caller owns it). The relay opens its own connections for blocking reads. */
+  redis: RedisClient;
   kafka: Kafka;
   keys: KeyLayout;
   config: RelaySettings;
@@ -110,9 +110,13 @@ class RelayImpl implements Relay {
       kafkaState: new Availability("kafka", log, this.metrics.kafkaUp),
       redisState: new Availability("redis", log, this.metrics.redisUp),
     };
-    this.shards = new ShardState(this.ctx);
     this.reader = new OutboxReader(this.ctx);
-    this.sender = new KafkaSender(deps.kafka, deps.config, log, this.metrics, this.ctx.kafkaState, this.ctx.stop);
+    this.sender = new KafkaSender(deps.kafka, this.ctx, (shard) => this.shards.ownership.confirm(shard));
+    this.shards = new ShardState(this.ctx, {
+      acquired: (shard) => this.sender.fence(shard),
+      dropped: (shard) => this.sender.release(shard),
+      leftLive: (shard) => this.reader.forget(shard),
+    });
     this.acker = new Acker(this.ctx);
   }
 
@@ -127,6 +131,7 @@ class RelayImpl implements Relay {
     for (let attempt = 0; !stop.stopping; attempt++) {
       try {
         await this.ensureGroups();
+        await this.reader.init();
         await this.shards.ownership.startTimer();
         redisState.markUp();
         break;
@@ -186,16 +191,7 @@ class RelayImpl implements Relay {
 
   private async ensureGroups(): Promise<void> {
     const { redis, keys } = this.ctx;
-    await Promise.all(
-      keys.allShards().map(async (s) => {
-        try {
-          // From 0: whatever is already in a fresh stream is unrelayed, so it must be delivered too.
-          await redis.call("XGROUP", "CREATE", keys.outbox(s), RELAY_GROUP, "0", "MKSTREAM");
-        } catch (err) {
-          if (!isBusyGroup(err)) throw err;
-        }
-      }),
-    );
+    await Promise.all(keys.allShards().map((s) => runScript(redis, "fsRelayEnsureGroup", [keys.outbox(s)], [RELAY_GROUP])));
     this.groupsReady = true;
   }
 
@@ -240,12 +236,17 @@ class RelayImpl implements Relay {
       await stop.pause(cfg.RELAY_BLOCK_MS);
       return;
     }
-    let next: Promise<OutboxEntry[]> | undefined = this.reader.readNew(this.shards.liveShards());
+    let next: Promise<ReadResult> | undefined = this.reader.readNew(this.shards.liveShards());
     try {
       while (next) {
-        const entries = await next;
+        const { entries, lost } = await next;
+        const readAt = Date.now();
+        for (const shard of lost) {
+          this.ctx.log.warn({ shard }, "shard lease is no longer ours (found by the read); shard dropped");
+          await this.shards.lose(shard);
+        }
         next = !stop.stopping && this.shards.steady() ? this.reader.readNew(this.shards.liveShards()) : undefined;
-        if (entries.length > 0 && !(await this.relayEntries(entries))) return;
+        if (entries.length > 0 && !(await this.relayEntries(entries, readAt))) return;
       }
     } finally {
       if (next) {
@@ -270,7 +271,7 @@ class RelayImpl implements Relay {
         if (resent > 0) log.info({ shard, resent }, "pending entries re-sent");
         return;
       }
-      if (!(await this.relayEntries(entries))) return;
+      if (!(await this.relayEntries(entries, Date.now()))) return;
       resent += entries.length;
       from = last.id;
     }
@@ -279,28 +280,56 @@ class RelayImpl implements Relay {
   // ---------------------------------------------------------------- one batch
 
   /**
-   * Relays entries (each shard's in stream order) in batches of at most RELAY_BATCH_SIZE:
-   * produce, await Kafka, then XACK and trim. Returns false when stopping abandoned a batch.
+   * Relays entries (each shard's in stream order) in one-shard batches of at most RELAY_BATCH_SIZE:
+   * produce, await Kafka, then XACK and trim. With transactions, shards go out in parallel (one
+   * producer each), each shard's batches in order; without, one batch at a time (one producer).
+   * Returns false when stopping abandoned a batch; a fenced shard is dropped and the rest go on.
    */
-  private async relayEntries(entries: OutboxEntry[]): Promise<boolean> {
-    for (const batch of toBatches(entries, this.ctx.cfg.RELAY_BATCH_SIZE)) {
-      if (!(await this.relayBatch(batch))) return false;
+  private async relayEntries(entries: OutboxEntry[], readAt: number): Promise<boolean> {
+    // Entries of a shard we no longer hold stay pending: its new owner claims and sends them.
+    const held = entries.filter((e) => this.shards.isHeld(e.shard));
+    for (const e of held) this.metrics.readStageSeconds.observe(Math.max(0, readAt - idTimeMs(e.id)) / 1000);
+    const byShard = new Map<number, Batch[]>();
+    for (const batch of toBatches(held, this.ctx.cfg.RELAY_BATCH_SIZE, this.consumerName)) {
+      const list = byShard.get(batch.shard);
+      if (list) list.push(batch);
+      else byShard.set(batch.shard, [batch]);
     }
-    return true;
+    const relayShard = async (batches: Batch[]): Promise<SendOutcome> => {
+      for (const batch of batches) {
+        const outcome = await this.relayBatch(batch, readAt);
+        if (outcome !== "sent") return outcome;
+      }
+      return "sent";
+    };
+    const outcomes: SendOutcome[] = [];
+    if (this.ctx.cfg.RELAY_TRANSACTIONS) outcomes.push(...(await Promise.all([...byShard.values()].map(relayShard))));
+    else for (const batches of byShard.values()) outcomes.push(await relayShard(batches));
+    return !outcomes.includes("abandoned");
   }
 
-  private async relayBatch(batch: Batch): Promise<boolean> {
+  private async relayBatch(batch: Batch, readAt: number): Promise<SendOutcome> {
     const started = performance.now();
-    const { messages } = batch;
-    if (messages.length > 0 && !(await this.sender.sendWithRetry(messages, eventIdOf(messages[0])))) {
-      this.ctx.log.warn(
-        { events: messages.length, firstEventId: eventIdOf(messages[0]), lastEventId: eventIdOf(messages.at(-1)) },
-        "stopping: in-flight batch abandoned unacknowledged (stays pending)",
-      );
-      return false;
+    const { messages, shard } = batch;
+    if (messages.length > 0) {
+      const outcome = await this.sender.sendWithRetry(shard, messages, eventIdOf(messages[0]));
+      if (outcome === "abandoned") {
+        this.ctx.log.warn(
+          { shard, events: messages.length, firstEventId: eventIdOf(messages[0]), lastEventId: eventIdOf(messages.at(-1)) },
+          "stopping: in-flight batch abandoned unacknowledged (stays pending)",
+        );
+        return outcome;
+      }
+      if (outcome === "fenced") {
+        // Not ours any more: the new owner claimed (or will claim) these entries and sends them.
+        this.metrics.fenced.inc();
+        await this.shards.lose(shard);
+        return outcome;
+      }
+      this.metrics.publishStageSeconds.observe(Math.max(0, Date.now() - readAt) / 1000);
     }
     // Kafka has the batch: acknowledge it while the next batch is read and sent. Acks stay in
     // batch order, and at most one is in flight (we wait for the previous one here).
-    return this.acker.enqueue(batch, started);
+    return (await this.acker.enqueue(batch, started)) ? "sent" : "abandoned";
   }
 }

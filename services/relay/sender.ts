@@ -1,96 +1,218 @@
 /**
- * Sending a batch to Kafka until it is acknowledged: the producer's life (connect, replace when its
- * idempotence state is no longer valid), capped exponential backoff between attempts, and the stop
- * grace (an in-flight send gets STOP_SEND_GRACE_MS after stop(), then is abandoned unacknowledged).
+ * Sending a batch of one shard to Kafka until it is acknowledged: the producers' life, capped
+ * exponential backoff between attempts, and the stop grace (an in-flight send gets
+ * STOP_SEND_GRACE_MS after stop(), then is abandoned unacknowledged).
  *
- * A re-send is the *same* batch from the same producer, so its sequence numbers are the same and
- * the broker drops a copy it already has: a Kafka outage alone does not duplicate.
+ * Fencing (RELAY_TRANSACTIONS, default on; docs/design.md §11). A lease in Redis cannot stop a
+ * paused relay from sending after it lost the lease. So each shard has a transactional producer
+ * with `transactionalId = <prefix>-relay-shard-<n>`, and each batch is one transaction. A relay
+ * that acquires a shard initialises that producer (InitProducerId bumps the epoch and aborts the
+ * old owner's open transaction); from then on every send or commit of the old owner fails with
+ * INVALID_PRODUCER_EPOCH, and the relay drops the shard instead of retrying. Consumers read
+ * committed (kafkajs' default), so an aborted batch is never seen.
+ * The one rule that keeps a zombie from fencing the rightful owner in turn: a producer is only
+ * ever initialised by a relay that holds the shard's lease, checked in Redis *after* the init and
+ * before its first send (if the check passes, the new owner's init, which comes after it acquired
+ * the lease, comes after ours and fences us).
+ *
+ * A re-send after a failure is the same batch in a new transaction: the failed one is aborted
+ * (read-committed consumers never see it), so a Kafka outage does not duplicate. Without
+ * transactions, one idempotent producer sends everything (the broker drops a re-sent copy it has).
  */
-import type { Kafka, Message, Producer } from "kafkajs";
+import { Partitioners, type Kafka, type Message, type Producer } from "kafkajs";
 import { ensureTopic } from "../../shared/kafka/client.ts";
-import { compressionOf, createIdempotentProducer, sendBatch } from "../../shared/kafka/producer.ts";
+import { ACKS_ALL, compressionOf, createIdempotentProducer, sendBatch } from "../../shared/kafka/producer.ts";
 import { backoffMs, sleep } from "../../shared/lifecycle.ts";
-import type { Logger } from "../../shared/logger.ts";
-import { errorMessage, type Availability, type StopSignal } from "./health.ts";
-import type { RelayMetrics } from "./metrics.ts";
-import type { RelaySettings } from "./context.ts";
+import type { RelayContext } from "./context.ts";
+import { errorMessage } from "./health.ts";
 
 /** How long stop() lets an in-flight Kafka send finish before abandoning it (unacknowledged). */
 export const STOP_SEND_GRACE_MS = 5_000;
+/** Broker-side limit of an open transaction: a relay killed mid-transaction holds back read-committed consumers of its partitions at most this long (less when the next owner initialises first). */
+const TRANSACTION_TIMEOUT_MS = 30_000;
 const ABANDONED = Symbol("abandoned");
+
+export type SendOutcome = "sent" | "abandoned" | "fenced";
+
+/** Not the owner of the shard any more (another relay's producer has a newer epoch, or the lease is gone). */
+export class FencedError extends Error {
+  constructor(shard: number, why: string) {
+    super(`shard ${shard}: ${why}`);
+    this.name = "FencedError";
+  }
+}
+
+function errorTypes(err: unknown): string[] {
+  const types: string[] = [];
+  for (let e: unknown = err, depth = 0; e && depth < 5; depth++) {
+    const type = (e as { type?: string }).type;
+    if (type) types.push(type);
+    e = (e as { cause?: unknown }).cause ?? (e as { originalError?: unknown }).originalError;
+  }
+  return types;
+}
 
 /** kafkajs errors after which the producer's id/sequence state is useless: start a new producer. */
 export function needsNewProducer(err: unknown): boolean {
+  return errorTypes(err).some((t) => /OUT_OF_ORDER_SEQUENCE_NUMBER|UNKNOWN_PRODUCER_ID|INVALID_PRODUCER_EPOCH|INVALID_PRODUCER_ID_MAPPING|INVALID_TXN_STATE/.test(t));
+}
+
+/** A transactional producer with a newer epoch exists: we were fenced (kafkajs 2.2 maps PRODUCER_FENCED, code 90, to no name). */
+export function isFenced(err: unknown): boolean {
+  if (err instanceof FencedError) return true;
   for (let e: unknown = err, depth = 0; e && depth < 5; depth++) {
-    const type = (e as { type?: string }).type;
-    if (type && /OUT_OF_ORDER_SEQUENCE_NUMBER|UNKNOWN_PRODUCER_ID|INVALID_PRODUCER_EPOCH|INVALID_PRODUCER_ID_MAPPING/.test(type)) return true;
+    const { type, code } = e as { type?: string; code?: number };
+    if (type === "INVALID_PRODUCER_EPOCH" || type === "PRODUCER_FENCED" || code === 90) return true;
     e = (e as { cause?: unknown }).cause ?? (e as { originalError?: unknown }).originalError;
   }
   return false;
 }
 
+export const transactionalIdOf = (prefix: string, shard: number) => `${prefix}-relay-shard-${shard}`;
+
 export class KafkaSender {
-  private producer: Producer | undefined;
-  private connected = false;
+  /** RELAY_TRANSACTIONS=false: one idempotent producer for every shard. */
+  private plain: { producer: Producer; connected: boolean } | undefined;
+  /** RELAY_TRANSACTIONS=true: an initialised transactional producer per owned shard. */
+  private readonly producers = new Map<number, Promise<Producer>>();
   private readonly compression;
+  private readonly transactional: boolean;
 
   constructor(
     private readonly kafka: Kafka,
-    private readonly cfg: RelaySettings,
-    private readonly log: Logger,
-    private readonly metrics: RelayMetrics,
-    private readonly kafkaState: Availability,
-    private readonly stop: StopSignal,
+    private readonly ctx: RelayContext,
+    /** True when this relay holds the shard's lease right now (read from Redis). */
+    private readonly leaseIsMine: (shard: number) => Promise<boolean>,
   ) {
-    this.compression = compressionOf(cfg.RELAY_COMPRESSION);
+    this.compression = compressionOf(ctx.cfg.RELAY_COMPRESSION);
+    this.transactional = ctx.cfg.RELAY_TRANSACTIONS;
   }
 
-  /** Creates the topic if missing and connects the producer. */
+  /** Creates the topic if missing and connects the (non-transactional) producer. */
   async connect(): Promise<void> {
-    await ensureTopic(this.kafka, this.cfg.KAFKA_TOPIC, this.cfg.KAFKA_PARTITIONS);
-    if (!this.producer) this.producer = createIdempotentProducer(this.kafka);
-    if (!this.connected) {
-      await this.producer.connect();
-      this.connected = true;
+    await ensureTopic(this.kafka, this.ctx.cfg.KAFKA_TOPIC, this.ctx.cfg.KAFKA_PARTITIONS);
+    if (this.transactional) return; // per shard, on acquire (fence)
+    this.plain ??= { producer: createIdempotentProducer(this.kafka), connected: false };
+    if (!this.plain.connected) {
+      await this.plain.producer.connect();
+      this.plain.connected = true;
     }
   }
 
   async disconnect(): Promise<void> {
-    if (this.producer) await Promise.race([this.producer.disconnect().catch(() => {}), sleep(5_000)]);
+    const all = [...this.producers.keys()].map((s) => this.release(s));
+    if (this.plain) all.push(Promise.race([this.plain.producer.disconnect().catch(() => {}), sleep(5_000)]));
+    await Promise.all(all);
   }
 
-  private async resetProducer(reason: unknown): Promise<void> {
-    this.log.warn({ err: errorMessage(reason) }, "replacing the Kafka producer (its idempotence state is no longer valid)");
-    const old = this.producer;
-    this.producer = undefined;
-    this.connected = false;
-    if (old) await Promise.race([old.disconnect().catch(() => {}), sleep(5_000)]);
-    this.producer = createIdempotentProducer(this.kafka);
-    await this.producer.connect();
-    this.connected = true;
+  /**
+   * Just acquired the shard: initialise its transactional producer now, which fences the previous
+   * owner at once (rather than at our first send). A failure is logged; the first send retries.
+   */
+  async fence(shard: number): Promise<void> {
+    if (!this.transactional) return;
+    await this.release(shard);
+    await this.producerFor(shard).catch((err) => this.ctx.log.warn({ shard, err: errorMessage(err) }, "could not initialise the shard's transactional producer yet"));
   }
 
-  /** Produces until Kafka acknowledges; false if stop() came first (or the send outlived the grace). */
-  async sendWithRetry(messages: Message[], firstEventId: string | undefined): Promise<boolean> {
+  /** Gave the shard up (or lost it): drop its producer. */
+  async release(shard: number): Promise<void> {
+    const producer = this.producers.get(shard);
+    if (!producer) return;
+    this.producers.delete(shard);
+    await Promise.race([producer.then((p) => p.disconnect()).catch(() => {}), sleep(5_000)]);
+  }
+
+  private producerFor(shard: number): Promise<Producer> {
+    let producer = this.producers.get(shard);
+    if (!producer) {
+      producer = this.initProducer(shard);
+      producer.catch(() => this.producers.get(shard) === producer && this.producers.delete(shard));
+      this.producers.set(shard, producer);
+    }
+    return producer;
+  }
+
+  private async initProducer(shard: number): Promise<Producer> {
+    const producer = this.kafka.producer({
+      transactionalId: transactionalIdOf(this.ctx.keys.prefix, shard),
+      transactionTimeout: TRANSACTION_TIMEOUT_MS,
+      idempotent: true,
+      maxInFlightRequests: 1,
+      allowAutoTopicCreation: false,
+      // The same (Java-compatible murmur2) partitioner as every other producer: a stock keeps its partition.
+      createPartitioner: Partitioners.DefaultPartitioner,
+      retry: { retries: 5, initialRetryTime: 100, maxRetryTime: 2_000 },
+    });
+    try {
+      await producer.connect();
+      // transaction() runs InitProducerId the first time (the fencing); an empty commit sends nothing.
+      await (await producer.transaction()).commit();
+      if (!(await this.leaseIsMine(shard))) throw new FencedError(shard, "lease lost while initialising the transactional producer");
+      return producer;
+    } catch (err) {
+      await producer.disconnect().catch(() => {});
+      throw err;
+    }
+  }
+
+  /** One shard's messages in one transaction (or one idempotent send). */
+  private async sendOnce(shard: number, messages: Message[]): Promise<void> {
+    const { KAFKA_TOPIC: topic } = this.ctx.cfg;
+    if (!this.transactional) {
+      if (!this.plain?.connected) await this.connect();
+      await sendBatch(this.plain!.producer, topic, messages, this.compression);
+      return;
+    }
+    const producer = await this.producerFor(shard);
+    const txn = await producer.transaction();
+    try {
+      await txn.send({ topic, messages, acks: ACKS_ALL, compression: this.compression });
+      await txn.commit();
+    } catch (err) {
+      // Aborted, the batch is invisible to read-committed consumers; if even the abort fails, the
+      // producer is stuck mid-transaction: a new one (next attempt) aborts it on the broker.
+      await txn.abort().catch(async () => this.release(shard));
+      throw err;
+    }
+  }
+
+  /**
+   * Produces one shard's batch until Kafka acknowledges it. "abandoned" if stop() came first (or the
+   * send outlived the grace), "fenced" if another relay owns the shard now (do not retry).
+   */
+  async sendWithRetry(shard: number, messages: Message[], firstEventId: string | undefined): Promise<SendOutcome> {
+    const { stop, metrics, kafkaState, log } = this.ctx;
     for (let attempt = 0; ; attempt++) {
-      if (this.stop.stopping && attempt > 0) return false;
+      if (stop.stopping && attempt > 0) return "abandoned";
       try {
-        if (!this.producer || !this.connected) await this.connect();
-        const send = sendBatch(this.producer!, this.cfg.KAFKA_TOPIC, messages, this.compression);
+        const send = this.sendOnce(shard, messages);
         send.catch(() => {}); // if abandoned, a late failure must not become an unhandled rejection
-        const outcome = await Promise.race([send, this.stop.stopped.then(() => sleep(STOP_SEND_GRACE_MS)).then(() => ABANDONED)]);
-        if (outcome === ABANDONED) return false;
-        this.kafkaState.markUp();
-        return true;
+        const outcome = await Promise.race([send, stop.stopped.then(() => sleep(STOP_SEND_GRACE_MS)).then(() => ABANDONED)]);
+        if (outcome === ABANDONED) return "abandoned";
+        kafkaState.markUp();
+        return "sent";
       } catch (err) {
-        this.metrics.sendFailures.inc();
-        this.kafkaState.markDown(err);
-        this.log.debug({ err: errorMessage(err), attempt, events: messages.length, firstEventId }, "kafka send failed");
-        if (needsNewProducer(err)) {
-          await this.resetProducer(err).catch((e) => this.log.debug({ err: errorMessage(e) }, "producer reset failed"));
+        if (isFenced(err)) {
+          await this.release(shard);
+          log.warn({ shard, err: errorMessage(err), events: messages.length, firstEventId }, "fenced: another relay owns the shard now; batch not published, shard dropped");
+          return "fenced";
         }
-        await this.stop.pause(backoffMs(attempt));
+        metrics.sendFailures.inc();
+        kafkaState.markDown(err);
+        log.debug({ err: errorMessage(err), attempt, shard, events: messages.length, firstEventId }, "kafka send failed");
+        if (needsNewProducer(err)) await this.replace(shard, err);
+        await stop.pause(backoffMs(attempt));
       }
     }
+  }
+
+  /** The producer's idempotence state is no longer valid: the next attempt starts a new one. */
+  private async replace(shard: number, reason: unknown): Promise<void> {
+    this.ctx.log.warn({ shard, err: errorMessage(reason) }, "replacing the Kafka producer (its idempotence state is no longer valid)");
+    if (this.transactional) return this.release(shard);
+    const old = this.plain;
+    this.plain = undefined;
+    if (old) await Promise.race([old.producer.disconnect().catch(() => {}), sleep(5_000)]);
   }
 }

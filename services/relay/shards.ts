@@ -12,6 +12,16 @@ import { RELAY_GROUP } from "./stream.ts";
 /** Consumers with nothing pending and idle this long are removed from the group (dead relays). */
 const DEAD_CONSUMER_IDLE_MS = 3_600_000;
 
+/** What the other parts do when a shard changes hands. */
+export interface ShardHooks {
+  /** Just acquired, before its pending entries are claimed (fence the previous owner at Kafka). */
+  acquired(shard: number): Promise<void>;
+  /** Released or lost: drop what belongs to it (its producer). */
+  dropped(shard: number): Promise<void>;
+  /** No longer read with `>` (recovering, released or lost): drop its read in flight. */
+  leftLive(shard: number): void;
+}
+
 export class ShardState {
   readonly ownership: ShardOwnership;
   /** Owned shards whose pending entries are being re-sent; read with `>` once done. */
@@ -22,7 +32,10 @@ export class ShardState {
   private nextClaimAt = 0;
   private nextConsumerCleanupAt = 0;
 
-  constructor(private readonly ctx: RelayContext) {
+  constructor(
+    private readonly ctx: RelayContext,
+    private readonly hooks: ShardHooks,
+  ) {
     this.ownership = new ShardOwnership(ctx.redis, ctx.keys, ctx.consumerName, ctx.cfg.RELAY_LEASE_MS, ctx.log, (err) => ctx.redisState.markDown(err));
   }
 
@@ -52,8 +65,21 @@ export class ShardState {
 
   /** After a failed call or an abandoned read: re-read our own pending entries before anything newer. */
   recoverAllLive(): void {
-    for (const s of this.live) this.recovering.add(s);
+    for (const s of this.live) {
+      this.recovering.add(s);
+      this.hooks.leftLive(s);
+    }
     this.live.clear();
+  }
+
+  /** Fenced at Kafka: another relay owns the shard now. Stop reading it at once (its lease is not ours to release). */
+  async lose(shard: number): Promise<void> {
+    this.ownership.held.delete(shard);
+    this.live.delete(shard);
+    this.recovering.delete(shard);
+    this.hooks.leftLive(shard);
+    await this.hooks.dropped(shard);
+    this.ctx.metrics.ownedShards.set(this.ownership.held.size);
   }
 
   clear(): void {
@@ -81,18 +107,23 @@ export class ShardState {
       if (o.held.has(s)) continue;
       this.live.delete(s);
       this.recovering.delete(s);
+      this.hooks.leftLive(s);
+      await this.hooks.dropped(s);
     }
     for (const s of [...o.held]) {
       if (o.desired.has(s)) continue;
       this.live.delete(s);
       this.recovering.delete(s);
+      this.hooks.leftLive(s);
       await o.release(s);
+      await this.hooks.dropped(s);
       log.info({ shard: s }, "shard handed over to another relay");
     }
     if (Date.now() >= this.nextAcquireAt) {
       this.nextAcquireAt = Date.now() + Math.min(1_000, Math.floor(cfg.RELAY_LEASE_MS / 10));
       for (const s of o.desired) {
         if (o.held.has(s) || !(await o.acquire(s))) continue;
+        await this.hooks.acquired(s);
         // The lease says the previous owner is gone (or handed over): take over all it left pending.
         const claimed = await this.claim(s, 0);
         this.recovering.add(s);
@@ -129,6 +160,7 @@ export class ShardState {
         log.warn({ shard: s, claimed, idleMs: cfg.RELAY_CLAIM_IDLE_MS }, "claimed entries left pending by another consumer");
         this.live.delete(s);
         this.recovering.add(s);
+        this.hooks.leftLive(s);
       }
     }
     if (now >= this.nextConsumerCleanupAt) {

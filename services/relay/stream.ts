@@ -2,6 +2,7 @@
  * Redis Stream plumbing for the relay: reply parsing, id arithmetic, small Lua helpers.
  * Nothing here decides anything; the other relay files do.
  */
+export { pairs } from "../../shared/redis/replies.ts";
 import type { Redis } from "ioredis";
 
 export const RELAY_GROUP = "relay";
@@ -61,17 +62,6 @@ export function idTimeMs(id: string): number {
   return Number(dash < 0 ? id : id.slice(0, dash));
 }
 
-/** Flat [k, v, k, v] array (XINFO replies) to an object. */
-export function pairs(flat: unknown): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  if (!Array.isArray(flat)) return out;
-  for (let i = 0; i + 1 < flat.length; i += 2) out[String(flat[i])] = flat[i + 1];
-  return out;
-}
-
-export function isBusyGroup(err: unknown): boolean {
-  return err instanceof Error && err.message.startsWith("BUSYGROUP");
-}
 
 export function isNoGroup(err: unknown): boolean {
   return err instanceof Error && err.message.startsWith("NOGROUP");

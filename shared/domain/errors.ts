@@ -13,14 +13,30 @@ export const DOMAIN_ERROR_CODES = [
   "hold_not_active",
   "forbidden",
   "idempotency_key_reused",
+  /** An input only the script can judge (e.g. endsAt against Redis' clock when startsAt defaults to now). */
+  "invalid_request",
+  /** The shard's outbox is at OUTBOX_MAX_LENGTH: the relay is behind; nothing was written. */
+  "outbox_full",
 ] as const;
 export type DomainErrorCode = (typeof DOMAIN_ERROR_CODES)[number];
+
+/**
+ * What a script said beyond the refusal, for callers that remember refusals (the api's sold-out
+ * cache, docs/design.md §12). Never part of an answer: problem bodies are built from `details`.
+ */
+export interface RefusalHint {
+  /** sold_out: the stock version the script saw. */
+  version?: number;
+  /** not_started: milliseconds (Redis time) until the sale starts. */
+  startsInMs?: number;
+}
 
 export class DomainError extends Error {
   constructor(
     readonly code: DomainErrorCode,
     message: string,
     readonly details: Record<string, unknown> = {},
+    readonly hint: RefusalHint = {},
   ) {
     super(message);
     this.name = "DomainError";

@@ -5,6 +5,12 @@
  * shard's hash tag `{n}`, so one script only ever touches one hash slot. A stock's shard is a
  * stable hash of its id; an allocation id carries its shard (`s<n>-<uuidv7>`), so it can be
  * found without a scan.
+ *
+ * No two different inputs may build the same key (a collision would let one user read another's
+ * records). Every variable part is therefore either checked against an alphabet without the `:`
+ * separator (stock ids, allocation ids, shard numbers: asserted here, so a key cannot be built from
+ * an unchecked id) or length-prefixed (`<length>.<text>`, for user ids and Idempotency-Keys, which may
+ * contain `:`). The verifier scans `stock:<id>` and `hold:<id>` keys, so those keep their plain form.
  */
 
 export const STOCK_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
@@ -32,7 +38,11 @@ export interface KeyLayout {
   holdsDue(shard: number): string;
   /** Idempotency record, scoped to one user and one stock (so it shares the stock's slot). */
   idempotency(stockId: string, userId: string, key: string): string;
+  /** Stand-in KEYS entry for an allocation without Idempotency-Key (the script never touches it; same slot). */
+  noIdempotency(stockId: string): string;
   outbox(shard: number): string;
+  /** Sharded pub/sub channel on which cancel and expire announce units given back (docs/design.md §12). */
+  released(shard: number): string;
   /** Entries the relay could not parse, kept for inspection (never sent to Kafka). */
   outboxDeadLetter(shard: number): string;
   /** Live relays (heartbeats), which split the shards between them. */
@@ -48,27 +58,40 @@ export function createKeyLayout(prefix: string, shards: number): KeyLayout {
   if (!Number.isInteger(shards) || shards < 1) throw new Error(`shards must be a positive integer, got ${shards}`);
   const tag = (shard: number) => `${prefix}:{${shard}}`;
   const shardOf = (stockId: string) => fnv1a32(stockId) % shards;
+  const stockTag = (stockId: string) => tag(shardOf(checkedStockId(stockId)));
   return {
     prefix,
     shards,
     shardOf,
     allShards: () => Array.from({ length: shards }, (_, i) => i),
-    stock: (stockId) => `${tag(shardOf(stockId))}:stock:${stockId}`,
-    stockBuyers: (stockId) => `${tag(shardOf(stockId))}:stock:${stockId}:buyers`,
+    stock: (stockId) => `${stockTag(stockId)}:stock:${stockId}`,
+    stockBuyers: (stockId) => `${stockTag(stockId)}:stock:${stockId}:buyers`,
     hold: (allocationId) => {
       const shard = parseShard(allocationId, shards);
       if (shard === null) throw new Error(`malformed allocation id: ${allocationId}`);
       return `${tag(shard)}:hold:${allocationId}`;
     },
     holdsDue: (shard) => `${tag(shard)}:holds:due`,
-    idempotency: (stockId, userId, key) => `${tag(shardOf(stockId))}:idem:${stockId}:${userId}:${key}`,
+    idempotency: (stockId, userId, key) => `${stockTag(stockId)}:idem:${stockId}:${lengthPrefixed(userId)}:${lengthPrefixed(key)}`,
+    noIdempotency: (stockId) => `${stockTag(stockId)}:stock:${stockId}:no-idempotency-key`,
     outbox: (shard) => `${tag(shard)}:outbox`,
+    released: (shard) => `${tag(shard)}:released`,
     outboxDeadLetter: (shard) => `${tag(shard)}:outbox:dead`,
     relayMembers: () => `${prefix}:relay:members`,
     relayLease: (shard) => `${tag(shard)}:outbox:relay-lease`,
     newAllocationId: (stockId) => `s${shardOf(stockId)}-${Bun.randomUUIDv7()}`,
     shardOfAllocation: (allocationId) => parseShard(allocationId, shards),
   };
+}
+
+/** `<length>.<text>`: the length says where the part ends, so no two (user, key) pairs join to one string. */
+export function lengthPrefixed(part: string): string {
+  return `${part.length}.${part}`;
+}
+
+function checkedStockId(stockId: string): string {
+  if (!STOCK_ID_PATTERN.test(stockId)) throw new Error(`malformed stock id: ${JSON.stringify(stockId)}`);
+  return stockId;
 }
 
 function parseShard(allocationId: string, shards: number): number | null {

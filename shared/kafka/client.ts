@@ -1,5 +1,5 @@
 /** kafkajs client factory: brokers from config, kafkajs' own logs routed into pino. */
-import { Kafka, logLevel, type LogEntry } from "kafkajs";
+import { type Admin, Kafka, logLevel, type LogEntry } from "kafkajs";
 import "./patch-request-queue.ts"; // stops kafkajs' idle 1 ms timer loop (see the file)
 import type { Logger } from "../logger.ts";
 
@@ -27,33 +27,35 @@ export function createKafka(options: { brokers: string[]; clientId: string; logg
   });
 }
 
-/**
- * Creates the topic if it is missing (idempotent; several starters may race). Replication factor -1 =
- * the broker default. Retention is unlimited: the topic is the event log that read models are rebuilt
- * from (`bun run rebuild`), so time-based deletion would silently make a rebuild incomplete.
- */
-export async function ensureTopic(kafka: Kafka, topic: string, numPartitions: number): Promise<void> {
+/** Runs `work` with a connected admin client and always disconnects it. */
+export async function withKafkaAdmin<T>(kafka: Kafka, work: (admin: Admin) => Promise<T>): Promise<T> {
   const admin = kafka.admin();
   await admin.connect();
   try {
-    const existing = await admin.listTopics();
-    if (existing.includes(topic)) return;
-    await admin.createTopics({ topics: [{ topic, numPartitions, replicationFactor: -1, configEntries: [{ name: "retention.ms", value: "-1" }] }], waitForLeaders: true });
+    return await work(admin);
   } finally {
     await admin.disconnect();
   }
 }
 
+/**
+ * Creates the topic if it is missing (idempotent; several starters may race). Replication factor -1 =
+ * the broker default. Retention is unlimited: the topic is the event log that read models are rebuilt
+ * from (`bun run rebuild`), so time-based deletion would silently make a rebuild incomplete.
+ */
+export function ensureTopic(kafka: Kafka, topic: string, numPartitions: number): Promise<void> {
+  return withKafkaAdmin(kafka, async (admin) => {
+    if ((await admin.listTopics()).includes(topic)) return;
+    await admin.createTopics({ topics: [{ topic, numPartitions, replicationFactor: -1, configEntries: [{ name: "retention.ms", value: "-1" }] }], waitForLeaders: true });
+  });
+}
+
 /** Deletes topics (and their DLQs with `withDlq`), ignoring ones that do not exist: for throwaway topics of tests and benches. */
 export async function deleteTopics(kafka: Kafka, topics: string[], options: { withDlq?: boolean } = {}): Promise<void> {
   if (topics.length === 0) return;
-  const admin = kafka.admin();
-  await admin.connect();
-  try {
-    await admin.deleteTopics({ topics: options.withDlq ? topics.flatMap((t) => [t, dlqTopicOf(t)]) : topics }).catch(() => {});
-  } finally {
-    await admin.disconnect();
-  }
+  await withKafkaAdmin(kafka, (admin) =>
+    admin.deleteTopics({ topics: options.withDlq ? topics.flatMap((t) => [t, dlqTopicOf(t)]) : topics }).catch(() => {}),
+  );
 }
 
 export const dlqTopicOf = (topic: string, configured?: string) => configured ?? `${topic}.dlq`;

@@ -1,17 +1,8 @@
 /** Topic end offsets and consumer-group positions, for "has this group caught up to that point?". */
 import type { Kafka } from "kafkajs";
+import { withKafkaAdmin as withAdmin } from "../kafka/client.ts";
 
 export type PartitionOffsets = Map<number, bigint>;
-
-async function withAdmin<T>(kafka: Kafka, work: (admin: ReturnType<Kafka["admin"]>) => Promise<T>): Promise<T> {
-  const admin = kafka.admin();
-  await admin.connect();
-  try {
-    return await work(admin);
-  } finally {
-    await admin.disconnect();
-  }
-}
 
 /** Per partition: the offset the next produced message will get. */
 export function fetchHighWatermarks(kafka: Kafka, topic: string): Promise<PartitionOffsets> {

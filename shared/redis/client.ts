@@ -1,25 +1,184 @@
-/** ioredis client factory with the settings every flash-sale process wants. */
-import { Redis, type RedisOptions } from "ioredis";
+/**
+ * The one Redis client factory: an ioredis `Cluster` when REDIS_CLUSTER_NODES is set, else a
+ * single-node client from REDIS_URL (docs/design.md §11). Both run the same commands and the same
+ * Lua scripts: every script's keys share one hash tag, so the Cluster client sends each EVALSHA to
+ * the master of that slot. What a cluster cannot do in one command (SCAN over the keyspace, a
+ * pipeline or UNLINK across slots) goes through the helpers below, on either client.
+ */
+import { Cluster, Redis, type ClusterOptions, type RedisOptions } from "ioredis";
 
-export function createRedis(url: string, options: RedisOptions = {}): Redis {
-  return new Redis(url, {
-    // Commands issued in the same tick go out as one pipeline: under a stampede this turns
-    // thousands of EVALSHA round trips into a few writes, at no cost when traffic is light.
-    enableAutoPipelining: true,
-    maxRetriesPerRequest: 2,
-    connectTimeout: 2_000,
-    // Fail fast on a dead Redis instead of queueing requests for ever while it reconnects.
-    enableOfflineQueue: true,
-    ...options,
+/** Either client; code that takes this works on a single node and on a cluster. */
+export type RedisClient = Redis | Cluster;
+
+export interface ClusterNode {
+  host: string;
+  port: number;
+}
+
+/** Where Redis is: the config's REDIS_URL and, when set, REDIS_CLUSTER_NODES (which wins). */
+export interface RedisTarget {
+  REDIS_URL: string;
+  REDIS_CLUSTER_NODES?: readonly ClusterNode[] | undefined;
+}
+
+const SINGLE_NODE_DEFAULTS: RedisOptions = {
+  // Commands issued in the same tick go out as one pipeline: under a stampede this turns
+  // thousands of EVALSHA round trips into a few writes, at no cost when traffic is light.
+  enableAutoPipelining: true,
+  maxRetriesPerRequest: 2,
+  connectTimeout: 2_000,
+  enableOfflineQueue: true,
+};
+
+/**
+ * Cluster settings, and why:
+ * - auto-pipelining groups the commands of a tick per node (ioredis does it by slot owner);
+ * - a failover or a reshard answers CLUSTERDOWN / TRYAGAIN / MOVED / ASK for a moment: ioredis
+ *   retries them, all from one budget of maxRedirections. A script that creates a key (every
+ *   allocation does) gets TRYAGAIN for as long as its slot migrates, and ioredis retries that via a
+ *   random node and its MOVED (two or three hops per 250 ms): 32 hides a migration of ~3 s. A slot
+ *   without a master (CLUSTERDOWN) is retried for ~3 s (32 × 100 ms), then the caller gets the error
+ *   and the api answers 503 store_unavailable;
+ * - slotsRefreshInterval re-reads the slot map every few seconds, so a promoted replica is found
+ *   even by a client that sends nothing to the failed node;
+ * - commandTimeout: a command sent to a master that died without closing its sockets would wait for
+ *   the kernel's TCP timeout; 2 s turns it into an error (503) and the client moves on.
+ */
+const CLUSTER_DEFAULTS: ClusterOptions = {
+  enableAutoPipelining: true,
+  enableReadyCheck: true,
+  enableOfflineQueue: true,
+  maxRedirections: 32,
+  retryDelayOnFailover: 100,
+  retryDelayOnClusterDown: 100,
+  retryDelayOnTryAgain: 250,
+  retryDelayOnMoved: 0,
+  slotsRefreshTimeout: 2_000,
+  slotsRefreshInterval: 2_000,
+  clusterRetryStrategy: (times) => Math.min(100 * times, 2_000),
+};
+
+const CLUSTER_NODE_DEFAULTS: ClusterOptions["redisOptions"] = {
+  maxRetriesPerRequest: 2,
+  connectTimeout: 2_000,
+  commandTimeout: 2_000,
+};
+
+/**
+ * A client for `target`. A plain URL always gives a single-node client (tests and tools that
+ * address one node on purpose); a RedisTarget gives a Cluster when it names cluster nodes.
+ * `options` are per-connection settings (lazyConnect, maxRetriesPerRequest, …); on a cluster the
+ * ones that only make sense for the whole client (lazyConnect, enableOfflineQueue) apply to it.
+ */
+export function createRedis(target: string, options?: RedisOptions): Redis;
+export function createRedis(target: RedisTarget, options?: RedisOptions): RedisClient;
+export function createRedis(target: string | RedisTarget, options: RedisOptions = {}): RedisClient {
+  if (typeof target === "string") return new Redis(target, { ...SINGLE_NODE_DEFAULTS, ...options });
+  const nodes = target.REDIS_CLUSTER_NODES;
+  if (!nodes || nodes.length === 0) return new Redis(target.REDIS_URL, { ...SINGLE_NODE_DEFAULTS, ...options });
+  const { lazyConnect, enableOfflineQueue, retryStrategy: _perNodeRetry, enableAutoPipelining, ...perNode } = options;
+  return new Cluster(
+    nodes.map((n) => ({ host: n.host, port: n.port })),
+    {
+      ...CLUSTER_DEFAULTS,
+      ...(lazyConnect === undefined ? {} : { lazyConnect }),
+      ...(enableOfflineQueue === undefined ? {} : { enableOfflineQueue }),
+      ...(enableAutoPipelining === undefined ? {} : { enableAutoPipelining }),
+      redisOptions: { ...CLUSTER_NODE_DEFAULTS, ...perNode },
+    },
+  );
+}
+
+/** Parses `host:port,…` (as REDIS_CLUSTER_NODES is written) for tools that read env without the config module. */
+export function parseClusterNodes(list: string | undefined): ClusterNode[] | undefined {
+  if (!list?.trim()) return undefined;
+  return list.split(",").map((n) => {
+    const [host, port] = n.trim().split(":");
+    if (!host || !port || !/^\d+$/.test(port)) throw new Error(`REDIS_CLUSTER_NODES: "${n}" is not host:port`);
+    return { host, port: Number(port) };
   });
+}
+
+export const isCluster = (redis: RedisClient): redis is Cluster => redis instanceof Cluster;
+
+/**
+ * The nodes that hold keys: the masters of a cluster, or the one node. SCAN and KEYS must visit each.
+ * A Cluster knows its masters only once it has read the slot map, so this waits for that (a fresh
+ * client would otherwise list none, and a scan would find nothing).
+ */
+export async function keyHolders(redis: RedisClient): Promise<Redis[]> {
+  if (!isCluster(redis)) return [redis];
+  if (redis.status === "wait") await redis.connect();
+  else if (redis.status !== "ready") {
+    await new Promise<void>((resolve, reject) => {
+      const onReady = () => (redis.off("end", onEnd), resolve());
+      const onEnd = () => (redis.off("ready", onReady), reject(new Error("Cluster connection ended before it was ready")));
+      redis.once("ready", onReady);
+      redis.once("end", onEnd);
+    });
+  }
+  return redis.nodes("master");
+}
+
+/**
+ * Every key matching `match`, from every master (SCAN is per node on a cluster). A key may be seen
+ * twice while a slot migrates between two masters; callers get each name once.
+ */
+export async function scanKeys(redis: RedisClient, match: string, count = 1000): Promise<string[]> {
+  const seen = new Set<string>();
+  for (const node of await keyHolders(redis)) {
+    let cursor = "0";
+    do {
+      const [next, keys] = await node.scan(cursor, "MATCH", match, "COUNT", count);
+      for (const k of keys) seen.add(k);
+      cursor = next;
+    } while (cursor !== "0");
+  }
+  return [...seen];
 }
 
 /**
  * Deletes every key under `prefix:` (a test's or benchmark's namespace). Never call it with the
- * production prefix: it is for throwaway namespaces only.
+ * production prefix: it is for throwaway namespaces only. One UNLINK per key, through the client:
+ * keys of different slots cannot share a command on a cluster, and auto-pipelining batches them.
  */
-export async function deleteKeysByPrefix(redis: Redis, prefix: string): Promise<void> {
-  for await (const keys of redis.scanStream({ match: `${prefix}:*`, count: 1000 }) as AsyncIterable<string[]>) {
-    if (keys.length > 0) await redis.unlink(...keys);
+export async function deleteKeysByPrefix(redis: RedisClient, prefix: string): Promise<void> {
+  const keys = await scanKeys(redis, `${prefix}:*`);
+  for (let i = 0; i < keys.length; i += 5_000) await Promise.all(keys.slice(i, i + 5_000).map((k) => redis.unlink(k)));
+}
+
+const REGROUP_ERROR = "All keys in the pipeline should belong to the same slots allocation group";
+
+/**
+ * Runs `send` again when ioredis refused to send it because the slot map changed under its
+ * auto-pipeline: commands are grouped by node when queued, and if a reshard or failover moves a slot
+ * before the batch goes out, ioredis rejects the whole batch (redis/ioredis#1264, #2109). It rejects
+ * before writing anything to a socket, so sending again is safe even for a script that writes.
+ */
+export async function retryRegrouped<T>(send: () => Promise<T>, attempts = 4): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await send();
+    } catch (err) {
+      if (attempt >= attempts || (err as Error)?.message !== REGROUP_ERROR) throw err;
+    }
   }
+}
+
+/**
+ * Errors of a Redis that is (for a moment) not there: the request was fine, the store was not.
+ * On a cluster that includes a slot without a master (CLUSTERDOWN after the retries, a failover
+ * in progress) and a client that cannot reach any node. A MOVED or ASK that reaches the caller is
+ * one ioredis could not follow (it retries them first): the slot's new owner is not reachable yet.
+ */
+export function isRedisUnavailable(err: unknown): boolean {
+  const e = err as { name?: string; code?: string; message?: string };
+  return (
+    e?.name === "MaxRetriesPerRequestError" ||
+    e?.name === "ClusterAllFailedError" ||
+    ["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE"].includes(e?.code ?? "") ||
+    /Connection is closed|connect ECONNREFUSED|Stream isn't writeable|Command timed out|^CLUSTERDOWN|^TRYAGAIN|^MOVED |^ASK |^MASTERDOWN|^LOADING|Too many Cluster redirections|same slots allocation group|Failed to refresh slots cache|None of startup nodes is available|Cluster isn't ready/i.test(
+      e?.message ?? "",
+    )
+  );
 }

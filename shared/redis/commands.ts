@@ -3,16 +3,19 @@
  * Each maps the script's result code to a value or a DomainError; nothing here decides
  * anything the script has not already decided atomically.
  */
-import type { Redis } from "ioredis";
 import { DomainError } from "../domain/errors.ts";
 import type { KeyLayout } from "../domain/keys.ts";
+import { DEFAULT_HOLD_RETENTION_SECONDS, DEFAULT_OUTBOX_MAX_LENGTH, IDEMPOTENCY_TTL_SECONDS } from "../domain/policy.ts";
 import { allocationViewFromHash, pairsToObject, stockViewFromHash, type AllocationView, type StockView } from "../domain/views.ts";
+import { retryRegrouped, type RedisClient } from "./client.ts";
 import { runScript, type ScriptReply } from "./scripts.ts";
 
-/** How long a finished (purchased, cancelled, expired) hold stays readable by its owner. */
-const FINISHED_HOLD_RETAIN_SECONDS = 7 * 24 * 3600;
-/** How long an Idempotency-Key is remembered. */
-const IDEMPOTENCY_TTL_SECONDS = 24 * 3600;
+export interface CommandOptions {
+  /** HOLD_RETENTION_SECONDS: how long a finished hold stays readable (then Redis deletes it). */
+  holdRetentionSeconds?: number;
+  /** OUTBOX_MAX_LENGTH: above this many entries in its shard's outbox, allocate and create answer outbox_full. */
+  outboxMaxLength?: number;
+}
 
 export interface CreateStockInput {
   id?: string;
@@ -47,7 +50,7 @@ export interface HoldChangeInput {
   userId: string;
 }
 
-export type ExpireOutcome = "expired" | "not_due" | "not_active";
+export type ExpireOutcome = "expired" | "not_due" | "not_active" | "stock_missing";
 
 export interface StockCommands {
   readonly keys: KeyLayout;
@@ -62,45 +65,68 @@ export interface StockCommands {
 
 const newEventId = () => Bun.randomUUIDv7();
 
+/** What makes two allocate requests "the same" for an Idempotency-Key: the stock and the quantity. */
+export const allocateFingerprint = (userId: string, stockId: string, quantity: number) => JSON.stringify(["allocate", userId, stockId, quantity]);
+
+/** The stored record of an allocation made with an Idempotency-Key (written by allocate.lua). */
+export interface IdempotencyRecord {
+  fingerprint: string;
+  response: string;
+}
+
 function fail(reply: ScriptReply, context: Record<string, unknown>): never {
-  const [code, detail] = reply;
+  const [code, detail, extra] = reply;
   switch (code) {
     case "not_found":
       throw new DomainError("not_found", context.allocationId ? "no such allocation" : "no such stock", context);
     case "stock_exists":
       throw new DomainError("stock_exists", `stock ${String(context.stockId)} already exists`, context);
     case "sold_out":
-      throw new DomainError("sold_out", "not enough units left", { ...context, available: Number(detail) });
+      throw new DomainError("sold_out", "not enough units left", { ...context, available: Number(detail) }, extra === undefined ? {} : { version: Number(extra) });
     case "limit_exceeded":
       throw new DomainError("limit_exceeded", "per-user limit reached for this stock", { ...context, remaining: Number(detail) });
     case "not_started":
-      throw new DomainError("not_started", "the sale has not started yet", context);
+      throw new DomainError("not_started", "the sale has not started yet", context, detail === undefined ? {} : { startsInMs: Number(detail) });
     case "ended":
       throw new DomainError("ended", "the sale has ended", context);
     case "hold_expired":
       throw new DomainError("hold_expired", "the hold has expired", context);
     case "hold_not_active":
-      throw new DomainError("hold_not_active", `the hold is ${String(detail)}`, { ...context, status: detail });
+      throw new DomainError("hold_not_active", `the hold is ${String(detail)}`, { ...context, holdStatus: detail });
     case "forbidden":
       throw new DomainError("forbidden", "this allocation belongs to another user", context);
     case "idempotency_key_reused":
       throw new DomainError("idempotency_key_reused", "Idempotency-Key was used for a different request", context);
+    case "stock_missing":
+      // The hold outlived its stock (deleted by hand): nothing is changed, and no counter hash re-created.
+      throw new DomainError("not_found", "the stock of this allocation no longer exists", context);
+    case "outbox_full":
+      throw new DomainError("outbox_full", "the event pipeline is behind (outbox full); nothing was changed, retry shortly", context);
     default:
-      // 'invalid' and anything unknown: the caller validated already, so this is a bug, not bad input.
+      // 'invalid' (arguments the commands built), 'corrupt' (stored data a script refused to build on)
+      // and anything unknown: bugs, not bad input, so a 500 that is logged.
       throw new Error(`script returned ${String(code)} ${String(detail ?? "")}`);
   }
 }
 
-export function createStockCommands(redis: Redis, keys: KeyLayout): StockCommands {
+export function createStockCommands(redis: RedisClient, keys: KeyLayout, options: CommandOptions = {}): StockCommands {
+  const retainSeconds = options.holdRetentionSeconds ?? DEFAULT_HOLD_RETENTION_SECONDS;
+  const outboxMaxLength = options.outboxMaxLength ?? DEFAULT_OUTBOX_MAX_LENGTH;
   const shardKeys = (stockId: string) => {
     const shard = keys.shardOf(stockId);
-    return { stock: keys.stock(stockId), buyers: keys.stockBuyers(stockId), due: keys.holdsDue(shard), outbox: keys.outbox(shard) };
+    return {
+      stock: keys.stock(stockId),
+      buyers: keys.stockBuyers(stockId),
+      due: keys.holdsDue(shard),
+      outbox: keys.outbox(shard),
+      released: keys.released(shard),
+    };
   };
 
   /** The stock an allocation belongs to, read from its hold; null when the hold does not exist. */
   async function stockOfHold(allocationId: string): Promise<string | null> {
     if (keys.shardOfAllocation(allocationId) === null) return null;
-    return redis.hget(keys.hold(allocationId), "stockId");
+    return retryRegrouped(() => redis.hget(keys.hold(allocationId), "stockId"));
   }
 
   async function changeHold(script: "fsPurchase" | "fsCancel", input: HoldChangeInput): Promise<AllocationView> {
@@ -108,8 +134,8 @@ export function createStockCommands(redis: Redis, keys: KeyLayout): StockCommand
     if (stockId === null) throw new DomainError("not_found", "no such allocation", { allocationId: input.allocationId });
     const k = shardKeys(stockId);
     const hold = keys.hold(input.allocationId);
-    const scriptKeys = script === "fsPurchase" ? [hold, k.stock, k.due, k.outbox] : [hold, k.stock, k.buyers, k.due, k.outbox];
-    const reply = await runScript(redis, script, scriptKeys, [input.allocationId, input.userId, newEventId(), FINISHED_HOLD_RETAIN_SECONDS]);
+    const scriptKeys = script === "fsPurchase" ? [hold, k.stock, k.due, k.outbox] : [hold, k.stock, k.buyers, k.due, k.outbox, k.released];
+    const reply = await runScript(redis, script, scriptKeys, [input.allocationId, input.userId, newEventId(), retainSeconds]);
     if (reply[0] === "ok" || reply[0] === "unchanged") return JSON.parse(String(reply[1])) as AllocationView;
     return fail(reply, { allocationId: input.allocationId });
   }
@@ -132,7 +158,16 @@ export function createStockCommands(redis: Redis, keys: KeyLayout): StockCommand
         input.holdSeconds ?? 600,
         input.startsAt ?? "",
         input.endsAt ?? "",
+        outboxMaxLength,
+        retainSeconds,
       ]);
+      if (reply[0] === "invalid") {
+        // The caller's own input, which only the script can judge in full: an endsAt without startsAt
+        // is compared with Redis' clock (startsAt defaults to now), so it is a 400, not a bug.
+        const field = String(reply[1]);
+        const message = field === "endsAt" ? "endsAt must be after startsAt (which defaults to now)" : `invalid ${field}`;
+        throw new DomainError("invalid_request", `body.${field}: ${message}`, { errors: [{ in: "json", path: field, message }] });
+      }
       if (reply[0] !== "ok") return fail(reply, { stockId });
       return stockViewFromHash(stockId, pairsToObject(reply[1] as unknown[])) as StockView;
     },
@@ -141,9 +176,11 @@ export function createStockCommands(redis: Redis, keys: KeyLayout): StockCommand
       const k = shardKeys(input.stockId);
       const allocationId = keys.newAllocationId(input.stockId);
       const key = input.idempotencyKey;
-      // What makes two requests "the same" for an Idempotency-Key: the stock and the quantity.
-      const fingerprint = key === undefined ? "" : `allocate:${input.stockId}:${input.quantity}`;
-      const idemKey = key === undefined ? `${k.stock}:no-idempotency-key` : keys.idempotency(input.stockId, input.userId, key);
+      // What makes two requests "the same" for an Idempotency-Key: the user, the stock and the quantity.
+      // The user is in it as well as in the key, so a record can never answer another user even if
+      // two key names ever met; a JSON array cannot join two different tuples into one string.
+      const fingerprint = key === undefined ? "" : allocateFingerprint(input.userId, input.stockId, input.quantity);
+      const idemKey = key === undefined ? keys.noIdempotency(input.stockId) : keys.idempotency(input.stockId, input.userId, key);
       const reply = await runScript(redis, "fsAllocate", [k.stock, k.buyers, keys.hold(allocationId), k.due, idemKey, k.outbox], [
         input.stockId,
         input.userId,
@@ -152,6 +189,7 @@ export function createStockCommands(redis: Redis, keys: KeyLayout): StockCommand
         newEventId(),
         fingerprint,
         IDEMPOTENCY_TTL_SECONDS,
+        outboxMaxLength,
       ]);
       if (reply[0] === "ok" || reply[0] === "replay") {
         return { allocation: JSON.parse(String(reply[1])) as AllocationView, replayed: reply[0] === "replay" };
@@ -164,21 +202,21 @@ export function createStockCommands(redis: Redis, keys: KeyLayout): StockCommand
 
     async expire(allocationId, stockId) {
       const k = shardKeys(stockId);
-      const reply = await runScript(redis, "fsExpire", [keys.hold(allocationId), k.stock, k.buyers, k.due, k.outbox], [
+      const reply = await runScript(redis, "fsExpire", [keys.hold(allocationId), k.stock, k.buyers, k.due, k.outbox, k.released], [
         allocationId,
         newEventId(),
-        FINISHED_HOLD_RETAIN_SECONDS,
+        retainSeconds,
       ]);
       return reply[0] as ExpireOutcome;
     },
 
     async getStock(stockId) {
-      return stockViewFromHash(stockId, await redis.hgetall(keys.stock(stockId)));
+      return stockViewFromHash(stockId, await retryRegrouped(() => redis.hgetall(keys.stock(stockId))));
     },
 
     async getAllocation(allocationId) {
       if (keys.shardOfAllocation(allocationId) === null) return null;
-      return allocationViewFromHash(allocationId, await redis.hgetall(keys.hold(allocationId)));
+      return allocationViewFromHash(allocationId, await retryRegrouped(() => redis.hgetall(keys.hold(allocationId))));
     },
   };
 }

@@ -4,10 +4,12 @@
  * The write-side scripts share _lib.lua (prepended); the relay's coordination scripts use none of it.
  * The .lua files are text imports, so `bun build --compile` embeds them in the binary.
  */
-import type { ChainableCommander, Redis } from "ioredis";
+import type { ChainableCommander } from "ioredis";
+import { retryRegrouped, type RedisClient } from "./client.ts";
 import allocateLua from "./scripts/allocate.lua" with { type: "text" };
 import cancelLua from "./scripts/cancel.lua" with { type: "text" };
 import createStockLua from "./scripts/create_stock.lua" with { type: "text" };
+import dueHoldsLua from "./scripts/due_holds.lua" with { type: "text" };
 import expireLua from "./scripts/expire.lua" with { type: "text" };
 import libLua from "./scripts/_lib.lua" with { type: "text" };
 import purchaseLua from "./scripts/purchase.lua" with { type: "text" };
@@ -16,18 +18,23 @@ import relayHeartbeatLua from "./scripts/relay_heartbeat.lua" with { type: "text
 import relayLeaseAcquireLua from "./scripts/relay_lease_acquire.lua" with { type: "text" };
 import relayLeaseReleaseLua from "./scripts/relay_lease_release.lua" with { type: "text" };
 import relayLeaseRenewLua from "./scripts/relay_lease_renew.lua" with { type: "text" };
+import relayEnsureGroupLua from "./scripts/relay_ensure_group.lua" with { type: "text" };
+import relayReadLua from "./scripts/relay_read.lua" with { type: "text" };
 
 const SCRIPTS = {
   fsCreateStock: { source: createStockLua, keys: 2 },
   fsAllocate: { source: allocateLua, keys: 6 },
   fsPurchase: { source: purchaseLua, keys: 4 },
-  fsCancel: { source: cancelLua, keys: 5 },
-  fsExpire: { source: expireLua, keys: 5 },
+  fsCancel: { source: cancelLua, keys: 6 },
+  fsExpire: { source: expireLua, keys: 6 },
+  fsDueHolds: { source: dueHoldsLua, keys: 1 },
   fsRelayHeartbeat: { source: relayHeartbeatLua, keys: 1 },
   fsRelayLeaseAcquire: { source: relayLeaseAcquireLua, keys: 1 },
   fsRelayLeaseRenew: { source: relayLeaseRenewLua, keys: 1 },
   fsRelayLeaseRelease: { source: relayLeaseReleaseLua, keys: 1 },
   fsRelayDeleteIdleConsumers: { source: relayDeleteIdleConsumersLua, keys: 1 },
+  fsRelayRead: { source: relayReadLua, keys: 2 },
+  fsRelayEnsureGroup: { source: relayEnsureGroupLua, keys: 1 },
 } as const;
 
 export type ScriptName = keyof typeof SCRIPTS;
@@ -39,9 +46,9 @@ export function scriptSource(name: ScriptName): string {
   return `${libLua}\n${SCRIPTS[name].source}`;
 }
 
-const defined = new WeakSet<Redis>();
+const defined = new WeakSet<RedisClient>();
 
-function ensureDefined(redis: Redis): void {
+function ensureDefined(redis: RedisClient): void {
   if (defined.has(redis)) return;
   for (const [name, script] of Object.entries(SCRIPTS)) {
     redis.defineCommand(name, { numberOfKeys: script.keys, lua: scriptSource(name as ScriptName) });
@@ -50,11 +57,11 @@ function ensureDefined(redis: Redis): void {
 }
 
 /** Runs one script on a client. Keys must all carry the same hash tag (checked by the key layout). */
-export function runScript<Reply = ScriptReply>(redis: Redis, name: ScriptName, keys: string[], args: ScriptArg[]): Promise<Reply> {
+export function runScript<Reply = ScriptReply>(redis: RedisClient, name: ScriptName, keys: string[], args: ScriptArg[]): Promise<Reply> {
   ensureDefined(redis);
   if (keys.length !== SCRIPTS[name].keys) throw new Error(`${name} takes ${SCRIPTS[name].keys} keys, got ${keys.length}`);
   const command = (redis as unknown as Record<ScriptName, (...a: ScriptArg[]) => Promise<Reply>>)[name];
-  return command.call(redis, ...keys, ...args);
+  return retryRegrouped(() => command.call(redis, ...keys, ...args));
 }
 
 /** Queues one script on a pipeline of a client that ran `prepareScripts`. */
@@ -64,6 +71,6 @@ export function queueScript(pipeline: ChainableCommander, name: ScriptName, keys
 }
 
 /** Defines the scripts on a client up front (needed before building pipelines). */
-export function prepareScripts(redis: Redis): void {
+export function prepareScripts(redis: RedisClient): void {
   ensureDefined(redis);
 }

@@ -3,7 +3,7 @@
  * stock (counters and version). Used by the read-side tests and the load-test verifier.
  */
 import type { Client } from "@elastic/elasticsearch";
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../redis/client.ts";
 import type postgres from "postgres";
 import type { KeyLayout } from "../domain/keys.ts";
 import type { StockDocument } from "../stores/search/mapping.ts";
@@ -33,15 +33,12 @@ function chunks<T>(items: readonly T[], size = CHUNK): T[][] {
 }
 
 /** Counters straight from the stock hashes (the source of truth). Missing stocks are left out. */
-export async function readRedisCounters(redis: Redis, keys: KeyLayout, stockIds: readonly string[]): Promise<Map<string, StockCounters>> {
+export async function readRedisCounters(redis: RedisClient, keys: KeyLayout, stockIds: readonly string[]): Promise<Map<string, StockCounters>> {
   const out = new Map<string, StockCounters>();
   for (const part of chunks(stockIds)) {
-    const pipeline = redis.pipeline();
-    for (const id of part) pipeline.hmget(keys.stock(id), "available", "held", "sold", "version");
-    const replies = (await pipeline.exec()) ?? [];
-    replies.forEach(([err, value], i) => {
-      if (err) throw err;
-      const [available, held, sold, version] = value as (string | null)[];
+    // One HMGET per stock, batched by auto-pipelining: a pipeline cannot span a cluster's masters.
+    const replies = await Promise.all(part.map((id) => redis.hmget(keys.stock(id), "available", "held", "sold", "version")));
+    replies.forEach(([available, held, sold, version], i) => {
       if (available === null || available === undefined) return;
       out.set(part[i]!, { stockId: part[i]!, available: Number(available), held: Number(held), sold: Number(sold), version: Number(version) });
     });

@@ -9,26 +9,21 @@
  * Each waits, polling, until it agrees or the shared deadline passes; then it reports what differs.
  */
 import type { Client } from "@elastic/elasticsearch";
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../redis/client.ts";
 import { Kafka, logLevel } from "kafkajs";
 import type postgres from "postgres";
 import { parseEvent } from "../domain/events.ts";
+import { sleep } from "../lifecycle.ts";
+import { pairs } from "../redis/replies.ts";
 import { compareReadModels, type StockCounters } from "./convergence.ts";
 import { finding, type Finding, type StockState } from "./report.ts";
 
 const RELAY_GROUP = "relay";
 const POLL_MS = 250;
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-function pairs(flat: unknown[]): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (let i = 0; i + 1 < flat.length; i += 2) out[String(flat[i])] = flat[i + 1];
-  return out;
-}
 
 /** Entries not yet relayed (lag) plus entries delivered but not acknowledged (pending), per outbox. */
-export async function relayBacklog(redis: Redis, outboxKeys: string[]): Promise<{ backlog: number; missingGroup: string[] }> {
+export async function relayBacklog(redis: RedisClient, outboxKeys: string[]): Promise<{ backlog: number; missingGroup: string[] }> {
   let backlog = 0;
   const missingGroup: string[] = [];
   for (const key of outboxKeys) {
@@ -48,7 +43,7 @@ export async function relayBacklog(redis: Redis, outboxKeys: string[]): Promise<
 }
 
 /** Waits until the relay has taken and acknowledged everything, or the deadline. */
-export async function waitForRelayDrain(redis: Redis, outboxKeys: string[], deadline: number): Promise<Finding[]> {
+export async function waitForRelayDrain(redis: RedisClient, outboxKeys: string[], deadline: number): Promise<Finding[]> {
   for (;;) {
     const { backlog, missingGroup } = await relayBacklog(redis, outboxKeys);
     if (backlog === 0) return [];

@@ -9,7 +9,7 @@
  *
  * Stocks are found by scanning the key prefix, so the verifier needs no list from the load test.
  */
-import type { Redis } from "ioredis";
+import { scanKeys as scanAllMasters, type RedisClient } from "../redis/client.ts";
 import { OUTBOX_EVENT_FIELD, parseEvent, type StockEvent } from "../domain/events.ts";
 import { finding, type Finding, type StockState } from "./report.ts";
 
@@ -21,20 +21,11 @@ function escapeRegex(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
 
-/** Scans keys matching a glob; returns them all (bounded by what the prefix holds). */
-async function scanKeys(redis: Redis, match: string): Promise<string[]> {
-  const found: string[] = [];
-  let cursor = "0";
-  do {
-    const [next, keys] = await redis.scan(cursor, "MATCH", match, "COUNT", SCAN_COUNT);
-    cursor = next;
-    found.push(...keys);
-  } while (cursor !== "0");
-  return found;
-}
+/** Scans keys matching a glob on every master; returns them all (bounded by what the prefix holds). */
+const scanKeys = (redis: RedisClient, match: string) => scanAllMasters(redis, match, SCAN_COUNT);
 
 /** Stock hash keys under a prefix: `<prefix>:{<shard>}:stock:<id>` (buyers hashes end in `:buyers`, ids have no colon). */
-export async function findStockKeys(redis: Redis, prefix: string): Promise<Map<string, string>> {
+export async function findStockKeys(redis: RedisClient, prefix: string): Promise<Map<string, string>> {
   // Glob-escape the prefix: it is [a-z0-9_-], so only the literal braces of the pattern need care.
   const pattern = new RegExp(`^${escapeRegex(prefix)}:\\{(\\d+)\\}:stock:([A-Za-z0-9_-]{1,64})$`);
   const byId = new Map<string, string>();
@@ -46,28 +37,24 @@ export async function findStockKeys(redis: Redis, prefix: string): Promise<Map<s
 }
 
 /** Outbox stream keys under a prefix: `<prefix>:{<shard>}:outbox`. */
-export async function findOutboxKeys(redis: Redis, prefix: string): Promise<string[]> {
+export async function findOutboxKeys(redis: RedisClient, prefix: string): Promise<string[]> {
   const pattern = new RegExp(`^${escapeRegex(prefix)}:\\{(\\d+)\\}:outbox$`);
   return (await scanKeys(redis, `${prefix}:*:outbox`)).filter((k) => pattern.test(k)).sort();
 }
 
 /** Reads counters and buyers of every stock (pipelined, in batches). */
-export async function readStocks(redis: Redis, keysById: Map<string, string>): Promise<StockState[]> {
+export async function readStocks(redis: RedisClient, keysById: Map<string, string>): Promise<StockState[]> {
   const entries = [...keysById.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   const states: StockState[] = [];
   for (let i = 0; i < entries.length; i += READ_BATCH) {
     const batch = entries.slice(i, i + READ_BATCH);
-    const pipeline = redis.pipeline();
-    for (const [, key] of batch) {
-      pipeline.hmget(key, "total", "available", "held", "sold", "version", "perUserLimit");
-      pipeline.hgetall(`${key}:buyers`);
-    }
-    const replies = (await pipeline.exec()) ?? [];
+    // One command per key, sent together by auto-pipelining (an explicit pipeline cannot span the
+    // slots of a cluster's masters).
+    const replies = await Promise.all(
+      batch.map(([, key]) => Promise.all([redis.hmget(key, "total", "available", "held", "sold", "version", "perUserLimit"), redis.hgetall(`${key}:buyers`)])),
+    );
     batch.forEach(([stockId, key], j) => {
-      const [errA, counters] = replies[j * 2] ?? [new Error("no reply"), null];
-      const [errB, buyers] = replies[j * 2 + 1] ?? [new Error("no reply"), null];
-      if (errA) throw errA;
-      if (errB) throw errB;
+      const [counters, buyers] = replies[j]!;
       const [total, available, held, sold, version, perUserLimit] = (counters as (string | null)[]).map((v) => (v === null ? Number.NaN : Number(v)));
       states.push({
         stockId,
@@ -119,7 +106,7 @@ export function checkStockState(s: StockState): Finding[] {
 }
 
 /** Every event in the given outbox streams, grouped by stock in stream order (a stock lives on one shard). */
-export async function readOutboxEvents(redis: Redis, outboxKeys: string[]): Promise<{ byStock: Map<string, StockEvent[]>; bad: Finding[]; count: number }> {
+export async function readOutboxEvents(redis: RedisClient, outboxKeys: string[]): Promise<{ byStock: Map<string, StockEvent[]>; bad: Finding[]; count: number }> {
   const byStock = new Map<string, StockEvent[]>();
   const bad: Finding[] = [];
   let count = 0;
@@ -147,7 +134,7 @@ export async function readOutboxEvents(redis: Redis, outboxKeys: string[]): Prom
 }
 
 /** Does any outbox carry a consumer group (a relay that acknowledges and trims)? */
-export async function outboxIsRelayed(redis: Redis, outboxKeys: string[]): Promise<boolean> {
+export async function outboxIsRelayed(redis: RedisClient, outboxKeys: string[]): Promise<boolean> {
   for (const key of outboxKeys) {
     const groups = (await redis.call("XINFO", "GROUPS", key)) as unknown[];
     if (groups.length > 0) return true;
@@ -235,16 +222,13 @@ export function checkStockEvents(s: StockState, events: readonly StockEvent[], c
  * Needed to compare with what a load test saw when holds may expire during the run and the outbox
  * no longer holds every event.
  */
-export async function expiredUnitsFromHolds(redis: Redis, prefix: string): Promise<Map<string, number>> {
+export async function expiredUnitsFromHolds(redis: RedisClient, prefix: string): Promise<Map<string, number>> {
   const pattern = new RegExp(`^${escapeRegex(prefix)}:\\{\\d+\\}:hold:`);
   const keys = (await scanKeys(redis, `${prefix}:*:hold:*`)).filter((k) => pattern.test(k));
   const out = new Map<string, number>();
   for (let i = 0; i < keys.length; i += 1000) {
-    const pipeline = redis.pipeline();
-    for (const key of keys.slice(i, i + 1000)) pipeline.hmget(key, "stockId", "status", "quantity");
-    for (const [err, value] of (await pipeline.exec()) ?? []) {
-      if (err) throw err;
-      const [stockId, status, quantity] = value as (string | null)[];
+    const replies = await Promise.all(keys.slice(i, i + 1000).map((key) => redis.hmget(key, "stockId", "status", "quantity")));
+    for (const [stockId, status, quantity] of replies) {
       if (status === "expired" && stockId) out.set(stockId, (out.get(stockId) ?? 0) + Number(quantity));
     }
   }

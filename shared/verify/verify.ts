@@ -10,7 +10,7 @@
  * Nothing here writes: the verifier only reads, so it can run against a live system.
  */
 import type { Client } from "@elastic/elasticsearch";
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../redis/client.ts";
 import type postgres from "postgres";
 import type { StockEvent } from "../domain/events.ts";
 import { checkKafka, checkPostgresDetail, checkReadModels, waitForRelayDrain } from "./pipeline.ts";
@@ -30,7 +30,7 @@ export interface LoadExpectation {
 }
 
 export interface VerifyOptions {
-  redis: Redis;
+  redis: RedisClient;
   prefix: string;
   layers: Layer[];
   /** Only these stocks (default: every stock under the prefix). */

@@ -2,23 +2,51 @@
  * An api wired to the real Redis under a fresh key prefix, for integration tests:
  * in-process (`request`) or served over real HTTP (`listen`).
  */
-import type { Redis } from "ioredis";
+import { describe } from "bun:test";
 import { createApp, type AppDeps } from "../../services/api/app.ts";
 import { DashboardCollector } from "../../services/api/dashboard/collector.ts";
+import { dashboardRoutes } from "../../services/api/dashboard/routes.ts";
+import { createAdminApp } from "../../shared/admin-server.ts";
 import { createKeyLayout, type KeyLayout } from "../../shared/domain/keys.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { createMetricsRegistry } from "../../shared/metrics.ts";
-import { createRedis, deleteKeysByPrefix } from "../../shared/redis/client.ts";
-import { createStockCommands, type StockCommands } from "../../shared/redis/commands.ts";
+import { createRedis, deleteKeysByPrefix, parseClusterNodes, type RedisClient, type RedisTarget } from "../../shared/redis/client.ts";
+import { createStockCommands, type CommandOptions, type StockCommands } from "../../shared/redis/commands.ts";
 import { mintUserToken } from "../../scripts/mint-token.ts";
 import { stackEnv, uniqueName } from "./env.ts";
 
 export const TEST_ADMIN_TOKEN = "test-admin-token-0123456789";
 export const TEST_JWT_SECRET = "test-jwt-secret-0123456789abcdef0123456789";
 
+/** A Redis the write-side suites run against: the single node and the stack's cluster. */
+export interface RedisUnderTest {
+  name: "single node" | "cluster";
+  target: RedisTarget;
+  /** The same kind of client pointed at nothing (port 1), for the "store unavailable" cases. */
+  deadTarget: RedisTarget;
+}
+
+export const REDIS_UNDER_TEST: readonly RedisUnderTest[] = [
+  { name: "single node", target: { REDIS_URL: stackEnv.REDIS_URL }, deadTarget: { REDIS_URL: "redis://127.0.0.1:1" } },
+  {
+    name: "cluster",
+    target: { REDIS_URL: stackEnv.REDIS_URL, REDIS_CLUSTER_NODES: parseClusterNodes(stackEnv.REDIS_CLUSTER_NODES) },
+    deadTarget: { REDIS_URL: stackEnv.REDIS_URL, REDIS_CLUSTER_NODES: [{ host: "127.0.0.1", port: 1 }] },
+  },
+];
+
+/**
+ * One suite, run once per Redis (single node, then cluster): `body` declares the tests, usually
+ * around its own createTestApi({ redis }). Same code paths and scripts on both; a difference in
+ * behaviour is a bug.
+ */
+export function describeEachRedis(body: (redis: RedisUnderTest) => void): void {
+  for (const redis of REDIS_UNDER_TEST) describe(`on ${redis.name}`, () => body(redis));
+}
+
 export interface TestApi {
   app: ReturnType<typeof createApp>;
-  redis: Redis;
+  redis: RedisClient;
   keys: KeyLayout;
   commands: StockCommands;
   admin: Record<string, string>;
@@ -26,34 +54,37 @@ export interface TestApi {
   user(userId: string): Promise<Record<string, string>>;
   /** In-process request with a JSON body. */
   request(method: string, path: string, options?: { headers?: Record<string, string>; body?: unknown }): Promise<Response>;
+  /** Serves the admin side (metrics, and the dashboard with workerMetricsUrls) on a free loopback port; returns its base URL. */
+  listenAdmin(): string;
   /** Serves the app on a free loopback port; returns its base URL. */
   listen(): string;
   close(): Promise<void>;
 }
 
 export function createTestApi(
-  options: { shards?: number; prefix?: string; app?: Partial<AppDeps>; workerMetricsUrls?: string[] } = {},
+  options: { shards?: number; prefix?: string; redis?: RedisTarget; app?: Partial<AppDeps>; workerMetricsUrls?: string[]; commands?: CommandOptions } = {},
 ): TestApi {
-  const redis = createRedis(stackEnv.REDIS_URL);
+  const redis = createRedis(options.redis ?? { REDIS_URL: stackEnv.REDIS_URL });
   const keys = createKeyLayout(options.prefix ?? uniqueName("api"), options.shards ?? 4);
-  const commands = createStockCommands(redis, keys);
+  const commands = createStockCommands(redis, keys, options.commands);
   const registry = createMetricsRegistry("api");
-  // The dashboard (admin only) when the test names the workers it scrapes.
+  // The dashboard (on the admin port, see listenAdmin) when the test names the workers it scrapes.
   const dashboard = options.workerMetricsUrls
     ? new DashboardCollector({ redis, commands, registry, workerMetricsUrls: options.workerMetricsUrls })
     : undefined;
+  dashboard?.registerStockGauges(registry);
   const app = createApp({
     commands,
     redis,
     logger: createLogger("api-test", process.env.LOG_LEVEL ?? "silent"),
     registry,
-    dashboard,
     adminToken: TEST_ADMIN_TOKEN,
     jwtSecret: TEST_JWT_SECRET,
     maxBodyBytes: 16 * 1024,
     ...options.app,
   });
   let server: ReturnType<typeof Bun.serve> | undefined;
+  let adminServer: ReturnType<typeof Bun.serve> | undefined;
   return {
     app,
     redis,
@@ -73,8 +104,15 @@ export function createTestApi(
       server ??= Bun.serve({ port: 0, hostname: "127.0.0.1", fetch: app.fetch });
       return `http://127.0.0.1:${server.port}`;
     },
+    listenAdmin() {
+      // As main.ts wires it: /healthz, /readyz, /metrics and the dashboard on the operators' port.
+      const admin = createAdminApp({ registry, notReadyReason: () => null, routes: dashboard ? dashboardRoutes(dashboard) : undefined });
+      adminServer ??= Bun.serve({ port: 0, hostname: "127.0.0.1", fetch: admin.fetch });
+      return `http://127.0.0.1:${adminServer.port}`;
+    },
     async close() {
       dashboard?.stop();
+      await adminServer?.stop(true);
       await server?.stop(true);
       await deleteKeysByPrefix(redis, keys.prefix);
       await redis.quit();

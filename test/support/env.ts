@@ -4,6 +4,8 @@
  */
 export const stackEnv = {
   REDIS_URL: process.env.REDIS_URL ?? "redis://127.0.0.1:6379",
+  /** The stack's Redis Cluster (`bash scripts/stack.sh up redis-cluster`), which the cluster variants of the suites use. */
+  REDIS_CLUSTER_NODES: process.env.REDIS_CLUSTER_NODES ?? "127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003,127.0.0.1:7004,127.0.0.1:7005",
   KAFKA_BROKERS: process.env.KAFKA_BROKERS ?? "127.0.0.1:9092",
   DATABASE_URL: process.env.DATABASE_URL ?? "postgres://flashsale:flashsale@127.0.0.1:5432/flashsale",
   ELASTICSEARCH_URL: process.env.ELASTICSEARCH_URL ?? "http://127.0.0.1:9200",
@@ -13,4 +15,16 @@ export const stackEnv = {
 export function uniqueName(label: string): string {
   const suffix = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
   return `t${label}${suffix}`.toLowerCase().replace(/[^a-z0-9_]/g, "_");
+}
+
+/**
+ * A TCP port that is free right now on 127.0.0.1 (the kernel picks it). A random number in a range
+ * can collide with a client's ephemeral port (Kafka and Redis connections hold many), so child
+ * processes get one of these instead.
+ */
+export function freePort(): number {
+  const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = listener.port;
+  listener.stop(true);
+  return port;
 }

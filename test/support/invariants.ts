@@ -2,7 +2,7 @@
  * Reads the write side's state straight from Redis and checks the invariants of docs/design.md §2.
  * Shared by the tests and the load-test verifier.
  */
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../../shared/redis/client.ts";
 import { parseEvent, type StockEvent } from "../../shared/domain/events.ts";
 import type { KeyLayout } from "../../shared/domain/keys.ts";
 
@@ -14,7 +14,7 @@ export interface StockCounters {
   version: number;
 }
 
-export async function readCounters(redis: Redis, keys: KeyLayout, stockId: string): Promise<StockCounters> {
+export async function readCounters(redis: RedisClient, keys: KeyLayout, stockId: string): Promise<StockCounters> {
   const [total, available, held, sold, version] = await redis.hmget(keys.stock(stockId), "total", "available", "held", "sold", "version");
   return { total: Number(total), available: Number(available), held: Number(held), sold: Number(sold), version: Number(version) };
 }
@@ -27,7 +27,7 @@ export function conservationBreach(c: StockCounters): string | null {
 }
 
 /** Every event in every shard's outbox, parsed (throws on an entry the schema rejects). */
-export async function readOutbox(redis: Redis, keys: KeyLayout): Promise<StockEvent[]> {
+export async function readOutbox(redis: RedisClient, keys: KeyLayout): Promise<StockEvent[]> {
   const events: StockEvent[] = [];
   for (const shard of keys.allShards()) {
     for (const [id, fields] of await redis.xrange(keys.outbox(shard), "-", "+")) {
@@ -39,7 +39,7 @@ export async function readOutbox(redis: Redis, keys: KeyLayout): Promise<StockEv
   return events;
 }
 
-export async function outboxLength(redis: Redis, keys: KeyLayout): Promise<number> {
+export async function outboxLength(redis: RedisClient, keys: KeyLayout): Promise<number> {
   const lengths = await Promise.all(keys.allShards().map((s) => redis.xlen(keys.outbox(s))));
   return lengths.reduce((a, b) => a + b, 0);
 }

@@ -5,18 +5,17 @@
  */
 import { afterEach } from "bun:test";
 import type { Subprocess } from "bun";
-import type { Redis } from "ioredis";
 import { Kafka, logLevel, type Consumer } from "kafkajs";
 import { parseConfig, relaySchema } from "../../shared/config.ts";
 import { createKeyLayout, type KeyLayout } from "../../shared/domain/keys.ts";
 import pino from "pino";
 import { createLogger, type Logger } from "../../shared/logger.ts";
-import { createRedis, deleteKeysByPrefix } from "../../shared/redis/client.ts";
+import { createRedis, deleteKeysByPrefix, parseClusterNodes, type RedisClient } from "../../shared/redis/client.ts";
 import { createStockCommands, type StockCommands } from "../../shared/redis/commands.ts";
 import { createKafka, deleteTopics, ensureTopic } from "../../shared/kafka/client.ts";
 import { createRelay, type Relay, type RelaySettings } from "../../services/relay/relay.ts";
 import { RELAY_GROUP } from "../../services/relay/stream.ts";
-import { stackEnv, uniqueName } from "./env.ts";
+import { freePort, stackEnv, uniqueName } from "./env.ts";
 
 export const SHARDS = 4;
 export const PARTITIONS = 4;
@@ -38,7 +37,7 @@ export interface Harness {
   prefix: string;
   topic: string;
   keys: KeyLayout;
-  redis: Redis;
+  redis: RedisClient;
   commands: StockCommands;
   kafka: Kafka;
   settings(overrides?: Record<string, string>): RelaySettings;
@@ -48,11 +47,18 @@ export interface Harness {
   cleanup(): Promise<void>;
 }
 
-export function createHarness(label: string): Harness {
+export interface HarnessOptions {
+  /** REDIS_CLUSTER_NODES of a Redis Cluster to run on (e.g. stackEnv.REDIS_CLUSTER_NODES); the single node when absent. */
+  clusterNodes?: string;
+  shards?: number;
+}
+
+export function createHarness(label: string, options: HarnessOptions = {}): Harness {
   const prefix = uniqueName(label);
   const topic = uniqueName(`${label}_topic`);
-  const keys = createKeyLayout(prefix, SHARDS);
-  const redis = createRedis(stackEnv.REDIS_URL);
+  const shards = options.shards ?? SHARDS;
+  const keys = createKeyLayout(prefix, shards);
+  const redis = createRedis({ REDIS_URL: stackEnv.REDIS_URL, REDIS_CLUSTER_NODES: parseClusterNodes(options.clusterNodes) });
   redis.on("error", () => {});
   const logger = createLogger("relay-test", process.env.LOG_LEVEL ?? "silent");
   const kafka = createKafka({ brokers: stackEnv.KAFKA_BROKERS.split(","), clientId: "relay-test", logger });
@@ -62,7 +68,8 @@ export function createHarness(label: string): Harness {
     KAFKA_BROKERS: stackEnv.KAFKA_BROKERS,
     KAFKA_TOPIC: topic,
     KAFKA_PARTITIONS: String(PARTITIONS),
-    OUTBOX_SHARDS: String(SHARDS),
+    OUTBOX_SHARDS: String(shards),
+    ...(options.clusterNodes ? { REDIS_CLUSTER_NODES: options.clusterNodes } : {}),
     REDIS_KEY_PREFIX: prefix,
     RELAY_LEASE_MS: "2000",
     RELAY_CLAIM_IDLE_MS: "3000",
@@ -84,7 +91,7 @@ export function createHarness(label: string): Harness {
     env: (overrides = {}) => ({
       ...(process.env as Record<string, string>),
       ...baseEnv,
-      ADMIN_PORT: String(20_000 + Math.floor(Math.random() * 20_000)),
+      ADMIN_PORT: String(freePort()),
       LOG_LEVEL: process.env.RELAY_CHILD_LOG_LEVEL ?? "warn",
       ...overrides,
     }),
@@ -105,7 +112,7 @@ export async function createStocks(h: Harness, count: number, quantity: number):
     const id = `stk${i}`;
     const shard = h.keys.shardOf(id);
     // fill shards round-robin so each gets ~count/SHARDS stocks
-    if ((perShard.get(shard) ?? 0) >= Math.ceil(count / SHARDS)) continue;
+    if ((perShard.get(shard) ?? 0) >= Math.ceil(count / h.keys.shards)) continue;
     perShard.set(shard, (perShard.get(shard) ?? 0) + 1);
     ids.push(id);
   }
@@ -281,7 +288,7 @@ export function memoryLogger(): { logger: Logger; lines: Record<string, unknown>
  * `onCleanup` for anything else the test starts.
  */
 export function relayTestFixtures(): {
-  setup: (label: string) => { h: Harness; reader: TopicReader };
+  setup: (label: string, options?: HarnessOptions) => { h: Harness; reader: TopicReader };
   onCleanup: (...fns: (() => Promise<void>)[]) => void;
 } {
   let cleanups: (() => Promise<void>)[] = [];
@@ -292,8 +299,8 @@ export function relayTestFixtures(): {
   const onCleanup = (...fns: (() => Promise<void>)[]) => void cleanups.push(...fns);
   return {
     onCleanup,
-    setup(label) {
-      const h = createHarness(label);
+    setup(label, options) {
+      const h = createHarness(label, options);
       const reader = new TopicReader(h.topic);
       onCleanup(() => h.cleanup(), () => reader.stop());
       return { h, reader };

@@ -8,14 +8,17 @@
  *   the workers' /metrics (WORKER_METRICS_URLS): the dashboard shows the very numbers Prometheus alerts
  *   on, computed once by the worker that knows them, and the api needs no Kafka client for it.
  */
-import type { Redis } from "ioredis";
+import { keyHolders, type RedisClient } from "../../../shared/redis/client.ts";
 import type { Registry } from "prom-client";
+import { prom } from "../../../shared/metrics.ts";
 import type { StockCommands } from "../../../shared/redis/commands.ts";
 import { histogramBuckets, parsePromText, quantileBetween, sumOf, type Sample } from "../../../shared/prom-text.ts";
 import type { StockView } from "../../../shared/domain/views.ts";
 
 /** Metric names the dashboard reads (the workers' and the api's own). */
 export const METRIC = {
+  stockUnits: "stock_units",
+  stockSoldOut: "stock_sold_out_timestamp_seconds",
   allocations: "allocations_total",
   httpRequests: "http_requests_total",
   httpStatusLabel: "status",
@@ -30,7 +33,7 @@ export const METRIC = {
 
 const HISTORY = 60;
 const MAX_STOCKS_SHOWN = 12;
-const MAX_STOCKS_KNOWN = 1000;
+const MAX_STOCKS_KNOWN = 200;
 const SCAN_COUNT = 500;
 /** Freshness p99 is computed over the observations of this window (like rate(...[30s]) in PromQL). */
 const FRESHNESS_WINDOW_MS = 30_000;
@@ -81,7 +84,7 @@ export interface DashboardSnapshot {
 }
 
 export interface CollectorDeps {
-  redis: Redis;
+  redis: RedisClient;
   commands: StockCommands;
   registry: Registry;
   workerMetricsUrls: readonly string[];
@@ -95,7 +98,7 @@ export class DashboardCollector {
   private readonly listeners = new Set<Listener>();
   private readonly pinned = new Set<string>();
   private readonly known = new Set<string>();
-  private scanCursor = "0";
+  private scanCursors = new Map<string, string>();
   private timer: ReturnType<typeof setInterval> | undefined;
   private ticking = false;
   private last: DashboardSnapshot | undefined;
@@ -107,6 +110,38 @@ export class DashboardCollector {
   private readonly projectorScrapes = new Map<string, { at: number; samples: Sample[] }[]>();
 
   constructor(private readonly deps: CollectorDeps) {}
+
+  /**
+   * Exports the shown stocks' counters and sold-out times to Prometheus (the Grafana dashboard's stock
+   * panels), read from Redis when scraped. Bounded cardinality: the stocks the dashboard shows.
+   */
+  registerStockGauges(registry: Registry): void {
+    const collector = this;
+    new prom.Gauge({
+      name: "stock_units",
+      help: "Units of a stock by state (available, held, sold), read from Redis when scraped; the dashboard's stocks",
+      labelNames: ["stock", "state"] as const,
+      registers: [registry],
+      async collect() {
+        this.reset();
+        for (const s of await collector.sampleStocks()) {
+          for (const state of ["available", "held", "sold"] as const) this.set({ stock: s.id, state }, s[state]);
+        }
+      },
+    });
+    new prom.Gauge({
+      name: "stock_sold_out_timestamp_seconds",
+      help: "When the dashboard first saw the stock sold out (Unix seconds)",
+      labelNames: ["stock"] as const,
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const [stock, state] of collector.stockState) {
+          if (state.soldOutAt) this.set({ stock }, Date.parse(state.soldOutAt) / 1000);
+        }
+      },
+    });
+  }
 
   /** Stocks to show whatever the scan finds (a page opened with ?stocks=a,b). */
   pin(stockIds: readonly string[]): void {
@@ -171,27 +206,40 @@ export class DashboardCollector {
     const { redis, commands } = this.deps;
     const prefix = commands.keys.prefix;
     const stockKey = new RegExp(`^${prefix}:\\{\\d+\\}:stock:([^:]+)$`);
-    const [cursor, keys] = await redis.scan(this.scanCursor, "MATCH", `${prefix}:{*}:stock:*`, "COUNT", SCAN_COUNT);
-    this.scanCursor = cursor;
-    for (const key of keys) {
-      const id = stockKey.exec(key)?.[1];
-      if (id && this.known.size < MAX_STOCKS_KNOWN) this.known.add(id);
+    // SCAN is per node: on a cluster, one cursor per master (a single node is its own only master).
+    for (const node of await keyHolders(redis)) {
+      const at = `${node.options.host}:${node.options.port}`;
+      const [cursor, keys] = await node.scan(this.scanCursors.get(at) ?? "0", "MATCH", `${prefix}:{*}:stock:*`, "COUNT", SCAN_COUNT);
+      this.scanCursors.set(at, cursor);
+      for (const key of keys) {
+        const id = stockKey.exec(key)?.[1];
+        if (id && this.known.size < MAX_STOCKS_KNOWN) this.known.add(id);
+      }
     }
   }
 
-  private async collectStocks(dt: number): Promise<StockPanel[]> {
+  /** The known stocks' views from Redis (one more SCAN step first); keeps their sold-out times. */
+  private async sampleStocks(): Promise<StockView[]> {
     await this.discoverStocks().catch(() => {});
     const ids = [...new Set([...this.pinned, ...this.known])];
     const views = (await Promise.all(ids.map((id) => this.deps.commands.getStock(id).catch(() => null)))).filter(
       (v): v is StockView => v !== null,
     );
-    const panels = views.map((view) => {
+    for (const view of views) {
       const state = this.stockState.get(view.id) ?? { available: view.available, rate: [], soldOutAt: null };
-      if (dt > 0) push(state.rate, Math.max(0, state.available - view.available) / dt);
-      state.available = view.available;
       if (view.available === 0 && state.soldOutAt === null) state.soldOutAt = new Date().toISOString();
       if (view.available > 0) state.soldOutAt = null;
       this.stockState.set(view.id, state);
+    }
+    return views;
+  }
+
+  private async collectStocks(dt: number): Promise<StockPanel[]> {
+    const views = await this.sampleStocks();
+    const panels = views.map((view) => {
+      const state = this.stockState.get(view.id)!;
+      if (dt > 0) push(state.rate, Math.max(0, state.available - view.available) / dt);
+      state.available = view.available;
       const { id, name, total, available, held, sold, status, version } = view;
       return { id, name, total, available, held, sold, status, version, rate: [...state.rate], soldOutAt: state.soldOutAt };
     });
@@ -204,7 +252,12 @@ export class DashboardCollector {
   }
 
   private async collectOutcomes(dt: number): Promise<Record<Outcome, number[]>> {
-    const own = parsePromText(await this.deps.registry.metrics());
+    // The two counters only: the whole registry would also run the stock gauges' Redis reads.
+    const own: Sample[] = [];
+    for (const name of [METRIC.allocations, METRIC.httpRequests]) {
+      const metric = this.deps.registry.getSingleMetric(name);
+      for (const v of metric ? (await metric.get()).values : []) own.push({ name, labels: v.labels as Record<string, string>, value: v.value });
+    }
     const counts = (samples: Sample[]): Record<Outcome, number> => {
       const status = (pred: (code: number) => boolean) =>
         samples

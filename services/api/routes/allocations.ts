@@ -2,10 +2,10 @@
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import { createRouter } from "../router.ts";
 import type { StockCommands } from "../../../shared/redis/commands.ts";
-import { requireOwnerOrAdmin, requireUser } from "../auth.ts";
+import { requireOwnerOrAdmin, requireUser, signedIn, userOnly } from "../auth.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiProblem } from "../problem.ts";
-import { allocationIdParam, allocationView, edgeProblems, jsonContent, problems } from "../schemas.ts";
+import { allocationIdParam, allocationView, edgeProblems, jsonContent, problems, userRateLimited } from "../schemas.ts";
 
 const ok = { 200: jsonContent(allocationView, "the allocation") };
 const notFound = [404, "`not_found`: no such allocation"] as const;
@@ -16,6 +16,7 @@ const getAllocation = createRoute({
   tags: ["allocations"],
   summary: "A hold's status (owner or admin), from Redis",
   security: [{ bearer: [] }],
+  middleware: [signedIn] as const,
   request: { params: allocationIdParam },
   responses: {
     ...ok,
@@ -31,6 +32,7 @@ const changeRoute = (action: "purchase" | "cancel", summary: string, conflicts: 
     tags: ["allocations"],
     summary,
     security: [{ bearer: [] }],
+    middleware: [userOnly] as const,
     request: { params: allocationIdParam },
     responses: {
       ...ok,
@@ -41,6 +43,7 @@ const changeRoute = (action: "purchase" | "cancel", summary: string, conflicts: 
         [403, "`forbidden`: the admin token, or someone else's hold"],
         notFound,
         [409, conflicts],
+        userRateLimited(action),
       ),
     },
   });

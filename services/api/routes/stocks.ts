@@ -2,7 +2,7 @@
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import { createRouter } from "../router.ts";
 import type { StockCommands } from "../../../shared/redis/commands.ts";
-import { requireAdmin, requireUser } from "../auth.ts";
+import { adminOnly, requireAdmin, requireUser, userOnly } from "../auth.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiProblem } from "../problem.ts";
 import {
@@ -12,6 +12,8 @@ import {
   edgeProblems,
   idempotencyHeader,
   jsonContent,
+  outboxFull,
+  userRateLimited,
   parseIdempotencyKey,
   problems,
   stockIdParam,
@@ -25,11 +27,12 @@ const createStock = createRoute({
   tags: ["stocks"],
   summary: "Create a sale item (admin); emits StockCreated",
   security: [{ bearer: [] }],
+  middleware: [adminOnly] as const,
   request: { body: { required: true, content: { "application/json": { schema: createStockBody } } } },
   responses: {
     201: jsonContent(stockView, "created"),
     ...edgeProblems("post"),
-    ...problems(400, [401, "`unauthorized`: no admin token (checked before the body)"], [403, "`forbidden`: not the admin token"], [409, "`stock_exists`"]),
+    ...problems(400, [401, "`unauthorized`: no admin token (checked before the body)"], [403, "`forbidden`: not the admin token"], [409, "`stock_exists`"], outboxFull),
   },
 });
 
@@ -49,6 +52,7 @@ const allocate = createRoute({
   summary: "Hold units for the calling user; emits StockAllocated",
   description: "Answers 201 with the hold. A repeated Idempotency-Key answers the first response again (header Idempotent-Replayed: true); the same key with a different body is 422.",
   security: [{ bearer: [] }],
+  middleware: [userOnly] as const,
   request: {
     params: stockIdParam,
     headers: idempotencyHeader,
@@ -67,6 +71,8 @@ const allocate = createRoute({
       [404, "`not_found`: no such stock"],
       [409, "`sold_out` (`available`), `limit_exceeded` (`remaining`), `not_started`, `ended`"],
       422,
+      userRateLimited("allocate"),
+      outboxFull,
     ),
   },
 });

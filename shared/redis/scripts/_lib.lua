@@ -79,6 +79,18 @@ local function read_hold(hold_key)
   return hold
 end
 
+-- Tells every api instance that units of a stock came back (docs/design.md §12): the message is
+-- '<stock id> <version>', so an instance drops its "sold out at version v" entry when v < version.
+-- Sharded pub/sub (SPUBLISH, Redis >= 7): the channel carries the shard's hash tag and is passed in
+-- KEYS, so on a cluster it lives in the script's slot and reaches only that shard's subscribers.
+-- pcall, and PUBLISH where SPUBLISH is unknown (Redis 6): a lost message must never fail the write
+-- before it; the api's time bound (SOLD_OUT_CACHE_MS) covers it.
+local function announce_released(channel_key, stock_id, version)
+  local message = stock_id .. ' ' .. version
+  local reply = redis.pcall('SPUBLISH', channel_key, message)
+  if type(reply) == 'table' and reply.err then redis.pcall('PUBLISH', channel_key, message) end
+end
+
 -- Gives a live hold's units back to the stock and the user's limit: shared by cancel and expire.
 local function release_hold(keys, allocation_id, hold, reason, now, event_id, retain_seconds)
   local quantity = tonumber(hold.quantity)
@@ -99,4 +111,5 @@ local function release_hold(keys, allocation_id, hold, reason, now, event_id, re
     held = counters.held,
     sold = counters.sold,
   })
+  announce_released(keys.released, hold.stockId, version)
 end

@@ -5,20 +5,29 @@
   KEYS[2] stock buyers hash         <p>:{s}:stock:<id>:buyers   (userId -> units held or bought)
   KEYS[3] hold hash (new)           <p>:{s}:hold:<allocationId>
   KEYS[4] shard due-holds zset      <p>:{s}:holds:due           (allocationId scored by expiry ms)
-  KEYS[5] idempotency record        <p>:{s}:idem:<stock>:<user>:<key>  (unused when ARGV[6] is '')
+  KEYS[5] idempotency record        <p>:{s}:idem:<stock>:<len>.<user>:<len>.<key>  (unused when ARGV[6] is '')
   KEYS[6] shard outbox stream       <p>:{s}:outbox
   ARGV[1] stock id   ARGV[2] user id   ARGV[3] quantity (integer >= 1)
   ARGV[4] allocation id (new)          ARGV[5] event id (UUIDv7)
   ARGV[6] request fingerprint, or '' when no Idempotency-Key was sent
   ARGV[7] idempotency record ttl seconds
+  ARGV[8] outbox max length: at or above it nothing is written and the answer is outbox_full
   Returns { 'ok', <allocation view JSON> } | { 'replay', <allocation view JSON> }
-        | { 'idempotency_key_reused' } | { 'not_found' } | { 'not_started' } | { 'ended' }
-        | { 'invalid', 'quantity' } | { 'sold_out', <available> } | { 'limit_exceeded', <units the user may still take> }
+        | { 'idempotency_key_reused' } | { 'not_found' } | { 'not_started', <ms until the sale starts> } | { 'ended' }
+        | { 'invalid', <argument> } | { 'corrupt', 'stock' } | { 'outbox_full', <length> }
+        | { 'sold_out', <available>, <stock version> } | { 'limit_exceeded', <units the user may still take> }
+  The extras after sold_out and not_started let each api instance answer later refusals from memory
+  (docs/design.md §12): the version orders a "sold out" against a "units released" message, and the
+  time to start is Redis time, so api clocks that disagree with Redis do not matter.
+  A replay and every refusal write nothing, so they are answered even when the outbox is full.
 ]]
 local stock_id, user_id, quantity = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local allocation_id, event_id, fingerprint = ARGV[4], ARGV[5], ARGV[6]
+local idempotency_ttl, outbox_max = tonumber(ARGV[7]), tonumber(ARGV[8])
 
 if not quantity or quantity < 1 or quantity % 1 ~= 0 then return { 'invalid', 'quantity' } end
+if not idempotency_ttl or idempotency_ttl < 1 then return { 'invalid', 'idempotencyTtl' } end
+if not outbox_max or outbox_max < 1 then return { 'invalid', 'outboxMaxLength' } end
 
 if fingerprint ~= '' then
   local stored = redis.call('GET', KEYS[5])
@@ -29,20 +38,35 @@ if fingerprint ~= '' then
   end
 end
 
-local s = redis.call('HMGET', KEYS[1], 'available', 'perUserLimit', 'holdSeconds', 'startsAt', 'endsAt')
+local s = redis.call('HMGET', KEYS[1], 'available', 'perUserLimit', 'holdSeconds', 'startsAt', 'endsAt', 'version', 'keepUntil')
 if not s[1] then return { 'not_found' } end
+-- Every stock field the writes below use is read and checked here: Lua has no rollback.
 local available, per_user_limit, hold_seconds = tonumber(s[1]), tonumber(s[2]), tonumber(s[3])
+local starts_at, ends_at = tonumber(s[4]), nil
+if s[5] and s[5] ~= '' then ends_at = tonumber(s[5]) end
+-- When the sale will be deleted (create_stock.lua); its buyers hash goes with it.
+local keep_until = s[7] and tonumber(s[7]) or nil
+local stock_version = tonumber(s[6])
+if not available or not per_user_limit or not hold_seconds or hold_seconds < 1 or not starts_at or not stock_version
+  or (s[5] and s[5] ~= '' and not ends_at) or (s[7] and not keep_until) then
+  return { 'corrupt', 'stock' }
+end
 
 local now = now_ms()
-if now < tonumber(s[4]) then return { 'not_started' } end
-if s[5] ~= '' and now >= tonumber(s[5]) then return { 'ended' } end
-if available < quantity then return { 'sold_out', available } end
+if now < starts_at then return { 'not_started', starts_at - now } end
+if ends_at and now >= ends_at then return { 'ended' } end
+if available < quantity then return { 'sold_out', available, stock_version } end
 local user_units = tonumber(redis.call('HGET', KEYS[2], user_id) or '0')
+if not user_units then return { 'corrupt', 'buyers' } end
 if user_units + quantity > per_user_limit then return { 'limit_exceeded', per_user_limit - user_units } end
+-- Back-pressure: a stopped relay must not let the outbox eat Redis' memory (OUTBOX_MAX_LENGTH).
+local outbox_length = redis.call('XLEN', KEYS[6])
+if outbox_length >= outbox_max then return { 'outbox_full', outbox_length } end
 
 -- All checks passed: from here on, only writes.
 local counters, version = apply_to_stock(KEYS[1], -quantity, quantity, 0)
 redis.call('HINCRBY', KEYS[2], user_id, quantity)
+if keep_until then redis.call('PEXPIREAT', KEYS[2], keep_until) end
 local expires_at = now + hold_seconds * 1000
 local hold = { stockId = stock_id, userId = user_id, quantity = quantity, status = 'held', expiresAt = expires_at }
 redis.call('HSET', KEYS[3], 'stockId', stock_id, 'userId', user_id, 'quantity', quantity,
@@ -61,6 +85,6 @@ emit(KEYS[6], event_id, 'StockAllocated', stock_id, version, now, {
 
 local response = allocation_view(allocation_id, hold)
 if fingerprint ~= '' then
-  redis.call('SET', KEYS[5], cjson.encode({ fingerprint = fingerprint, response = response }), 'EX', tonumber(ARGV[7]))
+  redis.call('SET', KEYS[5], cjson.encode({ fingerprint = fingerprint, response = response }), 'EX', idempotency_ttl)
 end
 return { 'ok', response }

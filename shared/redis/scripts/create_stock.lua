@@ -8,11 +8,18 @@
   ARGV[7] quantity (integer >= 1)             ARGV[8] per-user limit (integer >= 1)
   ARGV[9] hold seconds (integer >= 1)
   ARGV[10] startsAt epoch ms, or '' for now   ARGV[11] endsAt epoch ms, or '' for no end
+  ARGV[12] outbox max length: at or above it nothing is written and the answer is outbox_full
+  ARGV[13] seconds a finished hold is kept (HOLD_RETENTION_SECONDS)
+  A sale with an end is deleted by Redis once nothing can refer to it any more (keepUntil = endsAt +
+  holdSeconds + retention: every hold of it has expired and outlived its own retention); a sale
+  without an end is kept until an operator deletes it (docs/design.md §3).
   Returns { 'ok', <flat HGETALL of the new stock> } | { 'stock_exists' } | { 'invalid', <field> }
+        | { 'outbox_full', <length> }
 ]]
 local stock_id, event_id = ARGV[1], ARGV[2]
 local price, quantity = tonumber(ARGV[5]), tonumber(ARGV[7])
 local per_user_limit, hold_seconds = tonumber(ARGV[8]), tonumber(ARGV[9])
+local outbox_max, retain_seconds = tonumber(ARGV[12]), tonumber(ARGV[13])
 
 if redis.call('EXISTS', KEYS[1]) == 1 then return { 'stock_exists' } end
 if not price or price < 0 then return { 'invalid', 'price' } end
@@ -25,12 +32,21 @@ local starts_at = ARGV[10] == '' and now or tonumber(ARGV[10])
 local ends_at = ARGV[11] ~= '' and tonumber(ARGV[11]) or nil
 if not starts_at then return { 'invalid', 'startsAt' } end
 if ARGV[11] ~= '' and (not ends_at or ends_at <= starts_at) then return { 'invalid', 'endsAt' } end
+if not outbox_max or outbox_max < 1 then return { 'invalid', 'outboxMaxLength' } end
+if not retain_seconds or retain_seconds < 1 then return { 'invalid', 'retainSeconds' } end
+local outbox_length = redis.call('XLEN', KEYS[2])
+if outbox_length >= outbox_max then return { 'outbox_full', outbox_length } end
 
 redis.call('HSET', KEYS[1],
   'name', ARGV[3], 'description', ARGV[4], 'price', price, 'currency', ARGV[6],
   'total', quantity, 'available', quantity, 'held', 0, 'sold', 0,
   'perUserLimit', per_user_limit, 'holdSeconds', hold_seconds,
   'startsAt', starts_at, 'endsAt', ends_at or '', 'version', 1, 'createdAt', now)
+if ends_at then
+  local keep_until = math.max(ends_at + (hold_seconds + retain_seconds) * 1000, now + retain_seconds * 1000)
+  redis.call('HSET', KEYS[1], 'keepUntil', keep_until)
+  redis.call('PEXPIREAT', KEYS[1], keep_until)
+end
 
 emit(KEYS[2], event_id, 'StockCreated', stock_id, 1, now, {
   name = ARGV[3],

@@ -5,31 +5,33 @@
  * time, and each hit's status is recomputed for "now" with the same rule as the write side.
  */
 import type { Client, estypes } from "@elastic/elasticsearch";
-import type { StockStatus } from "../../domain/views.ts";
+import { z } from "zod";
+import { STOCK_STATUSES, type StockStatus } from "../../domain/views.ts";
 import { decodeCursor, encodeCursor } from "../cursor.ts";
 import { statusAt } from "./documents.ts";
 import type { StockDocument } from "./mapping.ts";
 
-export interface StockSearchHit {
-  id: string;
-  name: string;
-  description: string;
-  price: number | null;
-  currency: string | null;
-  total: number | null;
-  available: number;
-  held: number;
-  sold: number;
-  perUserLimit: number | null;
-  holdSeconds: number | null;
-  startsAt: string | null;
-  endsAt: string | null;
-  status: StockStatus;
-  version: number;
-  /** occurredAt of the newest event projected: how fresh these counters are. */
-  projectedAt: string;
-  score: number | null;
-}
+/** One search hit as the api answers it; the route's OpenAPI schema is z.object(stockSearchHitShape). */
+export const stockSearchHitShape = {
+  id: z.string(),
+  name: z.string(),
+  description: z.string(),
+  price: z.number().int().nullable(),
+  currency: z.string().nullable(),
+  total: z.number().int().nullable(),
+  available: z.number().int(),
+  held: z.number().int(),
+  sold: z.number().int(),
+  perUserLimit: z.number().int().nullable(),
+  holdSeconds: z.number().int().nullable(),
+  startsAt: z.string().nullable(),
+  endsAt: z.string().nullable(),
+  status: z.enum(STOCK_STATUSES),
+  version: z.number().int().describe("stock version of the counters (compare with GET /api/stocks/{id})"),
+  projectedAt: z.string().describe("occurredAt of the newest event projected: how fresh these counters are"),
+  score: z.number().nullable(),
+};
+export type StockSearchHit = z.infer<z.ZodObject<typeof stockSearchHitShape>>;
 
 export interface StockSearchPage {
   items: StockSearchHit[];
@@ -44,6 +46,20 @@ export interface StockSearchQuery {
 }
 
 export class InvalidSearchCursorError extends Error {}
+
+/**
+ * A cursor is the last hit's sort values: [score, stockId] for a text query, [startsAt epoch ms,
+ * stockId] otherwise. Anything else (a tampered cursor) is refused here rather than handed to
+ * Elasticsearch, which answers a 400 the api used to pass on as a 500.
+ */
+function parseSearchCursor(cursor: string, byScore: boolean): estypes.SortResults {
+  const decoded = decodeCursor(cursor);
+  if (!Array.isArray(decoded) || decoded.length !== 2) throw new InvalidSearchCursorError("invalid cursor");
+  const [first, stockId] = decoded as unknown[];
+  const firstOk = byScore ? typeof first === "number" && Number.isFinite(first) : Number.isSafeInteger(first);
+  if (!firstOk || typeof stockId !== "string" || stockId.length === 0 || stockId.length > 64) throw new InvalidSearchCursorError("invalid cursor");
+  return [first as number, stockId];
+}
 
 function statusFilter(status: StockStatus, now: string): estypes.QueryDslQueryContainer {
   const ended: estypes.QueryDslQueryContainer = { range: { endsAt: { lte: now } } };
@@ -64,11 +80,7 @@ export async function searchStocks(es: Client, index: string, query: StockSearch
   const now = new Date(nowMs).toISOString();
   let searchAfter: estypes.SortResults | undefined;
   if (query.cursor) {
-    const decoded = decodeCursor(query.cursor);
-    if (!Array.isArray(decoded) || decoded.length !== 2 || !decoded.every((v) => typeof v === "number" || typeof v === "string")) {
-      throw new InvalidSearchCursorError("invalid cursor");
-    }
-    searchAfter = decoded as estypes.SortResults;
+    searchAfter = parseSearchCursor(query.cursor, Boolean(query.q?.trim()));
   }
   const text = query.q?.trim();
   const must: estypes.QueryDslQueryContainer[] = text
@@ -82,14 +94,21 @@ export async function searchStocks(es: Client, index: string, query: StockSearch
   // With text: by relevance; without: the newest sales first. stockId breaks ties (stable pages).
   const sort: estypes.Sort = text ? [{ _score: { order: "desc" } }, { stockId: { order: "asc" } }] : [{ startsAt: { order: "desc" } }, { stockId: { order: "asc" } }];
 
-  const result = await es.search<StockDocument>({
-    index,
-    size: query.limit + 1,
-    query: { bool: { must, filter } },
-    sort,
-    track_total_hits: false,
-    ...(searchAfter ? { search_after: searchAfter } : {}),
-  });
+  let result: estypes.SearchResponse<StockDocument>;
+  try {
+    result = await es.search<StockDocument>({
+      index,
+      size: query.limit + 1,
+      query: { bool: { must, filter } },
+      sort,
+      track_total_hits: false,
+      ...(searchAfter ? { search_after: searchAfter } : {}),
+    });
+  } catch (err) {
+    // Our query is fixed; with a cursor, a 400 from Elasticsearch can only be the cursor's values.
+    if (searchAfter && (err as { meta?: { statusCode?: number } }).meta?.statusCode === 400) throw new InvalidSearchCursorError("invalid cursor");
+    throw err;
+  }
   const hits = result.hits.hits;
   const page = hits.slice(0, query.limit);
   const last = page[page.length - 1];

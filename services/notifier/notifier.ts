@@ -1,0 +1,138 @@
+/**
+ * notifier: the stock events as Standard Webhooks (README "Webhooks").
+ *
+ *   Kafka (own consumer group) ──shared projection consumer──> delivery log in PostgreSQL, one
+ *   transaction per batch, offsets committed after it ──> per-endpoint delivery loops ──> receivers
+ *
+ * The consumer never waits for a receiver: it only logs the events (and a pending delivery per
+ * subscribed endpoint), so a slow or failing endpoint holds up neither the partition nor the other
+ * endpoints. Delivery is at least once: a delivery is marked delivered only after a 2xx.
+ * Constructible in-process (tests, the bench); main.ts adds the admin server and signals.
+ */
+import type postgres from "postgres";
+import type { Registry } from "prom-client";
+import type { EventType } from "../../shared/domain/events.ts";
+import { backoffMs, sleep } from "../../shared/lifecycle.ts";
+import type { Logger } from "../../shared/logger.ts";
+import { prom } from "../../shared/metrics.ts";
+import { isPostgresOutage } from "../../shared/projection/errors.ts";
+import { probeEvents } from "../../shared/projection/probe.ts";
+import { createProjector, type Projector, type ProjectorKafkaOptions } from "../../shared/projection/projector.ts";
+import { syncConfiguredEndpoint } from "../../shared/webhooks/endpoints.ts";
+import { createDelivery, type Delivery } from "./delivery.ts";
+import { logEvents } from "./delivery-log.ts";
+import { createNotifierMetrics, type NotifierMetrics } from "./metrics.ts";
+import type { RetrySchedule } from "./schedule.ts";
+import type { SendOptions } from "./sender.ts";
+
+export const NOTIFIER_GROUP = "notifier";
+
+export interface NotifierOptions extends Omit<ProjectorKafkaOptions, "groupId"> {
+  groupId?: string;
+  sql: postgres.Sql;
+  logger: Logger;
+  registry?: Registry;
+  /** The endpoint from config (WEBHOOK_URL…); unset removes a previously configured one. */
+  configured?: { url?: string; secret?: string; eventTypes?: EventType[] };
+  schedule: RetrySchedule;
+  send: SendOptions;
+  concurrency: number;
+  pollIntervalMs: number;
+  /** Endpoint table re-read and lease check; default 2 s. */
+  refreshIntervalMs?: number;
+  /** Each delivery loop's re-read of its pending deliveries; default 2 s. */
+  rescanIntervalMs?: number;
+}
+
+export interface Notifier {
+  readonly projector: Projector;
+  readonly delivery: Delivery;
+  readonly metrics: NotifierMetrics;
+  readonly registry: Registry;
+  start(): Promise<void>;
+  /** Consumer first (finish the batch, commit, leave the group), then the deliveries in flight. */
+  stop(): Promise<void>;
+  notReadyReason(): Promise<string | null>;
+}
+
+export function createNotifier(options: NotifierOptions): Notifier {
+  const { sql, logger } = options;
+  const registry = options.registry ?? new prom.Registry();
+  const metrics = createNotifierMetrics(registry);
+  const delivery = createDelivery({
+    sql,
+    schedule: options.schedule,
+    send: options.send,
+    concurrency: options.concurrency,
+    pollIntervalMs: options.pollIntervalMs,
+    refreshIntervalMs: options.refreshIntervalMs,
+    rescanIntervalMs: options.rescanIntervalMs,
+    logger,
+    metrics,
+  });
+  const projector = createProjector({
+    ...options,
+    groupId: options.groupId ?? NOTIFIER_GROUP,
+    registry,
+    sink: {
+      apply: async (events) => {
+        const result = await logEvents(sql, events);
+        if (result.deliveries.length > 0) delivery.offer(result.deliveries);
+        return result;
+      },
+      isOutage: isPostgresOutage,
+      probe: () => probeLog(sql),
+      ping: async () => {
+        await sql`SELECT 1`;
+      },
+    },
+  });
+  let stopped = false;
+  return {
+    projector,
+    delivery,
+    metrics,
+    registry,
+    async start() {
+      const configured = await untilPostgresAnswers(() => syncConfiguredEndpoint(sql, options.configured ?? {}), logger, () => stopped);
+      if (configured) logger.info({ endpoint: configured.id, url: configured.url, eventTypes: configured.eventTypes }, "configured endpoint");
+      await delivery.start();
+      await projector.start();
+    },
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await projector.stop();
+      await delivery.stop();
+    },
+    notReadyReason: () => projector.notReadyReason(),
+  };
+}
+
+/** A database that is down at start is waited for (with backoff), like the consumer waits for it later. */
+async function untilPostgresAnswers<T>(work: () => Promise<T>, logger: Logger, stopped: () => boolean): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await work();
+    } catch (err) {
+      if (!isPostgresOutage(err) || stopped()) throw err;
+      const wait = backoffMs(attempt, 200, 5_000);
+      if (attempt % 10 === 0) logger.warn({ err, wait }, "PostgreSQL unavailable at start, retrying");
+      await sleep(wait);
+    }
+  }
+}
+
+class ProbeRollback extends Error {}
+
+/** The shared probe lifecycle (shared/projection/probe.ts) through the real log statement, rolled back. */
+async function probeLog(sql: postgres.Sql): Promise<void> {
+  try {
+    await sql.begin(async (tx) => {
+      await logEvents(tx as unknown as postgres.Sql, probeEvents());
+      throw new ProbeRollback();
+    });
+  } catch (err) {
+    if (!(err instanceof ProbeRollback)) throw err;
+  }
+}

@@ -1,0 +1,41 @@
+/**
+ * Domain policy values that more than one module relies on (the api's validation, the commands,
+ * the expirer, the Lua scripts' callers). Deployment-specific ones are overridable in shared/config.ts,
+ * which takes its defaults from here; nothing else spells these numbers.
+ */
+
+/** Largest quantity one request may take; the per-user limit usually bites first. */
+export const MAX_QUANTITY_PER_REQUEST = 1000;
+
+/**
+ * Largest price in minor units. Redis' cjson encodes numbers with 14 significant digits (%.14g), so
+ * an amount (price × quantity of one hold) must stay below 10^14 to reach events and answers exactly:
+ * 99,999,999,999 × 1,000 = 99,999,999,999,000 < 10^14. Amounts stay JSON integers (the contract),
+ * which is why the bound is here rather than amounts as strings.
+ */
+export const MAX_PRICE = 99_999_999_999;
+/** Every amount a hold can have is below this (checked by create_stock.lua too). */
+export const MAX_EXACT_AMOUNT = 1e14;
+
+/** How long a finished (purchased, cancelled, expired) hold stays readable by its owner (HOLD_RETENTION_SECONDS). */
+export const DEFAULT_HOLD_RETENTION_SECONDS = 7 * 24 * 3600;
+/** How long an Idempotency-Key is remembered. */
+export const IDEMPOTENCY_TTL_SECONDS = 24 * 3600;
+
+/** Longest JWT lifetime the api accepts (JWT_MAX_LIFETIME_SECONDS). */
+export const DEFAULT_JWT_MAX_LIFETIME_SECONDS = 24 * 3600;
+
+/**
+ * Outbox entries per shard above which commands that create state answer 503 outbox_full
+ * (OUTBOX_MAX_LENGTH). An event is ~0.4-0.5 KB in Redis, so the default bounds one shard's
+ * outbox near 500 MB; at 3,500 allocations/s it is ~5 minutes of a stopped relay.
+ */
+export const DEFAULT_OUTBOX_MAX_LENGTH = 1_000_000;
+/** Retry-After of an outbox_full answer: the relay drains ~30,000 events/s once it is back. */
+export const OUTBOX_FULL_RETRY_AFTER_SECONDS = 5;
+
+/**
+ * Entries kept in a shard's outbox dead-letter stream (`outbox:dead`, written by the relay): it is
+ * there to be inspected, and without a cap a stream of bad entries would grow it for ever.
+ */
+export const DEAD_LETTER_MAX_LENGTH = 10_000;

@@ -1,0 +1,56 @@
+/**
+ * The one list of flash-sale's binaries: name, admin port (health, readiness, /metrics) and the
+ * runtime flags baked into its compiled file. Everything that starts, builds, scrapes or checks the
+ * services reads it: shared/config.ts (ADMIN_PORT defaults, the dashboard's worker list),
+ * scripts/build.ts, scripts/up.sh (through `bun shared/services.ts shell`), and the tests that hold
+ * compose.yaml, the Dockerfile and ops/prometheus/*.yml to it (test/compose.test.ts).
+ *
+ * A new binary: add it here and create services/<name>/main.ts; then the places the type checker
+ * cannot see: a compose.yaml service, a Prometheus job, its config schema in shared/config.ts.
+ */
+export interface ServiceSpec {
+  /** Health, readiness and /metrics; the api's public port is separate (PORT, 3000). */
+  readonly adminPort: number;
+  /** Flags for the runtime itself, baked into the compiled binary (`--compile-exec-argv`). */
+  readonly runtimeFlags: readonly string[];
+  readonly job: string;
+}
+
+export const SERVICES = {
+  api: {
+    adminPort: 9105,
+    // The HTTP server accepts headers up to 64 KiB so the app itself answers oversized ones
+    // (MAX_HEADER_BYTES, 8 KiB) with a problem+json 431; only past 64 KiB does Bun answer a bare 431.
+    runtimeFlags: ["--max-http-header-size=65536"],
+    job: "HTTP: commands and strong reads on Redis; order history, search and analytics from the read side",
+  },
+  relay: { adminPort: 9101, runtimeFlags: [], job: "outbox streams → Kafka, at-least-once, XACK after Kafka acknowledged" },
+  expirer: { adminPort: 9102, runtimeFlags: [], job: "releases holds that time out" },
+  "projector-postgres": { adminPort: 9103, runtimeFlags: [], job: "Kafka → PostgreSQL order history and analytics" },
+  "projector-search": { adminPort: 9104, runtimeFlags: [], job: "Kafka → Elasticsearch stock search" },
+  notifier: { adminPort: 9106, runtimeFlags: [], job: "Kafka → signed webhooks (Standard Webhooks)" },
+} as const satisfies Record<string, ServiceSpec>;
+
+export type ServiceName = keyof typeof SERVICES;
+export const SERVICE_NAMES = Object.keys(SERVICES) as ServiceName[];
+
+/** The workers (every binary but the api), whose /metrics the api's dashboard reads. */
+export const WORKER_NAMES = SERVICE_NAMES.filter((n) => n !== "api");
+
+/** `bun shared/services.ts shell`: the registry as bash assignments, for scripts/up.sh. */
+function asShell(): string {
+  const q = (s: string) => `'${s.replaceAll("'", "'\\''")}'`;
+  return [
+    `SERVICES=(${SERVICE_NAMES.join(" ")})`,
+    `declare -A SERVICE_ADMIN_PORT=(${SERVICE_NAMES.map((n) => `[${n}]=${SERVICES[n].adminPort}`).join(" ")})`,
+    `declare -A SERVICE_RUNTIME_FLAGS=(${SERVICE_NAMES.map((n) => `[${n}]=${q(SERVICES[n].runtimeFlags.join(" "))}`).join(" ")})`,
+  ].join("\n");
+}
+
+if (import.meta.main) {
+  if (process.argv[2] !== "shell") {
+    console.error("usage: bun shared/services.ts shell");
+    process.exit(2);
+  }
+  console.log(asShell());
+}

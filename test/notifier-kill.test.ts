@@ -1,0 +1,105 @@
+/**
+ * kill -9 of the notifier binary in the middle of its deliveries, then a restart: nothing is lost
+ * (offsets are committed after the delivery log has the events; a delivery is marked only after its
+ * 2xx), per-stock order still holds, and the re-sent deliveries carry the same webhook-id (the
+ * event id). Also: the admin port (/healthz, /readyz, /metrics) and a clean exit 0 on SIGTERM.
+ */
+import { afterAll, expect, test } from "bun:test";
+import type { Subprocess } from "bun";
+import { generateSecret } from "../shared/webhooks/endpoints.ts";
+import { brokers, eventually, produceEvents, readSideFixtures, uniqueName } from "./support/read-side.ts";
+import { generateWorkload, StockSim } from "./support/stock-sim.ts";
+import { startReceiver } from "./support/webhook-receiver.ts";
+
+const fx = readSideFixtures({ database: "ntfkill" });
+const topic = fx.topic("ntfkill");
+const groupId = uniqueName("ntfkillg");
+const secret = generateSecret();
+// Slow enough that requests are in flight whenever the kill lands.
+const receiver = startReceiver({ secret, respond: async () => (await Bun.sleep(5), 200) });
+const children: Subprocess[] = [];
+
+/** A free port of this helper's range (3200-3299) for the admin server. */
+function freePort(): number {
+  for (;;) {
+    const port = 3200 + Math.floor(Math.random() * 100);
+    try {
+      Bun.serve({ port, hostname: "0.0.0.0", fetch: () => new Response() }).stop(true);
+      return port;
+    } catch {
+      // taken, try another
+    }
+  }
+}
+
+let adminPort = 0;
+function spawnNotifier(): Subprocess {
+  adminPort = freePort();
+  const child = Bun.spawn([process.execPath, "services/notifier/main.ts"], {
+    cwd: `${import.meta.dir}/..`,
+    env: {
+      ...process.env,
+      DATABASE_URL: fx.db.url,
+      KAFKA_BROKERS: brokers.join(","),
+      KAFKA_TOPIC: topic,
+      NOTIFIER_GROUP_ID: groupId,
+      ADMIN_PORT: String(adminPort),
+      WEBHOOK_URL: receiver.url,
+      WEBHOOK_SECRET: secret,
+      WEBHOOK_RETRY_BASE: "200ms",
+      WEBHOOK_RETRY_MAX: "1s",
+      WEBHOOK_POLL_INTERVAL: "50ms",
+      LOG_LEVEL: process.env.LOG_LEVEL === "silent" ? "error" : (process.env.LOG_LEVEL ?? "error"),
+    },
+    stdout: "ignore",
+    stderr: "inherit",
+  });
+  children.push(child);
+  return child;
+}
+
+afterAll(async () => {
+  for (const child of children) child.kill("SIGKILL");
+  await receiver.stop();
+});
+
+test("kill -9 mid-delivery, restart: nothing lost, order kept, duplicates carry the same webhook-id", async () => {
+  const sim = new StockSim();
+  const events = generateWorkload(sim, { count: 4_000, stockCount: 40, prefix: uniqueName("kill") });
+  await produceEvents(fx.producer, topic, events);
+
+  const first = spawnNotifier();
+  const seenBeforeKill = await eventually(async () => (receiver.acknowledged.size > 800 ? receiver.acknowledged.size : undefined), {
+    timeoutMs: 45_000,
+    intervalMs: 5,
+    what: "first deliveries",
+  });
+  first.kill("SIGKILL");
+  await first.exited;
+  const atKill = receiver.acknowledged.size;
+  expect(atKill).toBeLessThan(events.length); // it really died mid-way
+
+  const second = spawnNotifier();
+  await eventually(async () => receiver.acknowledged.size === events.length, { timeoutMs: 60_000, intervalMs: 50, what: "every event delivered" });
+  expect(new Set(receiver.acknowledged.keys())).toEqual(new Set(events.map((e) => e.eventId)));
+  expect(receiver.invalid).toEqual([]);
+  // Every request's webhook-id is its event's id, so a duplicate always carries the first one's id.
+  expect(receiver.idMismatches).toEqual([]);
+  expect(receiver.orderViolations).toEqual([]);
+  const duplicates = receiver.duplicates();
+  const [log] = await fx.db.sql`SELECT count(*) FILTER (WHERE status = 'delivered')::int AS delivered FROM webhook_deliveries`;
+  expect(log!.delivered).toBe(events.length);
+
+  const admin = `http://127.0.0.1:${adminPort}`;
+  expect((await fetch(`${admin}/healthz`)).status).toBe(200);
+  await eventually(async () => (await fetch(`${admin}/readyz`)).status === 200, { what: "ready" });
+  const metrics = await (await fetch(`${admin}/metrics`)).text();
+  for (const name of ["notifier_deliveries_total", "notifier_delivery_lag_seconds_bucket", "notifier_backlog", "notifier_delivery_leader 1", "projector_consumer_lag"]) {
+    expect(metrics).toContain(name);
+  }
+  expect(metrics).toContain('service="notifier"');
+
+  second.kill("SIGTERM");
+  expect(await second.exited).toBe(0);
+  console.log(`kill -9 after ${seenBeforeKill} deliveries (${atKill} acknowledged at the kill); ${duplicates} re-sent after the restart, all with their first webhook-id`);
+}, 90_000);

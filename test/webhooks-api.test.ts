@@ -1,0 +1,132 @@
+/**
+ * /api/webhooks (admin) against a real PostgreSQL: add (secret generated or given, shown once), list
+ * (never a secret), remove (the configured endpoint is refused); bad input and missing or wrong
+ * tokens answer problem+json with a stable code, never a 500.
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { webhookRoutes } from "../services/api/routes/webhooks.ts";
+import { createApp } from "../services/api/app.ts";
+import { createLogger } from "../shared/logger.ts";
+import { createMetricsRegistry } from "../shared/metrics.ts";
+import { createRedis } from "../shared/redis/client.ts";
+import { createStockCommands } from "../shared/redis/commands.ts";
+import { createKeyLayout } from "../shared/domain/keys.ts";
+import { generateSecret, syncConfiguredEndpoint } from "../shared/webhooks/endpoints.ts";
+import { mintUserToken } from "../scripts/mint-token.ts";
+import { createTestDatabase, type TestDatabase } from "./support/read-side.ts";
+import { stackEnv, uniqueName } from "./support/env.ts";
+
+const ADMIN = "webhooks-test-admin-token-0123456789";
+const JWT_SECRET = "webhooks-test-jwt-secret-0123456789abcdef0123";
+let db: TestDatabase;
+const redis = createRedis(stackEnv.REDIS_URL);
+let app: ReturnType<typeof createApp>;
+
+beforeAll(async () => {
+  db = await createTestDatabase("whapi");
+  app = createApp({
+    commands: createStockCommands(redis, createKeyLayout(uniqueName("wh").slice(0, 30), 4)),
+    redis,
+    logger: createLogger("test", "silent"),
+    registry: createMetricsRegistry("api"),
+    adminToken: ADMIN,
+    jwtSecret: JWT_SECRET,
+    maxBodyBytes: 16 * 1024,
+    webhookRoutes: webhookRoutes(db.sql),
+  });
+});
+afterAll(async () => {
+  await redis.quit();
+  await db.drop();
+});
+
+const admin = { Authorization: `Bearer ${ADMIN}` };
+function call(method: string, path: string, body?: unknown, headers: Record<string, string> = admin) {
+  return app.request(path, {
+    method,
+    headers: body === undefined ? headers : { ...headers, "content-type": "application/json" },
+    body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
+  });
+}
+
+async function expectProblem(res: Response, status: number, code: string) {
+  expect(res.status).toBe(status);
+  expect(res.headers.get("content-type")).toContain("application/problem+json");
+  const body = (await res.json()) as Record<string, unknown>;
+  expect(body.code).toBe(code);
+  expect(body.status).toBe(status);
+  return body;
+}
+
+test("add, list and remove endpoints", async () => {
+  await syncConfiguredEndpoint(db.sql, { url: "http://127.0.0.1:3201/config", secret: generateSecret() });
+  const created = await call("POST", "/api/webhooks", { url: "https://fulfilment.example/hooks", eventTypes: ["PurchaseCompleted"], description: "fulfilment" });
+  expect(created.status).toBe(201);
+  const a = (await created.json()) as Record<string, unknown>;
+  expect(a).toMatchObject({ url: "https://fulfilment.example/hooks", eventTypes: ["PurchaseCompleted"], description: "fulfilment", source: "api" });
+  expect(String(a.id)).toMatch(/^ep_[0-9a-f]{32}$/);
+  expect(String(a.secret)).toMatch(/^whsec_/);
+
+  const secret = generateSecret();
+  const b = (await (await call("POST", "/api/webhooks", { url: "http://127.0.0.1:3202/crm", secret })).json()) as Record<string, unknown>;
+  expect(b.secret).toBe(secret);
+  expect(b.eventTypes).toBeNull();
+
+  const list = await call("GET", "/api/webhooks");
+  expect(list.status).toBe(200);
+  const text = await list.text();
+  expect(text).not.toContain("whsec_"); // secrets are shown once, at creation
+  const items = (JSON.parse(text) as { items: { id: string; source: string }[] }).items;
+  expect(items.map((i) => i.id)).toEqual(["config", a.id as string, b.id as string]);
+
+  expect((await call("DELETE", `/api/webhooks/${a.id}`)).status).toBe(204);
+  await expectProblem(await call("DELETE", `/api/webhooks/${a.id}`), 404, "not_found");
+  await expectProblem(await call("DELETE", "/api/webhooks/config"), 409, "webhook_configured");
+  const after = (await (await call("GET", "/api/webhooks")).json()) as { items: { id: string }[] };
+  expect(after.items.map((i) => i.id)).toEqual(["config", b.id as string]);
+  const [row] = await db.sql`SELECT removed_at FROM webhook_endpoints WHERE endpoint_id = ${a.id as string}`;
+  expect(row!.removed_at).toBeInstanceOf(Date); // history kept, deliveries stopped
+});
+
+test("bad input and auth answer problem+json", async () => {
+  for (const body of [
+    { url: "ftp://a.example/x" },
+    { url: "file:///etc/passwd" },
+    { url: "not a url" },
+    { url: "https://user:pw@a.example/x" },
+    { url: "https://a.example/x", secret: "not-whsec" },
+    { url: "https://a.example/x", eventTypes: ["Nope"] },
+    { url: "https://a.example/x", eventTypes: [] },
+    { url: "https://a.example/x", extra: 1 },
+    { url: "https://a.example/x", description: "a\u0000b" }, // PostgreSQL text cannot hold NUL: a 500 before
+    { url: "https://a.example/\u0000x" },
+    {},
+  ]) {
+    await expectProblem(await call("POST", "/api/webhooks", body), 400, "invalid_request");
+  }
+  await expectProblem(await call("POST", "/api/webhooks", "{not json"), 400, "invalid_request");
+  await expectProblem(await call("DELETE", "/api/webhooks/bad%20id"), 400, "invalid_request");
+  await expectProblem(await call("GET", "/api/webhooks", undefined, {}), 401, "unauthorized");
+  const user = { Authorization: `Bearer ${await mintUserToken("u1", JWT_SECRET)}` };
+  await expectProblem(await call("GET", "/api/webhooks", undefined, user), 403, "forbidden");
+  await expectProblem(await call("POST", "/api/webhooks", { url: "https://a.example/x" }, user), 403, "forbidden");
+  await expectProblem(await call("DELETE", "/api/webhooks/config", undefined, user), 403, "forbidden");
+});
+
+test("a database that is down answers 503 store_unavailable", async () => {
+  const postgres = (await import("postgres")).default;
+  const dead = postgres("postgres://flashsale:flashsale@127.0.0.1:1/none", { max: 1, connect_timeout: 1, onnotice: () => {} });
+  const down = createApp({
+    commands: createStockCommands(redis, createKeyLayout(uniqueName("wh").slice(0, 30), 4)),
+    redis,
+    logger: createLogger("test", "silent"),
+    registry: createMetricsRegistry("api"),
+    adminToken: ADMIN,
+    jwtSecret: JWT_SECRET,
+    maxBodyBytes: 16 * 1024,
+    webhookRoutes: webhookRoutes(dead),
+  });
+  const res = await down.request("/api/webhooks", { headers: admin });
+  await expectProblem(res, 503, "store_unavailable");
+  await dead.end({ timeout: 1 });
+});
