@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { createReadRoutes } from "../services/api/read-routes.ts";
+import { webhookRoutes } from "../services/api/routes/webhooks.ts";
 import { createReaderSql } from "../shared/stores/postgres/client.ts";
 import { createReaderSearchClient } from "../shared/stores/search/mapping.ts";
 import { createTestApi, type TestApi } from "./support/api.ts";
@@ -23,8 +24,8 @@ const sql = createReaderSql(stackEnv.DATABASE_URL);
 const es = createReaderSearchClient(stackEnv.ELASTICSEARCH_URL);
 
 beforeAll(async () => {
-  // The read routes are mounted for the document, never called: the read stores are not touched.
-  api = createTestApi({ app: { readRoutes: createReadRoutes({ sql, es, esAlias: "unused" }) } });
+  // The read and webhook routes are mounted for the document; no test here reaches their stores.
+  api = createTestApi({ app: { readRoutes: createReadRoutes({ sql, es, esAlias: "unused" }), webhookRoutes: webhookRoutes(sql) } });
   doc = (await (await api.request("GET", "/openapi.json")).json()) as typeof doc;
   await api.request("POST", "/api/stocks", { headers: api.admin, body: { id: "idem", name: "Idem", price: 100, quantity: 100, perUserLimit: 100 } });
 });
@@ -39,15 +40,22 @@ const operations = () =>
   Object.entries(doc.paths).flatMap(([path, methods]) => Object.entries(methods).map(([method, op]) => ({ name: `${method.toUpperCase()} ${path}`, method, op })));
 
 test("every operation documents the statuses of the /api middleware and the stores, as problem+json", () => {
-  expect(operations().length).toBe(9);
+  expect(operations().length).toBe(12);
   for (const { name, method, op } of operations()) {
-    const expected = ["400", "401", "413", "431", "503", ...(method === "post" ? ["415"] : [])];
+    const expected = ["401", "413", "429", "431", "503", ...(method === "get" ? [] : ["415"])];
     expect({ name, missing: expected.filter((s) => !(s in op.responses)) }).toEqual({ name, missing: [] });
     for (const [status, response] of Object.entries(op.responses)) {
       if (Number(status) < 400) continue;
       expect({ name, status, schema: response.content?.["application/problem+json"]?.schema.$ref }).toEqual({ name, status, schema: "#/components/schemas/Problem" });
     }
   }
+});
+
+test("admin-only webhook routes answer 401/403 before they look at the body", async () => {
+  const invalid = { url: "not a url", surplus: true };
+  expect((await api.request("POST", "/api/webhooks", { body: invalid })).status).toBe(401);
+  expect((await api.request("POST", "/api/webhooks", { headers: await api.user("ann"), body: invalid })).status).toBe(403);
+  expect((await api.request("DELETE", "/api/webhooks/bad%20id", { headers: await api.user("ann") })).status).toBe(403);
 });
 
 test("an allocation id over 64 characters is a documented 400 on GET, purchase and cancel", async () => {

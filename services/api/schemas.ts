@@ -1,7 +1,9 @@
 /** Request and response schemas of the write-side endpoints: validation and OpenAPI from one source. */
 import { z } from "@hono/zod-openapi";
-import { MAX_PRICE, MAX_QUANTITY_PER_REQUEST } from "../../shared/domain/policy.ts";
-import { IDEMPOTENCY_KEY_HEADER_PATTERN, STOCK_ID_PATTERN, storableText } from "../../shared/domain/validation.ts";
+import { MAX_PRICE, MAX_QUANTITY_PER_REQUEST, OUTBOX_FULL_RETRY_AFTER_SECONDS } from "../../shared/domain/policy.ts";
+import { ALLOCATION_STATUSES, allocationViewShape, stockViewShape } from "../../shared/domain/views.ts";
+import { IDEMPOTENCY_KEY_HEADER_PATTERN, RESERVED_STOCK_IDS, STOCK_ID_PATTERN, storableText } from "../../shared/domain/validation.ts";
+import { PROBLEM_CODES } from "./problem.ts";
 
 /**
  * Instants every store can hold: Lua's ISO formatter writes four-digit years, and PostgreSQL's
@@ -16,7 +18,8 @@ export const isoInstant = z
   .refine((s) => {
     const ms = Date.parse(s);
     return ms >= MIN_INSTANT_MS && ms <= MAX_INSTANT_MS;
-  }, "must be between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z");
+  }, "must be between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z")
+  .openapi({ description: "ISO 8601 instant with an offset (Z or ±hh:mm), from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z" });
 
 
 export const stockIdParam = z.object({
@@ -29,7 +32,11 @@ export const allocationIdParam = z.object({
 
 export const createStockBody = z
   .object({
-    id: z.string().regex(STOCK_ID_PATTERN).optional(),
+    id: z
+      .string()
+      .regex(STOCK_ID_PATTERN)
+      .refine((id) => !RESERVED_STOCK_IDS.includes(id), "reserved: GET /api/stocks/search is the search endpoint")
+      .optional(),
     name: z.string().trim().min(1).max(200).refine(storableText("line"), "must not contain control characters (NUL included) or unpaired surrogates"),
     description: z.string().max(5000).refine(storableText("multiline"), "must not contain NUL, control characters other than tab and line breaks, or unpaired surrogates").optional(),
     price: z
@@ -83,38 +90,9 @@ export function parseIdempotencyKey(raw: string | undefined): string | undefined
   return raw.startsWith('"') ? raw.slice(1, -1) : raw;
 }
 
-export const stockView = z
-  .object({
-    id: z.string(),
-    name: z.string(),
-    description: z.string(),
-    price: z.number().int(),
-    currency: z.string(),
-    total: z.number().int(),
-    available: z.number().int(),
-    held: z.number().int(),
-    sold: z.number().int(),
-    perUserLimit: z.number().int(),
-    holdSeconds: z.number().int(),
-    startsAt: z.string(),
-    endsAt: z.string().nullable(),
-    status: z.enum(["upcoming", "live", "sold_out", "ended"]),
-    version: z.number().int(),
-  })
-  .openapi("Stock");
-
-export const allocationView = z
-  .object({
-    allocationId: z.string(),
-    stockId: z.string(),
-    userId: z.string(),
-    quantity: z.number().int(),
-    status: z.enum(["held", "purchased", "cancelled", "expired"]),
-    expiresAt: z.string(),
-    amount: z.number().int().optional(),
-    currency: z.string().optional(),
-  })
-  .openapi("Allocation");
+// The views' fields are defined once, in shared/domain/views.ts; here they become OpenAPI components.
+export const stockView = z.object(stockViewShape).openapi("Stock");
+export const allocationView = z.object(allocationViewShape).openapi("Allocation");
 
 /**
  * RFC 9457 members, always present, and the extension members some codes add. Domain context never
@@ -122,11 +100,14 @@ export const allocationView = z
  */
 export const problem = z
   .object({
-    type: z.string().openapi({ description: "https://flash-sale.dev/problems/<code with - for _>" }),
+    type: z
+      .string()
+      .regex(new RegExp("^https://flash-sale\\.dev/problems/[a-z-]+$"))
+      .openapi({ description: "https://flash-sale.dev/problems/<code with - for _>" }),
     title: z.string(),
     status: z.number().int().openapi({ description: "the HTTP status of the response" }),
     detail: z.string(),
-    code: z.string().openapi({ description: "stable machine-readable code, e.g. invalid_request, sold_out" }),
+    code: z.enum(PROBLEM_CODES).openapi({ description: "stable machine-readable code" }),
     requestId: z.string().nullable().openapi({ description: "also in the X-Request-Id header and in every log line of the request" }),
     errors: z
       .array(z.object({ in: z.string(), path: z.string(), message: z.string() }))
@@ -134,7 +115,7 @@ export const problem = z
       .openapi({ description: "invalid_request from the schema: the first issues, where (param, query, header, json) and what" }),
     available: z.number().int().optional().openapi({ description: "sold_out: units still available" }),
     remaining: z.number().int().optional().openapi({ description: "limit_exceeded: units this user may still take" }),
-    holdStatus: z.enum(["held", "purchased", "cancelled", "expired"]).optional().openapi({ description: "hold_not_active: the hold's status" }),
+    holdStatus: z.enum(ALLOCATION_STATUSES).optional().openapi({ description: "hold_not_active: the hold's status" }),
   })
   .openapi("Problem");
 
@@ -148,28 +129,58 @@ const PROBLEM_DESCRIPTIONS: Record<number, string> = {
   413: "`payload_too_large`: request body over MAX_BODY_BYTES (16 KiB by default)",
   415: "`unsupported_media_type`: a body (or Content-Type) that is not JSON",
   422: "`idempotency_key_reused`: the same Idempotency-Key with a different request",
+  429: "`rate_limited`: over the per-client-IP rate (RATE_LIMIT_IP); wait Retry-After seconds",
   431: "`headers_too_large`: request headers (names + values) over MAX_HEADER_BYTES (8 KiB by default)",
   503: "`store_unavailable`: a backing store is down or slow; try again shortly",
 };
 
-/** OpenAPI response entries for problem+json answers: a status, or [status, what it means on this route]. */
-export function problems(...entries: Array<number | readonly [number, string]>) {
+/** The headers of a 429 (services/api/rate-limit.ts): draft-ietf-httpapi-ratelimit-headers and Retry-After. */
+const RATE_LIMIT_HEADERS = {
+  "Retry-After": { description: "whole seconds until one request fits", schema: { type: "integer" as const, minimum: 1 } },
+  RateLimit: { description: 'what is left: `"<policy>";r=<remaining>;t=<seconds>`', schema: { type: "string" as const } },
+  "RateLimit-Policy": { description: 'the policy: `"<policy>";q=<requests>;w=<window seconds>`', schema: { type: "string" as const } },
+};
+
+type ResponseHeaders = Record<string, { description: string; schema: { type: "integer" | "string"; minimum?: number } }>;
+type ProblemEntry = number | readonly [number, string] | readonly [number, string, ResponseHeaders];
+
+/** OpenAPI response entries for problem+json answers: a status, or [status, what it means on this route, headers?]. */
+export function problems(...entries: ProblemEntry[]) {
   return Object.fromEntries(
     entries.map((entry) => {
-      const [status, description] = typeof entry === "number" ? [entry, PROBLEM_DESCRIPTIONS[entry] ?? "problem details"] : entry;
-      return [status, { description: `${description} (RFC 9457 problem details)`, content: { "application/problem+json": { schema: problem } } }];
+      const [status, description, headers] = typeof entry === "number" ? [entry, PROBLEM_DESCRIPTIONS[entry] ?? "problem details", undefined] : entry;
+      const withHeaders = headers ?? (status === 429 ? RATE_LIMIT_HEADERS : undefined);
+      return [
+        status,
+        {
+          description: `${description} (RFC 9457 problem details)`,
+          ...(withHeaders ? { headers: withHeaders } : {}),
+          content: { "application/problem+json": { schema: problem } },
+        },
+      ];
     }),
   );
 }
 
+/** 503 of the commands that append events to a shard's outbox (allocate, create stock): the outbox cap as well. */
+export const outboxFull = [
+  503,
+  "`store_unavailable`: Redis is down or slow; `outbox_full`: this stock's shard has over OUTBOX_MAX_LENGTH events waiting for the relay, try again after Retry-After seconds",
+  { "Retry-After": { description: `with outbox_full: seconds to wait (${OUTBOX_FULL_RETRY_AFTER_SECONDS})`, schema: { type: "integer", minimum: 1 } } },
+] as const;
+
 /**
  * What the /api/* middleware (app.ts) and the stores can answer on any route, whatever the route
  * itself does: a malformed Authorization header, a body too large, a body that is not JSON (not
- * on GET), headers too large, a store down.
+ * on GET), the per-IP rate, headers too large, a store down.
  */
-export function edgeProblems(method: "get" | "post") {
-  return method === "get" ? problems(401, 413, 431, 503) : problems(401, 413, 415, 431, 503);
+export function edgeProblems(method: "get" | "post" | "delete") {
+  return method === "get" ? problems(401, 413, 429, 431, 503) : problems(401, 413, 415, 429, 431, 503);
 }
+
+/** 429 of the routes with a per-user rate as well (RATE_LIMIT_ALLOCATE, _PURCHASE, _CANCEL). */
+export const userRateLimited = (action: string) =>
+  [429, `\`rate_limited\`: over this user's ${action} rate (RATE_LIMIT_${action.toUpperCase()}) or the per-client-IP rate; wait Retry-After seconds`] as const;
 
 /** A JSON response entry. */
 export function jsonContent<T extends z.ZodType>(schema: T, description: string) {

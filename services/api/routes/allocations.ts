@@ -5,7 +5,7 @@ import type { StockCommands } from "../../../shared/redis/commands.ts";
 import { requireOwnerOrAdmin, requireUser, signedIn, userOnly } from "../auth.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiProblem } from "../problem.ts";
-import { allocationIdParam, allocationView, edgeProblems, jsonContent, problems } from "../schemas.ts";
+import { allocationIdParam, allocationView, edgeProblems, jsonContent, problems, userRateLimited } from "../schemas.ts";
 
 const ok = { 200: jsonContent(allocationView, "the allocation") };
 const notFound = [404, "`not_found`: no such allocation"] as const;
@@ -43,6 +43,7 @@ const changeRoute = (action: "purchase" | "cancel", summary: string, conflicts: 
         [403, "`forbidden`: the admin token, or someone else's hold"],
         notFound,
         [409, conflicts],
+        userRateLimited(action),
       ),
     },
   });
@@ -74,7 +75,7 @@ export function allocationRoutes(commands: StockCommands): OpenAPIHono<AppEnv> {
   ] as const) {
     app.openapi(route, async (c) => {
       const userId = requireUser(c);
-      const allocation = await run({ allocationId: c.req.valid("param").id, userId });
+      const allocation = await run({ allocationId: c.req.valid("param").id, userId, traceparent: c.get("trace").traceparent });
       c.get("log").info({ allocationId: allocation.allocationId, stockId: allocation.stockId, status: allocation.status }, "hold changed");
       return c.json(allocation, 200);
     });

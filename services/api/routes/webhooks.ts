@@ -13,7 +13,7 @@ import { adminOnly } from "../auth.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiProblem } from "../problem.ts";
 import { createRouter } from "../router.ts";
-import { problems } from "../schemas.ts";
+import { edgeProblems, jsonContent, problems } from "../schemas.ts";
 
 const createWebhookBody = z
   .object({
@@ -44,6 +44,12 @@ const webhookIdParam = z.object({
   id: z.string().min(1).max(64).regex(/^[A-Za-z0-9_-]+$/).openapi({ param: { name: "id", in: "path" }, example: "ep_01934f2a7c9b7d3e8f1a2b3c4d5e6f70" }),
 });
 
+/** Admin only, checked in route middleware: 401/403 come before the body is looked at. */
+const admin = [
+  [401, "`unauthorized`: no admin token"],
+  [403, "`forbidden`: not the admin token"],
+] as const;
+
 const createWebhook = createRoute({
   method: "post",
   path: "/webhooks",
@@ -53,8 +59,9 @@ const createWebhook = createRoute({
   middleware: [adminOnly] as const, // 401/403 before the body is validated
   request: { body: { required: true, content: { "application/json": { schema: createWebhookBody } } } },
   responses: {
-    201: { description: "added; the secret is shown only in this answer", content: { "application/json": { schema: createdWebhookView } } },
-    ...problems(400, 401, 403, 413, 415, 503),
+    201: jsonContent(createdWebhookView, "added; the secret is shown only in this answer"),
+    ...edgeProblems("post"),
+    ...problems(400, ...admin, [503, "`store_unavailable`: PostgreSQL is down or slow"]),
   },
 });
 
@@ -65,7 +72,11 @@ const listWebhooks = createRoute({
   summary: "List the webhook endpoints (admin), without their secrets",
   security: [{ bearer: [] }],
   middleware: [adminOnly] as const,
-  responses: { 200: { description: "the endpoints", content: { "application/json": { schema: webhookList } } }, ...problems(401, 403, 503) },
+  responses: {
+    200: jsonContent(webhookList, "the endpoints"),
+    ...edgeProblems("get"),
+    ...problems(...admin, [503, "`store_unavailable`: PostgreSQL is down or slow"]),
+  },
 });
 
 const deleteWebhook = createRoute({
@@ -76,7 +87,17 @@ const deleteWebhook = createRoute({
   security: [{ bearer: [] }],
   middleware: [adminOnly] as const, // 401/403 before the id is validated
   request: { params: webhookIdParam },
-  responses: { 204: { description: "removed" }, ...problems(400, 401, 403, 404, 409, 503) },
+  responses: {
+    204: { description: "removed" },
+    ...edgeProblems("delete"),
+    ...problems(
+      400,
+      ...admin,
+      [404, "`not_found`: no such endpoint"],
+      [409, "`webhook_configured`: the endpoint of WEBHOOK_URL, removed only by the notifier's environment"],
+      [503, "`store_unavailable`: PostgreSQL is down or slow"],
+    ),
+  },
 });
 
 const view = (e: Endpoint) => ({

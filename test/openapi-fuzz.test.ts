@@ -1,0 +1,251 @@
+/**
+ * The OpenAPI document is what the server does (issue 9 §5): schemathesis (PyPI, version pinned in
+ * scripts/install.sh, venv in the cache dir) fuzzes the api binary on the real stores from its own
+ * /openapi.json, once with a user's JWT and once with the admin token, and must report no failure
+ * of CHECKS (exit code 0, no failure or error in its JUnit report).
+ *
+ * The api runs as a child like `bun run api` (its 64 KiB header limit decides which 431 answers)
+ * under this run's key prefix, with a throwaway database and index. A live stock under the
+ * document's example id (`sneaker-42`) and holds of its example user (`alice`), projected into the
+ * read side, let the examples reach the 200/201 answers and their bodies, not only 404s.
+ * A fixed seed keeps CI runs repeatable; one worker and MAX_EXAMPLES bound both runs to about a minute.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import type { Client } from "@elastic/elasticsearch";
+import type { Subprocess } from "bun";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { mintUserToken } from "../scripts/mint-token.ts";
+import { createKeyLayout } from "../shared/domain/keys.ts";
+import { OUTBOX_EVENT_FIELD, parseEvent, type StockEvent } from "../shared/domain/events.ts";
+import { createRedis, deleteKeysByPrefix } from "../shared/redis/client.ts";
+import { applyEventsToPostgres } from "../shared/stores/postgres/writer.ts";
+import { ensureStockIndex } from "../shared/stores/search/mapping.ts";
+import { applyEventsToSearch } from "../shared/stores/search/writer.ts";
+import { TEST_ADMIN_TOKEN, TEST_JWT_SECRET } from "./support/api.ts";
+import { createTestDatabase, deleteIndices, eventually, stackEnv, testSearchClient, uniqueName, type TestDatabase } from "./support/read-side.ts";
+
+const REPO_ROOT = join(import.meta.dir, "..");
+/** schemathesis 4 names; `ignored_auth` sends the secured operations without and with a wrong token. */
+const CHECKS = ["not_a_server_error", "status_code_conformance", "content_type_conformance", "response_schema_conformance", "ignored_auth"];
+const SEED = 20261201;
+/**
+ * Per operation and phase. Both runs together: ~20 s of CPU, 80 s of wall clock on the shared 2-core
+ * dev VM at load 17 (CI runs alone: about the CPU time plus waits).
+ */
+const MAX_EXAMPLES = 30;
+/** Whole-run budget per token, generous for a loaded machine: schemathesis is killed past it and the test fails. */
+const RUN_BUDGET_MS = 150_000;
+/** The user of the user-token run: the document's example user id, so its examples reach 200s. */
+const USER = "alice";
+const SHARDS = 4;
+/** Operations in /openapi.json (write side 6, read side 3, webhooks 3). */
+const OPERATIONS = 12;
+
+let schemathesisBin: string;
+let db: TestDatabase;
+let es: Client;
+let child: Subprocess | undefined;
+let baseUrl: string;
+const prefix = uniqueName("oafuzz");
+const alias = uniqueName("oafuzzstocks");
+const redis = createRedis(stackEnv.REDIS_URL);
+const workDir = mkdtempSync(join(tmpdir(), "openapi-fuzz-"));
+
+/** The venv's bin dir: installs schemathesis when scripts/test.sh has not already (a bare machine). */
+function installSchemathesis(): string {
+  const run = Bun.spawnSync(["bash", join(REPO_ROOT, "scripts/install.sh"), "schemathesis"], { stdout: "pipe", stderr: "pipe" });
+  if (run.exitCode !== 0) throw new Error(`scripts/install.sh schemathesis failed: ${run.stderr.toString()}`);
+  return run.stdout.toString().trim().split("\n").pop()!;
+}
+
+/** A free port of this test's range (3400-3499, see the port plan), probed by binding it. */
+function freePort(taken: number[] = []): number {
+  for (const port of Array.from({ length: 100 }, (_, i) => 3400 + i).sort(() => Math.random() - 0.5)) {
+    if (taken.includes(port)) continue;
+    try {
+      Bun.serve({ port, hostname: "127.0.0.1", fetch: () => new Response() }).stop(true);
+      return port;
+    } catch {
+      // in use
+    }
+  }
+  throw new Error("no free port in 3400-3499");
+}
+
+beforeAll(async () => {
+  schemathesisBin = installSchemathesis();
+  db = await createTestDatabase("oafuzz");
+  es = testSearchClient();
+  await ensureStockIndex(es, alias);
+  // The api binary as `bun run api` starts it (its 64 KiB header limit decides which 431 answers),
+  // on the real stores: this run's key prefix, a migrated throwaway database, an empty index.
+  const port = freePort();
+  child = Bun.spawn([process.execPath, "--max-http-header-size=65536", "services/api/main.ts"], {
+    cwd: REPO_ROOT,
+    stdout: "ignore",
+    stderr: "inherit",
+    env: {
+      ...process.env,
+      PORT: String(port),
+      ADMIN_PORT: String(freePort([port])),
+      REDIS_URL: stackEnv.REDIS_URL,
+      REDIS_KEY_PREFIX: prefix,
+      OUTBOX_SHARDS: String(SHARDS),
+      DATABASE_URL: db.url,
+      ELASTICSEARCH_URL: stackEnv.ELASTICSEARCH_URL,
+      ELASTICSEARCH_INDEX_ALIAS: alias,
+      ADMIN_TOKEN: TEST_ADMIN_TOKEN,
+      JWT_SECRET: TEST_JWT_SECRET,
+      // Above the defaults (20/10s), so most of the run reaches the domain logic; some 429s still come.
+      RATE_LIMIT_ALLOCATE: "100/10s",
+      RATE_LIMIT_PURCHASE: "100/10s",
+      RATE_LIMIT_CANCEL: "100/10s",
+      LOG_LEVEL: process.env.LOG_LEVEL ?? "error",
+    },
+  });
+  baseUrl = `http://127.0.0.1:${port}`;
+  await eventually(async () => (await fetch(`${baseUrl}/readyz`)).ok, { timeoutMs: 20_000, what: "the api to be ready" });
+  await seed();
+}, 120_000);
+
+async function call(method: string, path: string, token: string, body?: unknown): Promise<Response> {
+  const headers: Record<string, string> = { Authorization: `Bearer ${token}` };
+  if (body !== undefined) headers["content-type"] = "application/json";
+  return fetch(`${baseUrl}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+}
+
+/**
+ * A live stock under the document's example id, holds of the example user in every state, and the
+ * read side projected from the outbox (the projectors' own writers, without Kafka): the 200s of
+ * order history, search and analytics then carry items whose shape the run checks.
+ */
+async function seed(): Promise<void> {
+  const stock = { id: "sneaker-42", name: "Sneaker 42", description: "fuzzed", price: 4999, currency: "EUR", quantity: 1_000_000, perUserLimit: 1000 };
+  expect((await call("POST", "/api/stocks", TEST_ADMIN_TOKEN, stock)).status).toBe(201);
+  const user = await mintUserToken(USER, TEST_JWT_SECRET);
+  const holds: string[] = [];
+  for (let i = 0; i < 3; i++) {
+    const res = await call("POST", "/api/stocks/sneaker-42/allocate", user, { quantity: 1 });
+    expect(res.status).toBe(201);
+    holds.push(((await res.json()) as { allocationId: string }).allocationId);
+  }
+  expect((await call("POST", `/api/allocations/${holds[0]}/purchase`, user)).status).toBe(200);
+  expect((await call("POST", `/api/allocations/${holds[1]}/cancel`, user)).status).toBe(200);
+
+  const keys = createKeyLayout(prefix, SHARDS);
+  const events: StockEvent[] = [];
+  for (let shard = 0; shard < SHARDS; shard++) {
+    for (const [, fields] of await redis.xrange(keys.outbox(shard), "-", "+")) {
+      const parsed = parseEvent(fields[fields.indexOf(OUTBOX_EVENT_FIELD) + 1]);
+      if (!parsed.ok) throw new Error(`outbox entry: ${parsed.error}`);
+      events.push(parsed.event);
+    }
+  }
+  expect(events.length).toBe(6);
+  await applyEventsToPostgres(db.sql, events);
+  await applyEventsToSearch({ es, index: alias, requireAlias: true }, events);
+  await es.indices.refresh({ index: alias });
+  const orders = (await (await call("GET", `/api/orders/user/${USER}`, user)).json()) as { items: unknown[] };
+  const found = (await (await call("GET", "/api/stocks/search?q=sneaker", user)).json()) as { items: unknown[] };
+  expect([orders.items.length, found.items.length]).toEqual([3, 1]);
+}
+
+afterAll(async () => {
+  child?.kill("SIGTERM");
+  await child?.exited;
+  await deleteKeysByPrefix(redis, prefix);
+  await redis.quit();
+  if (es) {
+    await deleteIndices(es, `${alias}-v*`).catch(() => {});
+    await es.close();
+  }
+  await db?.drop();
+  rmSync(workDir, { recursive: true, force: true });
+});
+
+interface FuzzResult {
+  exitCode: number | null;
+  output: string;
+  tests: number;
+  failures: number;
+  errors: number;
+  seconds: number;
+}
+
+async function fuzz(label: string, authorization: string): Promise<FuzzResult> {
+  const junit = join(workDir, `${label}.xml`);
+  const args = [
+    join(schemathesisBin, "schemathesis"),
+    "run",
+    `${baseUrl}/openapi.json`,
+    "--header",
+    `Authorization: Bearer ${authorization}`,
+    "--checks",
+    CHECKS.join(","),
+    "--max-examples",
+    String(MAX_EXAMPLES),
+    // One worker: with threads, Python 3.11's ast.parse (used by hypothesis to describe filters)
+    // fails now and then with "AST constructor recursion depth mismatch", an error of the tool.
+    "--workers",
+    "1",
+    "--seed",
+    String(SEED),
+    "--request-timeout",
+    "10",
+    "--report",
+    "junit",
+    "--report-junit-path",
+    junit,
+    "--no-color",
+  ];
+  const started = performance.now();
+  // cwd is an empty temporary directory: no schemathesis.toml or hypothesis database is picked up.
+  const run = Bun.spawn(args, { cwd: workDir, stdout: "pipe", stderr: "pipe" });
+  const timer = setTimeout(() => run.kill("SIGKILL"), RUN_BUDGET_MS);
+  const [stdout, stderr, exitCode] = await Promise.all([new Response(run.stdout).text(), new Response(run.stderr).text(), run.exited]);
+  clearTimeout(timer);
+  const seconds = (performance.now() - started) / 1000;
+  const output = `${stdout}\n${stderr}`;
+  let tests = 0;
+  let failures = 0;
+  let errors = 0;
+  try {
+    const xml = readFileSync(junit, "utf8");
+    const suite = /<testsuites?\b[^>]*>/.exec(xml)?.[0] ?? "";
+    const attr = (name: string) => Number(new RegExp(`\\b${name}="(\\d+)"`).exec(suite)?.[1] ?? "NaN");
+    tests = attr("tests");
+    failures = attr("failures");
+    errors = attr("errors");
+  } catch {
+    // No report: the exit code and the output say why.
+  }
+  console.log(`[openapi-fuzz] ${args.join(" ").replace(authorization, "<token>")}`);
+  console.log(`[openapi-fuzz] ${label}: exit ${exitCode}, ${tests} operations, ${failures} failures, ${errors} errors, ${seconds.toFixed(1)} s`);
+  return { exitCode, output, tests, failures, errors, seconds };
+}
+
+/** From the first ERRORS/FAILURES section on, 400 lines of at most 500 characters. */
+function reportOf(output: string): string {
+  const start = output.search(/=+ (ERRORS|FAILURES) =+/);
+  return (start >= 0 ? output.slice(start) : output)
+    .split("\n")
+    .slice(0, 400)
+    .map((line) => (line.length > 500 ? `${line.slice(0, 500)}…` : line))
+    .join("\n");
+}
+
+describe("schemathesis against /openapi.json", () => {
+  for (const who of ["user", "admin"] as const) {
+    test(`with the ${who} token: no failures`, async () => {
+      const token = who === "admin" ? TEST_ADMIN_TOKEN : await mintUserToken(USER, TEST_JWT_SECRET);
+      const result = await fuzz(who, token);
+      const summary = { exitCode: result.exitCode, tests: result.tests, failures: result.failures, errors: result.errors };
+      // The CI log then shows each failing case with its curl (long lines cut: a tool traceback can be MBs).
+      if (result.exitCode !== 0 || result.failures !== 0 || result.errors !== 0) console.log(reportOf(result.output));
+      expect(summary).toEqual({ exitCode: 0, tests: summary.tests, failures: 0, errors: 0 });
+      expect(result.tests).toBeGreaterThanOrEqual(OPERATIONS); // every operation of the document was run
+    }, RUN_BUDGET_MS + 10_000);
+  }
+});
