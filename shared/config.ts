@@ -91,6 +91,11 @@ export const apiSchema = z.object({
   ...postgres,
   ...elasticsearch,
   ...holds,
+  // The topic the event contract (/asyncapi.json) describes; the api itself never talks to Kafka.
+  KAFKA_BROKERS: kafka.KAFKA_BROKERS,
+  KAFKA_TOPIC: kafka.KAFKA_TOPIC,
+  KAFKA_DLQ_TOPIC: kafka.KAFKA_DLQ_TOPIC,
+  KAFKA_PARTITIONS: kafka.KAFKA_PARTITIONS,
   PORT: port.default(3000),
   /** /metrics (and /healthz, /readyz) for operators, off the public port: metrics reveal sales velocity. */
   ...adminPort(SERVICES.api.adminPort),

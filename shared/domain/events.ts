@@ -93,3 +93,5 @@ export function parseEvent(raw: string | Buffer | null | undefined): ParseResult
 
 /** The outbox stream entry field that holds the event JSON. */
 export const OUTBOX_EVENT_FIELD = "event";
+/** The outbox entry field with the W3C traceparent of the request that caused the event (absent when none). */
+export const OUTBOX_TRACE_FIELD = "traceparent";

@@ -13,6 +13,8 @@ import type { Logger } from "../logger.ts";
 import { projectBatch, type ProjectionSink } from "./batch.ts";
 import { sendToDlq } from "./dlq.ts";
 import type { ProjectorMetrics } from "./metrics.ts";
+import { headerText } from "../kafka/event-message.ts";
+import { TRACEPARENT, traceIdOf } from "../trace.ts";
 
 export interface ProjectionSinkWithPing extends ProjectionSink {
   /** Cheap reachability check for /readyz; throws when the store is down. */
@@ -157,7 +159,8 @@ export function createProjectionConsumer(options: ProjectionConsumerOptions): Pr
             await sendToDlq(producer!, dlqTopic, outcome.poison, { topic, partition, groupId });
             for (const p of outcome.poison) {
               metrics.dlqMessages.inc({ reason: p.reason });
-              logger.error({ partition, offset: p.message.offset, reason: p.reason, error: p.error }, "message sent to the DLQ");
+              const ids = { eventId: headerText(p.message.headers, "eventId"), traceId: traceIdOf(headerText(p.message.headers, TRACEPARENT)) };
+              logger.error({ partition, offset: p.message.offset, ...ids, reason: p.reason, error: p.error }, "message sent to the DLQ");
             }
           }
           const last = batch.lastOffset();
@@ -165,6 +168,13 @@ export function createProjectionConsumer(options: ProjectionConsumerOptions): Pr
           resolveOffset(last);
           await commitOffsetsIfNecessary({ topics: [{ topic, partitions: [{ partition, offset: next }] }] });
           committed.set(partition, BigInt(next));
+          // One line per event at debug (follow a request by its trace id); skipped cheaply otherwise.
+          if (logger.isLevelEnabled("debug")) {
+            for (const m of batch.messages) {
+              const ids = { eventId: headerText(m.headers, "eventId"), traceId: traceIdOf(headerText(m.headers, TRACEPARENT)) };
+              logger.debug({ partition, offset: m.offset, ...ids }, "event committed");
+            }
+          }
 
           const now = Date.now();
           metrics.eventsApplied.inc(outcome.applied.length);

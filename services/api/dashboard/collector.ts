@@ -285,7 +285,7 @@ export class DashboardCollector {
     const scrapes = await Promise.all(
       this.deps.workerMetricsUrls.map(async (url) => {
         try {
-          const res = await doFetch(url, { signal: AbortSignal.timeout(800) });
+          const res = await doFetch(url, { signal: AbortSignal.timeout(1500) });
           if (!res.ok) return { url, error: `HTTP ${res.status}` };
           return { url, samples: parsePromText(await res.text()) };
         } catch (err) {

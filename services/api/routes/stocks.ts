@@ -87,6 +87,7 @@ export function stockRoutes(commands: StockCommands, metrics: ApiMetrics): OpenA
       ...body,
       startsAt: body.startsAt ? Date.parse(body.startsAt) : undefined,
       endsAt: body.endsAt ? Date.parse(body.endsAt) : undefined,
+      traceparent: c.get("trace").traceparent,
     });
     c.get("log").info({ stockId: stock.id, total: stock.total }, "stock created");
     return c.json(stock, 201);
@@ -105,7 +106,7 @@ export function stockRoutes(commands: StockCommands, metrics: ApiMetrics): OpenA
     // The body is optional: no body means one unit.
     const quantity = (c.req.header("content-type") ? c.req.valid("json")?.quantity : undefined) ?? 1;
     try {
-      const { allocation, replayed } = await commands.allocate({ stockId, userId, quantity, idempotencyKey });
+      const { allocation, replayed } = await commands.allocate({ stockId, userId, quantity, idempotencyKey, traceparent: c.get("trace").traceparent });
       metrics.allocations.inc({ outcome: replayed ? "replayed" : "held" });
       if (replayed) c.header("Idempotent-Replayed", "true");
       c.get("log").debug({ stockId, allocationId: allocation.allocationId, replayed }, "allocated");
