@@ -203,6 +203,10 @@ const projector = {
   PROJECTOR_GROUP_ID: z.string().min(1).optional(),
   /** Partition batches in flight at once; a projector merges them into one transaction / bulk. */
   PROJECTOR_CONCURRENCY: positiveInt.max(64).default(16),
+  /** Longest a Kafka fetch waits on the broker when nothing new is there (kafkajs maxWaitTimeInMs). */
+  PROJECTOR_FETCH_MAX_WAIT_MS: z.coerce.number().int().min(0).max(10_000).default(250),
+  /** Bytes the broker gathers before it answers a fetch (1 = answer as soon as anything is there). */
+  PROJECTOR_FETCH_MIN_BYTES: positiveInt.max(16 * 1024 * 1024).default(1),
 };
 
 export const projectorPostgresSchema = z.object({
@@ -218,6 +222,12 @@ export const projectorSearchSchema = z.object({
   ...kafka,
   ...elasticsearch,
   ...projector,
+  /** after-write: a coalesced refresh after each bulk (searchable sooner, visibility measured); interval: the index's own. */
+  PROJECTOR_SEARCH_REFRESH: z.enum(["after-write", "interval"]).default("after-write"),
+  /** Least time between two refreshes the projector starts (after-write). */
+  PROJECTOR_SEARCH_REFRESH_SPACING_MS: z.coerce.number().int().min(0).max(10_000).default(0),
+  /** The index's refresh_interval, applied at start (with after-write, a backstop for other writers). */
+  ELASTICSEARCH_REFRESH_INTERVAL: z.string().regex(/^(-1|\d+(ms|s|m))$/, "an Elasticsearch time value such as 250ms or 1s").default("250ms"),
   ...adminPort(SERVICES["projector-search"].adminPort),
 });
 
