@@ -21,6 +21,7 @@
  */
 import { parseArgs } from "node:util";
 import { stackEnv } from "../test/support/env.ts";
+import { existsSync } from "node:fs";
 import { unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { redisTargetFromEnv } from "../shared/config.ts";
@@ -37,10 +38,12 @@ import {
   resultsDir,
   runId,
   runK6,
+  htmlReportOf,
   startProcess,
   uniquePrefix,
   waitHealthy,
   cpuSeconds,
+  LOAD_RATE_LIMITS,
   type Child,
   type K6Summary,
 } from "./support.ts";
@@ -152,6 +155,8 @@ async function main(): Promise<number> {
   const redisTarget = redisTargetFromEnv({ REDIS_URL, REDIS_CLUSTER_NODES: process.env.REDIS_CLUSTER_NODES });
   const redis: RedisClient = createRedis(redisTarget);
   const layers: Layer[] = ["redis"];
+  /** The workers this run started, for the api's dashboard (WORKER_METRICS_URLS). */
+  const workerMetrics: string[] = [];
   let exitCode = 1;
   console.log(`[load] ${scenario}: run ${id}, redis prefix ${prefix}, results in ${dir}`);
   console.log(`[load] machine: ${JSON.stringify(machine())}`);
@@ -185,6 +190,7 @@ async function main(): Promise<number> {
         for (const index of indices) await fetch(`${ELASTICSEARCH_URL}/${index}`, { method: "DELETE" });
       });
       const admins = { relay: await freePort(), pg: await freePort(), es: await freePort() };
+      workerMetrics.push(...Object.values(admins).map((p) => `http://127.0.0.1:${p}/metrics`));
       // The relay first: it creates the topic the projectors subscribe to.
       const relay = startProcess("relay", [process.execPath, "services/relay/main.ts"], { ...serviceEnv, ADMIN_PORT: String(admins.relay) }, dir);
       children.push(relay);
@@ -202,6 +208,7 @@ async function main(): Promise<number> {
     }
     if (values.expirer) {
       const port = await freePort();
+      workerMetrics.push(`http://127.0.0.1:${port}/metrics`);
       const child = startProcess("expirer", [process.execPath, "services/expirer/main.ts"], { ...serviceEnv, ADMIN_PORT: String(port) }, dir);
       children.push(child);
       await waitHealthy(`http://127.0.0.1:${port}/readyz`, child);
@@ -211,13 +218,26 @@ async function main(): Promise<number> {
     const port = await freePort();
     // --profile: a CPU profile of the api for the whole run (written when it stops), in the results dir.
     const apiCmd = values.profile ? [process.execPath, "--cpu-prof", "--cpu-prof-md", `--cpu-prof-dir=${dir}`, "services/api/main.ts"] : [process.execPath, "services/api/main.ts"];
+    const apiAdminPort = await freePort();
     // k6 is one client address for thousands of buyers: the per-IP limit would measure itself. The
-    // per-user limits stay on (one request per buyer in the spike, a few per second elsewhere).
-    const apiEnv = { ...serviceEnv, PORT: String(port), ADMIN_PORT: String(await freePort()), ADMIN_TOKEN: adminToken, JWT_SECRET: jwtSecret, RATE_LIMIT_IP: "off" };
+    // per-user buckets stay (their cost is part of the measure) with a limit random buyers never reach
+    // (the warm-up and the spike's buyer can be the same user).
+    const apiEnv: Record<string, string> = {
+      ...serviceEnv,
+      PORT: String(port),
+      ADMIN_PORT: String(apiAdminPort),
+      ADMIN_TOKEN: adminToken,
+      JWT_SECRET: jwtSecret,
+      ...LOAD_RATE_LIMITS,
+    };
+    // Unset, the list would default to the standard worker ports, which are not this run's: without
+    // workers the dashboard scrapes the api's own admin port (its one target).
+    apiEnv.WORKER_METRICS_URLS = workerMetrics.length > 0 ? workerMetrics.join(",") : `http://127.0.0.1:${apiAdminPort}/metrics`;
     const api = startProcess("api", apiCmd, apiEnv, dir);
     children.push(api);
     const baseUrl = `http://127.0.0.1:${port}`;
     await waitHealthy(`${baseUrl}/readyz`, api);
+    console.log(`[load] live dashboard: http://127.0.0.1:${apiAdminPort}/dashboard`);
 
     // --- stocks and buyers.
     const { stocks, buyers } = plan(scenario, prefix, {
@@ -262,11 +282,12 @@ async function main(): Promise<number> {
     }
     if (warmup) await warmUp(baseUrl, k6Env, warmup);
     const apiCpuBefore = cpuSeconds(api.proc.pid);
-    const k6 = await runK6(`${scenario}.js`, k6Env, join(dir, `${scenario}-summary.json`));
+    const k6 = await runK6(`${scenario}.js`, k6Env, join(dir, `${scenario}-summary.json`), { htmlReport: true });
     const k6ok = k6.exitCode === 0;
     const apiCpu = cpuSeconds(api.proc.pid) - apiCpuBefore;
     if (baseline?.summary && k6.summary) console.log(compareSpikes({ summary: k6.summary, serverCpuSeconds: apiCpu }, { summary: baseline.summary, serverCpuSeconds: baseline.serverCpuSeconds }));
     if (!k6.summary) console.error(`[load] k6 wrote no summary (exit ${k6.exitCode})`);
+    if (existsSync(htmlReportOf(k6.summaryFile))) console.log(`[load] k6 HTML report: ${htmlReportOf(k6.summaryFile)}`);
 
     // --- verify. Writers stop first (the expirer would keep releasing holds while we read); the
     // relay and projectors keep running so the pipeline can drain.
@@ -354,7 +375,7 @@ async function runSpikeBaseline(dir: string, k6Env: Record<string, string>, warm
     if (warmup) await warmUp(`http://127.0.0.1:${port}`, k6Env, warmup);
     console.log("[load] baseline: the same spike against bare Hono (no auth, no store)");
     const before = cpuSeconds(bare.proc.pid);
-    const run = await runK6("spike.js", { ...k6Env, BASE_URL: `http://127.0.0.1:${port}` }, join(dir, "spike-baseline-summary.json"));
+    const run = await runK6("spike.js", { ...k6Env, BASE_URL: `http://127.0.0.1:${port}` }, join(dir, "spike-baseline-summary.json"), { htmlReport: true });
     return { summary: run.summary, serverCpuSeconds: cpuSeconds(bare.proc.pid) - before };
   } finally {
     await bare.stop();

@@ -11,6 +11,14 @@ export const REPO_ROOT = resolve(import.meta.dir, "..");
 export const RESULTS_DIR = join(REPO_ROOT, "loadtests", "results");
 export const K6_DIR = join(REPO_ROOT, "loadtests", "k6");
 
+/**
+ * The api's request-rate limits under k6 (docs/design.md §12). k6 is one client address for every
+ * buyer, so the per-IP limit is off; the per-user buckets stay on (their cost is part of what is
+ * measured) with a limit k6's randomly chosen buyers never reach, even when a warm-up and the
+ * measured run pick the same user.
+ */
+export const LOAD_RATE_LIMITS = { RATE_LIMIT_IP: "off", RATE_LIMIT_ALLOCATE: "1000/10s", RATE_LIMIT_PURCHASE: "1000/10s", RATE_LIMIT_CANCEL: "1000/10s" };
+
 export function runId(label: string): string {
   const t = new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "").replace("T", "-");
   return `${label}-${t}-${Math.random().toString(36).slice(2, 6)}`;
@@ -140,15 +148,31 @@ export interface K6Summary {
   [key: string]: unknown;
 }
 
+/** Where k6's HTML report of a run goes: next to its JSON summary (x-summary.json → x-report.html). */
+export function htmlReportOf(summaryFile: string): string {
+  return summaryFile.replace(/(-summary)?\.json$/, "-report.html");
+}
+
 /**
  * Runs one k6 script (from loadtests/k6) with the given environment; k6's own output goes to our
  * stdout (the table from handleSummary included). Returns its exit code and parsed summary.
+ * With `htmlReport`, k6's web dashboard writes its HTML report next to the summary at the end of the
+ * run (K6_WEB_DASHBOARD_EXPORT), with its HTTP server off (port -1): nothing listens, nothing opens.
  */
-export async function runK6(script: string, env: Record<string, string>, summaryFile: string, options: { quiet?: boolean } = {}): Promise<K6Result> {
+export async function runK6(
+  script: string,
+  env: Record<string, string>,
+  summaryFile: string,
+  options: { quiet?: boolean; htmlReport?: boolean } = {},
+): Promise<K6Result> {
   const args = [findK6(), "run", "--quiet", "--no-usage-report", join(K6_DIR, script)];
+  const report: Record<string, string> =
+    options.htmlReport && summaryFile
+      ? { K6_WEB_DASHBOARD: "true", K6_WEB_DASHBOARD_PORT: "-1", K6_WEB_DASHBOARD_EXPORT: htmlReportOf(summaryFile) }
+      : {};
   const proc = Bun.spawn(args, {
     cwd: REPO_ROOT,
-    env: { ...process.env, ...env, SUMMARY_FILE: summaryFile, K6_NO_USAGE_REPORT: "true" },
+    env: { ...process.env, ...env, ...report, SUMMARY_FILE: summaryFile, K6_NO_USAGE_REPORT: "true" },
     stdout: options.quiet ? "pipe" : "inherit",
     stderr: "inherit",
     stdin: "ignore",

@@ -91,6 +91,11 @@ export const apiSchema = z.object({
   ...postgres,
   ...elasticsearch,
   ...holds,
+  // The topic the event contract (/asyncapi.json) describes; the api itself never talks to Kafka.
+  KAFKA_BROKERS: kafka.KAFKA_BROKERS,
+  KAFKA_TOPIC: kafka.KAFKA_TOPIC,
+  KAFKA_DLQ_TOPIC: kafka.KAFKA_DLQ_TOPIC,
+  KAFKA_PARTITIONS: kafka.KAFKA_PARTITIONS,
   PORT: port.default(3000),
   /** /metrics (and /healthz, /readyz) for operators, off the public port: metrics reveal sales velocity. */
   ...adminPort(SERVICES.api.adminPort),
@@ -198,6 +203,10 @@ const projector = {
   PROJECTOR_GROUP_ID: z.string().min(1).optional(),
   /** Partition batches in flight at once; a projector merges them into one transaction / bulk. */
   PROJECTOR_CONCURRENCY: positiveInt.max(64).default(16),
+  /** Longest a Kafka fetch waits on the broker when nothing new is there (kafkajs maxWaitTimeInMs). */
+  PROJECTOR_FETCH_MAX_WAIT_MS: z.coerce.number().int().min(0).max(10_000).default(250),
+  /** Bytes the broker gathers before it answers a fetch (1 = answer as soon as anything is there). */
+  PROJECTOR_FETCH_MIN_BYTES: positiveInt.max(16 * 1024 * 1024).default(1),
 };
 
 export const projectorPostgresSchema = z.object({
@@ -213,6 +222,12 @@ export const projectorSearchSchema = z.object({
   ...kafka,
   ...elasticsearch,
   ...projector,
+  /** after-write: a coalesced refresh after each bulk (searchable sooner, visibility measured); interval: the index's own. */
+  PROJECTOR_SEARCH_REFRESH: z.enum(["after-write", "interval"]).default("after-write"),
+  /** Least time between two refreshes the projector starts (after-write). */
+  PROJECTOR_SEARCH_REFRESH_SPACING_MS: z.coerce.number().int().min(0).max(10_000).default(0),
+  /** The index's refresh_interval, applied at start (with after-write, a backstop for other writers). */
+  ELASTICSEARCH_REFRESH_INTERVAL: z.string().regex(/^(-1|\d+(ms|s|m))$/, "an Elasticsearch time value such as 250ms or 1s").default("250ms"),
   ...adminPort(SERVICES["projector-search"].adminPort),
 });
 
@@ -254,15 +269,15 @@ export const notifierSchema = z
     /** Retry schedule: attempt n waits base·2^(n-1), capped, ±20 % jitter; dead after the last attempt. */
     WEBHOOK_RETRY_BASE: duration.default(5_000),
     WEBHOOK_RETRY_MAX: duration.default(3_600_000),
-    /** Attempts in all (the first one included). 12 with 5 s → 1 h spans about 3.6 hours. */
+    /** Attempts in all (the first one included). 12 with 5 s → 1 h spans about 2.4 hours. */
     WEBHOOK_MAX_ATTEMPTS: positiveInt.max(100).default(12),
     /** Until the response headers (covers the connect; Bun's fetch has no separate connect phase). */
     WEBHOOK_CONNECT_TIMEOUT: duration.default(5_000),
     /** Whole attempt: connect, send, headers, the response excerpt. */
     WEBHOOK_TIMEOUT: duration.default(10_000),
     /** Requests in flight per endpoint (never two of the same stock at once). */
-    WEBHOOK_CONCURRENCY: positiveInt.max(256).default(16),
-    /** How often an idle delivery loop looks for due work that another notifier process logged. */
+    WEBHOOK_CONCURRENCY: positiveInt.max(256).default(64),
+    /** How often a delivery loop checks whether waiting retries are due. */
     WEBHOOK_POLL_INTERVAL: duration.default(250),
   })
   .refine((c) => (c.WEBHOOK_URL === undefined) === (c.WEBHOOK_SECRET === undefined), {

@@ -101,6 +101,8 @@ describeEachRedis((target) => {
     { name: "create stock: year 0000", path: () => "/api/stocks", headers: () => api.admin, body: { name: "x", price: 1, quantity: 1, startsAt: "0000-01-01T00:00:00Z" }, status: 400, code: "invalid_request" },
     { name: "create stock: year 10000 by its offset", path: () => "/api/stocks", headers: () => api.admin, body: { name: "x", price: 1, quantity: 1, startsAt: "2030-01-01T00:00:00Z", endsAt: "9999-12-31T23:00:00-05:00" }, status: 400, code: "invalid_request" },
     { name: "create stock: price whose amounts cjson would round (over 99,999,999,999)", path: () => "/api/stocks", headers: () => api.admin, body: { name: "x", price: 100_000_000_000, quantity: 1 }, status: 400, code: "invalid_request" },
+    // GET /api/stocks/search is the search endpoint: a stock of that id could never be read.
+    { name: "create stock: id reserved by a route", path: () => "/api/stocks", headers: () => api.admin, body: { id: "search", name: "x", price: 1, quantity: 1 }, status: 400, code: "invalid_request" },
     { name: "create stock: id already taken", path: () => "/api/stocks", headers: () => api.admin, body: { id: "live", name: "x", price: 1, quantity: 1 }, status: 409, code: "stock_exists" },
     { name: "unknown route", method: "GET", path: () => "/api/nothing-here", status: 404, code: "not_found" },
   ];

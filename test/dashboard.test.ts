@@ -139,7 +139,7 @@ test("the dashboard follows a sale live and agrees with GET /api/stocks/:id", as
   expect(await page.$eval(`[data-stock="${stockId}"] .soldout`, (el) => el.textContent ?? "")).toContain("sold out at");
 
   // The relay's shards, scraped from its /metrics, and its target shown up.
-  await page.waitForFunction((n) => document.querySelectorAll("#shards tbody tr[data-shard]").length === n, { timeout: 5_000 }, SHARDS);
+  await page.waitForFunction((n) => document.querySelectorAll("#shards [data-shard]").length === n, { timeout: 5_000 }, SHARDS);
   expect(await page.$eval(".targets .up", (el) => el.textContent)).toBe("relay");
 
   await page.screenshot({ path: resultPath("dashboard.png"), fullPage: true });

@@ -4,9 +4,14 @@
  * notifier:resend` then re-queues the dead letters and they are delivered once the endpoint answers.
  */
 import { afterAll, expect, test } from "bun:test";
+import { DashboardCollector } from "../services/api/dashboard/collector.ts";
 import { createNotifier } from "../services/notifier/notifier.ts";
+import { createKeyLayout } from "../shared/domain/keys.ts";
+import { createMetricsRegistry } from "../shared/metrics.ts";
+import { createRedis } from "../shared/redis/client.ts";
+import { createStockCommands } from "../shared/redis/commands.ts";
 import { createEndpoint, generateSecret } from "../shared/webhooks/endpoints.ts";
-import { brokers, eventually, produceEvents, readSideFixtures, testLogger, uniqueName } from "./support/read-side.ts";
+import { brokers, eventually, produceEvents, readSideFixtures, stackEnv, testLogger, uniqueName } from "./support/read-side.ts";
 import { generateWorkload, StockSim } from "./support/stock-sim.ts";
 import { startReceiver } from "./support/webhook-receiver.ts";
 
@@ -38,7 +43,7 @@ test("always-410 dead-letters after the schedule, a healthy endpoint is not held
     logger: testLogger,
     configured: { url: healthy.url, secret: healthySecret },
     schedule,
-    send: { connectTimeoutMs: 2_000, timeoutMs: 5_000 },
+    send: { connectTimeoutMs: 15_000, timeoutMs: 20_000 }, // generous: a timeout under load would be an extra attempt
     concurrency: 16,
     pollIntervalMs: 50,
     refreshIntervalMs: 500,
@@ -76,6 +81,28 @@ test("always-410 dead-letters after the schedule, a healthy endpoint is not held
   for (const versions of perStock.values()) expect(versions).toEqual([...versions].sort((a, b) => a - b));
   const metrics = await notifier.registry.metrics();
   expect(metrics).toContain(`notifier_dead_letters_total{endpoint="${goneEndpoint.id}"} ${events.length}`);
+
+  // The api's live dashboard shows it per endpoint, from the notifier's /metrics (here its registry, no HTTP).
+  const redis = createRedis(stackEnv.REDIS_URL);
+  cleanups.push(() => redis.quit());
+  const dashboard = new DashboardCollector({
+    redis,
+    commands: createStockCommands(redis, createKeyLayout(uniqueName("ntfdash").slice(0, 30), 1)),
+    registry: createMetricsRegistry("api"),
+    workerMetricsUrls: ["http://notifier.test/metrics"],
+    intervalMs: 10,
+    fetch: (async () => new Response(await notifier.registry.metrics())) as unknown as typeof fetch,
+  });
+  const panels = await eventually(
+    async () => {
+      const { webhooks } = await dashboard.snapshot();
+      return webhooks.find((w) => w.endpoint === goneEndpoint.id)?.deadLetters === events.length ? webhooks : undefined;
+    },
+    { timeoutMs: 10_000, intervalMs: 50, what: "dashboard shows the dead letters" },
+  );
+  expect(panels.map((w) => w.endpoint).sort()).toEqual(["config", goneEndpoint.id].sort());
+  expect(panels.find((w) => w.endpoint === "config")).toMatchObject({ backlog: 0, deadLetters: 0 });
+  dashboard.stop();
 
   // The receiver is fixed; one command re-sends the dead letters.
   goneAnswers = 200;

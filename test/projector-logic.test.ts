@@ -303,3 +303,39 @@ describe("combiningSink", () => {
     expect(results[1].status).toBe("rejected");
   });
 });
+
+describe("refresh after write (refresher.ts)", () => {
+  test("one refresh at a time; a request while one runs waits for the next, shared by everyone who asked meanwhile", async () => {
+    const { createRefresher } = await import("../shared/stores/search/refresher.ts");
+    const started: number[] = [];
+    let inFlight = 0;
+    let maxInFlight = 0;
+    const releases: Array<() => void> = [];
+    const es = {
+      indices: {
+        refresh: () => {
+          started.push(Date.now());
+          maxInFlight = Math.max(maxInFlight, ++inFlight);
+          return new Promise<void>((resolve) => releases.push(() => (inFlight--, resolve())));
+        },
+      },
+    } as unknown as import("@elastic/elasticsearch").Client;
+    const refresher = createRefresher(es, "idx");
+    const first = refresher.request(); // starts refresh #1
+    await Bun.sleep(1);
+    const second = refresher.request(); // #1 started before this write: needs #2
+    const third = refresher.request(); // shares #2
+    expect(started.length).toBe(1);
+    let secondDone = false;
+    void second.then(() => (secondDone = true));
+    releases.shift()!(); // #1 completes
+    await first;
+    await Bun.sleep(1);
+    expect(secondDone).toBe(false);
+    expect(started.length).toBe(2); // #2 started after #1
+    releases.shift()!();
+    await Promise.all([second, third]);
+    expect(started.length).toBe(2);
+    expect(maxInFlight).toBe(1);
+  });
+});

@@ -55,7 +55,7 @@ function exportedMetricNames(): Set<string> {
 
 /** Names of our metrics used in a PromQL text (histogram series suffixes stripped). */
 function metricsUsed(text: string): string[] {
-  const used = text.match(/\b(flashsale|relay|projector|http|allocations|holds|expirer|stock)_[a-z0-9_]+/g) ?? [];
+  const used = text.match(/\b(flashsale|relay|projector|notifier|http|allocations|holds|expirer|stock)_[a-z0-9_]+/g) ?? [];
   return [...new Set(used.map((n) => n.replace(/_(bucket|count|sum)$/, "")))];
 }
 

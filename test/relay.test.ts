@@ -70,7 +70,8 @@ describe("relay", () => {
         const m = byId.get(event.eventId);
         expect(m?.value).toBe(raw);
         expect(m?.key).toBe(event.aggregateId);
-        expect(m?.headers).toEqual({ eventType: event.eventType, schemaVersion: "1", eventId: event.eventId, relay: relay.consumerName });
+        expect(m?.headers).toMatchObject({ eventType: event.eventType, schemaVersion: "1", eventId: event.eventId, relay: relay.consumerName });
+        expect(m?.headers).toMatchObject({ ce_id: event.eventId, ce_subject: event.aggregateId, "content-type": "application/json" });
       }
       // Once caught up the outbox is empty again and nothing is pending.
       await waitUntil(async () => (await outboxStats(h)).length === 0, 10_000, "outbox trimmed");

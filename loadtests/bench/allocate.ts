@@ -48,6 +48,7 @@ import {
   findK6,
   cpuSeconds,
   freePort,
+  LOAD_RATE_LIMITS,
   machine,
   mintTokens,
   randomSecret,
@@ -147,7 +148,7 @@ function pgBackendCpuSeconds(database: string): number {
 
 /** The redis-server processes behind a client: the one node, or every node of a cluster. */
 async function redisPids(redis: RedisClient): Promise<number[]> {
-  return Promise.all(keyHolders(redis).concat(isCluster(redis) ? redis.nodes("slave") : []).map(async (n) => Number(/process_id:(\d+)/.exec(await n.info("server"))?.[1])));
+  return Promise.all((await keyHolders(redis)).concat(isCluster(redis) ? redis.nodes("slave") : []).map(async (n) => Number(/process_id:(\d+)/.exec(await n.info("server"))?.[1])));
 }
 
 async function redisPid(redis: Redis): Promise<number> {
@@ -366,8 +367,7 @@ async function benchApi(stockCount: number, cluster = false): Promise<void> {
       JWT_SECRET: jwtSecret,
       REDIS_URL,
       REDIS_KEY_PREFIX: prefix,
-      // k6 is one client address for every buyer: the per-IP limit is off, the per-user ones stay on.
-      RATE_LIMIT_IP: "off",
+      ...LOAD_RATE_LIMITS,
       ...(cluster ? { REDIS_CLUSTER_NODES } : {}),
     },
     dir,

@@ -9,7 +9,8 @@
  *  2. freshness: allocations at a steady BENCH_RATE per second for BENCH_SECONDS through the whole
  *     pipeline: Lua allocate (createStockCommands) → relay → Kafka → both projectors (all binaries).
  *     Probe allocations (BENCH_PROBES per second, on stocks nothing else touches, so their version
- *     is known) are timed from the allocate response to: the order row in PostgreSQL and the
+ *     is known) are timed from their event's occurredAt (read off the topic) to: the broker's append,
+ *     the order row in PostgreSQL and the
  *     document version in a search (what GET /api/stocks/search sees: after a refresh,
  *     refresh_interval 250ms). One poller per store checks every pending probe each BENCH_POLL_MS.
  *     BENCH_ES_GET=1 adds a realtime GET poller (the projector's lag without the refresh). It is off
@@ -17,9 +18,20 @@
  *     the last refresh makes Elasticsearch refresh the shard, so polling it every few ms turns into
  *     hundreds of extra refreshes a second on the same two cores.
  *
+ *     Then the time budget per stage (projector_stage_seconds of each projector, p50/p99 between the
+ *     scrapes before and after the load: relay = occurredAt → broker append, kafka_to_fetch,
+ *     fetch_to_commit, commit_to_visible; docs/read-side.md "Time budget").
+ *  3. variants: BENCH_VARIANTS="name:VAR=value,VAR=value;name2:…" runs the freshness phase once per
+ *     variant (the VARs go to every service it spawns), BENCH_ROUNDS times in turn (A B A B …), and
+ *     ends with one table: old settings against new in the same invocation, on the same noise.
+ *     A variant's BENCH_REPO=<dir> spawns the services of another checkout (the code before a change).
+ *     BENCH_NICE=n (also per variant) renices this process (the load generator) to n during the load (services stay at
+ *     0), to show what share of the tail is CPU contention on two cores.
+ *
  * Env: REDIS_URL, KAFKA_BROKERS, DATABASE_URL, ELASTICSEARCH_URL, BENCH_EVENTS (200000),
  * BENCH_STOCKS (500), BENCH_RATE (2000), BENCH_SECONDS (20), BENCH_PROBES (50), BENCH_POLL_MS (20), BENCH_ES_GET (0),
- * KAFKA_PARTITIONS (12), OUTBOX_SHARDS (4), PROJECTOR_CONCURRENCY (3), BENCH_SKIP_DRAIN, BENCH_SKIP_FRESHNESS.
+ * KAFKA_PARTITIONS (12), OUTBOX_SHARDS (4), PROJECTOR_CONCURRENCY (16), BENCH_SKIP_DRAIN, BENCH_SKIP_FRESHNESS,
+ * BENCH_DRAIN_ONLY (projector-postgres | projector-search), BENCH_VARIANTS, BENCH_ROUNDS (1), BENCH_NICE (0).
  */
 import type { Subprocess } from "bun";
 import { Kafka, logLevel } from "kafkajs";
@@ -34,6 +46,9 @@ import { createStockCommands } from "../../shared/redis/commands.ts";
 import { deleteIndices, produceEvents } from "../../test/support/read-side.ts";
 import { generateWorkload, StockSim } from "../../test/support/stock-sim.ts";
 import { cpuSeconds } from "../support.ts";
+import { setPriority } from "node:os";
+import { parsePromText, type Sample } from "../../shared/prom-text.ts";
+import { formatStages, parseVariants, stageFigures, summaryLines, type DrainResult, type FreshnessResult, type Variant } from "./projector-report.ts";
 import { stackEnv } from "../../test/support/env.ts";
 
 const env = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
@@ -47,6 +62,9 @@ const POLL_MS = env("BENCH_POLL_MS", 20);
 const ES_GET = env("BENCH_ES_GET", 0) === 1;
 const PARTITIONS = env("KAFKA_PARTITIONS", 12);
 const SHARDS = env("OUTBOX_SHARDS", 4);
+const ROUNDS = env("BENCH_ROUNDS", 1);
+const NICE = env("BENCH_NICE", 0);
+
 
 const run = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
 const log = (msg: string) => console.log(`[bench:projectors] ${msg}`);
@@ -90,10 +108,11 @@ async function createTopic(name: string): Promise<void> {
 /** Admin port of each spawned service, by pid (for its /metrics). */
 const adminPorts = new Map<number, number>();
 
-function spawn(service: string, vars: Record<string, string>): Subprocess {
+function spawn(service: string, vars: Record<string, string>, variant: Record<string, string> = {}): Subprocess {
   const adminPort = 19_000 + Math.floor(Math.random() * 1_000);
+  // BENCH_REPO in a variant runs that checkout's services (e.g. the code before a change), same run.
   const child = Bun.spawn([process.execPath, `services/${service}/main.ts`], {
-    cwd: `${import.meta.dir}/../..`,
+    cwd: variant.BENCH_REPO ?? `${import.meta.dir}/../..`,
     env: {
       ...(process.env as Record<string, string>),
       REDIS_URL,
@@ -104,6 +123,7 @@ function spawn(service: string, vars: Record<string, string>): Subprocess {
       OUTBOX_SHARDS: String(SHARDS),
       ADMIN_PORT: String(adminPort),
       LOG_LEVEL: process.env.BENCH_CHILD_LOG_LEVEL ?? "warn",
+      ...variant,
       ...vars,
     },
     stdout: "inherit",
@@ -112,6 +132,10 @@ function spawn(service: string, vars: Record<string, string>): Subprocess {
   children.push(child);
   adminPorts.set(child.pid, adminPort);
   return child;
+}
+
+async function scrape(child: Subprocess): Promise<Sample[]> {
+  return parsePromText(await (await fetch(`http://127.0.0.1:${adminPorts.get(child.pid)}/metrics`)).text());
 }
 
 /** Cumulative counts of a projector's projector_freshness_seconds histogram, by bucket bound ("+Inf" last). */
@@ -144,7 +168,7 @@ async function stop(child: Subprocess): Promise<void> {
 
 // ---------------------------------------------------------------- 1. drain
 
-async function drain(): Promise<void> {
+async function drain(variants: Variant[]): Promise<void> {
   const topic = `bench.projectors.${run}`;
   await createTopic(topic);
   const sim = new StockSim();
@@ -160,13 +184,18 @@ async function drain(): Promise<void> {
   const end = await fetchHighWatermarks(kafka, topic);
   log(`preloaded on ${topic} (${PARTITIONS} partitions) in ${((performance.now() - t) / 1000).toFixed(1)} s`);
 
-  const databaseUrl = await createDatabase();
-  for (const service of ["projector-postgres", "projector-search"] as const) {
-    const group = `bench-${service}-${run}`;
-    const alias = `bench-stocks-${run}-drain`;
+  const services = (["projector-postgres", "projector-search"] as const).filter((s) => !process.env.BENCH_DRAIN_ONLY || s === process.env.BENCH_DRAIN_ONLY);
+  for (let round = 0; round < ROUNDS; round++)
+  for (const variant of variants)
+  for (const service of services) {
+    const tag = `${variant.name}-${round}`;
+    const group = `bench-${service}-${run}-${tag}`;
+    const alias = `bench-stocks-${run}-drain-${tag}`;
     if (service === "projector-search") aliases.push(alias);
+    // A fresh database per drain: the same events again would only be duplicates.
+    const databaseUrl = service === "projector-postgres" ? await createDatabase() : DATABASE_URL;
     const started = performance.now();
-    const child = spawn(service, { KAFKA_TOPIC: topic, PROJECTOR_GROUP_ID: group, DATABASE_URL: databaseUrl, ELASTICSEARCH_INDEX_ALIAS: alias });
+    const child = spawn(service, { KAFKA_TOPIC: topic, PROJECTOR_GROUP_ID: group, DATABASE_URL: databaseUrl, ELASTICSEARCH_INDEX_ALIAS: alias }, variant.vars);
     let firstAt = 0;
     let firstDone = 0;
     for (;;) {
@@ -188,12 +217,16 @@ async function drain(): Promise<void> {
     // Drained within one offset poll: no steady-state span to measure (use more BENCH_EVENTS).
     const steady = firstDone < EVENTS ? `${fmt((EVENTS - firstDone) / ((done - firstAt) / 1000))} events/s` : "n/a (one poll)";
     log(
-      `${service}: drained ${fmt(EVENTS)} events at ${steady} (first batch → last), ` +
+      `[${variant.name}] ${service}: drained ${fmt(EVENTS)} events at ${steady} (first batch → last), ` +
         `${fmt(overall)} events/s including start and group join (${((firstAt - started) / 1000).toFixed(1)} s); ` +
         `projector CPU ${cpu.toFixed(1)} s`,
     );
+    drains.push({ variant: variant.name, service, rate: firstDone < EVENTS ? (EVENTS - firstDone) / ((done - firstAt) / 1000) : NaN, cpu });
+    if (service === "projector-postgres") await dropDatabases();
   }
 }
+
+const drains: DrainResult[] = [];
 
 // ---------------------------------------------------------------- 2. freshness
 
@@ -202,20 +235,37 @@ interface Probe {
   stockId: string;
   version: number;
   respondedAt: number;
+  /** The event's occurredAt (Redis TIME), from the topic: the origin of every figure when known. */
+  occurredAt?: number;
   kafka?: number;
   pg?: number;
   esGet?: number;
   esSearch?: number;
 }
 
-async function freshness(): Promise<void> {
-  const topic = `bench.pipeline.${run}`;
-  const alias = `bench-stocks-${run}-live`;
+const results: FreshnessResult[] = [];
+
+/**
+ * ms from each probe's occurredAt (the issue's definition of freshness; falls back to the allocate
+ * response if the watcher missed the message) to the moment `at` saw it. Not from the response alone:
+ * a niced or busy load generator stamps its responses late, which would hide the relay's share.
+ */
+function since(probes: Probe[], at: (p: Probe) => number | undefined): number[] {
+  return probes.flatMap((p) => {
+    const seen = at(p);
+    return seen === undefined ? [] : [seen - (p.occurredAt ?? p.respondedAt)];
+  });
+}
+
+async function freshness(variant: Variant, round: number): Promise<void> {
+  const tag = `${variant.name.replace(/[^a-z0-9]/gi, "").toLowerCase()}${round}`;
+  const topic = `bench.pipeline.${run}.${tag}`;
+  const alias = `bench-stocks-${run}-live-${tag}`;
   aliases.push(alias);
   await createTopic(topic);
   await dropDatabases(); // the drain's, if any: the pipeline gets a clean database
   const databaseUrl = await createDatabase();
-  const prefix = `benchproj${run}`;
+  const prefix = `benchproj${run}${tag}`.slice(0, 32);
   const redis = createRedis(REDIS_URL);
   redis.on("error", () => {});
   const keys = createKeyLayout(prefix, SHARDS);
@@ -229,9 +279,9 @@ async function freshness(): Promise<void> {
   );
   const probeVersion = new Map(probeStocks.map((id) => [id, 1]));
 
-  const relay = spawn("relay", { KAFKA_TOPIC: topic, REDIS_KEY_PREFIX: prefix });
-  const pg = spawn("projector-postgres", { KAFKA_TOPIC: topic, PROJECTOR_GROUP_ID: `bench-pg-live-${run}`, DATABASE_URL: databaseUrl });
-  const search = spawn("projector-search", { KAFKA_TOPIC: topic, PROJECTOR_GROUP_ID: `bench-es-live-${run}`, ELASTICSEARCH_INDEX_ALIAS: alias });
+  const relay = spawn("relay", { KAFKA_TOPIC: topic, REDIS_KEY_PREFIX: prefix }, variant.vars);
+  const pg = spawn("projector-postgres", { KAFKA_TOPIC: topic, PROJECTOR_GROUP_ID: `bench-pg-live-${run}-${tag}`, DATABASE_URL: databaseUrl }, variant.vars);
+  const search = spawn("projector-search", { KAFKA_TOPIC: topic, PROJECTOR_GROUP_ID: `bench-es-live-${run}-${tag}`, ELASTICSEARCH_INDEX_ALIAS: alias }, variant.vars);
   // Wait until the creations went all the way through (everything joined and warm).
   const t0 = performance.now();
   for (;;) {
@@ -241,7 +291,10 @@ async function freshness(): Promise<void> {
     if (performance.now() - t0 > 120_000) throw new Error("pipeline did not come up in 2 minutes");
     await Bun.sleep(200);
   }
-  log(`pipeline up (relay + both projectors) in ${((performance.now() - t0) / 1000).toFixed(1)} s; ${RATE}/s for ${SECONDS} s, ${PROBES_PER_SECOND} probes/s`);
+  log(
+    `[${variant.name}] pipeline up (relay + both projectors) in ${((performance.now() - t0) / 1000).toFixed(1)} s; ${RATE}/s for ${SECONDS} s, ` +
+      `${PROBES_PER_SECOND} probes/s; ${JSON.stringify(variant.vars)}${NICE ? `; load generator at nice ${NICE}` : ""}`,
+  );
 
   const probes: Probe[] = [];
   const pending = { pg: new Set<Probe>(), get: new Set<Probe>(), search: new Set<Probe>() };
@@ -256,7 +309,7 @@ async function freshness(): Promise<void> {
           const rows = await sql<{ allocation_id: string }[]>`SELECT allocation_id FROM orders WHERE allocation_id = ANY(${ids})`;
           const now = Date.now();
           const found = new Set(rows.map((r) => r.allocation_id));
-          for (const p of pending.pg) if (found.has(p.allocationId)) (p.pg = now - p.respondedAt), pending.pg.delete(p);
+          for (const p of pending.pg) if (found.has(p.allocationId)) (p.pg = now), pending.pg.delete(p);
         }
         await Bun.sleep(POLL_MS);
       }
@@ -268,7 +321,7 @@ async function freshness(): Promise<void> {
           const result = await es.mget<StockDocument>({ index: alias, ids, realtime: true, _source_includes: ["version"] });
           const now = Date.now();
           const version = new Map(result.docs.map((d) => [d._id, "found" in d && d.found ? d._source!.version : 0]));
-          for (const p of pending.get) if ((version.get(p.stockId) ?? 0) >= p.version) (p.esGet = now - p.respondedAt), pending.get.delete(p);
+          for (const p of pending.get) if ((version.get(p.stockId) ?? 0) >= p.version) (p.esGet = now), pending.get.delete(p);
         }
         await Bun.sleep(POLL_MS);
       }
@@ -280,7 +333,7 @@ async function freshness(): Promise<void> {
           const result = await es.search<StockDocument>({ index: alias, size: ids.length, query: { ids: { values: ids } }, _source: ["version"] });
           const now = Date.now();
           const version = new Map(result.hits.hits.map((h) => [h._id!, h._source!.version]));
-          for (const p of pending.search) if ((version.get(p.stockId) ?? 0) >= p.version) (p.esSearch = now - p.respondedAt), pending.search.delete(p);
+          for (const p of pending.search) if ((version.get(p.stockId) ?? 0) >= p.version) (p.esSearch = now), pending.search.delete(p);
         }
         await Bun.sleep(POLL_MS);
       }
@@ -289,7 +342,7 @@ async function freshness(): Promise<void> {
 
   // Append to the topic (broker LogAppendTime): the relay's share, apart from the projectors'.
   const byAllocation = new Map<string, Probe>();
-  const arrivedEarly = new Map<string, number>();
+  const arrivedEarly = new Map<string, { at: number; occurredAt: number }>();
   const watcher = kafka.consumer({ groupId: `bench-watch-${run}`, maxWaitTimeInMs: 50 });
   await watcher.connect();
   await watcher.subscribe({ topic, fromBeginning: false });
@@ -298,16 +351,20 @@ async function freshness(): Promise<void> {
       for (const m of batch.messages) {
         const now = Number(m.timestamp); // broker append time
         if (!m.key || !String(m.key).startsWith("probe")) continue;
-        const allocationId = (JSON.parse(String(m.value)) as { payload: { allocationId?: string } }).payload.allocationId;
+        const event = JSON.parse(String(m.value)) as { occurredAt: string; payload: { allocationId?: string } };
+        const allocationId = event.payload.allocationId;
         if (!allocationId) continue;
         const probe = byAllocation.get(allocationId);
-        if (probe) probe.kafka = now - probe.respondedAt;
-        else arrivedEarly.set(allocationId, now);
+        if (probe) (probe.kafka = now), (probe.occurredAt = Date.parse(event.occurredAt));
+        else arrivedEarly.set(allocationId, { at: now, occurredAt: Date.parse(event.occurredAt) });
       }
     },
   });
   await Bun.sleep(3_000); // joined
   const bucketsBefore = { pg: await freshnessBuckets(pg), search: await freshnessBuckets(search) };
+  const stagesBefore = { pg: await scrape(pg), search: await scrape(search) };
+  const nice = Number(variant.vars.BENCH_NICE ?? NICE);
+  if (nice) setPriority(process.pid, nice);
 
   // Load: every 10 ms a slice of RATE/100 allocations (auto-pipelined), probes spread among them.
   const sliceMs = 10;
@@ -338,7 +395,7 @@ async function freshness(): Promise<void> {
           probes.push(probe);
           byAllocation.set(probe.allocationId, probe);
           const early = arrivedEarly.get(probe.allocationId);
-          if (early !== undefined) probe.kafka = early - probe.respondedAt;
+          if (early !== undefined) (probe.kafka = early.at), (probe.occurredAt = early.occurredAt);
           pending.pg.add(probe);
           if (ES_GET) pending.get.add(probe);
           pending.search.add(probe);
@@ -351,6 +408,7 @@ async function freshness(): Promise<void> {
   }
   await Promise.all(inflight);
   const elapsed = (performance.now() - started) / 1000;
+  if (nice) setPriority(process.pid, 0); // root may lower it again; the polling and reporting run at 0
   log(`issued ${fmt(issued)} allocations in ${elapsed.toFixed(1)} s (${fmt(issued / elapsed)}/s), ${errors} errors, ${probes.length} probes`);
   // Probes on the same stock are allocated one after the other only if each answer came back before
   // the next was sent; with BENCH_PROBES/40 per stock per second that holds, but check it.
@@ -366,14 +424,25 @@ async function freshness(): Promise<void> {
   const report = (label: string, values: number[]) => {
     const sorted = values.sort((a, b) => a - b);
     log(
-      `freshness → ${label}: p50 ${percentile(sorted, 50)} ms, p90 ${percentile(sorted, 90)} ms, p99 ${percentile(sorted, 99)} ms, max ${sorted[sorted.length - 1]} ms (n=${sorted.length})`,
+      `[${variant.name}] freshness → ${label}: p50 ${percentile(sorted, 50)} ms, p90 ${percentile(sorted, 90)} ms, p99 ${percentile(sorted, 99)} ms, max ${sorted[sorted.length - 1]} ms (n=${sorted.length})`,
     );
   };
   await watcher.disconnect();
-  report("Kafka (relay: appended to the topic)", probes.flatMap((p) => (p.kafka === undefined ? [] : [p.kafka])));
-  report("PostgreSQL (order row)", probes.flatMap((p) => (p.pg === undefined ? [] : [p.pg])));
-  if (ES_GET) report("Elasticsearch GET (doc version, realtime)", probes.flatMap((p) => (p.esGet === undefined ? [] : [p.esGet])));
-  report("Elasticsearch search (doc version, after refresh)", probes.flatMap((p) => (p.esSearch === undefined ? [] : [p.esSearch])));
+  const result: FreshnessResult = {
+    variant: variant.name,
+    kafka: since(probes, (p) => p.kafka),
+    pg: since(probes, (p) => p.pg),
+    search: since(probes, (p) => p.esSearch),
+    stages: { pg: stageFigures(stagesBefore.pg, await scrape(pg)), search: stageFigures(stagesBefore.search, await scrape(search)) },
+  };
+  results.push(result);
+  report("Kafka (relay: appended to the topic)", [...result.kafka]);
+  report("PostgreSQL (order row)", [...result.pg]);
+  if (ES_GET) report("Elasticsearch GET (doc version, realtime)", since(probes, (p) => p.esGet));
+  report("Elasticsearch search (doc version, after refresh)", [...result.search]);
+  // Where the time goes, per stage, from the projectors' own histograms (every event, not only probes).
+  log(`[${variant.name}] time budget, projector-postgres, p50/p99 ms: ${formatStages(result.stages.pg)}`);
+  log(`[${variant.name}] time budget, projector-search, p50/p99 ms: ${formatStages(result.stages.search)}`);
   if (unresolved > 0) log(`WARNING: ${unresolved} probe checks never resolved`);
   // The projectors' own view (commit time − occurredAt, every event, no polling): where search's extra time goes.
   log(`projector-postgres freshness at commit (its metric): ${formatFreshnessShares(bucketsBefore.pg, await freshnessBuckets(pg))}`);
@@ -408,8 +477,10 @@ async function cleanup(): Promise<void> {
 
 try {
   log(`run ${run}: ${fmt(EVENTS)} events, ${STOCKS} stocks, ${PARTITIONS} partitions, PROJECTOR_CONCURRENCY=${process.env.PROJECTOR_CONCURRENCY ?? 16}`);
-  if (!process.env.BENCH_SKIP_DRAIN) await drain();
-  if (!process.env.BENCH_SKIP_FRESHNESS) await freshness();
+  const variants = parseVariants(process.env.BENCH_VARIANTS);
+  if (!process.env.BENCH_SKIP_DRAIN) await drain(variants);
+  if (!process.env.BENCH_SKIP_FRESHNESS) for (let round = 0; round < ROUNDS; round++) for (const v of variants) await freshness(v, round);
+  for (const line of summaryLines(variants, drains, results, ROUNDS)) log(line);
 } finally {
   await cleanup();
 }

@@ -15,6 +15,9 @@ import type { Logger } from "../../shared/logger.ts";
 import { DEFAULT_JWT_MAX_LIFETIME_SECONDS } from "../../shared/domain/policy.ts";
 import type { StockCommands } from "../../shared/redis/commands.ts";
 import { authenticate } from "./auth.ts";
+import { traceContext } from "./trace.ts";
+import { contractRoutes } from "./contract-routes.ts";
+import type { ContractOptions } from "../../shared/kafka/contract.ts";
 import { docsRoutes } from "./docs.ts";
 import type { AppEnv } from "./env.ts";
 import { createApiMetrics } from "./metrics.ts";
@@ -47,6 +50,8 @@ export interface AppDeps {
   webhookRoutes?: OpenAPIHono<AppEnv>;
   /** Request-rate limits (docs/design.md §12); none when absent (in-process tests). */
   rateLimits?: RateLimits;
+  /** The topic the published event contract describes (default: flashsale.stock-events, 12 partitions). */
+  eventContract?: ContractOptions;
   /** Returns a reason while the process should not get traffic (e.g. shutting down). */
   notReadyReason?: () => string | null;
 }
@@ -94,6 +99,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   const metrics = createApiMetrics(deps.registry);
 
   app.use(requestId({ limitLength: 128 }));
+  app.use(traceContext());
   app.use(headerSizeLimit(deps.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES));
   app.use(observeRequests(deps.logger, metrics));
 
@@ -167,6 +173,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     info: { title: "flash-sale api", version: "1", description: "Allocation of scarce stock under a stampede. Errors are RFC 9457 problem+json." },
   });
   app.route("/", docsRoutes("/openapi.json"));
+  app.route("/", contractRoutes(deps.eventContract ?? { topic: "flashsale.stock-events", dlqTopic: "flashsale.stock-events.dlq", partitions: 12 }));
 
   const allowed = allowedMethods(app);
   app.notFound((c) => {

@@ -9,6 +9,7 @@ import { createRedis } from "../../shared/redis/client.ts";
 import { createStockCommands } from "../../shared/redis/commands.ts";
 import { createReaderSql } from "../../shared/stores/postgres/client.ts";
 import { createSearchClient } from "../../shared/stores/search/mapping.ts";
+import { dlqTopicOf } from "../../shared/kafka/client.ts";
 import { createApp } from "./app.ts";
 import { DashboardCollector } from "./dashboard/collector.ts";
 import { dashboardRoutes } from "./dashboard/routes.ts";
@@ -67,6 +68,12 @@ const app = createApp({
     purchase: config.RATE_LIMIT_PURCHASE,
     cancel: config.RATE_LIMIT_CANCEL,
     trustedProxies: config.TRUSTED_PROXIES,
+  },
+  eventContract: {
+    topic: config.KAFKA_TOPIC,
+    dlqTopic: dlqTopicOf(config.KAFKA_TOPIC, config.KAFKA_DLQ_TOPIC),
+    partitions: config.KAFKA_PARTITIONS,
+    brokers: config.KAFKA_BROKERS,
   },
   notReadyReason: () => (draining ? "shutting down" : null),
 });

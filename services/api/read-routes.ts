@@ -11,12 +11,13 @@ import type { Client } from "@elastic/elasticsearch";
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import type postgres from "postgres";
 import { isElasticOutage, isPostgresOutage } from "../../shared/projection/errors.ts";
-import { InvalidWindowError, salesReport } from "../../shared/stores/postgres/analytics.ts";
-import { InvalidCursorError, listOrdersForUser } from "../../shared/stores/postgres/orders.ts";
+import { InvalidWindowError, minutePointShape, salesReport, stockSalesShape } from "../../shared/stores/postgres/analytics.ts";
+import { InvalidCursorError, listOrdersForUser, orderViewShape } from "../../shared/stores/postgres/orders.ts";
 import { createReaderSql } from "../../shared/stores/postgres/client.ts";
 import { createReaderSearchClient } from "../../shared/stores/search/mapping.ts";
-import { InvalidSearchCursorError, searchStocks } from "../../shared/stores/search/queries.ts";
+import { InvalidSearchCursorError, searchStocks, stockSearchHitShape } from "../../shared/stores/search/queries.ts";
 import { USER_ID_PATTERN } from "../../shared/domain/validation.ts";
+import { STOCK_STATUSES } from "../../shared/domain/views.ts";
 import { STOCK_ID_PATTERN } from "../../shared/domain/keys.ts";
 import { adminOnly, requireAdmin, requireOwnerOrAdmin, signedIn } from "./auth.ts";
 import type { AppEnv } from "./env.ts";
@@ -31,7 +32,6 @@ export interface ReadRoutesDeps {
   esAlias: string;
 }
 
-const STATUSES = ["upcoming", "live", "sold_out", "ended"] as const;
 const cursorParam = z
   .string()
   .regex(/^[A-Za-z0-9_-]{0,2048}$/, "cursor: the nextCursor of the previous page")
@@ -44,90 +44,14 @@ const cursorParam = z
 const limitParam = (fallback: number, max: number) =>
   z.coerce.number().int().min(1).max(max).default(fallback).openapi({ description: `page size, 1-${max} (default ${fallback})` });
 
-const orderView = z
-  .object({
-    allocationId: z.string(),
-    stockId: z.string(),
-    stockName: z.string().nullable(),
-    userId: z.string(),
-    quantity: z.number().int(),
-    status: z.enum(["held", "purchased", "cancelled", "expired"]),
-    amount: z.number().int().nullable(),
-    currency: z.string().nullable(),
-    placedAt: z.string(),
-    expiresAt: z.string().nullable(),
-    purchasedAt: z.string().nullable(),
-    releasedAt: z.string().nullable(),
-    updatedAt: z.string(),
-  })
-  .openapi("Order");
-
+// Response shapes are defined once, beside the queries that build them (shared/stores/*); here they
+// become OpenAPI components.
+const orderView = z.object(orderViewShape).openapi("Order");
 const orderPage = z.object({ items: z.array(orderView), nextCursor: z.string().nullable() }).openapi("OrderPage");
-
-const searchHit = z
-  .object({
-    id: z.string(),
-    name: z.string(),
-    description: z.string(),
-    price: z.number().int().nullable(),
-    currency: z.string().nullable(),
-    total: z.number().int().nullable(),
-    available: z.number().int(),
-    held: z.number().int(),
-    sold: z.number().int(),
-    perUserLimit: z.number().int().nullable(),
-    holdSeconds: z.number().int().nullable(),
-    startsAt: z.string().nullable(),
-    endsAt: z.string().nullable(),
-    status: z.enum(STATUSES),
-    version: z.number().int().openapi({ description: "stock version of the counters (compare with GET /api/stocks/{id})" }),
-    projectedAt: z.string().openapi({ description: "when the newest projected event happened" }),
-    score: z.number().nullable(),
-  })
-  .openapi("StockSearchHit");
-
+const searchHit = z.object(stockSearchHitShape).openapi("StockSearchHit");
 const searchPage = z.object({ items: z.array(searchHit), nextCursor: z.string().nullable() }).openapi("StockSearchPage");
-
-const byReason = z.object({ expired: z.number().int(), cancelled: z.number().int() });
-const stockSales = z
-  .object({
-    stockId: z.string(),
-    name: z.string().nullable(),
-    currency: z.string().nullable(),
-    price: z.number().int().nullable(),
-    total: z.number().int().nullable(),
-    available: z.number().int(),
-    held: z.number().int(),
-    sold: z.number().int(),
-    holdsPlaced: z.number().int(),
-    unitsAllocated: z.number().int(),
-    purchases: z.number().int(),
-    unitsSold: z.number().int(),
-    revenue: z.number().int().openapi({ description: "minor units of `currency`" }),
-    holdsReleased: byReason,
-    unitsReleased: byReason,
-    sellThrough: z.number().nullable().openapi({ description: "sold / total" }),
-    saleStartedAt: z.string().nullable(),
-    firstUnavailableAt: z.string().nullable(),
-    soldOutAt: z.string().nullable(),
-    timeToUnavailableSeconds: z.number().nullable(),
-    timeToSellOutSeconds: z.number().nullable(),
-  })
-  .openapi("StockSales");
-const minutePoint = z
-  .object({
-    minute: z.string(),
-    holdsPlaced: z.number().int(),
-    unitsAllocated: z.number().int(),
-    purchases: z.number().int(),
-    unitsSold: z.number().int(),
-    holdsExpired: z.number().int(),
-    holdsCancelled: z.number().int(),
-    unitsExpired: z.number().int(),
-    unitsCancelled: z.number().int(),
-    revenue: z.record(z.string(), z.number().int()).openapi({ description: "per currency, minor units" }),
-  })
-  .openapi("SalesMinute");
+const stockSales = z.object(stockSalesShape).openapi("StockSales");
+const minutePoint = z.object(minutePointShape).openapi("SalesMinute");
 const salesReportSchema = z
   .object({
     generatedAt: z.string(),
@@ -163,7 +87,7 @@ const searchRoute = createRoute({
   request: {
     query: z.object({
       q: z.string().max(200).optional().openapi({ example: "sneaker" }),
-      status: z.enum(STATUSES).optional(),
+      status: z.enum(STOCK_STATUSES).optional(),
       limit: limitParam(20, 100),
       cursor: cursorParam,
     }),

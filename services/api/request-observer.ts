@@ -46,7 +46,7 @@ export function observeRequests(logger: Logger, metrics: ApiMetrics): Middleware
   const timers = new Map<string, ReturnType<ApiMetrics["duration"]["labels"]>>();
   return async (c, next) => {
     const started = performance.now();
-    c.set("log", lazyChild(logger, { requestId: c.get("requestId") }));
+    c.set("log", lazyChild(logger, { requestId: c.get("requestId"), traceId: c.get("trace")?.traceId }));
     await next();
     const method = c.req.method;
     const route = c.req.routePath;

@@ -1,7 +1,8 @@
 /** Request and response schemas of the write-side endpoints: validation and OpenAPI from one source. */
 import { z } from "@hono/zod-openapi";
 import { MAX_PRICE, MAX_QUANTITY_PER_REQUEST, OUTBOX_FULL_RETRY_AFTER_SECONDS } from "../../shared/domain/policy.ts";
-import { IDEMPOTENCY_KEY_HEADER_PATTERN, STOCK_ID_PATTERN, storableText } from "../../shared/domain/validation.ts";
+import { ALLOCATION_STATUSES, allocationViewShape, stockViewShape } from "../../shared/domain/views.ts";
+import { IDEMPOTENCY_KEY_HEADER_PATTERN, RESERVED_STOCK_IDS, STOCK_ID_PATTERN, storableText } from "../../shared/domain/validation.ts";
 import { PROBLEM_CODES } from "./problem.ts";
 
 /**
@@ -31,7 +32,11 @@ export const allocationIdParam = z.object({
 
 export const createStockBody = z
   .object({
-    id: z.string().regex(STOCK_ID_PATTERN).optional(),
+    id: z
+      .string()
+      .regex(STOCK_ID_PATTERN)
+      .refine((id) => !RESERVED_STOCK_IDS.includes(id), "reserved: GET /api/stocks/search is the search endpoint")
+      .optional(),
     name: z.string().trim().min(1).max(200).refine(storableText("line"), "must not contain control characters (NUL included) or unpaired surrogates"),
     description: z.string().max(5000).refine(storableText("multiline"), "must not contain NUL, control characters other than tab and line breaks, or unpaired surrogates").optional(),
     price: z
@@ -85,38 +90,9 @@ export function parseIdempotencyKey(raw: string | undefined): string | undefined
   return raw.startsWith('"') ? raw.slice(1, -1) : raw;
 }
 
-export const stockView = z
-  .object({
-    id: z.string(),
-    name: z.string(),
-    description: z.string(),
-    price: z.number().int(),
-    currency: z.string(),
-    total: z.number().int(),
-    available: z.number().int(),
-    held: z.number().int(),
-    sold: z.number().int(),
-    perUserLimit: z.number().int(),
-    holdSeconds: z.number().int(),
-    startsAt: z.string(),
-    endsAt: z.string().nullable(),
-    status: z.enum(["upcoming", "live", "sold_out", "ended"]),
-    version: z.number().int(),
-  })
-  .openapi("Stock");
-
-export const allocationView = z
-  .object({
-    allocationId: z.string(),
-    stockId: z.string(),
-    userId: z.string(),
-    quantity: z.number().int(),
-    status: z.enum(["held", "purchased", "cancelled", "expired"]),
-    expiresAt: z.string(),
-    amount: z.number().int().optional(),
-    currency: z.string().optional(),
-  })
-  .openapi("Allocation");
+// The views' fields are defined once, in shared/domain/views.ts; here they become OpenAPI components.
+export const stockView = z.object(stockViewShape).openapi("Stock");
+export const allocationView = z.object(allocationViewShape).openapi("Allocation");
 
 /**
  * RFC 9457 members, always present, and the extension members some codes add. Domain context never
@@ -139,7 +115,7 @@ export const problem = z
       .openapi({ description: "invalid_request from the schema: the first issues, where (param, query, header, json) and what" }),
     available: z.number().int().optional().openapi({ description: "sold_out: units still available" }),
     remaining: z.number().int().optional().openapi({ description: "limit_exceeded: units this user may still take" }),
-    holdStatus: z.enum(["held", "purchased", "cancelled", "expired"]).optional().openapi({ description: "hold_not_active: the hold's status" }),
+    holdStatus: z.enum(ALLOCATION_STATUSES).optional().openapi({ description: "hold_not_active: the hold's status" }),
   })
   .openapi("Problem");
 

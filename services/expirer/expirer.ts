@@ -12,6 +12,7 @@ import type { Logger } from "../../shared/logger.ts";
 import { prom } from "../../shared/metrics.ts";
 import { DEFAULT_HOLD_RETENTION_SECONDS } from "../../shared/domain/policy.ts";
 import { prepareScripts, queueScript, runScript } from "../../shared/redis/scripts.ts";
+import { continueTrace } from "../../shared/trace.ts";
 
 export interface ExpirerOptions {
   redis: RedisClient;
@@ -75,11 +76,13 @@ export function createExpirer(options: ExpirerOptions): Expirer {
     const stockIds = (await lookup.exec()) ?? [];
 
     const release = redis.pipeline();
+    // One trace per batch, started here: its releases were caused by the clock, not by a request.
+    const trace = continueTrace(undefined);
     ids.forEach((id, i) => {
       const stockId = stockIds[i]?.[1] as string | null;
       // A due entry without its hold has nothing to release: drop the index entry.
       if (!stockId) return void release.zrem(due, id);
-      const args = [id, Bun.randomUUIDv7(), retainSeconds];
+      const args = [id, Bun.randomUUIDv7(), retainSeconds, trace.traceparent];
       const k = [keys.hold(id), keys.stock(stockId), keys.stockBuyers(stockId), due, keys.outbox(shard), keys.released(shard)];
       queueScript(release, "fsExpire", k, args);
     });
@@ -88,12 +91,13 @@ export function createExpirer(options: ExpirerOptions): Expirer {
     let settled = 0; // due entries this batch removed: released, already finished, or stock gone
     for (const [err, reply] of results) {
       const outcome = Array.isArray(reply) ? String(reply[0]) : typeof reply === "number" ? "dropped" : "";
-      if (err) logger.error({ err: err.message, shard }, "expire script failed");
+      if (err) logger.error({ err: err.message, shard, traceId: trace.traceId }, "expire script failed");
       else if (outcome === "expired") released++;
       else if (outcome === "stock_missing") logger.warn({ shard, reply }, "due hold whose stock no longer exists: due entry dropped");
       else if (outcome !== "not_active" && outcome !== "dropped") logger.error({ shard, reply }, "expire script refused a hold");
       if (!err && ["expired", "not_active", "stock_missing", "dropped"].includes(outcome)) settled++;
     }
+    if (released > 0) logger.debug({ shard, released, traceId: trace.traceId }, "expired holds released");
     return [released, ids.length, settled];
   }
 

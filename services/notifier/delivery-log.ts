@@ -16,13 +16,14 @@ export async function logEvents(
   events: readonly StockEvent[],
 ): Promise<SinkResult & { deliveries: { endpointId: string; delivery: PendingDelivery }[] }> {
   if (events.length === 0) return { applied: [], duplicates: 0, deliveries: [] };
+  const bodies = events.map((e) => JSON.stringify(e));
   const rows = await sql<{ endpoint_id: string | null; event_id: string; next_attempt_at: Date | null }[]>`
     WITH ev AS (
       INSERT INTO webhook_events (event_id, event_type, stock_id, version, occurred_at, body)
       SELECT * FROM unnest(
         ${events.map((e) => e.eventId)}::uuid[], ${events.map((e) => e.eventType)}::text[],
         ${events.map((e) => e.aggregateId)}::text[], ${events.map((e) => e.version)}::int[],
-        ${events.map((e) => e.occurredAt)}::timestamptz[], ${events.map((e) => JSON.stringify(e))}::text[])
+        ${events.map((e) => e.occurredAt)}::timestamptz[], ${bodies}::text[])
       ON CONFLICT (event_id) DO NOTHING
       RETURNING event_id, event_type, stock_id, version
     ), d AS (
@@ -33,16 +34,25 @@ export async function logEvents(
       RETURNING endpoint_id, event_id, next_attempt_at
     )
     SELECT d.endpoint_id, ev.event_id::text, d.next_attempt_at FROM ev LEFT JOIN d ON d.event_id = ev.event_id`;
-  const byId = new Map(events.map((e) => [e.eventId, e]));
+  const byId = new Map(events.map((e, i) => [e.eventId, i]));
   const fresh = new Set<string>();
   const deliveries: { endpointId: string; delivery: PendingDelivery }[] = [];
   for (const r of rows) {
     fresh.add(r.event_id);
     if (r.endpoint_id === null) continue;
-    const e = byId.get(r.event_id)!;
+    const i = byId.get(r.event_id)!;
+    const e = events[i]!;
     deliveries.push({
       endpointId: r.endpoint_id,
-      delivery: { eventId: e.eventId, stockId: e.aggregateId, version: e.version, attempts: 0, dueAt: r.next_attempt_at!.getTime(), occurredAt: Date.parse(e.occurredAt) },
+      delivery: {
+        eventId: e.eventId,
+        stockId: e.aggregateId,
+        version: e.version,
+        attempts: 0,
+        dueAt: r.next_attempt_at!.getTime(),
+        occurredAt: Date.parse(e.occurredAt),
+        body: bodies[i]!,
+      },
     });
   }
   const applied = events.filter((e) => fresh.has(e.eventId));
@@ -58,6 +68,8 @@ export interface PendingDelivery {
   attempts: number;
   dueAt: number;
   occurredAt: number;
+  /** The body when the consumer handed it over (saves reading it back); read from webhook_events otherwise. */
+  body?: string;
 }
 
 /** Every pending delivery of an endpoint (the delivery loop's start and its periodic re-scan). */
@@ -97,28 +109,32 @@ export interface AttemptRecord {
 /** Records a batch of attempts of one endpoint in one transaction; dead ones also go to the dead-letter table. */
 export async function recordAttempts(sql: postgres.Sql, endpointId: string, records: readonly AttemptRecord[]): Promise<void> {
   if (records.length === 0) return;
+  const dead = records.filter((r) => r.status === "dead").map((r) => r.eventId);
+  // One statement is atomic by itself: the common case (no dead letter) needs no BEGIN/COMMIT round trips.
+  if (dead.length === 0) return void (await updateAttempts(sql, endpointId, records));
   await sql.begin(async (tx) => {
+    await updateAttempts(tx as unknown as postgres.Sql, endpointId, records);
     await tx`
-      UPDATE webhook_deliveries d SET
-        status = r.status, attempts = d.attempts + 1, last_status = r.http_status, last_error = r.error,
-        last_attempt_at = r.at, next_attempt_at = COALESCE(r.next_at, d.next_attempt_at),
-        delivered_at = CASE WHEN r.status = 'delivered' THEN r.at END
-      FROM unnest(
-        ${records.map((r) => r.eventId)}::uuid[], ${records.map((r) => r.status)}::text[],
-        ${records.map((r) => r.httpStatus) as number[]}::int[], ${records.map((r) => r.error) as string[]}::text[],
-        ${records.map((r) => r.at.toISOString())}::timestamptz[], ${records.map((r) => r.nextAttemptAt?.toISOString() ?? null) as string[]}::timestamptz[]
-      ) AS r(event_id, status, http_status, error, at, next_at)
-      WHERE d.endpoint_id = ${endpointId} AND d.event_id = r.event_id AND d.status = 'pending'`;
-    const dead = records.filter((r) => r.status === "dead").map((r) => r.eventId);
-    if (dead.length > 0) {
-      await tx`
-        INSERT INTO webhook_dead_letters (endpoint_id, event_id, stock_id, version, attempts, last_status, last_error)
-        SELECT endpoint_id, event_id, stock_id, version, attempts, last_status, last_error FROM webhook_deliveries
-        WHERE endpoint_id = ${endpointId} AND event_id = ANY (${dead}::uuid[]) AND status = 'dead'
-        ON CONFLICT (endpoint_id, event_id) DO UPDATE
-          SET attempts = EXCLUDED.attempts, last_status = EXCLUDED.last_status, last_error = EXCLUDED.last_error, died_at = now()`;
-    }
+      INSERT INTO webhook_dead_letters (endpoint_id, event_id, stock_id, version, attempts, last_status, last_error)
+      SELECT endpoint_id, event_id, stock_id, version, attempts, last_status, last_error FROM webhook_deliveries
+      WHERE endpoint_id = ${endpointId} AND event_id = ANY (${dead}::uuid[]) AND status = 'dead'
+      ON CONFLICT (endpoint_id, event_id) DO UPDATE
+        SET attempts = EXCLUDED.attempts, last_status = EXCLUDED.last_status, last_error = EXCLUDED.last_error, died_at = now()`;
   });
+}
+
+async function updateAttempts(sql: postgres.Sql, endpointId: string, records: readonly AttemptRecord[]): Promise<void> {
+  await sql`
+    UPDATE webhook_deliveries d SET
+      status = r.status, attempts = d.attempts + 1, last_status = r.http_status, last_error = r.error,
+      last_attempt_at = r.at, next_attempt_at = COALESCE(r.next_at, d.next_attempt_at),
+      delivered_at = CASE WHEN r.status = 'delivered' THEN r.at END
+    FROM unnest(
+      ${records.map((r) => r.eventId)}::uuid[], ${records.map((r) => r.status)}::text[],
+      ${records.map((r) => r.httpStatus) as number[]}::int[], ${records.map((r) => r.error) as string[]}::text[],
+      ${records.map((r) => r.at.toISOString())}::timestamptz[], ${records.map((r) => r.nextAttemptAt?.toISOString() ?? null) as string[]}::timestamptz[]
+    ) AS r(event_id, status, http_status, error, at, next_at)
+    WHERE d.endpoint_id = ${endpointId} AND d.event_id = r.event_id AND d.status = 'pending'`;
 }
 
 /**

@@ -24,6 +24,9 @@ import { failureReason, type NotifierMetrics } from "./metrics.ts";
 import { decide, type RetrySchedule } from "./schedule.ts";
 import { sendWebhook, signedTarget, type SendOptions } from "./sender.ts";
 
+/** Pending deliveries above which bodies are not kept in memory. */
+const MAX_BODIES_HELD = 20_000;
+
 export interface DispatcherOptions {
   sql: postgres.Sql;
   endpoint: Endpoint;
@@ -95,6 +98,8 @@ export function startDispatcher(options: DispatcherOptions): Dispatcher {
     for (const item of items) {
       if (known.has(item.eventId)) continue;
       known.add(item.eventId);
+      // Bodies handed over by the consumer are kept while the backlog is small; a large one reads them back when sending.
+      if (known.size > MAX_BODIES_HELD) delete item.body;
       let queue = queues.get(item.stockId);
       if (!queue) queues.set(item.stockId, (queue = []));
       // Nearly always an append (events come in version order); a re-sent dead letter goes before later versions.
@@ -130,10 +135,11 @@ export function startDispatcher(options: DispatcherOptions): Dispatcher {
   }
 
   async function sendBatch(batch: PendingDelivery[]): Promise<void> {
-    let bodies: Map<string, string>;
-    for (let attempt = 0; ; attempt++) {
+    let bodies = new Map<string, string>();
+    const missing = batch.filter((b) => b.body === undefined).map((b) => b.eventId);
+    for (let attempt = 0; missing.length > 0; attempt++) {
       try {
-        bodies = await eventBodies(sql, batch.map((b) => b.eventId));
+        bodies = await eventBodies(sql, missing);
         break;
       } catch (err) {
         if (attempt === 0 || attempt % 10 === 0) log.warn({ err }, "cannot read event bodies, retrying");
@@ -143,7 +149,7 @@ export function startDispatcher(options: DispatcherOptions): Dispatcher {
     await Promise.all(
       batch.map(async (item) => {
         try {
-          await deliver(item, bodies.get(item.eventId));
+          await deliver(item, item.body ?? bodies.get(item.eventId));
         } catch (err) {
           log.error({ err, eventId: item.eventId }, "delivery attempt failed unexpectedly");
         } finally {

@@ -12,6 +12,7 @@
 import type postgres from "postgres";
 import type { Registry } from "prom-client";
 import type { EventType } from "../../shared/domain/events.ts";
+import { backoffMs, sleep } from "../../shared/lifecycle.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { prom } from "../../shared/metrics.ts";
 import { isPostgresOutage } from "../../shared/projection/errors.ts";
@@ -93,7 +94,7 @@ export function createNotifier(options: NotifierOptions): Notifier {
     metrics,
     registry,
     async start() {
-      const configured = await syncConfiguredEndpoint(sql, options.configured ?? {});
+      const configured = await untilPostgresAnswers(() => syncConfiguredEndpoint(sql, options.configured ?? {}), logger, () => stopped);
       if (configured) logger.info({ endpoint: configured.id, url: configured.url, eventTypes: configured.eventTypes }, "configured endpoint");
       await delivery.start();
       await projector.start();
@@ -106,6 +107,20 @@ export function createNotifier(options: NotifierOptions): Notifier {
     },
     notReadyReason: () => projector.notReadyReason(),
   };
+}
+
+/** A database that is down at start is waited for (with backoff), like the consumer waits for it later. */
+async function untilPostgresAnswers<T>(work: () => Promise<T>, logger: Logger, stopped: () => boolean): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await work();
+    } catch (err) {
+      if (!isPostgresOutage(err) || stopped()) throw err;
+      const wait = backoffMs(attempt, 200, 5_000);
+      if (attempt % 10 === 0) logger.warn({ err, wait }, "PostgreSQL unavailable at start, retrying");
+      await sleep(wait);
+    }
+  }
 }
 
 class ProbeRollback extends Error {}

@@ -4,6 +4,8 @@
  * the relay waits for all of them (flush) before ownership changes and claims.
  */
 import { backoffMs, sleep } from "../../shared/lifecycle.ts";
+import { headerText } from "../../shared/kafka/event-message.ts";
+import { TRACEPARENT, traceIdOf } from "../../shared/trace.ts";
 import { eventIdOf, type Batch } from "./batches.ts";
 import type { RelayContext } from "./context.ts";
 import { errorMessage } from "./health.ts";
@@ -43,6 +45,10 @@ export class Acker {
         { events: batch.messages.length, firstEventId: eventIdOf(batch.messages[0]), lastEventId: eventIdOf(batch.messages.at(-1)), ms: Math.round(seconds * 1000) },
         "batch relayed",
       );
+      // One line per event at debug (follow a request by its trace id); skipped cheaply otherwise.
+      if (log.isLevelEnabled("debug")) {
+        for (const m of batch.messages) log.debug({ eventId: eventIdOf(m), traceId: traceIdOf(headerText(m.headers, TRACEPARENT)) }, "event relayed");
+      }
       return true;
     });
     return previous;

@@ -6,7 +6,8 @@
  * MAX_SEND_BYTES of messages.
  */
 import type { Message } from "kafkajs";
-import { OUTBOX_EVENT_FIELD, parseEvent } from "../../shared/domain/events.ts";
+import { OUTBOX_EVENT_FIELD, OUTBOX_TRACE_FIELD, parseEvent } from "../../shared/domain/events.ts";
+import { eventMessage } from "../../shared/kafka/event-message.ts";
 import { MAX_SEND_BYTES, messageBytes } from "../../shared/kafka/producer.ts";
 import { fieldValue, sniffField, type OutboxEntry } from "./stream.ts";
 
@@ -42,8 +43,7 @@ export function prepare(entry: OutboxEntry, relay: string): Prepared {
   const value = Buffer.from(raw!, "utf8");
   const { event } = parsed;
   if (value.length > MAX_SEND_BYTES) return { entry, reason: `event larger than ${MAX_SEND_BYTES} bytes`, eventId: event.eventId };
-  const headers = { eventType: event.eventType, schemaVersion: String(event.schemaVersion), eventId: event.eventId, relay };
-  const message = { key: event.aggregateId, value, headers };
+  const message = eventMessage(event, { value, traceparent: fieldValue(entry.fields, OUTBOX_TRACE_FIELD), relay });
   return { message, bytes: messageBytes(message) };
 }
 

@@ -5,6 +5,7 @@
  * Events are written by the Lua scripts (cjson) and travel unchanged as the Kafka message value.
  */
 import { z } from "zod";
+import { RELEASE_REASONS } from "./views.ts";
 
 export const EVENT_TYPES = ["StockCreated", "StockAllocated", "StockReleased", "PurchaseCompleted"] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
@@ -41,7 +42,7 @@ export const stockReleasedPayload = z.object({
   allocationId: z.string(),
   userId: z.string(),
   quantity: z.number().int().positive(),
-  reason: z.enum(["expired", "cancelled"]),
+  reason: z.enum(RELEASE_REASONS),
   ...counters,
 });
 
@@ -92,3 +93,5 @@ export function parseEvent(raw: string | Buffer | null | undefined): ParseResult
 
 /** The outbox stream entry field that holds the event JSON. */
 export const OUTBOX_EVENT_FIELD = "event";
+/** The outbox entry field with the W3C traceparent of the request that caused the event (absent when none). */
+export const OUTBOX_TRACE_FIELD = "traceparent";

@@ -25,3 +25,6 @@ export function storableText(kind: "line" | "multiline"): (text: string) => bool
   const forbidden = kind === "line" ? ANY_CONTROL : CONTROL_BUT_WHITESPACE;
   return (text) => !forbidden.test(text) && !LONE_SURROGATE.test(text);
 }
+
+/** Stock ids a route already takes: GET /api/stocks/search is the search, so no stock may be called that. */
+export const RESERVED_STOCK_IDS: readonly string[] = ["search"];

@@ -1,37 +1,54 @@
-/** The shapes clients see (docs/design.md §10), and how they are read from Redis hashes. */
+/**
+ * The shapes clients see (docs/design.md §10), and how they are read from Redis hashes.
+ *
+ * One source: each view is a zod shape here; its TypeScript type is `z.infer` of it, and the api's
+ * OpenAPI schemas are `z.object(shape)` of the same fields (services/api/schemas.ts), so a field
+ * added here is a field of the type, the validation and the document at once.
+ */
+import { z } from "zod";
 
-export type StockStatus = "upcoming" | "live" | "sold_out" | "ended";
+export const STOCK_STATUSES = ["upcoming", "live", "sold_out", "ended"] as const;
+export type StockStatus = (typeof STOCK_STATUSES)[number];
 
-export interface StockView {
-  id: string;
-  name: string;
-  description: string;
-  price: number;
-  currency: string;
-  total: number;
-  available: number;
-  held: number;
-  sold: number;
-  perUserLimit: number;
-  holdSeconds: number;
-  startsAt: string;
-  endsAt: string | null;
-  status: StockStatus;
-  version: number;
-}
+export const ALLOCATION_STATUSES = ["held", "purchased", "cancelled", "expired"] as const;
+export type AllocationStatus = (typeof ALLOCATION_STATUSES)[number];
 
-export type AllocationStatus = "held" | "purchased" | "cancelled" | "expired";
+/** Why units went back: the StockReleased reasons, and the final statuses of a hold that ended unbought. */
+export const RELEASE_REASONS = ["expired", "cancelled"] as const;
+export type ReleaseReason = (typeof RELEASE_REASONS)[number];
 
-export interface AllocationView {
-  allocationId: string;
-  stockId: string;
-  userId: string;
-  quantity: number;
-  status: AllocationStatus;
-  expiresAt: string;
-  amount?: number;
-  currency?: string;
-}
+const int = () => z.number().int();
+
+export const stockViewShape = {
+  id: z.string(),
+  name: z.string(),
+  description: z.string(),
+  price: int(),
+  currency: z.string(),
+  total: int(),
+  available: int(),
+  held: int(),
+  sold: int(),
+  perUserLimit: int(),
+  holdSeconds: int(),
+  startsAt: z.string(),
+  endsAt: z.string().nullable(),
+  status: z.enum(STOCK_STATUSES),
+  version: int(),
+};
+export type StockView = z.infer<z.ZodObject<typeof stockViewShape>>;
+
+export const allocationViewShape = {
+  allocationId: z.string(),
+  stockId: z.string(),
+  userId: z.string(),
+  quantity: int(),
+  status: z.enum(ALLOCATION_STATUSES),
+  expiresAt: z.string(),
+  amount: int().optional(),
+  currency: z.string().optional(),
+};
+export type AllocationView = z.infer<z.ZodObject<typeof allocationViewShape>>;
 
 export function stockStatus(counters: { available: number; startsAtMs: number; endsAtMs: number | null }, nowMs: number): StockStatus {
   if (counters.endsAtMs !== null && nowMs >= counters.endsAtMs) return "ended";

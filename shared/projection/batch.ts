@@ -40,6 +40,12 @@ export interface ProjectionSink {
    * store would refuse valid events. Asked when rejected events leave no proof that the store works.
    */
   probe(): Promise<void>;
+  /**
+   * Resolves once every write acknowledged so far is visible to readers (Elasticsearch: after a
+   * refresh); null when the sink cannot tell. Absent: visible when apply() returns (a committed
+   * PostgreSQL transaction). Only measured (the commit_to_visible stage), never waited for.
+   */
+  whenVisible?(): Promise<void> | null;
 }
 
 export type PoisonReason = "unparseable" | "rejected";
@@ -63,7 +69,14 @@ export interface BatchControl {
 }
 
 export type BatchOutcome =
-  | { status: "done"; applied: StockEvent[]; duplicates: number; poison: PoisonMessage[] }
+  | {
+      status: "done";
+      applied: StockEvent[];
+      duplicates: number;
+      poison: PoisonMessage[];
+      /** The message an event (by eventId) came in, for its Kafka timestamp (stage metrics). */
+      messageOf(eventId: string): RawMessage | undefined;
+    }
   | { status: "aborted" };
 
 interface Item {
@@ -86,9 +99,13 @@ export class SystemicRejection extends Error {
 export async function projectBatch(messages: readonly RawMessage[], sink: ProjectionSink, control: BatchControl): Promise<BatchOutcome> {
   const poison: PoisonMessage[] = [];
   const items: Item[] = [];
+  const messageById = new Map<string, RawMessage>();
   for (const message of messages) {
     const parsed = parseEvent(message.value);
-    if (parsed.ok) items.push({ event: parsed.event, message });
+    if (parsed.ok) {
+      items.push({ event: parsed.event, message });
+      messageById.set(parsed.event.eventId, message);
+    }
     else poison.push({ message, reason: "unparseable", error: parsed.error });
   }
 
@@ -165,5 +182,5 @@ export async function projectBatch(messages: readonly RawMessage[], sink: Projec
       await control.waitAfterOutage(err, systemicAttempt);
     }
   }
-  return { status: "done", applied, duplicates, poison };
+  return { status: "done", applied, duplicates, poison, messageOf: (eventId) => messageById.get(eventId) };
 }

@@ -10,9 +10,11 @@ import { ensureTopic } from "../kafka/client.ts";
 import { createIdempotentProducer } from "../kafka/producer.ts";
 import { backoffMs, sleep } from "../lifecycle.ts";
 import type { Logger } from "../logger.ts";
-import { projectBatch, type ProjectionSink } from "./batch.ts";
+import { projectBatch, type BatchOutcome, type ProjectionSink } from "./batch.ts";
 import { sendToDlq } from "./dlq.ts";
 import type { ProjectorMetrics } from "./metrics.ts";
+import { headerText } from "../kafka/event-message.ts";
+import { TRACEPARENT, traceIdOf } from "../trace.ts";
 
 export interface ProjectionSinkWithPing extends ProjectionSink {
   /** Cheap reachability check for /readyz; throws when the store is down. */
@@ -32,6 +34,10 @@ export interface ProjectionConsumerOptions {
   /** Batches of different partitions applied at once (each its own store transaction). */
   partitionsConsumedConcurrently?: number;
   maxBytesPerPartition?: number;
+  /** Longest a fetch waits on the broker for minBytes to arrive (kafkajs default 5,000; here 250). */
+  fetchMaxWaitMs?: number;
+  /** Bytes the broker waits for before it answers a fetch (1: answer as soon as anything is there). */
+  fetchMinBytes?: number;
   maxDataAttempts?: number;
   /** Backoff cap while the store is down. */
   maxOutageBackoffMs?: number;
@@ -80,6 +86,43 @@ export function createProjectionConsumer(options: ProjectionConsumerOptions): Pr
     }
   }
 
+  // Children bound once: a labelled observe() hashes its labels on every call, per event here.
+  const stageOf = {
+    relay: metrics.stageSeconds.labels({ stage: "relay" }),
+    kafkaToFetch: metrics.stageSeconds.labels({ stage: "kafka_to_fetch" }),
+    fetchToCommit: metrics.stageSeconds.labels({ stage: "fetch_to_commit" }),
+    commitToVisible: metrics.stageSeconds.labels({ stage: "commit_to_visible" }),
+  };
+
+  /** The time budget of the batch's applied events (metrics.ts, PROJECTOR_STAGES). */
+  function observeStages(outcome: Extract<BatchOutcome, { status: "done" }>, fetchedAt: number, storedAt: number): void {
+    const count = outcome.applied.length;
+    if (count === 0) return;
+    const stored = (storedAt - fetchedAt) / 1000;
+    for (const event of outcome.applied) {
+      const stamped = Number(outcome.messageOf(event.eventId)?.timestamp);
+      if (Number.isFinite(stamped)) {
+        stageOf.relay.observe(Math.max(0, stamped - Date.parse(event.occurredAt)) / 1000);
+        stageOf.kafkaToFetch.observe(Math.max(0, fetchedAt - stamped) / 1000);
+      }
+      stageOf.fetchToCommit.observe(stored);
+    }
+    if (!sink.whenVisible) {
+      // Visible at commit (PostgreSQL, read committed): the stage is there, and it is zero.
+      for (let i = 0; i < count; i++) stageOf.commitToVisible.observe(0);
+      return;
+    }
+    const visible = sink.whenVisible();
+    if (!visible) return;
+    void visible.then(
+      () => {
+        const seconds = (Date.now() - storedAt) / 1000;
+        for (let i = 0; i < count; i++) stageOf.commitToVisible.observe(seconds);
+      },
+      () => {}, // the next write's visibility is measured again; nothing to retry here
+    );
+  }
+
   async function refreshLagGauge(): Promise<void> {
     try {
       for (const [partition, lag] of await fetchLag()) metrics.consumerLag.set({ partition: String(partition) }, lag);
@@ -97,7 +140,8 @@ export function createProjectionConsumer(options: ProjectionConsumerOptions): Pr
       const c = kafka.consumer({
         groupId,
         allowAutoTopicCreation: false,
-        maxWaitTimeInMs: 250,
+        maxWaitTimeInMs: options.fetchMaxWaitMs ?? 250,
+        minBytes: options.fetchMinBytes ?? 1,
         maxBytesPerPartition: options.maxBytesPerPartition ?? 2 * 1024 * 1024,
         maxBytes: 32 * 1024 * 1024,
         // A crashed projector's partitions move to a live one after this long. Batches take well under
@@ -123,6 +167,7 @@ export function createProjectionConsumer(options: ProjectionConsumerOptions): Pr
         eachBatch: async ({ batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale }) => {
           if (batch.messages.length === 0) return;
           const started = performance.now();
+          const fetchedAt = Date.now();
           const partition = batch.partition;
           const abandon = () => !isRunning() || isStale();
           const outcome = await projectBatch(batch.messages, sink, {
@@ -153,11 +198,14 @@ export function createProjectionConsumer(options: ProjectionConsumerOptions): Pr
             logger.info({ partition, firstOffset: batch.firstOffset() }, "batch abandoned uncommitted (stopping or rebalancing)");
             return;
           }
+          const storedAt = Date.now();
+          observeStages(outcome, fetchedAt, storedAt);
           if (outcome.poison.length > 0) {
             await sendToDlq(producer!, dlqTopic, outcome.poison, { topic, partition, groupId });
             for (const p of outcome.poison) {
               metrics.dlqMessages.inc({ reason: p.reason });
-              logger.error({ partition, offset: p.message.offset, reason: p.reason, error: p.error }, "message sent to the DLQ");
+              const ids = { eventId: headerText(p.message.headers, "eventId"), traceId: traceIdOf(headerText(p.message.headers, TRACEPARENT)) };
+              logger.error({ partition, offset: p.message.offset, ...ids, reason: p.reason, error: p.error }, "message sent to the DLQ");
             }
           }
           const last = batch.lastOffset();
@@ -165,6 +213,13 @@ export function createProjectionConsumer(options: ProjectionConsumerOptions): Pr
           resolveOffset(last);
           await commitOffsetsIfNecessary({ topics: [{ topic, partitions: [{ partition, offset: next }] }] });
           committed.set(partition, BigInt(next));
+          // One line per event at debug (follow a request by its trace id); skipped cheaply otherwise.
+          if (logger.isLevelEnabled("debug")) {
+            for (const m of batch.messages) {
+              const ids = { eventId: headerText(m.headers, "eventId"), traceId: traceIdOf(headerText(m.headers, TRACEPARENT)) };
+              logger.debug({ partition, offset: m.offset, ...ids }, "event committed");
+            }
+          }
 
           const now = Date.now();
           metrics.eventsApplied.inc(outcome.applied.length);

@@ -11,7 +11,25 @@ export interface ProjectorMetrics {
   dlqMessages: prom.Counter<"reason">;
   storeRetries: prom.Counter<string>;
   freshnessSeconds: prom.Histogram<string>;
+  stageSeconds: prom.Histogram<"stage">;
 }
+
+/**
+ * One event's time budget, stage by stage (docs/read-side.md "Time budget"). Observed per applied
+ * event, so the stages add up to the freshness of the same events:
+ *   relay             occurredAt (Redis TIME in the Lua script) → the Kafka message timestamp
+ *                     (the broker's append time on a LogAppendTime topic, else the relay's send time)
+ *   kafka_to_fetch    message timestamp → the batch handed to the projector (fetch wait, queueing
+ *                     behind the previous batch and its offset commit)
+ *   fetch_to_commit   batch handed over → the store committed it (transaction COMMIT, bulk ack)
+ *   commit_to_visible store commit → readers see it (PostgreSQL: 0, visible at COMMIT;
+ *                     Elasticsearch: until the next refresh has completed)
+ */
+export const PROJECTOR_STAGES = ["relay", "kafka_to_fetch", "fetch_to_commit", "commit_to_visible"] as const;
+export type ProjectorStage = (typeof PROJECTOR_STAGES)[number];
+
+/** Fine enough around the 50–600 ms goals that a quantile from the buckets means something. */
+const STAGE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1, 1.5, 2.5, 5, 10, 30];
 
 export function createProjectorMetrics(registry: Registry): ProjectorMetrics {
   const registers = [registry];
@@ -58,7 +76,14 @@ export function createProjectorMetrics(registry: Registry): ProjectorMetrics {
     freshnessSeconds: new prom.Histogram({
       name: "projector_freshness_seconds",
       help: "End-to-end freshness: commit time minus the event's occurredAt, per applied event",
-      buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+      buckets: [0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 0.6, 1, 2.5, 5, 10, 30, 60, 300],
+      registers,
+    }),
+    stageSeconds: new prom.Histogram({
+      name: "projector_stage_seconds",
+      help: "Per applied event, the time spent in each stage from occurredAt to visible (relay, kafka_to_fetch, fetch_to_commit, commit_to_visible)",
+      labelNames: ["stage"] as const,
+      buckets: STAGE_BUCKETS,
       registers,
     }),
   };

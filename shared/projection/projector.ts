@@ -26,6 +26,9 @@ export interface ProjectorKafkaOptions {
   /** Cap on the events of one merged store call (default 10,000). */
   maxEventsPerApply?: number;
   maxOutageBackoffMs?: number;
+  /** kafkajs maxWaitTimeInMs (default 250) and minBytes (default 1). */
+  fetchMaxWaitMs?: number;
+  fetchMinBytes?: number;
 }
 
 export interface Projector {
@@ -57,6 +60,8 @@ export function createProjector(
     partitionsConsumedConcurrently: options.partitionsConsumedConcurrently,
     maxBytesPerPartition: options.maxBytesPerPartition,
     maxOutageBackoffMs: options.maxOutageBackoffMs,
+    fetchMaxWaitMs: options.fetchMaxWaitMs,
+    fetchMinBytes: options.fetchMinBytes,
   });
   let started = false;
   let stopped = false;

@@ -44,6 +44,8 @@ export async function runProjector<S extends z.ZodType<ProjectorConfig>>(
     groupId: config.PROJECTOR_GROUP_ID,
     topicPartitions: config.KAFKA_PARTITIONS,
     partitionsConsumedConcurrently: config.PROJECTOR_CONCURRENCY,
+    fetchMaxWaitMs: config.PROJECTOR_FETCH_MAX_WAIT_MS,
+    fetchMinBytes: config.PROJECTOR_FETCH_MIN_BYTES,
   };
   const { projector, close } = build({ config, logger, registry, kafka });
 

@@ -101,9 +101,23 @@ export function parseClusterNodes(list: string | undefined): ClusterNode[] | und
 
 export const isCluster = (redis: RedisClient): redis is Cluster => redis instanceof Cluster;
 
-/** The nodes that hold keys: the masters of a cluster, or the one node. SCAN and KEYS must visit each. */
-export function keyHolders(redis: RedisClient): Redis[] {
-  return isCluster(redis) ? redis.nodes("master") : [redis];
+/**
+ * The nodes that hold keys: the masters of a cluster, or the one node. SCAN and KEYS must visit each.
+ * A Cluster knows its masters only once it has read the slot map, so this waits for that (a fresh
+ * client would otherwise list none, and a scan would find nothing).
+ */
+export async function keyHolders(redis: RedisClient): Promise<Redis[]> {
+  if (!isCluster(redis)) return [redis];
+  if (redis.status === "wait") await redis.connect();
+  else if (redis.status !== "ready") {
+    await new Promise<void>((resolve, reject) => {
+      const onReady = () => (redis.off("end", onEnd), resolve());
+      const onEnd = () => (redis.off("ready", onReady), reject(new Error("Cluster connection ended before it was ready")));
+      redis.once("ready", onReady);
+      redis.once("end", onEnd);
+    });
+  }
+  return redis.nodes("master");
 }
 
 /**
@@ -112,7 +126,7 @@ export function keyHolders(redis: RedisClient): Redis[] {
  */
 export async function scanKeys(redis: RedisClient, match: string, count = 1000): Promise<string[]> {
   const seen = new Set<string>();
-  for (const node of keyHolders(redis)) {
+  for (const node of await keyHolders(redis)) {
     let cursor = "0";
     do {
       const [next, keys] = await node.scan(cursor, "MATCH", match, "COUNT", count);

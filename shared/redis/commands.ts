@@ -9,6 +9,7 @@ import { DEFAULT_HOLD_RETENTION_SECONDS, DEFAULT_OUTBOX_MAX_LENGTH, IDEMPOTENCY_
 import { allocationViewFromHash, pairsToObject, stockViewFromHash, type AllocationView, type StockView } from "../domain/views.ts";
 import { retryRegrouped, type RedisClient } from "./client.ts";
 import { runScript, type ScriptReply } from "./scripts.ts";
+import { parseTraceparent } from "../trace.ts";
 
 export interface CommandOptions {
   /** HOLD_RETENTION_SECONDS: how long a finished hold stays readable (then Redis deletes it). */
@@ -30,6 +31,7 @@ export interface CreateStockInput {
   startsAt?: number;
   /** Epoch ms; default never. */
   endsAt?: number;
+  traceparent?: string;
 }
 
 export interface AllocateInput {
@@ -37,6 +39,8 @@ export interface AllocateInput {
   userId: string;
   quantity: number;
   idempotencyKey?: string;
+  /** W3C traceparent of the request, stored with the event in the outbox (ignored when malformed). */
+  traceparent?: string;
 }
 
 export interface AllocateResult {
@@ -48,6 +52,7 @@ export interface AllocateResult {
 export interface HoldChangeInput {
   allocationId: string;
   userId: string;
+  traceparent?: string;
 }
 
 export type ExpireOutcome = "expired" | "not_due" | "not_active" | "stock_missing";
@@ -58,12 +63,14 @@ export interface StockCommands {
   allocate(input: AllocateInput): Promise<AllocateResult>;
   purchase(input: HoldChangeInput): Promise<AllocationView>;
   cancel(input: HoldChangeInput): Promise<AllocationView>;
-  expire(allocationId: string, stockId: string): Promise<ExpireOutcome>;
+  expire(allocationId: string, stockId: string, traceparent?: string): Promise<ExpireOutcome>;
   getStock(stockId: string): Promise<StockView | null>;
   getAllocation(allocationId: string): Promise<AllocationView | null>;
 }
 
 const newEventId = () => Bun.randomUUIDv7();
+/** The script argument for a trace header: the header when well-formed, else '' (none). */
+const traceArg = (traceparent: string | undefined) => (traceparent && parseTraceparent(traceparent) ? traceparent : "");
 
 /** What makes two allocate requests "the same" for an Idempotency-Key: the stock and the quantity. */
 export const allocateFingerprint = (userId: string, stockId: string, quantity: number) => JSON.stringify(["allocate", userId, stockId, quantity]);
@@ -135,7 +142,7 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
     const k = shardKeys(stockId);
     const hold = keys.hold(input.allocationId);
     const scriptKeys = script === "fsPurchase" ? [hold, k.stock, k.due, k.outbox] : [hold, k.stock, k.buyers, k.due, k.outbox, k.released];
-    const reply = await runScript(redis, script, scriptKeys, [input.allocationId, input.userId, newEventId(), retainSeconds]);
+    const reply = await runScript(redis, script, scriptKeys, [input.allocationId, input.userId, newEventId(), retainSeconds, traceArg(input.traceparent)]);
     if (reply[0] === "ok" || reply[0] === "unchanged") return JSON.parse(String(reply[1])) as AllocationView;
     return fail(reply, { allocationId: input.allocationId });
   }
@@ -160,6 +167,7 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
         input.endsAt ?? "",
         outboxMaxLength,
         retainSeconds,
+        traceArg(input.traceparent),
       ]);
       if (reply[0] === "invalid") {
         // The caller's own input, which only the script can judge in full: an endsAt without startsAt
@@ -190,6 +198,7 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
         fingerprint,
         IDEMPOTENCY_TTL_SECONDS,
         outboxMaxLength,
+        traceArg(input.traceparent),
       ]);
       if (reply[0] === "ok" || reply[0] === "replay") {
         return { allocation: JSON.parse(String(reply[1])) as AllocationView, replayed: reply[0] === "replay" };
@@ -200,12 +209,13 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
     purchase: (input) => changeHold("fsPurchase", input),
     cancel: (input) => changeHold("fsCancel", input),
 
-    async expire(allocationId, stockId) {
+    async expire(allocationId, stockId, traceparent) {
       const k = shardKeys(stockId);
       const reply = await runScript(redis, "fsExpire", [keys.hold(allocationId), k.stock, k.buyers, k.due, k.outbox, k.released], [
         allocationId,
         newEventId(),
         retainSeconds,
+        traceArg(traceparent),
       ]);
       return reply[0] as ExpireOutcome;
     },

@@ -8,6 +8,7 @@ import { Kafka, logLevel, type Producer } from "kafkajs";
 import postgres from "postgres";
 import type { StockEvent } from "../../shared/domain/events.ts";
 import { deleteTopics } from "../../shared/kafka/client.ts";
+import { eventMessage as buildEventMessage } from "../../shared/kafka/event-message.ts";
 import { ACKS_ALL, splitForSend } from "../../shared/kafka/producer.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { createProjectorSql } from "../../shared/stores/postgres/client.ts";
@@ -81,13 +82,9 @@ export async function createTopic(kafka: Kafka, topic: string, partitions = 4): 
   }
 }
 
-/** Kafka message for an event, as the relay produces it: key = stock id, headers. */
+/** Kafka message for an event, as the relay produces it (the one builder): key = stock id, headers. */
 export function eventMessage(event: StockEvent) {
-  return {
-    key: event.aggregateId,
-    value: JSON.stringify(event),
-    headers: { eventType: event.eventType, schemaVersion: String(event.schemaVersion), eventId: event.eventId },
-  };
+  return buildEventMessage(event);
 }
 
 /**

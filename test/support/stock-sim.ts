@@ -5,6 +5,7 @@
  */
 import type { EventOf, StockEvent } from "../../shared/domain/events.ts";
 import type { StockCounters } from "../../shared/verify/convergence.ts";
+import type { AllocationStatus } from "../../shared/domain/views.ts";
 
 export interface SimStock {
   id: string;
@@ -26,7 +27,7 @@ export interface SimHold {
   stockId: string;
   userId: string;
   quantity: number;
-  status: "held" | "purchased" | "cancelled" | "expired";
+  status: AllocationStatus;
 }
 
 export interface StockSimOptions {

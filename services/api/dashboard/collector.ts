@@ -4,7 +4,8 @@
  *   agrees with the api to the unit; stocks are found by an incremental SCAN (a few hundred keys per
  *   tick, never a full sweep at once) or pinned with ?stocks=;
  * - allocation outcomes per second from this api process's own registry;
- * - relay lag and backlog per shard, projector freshness p99, consumer lag and dead letters by scraping
+ * - relay lag and backlog per shard, projector freshness p99, consumer lag and dead letters, and the
+ *   notifier's deliveries, failures, lag and backlog per webhook endpoint, by scraping
  *   the workers' /metrics (WORKER_METRICS_URLS): the dashboard shows the very numbers Prometheus alerts
  *   on, computed once by the worker that knows them, and the api needs no Kafka client for it.
  */
@@ -29,6 +30,11 @@ export const METRIC = {
   projectorConsumerLag: "projector_consumer_lag",
   projectorDlq: "projector_dlq_messages_total",
   projectorApplied: "projector_events_applied_total",
+  webhookDeliveries: "notifier_deliveries_total",
+  webhookFailures: "notifier_delivery_failures_total",
+  webhookLag: "notifier_delivery_lag_seconds",
+  webhookBacklog: "notifier_backlog",
+  webhookDeadLetters: "notifier_dead_letter_backlog",
 } as const;
 
 const HISTORY = 60;
@@ -64,6 +70,16 @@ export interface ProjectorPanel {
   appliedPerSecond: number;
 }
 
+export interface WebhookPanel {
+  endpoint: string;
+  deliveredPerSecond: number;
+  failedPerSecond: number;
+  /** p99 of delivered − occurredAt over the last 30 s; null without deliveries in that window. */
+  lagP99Seconds: number | null;
+  backlog: number;
+  deadLetters: number;
+}
+
 export interface TargetStatus {
   url: string;
   service: string | null;
@@ -78,6 +94,8 @@ export interface DashboardSnapshot {
   outcomes: Record<Outcome, number[]>;
   shards: ShardPanel[];
   projectors: ProjectorPanel[];
+  /** Per webhook endpoint, from the notifier that delivers (the one holding the lease). */
+  webhooks: WebhookPanel[];
   /** Messages dead-lettered to Kafka by the projectors (since they started), and outbox entries the relay refused (XLEN). */
   dlq: { kafka: number; outbox: number };
   targets: TargetStatus[];
@@ -108,6 +126,8 @@ export class DashboardCollector {
   private readonly outcomeHistory = Object.fromEntries(OUTCOMES.map((o) => [o, [] as number[]])) as Record<Outcome, number[]>;
   /** Per projector service: its recent scrapes (for the freshness window and the applied rate). */
   private readonly projectorScrapes = new Map<string, { at: number; samples: Sample[] }[]>();
+  /** Per notifier: its recent scrapes (lag window, rates). */
+  private readonly webhookScrapes = new Map<string, { at: number; samples: Sample[] }[]>();
 
   constructor(private readonly deps: CollectorDeps) {}
 
@@ -192,6 +212,7 @@ export class DashboardCollector {
         outcomes,
         shards: workers.shards,
         projectors: workers.projectors,
+        webhooks: workers.webhooks,
         dlq: { kafka: workers.projectors.reduce((n, p) => n + p.dlq, 0), outbox: outboxDead },
         targets: workers.targets,
       };
@@ -207,7 +228,7 @@ export class DashboardCollector {
     const prefix = commands.keys.prefix;
     const stockKey = new RegExp(`^${prefix}:\\{\\d+\\}:stock:([^:]+)$`);
     // SCAN is per node: on a cluster, one cursor per master (a single node is its own only master).
-    for (const node of keyHolders(redis)) {
+    for (const node of await keyHolders(redis)) {
       const at = `${node.options.host}:${node.options.port}`;
       const [cursor, keys] = await node.scan(this.scanCursors.get(at) ?? "0", "MATCH", `${prefix}:{*}:stock:*`, "COUNT", SCAN_COUNT);
       this.scanCursors.set(at, cursor);
@@ -285,7 +306,7 @@ export class DashboardCollector {
     const scrapes = await Promise.all(
       this.deps.workerMetricsUrls.map(async (url) => {
         try {
-          const res = await doFetch(url, { signal: AbortSignal.timeout(800) });
+          const res = await doFetch(url, { signal: AbortSignal.timeout(1500) });
           if (!res.ok) return { url, error: `HTTP ${res.status}` };
           return { url, samples: parsePromText(await res.text()) };
         } catch (err) {
@@ -296,6 +317,7 @@ export class DashboardCollector {
     const targets: TargetStatus[] = [];
     const shards = new Map<number, ShardPanel>();
     const projectors: ProjectorPanel[] = [];
+    const webhooks: WebhookPanel[] = [];
     for (const scrape of scrapes) {
       if (!("samples" in scrape) || !scrape.samples) {
         targets.push({ url: scrape.url, service: null, up: false, error: scrape.error });
@@ -318,8 +340,36 @@ export class DashboardCollector {
       if (service && samples.some((s) => s.name === `${METRIC.projectorFreshness}_count`)) {
         projectors.push(this.projectorPanel(`${service} (${new URL(scrape.url).port})`, samples, now));
       }
+      // Only the notifier holding the delivery lease sends; a standby's counters do not move.
+      if (samples.some((s) => s.name === "notifier_delivery_leader" && s.value === 1)) webhooks.push(...this.webhookPanels(`${scrape.url}`, samples, now));
     }
-    return { targets, shards: [...shards.values()].sort((a, b) => a.shard - b.shard), projectors };
+    return { targets, shards: [...shards.values()].sort((a, b) => a.shard - b.shard), projectors, webhooks };
+  }
+
+  private webhookPanels(key: string, samples: Sample[], now: number): WebhookPanel[] {
+    const history = this.webhookScrapes.get(key) ?? [];
+    history.push({ at: now, samples });
+    while (history.length > 2 && now - history[1]!.at >= FRESHNESS_WINDOW_MS) history.shift();
+    this.webhookScrapes.set(key, history);
+    const oldest = history[0]!;
+    const previous = history.at(-2);
+    const endpoints = new Set(samples.filter((s) => s.name === METRIC.webhookBacklog).map((s) => s.labels.endpoint!));
+    const perSecond = (name: string, where: Record<string, string>) =>
+      previous && now > previous.at ? Math.max(0, sumOf(samples, name, where) - sumOf(previous.samples, name, where)) / ((now - previous.at) / 1000) : 0;
+    return [...endpoints].sort().map((endpoint) => {
+      const where = { endpoint };
+      return {
+        endpoint,
+        deliveredPerSecond: perSecond(METRIC.webhookDeliveries, where),
+        failedPerSecond: perSecond(METRIC.webhookFailures, where),
+        lagP99Seconds:
+          history.length > 1
+            ? quantileBetween(0.99, histogramBuckets(oldest.samples, METRIC.webhookLag, where), histogramBuckets(samples, METRIC.webhookLag, where))
+            : null,
+        backlog: sumOf(samples, METRIC.webhookBacklog, where),
+        deadLetters: sumOf(samples, METRIC.webhookDeadLetters, where),
+      };
+    });
   }
 
   private projectorPanel(key: string, samples: Sample[], now: number): ProjectorPanel {

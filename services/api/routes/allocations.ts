@@ -75,7 +75,7 @@ export function allocationRoutes(commands: StockCommands): OpenAPIHono<AppEnv> {
   ] as const) {
     app.openapi(route, async (c) => {
       const userId = requireUser(c);
-      const allocation = await run({ allocationId: c.req.valid("param").id, userId });
+      const allocation = await run({ allocationId: c.req.valid("param").id, userId, traceparent: c.get("trace").traceparent });
       c.get("log").info({ allocationId: allocation.allocationId, stockId: allocation.stockId, status: allocation.status }, "hold changed");
       return c.json(allocation, 200);
     });

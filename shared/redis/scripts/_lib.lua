@@ -29,7 +29,8 @@ local function iso8601(ms)
 end
 
 -- Appends one domain event (docs/design.md §4) to the shard's outbox stream; the relay takes it from there.
-local function emit(outbox_key, event_id, event_type, stock_id, version, occurred_ms, payload)
+-- `traceparent` (W3C, checked by the caller; '' or nil for none) rides along in its own field, next to the event.
+local function emit(outbox_key, event_id, event_type, stock_id, version, occurred_ms, payload, traceparent)
   local event = cjson.encode({
     eventId = event_id,
     eventType = event_type,
@@ -40,7 +41,11 @@ local function emit(outbox_key, event_id, event_type, stock_id, version, occurre
     occurredAt = iso8601(occurred_ms),
     payload = payload,
   })
-  redis.call('XADD', outbox_key, '*', 'event', event)
+  if traceparent and traceparent ~= '' then
+    redis.call('XADD', outbox_key, '*', 'event', event, 'traceparent', traceparent)
+  else
+    redis.call('XADD', outbox_key, '*', 'event', event)
+  end
 end
 
 -- Counter changes applied to a stock hash; returns the counters after, plus the new version.
@@ -92,7 +97,7 @@ local function announce_released(channel_key, stock_id, version)
 end
 
 -- Gives a live hold's units back to the stock and the user's limit: shared by cancel and expire.
-local function release_hold(keys, allocation_id, hold, reason, now, event_id, retain_seconds)
+local function release_hold(keys, allocation_id, hold, reason, now, event_id, retain_seconds, traceparent)
   local quantity = tonumber(hold.quantity)
   local counters, version = apply_to_stock(keys.stock, quantity, -quantity, 0)
   if redis.call('HINCRBY', keys.buyers, hold.userId, -quantity) <= 0 then
@@ -110,6 +115,6 @@ local function release_hold(keys, allocation_id, hold, reason, now, event_id, re
     available = counters.available,
     held = counters.held,
     sold = counters.sold,
-  })
+  }, traceparent)
   announce_released(keys.released, hold.stockId, version)
 end

@@ -12,6 +12,7 @@
   ARGV[6] request fingerprint, or '' when no Idempotency-Key was sent
   ARGV[7] idempotency record ttl seconds
   ARGV[8] outbox max length: at or above it nothing is written and the answer is outbox_full
+  ARGV[9] W3C traceparent of the request, or '' (stored with the event in the outbox)
   Returns { 'ok', <allocation view JSON> } | { 'replay', <allocation view JSON> }
         | { 'idempotency_key_reused' } | { 'not_found' } | { 'not_started', <ms until the sale starts> } | { 'ended' }
         | { 'invalid', <argument> } | { 'corrupt', 'stock' } | { 'outbox_full', <length> }
@@ -81,7 +82,7 @@ emit(KEYS[6], event_id, 'StockAllocated', stock_id, version, now, {
   available = counters.available,
   held = counters.held,
   sold = counters.sold,
-})
+}, ARGV[9])
 
 local response = allocation_view(allocation_id, hold)
 if fingerprint ~= '' then

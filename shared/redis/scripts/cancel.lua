@@ -11,6 +11,7 @@
   KEYS[6] shard released channel <p>:{s}:released   (sharded pub/sub: '<stock id> <version>' after the release)
   ARGV[1] allocation id   ARGV[2] user id (must own the hold)   ARGV[3] event id (UUIDv7)
   ARGV[4] seconds to keep the finished hold readable
+  ARGV[5] W3C traceparent of the request, or '' (stored with the event in the outbox)
   Returns { 'ok', <view JSON> } | { 'unchanged', <view JSON> } | { 'not_found' } | { 'forbidden' }
         | { 'hold_not_active', <status> } | { 'stock_missing' } | { 'invalid', <argument> } | { 'corrupt', 'hold' }
 ]]
@@ -27,5 +28,5 @@ if not tonumber(hold.quantity) or not tonumber(hold.expiresAt) then return { 'co
 if redis.call('EXISTS', KEYS[2]) == 0 then return { 'stock_missing' } end
 
 local keys = { hold = KEYS[1], stock = KEYS[2], buyers = KEYS[3], due = KEYS[4], outbox = KEYS[5], released = KEYS[6] }
-release_hold(keys, allocation_id, hold, 'cancelled', now_ms(), ARGV[3], retain_seconds)
+release_hold(keys, allocation_id, hold, 'cancelled', now_ms(), ARGV[3], retain_seconds, ARGV[5])
 return { 'ok', allocation_view(allocation_id, hold) }

@@ -10,6 +10,7 @@
   ARGV[10] startsAt epoch ms, or '' for now   ARGV[11] endsAt epoch ms, or '' for no end
   ARGV[12] outbox max length: at or above it nothing is written and the answer is outbox_full
   ARGV[13] seconds a finished hold is kept (HOLD_RETENTION_SECONDS)
+  ARGV[14] W3C traceparent of the request, or '' (stored with the event in the outbox)
   A sale with an end is deleted by Redis once nothing can refer to it any more (keepUntil = endsAt +
   holdSeconds + retention: every hold of it has expired and outlived its own retention); a sale
   without an end is kept until an operator deletes it (docs/design.md §3).
@@ -61,5 +62,5 @@ emit(KEYS[2], event_id, 'StockCreated', stock_id, 1, now, {
   available = quantity,
   held = 0,
   sold = 0,
-})
+}, ARGV[14])
 return { 'ok', redis.call('HGETALL', KEYS[1]) }

@@ -11,6 +11,7 @@
   KEYS[5] shard outbox stream    <p>:{s}:outbox
   KEYS[6] shard released channel <p>:{s}:released   (sharded pub/sub: '<stock id> <version>' after the release)
   ARGV[1] allocation id   ARGV[2] event id (UUIDv7)   ARGV[3] seconds to keep the finished hold readable
+  ARGV[4] W3C traceparent (the expirer's), or '' (stored with the event in the outbox)
   Returns { 'expired' } | { 'not_due' } | { 'not_active' } (hold gone or finished; its due entry is dropped)
         | { 'stock_missing' } | { 'invalid', <argument> } | { 'corrupt', 'hold' }
 ]]
@@ -34,5 +35,5 @@ if redis.call('EXISTS', KEYS[2]) == 0 then
 end
 
 local keys = { hold = KEYS[1], stock = KEYS[2], buyers = KEYS[3], due = KEYS[4], outbox = KEYS[5], released = KEYS[6] }
-release_hold(keys, allocation_id, hold, 'expired', now, ARGV[2], retain_seconds)
+release_hold(keys, allocation_id, hold, 'expired', now, ARGV[2], retain_seconds, ARGV[4])
 return { 'expired' }

@@ -9,6 +9,7 @@
   KEYS[4] shard outbox stream    <p>:{s}:outbox
   ARGV[1] allocation id   ARGV[2] user id (must own the hold)   ARGV[3] event id (UUIDv7)
   ARGV[4] seconds to keep the finished hold readable
+  ARGV[5] W3C traceparent of the request, or '' (stored with the event in the outbox)
   Returns { 'ok', <view JSON> } | { 'unchanged', <view JSON> } | { 'not_found' } | { 'forbidden' }
         | { 'hold_not_active', <status> } | { 'hold_expired' } | { 'stock_missing' } | { 'invalid', <argument> }
         | { 'corrupt', 'hold' | 'stock' | 'amount' }
@@ -52,5 +53,5 @@ emit(KEYS[4], event_id, 'PurchaseCompleted', hold.stockId, version, now, {
   available = counters.available,
   held = counters.held,
   sold = counters.sold,
-})
+}, ARGV[5])
 return { 'ok', allocation_view(allocation_id, hold) }

@@ -3,47 +3,50 @@
  * sell-through, time to sell-out) and a per-minute series, both from sales_by_minute + stocks.
  */
 import type postgres from "postgres";
+import { z } from "zod";
 
-export interface StockSales {
-  stockId: string;
-  name: string | null;
-  currency: string | null;
-  price: number | null;
-  total: number | null;
-  available: number;
-  held: number;
-  sold: number;
-  holdsPlaced: number;
-  unitsAllocated: number;
-  purchases: number;
-  unitsSold: number;
-  revenue: number;
-  holdsReleased: { expired: number; cancelled: number };
-  unitsReleased: { expired: number; cancelled: number };
-  /** sold / total, 0..1 (null while the StockCreated is unknown). */
-  sellThrough: number | null;
-  saleStartedAt: string | null;
-  /** First moment nothing was left to allocate. */
-  firstUnavailableAt: string | null;
-  /** First moment every unit was sold. */
-  soldOutAt: string | null;
-  timeToUnavailableSeconds: number | null;
-  timeToSellOutSeconds: number | null;
-}
+const int = () => z.number().int();
+const byReason = z.object({ expired: int(), cancelled: int() });
 
-export interface MinutePoint {
-  minute: string;
-  holdsPlaced: number;
-  unitsAllocated: number;
-  purchases: number;
-  unitsSold: number;
-  holdsExpired: number;
-  holdsCancelled: number;
-  unitsExpired: number;
-  unitsCancelled: number;
-  /** Revenue in minor units, per currency (different currencies are never added up). */
-  revenue: Record<string, number>;
-}
+/** The report's shapes, as the api answers them; the route's OpenAPI schemas are built from these. */
+export const stockSalesShape = {
+  stockId: z.string(),
+  name: z.string().nullable(),
+  currency: z.string().nullable(),
+  price: int().nullable(),
+  total: int().nullable(),
+  available: int(),
+  held: int(),
+  sold: int(),
+  holdsPlaced: int(),
+  unitsAllocated: int(),
+  purchases: int(),
+  unitsSold: int(),
+  revenue: int().describe("minor units of `currency`"),
+  holdsReleased: byReason,
+  unitsReleased: byReason,
+  sellThrough: z.number().nullable().describe("sold / total, 0..1 (null while the StockCreated is unknown)"),
+  saleStartedAt: z.string().nullable(),
+  firstUnavailableAt: z.string().nullable().describe("first moment nothing was left to allocate"),
+  soldOutAt: z.string().nullable().describe("first moment every unit was sold"),
+  timeToUnavailableSeconds: z.number().nullable(),
+  timeToSellOutSeconds: z.number().nullable(),
+};
+export type StockSales = z.infer<z.ZodObject<typeof stockSalesShape>>;
+
+export const minutePointShape = {
+  minute: z.string(),
+  holdsPlaced: int(),
+  unitsAllocated: int(),
+  purchases: int(),
+  unitsSold: int(),
+  holdsExpired: int(),
+  holdsCancelled: int(),
+  unitsExpired: int(),
+  unitsCancelled: int(),
+  revenue: z.record(z.string(), int()).describe("per currency, minor units (different currencies are never added up)"),
+};
+export type MinutePoint = z.infer<z.ZodObject<typeof minutePointShape>>;
 
 export interface SalesReport {
   generatedAt: string;

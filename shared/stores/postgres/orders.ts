@@ -3,23 +3,27 @@
  * (placed_at, allocation_id) — stable under inserts, no OFFSET scans (index orders_user_newest).
  */
 import type postgres from "postgres";
+import { z } from "zod";
+import { ALLOCATION_STATUSES } from "../../domain/views.ts";
 import { decodeCursor, encodeCursor } from "../cursor.ts";
 
-export interface OrderView {
-  allocationId: string;
-  stockId: string;
-  stockName: string | null;
-  userId: string;
-  quantity: number;
-  status: "held" | "purchased" | "cancelled" | "expired";
-  amount: number | null;
-  currency: string | null;
-  placedAt: string;
-  expiresAt: string | null;
-  purchasedAt: string | null;
-  releasedAt: string | null;
-  updatedAt: string;
-}
+/** One order as the api answers it; the route's OpenAPI schema is z.object(orderViewShape). */
+export const orderViewShape = {
+  allocationId: z.string(),
+  stockId: z.string(),
+  stockName: z.string().nullable(),
+  userId: z.string(),
+  quantity: z.number().int(),
+  status: z.enum(ALLOCATION_STATUSES),
+  amount: z.number().int().nullable(),
+  currency: z.string().nullable(),
+  placedAt: z.string(),
+  expiresAt: z.string().nullable(),
+  purchasedAt: z.string().nullable(),
+  releasedAt: z.string().nullable(),
+  updatedAt: z.string(),
+};
+export type OrderView = z.infer<z.ZodObject<typeof orderViewShape>>;
 
 export interface OrderPage {
   items: OrderView[];

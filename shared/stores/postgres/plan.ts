@@ -5,6 +5,7 @@
  * (see the ON CONFLICT clauses in postgres-writer.ts), so batches may be applied in any order.
  */
 import type { EventOf, StockEvent } from "../../domain/events.ts";
+import type { AllocationStatus } from "../../domain/views.ts";
 
 export interface StockRow {
   stock_id: string;
@@ -35,7 +36,7 @@ export interface OrderRow {
   user_id: string;
   quantity: number;
   /** 'held' unless the batch holds the allocation's end. */
-  status: "held" | "purchased" | "cancelled" | "expired";
+  status: AllocationStatus;
   amount: number | null;
   currency: string | null;
   placed_at: string;

@@ -1,13 +1,24 @@
 /**
- * projector-postgres' store side: one transaction per batch.
+ * projector-postgres' store side: a batch is ONE statement, one round trip, atomic on its own.
  *
- *   1. INSERT the batch into stock_events ... ON CONFLICT (event_id) DO NOTHING RETURNING event_id
- *   2. plan (postgres-plan.ts) only the events that came back, i.e. were new
- *   3. three multi-row upserts, pipelined: stocks (guarded by version), orders, sales_by_minute
+ *   fresh   INSERT the batch into stock_events ... ON CONFLICT (event_id) DO NOTHING RETURNING event_id
+ *   s, o    upsert one row per stock (guarded by version) and per allocation, planned (plan.ts) from
+ *           all the batch's events, each row written only if `fresh` holds an event of its stock /
+ *           allocation (a batch of redeliveries writes nothing)
+ *   m       add to sales_by_minute what the events in `fresh` count, aggregated in SQL from the rows
+ *           `fresh` returns (counters are additive: a redelivered event must not count twice; the
+ *           same rules as addToMinute in plan.ts, which plans the tests' expectations)
  *
- * Rows travel as one JSON parameter per statement (json_to_recordset), so a batch of any size is
- * four statements and never hits the 65,535 bind-parameter limit. The parameter is bound as text
- * (`::text::json`): bound to a json parameter, postgres.js would JSON-encode the string again. Table names are unqualified: the
+ * Why one statement: the stock and order rows merge idempotently with what is stored (version
+ * guard, LEAST/COALESCE; see the ON CONFLICT clauses), so they do not need to know which events
+ * were new before they are planned; only the additive minute counters do, and SQL filters those by
+ * `fresh` itself. That takes the batch from BEGIN + insert + three upserts + COMMIT (four round
+ * trips, each a wake-up of the backend on a busy machine) to one; data-modifying CTEs run in one
+ * snapshot and commit together, so the read models never see half a batch.
+ *
+ * Rows travel as one JSON parameter per CTE (json_to_recordset), so a batch of any size never hits
+ * the 65,535 bind-parameter limit. Parameters are bound as text (`::text::json`): bound to a json
+ * parameter, postgres.js would JSON-encode the string again. Table names are unqualified: the
  * connection's search_path chooses the schema (the rebuild command writes into a fresh one).
  */
 import type postgres from "postgres";
@@ -42,50 +53,43 @@ function prepare(events: readonly StockEvent[]) {
 }
 
 export async function applyEventsToPostgres(sql: postgres.Sql, events: readonly StockEvent[]): Promise<PostgresApplyResult> {
-  const { unique, rows } = prepare(events);
-  if (unique.size === 0) return { applied: [], duplicates: events.length };
-
-  return sql.begin((tx) => applyRowsInTransaction(tx, unique, rows, events.length));
+  return applyEventsWith(sql, events);
 }
 
-/** The same, inside a transaction the caller owns (the rebuild's swap copies late events with it). */
+/** The same, inside a transaction the caller owns (the rebuild's swap copies late events with it; the probe rolls back). */
 export async function applyEventsInTransaction(tx: postgres.TransactionSql, events: readonly StockEvent[]): Promise<PostgresApplyResult> {
-  const { unique, rows } = prepare(events);
-  if (unique.size === 0) return { applied: [], duplicates: events.length };
-  return applyRowsInTransaction(tx, unique, rows, events.length);
+  return applyEventsWith(tx, events);
 }
 
-type EventRow = ReturnType<typeof prepare>["rows"][number];
+async function applyEventsWith(sql: postgres.Sql | postgres.TransactionSql, events: readonly StockEvent[]): Promise<PostgresApplyResult> {
+  const { unique, rows } = prepare(events);
+  if (unique.size === 0) return { applied: [], duplicates: events.length };
 
-async function applyRowsInTransaction(
-  tx: postgres.TransactionSql,
-  unique: Map<string, StockEvent>,
-  rows: EventRow[],
-  received: number,
-): Promise<PostgresApplyResult> {
-  const inserted = await tx<{ event_id: string }[]>`
-    INSERT INTO stock_events (event_id, event_type, aggregate_id, version, occurred_at, payload)
-    SELECT event_id, event_type, aggregate_id, version, occurred_at, payload
-    FROM json_to_recordset(${JSON.stringify(rows)}::text::json)
-      AS x(event_id uuid, event_type text, aggregate_id text, version integer, occurred_at timestamptz, payload jsonb)
-    ON CONFLICT (event_id) DO NOTHING
-    RETURNING event_id`;
-  const fresh = new Set(inserted.map((r) => r.event_id));
-  const applied = [...unique.values()].filter((e) => fresh.has(e.eventId.toLowerCase()));
-  if (applied.length === 0) return { applied, duplicates: received };
-
-  const plan = planPostgresBatch(applied);
-  const statements: Promise<unknown>[] = [];
-  if (plan.stocks.length > 0) {
-    statements.push(tx`
+  const all = [...unique.values()];
+  const plan = planPostgresBatch(all);
+  const inserted = await sql<{ event_id: string }[]>`
+    WITH fresh AS (
+      INSERT INTO stock_events (event_id, event_type, aggregate_id, version, occurred_at, payload)
+      SELECT event_id, event_type, aggregate_id, version, occurred_at, payload
+      FROM json_to_recordset(${JSON.stringify(rows)}::text::json)
+        AS x(event_id uuid, event_type text, aggregate_id text, version integer, occurred_at timestamptz, payload jsonb)
+      ON CONFLICT (event_id) DO NOTHING
+      RETURNING event_id, event_type, aggregate_id, occurred_at, payload->>'allocationId' AS allocation_id,
+                (payload->>'quantity')::integer AS quantity, (payload->>'amount')::bigint AS amount, payload->>'reason' AS reason
+    ),
+    s AS (
       INSERT INTO stocks (stock_id, name, description, price, currency, total, per_user_limit, hold_seconds,
                           starts_at, ends_at, created_at, available, held, sold, version, updated_at,
                           first_unavailable_at, sold_out_at)
-      SELECT * FROM json_to_recordset(${JSON.stringify(plan.stocks)}::text::json) AS x(
+      SELECT stock_id, name, description, price, currency, total, per_user_limit, hold_seconds,
+             starts_at, ends_at, created_at, available, held, sold, version, updated_at,
+             first_unavailable_at, sold_out_at
+      FROM json_to_recordset(${JSON.stringify(plan.stocks)}::text::json) AS x(
         stock_id text, name text, description text, price bigint, currency text, total integer,
         per_user_limit integer, hold_seconds integer, starts_at timestamptz, ends_at timestamptz,
         created_at timestamptz, available integer, held integer, sold integer, version integer,
         updated_at timestamptz, first_unavailable_at timestamptz, sold_out_at timestamptz)
+      WHERE x.stock_id IN (SELECT aggregate_id FROM fresh)
       ON CONFLICT (stock_id) DO UPDATE SET
         name           = COALESCE(EXCLUDED.name, stocks.name),
         description    = COALESCE(EXCLUDED.description, stocks.description),
@@ -103,16 +107,18 @@ async function applyRowsInTransaction(
         updated_at     = CASE WHEN EXCLUDED.version > stocks.version THEN EXCLUDED.updated_at ELSE stocks.updated_at END,
         version        = GREATEST(EXCLUDED.version, stocks.version),
         first_unavailable_at = LEAST(EXCLUDED.first_unavailable_at, stocks.first_unavailable_at),
-        sold_out_at          = LEAST(EXCLUDED.sold_out_at, stocks.sold_out_at)`);
-  }
-  if (plan.orders.length > 0) {
-    statements.push(tx`
+        sold_out_at          = LEAST(EXCLUDED.sold_out_at, stocks.sold_out_at)
+    ),
+    o AS (
       INSERT INTO orders (allocation_id, stock_id, user_id, quantity, status, amount, currency, placed_at,
                           held_at, expires_at, purchased_at, released_at, updated_at)
-      SELECT * FROM json_to_recordset(${JSON.stringify(plan.orders)}::text::json) AS x(
+      SELECT allocation_id, stock_id, user_id, quantity, status, amount, currency, placed_at,
+             held_at, expires_at, purchased_at, released_at, updated_at
+      FROM json_to_recordset(${JSON.stringify(plan.orders)}::text::json) AS x(
         allocation_id text, stock_id text, user_id text, quantity integer, status text, amount bigint,
         currency text, placed_at timestamptz, held_at timestamptz, expires_at timestamptz,
         purchased_at timestamptz, released_at timestamptz, updated_at timestamptz)
+      WHERE x.allocation_id IN (SELECT allocation_id FROM fresh)
       ON CONFLICT (allocation_id) DO UPDATE SET
         status       = CASE WHEN EXCLUDED.status <> 'held' THEN EXCLUDED.status ELSE orders.status END,
         amount       = COALESCE(EXCLUDED.amount, orders.amount),
@@ -122,16 +128,25 @@ async function applyRowsInTransaction(
         expires_at   = COALESCE(orders.expires_at, EXCLUDED.expires_at),
         purchased_at = COALESCE(orders.purchased_at, EXCLUDED.purchased_at),
         released_at  = COALESCE(orders.released_at, EXCLUDED.released_at),
-        updated_at   = GREATEST(EXCLUDED.updated_at, orders.updated_at)`);
-  }
-  if (plan.minutes.length > 0) {
-    statements.push(tx`
+        updated_at   = GREATEST(EXCLUDED.updated_at, orders.updated_at)
+    ),
+    m AS (
       INSERT INTO sales_by_minute (stock_id, minute, holds_placed, units_allocated, purchases, units_sold, revenue,
                                    holds_expired, units_expired, holds_cancelled, units_cancelled)
-      SELECT * FROM json_to_recordset(${JSON.stringify(plan.minutes)}::text::json) AS x(
-        stock_id text, minute timestamptz, holds_placed integer, units_allocated integer, purchases integer,
-        units_sold integer, revenue bigint, holds_expired integer, units_expired integer,
-        holds_cancelled integer, units_cancelled integer)
+      SELECT aggregate_id, date_trunc('minute', occurred_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+             count(*) FILTER (WHERE event_type = 'StockAllocated'),
+             coalesce(sum(quantity) FILTER (WHERE event_type = 'StockAllocated'), 0),
+             count(*) FILTER (WHERE event_type = 'PurchaseCompleted'),
+             coalesce(sum(quantity) FILTER (WHERE event_type = 'PurchaseCompleted'), 0),
+             coalesce(sum(amount) FILTER (WHERE event_type = 'PurchaseCompleted'), 0),
+             count(*) FILTER (WHERE event_type = 'StockReleased' AND reason = 'expired'),
+             coalesce(sum(quantity) FILTER (WHERE event_type = 'StockReleased' AND reason = 'expired'), 0),
+             count(*) FILTER (WHERE event_type = 'StockReleased' AND reason IS DISTINCT FROM 'expired'),
+             coalesce(sum(quantity) FILTER (WHERE event_type = 'StockReleased' AND reason IS DISTINCT FROM 'expired'), 0)
+      FROM fresh
+      WHERE event_type <> 'StockCreated'
+      GROUP BY 1, 2
+      ORDER BY 1, 2
       ON CONFLICT (stock_id, minute) DO UPDATE SET
         holds_placed    = sales_by_minute.holds_placed + EXCLUDED.holds_placed,
         units_allocated = sales_by_minute.units_allocated + EXCLUDED.units_allocated,
@@ -141,9 +156,10 @@ async function applyRowsInTransaction(
         holds_expired   = sales_by_minute.holds_expired + EXCLUDED.holds_expired,
         units_expired   = sales_by_minute.units_expired + EXCLUDED.units_expired,
         holds_cancelled = sales_by_minute.holds_cancelled + EXCLUDED.holds_cancelled,
-        units_cancelled = sales_by_minute.units_cancelled + EXCLUDED.units_cancelled`);
-  }
-  // Issued together so postgres.js pipelines them on the transaction's connection.
-  await Promise.all(statements);
-  return { applied, duplicates: received - applied.length };
+        units_cancelled = sales_by_minute.units_cancelled + EXCLUDED.units_cancelled
+    )
+    SELECT event_id FROM fresh`;
+  const fresh = new Set(inserted.map((r) => r.event_id));
+  const applied = all.filter((e) => fresh.has(e.eventId.toLowerCase()));
+  return { applied, duplicates: events.length - applied.length };
 }

@@ -55,7 +55,9 @@ export interface StockDocument {
  * document (p99 ≈ 0.5 s on 2 cores, bench:projectors) + up to one refresh interval. The default 1s
  * alone would use up the budget; 500ms measured p99 just over 1 s. Four refreshes a second cost
  * little here: writes are coalesced to one document per stock per batch, so each refresh publishes
- * a small segment (at most one update per stock), and the index is small.
+ * a small segment (at most one update per stock), and the index is small. The live projector also
+ * refreshes right after its writes (refresher.ts); the interval is then the backstop for other
+ * writers. Overridden by ELASTICSEARCH_REFRESH_INTERVAL.
  */
 export const REFRESH_INTERVAL = "250ms";
 
@@ -115,16 +117,17 @@ export async function indicesOfAlias(es: Client, alias: string): Promise<string[
  * Creates `<alias>-v1` with the mapping and the alias if the alias is missing. Idempotent and safe
  * when several projectors start at once (a lost race answers resource_already_exists).
  */
-export async function ensureStockIndex(es: Client, alias: string): Promise<string> {
+export async function ensureStockIndex(es: Client, alias: string, refreshInterval = REFRESH_INTERVAL): Promise<string> {
   const current = await indicesOfAlias(es, alias);
   if (current.length > 0) {
     // Settings that can change on a live index follow the code (an index made by an older version).
-    await es.indices.putSettings({ index: alias, settings: { index: { refresh_interval: REFRESH_INTERVAL } } });
+    await es.indices.putSettings({ index: alias, settings: { index: { refresh_interval: refreshInterval } } });
     return current[0]!;
   }
   const index = indexNameFor(alias, 1);
   try {
-    await es.indices.create({ index, ...STOCK_INDEX_BODY, aliases: { [alias]: {} } });
+    const body = { ...STOCK_INDEX_BODY, settings: { ...STOCK_INDEX_BODY.settings, refresh_interval: refreshInterval } };
+    await es.indices.create({ index, ...body, aliases: { [alias]: {} } });
   } catch (err) {
     const type = err instanceof errors.ResponseError ? (err.body as { error?: { type?: string } })?.error?.type : undefined;
     if (type !== "resource_already_exists_exception") throw err;

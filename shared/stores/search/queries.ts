@@ -5,31 +5,33 @@
  * time, and each hit's status is recomputed for "now" with the same rule as the write side.
  */
 import type { Client, estypes } from "@elastic/elasticsearch";
-import type { StockStatus } from "../../domain/views.ts";
+import { z } from "zod";
+import { STOCK_STATUSES, type StockStatus } from "../../domain/views.ts";
 import { decodeCursor, encodeCursor } from "../cursor.ts";
 import { statusAt } from "./documents.ts";
 import type { StockDocument } from "./mapping.ts";
 
-export interface StockSearchHit {
-  id: string;
-  name: string;
-  description: string;
-  price: number | null;
-  currency: string | null;
-  total: number | null;
-  available: number;
-  held: number;
-  sold: number;
-  perUserLimit: number | null;
-  holdSeconds: number | null;
-  startsAt: string | null;
-  endsAt: string | null;
-  status: StockStatus;
-  version: number;
-  /** occurredAt of the newest event projected: how fresh these counters are. */
-  projectedAt: string;
-  score: number | null;
-}
+/** One search hit as the api answers it; the route's OpenAPI schema is z.object(stockSearchHitShape). */
+export const stockSearchHitShape = {
+  id: z.string(),
+  name: z.string(),
+  description: z.string(),
+  price: z.number().int().nullable(),
+  currency: z.string().nullable(),
+  total: z.number().int().nullable(),
+  available: z.number().int(),
+  held: z.number().int(),
+  sold: z.number().int(),
+  perUserLimit: z.number().int().nullable(),
+  holdSeconds: z.number().int().nullable(),
+  startsAt: z.string().nullable(),
+  endsAt: z.string().nullable(),
+  status: z.enum(STOCK_STATUSES),
+  version: z.number().int().describe("stock version of the counters (compare with GET /api/stocks/{id})"),
+  projectedAt: z.string().describe("occurredAt of the newest event projected: how fresh these counters are"),
+  score: z.number().nullable(),
+};
+export type StockSearchHit = z.infer<z.ZodObject<typeof stockSearchHitShape>>;
 
 export interface StockSearchPage {
   items: StockSearchHit[];

@@ -11,6 +11,7 @@ import type { Logger } from "../../logger.ts";
 import { isElasticOutage } from "../../projection/errors.ts";
 import { createProjector, type Projector, type ProjectorKafkaOptions } from "../../projection/projector.ts";
 import { ensureStockIndex } from "./mapping.ts";
+import { createRefresher } from "./refresher.ts";
 import type { StaticFields } from "./documents.ts";
 import { probeEvents } from "../../projection/probe.ts";
 import { applyEventsToSearch, probeSearch } from "./writer.ts";
@@ -25,20 +26,38 @@ export interface SearchProjectorOptions extends Omit<ProjectorKafkaOptions, "gro
   target?: "alias" | "index";
   logger: Logger;
   registry?: Registry;
+  /**
+   * "after-write": ask for a coalesced refresh after each bulk (refresher.ts), so documents are
+   * searchable sooner and the visibility stage is measured; "interval": leave it to the index's
+   * refresh_interval. Default "after-write". Only for the live alias (a rebuild's index refreshes at its swap).
+   */
+  refresh?: "after-write" | "interval";
+  /** Least time between two refreshes this projector starts (after-write). */
+  refreshMinSpacingMs?: number;
+  /** The index's refresh_interval, set at start (a backstop with after-write). */
+  refreshInterval?: string;
 }
 
 export function createSearchProjector(options: SearchProjectorOptions): Projector {
   const { es, index, logger } = options;
   const requireAlias = (options.target ?? "alias") === "alias";
   const knownStatics = new Map<string, StaticFields>(); // static fields never change: no mget once seen
+  const refresher = requireAlias && (options.refresh ?? "after-write") === "after-write" ? createRefresher(es, index, { minSpacingMs: options.refreshMinSpacingMs }) : null;
+  let visible: Promise<void> = Promise.resolve();
   const projector = createProjector({
     ...options,
     groupId: options.groupId ?? SEARCH_PROJECTOR_GROUP,
     sink: {
       apply: async (events) => {
         const result = await applyEventsToSearch({ es, index, requireAlias, logger, knownStatics }, events);
+        if (refresher && result.applied.length > 0) {
+          visible = refresher.request();
+          // A failed refresh only delays visibility (the next one, or the interval, catches up).
+          visible.catch((err) => logger.warn({ err }, "refresh after write failed"));
+        }
         return { applied: result.applied, duplicates: result.duplicates };
       },
+      whenVisible: () => (refresher ? visible : null),
       isOutage: isElasticOutage,
       probe: () => probeSearch({ es, index, requireAlias, logger }, probeEvents()),
       ping: async () => {
@@ -52,7 +71,7 @@ export function createSearchProjector(options: SearchProjectorOptions): Projecto
       // A cluster that is still starting is an outage like any other: wait for it.
       for (let attempt = 0; requireAlias; attempt++) {
         try {
-          const concrete = await ensureStockIndex(es, index);
+          const concrete = await ensureStockIndex(es, index, options.refreshInterval);
           logger.info({ alias: index, index: concrete }, "search index ready");
           break;
         } catch (err) {

@@ -1,0 +1,95 @@
+/**
+ * One webhook attempt against real local HTTP servers (ports 3200-3299): the request verifies under the
+ * `standardwebhooks` library, redirects are not followed, the deadlines hold against a receiver that
+ * never answers or never finishes its body, only a short excerpt of a response is kept, Retry-After is read.
+ */
+import { afterAll, expect, test } from "bun:test";
+import { Webhook } from "standardwebhooks";
+import { EXCERPT_BYTES, sendWebhook, signedTarget } from "../services/notifier/sender.ts";
+import { generateSecret } from "../shared/webhooks/endpoints.ts";
+
+const secret = generateSecret();
+const servers: ReturnType<typeof Bun.serve>[] = [];
+function serve(fetch: (req: Request) => Response | Promise<Response>): string {
+  for (;;) {
+    const port = 3200 + Math.floor(Math.random() * 100);
+    try {
+      servers.push(Bun.serve({ port, hostname: "127.0.0.1", fetch, idleTimeout: 30 }));
+      return `http://127.0.0.1:${port}/hook`;
+    } catch {
+      // taken, try another
+    }
+  }
+}
+afterAll(() => {
+  for (const s of servers) s.stop(true);
+});
+const message = { id: "01938a5e-7c1d-7e4f-9a2b-3c4d5e6f7a8b", body: JSON.stringify({ eventId: "01938a5e-7c1d-7e4f-9a2b-3c4d5e6f7a8b", note: "ünïcode ✓" }) };
+const options = { connectTimeoutMs: 1_000, timeoutMs: 2_000 };
+
+test("a signed POST that the standardwebhooks verifier accepts; 2xx keeps no excerpt", async () => {
+  let seen: { headers: Record<string, string>; body: string; method: string } | undefined;
+  const url = serve(async (req) => {
+    seen = { headers: Object.fromEntries(req.headers), body: await req.text(), method: req.method };
+    return new Response("thanks");
+  });
+  const result = await sendWebhook(signedTarget(url, secret), message, options);
+  expect(result).toMatchObject({ status: 200, excerpt: null, failure: null, retryAfterMs: null });
+  expect(seen!.method).toBe("POST");
+  expect(seen!.headers["content-type"]).toBe("application/json");
+  expect(seen!.headers["webhook-id"]).toBe(message.id);
+  expect(Math.abs(Number(seen!.headers["webhook-timestamp"]) - Date.now() / 1000)).toBeLessThan(5);
+  expect(seen!.headers["webhook-signature"]).toMatch(/^v1,[A-Za-z0-9+/]+=*$/);
+  expect(new Webhook(secret).verify(seen!.body, seen!.headers)).toEqual(JSON.parse(message.body));
+  expect(() => new Webhook(generateSecret()).verify(seen!.body, seen!.headers)).toThrow();
+});
+
+test("redirects are not followed: a 3xx is a failed attempt and the target is never called", async () => {
+  let targetCalls = 0;
+  const target = serve(() => {
+    targetCalls++;
+    return new Response("ok");
+  });
+  const url = serve(() => Response.redirect(target, 307));
+  const result = await sendWebhook(signedTarget(url, secret), message, options);
+  expect(result.status).toBe(307);
+  expect(targetCalls).toBe(0);
+});
+
+test("deadlines: no response headers, or a body that never ends", async () => {
+  const silent = serve(() => new Promise<Response>(() => {}));
+  let started = performance.now();
+  const noHeaders = await sendWebhook(signedTarget(silent, secret), message, options);
+  expect(noHeaders).toMatchObject({ status: null, failure: "timeout" });
+  expect(performance.now() - started).toBeLessThan(1_800);
+
+  const trickle = serve(
+    () =>
+      new Response(
+        new ReadableStream({
+          async start(controller) {
+            controller.enqueue(new TextEncoder().encode("error: "));
+            await Bun.sleep(10_000);
+            controller.close();
+          },
+        }),
+        { status: 503 },
+      ),
+  );
+  started = performance.now();
+  const slowBody = await sendWebhook(signedTarget(trickle, secret), message, options);
+  expect(slowBody).toMatchObject({ status: null, failure: "timeout" });
+  expect(performance.now() - started).toBeLessThan(2_800);
+
+  const refused = await sendWebhook(signedTarget("http://127.0.0.1:1/hook", secret), message, options);
+  expect(refused).toMatchObject({ status: null, failure: "network" });
+});
+
+test("only a short single-line excerpt of a failure is kept; Retry-After is read", async () => {
+  const url = serve(() => new Response(`line one\nline two\n${"x".repeat(100_000)}`, { status: 429, headers: { "retry-after": "7" } }));
+  const result = await sendWebhook(signedTarget(url, secret), message, options);
+  expect(result.status).toBe(429);
+  expect(result.retryAfterMs).toBe(7_000);
+  expect(result.excerpt!.length).toBe(EXCERPT_BYTES);
+  expect(result.excerpt!.startsWith("line one line two x")).toBe(true);
+});
