@@ -43,6 +43,7 @@ import {
   uniquePrefix,
   waitHealthy,
   cpuSeconds,
+  LOAD_RATE_LIMITS,
   type Child,
   type K6Summary,
 } from "./support.ts";
@@ -219,14 +220,15 @@ async function main(): Promise<number> {
     const apiCmd = values.profile ? [process.execPath, "--cpu-prof", "--cpu-prof-md", `--cpu-prof-dir=${dir}`, "services/api/main.ts"] : [process.execPath, "services/api/main.ts"];
     const apiAdminPort = await freePort();
     // k6 is one client address for thousands of buyers: the per-IP limit would measure itself. The
-    // per-user limits stay on (one request per buyer in the spike, a few per second elsewhere).
+    // per-user buckets stay (their cost is part of the measure) with a limit random buyers never reach
+    // (the warm-up and the spike's buyer can be the same user).
     const apiEnv: Record<string, string> = {
       ...serviceEnv,
       PORT: String(port),
       ADMIN_PORT: String(apiAdminPort),
       ADMIN_TOKEN: adminToken,
       JWT_SECRET: jwtSecret,
-      RATE_LIMIT_IP: "off",
+      ...LOAD_RATE_LIMITS,
     };
     // Unset, the list would default to the standard worker ports, which are not this run's: without
     // workers the dashboard scrapes the api's own admin port (its one target).

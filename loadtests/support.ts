@@ -11,6 +11,14 @@ export const REPO_ROOT = resolve(import.meta.dir, "..");
 export const RESULTS_DIR = join(REPO_ROOT, "loadtests", "results");
 export const K6_DIR = join(REPO_ROOT, "loadtests", "k6");
 
+/**
+ * The api's request-rate limits under k6 (docs/design.md §12). k6 is one client address for every
+ * buyer, so the per-IP limit is off; the per-user buckets stay on (their cost is part of what is
+ * measured) with a limit k6's randomly chosen buyers never reach, even when a warm-up and the
+ * measured run pick the same user.
+ */
+export const LOAD_RATE_LIMITS = { RATE_LIMIT_IP: "off", RATE_LIMIT_ALLOCATE: "1000/10s", RATE_LIMIT_PURCHASE: "1000/10s", RATE_LIMIT_CANCEL: "1000/10s" };
+
 export function runId(label: string): string {
   const t = new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "").replace("T", "-");
   return `${label}-${t}-${Math.random().toString(36).slice(2, 6)}`;

@@ -7,6 +7,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
 import type { Browser } from "puppeteer-core";
+import { freePort } from "../loadtests/support.ts";
 import { createTestApi, type TestApi } from "./support/api.ts";
 import { launchBrowser, resultPath, watchedPage } from "./support/browser.ts";
 import { createHarness, REPO_ROOT, SHARDS, type Harness } from "./support/relay-harness.ts";
@@ -19,7 +20,7 @@ interface El {
 declare const document: El & { body: { dataset: Record<string, string | undefined> }; querySelectorAll(selector: string): { length: number } };
 declare const window: unknown;
 
-const RELAY_ADMIN_PORT = 3310;
+let RELAY_ADMIN_PORT = 0;
 const UNITS = 400;
 const BUYERS = 600;
 
@@ -32,6 +33,8 @@ let adminBase: string;
 
 beforeAll(async () => {
   h = createHarness("dash");
+  // A free port, not a fixed one: a fixed port of a parallel run (or a relay still draining) was taken once.
+  RELAY_ADMIN_PORT = await freePort();
   relay = Bun.spawn([process.execPath, "services/relay/main.ts"], {
     cwd: REPO_ROOT,
     env: h.env({ ADMIN_PORT: String(RELAY_ADMIN_PORT) }),

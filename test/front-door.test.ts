@@ -119,6 +119,28 @@ describe("sold out from memory", () => {
     console.log(`[front-door] 2000 sold_out in ${elapsed.toFixed(0)} ms: ${after.total - before.total} Redis commands (${after.evalsha - before.evalsha} scripts)`);
   });
 
+  test("bad input on a sold-out stock is still judged by the route (400/415), only valid requests come from memory", async () => {
+    const { stockId } = await soldOutStock(a1.url, 1);
+    const post = async (body: string | undefined, type?: string) => {
+      const headers: Record<string, string> = { Authorization: `Bearer ${await token("judged")}` };
+      if (type) headers["Content-Type"] = type;
+      const res = await fetch(`${a1.url}/api/stocks/${stockId}/allocate`, { method: "POST", headers, body });
+      return `${res.status} ${((await res.json()) as { code: string }).code}`;
+    };
+    const before = await fromMemory(a1.url);
+    expect(await post('{"quantity":1}', "application/json")).toBe("409 sold_out");
+    expect(await post(undefined)).toBe("409 sold_out");
+    expect(await fromMemory(a1.url)).toBe(before + 2);
+    expect(await post('{"quantity":0}', "application/json")).toBe("400 invalid_request");
+    expect(await post('{"quantity":1,"extra":true}', "application/json")).toBe("400 invalid_request");
+    expect(await post("{not json", "application/json")).toBe("400 invalid_request");
+    expect(await post("quantity=1", "text/plain")).toBe("415 unsupported_media_type");
+    expect((await fetch(`${a1.url}/api/stocks/${stockId}/allocate`, { method: "POST" })).status).toBe(401);
+    // The access metrics name the route for refusals from memory as for any other answer.
+    const metrics = await (await fetch(`${a1.url.replace(/:(\d+)$/, (_, p: string) => `:${Number(p) + 10}`)}/metrics`)).text();
+    expect(metrics).toMatch(/http_requests_total\{[^}]*route="\/api\/stocks\/:id\/allocate"[^}]*status="409"[^}]*\} \d+/);
+  });
+
   test("with Idempotency-Key: replays stay exact, and doomed keys cost a GET, not a script", async () => {
     const { stockId } = await soldOutStock(a1.url, 1);
     // A buyer who got a unit before the sell-out retries with the key of the first request: same answer.

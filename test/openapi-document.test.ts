@@ -58,6 +58,26 @@ test("admin-only webhook routes answer 401/403 before they look at the body", as
   expect((await api.request("DELETE", "/api/webhooks/bad%20id", { headers: await api.user("ann") })).status).toBe(403);
 });
 
+test("a method the document does not list on a path it does is 405 with Allow; an unknown path stays 404", async () => {
+  for (const [method, path, allow] of [
+    ["DELETE", "/api/stocks/idem", "GET, HEAD"],
+    ["PUT", "/api/stocks", "POST"],
+    ["TRACE", "/api/webhooks", "GET, HEAD, POST"],
+    ["GET", "/api/allocations/x/purchase", "POST"],
+  ] as const) {
+    const res = await api.request(method, path, { headers: api.admin });
+    expect({ method, path, status: res.status, allow: res.headers.get("Allow"), type: res.headers.get("content-type") }).toEqual({
+      method,
+      path,
+      status: 405,
+      allow,
+      type: "application/problem+json",
+    });
+    expect(((await res.json()) as { code: string }).code).toBe("method_not_allowed");
+  }
+  expect((await api.request("GET", "/api/nothing-here", { headers: api.admin })).status).toBe(404);
+});
+
 test("an allocation id over 64 characters is a documented 400 on GET, purchase and cancel", async () => {
   const user = await api.user("ann");
   const long = "a".repeat(65);

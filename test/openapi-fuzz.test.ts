@@ -13,7 +13,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Client } from "@elastic/elasticsearch";
 import type { Subprocess } from "bun";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { mintUserToken } from "../scripts/mint-token.ts";
@@ -27,8 +27,23 @@ import { TEST_ADMIN_TOKEN, TEST_JWT_SECRET } from "./support/api.ts";
 import { createTestDatabase, deleteIndices, eventually, stackEnv, testSearchClient, uniqueName, type TestDatabase } from "./support/read-side.ts";
 
 const REPO_ROOT = join(import.meta.dir, "..");
-/** schemathesis 4 names; `ignored_auth` sends the secured operations without and with a wrong token. */
-const CHECKS = ["not_a_server_error", "status_code_conformance", "content_type_conformance", "response_schema_conformance", "ignored_auth"];
+/**
+ * Every check of schemathesis 4 (the issue asks for not_a_server_error, status_code_conformance,
+ * content_type_conformance, response_schema_conformance and ignored_auth; unsupported_method,
+ * allow_header_conformance, response_headers_conformance, negative_data_rejection … pass as well)
+ * but positive_data_acceptance: rules across values (a cursor this endpoint made, `from` before
+ * `to`, endsAt after startsAt, a reused Idempotency-Key) are described, not expressible in JSON Schema.
+ */
+const CHECKS = ["all"];
+const EXCLUDED_CHECKS = ["positive_data_acceptance"];
+/**
+ * schemathesis.toml of the run (its cwd): negative_data_rejection counts 413 and 431 as rejections
+ * too, which is how the api refuses a body over MAX_BODY_BYTES or headers over MAX_HEADER_BYTES
+ * before it parses them (the tool's default list leaves them out).
+ */
+const CONFIG = `[checks.negative_data_rejection]
+expected-statuses = ["400", "401", "403", "404", "405", "409", "413", "415", "422", "429", "431"]
+`;
 const SEED = 20261201;
 /**
  * Per operation and phase. Both runs together: ~20 s of CPU, 80 s of wall clock on the shared 2-core
@@ -52,6 +67,7 @@ const prefix = uniqueName("oafuzz");
 const alias = uniqueName("oafuzzstocks");
 const redis = createRedis(stackEnv.REDIS_URL);
 const workDir = mkdtempSync(join(tmpdir(), "openapi-fuzz-"));
+writeFileSync(join(workDir, "schemathesis.toml"), CONFIG);
 
 /** The venv's bin dir: installs schemathesis when scripts/test.sh has not already (a bare machine). */
 function installSchemathesis(): string {
@@ -184,6 +200,8 @@ async function fuzz(label: string, authorization: string): Promise<FuzzResult> {
     `Authorization: Bearer ${authorization}`,
     "--checks",
     CHECKS.join(","),
+    "--exclude-checks",
+    EXCLUDED_CHECKS.join(","),
     "--max-examples",
     String(MAX_EXAMPLES),
     // One worker: with threads, Python 3.11's ast.parse (used by hypothesis to describe filters)
@@ -201,7 +219,7 @@ async function fuzz(label: string, authorization: string): Promise<FuzzResult> {
     "--no-color",
   ];
   const started = performance.now();
-  // cwd is an empty temporary directory: no schemathesis.toml or hypothesis database is picked up.
+  // cwd is a temporary directory: only CONFIG is picked up as schemathesis.toml, and no hypothesis database.
   const run = Bun.spawn(args, { cwd: workDir, stdout: "pipe", stderr: "pipe" });
   const timer = setTimeout(() => run.kill("SIGKILL"), RUN_BUDGET_MS);
   const [stdout, stderr, exitCode] = await Promise.all([new Response(run.stdout).text(), new Response(run.stderr).text(), run.exited]);

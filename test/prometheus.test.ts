@@ -10,12 +10,14 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { METRIC } from "../services/api/dashboard/collector.ts";
+import { freePort } from "../loadtests/support.ts";
 import { createTestApi } from "./support/api.ts";
 import { createHarness, REPO_ROOT } from "./support/relay-harness.ts";
 
 const OPS = join(REPO_ROOT, "ops");
-const PROMETHEUS_PORT = 3390;
-const RELAY_ADMIN_PORT = 3391;
+// Free ports, not fixed ones: a parallel run must not collide.
+let PROMETHEUS_PORT = 0;
+let RELAY_ADMIN_PORT = 0;
 
 function run(...cmd: string[]): { code: number; out: string } {
   const proc = Bun.spawnSync(cmd, { cwd: join(OPS, "prometheus"), stdout: "pipe", stderr: "pipe" });
@@ -101,6 +103,8 @@ async function query(expr: string): Promise<{ metric: Record<string, string>; va
 }
 
 test("a real Prometheus scrapes the api and a relay and loads the alert rules", async () => {
+  PROMETHEUS_PORT = await freePort();
+  RELAY_ADMIN_PORT = await freePort();
   relay = Bun.spawn([process.execPath, "services/relay/main.ts"], {
     cwd: REPO_ROOT,
     env: h.env({ ADMIN_PORT: String(RELAY_ADMIN_PORT) }),

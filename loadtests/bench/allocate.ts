@@ -48,6 +48,7 @@ import {
   findK6,
   cpuSeconds,
   freePort,
+  LOAD_RATE_LIMITS,
   machine,
   mintTokens,
   randomSecret,
@@ -366,8 +367,7 @@ async function benchApi(stockCount: number, cluster = false): Promise<void> {
       JWT_SECRET: jwtSecret,
       REDIS_URL,
       REDIS_KEY_PREFIX: prefix,
-      // k6 is one client address for every buyer: the per-IP limit is off, the per-user ones stay on.
-      RATE_LIMIT_IP: "off",
+      ...LOAD_RATE_LIMITS,
       ...(cluster ? { REDIS_CLUSTER_NODES } : {}),
     },
     dir,

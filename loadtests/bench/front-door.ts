@@ -12,7 +12,7 @@ import { createRedis, deleteKeysByPrefix } from "../../shared/redis/client.ts";
 import { TokenBuckets } from "../../services/api/rate-limit.ts";
 import { childPids, startPrivateRedis } from "../../test/support/front-door.ts";
 import { mintUserToken } from "../../scripts/mint-token.ts";
-import { adminPost, cpuSeconds, freePort, startProcess, uniquePrefix, waitHealthy } from "../support.ts";
+import { adminPost, cpuSeconds, freePort, LOAD_RATE_LIMITS, startProcess, uniquePrefix, waitHealthy } from "../support.ts";
 
 export interface K6RunsResult {
   closed?: { rps: number; requests: number };
@@ -31,8 +31,7 @@ export interface FrontDoorContext<R extends K6RunsResult> {
 }
 
 function apiEnv(ctx: FrontDoorContext<K6RunsResult>, port: number, adminPort: number, extra: Record<string, string>): Record<string, string> {
-  // k6 is one client address for every buyer: the per-IP limit is off, the per-user ones stay on.
-  return { PORT: String(port), ADMIN_PORT: String(adminPort), ADMIN_TOKEN: ctx.adminToken, JWT_SECRET: ctx.jwtSecret, RATE_LIMIT_IP: "off", ...extra };
+  return { PORT: String(port), ADMIN_PORT: String(adminPort), ADMIN_TOKEN: ctx.adminToken, JWT_SECRET: ctx.jwtSecret, ...LOAD_RATE_LIMITS, ...extra };
 }
 
 async function scriptCalls(redis: ReturnType<typeof createRedis>): Promise<number> {

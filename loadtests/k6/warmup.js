@@ -1,7 +1,8 @@
 // warmup: brings a freshly started server's JIT up to speed before a measured run, without
 // changing anything a verifier counts. VUS virtual users loop for DURATION on STOCK, a stock whose
-// sale has not started: every answer is 409 `not_started`, yet each request runs the whole path of
-// an allocation (JWT, validation, the allocate script in Redis, a problem+json answer).
+// sale has not started: every answer is 409 `not_started`, yet each request runs the path of a doomed
+// buyer in the spike (JWT, validation, the api's refusal from memory after one allocate script, and,
+// as each carries a fresh Idempotency-Key, the GET of its record; docs/design.md §12).
 //   bun run load spike --warmup 10   (the runner creates the stock and runs this before the spike)
 import http from "k6/http";
 import { BASE_URL, envInt, envStr, loadTokens, userHeaders } from "./lib.js";
@@ -19,7 +20,7 @@ export const options = {
 export default function () {
   const token = tokens[Math.floor(Math.random() * tokens.length)];
   http.post(`${BASE_URL}/api/stocks/${STOCK}/allocate`, JSON.stringify({ quantity: 1 }), {
-    headers: userHeaders(token),
+    headers: userHeaders(token, { "Idempotency-Key": `warmup-${__VU}-${__ITER}` }),
     responseCallback: http.expectedStatuses(409),
   });
 }

@@ -21,6 +21,7 @@ import type { ContractOptions } from "../../shared/kafka/contract.ts";
 import { docsRoutes } from "./docs.ts";
 import type { AppEnv } from "./env.ts";
 import { createApiMetrics } from "./metrics.ts";
+import { allowedMethods } from "./method-not-allowed.ts";
 import { ApiProblem, problemFromDomain, problemResponse } from "./problem.ts";
 import { ipRateLimit, userRateLimit, type RateLimits } from "./rate-limit.ts";
 import { observeRequests } from "./request-observer.ts";
@@ -174,7 +175,13 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   app.route("/", docsRoutes("/openapi.json"));
   app.route("/", contractRoutes(deps.eventContract ?? { topic: "flashsale.stock-events", dlqTopic: "flashsale.stock-events.dlq", partitions: 12 }));
 
-  app.notFound((c) => problemResponse(c, new ApiProblem(404, "not_found", `no route for ${c.req.method} ${c.req.path}`)));
+  const allowed = allowedMethods(app);
+  app.notFound((c) => {
+    const allow = allowed(c.req.path);
+    if (allow.length === 0) return problemResponse(c, new ApiProblem(404, "not_found", `no route for ${c.req.method} ${c.req.path}`));
+    c.header("Allow", allow.join(", "));
+    return problemResponse(c, new ApiProblem(405, "method_not_allowed", `${c.req.method} is not served on ${c.req.path}; allowed: ${allow.join(", ")}`));
+  });
   app.onError((err, c) => problemResponse(c, toProblem(err, c)));
   return app;
 }

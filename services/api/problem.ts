@@ -101,7 +101,19 @@ const DOMAIN_STATUS: Record<DomainErrorCode, ContentfulStatusCode> = {
   outbox_full: 503,
 };
 
+/**
+ * The refusal cache (sold-out-cache.ts) throws the same DomainError for every doomed request: its
+ * ApiProblem (an Error, whose construction captures a stack) is built once, not once per request.
+ */
+const problemOf = new WeakMap<DomainError, ApiProblem>();
+
 export function problemFromDomain(error: DomainError): ApiProblem {
+  let problem = problemOf.get(error);
+  if (problem === undefined) problemOf.set(error, (problem = buildProblem(error)));
+  return problem;
+}
+
+function buildProblem(error: DomainError): ApiProblem {
   const { stockId: _stockId, allocationId: _allocationId, ...extra } = error.details;
   // outbox_full is temporary by nature: tell clients when to come back (RFC 9110 Retry-After).
   const headers: Record<string, string> = error.code === "outbox_full" ? { "Retry-After": String(OUTBOX_FULL_RETRY_AFTER_SECONDS) } : {};

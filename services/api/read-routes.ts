@@ -13,8 +13,6 @@ import type postgres from "postgres";
 import { isElasticOutage, isPostgresOutage } from "../../shared/projection/errors.ts";
 import { InvalidWindowError, minutePointShape, salesReport, stockSalesShape } from "../../shared/stores/postgres/analytics.ts";
 import { InvalidCursorError, listOrdersForUser, orderViewShape } from "../../shared/stores/postgres/orders.ts";
-import { createReaderSql } from "../../shared/stores/postgres/client.ts";
-import { createReaderSearchClient } from "../../shared/stores/search/mapping.ts";
 import { InvalidSearchCursorError, searchStocks, stockSearchHitShape } from "../../shared/stores/search/queries.ts";
 import { USER_ID_PATTERN } from "../../shared/domain/validation.ts";
 import { STOCK_STATUSES } from "../../shared/domain/views.ts";
@@ -184,23 +182,4 @@ export function createReadRoutes(deps: ReadRoutesDeps): OpenAPIHono<AppEnv> {
   });
 
   return app;
-}
-
-/**
- * For services/api/main.ts: the read routes with their own fail-fast clients, and how to close them.
- *   const read = readSideFromConfig(config);
- *   createApp({ ..., readRoutes: read.routes });   onShutdown(..., async () => { ...; await read.close(); });
- */
-export function readSideFromConfig(config: { DATABASE_URL: string; ELASTICSEARCH_URL: string; ELASTICSEARCH_INDEX_ALIAS: string }): {
-  routes: OpenAPIHono<AppEnv>;
-  close(): Promise<void>;
-} {
-  const sql = createReaderSql(config.DATABASE_URL);
-  const es = createReaderSearchClient(config.ELASTICSEARCH_URL);
-  return {
-    routes: createReadRoutes({ sql, es, esAlias: config.ELASTICSEARCH_INDEX_ALIAS }),
-    async close() {
-      await Promise.allSettled([sql.end({ timeout: 5 }), es.close()]);
-    },
-  };
 }

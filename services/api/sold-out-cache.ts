@@ -107,6 +107,16 @@ export class RefusalCache {
     return { probe: true };
   }
 
+  /**
+   * The cached refusal while it is fresh, without starting a probe (an expired entry is left for
+   * `lookup` on the normal path). For routes/allocate-fast-path.ts.
+   */
+  peek(stockId: string): DomainError | null {
+    if (!this.enabled) return null;
+    const entry = this.entries.get(stockId);
+    return entry !== undefined && this.now() < entry.until ? entry.error : null;
+  }
+
   /** What Redis answered for an allocate of this stock (a refusal, or null for a success). */
   learn(stockId: string, error: DomainError | null): void {
     if (!this.enabled) return;
@@ -161,6 +171,9 @@ function bounded<V>(map: Map<string, V>, key: string, value: V, max: number): vo
  * The same StockCommands, with allocate answered from the cache where it can. Everything else is
  * passed through unchanged.
  */
+/** The cache behind commands made by withRefusalCache (for the allocate route's fast path). */
+export const refusalCacheOf = new WeakMap<StockCommands, RefusalCache>();
+
 export function withRefusalCache(commands: StockCommands, cache: RefusalCache, redis: RedisClient): StockCommands {
   const keys = commands.keys;
 
@@ -175,7 +188,7 @@ export function withRefusalCache(commands: StockCommands, cache: RefusalCache, r
     return { allocation: JSON.parse(record.response) as AllocationView, replayed: true };
   }
 
-  return {
+  const cached: StockCommands = {
     ...commands,
     async allocate(input) {
       const hit = cache.lookup(input.stockId);
@@ -200,4 +213,6 @@ export function withRefusalCache(commands: StockCommands, cache: RefusalCache, r
       }
     },
   };
+  refusalCacheOf.set(cached, cache);
+  return cached;
 }

@@ -11,6 +11,7 @@ import { sleep } from "../../shared/lifecycle.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { prom } from "../../shared/metrics.ts";
 import { DEFAULT_HOLD_RETENTION_SECONDS } from "../../shared/domain/policy.ts";
+import { expireCall } from "../../shared/redis/commands.ts";
 import { prepareScripts, queueScript, runScript } from "../../shared/redis/scripts.ts";
 import { continueTrace } from "../../shared/trace.ts";
 
@@ -82,9 +83,8 @@ export function createExpirer(options: ExpirerOptions): Expirer {
       const stockId = stockIds[i]?.[1] as string | null;
       // A due entry without its hold has nothing to release: drop the index entry.
       if (!stockId) return void release.zrem(due, id);
-      const args = [id, Bun.randomUUIDv7(), retainSeconds, trace.traceparent];
-      const k = [keys.hold(id), keys.stock(stockId), keys.stockBuyers(stockId), due, keys.outbox(shard), keys.released(shard)];
-      queueScript(release, "fsExpire", k, args);
+      const call = expireCall(keys, id, stockId, retainSeconds, trace.traceparent);
+      queueScript(release, "fsExpire", call.keys, call.args);
     });
     const results = (await release.exec()) ?? [];
     let released = 0;

@@ -8,7 +8,7 @@ import type { KeyLayout } from "../domain/keys.ts";
 import { DEFAULT_HOLD_RETENTION_SECONDS, DEFAULT_OUTBOX_MAX_LENGTH, IDEMPOTENCY_TTL_SECONDS } from "../domain/policy.ts";
 import { allocationViewFromHash, pairsToObject, stockViewFromHash, type AllocationView, type StockView } from "../domain/views.ts";
 import { retryRegrouped, type RedisClient } from "./client.ts";
-import { runScript, type ScriptReply } from "./scripts.ts";
+import { runScript, type ScriptArg, type ScriptReply } from "./scripts.ts";
 import { parseTraceparent } from "../trace.ts";
 
 export interface CommandOptions {
@@ -116,6 +116,21 @@ function fail(reply: ScriptReply, context: Record<string, unknown>): never {
   }
 }
 
+/** A script call: the KEYS and ARGV one script takes, built in one place for single calls and pipelines alike. */
+export interface ScriptCall {
+  keys: string[];
+  args: ScriptArg[];
+}
+
+/** expire.lua's calling convention (see its header); the expirer queues these in a pipeline. */
+export function expireCall(keys: KeyLayout, allocationId: string, stockId: string, retainSeconds: number, traceparent?: string): ScriptCall {
+  const shard = keys.shardOf(stockId);
+  return {
+    keys: [keys.hold(allocationId), keys.stock(stockId), keys.stockBuyers(stockId), keys.holdsDue(shard), keys.outbox(shard), keys.released(shard)],
+    args: [allocationId, newEventId(), retainSeconds, traceArg(traceparent)],
+  };
+}
+
 export function createStockCommands(redis: RedisClient, keys: KeyLayout, options: CommandOptions = {}): StockCommands {
   const retainSeconds = options.holdRetentionSeconds ?? DEFAULT_HOLD_RETENTION_SECONDS;
   const outboxMaxLength = options.outboxMaxLength ?? DEFAULT_OUTBOX_MAX_LENGTH;
@@ -210,13 +225,8 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
     cancel: (input) => changeHold("fsCancel", input),
 
     async expire(allocationId, stockId, traceparent) {
-      const k = shardKeys(stockId);
-      const reply = await runScript(redis, "fsExpire", [keys.hold(allocationId), k.stock, k.buyers, k.due, k.outbox, k.released], [
-        allocationId,
-        newEventId(),
-        retainSeconds,
-        traceArg(traceparent),
-      ]);
+      const call = expireCall(keys, allocationId, stockId, retainSeconds, traceparent);
+      const reply = await runScript(redis, "fsExpire", call.keys, call.args);
       return reply[0] as ExpireOutcome;
     },
 

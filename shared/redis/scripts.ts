@@ -39,7 +39,7 @@ const SCRIPTS = {
 
 export type ScriptName = keyof typeof SCRIPTS;
 export type ScriptReply = [string, ...unknown[]];
-type ScriptArg = string | number;
+export type ScriptArg = string | number;
 
 /** The full source Redis runs: the shared helpers followed by the script itself. */
 export function scriptSource(name: ScriptName): string {

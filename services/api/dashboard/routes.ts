@@ -32,6 +32,9 @@ export function dashboardRoutes(collector: DashboardCollector): Hono {
   });
   app.get("/dashboard/events", (c) => {
     collector.pin(pinnedStocks(c.req.query("stocks")));
+    // A stream lives as long as the page: exempt it from Bun's idle timeout (10 s by default), which
+    // would cut it whenever a tick is slow on a busy box. (c.env is the Bun server under Bun.serve.)
+    (c.env as { timeout?: (request: Request, seconds: number) => void } | undefined)?.timeout?.(c.req.raw, 0);
     return streamSSE(c, async (stream) => {
       let id = 0;
       const queue: string[] = [];

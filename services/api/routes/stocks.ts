@@ -20,6 +20,8 @@ import {
   stockView,
 } from "../schemas.ts";
 import type { ApiMetrics } from "../metrics.ts";
+import type { MiddlewareHandler } from "hono";
+import { allocateFastPath } from "./allocate-fast-path.ts";
 
 const createStock = createRoute({
   method: "post",
@@ -45,14 +47,15 @@ const getStock = createRoute({
   responses: { 200: jsonContent(stockView, "the stock"), ...edgeProblems("get"), ...problems(400, [404, "`not_found`: no such stock"]) },
 });
 
-const allocate = createRoute({
+const allocateRoute = (fastPath: MiddlewareHandler<AppEnv>) => createRoute({
   method: "post",
   path: "/stocks/{id}/allocate",
   tags: ["allocations"],
   summary: "Hold units for the calling user; emits StockAllocated",
   description: "Answers 201 with the hold. A repeated Idempotency-Key answers the first response again (header Idempotent-Replayed: true); the same key with a different body is 422.",
   security: [{ bearer: [] }],
-  middleware: [userOnly] as const,
+  // The fast path answers fresh refusals from memory before the validators (allocate-fast-path.ts).
+  middleware: [userOnly, fastPath] as const,
   request: {
     params: stockIdParam,
     headers: idempotencyHeader,
@@ -99,7 +102,7 @@ export function stockRoutes(commands: StockCommands, metrics: ApiMetrics): OpenA
     return c.json(stock, 200);
   });
 
-  app.openapi(allocate, async (c) => {
+  app.openapi(allocateRoute(allocateFastPath(commands, metrics)), async (c) => {
     const userId = requireUser(c);
     const stockId = c.req.valid("param").id;
     const idempotencyKey = parseIdempotencyKey(c.req.valid("header")["idempotency-key"]);
