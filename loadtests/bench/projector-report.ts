@@ -47,16 +47,38 @@ export function stageFigures(before: Sample[], after: Sample[]): StageFigures {
   return out;
 }
 
+/** The relay's own stage histograms (services/relay/metrics.ts): per event, and per batch. */
+export const RELAY_STAGES = {
+  xadd_to_read: "relay_stage_xadd_to_read_seconds",
+  read_to_kafka_ack: "relay_stage_read_to_kafka_ack_seconds",
+} as const;
+
+/** p50/p99 (ms) of the relay's stage histograms between two scrapes of its /metrics. */
+export function relayStageFigures(before: Sample[], after: Sample[]): StageFigures {
+  const out: StageFigures = {};
+  for (const [stage, metric] of Object.entries(RELAY_STAGES)) {
+    const a = histogramBuckets(before, metric);
+    const b = histogramBuckets(after, metric);
+    const q = (x: number) => {
+      const v = quantileBetween(x, a, b);
+      return v === null ? null : v * 1000;
+    };
+    out[stage] = { p50: q(0.5), p99: q(0.99) };
+  }
+  return out;
+}
+
 /** Under 1 ms is "0" (PostgreSQL's commit_to_visible is observed as 0; the first bucket is 1 ms wide). */
 const ms = (v: number | null | undefined) => (v === null || v === undefined || Number.isNaN(v) ? "–" : v < 1 ? "0" : `${Math.round(v)}`);
-export const formatStages = (f: StageFigures) => PROJECTOR_STAGES.map((s) => `${s} ${ms(f[s]?.p50)}/${ms(f[s]?.p99)}`).join(", ");
+export const formatStages = (f: StageFigures, stages: readonly string[] = PROJECTOR_STAGES) =>
+  stages.map((s) => `${s} ${ms(f[s]?.p50)}/${ms(f[s]?.p99)}`).join(", ");
 
 export interface FreshnessResult {
   variant: string;
   kafka: number[];
   pg: number[];
   search: number[];
-  stages: { pg: StageFigures; search: StageFigures };
+  stages: { pg: StageFigures; search: StageFigures; relay: StageFigures };
 }
 
 export interface DrainResult {
@@ -94,6 +116,10 @@ export function summaryLines(variants: Variant[], drains: DrainResult[], results
         `PostgreSQL ${range(r.map((x) => pct(x.pg, 50)))} / ${range(r.map((x) => pct(x.pg, 99)))}, ` +
         `search ${range(r.map((x) => pct(x.search, 50)))} / ${range(r.map((x) => pct(x.search, 99)))}`,
     );
+    const relayParts = Object.keys(RELAY_STAGES).map(
+      (stage) => `${stage} ${range(r.map((x) => x.stages.relay[stage]?.p50 ?? NaN))}/${range(r.map((x) => x.stages.relay[stage]?.p99 ?? NaN))}`,
+    );
+    lines.push(`  ${v.name}: stages relay p50/p99 ms → ${relayParts.join(", ")} (read_to_kafka_ack per batch)`);
     for (const which of ["pg", "search"] as const) {
       const parts = PROJECTOR_STAGES.map(
         (stage) => `${stage} ${range(r.map((x) => x.stages[which][stage]?.p50 ?? NaN))}/${range(r.map((x) => x.stages[which][stage]?.p99 ?? NaN))}`,
@@ -102,8 +128,8 @@ export function summaryLines(variants: Variant[], drains: DrainResult[], results
     }
   }
   lines.push(
-    "relay stages XADD → relay read and read → Kafka ack: the relay has no histogram for them (yet); " +
-      "the relay stage above is both together (occurredAt → broker append time)",
+    "the projectors' relay stage is occurredAt → broker append time, the relay's two stages together and its " +
+      "send's linger; a checkout without a histogram shows –",
   );
   return lines;
 }

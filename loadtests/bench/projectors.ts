@@ -24,7 +24,8 @@
  *  3. variants: BENCH_VARIANTS="name:VAR=value,VAR=value;name2:…" runs the freshness phase once per
  *     variant (the VARs go to every service it spawns), BENCH_ROUNDS times in turn (A B A B …), and
  *     ends with one table: old settings against new in the same invocation, on the same noise.
- *     A variant's BENCH_REPO=<dir> spawns the services of another checkout (the code before a change).
+ *     A variant's BENCH_REPO=<dir> spawns the projectors of another checkout (the code before a
+ *     change); the relay always comes from this one, so only the projector side differs.
  *     BENCH_NICE=n (also per variant) renices this process (the load generator) to n during the load (services stay at
  *     0), to show what share of the tail is CPU contention on two cores.
  *
@@ -48,7 +49,7 @@ import { generateWorkload, StockSim } from "../../test/support/stock-sim.ts";
 import { cpuSeconds } from "../support.ts";
 import { setPriority } from "node:os";
 import { parsePromText, type Sample } from "../../shared/prom-text.ts";
-import { formatStages, parseVariants, stageFigures, summaryLines, type DrainResult, type FreshnessResult, type Variant } from "./projector-report.ts";
+import { formatStages, parseVariants, RELAY_STAGES, relayStageFigures, stageFigures, summaryLines, type DrainResult, type FreshnessResult, type Variant } from "./projector-report.ts";
 import { stackEnv } from "../../test/support/env.ts";
 
 const env = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
@@ -110,9 +111,9 @@ const adminPorts = new Map<number, number>();
 
 function spawn(service: string, vars: Record<string, string>, variant: Record<string, string> = {}): Subprocess {
   const adminPort = 19_000 + Math.floor(Math.random() * 1_000);
-  // BENCH_REPO in a variant runs that checkout's services (e.g. the code before a change), same run.
+  // BENCH_REPO in a variant runs that checkout's projectors (e.g. the code before a change), same run.
   const child = Bun.spawn([process.execPath, `services/${service}/main.ts`], {
-    cwd: variant.BENCH_REPO ?? `${import.meta.dir}/../..`,
+    cwd: (service.startsWith("projector-") ? variant.BENCH_REPO : undefined) ?? `${import.meta.dir}/../..`,
     env: {
       ...(process.env as Record<string, string>),
       REDIS_URL,
@@ -362,7 +363,7 @@ async function freshness(variant: Variant, round: number): Promise<void> {
   });
   await Bun.sleep(3_000); // joined
   const bucketsBefore = { pg: await freshnessBuckets(pg), search: await freshnessBuckets(search) };
-  const stagesBefore = { pg: await scrape(pg), search: await scrape(search) };
+  const stagesBefore = { pg: await scrape(pg), search: await scrape(search), relay: await scrape(relay) };
   const nice = Number(variant.vars.BENCH_NICE ?? NICE);
   if (nice) setPriority(process.pid, nice);
 
@@ -433,7 +434,11 @@ async function freshness(variant: Variant, round: number): Promise<void> {
     kafka: since(probes, (p) => p.kafka),
     pg: since(probes, (p) => p.pg),
     search: since(probes, (p) => p.esSearch),
-    stages: { pg: stageFigures(stagesBefore.pg, await scrape(pg)), search: stageFigures(stagesBefore.search, await scrape(search)) },
+    stages: {
+      pg: stageFigures(stagesBefore.pg, await scrape(pg)),
+      search: stageFigures(stagesBefore.search, await scrape(search)),
+      relay: relayStageFigures(stagesBefore.relay, await scrape(relay)),
+    },
   };
   results.push(result);
   report("Kafka (relay: appended to the topic)", [...result.kafka]);
@@ -441,6 +446,7 @@ async function freshness(variant: Variant, round: number): Promise<void> {
   if (ES_GET) report("Elasticsearch GET (doc version, realtime)", since(probes, (p) => p.esGet));
   report("Elasticsearch search (doc version, after refresh)", [...result.search]);
   // Where the time goes, per stage, from the projectors' own histograms (every event, not only probes).
+  log(`[${variant.name}] time budget, relay, p50/p99 ms: ${formatStages(result.stages.relay, Object.keys(RELAY_STAGES))} (read_to_kafka_ack per batch)`);
   log(`[${variant.name}] time budget, projector-postgres, p50/p99 ms: ${formatStages(result.stages.pg)}`);
   log(`[${variant.name}] time budget, projector-search, p50/p99 ms: ${formatStages(result.stages.search)}`);
   if (unresolved > 0) log(`WARNING: ${unresolved} probe checks never resolved`);

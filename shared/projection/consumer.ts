@@ -86,39 +86,27 @@ export function createProjectionConsumer(options: ProjectionConsumerOptions): Pr
     }
   }
 
-  // Children bound once: a labelled observe() hashes its labels on every call, per event here.
-  const stageOf = {
-    relay: metrics.stageSeconds.labels({ stage: "relay" }),
-    kafkaToFetch: metrics.stageSeconds.labels({ stage: "kafka_to_fetch" }),
-    fetchToCommit: metrics.stageSeconds.labels({ stage: "fetch_to_commit" }),
-    commitToVisible: metrics.stageSeconds.labels({ stage: "commit_to_visible" }),
-  };
-
   /** The time budget of the batch's applied events (metrics.ts, PROJECTOR_STAGES). */
   function observeStages(outcome: Extract<BatchOutcome, { status: "done" }>, fetchedAt: number, storedAt: number): void {
     const count = outcome.applied.length;
     if (count === 0) return;
-    const stored = (storedAt - fetchedAt) / 1000;
+    const stage = metrics.stageSeconds;
     for (const event of outcome.applied) {
       const stamped = Number(outcome.messageOf(event.eventId)?.timestamp);
       if (Number.isFinite(stamped)) {
-        stageOf.relay.observe(Math.max(0, stamped - Date.parse(event.occurredAt)) / 1000);
-        stageOf.kafkaToFetch.observe(Math.max(0, fetchedAt - stamped) / 1000);
+        stage.observe("relay", Math.max(0, stamped - Date.parse(event.occurredAt)) / 1000);
+        stage.observe("kafka_to_fetch", Math.max(0, fetchedAt - stamped) / 1000);
       }
-      stageOf.fetchToCommit.observe(stored);
     }
+    stage.observe("fetch_to_commit", (storedAt - fetchedAt) / 1000, count);
     if (!sink.whenVisible) {
-      // Visible at commit (PostgreSQL, read committed): the stage is there, and it is zero.
-      for (let i = 0; i < count; i++) stageOf.commitToVisible.observe(0);
+      stage.observe("commit_to_visible", 0, count); // visible at commit (PostgreSQL, read committed)
       return;
     }
     const visible = sink.whenVisible();
     if (!visible) return;
     void visible.then(
-      () => {
-        const seconds = (Date.now() - storedAt) / 1000;
-        for (let i = 0; i < count; i++) stageOf.commitToVisible.observe(seconds);
-      },
+      () => stage.observe("commit_to_visible", (Date.now() - storedAt) / 1000, count),
       () => {}, // the next write's visibility is measured again; nothing to retry here
     );
   }
@@ -226,7 +214,7 @@ export function createProjectionConsumer(options: ProjectionConsumerOptions): Pr
           metrics.duplicatesSkipped.inc(outcome.duplicates);
           metrics.batchSize.observe(batch.messages.length);
           metrics.batchSeconds.observe((performance.now() - started) / 1000);
-          for (const event of outcome.applied) metrics.freshnessSeconds.observe(Math.max(0, now - Date.parse(event.occurredAt)) / 1000);
+          for (const event of outcome.applied) metrics.freshnessSeconds.observe("", Math.max(0, now - Date.parse(event.occurredAt)) / 1000);
           const high = BigInt(batch.highWatermark);
           metrics.consumerLag.set({ partition: String(partition) }, Number(high > BigInt(next) ? high - BigInt(next) : 0n));
         },

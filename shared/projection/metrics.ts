@@ -10,8 +10,8 @@ export interface ProjectorMetrics {
   consumerLag: prom.Gauge<"partition">;
   dlqMessages: prom.Counter<"reason">;
   storeRetries: prom.Counter<string>;
-  freshnessSeconds: prom.Histogram<string>;
-  stageSeconds: prom.Histogram<"stage">;
+  freshnessSeconds: FastHistogram;
+  stageSeconds: FastHistogram<ProjectorStage>;
 }
 
 /**
@@ -73,18 +73,82 @@ export function createProjectorMetrics(registry: Registry): ProjectorMetrics {
       help: "Batch attempts that failed because the store was unavailable (retried, not committed)",
       registers,
     }),
-    freshnessSeconds: new prom.Histogram({
-      name: "projector_freshness_seconds",
-      help: "End-to-end freshness: commit time minus the event's occurredAt, per applied event",
-      buckets: [0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 0.6, 1, 2.5, 5, 10, 30, 60, 300],
-      registers,
-    }),
-    stageSeconds: new prom.Histogram({
-      name: "projector_stage_seconds",
-      help: "Per applied event, the time spent in each stage from occurredAt to visible (relay, kafka_to_fetch, fetch_to_commit, commit_to_visible)",
-      labelNames: ["stage"] as const,
-      buckets: STAGE_BUCKETS,
-      registers,
-    }),
+    freshnessSeconds: new FastHistogram(
+      "projector_freshness_seconds",
+      "End-to-end freshness: commit time minus the event's occurredAt, per applied event",
+      registry,
+      [0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 0.6, 1, 2.5, 5, 10, 30, 60, 300],
+    ),
+    stageSeconds: new FastHistogram(
+      "projector_stage_seconds",
+      "Per applied event, the time spent in each stage from occurredAt to visible (relay, kafka_to_fetch, fetch_to_commit, commit_to_visible)",
+      registry,
+      STAGE_BUCKETS,
+      "stage",
+      PROJECTOR_STAGES,
+    ),
   };
+}
+
+/**
+ * A Prometheus histogram kept by hand, for the metrics observed for every event (up to 200,000 times
+ * a second in a drain: freshness, and the stages). prom-client's observe() costs microseconds (it
+ * hashes the label set on every call, bound child or not; measured 4.5 s for 400,000 observations on
+ * the busy box, against 0.1 s here): the stage metrics alone had added ~20 % to projector-postgres'
+ * CPU. Here an observation is an array increment, and events of a batch that share a value
+ * (fetch_to_commit, commit_to_visible) are one call with a count. It registers as a custom metric:
+ * the registry needs only name, help, type and get() (prom-client's MetricObject shape).
+ */
+export class FastHistogram<L extends string = ""> {
+  readonly type = "histogram";
+  readonly aggregator = "sum";
+  private readonly data = new Map<L, { buckets: Float64Array; sum: number; count: number }>();
+
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    registry: Registry,
+    private readonly buckets: readonly number[],
+    /** One series per value, labelled `labelName`; without a label name, one series (value ""). */
+    private readonly labelName: string | null = null,
+    labelValues: readonly L[] = ["" as L],
+  ) {
+    for (const v of labelValues) this.data.set(v, { buckets: new Float64Array(buckets.length), sum: 0, count: 0 });
+    registry.registerMetric(this as unknown as prom.Metric);
+  }
+
+  observe(label: L, seconds: number, times = 1): void {
+    const d = this.data.get(label)!;
+    const bounds = this.buckets;
+    let i = 0;
+    while (i < bounds.length && seconds > bounds[i]!) i++;
+    if (i < bounds.length) d.buckets[i]! += times;
+    d.sum += seconds * times;
+    d.count += times;
+  }
+
+  reset(): void {
+    for (const d of this.data.values()) {
+      d.buckets.fill(0);
+      d.sum = 0;
+      d.count = 0;
+    }
+  }
+
+  /** Cumulative buckets, +Inf, _sum and _count per series. */
+  async get() {
+    const values: Array<{ metricName: string; labels: Record<string, string | number>; value: number }> = [];
+    for (const [label, d] of this.data) {
+      const own: Record<string, string> = this.labelName ? { [this.labelName]: label } : {};
+      let cumulative = 0;
+      this.buckets.forEach((le, i) => {
+        cumulative += d.buckets[i]!;
+        values.push({ metricName: `${this.name}_bucket`, labels: { le, ...own }, value: cumulative });
+      });
+      values.push({ metricName: `${this.name}_bucket`, labels: { le: "+Inf", ...own }, value: d.count });
+      values.push({ metricName: `${this.name}_sum`, labels: own, value: d.sum });
+      values.push({ metricName: `${this.name}_count`, labels: own, value: d.count });
+    }
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
+  }
 }

@@ -133,7 +133,7 @@ function applyCreated(row: StockRow, event: EventOf<"StockCreated">): void {
   row.created_at = event.occurredAt;
 }
 
-type OrderEvent = Exclude<StockEvent, { eventType: "StockCreated" }>;
+type OrderEvent = Exclude<StockEvent, { eventType: "StockCreated" | "StockSnapshot" }>;
 
 function orderRowOf(event: OrderEvent): OrderRow {
   const p = event.payload;
@@ -237,6 +237,8 @@ export function planPostgresBatch(events: readonly StockEvent[]): PostgresPlan {
       applyCreated(stock, event);
       continue;
     }
+    // A repair snapshot (bun run repair) only restates the counters, at a version above any other.
+    if (event.eventType === "StockSnapshot") continue;
     const allocationId = event.payload.allocationId;
     let order = orders.get(allocationId);
     if (!order) {
