@@ -172,7 +172,14 @@ function mergeOrder(row: OrderRow, event: OrderEvent): void {
       row.status = event.payload.reason;
       row.released_at = event.occurredAt;
       break;
+    default:
+      unhandled(event);
   }
+}
+
+/** A new order event type must be handled here: this stops the build until it is. */
+function unhandled(event: never): never {
+  throw new Error(`projector-postgres has no rule for ${(event as StockEvent).eventType}`);
 }
 
 function emptyMinute(stockId: string, minute: string): MinuteRow {
@@ -212,6 +219,8 @@ function addToMinute(row: MinuteRow, event: OrderEvent): void {
         row.units_cancelled += quantity;
       }
       break;
+    default:
+      unhandled(event);
   }
 }
 
