@@ -54,7 +54,7 @@ export function observeRequests(logger: Logger, metrics: ApiMetrics): Middleware
     const seconds = (performance.now() - started) / 1000;
     const counter = bound(counters, `${method} ${route} ${status}`, () => metrics.requests.labels(method, route, String(status)));
     if (counter) counter.inc();
-    else metrics.requests.inc({ method, route, status });
+    else metrics.requests.inc({ method, route, code: status });
     const timer = bound(timers, `${method} ${route}`, () => metrics.duration.labels(method, route));
     if (timer) timer.observe(seconds);
     else metrics.duration.observe({ method, route }, seconds);
