@@ -223,3 +223,76 @@ describe("relay on a cluster: a lagging replica is promoted", () => {
     240_000,
   );
 });
+
+describe("relay on a cluster: a shard's slot moves to another master under load", () => {
+  test(
+    "the relay follows MOVED/ASK to the new master: every event once, in version order per stock",
+    async () => {
+      const cluster = new PrivateCluster(7130);
+      cleanups.push(() => cluster.destroy());
+      await cluster.start();
+      const prefix = uniqueName("rresh");
+      const topic = uniqueName("rresh_topic");
+      const keys = createKeyLayout(prefix, SHARDS);
+      const redis = createRedis({ REDIS_URL: stackEnv.REDIS_URL, REDIS_CLUSTER_NODES: parseClusterNodes(cluster.nodesEnv) });
+      redis.on("error", () => {});
+      const logger = createLogger("relay-reshard-test", process.env.LOG_LEVEL ?? "silent");
+      const kafka = createKafka({ brokers: stackEnv.KAFKA_BROKERS.split(","), clientId: "relay-reshard-test", logger });
+      const commands = createStockCommands(redis, keys);
+      const config = parseConfig(relaySchema, {
+        KAFKA_BROKERS: stackEnv.KAFKA_BROKERS,
+        KAFKA_TOPIC: topic,
+        KAFKA_PARTITIONS: "4",
+        OUTBOX_SHARDS: String(SHARDS),
+        REDIS_KEY_PREFIX: prefix,
+        RELAY_LEASE_MS: "2000",
+        RELAY_CLAIM_IDLE_MS: "3000",
+      });
+      const relay = createRelay({ redis, kafka, keys, config, logger });
+      const reader = new TopicReader(topic);
+      cleanups.push(async () => {
+        await relay.stop();
+        await reader.stop();
+        await deleteTopics(kafka, [topic]);
+        redis.disconnect();
+      });
+      const stocks = Array.from({ length: 12 }, (_, i) => `mv${i}`);
+      for (const id of stocks) await commands.createStock({ id, name: id, price: 100, quantity: 100_000, perUserLimit: 100_000, holdSeconds: 3_600 });
+      await relay.start();
+      await reader.start();
+
+      let writing = true;
+      let user = 0;
+      const writer = (async () => {
+        while (writing) {
+          await Promise.all(stocks.map((stockId) => retrying(() => commands.allocate({ stockId, userId: `u${user++}`, quantity: 1 }))));
+          await Bun.sleep(20);
+        }
+      })();
+      await reader.waitFor(() => reader.messages.length >= 500, 60_000, "events flowing");
+      // Move the slot of the shard of mv0 to another master, keys a few at a time, while writing.
+      const shard = keys.shardOf(stocks[0]!);
+      const slot = Number(await redis.call("CLUSTER", "KEYSLOT", keys.outbox(shard)));
+      const { master } = await cluster.ownerOf(slot);
+      const target = (await cluster.topology()).find((n) => n.role === "master" && n.port !== master)!.port;
+      const moved = await cluster.migrateSlot(slot, target);
+      expect((await cluster.ownerOf(slot)).master).toBe(target);
+      const afterMove = reader.messages.length;
+      await reader.waitFor(() => reader.messages.length >= afterMove + 500, 60_000, "events flowing after the move");
+      writing = false;
+      await writer;
+
+      const versions = await retrying(() => versionsOf(commands, stocks));
+      const total = [...versions.values()].reduce((a, b) => a + b, 0);
+      await reader.waitFor(() => reader.uniqueIds().size >= total, 60_000, "every event on the topic");
+      const verdict = verify(reader.messages, versions);
+      const movedShard = reader.messages.filter((m) => keys.shardOf(m.aggregateId) === shard).length;
+      console.log(`[relay reshard] slot ${slot} (shard ${shard}, ${moved} keys) moved ${master} → ${target}; ${reader.messages.length} messages for ${total} events (${verdict.duplicates} duplicates), ${movedShard} from the moved shard`);
+      expect(verdict.missing).toEqual([]);
+      expect(verdict.unexpected).toEqual([]);
+      expect(verdict.outOfOrder).toEqual([]);
+    },
+    180_000,
+  );
+});
+

@@ -9,12 +9,12 @@
  *     message.timestamp.type=LogAppendTime, so the broker stamps the append) − occurredAt (Redis
  *     TIME in the Lua script). Broker and Redis share this machine's clock.
  *
- * Env: REDIS_URL, KAFKA_BROKERS, BENCH_EVENTS (200000), BENCH_RATE (2000), BENCH_SECONDS (25),
+ * Env: REDIS_URL or REDIS_CLUSTER_NODES (a Redis Cluster, e.g. the stack's), KAFKA_BROKERS, BENCH_EVENTS (200000), BENCH_RATE (2000), BENCH_SECONDS (25),
  * BENCH_STOCKS (400), OUTBOX_SHARDS (4), KAFKA_PARTITIONS (12), and any RELAY_* knob, passed to the relay.
  */
 import { Kafka, logLevel } from "kafkajs";
 import { createKeyLayout } from "../../shared/domain/keys.ts";
-import { createRedis, deleteKeysByPrefix } from "../../shared/redis/client.ts";
+import { createRedis, deleteKeysByPrefix, parseClusterNodes } from "../../shared/redis/client.ts";
 import { deleteTopics } from "../../shared/kafka/client.ts";
 import { stackEnv } from "../../test/support/env.ts";
 import { createStockCommands } from "../../shared/redis/commands.ts";
@@ -34,7 +34,8 @@ const run = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}
 const prefix = `benchrelay${run}`;
 const topic = `bench.relay.${run}`;
 const keys = createKeyLayout(prefix, SHARDS);
-const redis = createRedis(REDIS_URL);
+const CLUSTER_NODES = process.env.REDIS_CLUSTER_NODES;
+const redis = createRedis({ REDIS_URL, REDIS_CLUSTER_NODES: parseClusterNodes(CLUSTER_NODES) });
 redis.on("error", () => {});
 const commands = createStockCommands(redis, keys);
 const kafka = new Kafka({ clientId: "bench-relay", brokers: BROKERS, logLevel: logLevel.NOTHING });
@@ -45,9 +46,9 @@ const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.lengt
 // Progress is read from Redis (the outbox only shrinks after Kafka acked), not by scraping /metrics:
 // a scrape collects prom-client's default metrics (heap statistics), which would cost the relay CPU.
 async function outboxLeft(): Promise<number> {
-  const p = redis.pipeline();
-  for (const s of keys.allShards()) p.xlen(keys.outbox(s));
-  return ((await p.exec()) ?? []).reduce((sum, [, n]) => sum + Number(n), 0);
+  // One XLEN per shard, auto-pipelined (per master on a cluster: the shards are in different slots).
+  const lengths = await Promise.all(keys.allShards().map((s) => redis.xlen(keys.outbox(s))));
+  return lengths.reduce((sum, n) => sum + n, 0);
 }
 
 /** The relay's batch-duration histogram (cumulative bucket counts), from one /metrics scrape. */
@@ -103,7 +104,10 @@ const perStock = Math.ceil((EVENTS + RATE * SECONDS * 1.2) / STOCKS) + 10;
 await Promise.all(stockIds.map((id) => commands.createStock({ id, name: `bench ${id}`, price: 1000, quantity: perStock, perUserLimit: perStock })));
 
 // ---------------------------------------------------------------- 1. drain
-log(`preloading ${EVENTS} allocations over ${STOCKS} stocks, ${SHARDS} shards ...`);
+log(
+  `preloading ${EVENTS} allocations over ${STOCKS} stocks, ${SHARDS} shards on ${CLUSTER_NODES ? "the Redis Cluster" : "the single node"}; ` +
+    `RELAY_MIN_REPLICAS=${process.env.RELAY_MIN_REPLICAS ?? "default"} RELAY_TRANSACTIONS=${process.env.RELAY_TRANSACTIONS ?? "default (true)"} ...`,
+);
 let t = performance.now();
 for (let done = 0; done < EVENTS; ) {
   const n = Math.min(5_000, EVENTS - done);
@@ -161,6 +165,8 @@ try {
   await consumer.connect();
   await consumer.subscribe({ topic, fromBeginning: false });
   const latencies: number[] = [];
+  /** occurredAt → this consumer received it: what a read-committed reader sees (with transactions, after the commit). */
+  const visible: number[] = [];
   let phaseStart = Number.POSITIVE_INFINITY;
   let joined = false;
   consumer.on(consumer.events.GROUP_JOIN, () => (joined = true));
@@ -168,7 +174,10 @@ try {
     eachBatch: async ({ batch }) => {
       for (const m of batch.messages) {
         const occurredAt = Date.parse((JSON.parse(m.value!.toString("utf8")) as { occurredAt: string }).occurredAt);
-        if (occurredAt >= phaseStart) latencies.push(Number(m.timestamp) - occurredAt);
+        if (occurredAt >= phaseStart) {
+          latencies.push(Number(m.timestamp) - occurredAt);
+          visible.push(Date.now() - occurredAt);
+        }
       }
     },
   });
@@ -202,9 +211,11 @@ try {
   const batches = (histogramAfter.get(Infinity) ?? 0) - (histogramBefore.get(Infinity) ?? 0);
 
   const sorted = [...latencies].sort((a, b) => a - b);
+  const seen = [...visible].sort((a, b) => a - b);
   log(
     `latency: ${sent} allocations in ${genSeconds.toFixed(1)} s (${Math.round(sent / genSeconds)}/s); ${latencies.length} events consumed; ` +
-      `occurredAt → Kafka LogAppendTime: p50 ${percentile(sorted, 50)} ms, p90 ${percentile(sorted, 90)} ms, p99 ${percentile(sorted, 99)} ms, max ${sorted.at(-1)} ms`,
+      `occurredAt → Kafka LogAppendTime: p50 ${percentile(sorted, 50)} ms, p90 ${percentile(sorted, 90)} ms, p99 ${percentile(sorted, 99)} ms, max ${sorted.at(-1)} ms; ` +
+      `occurredAt → consumed (read committed): p50 ${percentile(seen, 50)} ms, p99 ${percentile(seen, 99)} ms`,
   );
   log(
     `latency: relay batches (read → Kafka ack → XACK): ${batches}, p50 ${histogramPercentile(histogramBefore, histogramAfter, 50)}, ` +
@@ -219,6 +230,8 @@ try {
       latencyP50Ms: percentile(sorted, 50),
       latencyP99Ms: percentile(sorted, 99),
       latencyMaxMs: sorted.at(-1),
+      consumedP50Ms: percentile(seen, 50),
+      consumedP99Ms: percentile(seen, 99),
       loadAverage: loadAfter,
       relayEnv: Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith("RELAY_"))),
     }),

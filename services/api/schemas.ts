@@ -1,6 +1,6 @@
 /** Request and response schemas of the write-side endpoints: validation and OpenAPI from one source. */
 import { z } from "@hono/zod-openapi";
-import { MAX_PRICE, MAX_QUANTITY_PER_REQUEST, OUTBOX_FULL_RETRY_AFTER_SECONDS } from "../../shared/domain/policy.ts";
+import { DEFAULT_HOLD_SECONDS, MAX_HOLD_SECONDS, MAX_PRICE, MAX_QUANTITY_PER_REQUEST, OUTBOX_FULL_RETRY_AFTER_SECONDS } from "../../shared/domain/policy.ts";
 import { ALLOCATION_STATUSES, allocationViewShape, stockViewShape } from "../../shared/domain/views.ts";
 import { IDEMPOTENCY_KEY_HEADER_PATTERN, RESERVED_STOCK_IDS, STOCK_ID_PATTERN, storableText } from "../../shared/domain/validation.ts";
 import { PROBLEM_CODES } from "./problem.ts";
@@ -48,7 +48,7 @@ export const createStockBody = z
     currency: z.string().regex(/^[A-Z]{3}$/).optional().openapi({ example: "EUR" }),
     quantity: z.number().int().min(1).max(10_000_000),
     perUserLimit: z.number().int().min(1).max(MAX_QUANTITY_PER_REQUEST).optional(),
-    holdSeconds: z.number().int().min(1).max(86_400).optional().openapi({ description: "default 600" }),
+    holdSeconds: z.number().int().min(1).max(MAX_HOLD_SECONDS).optional().openapi({ description: `default ${DEFAULT_HOLD_SECONDS}` }),
     startsAt: isoInstant.optional(),
     endsAt: isoInstant.optional(),
   })

@@ -276,10 +276,14 @@ export class OutboxReader {
           this.cluster!.refreshSlotsCache();
           continue;
         }
-        // ASK: this one call is served by the importing node, after ASKING; the slot is still ours.
+        // ASK: this one call is served by the importing node, after ASKING (the slot is mid-migration).
         const target = this.open(redirect[2]!);
         try {
           return await fn(target, true);
+        } catch (askErr) {
+          // The lease and the stream are on different sides of the migration for a moment: try again.
+          if (!(askErr instanceof Error && /^(TRYAGAIN|ASK|MOVED)/.test(askErr.message)) || redirects >= MAX_REDIRECTS) throw askErr;
+          await sleep(100);
         } finally {
           target.disconnect();
         }

@@ -7,7 +7,7 @@
 import { z } from "zod";
 import { RELEASE_REASONS } from "./views.ts";
 
-export const EVENT_TYPES = ["StockCreated", "StockAllocated", "StockReleased", "PurchaseCompleted"] as const;
+export const EVENT_TYPES = ["StockCreated", "StockAllocated", "StockReleased", "PurchaseCompleted", "StockSnapshot"] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
 export const SCHEMA_VERSION = 1;
 
@@ -55,6 +55,13 @@ export const purchaseCompletedPayload = z.object({
   ...counters,
 });
 
+/**
+ * The whole stock as Redis has it, appended by `bun run repair` (shared/redis/scripts/snapshot.lua) to
+ * bring drifted read models back. Its version jumps past anything downstream has seen, so version-guarded
+ * read models take it like any newer event; versions between `previousVersion` and it never exist.
+ */
+export const stockSnapshotPayload = stockCreatedPayload.extend({ previousVersion: count });
+
 const envelope = {
   eventId: z.string().uuid(),
   schemaVersion: z.literal(SCHEMA_VERSION),
@@ -69,6 +76,7 @@ export const stockEventSchema = z.discriminatedUnion("eventType", [
   z.object({ ...envelope, eventType: z.literal("StockAllocated"), payload: stockAllocatedPayload }),
   z.object({ ...envelope, eventType: z.literal("StockReleased"), payload: stockReleasedPayload }),
   z.object({ ...envelope, eventType: z.literal("PurchaseCompleted"), payload: purchaseCompletedPayload }),
+  z.object({ ...envelope, eventType: z.literal("StockSnapshot"), payload: stockSnapshotPayload }),
 ]);
 
 export type StockEvent = z.infer<typeof stockEventSchema>;

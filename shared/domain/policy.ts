@@ -4,6 +4,12 @@
  * which takes its defaults from here; nothing else spells these numbers.
  */
 
+/** How long a hold lasts when the sale does not say (the brief's 10 minutes), and the longest a sale may ask for. */
+export const DEFAULT_HOLD_SECONDS = 600;
+export const MAX_HOLD_SECONDS = 24 * 3600;
+/** A sale's currency when it does not say (ISO 4217). */
+export const DEFAULT_CURRENCY = "EUR";
+
 /** Largest quantity one request may take; the per-user limit usually bites first. */
 export const MAX_QUANTITY_PER_REQUEST = 1000;
 

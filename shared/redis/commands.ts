@@ -5,7 +5,7 @@
  */
 import { DomainError } from "../domain/errors.ts";
 import type { KeyLayout } from "../domain/keys.ts";
-import { DEFAULT_HOLD_RETENTION_SECONDS, DEFAULT_OUTBOX_MAX_LENGTH, IDEMPOTENCY_TTL_SECONDS } from "../domain/policy.ts";
+import { DEFAULT_CURRENCY, DEFAULT_HOLD_RETENTION_SECONDS, DEFAULT_HOLD_SECONDS, DEFAULT_OUTBOX_MAX_LENGTH, IDEMPOTENCY_TTL_SECONDS } from "../domain/policy.ts";
 import { allocationViewFromHash, pairsToObject, stockViewFromHash, type AllocationView, type StockView } from "../domain/views.ts";
 import { retryRegrouped, type RedisClient } from "./client.ts";
 import { runScript, type ScriptArg, type ScriptReply } from "./scripts.ts";
@@ -174,10 +174,10 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
         input.name,
         input.description ?? "",
         input.price,
-        input.currency ?? "EUR",
+        input.currency ?? DEFAULT_CURRENCY,
         input.quantity,
         input.perUserLimit ?? input.quantity,
-        input.holdSeconds ?? 600,
+        input.holdSeconds ?? DEFAULT_HOLD_SECONDS,
         input.startsAt ?? "",
         input.endsAt ?? "",
         outboxMaxLength,

@@ -20,6 +20,7 @@ import relayLeaseReleaseLua from "./scripts/relay_lease_release.lua" with { type
 import relayLeaseRenewLua from "./scripts/relay_lease_renew.lua" with { type: "text" };
 import relayEnsureGroupLua from "./scripts/relay_ensure_group.lua" with { type: "text" };
 import relayReadLua from "./scripts/relay_read.lua" with { type: "text" };
+import snapshotLua from "./scripts/snapshot.lua" with { type: "text" };
 
 const SCRIPTS = {
   fsCreateStock: { source: createStockLua, keys: 2 },
@@ -35,6 +36,7 @@ const SCRIPTS = {
   fsRelayDeleteIdleConsumers: { source: relayDeleteIdleConsumersLua, keys: 1 },
   fsRelayRead: { source: relayReadLua, keys: 2 },
   fsRelayEnsureGroup: { source: relayEnsureGroupLua, keys: 1 },
+  fsSnapshot: { source: snapshotLua, keys: 2 },
 } as const;
 
 export type ScriptName = keyof typeof SCRIPTS;

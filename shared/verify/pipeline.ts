@@ -67,11 +67,17 @@ export interface KafkaCheckOptions {
  * checks that every version of every stock is there. Re-reads while something is missing and the
  * deadline allows (a produce acknowledged by Kafka is readable at once, so this rarely loops).
  */
-export async function checkKafka(options: KafkaCheckOptions): Promise<{ findings: Finding[]; messages: number; duplicates: number }> {
+export async function checkKafka(
+  options: KafkaCheckOptions,
+): Promise<{ findings: Finding[]; messages: number; duplicates: number; maxVersions: Map<string, number> }> {
   const kafka = new Kafka({ clientId: "flashsale-verify", brokers: options.brokers, logLevel: logLevel.NOTHING });
   const wanted = new Map(options.stocks.map((s) => [s.stockId, s]));
   for (;;) {
     const seen = new Map<string, Set<number>>();
+    /** Per stock: versions carried by two different events (one of them has content Redis never had). */
+    const conflicts = new Map<string, Set<number>>();
+    /** Per stock: the version of its latest repair snapshot, the new baseline (bun run repair). */
+    const snapshots = new Map<string, number>();
     const ids = new Set<string>();
     let messages = 0;
     let duplicates = 0;
@@ -114,8 +120,9 @@ export async function checkKafka(options: KafkaCheckOptions): Promise<{ findings
             ids.add(e.eventId);
             let versions = seen.get(e.aggregateId);
             if (!versions) seen.set(e.aggregateId, (versions = new Set()));
-            if (versions.has(e.version) && bad.length < 5) bad.push(finding("kafka", "I2", e.aggregateId, `two different events with version ${e.version}`));
+            if (versions.has(e.version)) conflicts.set(e.aggregateId, (conflicts.get(e.aggregateId) ?? new Set()).add(e.version));
             versions.add(e.version);
+            if (e.eventType === "StockSnapshot") snapshots.set(e.aggregateId, Math.max(snapshots.get(e.aggregateId) ?? 0, e.version));
           }
           const high = remaining.get(batch.partition);
           if (high !== undefined && BigInt(batch.lastOffset()) + 1n >= high) {
@@ -133,18 +140,29 @@ export async function checkKafka(options: KafkaCheckOptions): Promise<{ findings
       if (timedOut) bad.push(finding("kafka", "I2", null, `could not read topic ${options.topic} to its end before the deadline`));
     }
     const findings: Finding[] = [...bad];
+    const maxVersions = new Map<string, number>();
     for (const s of options.stocks) {
       const versions = seen.get(s.stockId) ?? new Set<number>();
+      maxVersions.set(s.stockId, Math.max(0, ...versions));
+      // Before a repair snapshot, history may hold what Redis forgot: only what follows it is checked.
+      const baseline = snapshots.get(s.stockId) ?? 1;
       const missing: number[] = [];
-      for (let v = 1; v <= s.version && missing.length < 5; v++) if (!versions.has(v)) missing.push(v);
+      for (let v = baseline; v <= s.version && missing.length < 5; v++) if (!versions.has(v)) missing.push(v);
       const extra = [...versions].filter((v) => v > s.version);
+      const conflicting = [...(conflicts.get(s.stockId) ?? [])].filter((v) => v >= baseline);
       if (missing.length > 0) {
-        const present = [...versions].filter((v) => v >= 1 && v <= s.version).length;
-        findings.push(finding("kafka", "I2", s.stockId, `${s.version - present} of ${s.version} events missing from ${options.topic}, e.g. versions ${missing.join(", ")}`));
+        const present = [...versions].filter((v) => v >= baseline && v <= s.version).length;
+        findings.push(finding("kafka", "I2", s.stockId, `${s.version - baseline + 1 - present} of ${s.version} events missing from ${options.topic}, e.g. versions ${missing.join(", ")}`));
       }
-      if (extra.length > 0) findings.push(finding("kafka", "I2", s.stockId, `events with versions beyond the stock's ${s.version}: ${extra.slice(0, 5).join(", ")} (an event without a change)`));
+      if (conflicting.length > 0 || extra.length > 0) {
+        const what = [
+          conflicting.length > 0 ? `two different events with version ${conflicting.slice(0, 5).join(", ")}` : "",
+          extra.length > 0 ? `events with versions beyond the stock's ${s.version}: ${extra.slice(0, 5).join(", ")}` : "",
+        ].filter(Boolean);
+        findings.push(finding("kafka", "I2", s.stockId, `drift: Kafka carries content Redis never had (${what.join("; ")}); repair: bun run repair ${s.stockId}`));
+      }
     }
-    if (findings.length === 0 || Date.now() > options.deadline) return { findings, messages, duplicates };
+    if (findings.length === 0 || Date.now() > options.deadline) return { findings, messages, duplicates, maxVersions };
     await sleep(POLL_MS * 4);
   }
 }
@@ -168,7 +186,14 @@ export async function checkReadModels(options: ReadModelCheckOptions): Promise<F
     const mismatches = await compareReadModels({ expected, sql: options.sql, es: options.es, index: options.index });
     if (mismatches.length === 0 || Date.now() > options.deadline) {
       return mismatches.map((m) =>
-        finding(m.store === "postgres" ? "postgres" : "search", "I6", m.stockId, `${m.store} has ${describe(m.actual)}, Redis has ${describe(m.expected)} (available/held/sold version)`),
+        finding(
+          m.store === "postgres" ? "postgres" : "search",
+          "I6",
+          m.stockId,
+          `${m.store} has ${describe(m.actual)}, Redis has ${describe(m.expected)} (available/held/sold version)` +
+            // At Redis's version or beyond with other counters: content Redis never had, which no later event at those versions fixes.
+            (m.actual && m.actual.version >= m.expected.version ? `; drift: bun run repair ${m.stockId}` : ""),
+        ),
       );
     }
     await sleep(POLL_MS);
@@ -183,13 +208,18 @@ export async function checkReadModels(options: ReadModelCheckOptions): Promise<F
 export async function checkPostgresDetail(sql: postgres.Sql, stocks: readonly StockState[]): Promise<Finding[]> {
   const ids = stocks.map((s) => s.stockId);
   const findings: Finding[] = [];
-  const events = new Map<string, { n: number; max: number; min: number }>();
+  const events = new Map<string, { n: number; max: number; min: number; snapshot: number | null }>();
   const orders = new Map<string, { held: number; purchased: number }>();
   for (let i = 0; i < ids.length; i += 1000) {
     const part = ids.slice(i, i + 1000);
-    const rows = await sql<{ id: string; n: number; max: number; min: number }[]>`
-      SELECT aggregate_id AS id, count(*)::int AS n, max(version) AS max, min(version) AS min
-      FROM stock_events WHERE aggregate_id = ANY(${part}) GROUP BY aggregate_id`;
+    // Counted from the latest repair snapshot on (its version is the new baseline; see snapshot.lua).
+    const rows = await sql<{ id: string; n: number; max: number; min: number; snapshot: number | null }[]>`
+      WITH base AS (
+        SELECT aggregate_id, max(version) FILTER (WHERE event_type = 'StockSnapshot') AS snapshot
+        FROM stock_events WHERE aggregate_id = ANY(${part}) GROUP BY aggregate_id)
+      SELECT e.aggregate_id AS id, count(*)::int AS n, max(e.version) AS max, min(e.version) AS min, b.snapshot
+      FROM stock_events e JOIN base b USING (aggregate_id)
+      WHERE e.version >= coalesce(b.snapshot, 1) GROUP BY e.aggregate_id, b.snapshot`;
     for (const r of rows) events.set(r.id, r);
     const units = await sql<{ id: string; held: number; purchased: number }[]>`
       SELECT stock_id AS id,
@@ -199,9 +229,11 @@ export async function checkPostgresDetail(sql: postgres.Sql, stocks: readonly St
     for (const r of units) orders.set(r.id, r);
   }
   for (const s of stocks) {
-    const e = events.get(s.stockId) ?? { n: 0, max: 0, min: 0 };
-    if (e.n !== s.version || e.max !== s.version || (e.n > 0 && e.min !== 1)) {
-      findings.push(finding("postgres", "I2", s.stockId, `stock_events has ${e.n} rows (versions ${e.min}..${e.max}), Redis is at version ${s.version}`));
+    const e = events.get(s.stockId) ?? { n: 0, max: 0, min: 0, snapshot: null };
+    const base = e.snapshot ?? 1;
+    if (e.n !== s.version - base + 1 || e.max !== s.version || (e.n > 0 && e.min !== base)) {
+      const drift = e.max > s.version || e.n > s.version - base + 1 ? `; drift (versions Redis never had): bun run repair ${s.stockId}` : "";
+      findings.push(finding("postgres", "I2", s.stockId, `stock_events has ${e.n} rows (versions ${e.min}..${e.max}${e.snapshot ? `, from the snapshot at v${e.snapshot}` : ""}), Redis is at version ${s.version}${drift}`));
     }
     const o = orders.get(s.stockId) ?? { held: 0, purchased: 0 };
     if (o.held !== s.held || o.purchased !== s.sold) {

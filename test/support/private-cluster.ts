@@ -166,6 +166,28 @@ export class PrivateCluster {
     return { master: master.port, replica: nodes.find((n) => n.role === "replica" && n.masterId === master.id)?.port };
   }
 
+  /** Moves one slot to the master on `toPort` the way redis-cli --cluster reshard does (keys in batches); returns the keys moved. */
+  async migrateSlot(slot: number, toPort: number): Promise<number> {
+    const nodes = await this.topology();
+    const from = nodes.find((n) => n.role === "master" && n.slots.some(([a, b]) => slot >= a && slot <= b))!;
+    const to = nodes.find((n) => n.port === toPort)!;
+    await this.cli(to.port, "CLUSTER", "SETSLOT", slot, "IMPORTING", from.id);
+    await this.cli(from.port, "CLUSTER", "SETSLOT", slot, "MIGRATING", to.id);
+    let moved = 0;
+    for (;;) {
+      const keys = (await this.cli(from.port, "CLUSTER", "GETKEYSINSLOT", slot, 10)) as string[];
+      if (keys.length === 0) break;
+      await this.cli(from.port, "MIGRATE", "127.0.0.1", to.port, "", 0, 5000, "KEYS", ...keys);
+      moved += keys.length;
+      await Bun.sleep(50); // let traffic meet the half-migrated slot (ASK, TRYAGAIN)
+    }
+    // The new owner first, then the old one, then everyone else (as redis-cli does).
+    await this.cli(to.port, "CLUSTER", "SETSLOT", slot, "NODE", to.id);
+    await this.cli(from.port, "CLUSTER", "SETSLOT", slot, "NODE", to.id);
+    for (const n of nodes.filter((x) => x.role === "master" && x.port !== from.port && x.port !== to.port)) await this.cli(n.port, "CLUSTER", "SETSLOT", slot, "NODE", to.id);
+    return moved;
+  }
+
   freeze(port: number): void {
     this.procs.get(port)!.kill("SIGSTOP");
     this.frozen.add(port);

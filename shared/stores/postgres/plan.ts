@@ -133,7 +133,7 @@ function applyCreated(row: StockRow, event: EventOf<"StockCreated">): void {
   row.created_at = event.occurredAt;
 }
 
-type OrderEvent = Exclude<StockEvent, { eventType: "StockCreated" }>;
+type OrderEvent = Exclude<StockEvent, { eventType: "StockCreated" | "StockSnapshot" }>;
 
 function orderRowOf(event: OrderEvent): OrderRow {
   const p = event.payload;
@@ -172,7 +172,14 @@ function mergeOrder(row: OrderRow, event: OrderEvent): void {
       row.status = event.payload.reason;
       row.released_at = event.occurredAt;
       break;
+    default:
+      unhandled(event);
   }
+}
+
+/** A new order event type must be handled here: this stops the build until it is. */
+function unhandled(event: never): never {
+  throw new Error(`projector-postgres has no rule for ${(event as StockEvent).eventType}`);
 }
 
 function emptyMinute(stockId: string, minute: string): MinuteRow {
@@ -212,6 +219,8 @@ function addToMinute(row: MinuteRow, event: OrderEvent): void {
         row.units_cancelled += quantity;
       }
       break;
+    default:
+      unhandled(event);
   }
 }
 
@@ -237,6 +246,8 @@ export function planPostgresBatch(events: readonly StockEvent[]): PostgresPlan {
       applyCreated(stock, event);
       continue;
     }
+    // A repair snapshot (bun run repair) only restates the counters, at a version above any other.
+    if (event.eventType === "StockSnapshot") continue;
     const allocationId = event.payload.allocationId;
     let order = orders.get(allocationId);
     if (!order) {

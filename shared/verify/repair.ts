@@ -1,0 +1,65 @@
+/**
+ * Drift repair (`bun run repair <stockId>`, docs/design.md §11): brings a stock's read side back to
+ * Redis truth, whatever made it drift (a failover that forgot writes Kafka had carried, a restore
+ * from backup, an operator's mistake).
+ *
+ * It appends a StockSnapshot event (shared/redis/scripts/snapshot.lua): the whole stock as Redis
+ * has it, at a version above the highest one seen downstream (Kafka, PostgreSQL, Elasticsearch).
+ * The relay publishes it like any event; every version-guarded read model takes it because it is
+ * the newest, and the stock's next events follow it. Nothing downstream is written directly.
+ */
+import type { Client } from "@elastic/elasticsearch";
+import type postgres from "postgres";
+import type { KeyLayout } from "../domain/keys.ts";
+import type { RedisClient } from "../redis/client.ts";
+import { runScript } from "../redis/scripts.ts";
+import { readPostgresCounters, readSearchCounters } from "./convergence.ts";
+import { checkKafka } from "./pipeline.ts";
+import { readStocks } from "./redis.ts";
+
+export interface RepairOptions {
+  redis: RedisClient;
+  keys: KeyLayout;
+  stockId: string;
+  /** Where to look for the highest version seen downstream (each optional). */
+  kafka?: { brokers: string[]; topic: string };
+  sql?: postgres.Sql;
+  es?: Client;
+  esIndex?: string;
+  /** Skip the look-up: the snapshot goes above this version (and above Redis's). */
+  seenVersion?: number;
+}
+
+export interface RepairResult {
+  stockId: string;
+  previousVersion: number;
+  seenVersion: number;
+  snapshotVersion: number;
+}
+
+export class RepairError extends Error {}
+
+/** The highest version of the stock that Kafka or a read model has. */
+export async function highestSeenVersion(options: RepairOptions): Promise<number> {
+  const { stockId } = options;
+  let seen = 0;
+  if (options.sql) seen = Math.max(seen, (await readPostgresCounters(options.sql, [stockId])).get(stockId)?.version ?? 0);
+  if (options.es && options.esIndex) seen = Math.max(seen, (await readSearchCounters(options.es, options.esIndex, [stockId])).get(stockId)?.version ?? 0);
+  if (options.kafka) {
+    const [state] = await readStocks(options.redis, new Map([[stockId, options.keys.stock(stockId)]]));
+    if (state) {
+      const { maxVersions } = await checkKafka({ ...options.kafka, stocks: [state], deadline: Date.now() + 30_000 });
+      seen = Math.max(seen, maxVersions.get(stockId) ?? 0);
+    }
+  }
+  return seen;
+}
+
+export async function repairStock(options: RepairOptions): Promise<RepairResult> {
+  const { redis, keys, stockId } = options;
+  const seenVersion = options.seenVersion ?? (await highestSeenVersion(options));
+  const reply = await runScript(redis, "fsSnapshot", [keys.stock(stockId), keys.outbox(keys.shardOf(stockId))], [stockId, Bun.randomUUIDv7(), seenVersion]);
+  if (reply[0] === "not_found") throw new RepairError(`no stock ${stockId} in Redis (prefix ${keys.prefix})`);
+  if (reply[0] !== "ok") throw new RepairError(`snapshot refused: ${reply.join(" ")}`);
+  return { stockId, seenVersion, snapshotVersion: Number(reply[1]), previousVersion: Number(reply[2]) };
+}
