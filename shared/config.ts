@@ -222,8 +222,12 @@ export const projectorSearchSchema = z.object({
   ...kafka,
   ...elasticsearch,
   ...projector,
-  /** after-write: a coalesced refresh after each bulk (searchable sooner, visibility measured); interval: the index's own. */
-  PROJECTOR_SEARCH_REFRESH: z.enum(["after-write", "interval"]).default("after-write"),
+  /**
+   * interval: the index's refresh_interval only (default: on two shared cores the extra refreshes of
+   * after-write cost PostgreSQL and the relay more than they gain, docs/read-side.md); after-write: a
+   * coalesced refresh after each bulk (searchable ~100 ms sooner, visibility measured).
+   */
+  PROJECTOR_SEARCH_REFRESH: z.enum(["after-write", "interval"]).default("interval"),
   /** Least time between two refreshes the projector starts (after-write). */
   PROJECTOR_SEARCH_REFRESH_SPACING_MS: z.coerce.number().int().min(0).max(10_000).default(0),
   /** The index's refresh_interval, applied at start (with after-write, a backstop for other writers). */

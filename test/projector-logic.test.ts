@@ -338,4 +338,17 @@ describe("refresh after write (refresher.ts)", () => {
     expect(started.length).toBe(2);
     expect(maxInFlight).toBe(1);
   });
+
+  test("with a spacing, a write acked while the next refresh still waits its turn is covered by that one", async () => {
+    const { createRefresher } = await import("../shared/stores/search/refresher.ts");
+    let refreshes = 0;
+    const es = { indices: { refresh: async () => void refreshes++ } } as unknown as import("@elastic/elasticsearch").Client;
+    const refresher = createRefresher(es, "idx", { minSpacingMs: 60 });
+    await refresher.request(); // #1 at once
+    const a = refresher.request(); // waits out the spacing
+    const b = refresher.request(); // acked before #2 began: shares it
+    expect(b).toBe(a);
+    await Promise.all([a, b]);
+    expect(refreshes).toBe(2);
+  });
 });

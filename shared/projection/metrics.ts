@@ -73,20 +73,20 @@ export function createProjectorMetrics(registry: Registry): ProjectorMetrics {
       help: "Batch attempts that failed because the store was unavailable (retried, not committed)",
       registers,
     }),
-    freshnessSeconds: new FastHistogram(
-      "flashsale_projector_freshness_seconds",
-      "End-to-end freshness: commit time minus the event's occurredAt, per applied event",
+    freshnessSeconds: new FastHistogram({
+      name: "flashsale_projector_freshness_seconds",
+      help: "End-to-end freshness: commit time minus the event's occurredAt, per applied event",
       registry,
-      [0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 0.6, 1, 2.5, 5, 10, 30, 60, 300],
-    ),
-    stageSeconds: new FastHistogram(
-      "flashsale_projector_stage_seconds",
-      "Per applied event, the time spent in each stage from occurredAt to visible (relay, kafka_to_fetch, fetch_to_commit, commit_to_visible)",
+      buckets: [0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 0.6, 1, 2.5, 5, 10, 30, 60, 300],
+    }),
+    stageSeconds: new FastHistogram({
+      name: "flashsale_projector_stage_seconds",
+      help: "Per applied event, the time spent in each stage from occurredAt to visible (relay, kafka_to_fetch, fetch_to_commit, commit_to_visible)",
       registry,
-      STAGE_BUCKETS,
-      "stage",
-      PROJECTOR_STAGES,
-    ),
+      buckets: STAGE_BUCKETS,
+      labelName: "stage",
+      labelValues: PROJECTOR_STAGES,
+    }),
   };
 }
 
@@ -102,19 +102,27 @@ export function createProjectorMetrics(registry: Registry): ProjectorMetrics {
 export class FastHistogram<L extends string = ""> {
   readonly type = "histogram";
   readonly aggregator = "sum";
+  readonly name: string;
+  readonly help: string;
+  private readonly buckets: readonly number[];
+  private readonly labelName: string | null;
   private readonly data = new Map<L, { buckets: Float64Array; sum: number; count: number }>();
 
-  constructor(
-    readonly name: string,
-    readonly help: string,
-    registry: Registry,
-    private readonly buckets: readonly number[],
-    /** One series per value, labelled `labelName`; without a label name, one series (value ""). */
-    private readonly labelName: string | null = null,
-    labelValues: readonly L[] = ["" as L],
-  ) {
-    for (const v of labelValues) this.data.set(v, { buckets: new Float64Array(buckets.length), sum: 0, count: 0 });
-    registry.registerMetric(this as unknown as prom.Metric);
+  constructor(options: {
+    name: string;
+    help: string;
+    registry: Registry;
+    buckets: readonly number[];
+    /** One series per value of labelValues, labelled labelName; without it, one series (label ""). */
+    labelName?: string;
+    labelValues?: readonly L[];
+  }) {
+    this.name = options.name;
+    this.help = options.help;
+    this.buckets = options.buckets;
+    this.labelName = options.labelName ?? null;
+    for (const v of options.labelValues ?? ["" as L]) this.data.set(v, { buckets: new Float64Array(this.buckets.length), sum: 0, count: 0 });
+    options.registry.registerMetric(this as unknown as prom.Metric);
   }
 
   observe(label: L, seconds: number, times = 1): void {

@@ -21,13 +21,17 @@ export interface Refresher {
 export function createRefresher(es: Client, index: string, options: { minSpacingMs?: number } = {}): Refresher {
   const minSpacingMs = options.minSpacingMs ?? 0;
   let running: Promise<void> | null = null;
+  /** False while `running` still waits out the spacing: a write acked now is covered by it. */
+  let runningStarted = false;
   let next: Promise<void> | null = null;
   let lastStart = 0;
 
   function start(): Promise<void> {
     const wait = Math.max(0, lastStart + minSpacingMs - Date.now());
+    runningStarted = wait === 0;
     const run = (wait > 0 ? Bun.sleep(wait) : Promise.resolve()).then(async () => {
       lastStart = Date.now();
+      runningStarted = true;
       await es.indices.refresh({ index });
     });
     running = run;
@@ -41,6 +45,7 @@ export function createRefresher(es: Client, index: string, options: { minSpacing
   return {
     request() {
       if (!running) return start();
+      if (!runningStarted) return running; // it has not begun: it will see this write
       // One is running (it may have started before the caller's write): the caller needs the next.
       if (!next) {
         const after = running.then(

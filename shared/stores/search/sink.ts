@@ -29,7 +29,7 @@ export interface SearchProjectorOptions extends Omit<ProjectorKafkaOptions, "gro
   /**
    * "after-write": ask for a coalesced refresh after each bulk (refresher.ts), so documents are
    * searchable sooner and the visibility stage is measured; "interval": leave it to the index's
-   * refresh_interval. Default "after-write". Only for the live alias (a rebuild's index refreshes at its swap).
+   * refresh_interval. Default "interval" (PROJECTOR_SEARCH_REFRESH). Only for the live alias (a rebuild's index refreshes at its swap).
    */
   refresh?: "after-write" | "interval";
   /** Least time between two refreshes this projector starts (after-write). */
@@ -42,7 +42,7 @@ export function createSearchProjector(options: SearchProjectorOptions): Projecto
   const { es, index, logger } = options;
   const requireAlias = (options.target ?? "alias") === "alias";
   const knownStatics = new Map<string, StaticFields>(); // static fields never change: no mget once seen
-  const refresher = requireAlias && (options.refresh ?? "after-write") === "after-write" ? createRefresher(es, index, { minSpacingMs: options.refreshMinSpacingMs }) : null;
+  const refresher = requireAlias && (options.refresh ?? "interval") === "after-write" ? createRefresher(es, index, { minSpacingMs: options.refreshMinSpacingMs }) : null;
   let visible: Promise<void> = Promise.resolve();
   const projector = createProjector({
     ...options,
