@@ -21,7 +21,6 @@ const JSON_TYPE = /^application\/json\s*(;|$)/i;
 export function allocateFastPath(commands: StockCommands, metrics: ApiMetrics): MiddlewareHandler<AppEnv> {
   const cache = refusalCacheOf.get(commands);
   if (!cache) return async (_c, next) => next();
-  const outcomes = new Map<string, ReturnType<ApiMetrics["allocations"]["labels"]>>();
   return async (c, next) => {
     // Ids in the cache were validated by the route before, so a raw id found there is a valid one.
     const error = cache.peek(c.req.param("id") ?? "");
@@ -37,9 +36,7 @@ export function allocateFastPath(commands: StockCommands, metrics: ApiMetrics): 
       }
       if (!allocateBody.safeParse(body).success) return next();
     }
-    let outcome = outcomes.get(error.code);
-    if (!outcome) outcomes.set(error.code, (outcome = metrics.allocations.labels(error.code)));
-    outcome.inc();
+    metrics.allocationCounts.inc(error.code, () => ({ outcome: error.code }));
     cache.count(error.code);
     return problemResponse(c, problemFromDomain(error));
   };

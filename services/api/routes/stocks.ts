@@ -110,12 +110,14 @@ export function stockRoutes(commands: StockCommands, metrics: ApiMetrics): OpenA
     const quantity = (c.req.header("content-type") ? c.req.valid("json")?.quantity : undefined) ?? 1;
     try {
       const { allocation, replayed } = await commands.allocate({ stockId, userId, quantity, idempotencyKey, traceparent: c.get("trace").traceparent });
-      metrics.allocations.inc({ outcome: replayed ? "replayed" : "held" });
+      const outcome = replayed ? "replayed" : "held";
+      metrics.allocationCounts.inc(outcome, () => ({ outcome }));
       if (replayed) c.header("Idempotent-Replayed", "true");
       c.get("log").debug({ stockId, allocationId: allocation.allocationId, replayed }, "allocated");
       return c.json(allocation, 201);
     } catch (err) {
-      metrics.allocations.inc({ outcome: (err as { code?: string }).code ?? "error" });
+      const outcome = (err as { code?: string }).code ?? "error";
+      metrics.allocationCounts.inc(outcome, () => ({ outcome }));
       throw err;
     }
   });
