@@ -89,7 +89,7 @@ describe.skipIf(!hasApi)("compiled api binary", () => {
       expect(health.status).toBe(200);
       // Prometheus metrics on the admin port only (they reveal sales velocity).
       const metrics = await waitFor(`http://127.0.0.1:${adminPort}/metrics`, 5_000, proc);
-      expect(await metrics.text()).toContain("http_requests_total");
+      expect(await metrics.text()).toContain("flashsale_http_requests_total");
       expect((await fetch(`http://127.0.0.1:${port}/metrics`)).status).toBe(404);
       expect((await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status).toBe(200);
 

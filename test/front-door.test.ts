@@ -68,11 +68,11 @@ async function soldOutStock(url: string, units: number): Promise<{ stockId: stri
   return { stockId, holds };
 }
 
-/** allocate_refusals_from_memory_total of one api process (its admin port is its port + 10). */
+/** flashsale_allocate_refusals_from_memory_total of one api process (its admin port is its port + 10). */
 async function fromMemory(apiUrl: string): Promise<number> {
   const admin = apiUrl.replace(/:(\d+)$/, (_, p: string) => `:${Number(p) + 10}`);
   const text = await (await fetch(`${admin}/metrics`)).text();
-  return [...text.matchAll(/^allocate_refusals_from_memory_total\{[^}]*\} (\d+)/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
+  return [...text.matchAll(/^flashsale_allocate_refusals_from_memory_total\{[^}]*\} (\d+)/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
 }
 
 /** Allocates as fresh users until one gets a 201; returns the milliseconds it took. */
@@ -138,7 +138,7 @@ describe("sold out from memory", () => {
     expect((await fetch(`${a1.url}/api/stocks/${stockId}/allocate`, { method: "POST" })).status).toBe(401);
     // The access metrics name the route for refusals from memory as for any other answer.
     const metrics = await (await fetch(`${a1.url.replace(/:(\d+)$/, (_, p: string) => `:${Number(p) + 10}`)}/metrics`)).text();
-    expect(metrics).toMatch(/http_requests_total\{[^}]*route="\/api\/stocks\/:id\/allocate"[^}]*status="409"[^}]*\} \d+/);
+    expect(metrics).toMatch(/flashsale_http_requests_total\{[^}]*route="\/api\/stocks\/:id\/allocate"[^}]*code="409"[^}]*\} \d+/);
   });
 
   test("with Idempotency-Key: replays stay exact, and doomed keys cost a GET, not a script", async () => {

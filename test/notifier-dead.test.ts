@@ -80,7 +80,7 @@ test("always-410 dead-letters after the schedule, a healthy endpoint is not held
   for (const q of gone.requests) perStock.set(q.event.aggregateId, [...(perStock.get(q.event.aggregateId) ?? []), q.event.version]);
   for (const versions of perStock.values()) expect(versions).toEqual([...versions].sort((a, b) => a - b));
   const metrics = await notifier.registry.metrics();
-  expect(metrics).toContain(`notifier_dead_letters_total{endpoint="${goneEndpoint.id}"} ${events.length}`);
+  expect(metrics).toContain(`flashsale_notifier_dead_letters_total{endpoint="${goneEndpoint.id}"} ${events.length}`);
 
   // The api's live dashboard shows it per endpoint, from the notifier's /metrics (here its registry, no HTTP).
   const redis = createRedis(stackEnv.REDIS_URL);

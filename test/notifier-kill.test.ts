@@ -94,7 +94,7 @@ test("kill -9 mid-delivery, restart: nothing lost, order kept, duplicates carry 
   expect((await fetch(`${admin}/healthz`)).status).toBe(200);
   await eventually(async () => (await fetch(`${admin}/readyz`)).status === 200, { what: "ready" });
   const metrics = await (await fetch(`${admin}/metrics`)).text();
-  for (const name of ["notifier_deliveries_total", "notifier_delivery_lag_seconds_bucket", "notifier_backlog", "notifier_delivery_leader 1", "projector_consumer_lag"]) {
+  for (const name of ["flashsale_notifier_deliveries_total", "flashsale_notifier_delivery_lag_seconds_bucket", "flashsale_notifier_backlog", "flashsale_notifier_delivery_leader 1", "flashsale_projector_consumer_lag"]) {
     expect(metrics).toContain(name);
   }
   expect(metrics).toContain('service="notifier"');

@@ -93,8 +93,8 @@ test("every event arrives once per webhook-id, signature-valid, in version order
   expect(log).toEqual({ n: events.length, ok: events.length });
 
   const metrics = await n.registry.metrics();
-  expect(metrics).toContain(`notifier_deliveries_total{endpoint="config"} ${events.length}`);
-  for (const name of ["notifier_delivery_lag_seconds_bucket", "notifier_backlog", "notifier_delivery_failures_total", "projector_consumer_lag"]) {
+  expect(metrics).toContain(`flashsale_notifier_deliveries_total{endpoint="config"} ${events.length}`);
+  for (const name of ["flashsale_notifier_delivery_lag_seconds_bucket", "flashsale_notifier_backlog", "flashsale_notifier_delivery_failures_total", "flashsale_projector_consumer_lag"]) {
     expect(metrics).toContain(name);
   }
 }, 90_000);
@@ -148,7 +148,7 @@ test("a receiver that answers 500 for 10 s, then recovers, gets everything in or
   for (const [stock, versions] of failedPerStock) for (const v of versions) expect(retriedHeads.has(`${stock}@${v}`)).toBe(true);
   expect(retried.every((r) => r.last_status === 204)).toBe(true);
   const metrics = await n.registry.metrics();
-  expect(metrics).toMatch(/notifier_delivery_failures_total\{endpoint="config",reason="http_5xx"\} [1-9]/);
+  expect(metrics).toMatch(/flashsale_notifier_delivery_failures_total\{endpoint="config",reason="http_5xx"\} [1-9]/);
 }, 90_000);
 
 test("two notifiers: both consume, one delivers (the lease), the other takes over when it stops; endpoints added and removed at run time", async () => {
@@ -167,7 +167,7 @@ test("two notifiers: both consume, one delivers (the lease), the other takes ove
     await eventually(async () => receiver!.acknowledged.size === first.length, { timeoutMs: 45_000, intervalMs: 100, what: "first batch delivered" });
     expect([a.delivery.isLeader(), b.delivery.isLeader()].filter(Boolean)).toHaveLength(1);
     // Both took part in consuming (the group split the 4 partitions), yet nothing was sent twice.
-    const applied = async (n: Notifier) => Number(/projector_events_applied_total(?:\{[^}]*\})? (\d+)/.exec(await n.registry.metrics())?.[1] ?? 0);
+    const applied = async (n: Notifier) => Number(/flashsale_projector_events_applied_total(?:\{[^}]*\})? (\d+)/.exec(await n.registry.metrics())?.[1] ?? 0);
     expect((await applied(a)) + (await applied(b))).toBe(first.length);
     expect(await applied(a)).toBeGreaterThan(0);
     expect(await applied(b)).toBeGreaterThan(0);

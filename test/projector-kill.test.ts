@@ -86,7 +86,7 @@ test("kill -9 mid-batch, restart: no loss, no double count", async () => {
   expect((await fetch(`${admin}/healthz`)).status).toBe(200);
   await eventually(async () => (await fetch(`${admin}/readyz`)).status === 200, { what: "ready" });
   const metrics = await (await fetch(`${admin}/metrics`)).text();
-  for (const name of ["projector_events_applied_total", "projector_duplicates_skipped_total", "projector_batch_size_bucket", "projector_batch_duration_seconds_bucket", "projector_consumer_lag", "projector_freshness_seconds_bucket", "projector_dlq_messages_total"]) {
+  for (const name of ["flashsale_projector_events_applied_total", "flashsale_projector_duplicates_skipped_total", "flashsale_projector_batch_size_bucket", "flashsale_projector_batch_duration_seconds_bucket", "flashsale_projector_consumer_lag", "flashsale_projector_freshness_seconds_bucket", "flashsale_projector_dlq_messages_total"]) {
     expect(metrics).toContain(name);
   }
   expect(metrics).toContain('service="projector-postgres"');

@@ -1,6 +1,6 @@
 /**
  * The time budget is observable (issue 10): each projector records every applied event's stages in
- * projector_stage_seconds, and projector-search's refresh after write makes a document searchable
+ * flashsale_projector_stage_seconds, and projector-search's refresh after write makes a document searchable
  * without waiting for the index's refresh_interval (set to 30 s here, so only the projector's own
  * refresh can explain a hit). Real Kafka, PostgreSQL and Elasticsearch.
  */
@@ -20,7 +20,7 @@ async function stageCounts(projector: Projector): Promise<Record<string, number>
   const metric = await projector.metrics.stageSeconds.get();
   const counts: Record<string, number> = {};
   for (const v of metric.values) {
-    if (v.metricName === "projector_stage_seconds_count") counts[String(v.labels.stage)] = v.value;
+    if (v.metricName === "flashsale_projector_stage_seconds_count") counts[String(v.labels.stage)] = v.value;
   }
   return counts;
 }
@@ -29,7 +29,7 @@ async function stageSums(projector: Projector): Promise<Record<string, number>> 
   const metric = await projector.metrics.stageSeconds.get();
   const sums: Record<string, number> = {};
   for (const v of metric.values) {
-    if (v.metricName === "projector_stage_seconds_sum") sums[String(v.labels.stage)] = v.value;
+    if (v.metricName === "flashsale_projector_stage_seconds_sum") sums[String(v.labels.stage)] = v.value;
   }
   return sums;
 }

@@ -42,14 +42,16 @@ test("promtool test rules: every alert fires on the trouble it names", () => {
   for (const alert of alerts) expect(tests, alert).toMatch(new RegExp(`alertname: ${alert}\\n\\s+exp_alerts:\\n\\s+- exp_labels`));
 });
 
-/** Every metric name the services register (`name: "…"` in files that use prom-client). */
+/** Every metric name the services register (`name: "…"` in files that use prom-client, and FastHistograms). */
 function exportedMetricNames(): Set<string> {
   const names = new Set<string>();
   for (const dir of ["services", "shared"]) {
     for (const file of new Glob("**/*.ts").scanSync(join(REPO_ROOT, dir))) {
       const text = readFileSync(join(REPO_ROOT, dir, file), "utf8");
-      if (!/prom\.(Counter|Gauge|Histogram)/.test(text)) continue;
+      if (!/prom\.(Counter|Gauge|Histogram)|FastHistogram\(/.test(text)) continue;
       for (const m of text.matchAll(/\bname: "([a-z_:][a-z0-9_:]*)"/g)) names.add(m[1]!);
+      // shared/projection/metrics.ts' FastHistogram takes its name as the first argument.
+      for (const m of text.matchAll(/new FastHistogram\(\s*"([a-z_:][a-z0-9_:]*)"/g)) names.add(m[1]!);
     }
   }
   return names;
@@ -57,13 +59,17 @@ function exportedMetricNames(): Set<string> {
 
 /** Names of our metrics used in a PromQL text (histogram series suffixes stripped). */
 function metricsUsed(text: string): string[] {
-  const used = text.match(/\b(flashsale|relay|projector|notifier|http|allocations|holds|expirer|stock)_[a-z0-9_]+/g) ?? [];
+  // Old unprefixed names are matched too, so a stale reference fails the check below.
+  const used = text.match(/\b(flashsale|relay|projector|notifier|http|allocations|allocate|holds|expirer|stock)_[a-z0-9_]+/g) ?? [];
   return [...new Set(used.map((n) => n.replace(/_(bucket|count|sum)$/, "")))];
 }
 
 test("the rules, the Grafana dashboard and the live dashboard only read metrics the code exports", () => {
   const exported = exportedMetricNames();
   expect(exported.size).toBeGreaterThan(20);
+  // Every metric of ours is flashsale_-prefixed (README "Metric names"); the runtime's process_* and
+  // nodejs_* keep their standard names.
+  expect([...exported].filter((n) => !n.startsWith("flashsale_"))).toEqual([]);
   const grafana = JSON.parse(readFileSync(join(OPS, "grafana", "dashboards", "flashsale.json"), "utf8")) as {
     panels: { title: string; targets?: { expr: string }[] }[];
   };
@@ -132,9 +138,13 @@ test("a real Prometheus scrapes the api and a relay and loads the alert rules", 
   }
   // (The other jobs point at the default worker ports: up or not, depending on what else runs.)
   expect(up).toMatchObject({ api: "1", relay: "1" });
-  const created = await query(`sum(${metricsUsed("http_requests_total")[0]}{job="api"})`);
+  const created = await query(`sum(${metricsUsed("flashsale_http_requests_total")[0]}{job="api"})`);
   expect(Number(created[0]?.value[1])).toBeGreaterThanOrEqual(1);
-  const shards = await query(`count(relay_outbox_length{job="relay"})`);
+  const shards = await query(`count(flashsale_relay_outbox_length{job="relay"})`);
+  // What the servers really expose: nothing of ours without the prefix, HTTP status in `code`.
+  const unprefixed = await query(`count by (__name__) ({job=~"api|relay", __name__!~"flashsale_.*|process_.*|nodejs_.*|up|scrape_.*"})`);
+  expect(unprefixed.map((r) => r.metric.__name__)).toEqual([]);
+  expect((await query(`count(flashsale_http_requests_total{job="api", code="201"})`)).length).toBe(1);
   expect(Number(shards[0]?.value[1])).toBe(4);
   const rules = (await (await fetch(`http://127.0.0.1:${PROMETHEUS_PORT}/api/v1/rules`)).json()) as {
     data: { groups: { rules: { name: string; health: string }[] }[] };

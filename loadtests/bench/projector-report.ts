@@ -1,6 +1,6 @@
 /**
  * The pure half of `bun run bench:projectors` (projectors.ts): benchmark variants, the per-stage
- * time budget read from the projectors' projector_stage_seconds histograms, and the closing summary
+ * time budget read from the projectors' flashsale_projector_stage_seconds histograms, and the closing summary
  * over all variants and rounds (ranges), so old and new settings are compared on the same noise.
  */
 import { PROJECTOR_STAGES } from "../../shared/projection/metrics.ts";
@@ -32,12 +32,12 @@ export function parseVariants(text: string | undefined): Variant[] {
 
 export type StageFigures = Record<string, { p50: number | null; p99: number | null }>;
 
-/** p50/p99 (ms) of each stage of projector_stage_seconds between two scrapes (interpolated in the bucket). */
+/** p50/p99 (ms) of each stage of flashsale_projector_stage_seconds between two scrapes (interpolated in the bucket). */
 export function stageFigures(before: Sample[], after: Sample[]): StageFigures {
   const out: StageFigures = {};
   for (const stage of PROJECTOR_STAGES) {
-    const a = histogramBuckets(before, "projector_stage_seconds", { stage });
-    const b = histogramBuckets(after, "projector_stage_seconds", { stage });
+    const a = histogramBuckets(before, "flashsale_projector_stage_seconds", { stage });
+    const b = histogramBuckets(after, "flashsale_projector_stage_seconds", { stage });
     const q = (x: number) => {
       const v = quantileBetween(x, a, b);
       return v === null ? null : v * 1000;
@@ -49,8 +49,8 @@ export function stageFigures(before: Sample[], after: Sample[]): StageFigures {
 
 /** The relay's own stage histograms (services/relay/metrics.ts): per event, and per batch. */
 export const RELAY_STAGES = {
-  xadd_to_read: "relay_stage_xadd_to_read_seconds",
-  read_to_kafka_ack: "relay_stage_read_to_kafka_ack_seconds",
+  xadd_to_read: "flashsale_relay_stage_xadd_to_read_seconds",
+  read_to_kafka_ack: "flashsale_relay_stage_read_to_kafka_ack_seconds",
 } as const;
 
 /** p50/p99 (ms) of the relay's stage histograms between two scrapes of its /metrics. */

@@ -18,7 +18,7 @@
  *     the last refresh makes Elasticsearch refresh the shard, so polling it every few ms turns into
  *     hundreds of extra refreshes a second on the same two cores.
  *
- *     Then the time budget per stage (projector_stage_seconds of each projector, p50/p99 between the
+ *     Then the time budget per stage (flashsale_projector_stage_seconds of each projector, p50/p99 between the
  *     scrapes before and after the load: relay = occurredAt → broker append, kafka_to_fetch,
  *     fetch_to_commit, commit_to_visible; docs/read-side.md "Time budget").
  *  3. variants: BENCH_VARIANTS="name:VAR=value,VAR=value;name2:…" runs the freshness phase once per
@@ -139,11 +139,11 @@ async function scrape(child: Subprocess): Promise<Sample[]> {
   return parsePromText(await (await fetch(`http://127.0.0.1:${adminPorts.get(child.pid)}/metrics`)).text());
 }
 
-/** Cumulative counts of a projector's projector_freshness_seconds histogram, by bucket bound ("+Inf" last). */
+/** Cumulative counts of a projector's flashsale_projector_freshness_seconds histogram, by bucket bound ("+Inf" last). */
 async function freshnessBuckets(child: Subprocess): Promise<Map<string, number>> {
   const text = await (await fetch(`http://127.0.0.1:${adminPorts.get(child.pid)}/metrics`)).text();
   const buckets = new Map<string, number>();
-  for (const match of text.matchAll(/^projector_freshness_seconds_bucket\{[^}]*le="([^"]+)"[^}]*\} (\d+)/gm)) {
+  for (const match of text.matchAll(/^flashsale_projector_freshness_seconds_bucket\{[^}]*le="([^"]+)"[^}]*\} (\d+)/gm)) {
     buckets.set(match[1]!, (buckets.get(match[1]!) ?? 0) + Number(match[2]));
   }
   return buckets;

@@ -3,7 +3,7 @@
  *
  *  1. drain: preload BENCH_EVENTS allocations (Lua allocate script, auto-pipelined, many stocks over
  *     all shards) into the outbox, start the relay (`bun services/relay/main.ts`, its own process)
- *     and time until all of them are relayed (its relay_events_relayed_total counter).
+ *     and time until all of them are relayed (its flashsale_relay_events_relayed_total counter).
  *  2. latency: allocations at a steady BENCH_RATE per second for BENCH_SECONDS, while a consumer
  *     reads the topic; per event latency = Kafka LogAppendTime (the bench creates its topic with
  *     message.timestamp.type=LogAppendTime, so the broker stamps the append) − occurredAt (Redis
@@ -55,7 +55,7 @@ async function outboxLeft(): Promise<number> {
 async function batchHistogram(): Promise<Map<number, number>> {
   const text = await fetch(`http://127.0.0.1:${ADMIN_PORT}/metrics`).then((r) => r.text());
   const buckets = new Map<number, number>();
-  for (const m of text.matchAll(/^relay_batch_duration_seconds_bucket\{le="([^"]+)"[^}]*\} (\d+)/gm)) {
+  for (const m of text.matchAll(/^flashsale_relay_batch_duration_seconds_bucket\{le="([^"]+)"[^}]*\} (\d+)/gm)) {
     buckets.set(m[1] === "+Inf" ? Infinity : Number(m[1]), Number(m[2]));
   }
   return buckets;

@@ -37,9 +37,9 @@ export class PendingCounts<L extends string> {
 }
 
 export interface ApiMetrics {
-  requests: prom.Counter<"method" | "route" | "status">;
-  /** Increments of `requests`, keyed "METHOD route status" (see PendingCounts). */
-  requestCounts: PendingCounts<"method" | "route" | "status">;
+  requests: prom.Counter<"method" | "route" | "code">;
+  /** Increments of `requests`, keyed "METHOD route code" (see PendingCounts). */
+  requestCounts: PendingCounts<"method" | "route" | "code">;
   duration: prom.Histogram<"method" | "route">;
   allocations: prom.Counter<"outcome">;
   /** Increments of `allocations`, keyed by outcome. */
@@ -60,10 +60,15 @@ function pendingCounter<L extends string>(registry: Registry, name: string, help
 }
 
 export function createApiMetrics(registry: Registry): ApiMetrics {
-  const [requests, requestCounts] = pendingCounter(registry, "http_requests_total", "HTTP requests by route and status", ["method", "route", "status"]);
+  const [requests, requestCounts] = pendingCounter(
+    registry,
+    "flashsale_http_requests_total",
+    "HTTP requests by route and status code (label `code`, Prometheus' convention)",
+    ["method", "route", "code"],
+  );
   const [allocations, allocationCounts] = pendingCounter(
     registry,
-    "allocations_total",
+    "flashsale_allocations_total",
     "Allocation attempts by outcome (held, replayed, sold_out, limit_exceeded, …)",
     ["outcome"],
   );
@@ -71,7 +76,7 @@ export function createApiMetrics(registry: Registry): ApiMetrics {
     requests,
     requestCounts,
     duration: new prom.Histogram({
-      name: "http_request_duration_seconds",
+      name: "flashsale_http_request_duration_seconds",
       help: "HTTP request latency by route",
       labelNames: ["method", "route"],
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],

@@ -53,7 +53,7 @@ export function requestObserver(logger: Logger, metrics: ApiMetrics): (c: Contex
     const route = c.req.routePath;
     const status = c.res.status;
     const seconds = (performance.now() - started) / 1000;
-    metrics.requestCounts.inc(`${method} ${route} ${status}`, () => ({ method, route, status: String(status) }));
+    metrics.requestCounts.inc(`${method} ${route} ${status}`, () => ({ method, route, code: String(status) }));
     const timer = bound(timers, `${method} ${route}`, () => metrics.duration.labels(method, route));
     if (timer) timer.observe(seconds);
     else metrics.duration.observe({ method, route }, seconds);

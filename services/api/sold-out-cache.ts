@@ -67,7 +67,7 @@ export class RefusalCache {
     this.now = options.now ?? (() => performance.now());
     if (options.registry) {
       this.served = new prom.Counter({
-        name: "allocate_refusals_from_memory_total",
+        name: "flashsale_allocate_refusals_from_memory_total",
         help: "Allocate refusals answered from the api's memory, without Redis (docs/design.md §12)",
         labelNames: ["code"],
         registers: [options.registry],

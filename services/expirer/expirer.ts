@@ -39,15 +39,15 @@ export function createExpirer(options: ExpirerOptions): Expirer {
   const { redis, keys, logger, intervalMs, batchSize } = options;
   const retainSeconds = options.holdRetentionSeconds ?? DEFAULT_HOLD_RETENTION_SECONDS;
   prepareScripts(redis);
-  const expired = new prom.Counter({ name: "holds_expired_total", help: "Holds released because they timed out", registers: [options.registry] });
+  const expired = new prom.Counter({ name: "flashsale_holds_expired_total", help: "Holds released because they timed out", registers: [options.registry] });
   const tickSeconds = new prom.Histogram({
-    name: "expirer_tick_seconds",
+    name: "flashsale_expirer_tick_seconds",
     help: "Duration of one pass over all shards",
     buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1],
     registers: [options.registry],
   });
   new prom.Gauge({
-    name: "holds_due_backlog",
+    name: "flashsale_holds_due_backlog",
     help: "Holds past their expiry not yet released, per shard",
     labelNames: ["shard"],
     registers: [options.registry],

@@ -35,58 +35,58 @@ export function createProjectorMetrics(registry: Registry): ProjectorMetrics {
   const registers = [registry];
   return {
     eventsApplied: new prom.Counter({
-      name: "projector_events_applied_total",
+      name: "flashsale_projector_events_applied_total",
       help: "Events newly applied to the read model",
       registers,
     }),
     duplicatesSkipped: new prom.Counter({
-      name: "projector_duplicates_skipped_total",
+      name: "flashsale_projector_duplicates_skipped_total",
       help: "Events skipped because they were already applied (redelivery, replay, stale version)",
       registers,
     }),
     batchSize: new prom.Histogram({
-      name: "projector_batch_size",
+      name: "flashsale_projector_batch_size",
       help: "Messages per Kafka batch",
       buckets: [1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000],
       registers,
     }),
     batchSeconds: new prom.Histogram({
-      name: "projector_batch_duration_seconds",
+      name: "flashsale_projector_batch_duration_seconds",
       help: "Time from receiving a batch to committing its offsets",
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers,
     }),
     consumerLag: new prom.Gauge({
-      name: "projector_consumer_lag",
+      name: "flashsale_projector_consumer_lag",
       help: "Messages between the committed offset and the partition's high watermark",
       labelNames: ["partition"],
       registers,
     }),
     dlqMessages: new prom.Counter({
-      name: "projector_dlq_messages_total",
+      name: "flashsale_projector_dlq_messages_total",
       help: "Messages sent to the dead-letter topic",
       labelNames: ["reason"],
       registers,
     }),
     storeRetries: new prom.Counter({
-      name: "projector_store_retries_total",
+      name: "flashsale_projector_store_retries_total",
       help: "Batch attempts that failed because the store was unavailable (retried, not committed)",
       registers,
     }),
-    freshnessSeconds: new FastHistogram(
-      "projector_freshness_seconds",
-      "End-to-end freshness: commit time minus the event's occurredAt, per applied event",
+    freshnessSeconds: new FastHistogram({
+      name: "flashsale_projector_freshness_seconds",
+      help: "End-to-end freshness: commit time minus the event's occurredAt, per applied event",
       registry,
-      [0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 0.6, 1, 2.5, 5, 10, 30, 60, 300],
-    ),
-    stageSeconds: new FastHistogram(
-      "projector_stage_seconds",
-      "Per applied event, the time spent in each stage from occurredAt to visible (relay, kafka_to_fetch, fetch_to_commit, commit_to_visible)",
+      buckets: [0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 0.6, 1, 2.5, 5, 10, 30, 60, 300],
+    }),
+    stageSeconds: new FastHistogram({
+      name: "flashsale_projector_stage_seconds",
+      help: "Per applied event, the time spent in each stage from occurredAt to visible (relay, kafka_to_fetch, fetch_to_commit, commit_to_visible)",
       registry,
-      STAGE_BUCKETS,
-      "stage",
-      PROJECTOR_STAGES,
-    ),
+      buckets: STAGE_BUCKETS,
+      labelName: "stage",
+      labelValues: PROJECTOR_STAGES,
+    }),
   };
 }
 
@@ -102,19 +102,27 @@ export function createProjectorMetrics(registry: Registry): ProjectorMetrics {
 export class FastHistogram<L extends string = ""> {
   readonly type = "histogram";
   readonly aggregator = "sum";
+  readonly name: string;
+  readonly help: string;
+  private readonly buckets: readonly number[];
+  private readonly labelName: string | null;
   private readonly data = new Map<L, { buckets: Float64Array; sum: number; count: number }>();
 
-  constructor(
-    readonly name: string,
-    readonly help: string,
-    registry: Registry,
-    private readonly buckets: readonly number[],
-    /** One series per value, labelled `labelName`; without a label name, one series (value ""). */
-    private readonly labelName: string | null = null,
-    labelValues: readonly L[] = ["" as L],
-  ) {
-    for (const v of labelValues) this.data.set(v, { buckets: new Float64Array(buckets.length), sum: 0, count: 0 });
-    registry.registerMetric(this as unknown as prom.Metric);
+  constructor(options: {
+    name: string;
+    help: string;
+    registry: Registry;
+    buckets: readonly number[];
+    /** One series per value of labelValues, labelled labelName; without it, one series (label ""). */
+    labelName?: string;
+    labelValues?: readonly L[];
+  }) {
+    this.name = options.name;
+    this.help = options.help;
+    this.buckets = options.buckets;
+    this.labelName = options.labelName ?? null;
+    for (const v of options.labelValues ?? ["" as L]) this.data.set(v, { buckets: new Float64Array(this.buckets.length), sum: 0, count: 0 });
+    options.registry.registerMetric(this as unknown as prom.Metric);
   }
 
   observe(label: L, seconds: number, times = 1): void {

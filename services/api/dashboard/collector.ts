@@ -18,23 +18,23 @@ import type { StockView } from "../../../shared/domain/views.ts";
 
 /** Metric names the dashboard reads (the workers' and the api's own). */
 export const METRIC = {
-  stockUnits: "stock_units",
-  stockSoldOut: "stock_sold_out_timestamp_seconds",
-  allocations: "allocations_total",
-  httpRequests: "http_requests_total",
-  httpStatusLabel: "status",
-  relayShardLag: "relay_shard_lag_seconds",
-  relayOutboxLength: "relay_outbox_length",
-  relayOutboxPending: "relay_outbox_pending",
-  projectorFreshness: "projector_freshness_seconds",
-  projectorConsumerLag: "projector_consumer_lag",
-  projectorDlq: "projector_dlq_messages_total",
-  projectorApplied: "projector_events_applied_total",
-  webhookDeliveries: "notifier_deliveries_total",
-  webhookFailures: "notifier_delivery_failures_total",
-  webhookLag: "notifier_delivery_lag_seconds",
-  webhookBacklog: "notifier_backlog",
-  webhookDeadLetters: "notifier_dead_letter_backlog",
+  stockUnits: "flashsale_stock_units",
+  stockSoldOut: "flashsale_stock_sold_out_timestamp_seconds",
+  allocations: "flashsale_allocations_total",
+  httpRequests: "flashsale_http_requests_total",
+  httpStatusLabel: "code",
+  relayShardLag: "flashsale_relay_shard_lag_seconds",
+  relayOutboxLength: "flashsale_relay_outbox_length",
+  relayOutboxPending: "flashsale_relay_outbox_pending",
+  projectorFreshness: "flashsale_projector_freshness_seconds",
+  projectorConsumerLag: "flashsale_projector_consumer_lag",
+  projectorDlq: "flashsale_projector_dlq_messages_total",
+  projectorApplied: "flashsale_projector_events_applied_total",
+  webhookDeliveries: "flashsale_notifier_deliveries_total",
+  webhookFailures: "flashsale_notifier_delivery_failures_total",
+  webhookLag: "flashsale_notifier_delivery_lag_seconds",
+  webhookBacklog: "flashsale_notifier_backlog",
+  webhookDeadLetters: "flashsale_notifier_dead_letter_backlog",
 } as const;
 
 const HISTORY = 60;
@@ -138,7 +138,7 @@ export class DashboardCollector {
   registerStockGauges(registry: Registry): void {
     const collector = this;
     new prom.Gauge({
-      name: "stock_units",
+      name: "flashsale_stock_units",
       help: "Units of a stock by state (available, held, sold), read from Redis when scraped; the dashboard's stocks",
       labelNames: ["stock", "state"] as const,
       registers: [registry],
@@ -150,7 +150,7 @@ export class DashboardCollector {
       },
     });
     new prom.Gauge({
-      name: "stock_sold_out_timestamp_seconds",
+      name: "flashsale_stock_sold_out_timestamp_seconds",
       help: "When the dashboard first saw the stock sold out (Unix seconds)",
       labelNames: ["stock"] as const,
       registers: [registry],
@@ -341,7 +341,7 @@ export class DashboardCollector {
         projectors.push(this.projectorPanel(`${service} (${new URL(scrape.url).port})`, samples, now));
       }
       // Only the notifier holding the delivery lease sends; a standby's counters do not move.
-      if (samples.some((s) => s.name === "notifier_delivery_leader" && s.value === 1)) webhooks.push(...this.webhookPanels(`${scrape.url}`, samples, now));
+      if (samples.some((s) => s.name === "flashsale_notifier_delivery_leader" && s.value === 1)) webhooks.push(...this.webhookPanels(`${scrape.url}`, samples, now));
     }
     return { targets, shards: [...shards.values()].sort((a, b) => a.shard - b.shard), projectors, webhooks };
   }
