@@ -46,32 +46,26 @@ export interface ApiMetrics {
   allocationCounts: PendingCounts<"outcome">;
 }
 
-function pendingCounter<L extends string>(registry: Registry, name: string, help: string, labelNames: L[]): [prom.Counter<L>, PendingCounts<L>] {
+function pendingCounter<L extends string>(config: { name: string; help: string; labelNames: L[]; registers: Registry[] }): [prom.Counter<L>, PendingCounts<L>] {
   const counts = new PendingCounts<L>();
-  const counter = new prom.Counter<L>({
-    name,
-    help,
-    labelNames,
-    registers: [registry],
-    collect: () => counts.flush(),
-  });
+  const counter = new prom.Counter<L>({ ...config, collect: () => counts.flush() });
   counts.attach(counter);
   return [counter, counts];
 }
 
 export function createApiMetrics(registry: Registry): ApiMetrics {
-  const [requests, requestCounts] = pendingCounter(
-    registry,
-    "flashsale_http_requests_total",
-    "HTTP requests by route and status code (label `code`, Prometheus' convention)",
-    ["method", "route", "code"],
-  );
-  const [allocations, allocationCounts] = pendingCounter(
-    registry,
-    "flashsale_allocations_total",
-    "Allocation attempts by outcome (held, replayed, sold_out, limit_exceeded, …)",
-    ["outcome"],
-  );
+  const [requests, requestCounts] = pendingCounter({
+    name: "flashsale_http_requests_total",
+    help: "HTTP requests by route and status code (label `code`, Prometheus' convention)",
+    labelNames: ["method", "route", "code"],
+    registers: [registry],
+  });
+  const [allocations, allocationCounts] = pendingCounter({
+    name: "flashsale_allocations_total",
+    help: "Allocation attempts by outcome (held, replayed, sold_out, limit_exceeded, …)",
+    labelNames: ["outcome"],
+    registers: [registry],
+  });
   return {
     requests,
     requestCounts,
