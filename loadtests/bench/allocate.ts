@@ -36,6 +36,7 @@ import postgres from "postgres";
 import { Redis } from "ioredis";
 import { createKeyLayout } from "../../shared/domain/keys.ts";
 import { createRedis, deleteKeysByPrefix, isCluster, keyHolders, parseClusterNodes, type RedisClient } from "../../shared/redis/client.ts";
+import { mergeRows, reportTable, type Row } from "./allocate-report.ts";
 import { benchLuaCeiling, luaCeilingTable, type LuaCeilingRow } from "./allocate-cluster.ts";
 import { createStockCommands } from "../../shared/redis/commands.ts";
 import { scriptSource } from "../../shared/redis/scripts.ts";
@@ -68,19 +69,6 @@ type Target = (typeof ALL_TARGETS)[number];
 const UNITS = 5_000_000;
 const PER_USER_LIMIT = 1000;
 
-interface Row {
-  target: string;
-  stocks: number | null;
-  closed?: { rps: number; p50: number; p99: number; requests: number; ok: boolean };
-  open?: { rate: number; achieved: number; p50: number; p99: number; dropped: number; ok: boolean };
-  /** CPU time of the server process (and of the store's processes where we can attribute it) per request. */
-  serverCpuUsPerReq?: number;
-  storeCpuUsPerReq?: number;
-  check?: string;
-  note?: string;
-  /** min and max throughput over the rounds (when repeated). */
-  rpsRange?: [number, number];
-}
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
@@ -444,101 +432,6 @@ async function benchPg(mode: "fn" | "tx", stockCount: number, sync: string): Pro
 
 // ------------------------------------------------------------------ report
 
-const fmt = (v: number | undefined, digits = 1) => (v === undefined || !Number.isFinite(v) ? "–" : v.toFixed(digits));
-const int = (v: number | undefined) => (v === undefined || !Number.isFinite(v) ? "–" : Math.round(v).toLocaleString("en-US"));
-
-function median(values: number[]): number {
-  const s = values.filter(Number.isFinite).sort((a, b) => a - b);
-  if (s.length === 0) return Number.NaN;
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-}
-
-/** One row per target and stock count: the median over repeats. */
-function merged(): Row[] {
-  const groups = new Map<string, Row[]>();
-  for (const r of rows) {
-    const key = `${r.target}|${r.stocks}`;
-    groups.set(key, [...(groups.get(key) ?? []), r]);
-  }
-  return [...groups.values()].map((g) => {
-    const first = g[0]!;
-    const pick = (f: (r: Row) => number | undefined) => median(g.map((r) => f(r) ?? Number.NaN));
-    return {
-      ...first,
-      rpsRange: g.length > 1 ? ([Math.min(...g.map((r) => r.closed?.rps ?? Number.NaN)), Math.max(...g.map((r) => r.closed?.rps ?? Number.NaN))] as [number, number]) : undefined,
-      closed: first.closed && {
-        rps: pick((r) => r.closed?.rps),
-        p50: pick((r) => r.closed?.p50),
-        p99: pick((r) => r.closed?.p99),
-        requests: pick((r) => r.closed?.requests),
-        ok: g.every((r) => r.closed?.ok !== false),
-      },
-      open: first.open && {
-        rate: first.open.rate,
-        achieved: pick((r) => r.open?.achieved),
-        p50: pick((r) => r.open?.p50),
-        p99: pick((r) => r.open?.p99),
-        dropped: pick((r) => r.open?.dropped),
-        ok: g.every((r) => r.open?.ok !== false),
-      },
-      serverCpuUsPerReq: pick((r) => r.serverCpuUsPerReq),
-      storeCpuUsPerReq: first.storeCpuUsPerReq === undefined ? undefined : pick((r) => r.storeCpuUsPerReq),
-      check: g.map((r) => r.check).filter(Boolean).join("; "),
-    };
-  });
-}
-
-function table(final: Row[]): string {
-  const lines = [
-    `| target | stocks | throughput (req/s, ${VUS} VUs closed) | p50 ms | p99 ms | p50 ms @ ${RATE}/s open | p99 ms @ ${RATE}/s open | server CPU µs/req | store CPU µs/req |`,
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-  ];
-  for (const r of final) {
-    lines.push(
-      `| ${r.target} | ${r.stocks ?? "–"} | ${int(r.closed?.rps)}${r.rpsRange ? ` (${int(r.rpsRange[0])}–${int(r.rpsRange[1])})` : ""}${r.closed?.ok === false ? " ✗" : ""} | ${fmt(r.closed?.p50)} | ${fmt(r.closed?.p99)} | ` +
-        `${fmt(r.open?.p50)} | ${fmt(r.open?.p99)}${r.open && r.open.dropped > 0 ? ` (${int(r.open.dropped)} dropped)` : ""}${r.open?.ok === false ? " ✗" : ""} | ` +
-        `${fmt(r.serverCpuUsPerReq, 0)} | ${fmt(r.storeCpuUsPerReq, 0)} |`,
-    );
-  }
-  const rps = (target: string, stocks: number | null) => final.find((r) => r.target === target && r.stocks === stocks)?.closed?.rps;
-  const ratio = (a?: number, b?: number) => (a && b ? `${(a / b).toFixed(2)}×` : "–");
-  const bare = rps("hono-bare", null);
-  lines.push("");
-  for (const n of [1, MANY]) {
-    const api = rps("api", n);
-    const parts: string[] = [];
-    for (const sync of syncModes) {
-      const fn = rps(`pg-fn sync ${sync}`, n);
-      const tx = rps(`pg-tx sync ${sync}`, n);
-      const best = Math.max(fn ?? 0, tx ?? 0) || undefined;
-      if (best) parts.push(`ours / PostgreSQL sync ${sync} = ${ratio(api, best)} vs its best (fn ${ratio(api, fn)}, tx ${ratio(api, tx)})`);
-    }
-    lines.push(
-      `- ${n === 1 ? "one hot stock" : `${n} stocks`}: ours / HTTP ceiling = ${bare && api ? `${((api / bare) * 100).toFixed(0)}%` : "–"}` +
-        (parts.length ? `; ${parts.join("; ")}` : ""),
-    );
-  }
-  for (const n of [1, MANY]) {
-    const single = rps("api", n);
-    const cluster = rps("api-cluster", n);
-    if (single && cluster) lines.push(`- ${n === 1 ? "one hot stock" : `${n} stocks`}: api on the cluster / on one node = ${ratio(cluster, single)}`);
-  }
-  if (luaTable) lines.push("", luaTable);
-  const row = (target: string, stocks: number | null) => final.find((r) => r.target === target && r.stocks === stocks);
-  const bareRow = row("hono-bare", null);
-  for (const [label, target, goal] of [
-    ["allocate on a live stock", "api", "goal ≥ 0.7× req/s, ≤ 1.5× CPU"],
-    ["sold_out from memory", "api-sold-out", "goal ≥ 0.9× req/s"],
-    ["allocate, API_WORKERS = cores", "api-workers", "no goal; the other processes share the same 2 cores"],
-  ] as const) {
-    const r = row(target, 1);
-    if (!r || !bareRow) continue;
-    const cpu = r.serverCpuUsPerReq && bareRow.serverCpuUsPerReq ? `${(r.serverCpuUsPerReq / bareRow.serverCpuUsPerReq).toFixed(2)}×` : "–";
-    lines.push(`- ${label} / bare Hono: ${ratio(r.closed?.rps, bareRow.closed?.rps)} req/s, ${cpu} server CPU per request (${goal})${r.check ? `; ${r.check}` : ""}`);
-  }
-  return lines.join("\n");
-}
-
 // ------------------------------------------------------------------ main
 
 let loadAtStart = "";
@@ -631,9 +524,9 @@ async function main(): Promise<number> {
       }
     }
   }
-  const final = merged();
+  const final = mergeRows(rows);
   const load = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
-  const md = table(final);
+  const md = reportTable(final, { vus: VUS, rate: RATE, many: MANY, syncModes, luaTable });
   const command = `bun run bench:allocate ${process.argv.slice(2).join(" ")}`.trim();
   const header =
     `Machine: ${m.nproc} vCPU (${m.cpu}), ${m.memoryGiB} GiB RAM, Linux ${m.kernel}, Bun ${m.bun}; k6, servers, Redis and PostgreSQL all on the same box.\n` +

@@ -1,6 +1,6 @@
 /**
- * The whole life of a projector binary, so each services/projector-<store>/main.ts only says which
- * store it writes: typed config (fail fast), logger, metrics, the admin server with readiness from
+ * The whole life of a projector binary (or of another Kafka consumer binary, the notifier), so each
+ * main.ts only says what it writes: typed config (fail fast), logger, metrics, the admin server with readiness from
  * the consumer, graceful SIGTERM (stop consuming, finish and commit the batch, close the store,
  * then the admin server), and exit 1 when it cannot start.
  */
@@ -11,9 +11,18 @@ import { type KafkaEnv, loadConfigOrExit, type ProjectorEnv } from "../config.ts
 import { onShutdown } from "../lifecycle.ts";
 import { createLogger, type Logger } from "../logger.ts";
 import { createMetricsRegistry } from "../metrics.ts";
-import type { Projector, ProjectorKafkaOptions } from "./projector.ts";
+import type { ProjectorKafkaOptions } from "./projector.ts";
 
-type ProjectorConfig = KafkaEnv & ProjectorEnv & { LOG_LEVEL: string; ADMIN_PORT: number };
+/** What every consumer binary's config has; the projector variables are there for projectors only. */
+type ConsumerConfig = KafkaEnv & Partial<ProjectorEnv> & { LOG_LEVEL: string; ADMIN_PORT: number };
+
+/** What runProjector runs: a projector, or another consumer of the same life (the notifier). */
+export interface ConsumerWorker {
+  start(): Promise<void>;
+  /** Stop consuming: finish the batch, commit, leave the group. */
+  stop(): Promise<void>;
+  notReadyReason(): Promise<string | null>;
+}
 
 export interface ProjectorWiring<C> {
   config: C;
@@ -24,12 +33,12 @@ export interface ProjectorWiring<C> {
 }
 
 export interface BuiltProjector {
-  projector: Projector;
+  projector: ConsumerWorker;
   /** Closes the store client after the consumer has stopped. */
   close(): Promise<unknown>;
 }
 
-export async function runProjector<S extends z.ZodType<ProjectorConfig>>(
+export async function runProjector<S extends z.ZodType<ConsumerConfig>>(
   name: string,
   schema: S,
   build: (wiring: ProjectorWiring<z.infer<S>>) => BuiltProjector,
@@ -61,7 +70,7 @@ export async function runProjector<S extends z.ZodType<ProjectorConfig>>(
   try {
     await projector.start();
   } catch (err) {
-    logger.fatal({ err }, "projector failed to start");
+    logger.fatal({ err }, `${name} failed to start`);
     process.exit(1);
   }
 }
