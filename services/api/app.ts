@@ -4,10 +4,9 @@
  * when their stores are configured.
  */
 import type { OpenAPIHono } from "@hono/zod-openapi";
-import type { Context, MiddlewareHandler } from "hono";
+import type { Context } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
-import { requestId } from "hono/request-id";
 import { isRedisUnavailable, type RedisClient } from "../../shared/redis/client.ts";
 import type { Registry } from "prom-client";
 import { DomainError } from "../../shared/domain/errors.ts";
@@ -15,7 +14,6 @@ import type { Logger } from "../../shared/logger.ts";
 import { DEFAULT_JWT_MAX_LIFETIME_SECONDS } from "../../shared/domain/policy.ts";
 import type { StockCommands } from "../../shared/redis/commands.ts";
 import { authenticate } from "./auth.ts";
-import { traceContext } from "./trace.ts";
 import { contractRoutes } from "./contract-routes.ts";
 import type { ContractOptions } from "../../shared/kafka/contract.ts";
 import { docsRoutes } from "./docs.ts";
@@ -24,7 +22,7 @@ import { createApiMetrics } from "./metrics.ts";
 import { allowedMethods } from "./method-not-allowed.ts";
 import { ApiProblem, problemFromDomain, problemResponse } from "./problem.ts";
 import { ipRateLimit, userRateLimit, type RateLimits } from "./rate-limit.ts";
-import { observeRequests } from "./request-observer.ts";
+import { front } from "./front.ts";
 import { createRouter } from "./router.ts";
 import { allocationRoutes } from "./routes/allocations.ts";
 import { stockRoutes } from "./routes/stocks.ts";
@@ -77,31 +75,15 @@ function toProblem(err: unknown, c: Context<AppEnv>): ApiProblem {
 }
 
 const DEFAULT_MAX_HEADER_BYTES = 8 * 1024;
-
-/**
- * 431 problem+json for headers over the limit, before anything reads them (auth, logging). Bun's own
- * limit sits above ours (see MAX_HEADER_BYTES), so every oversized request it lets through gets a
- * problem body with a code rather than the server's bare 431.
- */
-function headerSizeLimit(maxBytes: number): MiddlewareHandler<AppEnv> {
-  return async (c, next) => {
-    let bytes = 0;
-    c.req.raw.headers.forEach((value, name) => {
-      bytes += name.length + value.length;
-    });
-    if (bytes > maxBytes) throw new ApiProblem(431, "headers_too_large", `request headers over ${maxBytes} bytes`);
-    await next();
-  };
-}
+const JSON_TYPE = /^application\/([\w.+-]*\+)?json\b/i;
 
 export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   const app = createRouter();
   const metrics = createApiMetrics(deps.registry);
 
-  app.use(requestId({ limitLength: 128 }));
-  app.use(traceContext());
-  app.use(headerSizeLimit(deps.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES));
-  app.use(observeRequests(deps.logger, metrics));
+  // Request id, trace context, 431 for oversized headers (before anything reads them: auth, logging;
+  // Bun's own limit sits above ours, see MAX_HEADER_BYTES) and access metrics, in one layer (front.ts).
+  app.use(front({ logger: deps.logger, metrics, maxHeaderBytes: deps.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES }));
 
   app.get("/healthz", (c) => c.json({ status: "ok" }));
   app.get("/readyz", async (c) => {
@@ -117,7 +99,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   // No /metrics here: it is served on ADMIN_PORT by main.ts (shared/admin-server.ts), off the public port.
 
   // Before anything else under /api: a client over its rate costs one map look-up, not a JWT verify.
-  if (deps.rateLimits) app.use("/api/*", ipRateLimit(deps.rateLimits.ip, deps.rateLimits.trustedProxies));
+  if (deps.rateLimits?.ip) app.use("/api/*", ipRateLimit(deps.rateLimits.ip, deps.rateLimits.trustedProxies));
 
   const tooLarge = () => new ApiProblem(413, "payload_too_large", `request body over ${deps.maxBodyBytes} bytes`);
   const streamingLimit = bodyLimit({
@@ -126,20 +108,18 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
       throw tooLarge();
     },
   });
+  // Body size, then media type (one layer: each layer of Hono's compose costs a frame per request).
   app.use("/api/*", async (c, next) => {
     // With a Content-Length the check is one comparison; only chunked bodies need bodyLimit,
     // which wraps the body stream (measured ~10 µs per request). Bun enforces the length it was told.
     const length = c.req.header("content-length");
-    if (length === undefined) return streamingLimit(c, next);
-    if (Number(length) > deps.maxBodyBytes) throw tooLarge();
-    await next();
-  });
-  app.use("/api/*", async (c, next) => {
-    const hasBody = c.req.header("content-length") !== undefined && c.req.header("content-length") !== "0";
+    if (length !== undefined && Number(length) > deps.maxBodyBytes) throw tooLarge();
+    const hasBody = length !== undefined && length !== "0";
     const type = c.req.header("content-type");
-    if ((hasBody || type) && c.req.method !== "GET" && !/^application\/([\w.+-]*\+)?json\b/i.test(type ?? "")) {
+    if ((hasBody || type) && c.req.method !== "GET" && !JSON_TYPE.test(type ?? "")) {
       throw new ApiProblem(415, "unsupported_media_type", "send the body as application/json");
     }
+    if (length === undefined) return streamingLimit(c, next);
     await next();
   });
   const auth = authenticate({
@@ -152,9 +132,10 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   app.use("/api/*", auth);
   if (deps.rateLimits) {
     // Per user, after authentication and before validation: a user over the rate is refused cheaply.
-    app.use("/api/stocks/:id/allocate", userRateLimit("allocate", deps.rateLimits.allocate));
-    app.use("/api/allocations/:id/purchase", userRateLimit("purchase", deps.rateLimits.purchase));
-    app.use("/api/allocations/:id/cancel", userRateLimit("cancel", deps.rateLimits.cancel));
+    // (A limit that is off mounts nothing: even a pass-through layer costs a frame per request.)
+    if (deps.rateLimits.allocate) app.use("/api/stocks/:id/allocate", userRateLimit("allocate", deps.rateLimits.allocate));
+    if (deps.rateLimits.purchase) app.use("/api/allocations/:id/purchase", userRateLimit("purchase", deps.rateLimits.purchase));
+    if (deps.rateLimits.cancel) app.use("/api/allocations/:id/cancel", userRateLimit("cancel", deps.rateLimits.cancel));
   }
 
   // Read routes first: /api/stocks/search must win over /api/stocks/{id}.

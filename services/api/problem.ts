@@ -81,9 +81,29 @@ export function problemBody(problem: ApiProblem, requestId: string | undefined) 
   };
 }
 
+/**
+ * Each problem's body as JSON up to its last member, the request id (problemBody puts it last), and
+ * its response headers, made once per ApiProblem: the refusals from memory answer the same problem
+ * object to every doomed request, so each of those answers is a concatenation, not a serialization.
+ */
+const prepared = new WeakMap<ApiProblem, { head: string; headers: Record<string, string> }>();
+
+function prepare(problem: ApiProblem): { head: string; headers: Record<string, string> } {
+  let hit = prepared.get(problem);
+  if (hit === undefined) {
+    const json = JSON.stringify(problemBody(problem, undefined));
+    const tail = ',"requestId":null}';
+    if (!json.endsWith(tail)) throw new Error("problemBody must end with requestId");
+    hit = { head: json.slice(0, -tail.length), headers: { ...problem.headers, "Content-Type": "application/problem+json" } };
+    prepared.set(problem, hit);
+  }
+  return hit;
+}
+
 export function problemResponse(c: Context, problem: ApiProblem): Response {
-  const body = problemBody(problem, c.get("requestId") as string | undefined);
-  return c.body(JSON.stringify(body), problem.status, { ...problem.headers, "Content-Type": "application/problem+json" });
+  const { head, headers } = prepare(problem);
+  const requestId = c.get("requestId") as string | undefined;
+  return c.body(`${head},"requestId":${JSON.stringify(requestId ?? null)}}`, problem.status, headers);
 }
 
 const DOMAIN_STATUS: Record<DomainErrorCode, ContentfulStatusCode> = {

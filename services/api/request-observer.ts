@@ -2,11 +2,12 @@
  * Per-request bookkeeping of the api, made cheap for the allocate path (docs/design.md §12):
  * - the request's child logger is created on first use (most requests never log: access lines are
  *   at debug), so a request that logs nothing costs a small proxy, not a pino child;
- * - Prometheus children are bound once per label set and kept (a map look-up per request instead
- *   of prom-client hashing the label object twice); the map is bounded, so odd methods or statuses
- *   from clients cannot grow it without limit (past the bound, the labelled call is used).
+ * - request counts are plain numbers per label set, added to the counter at each scrape
+ *   (metrics.ts PendingCounts); the latency histogram's children are bound once per label set and
+ *   kept; both maps are bounded, so odd methods or statuses from clients cannot grow them without
+ *   limit (past the bound, the labelled call is used).
  */
-import type { MiddlewareHandler } from "hono";
+import type { Context, Next } from "hono";
 import type { Logger } from "../../shared/logger.ts";
 import type { AppEnv } from "./env.ts";
 import type { ApiMetrics } from "./metrics.ts";
@@ -41,8 +42,8 @@ function bound<C>(cache: Map<string, C>, key: string, make: () => C): C | null {
   return child;
 }
 
-export function observeRequests(logger: Logger, metrics: ApiMetrics): MiddlewareHandler<AppEnv> {
-  const counters = new Map<string, ReturnType<ApiMetrics["requests"]["labels"]>>();
+/** The observer as a function of front.ts' one middleware: (context, next) → after the answer. */
+export function requestObserver(logger: Logger, metrics: ApiMetrics): (c: Context<AppEnv>, next: Next) => Promise<void> {
   const timers = new Map<string, ReturnType<ApiMetrics["duration"]["labels"]>>();
   return async (c, next) => {
     const started = performance.now();
@@ -52,9 +53,7 @@ export function observeRequests(logger: Logger, metrics: ApiMetrics): Middleware
     const route = c.req.routePath;
     const status = c.res.status;
     const seconds = (performance.now() - started) / 1000;
-    const counter = bound(counters, `${method} ${route} ${status}`, () => metrics.requests.labels(method, route, String(status)));
-    if (counter) counter.inc();
-    else metrics.requests.inc({ method, route, code: status });
+    metrics.requestCounts.inc(`${method} ${route} ${status}`, () => ({ method, route, code: String(status) }));
     const timer = bound(timers, `${method} ${route}`, () => metrics.duration.labels(method, route));
     if (timer) timer.observe(seconds);
     else metrics.duration.observe({ method, route }, seconds);

@@ -21,7 +21,7 @@ import {
 } from "../schemas.ts";
 import type { ApiMetrics } from "../metrics.ts";
 import type { MiddlewareHandler } from "hono";
-import { allocateFastPath } from "./allocate-fast-path.ts";
+import { allocateFastPath, allocateFor } from "./allocate-fast-path.ts";
 
 const createStock = createRoute({
   method: "post",
@@ -54,7 +54,7 @@ const allocateRoute = (fastPath: MiddlewareHandler<AppEnv>) => createRoute({
   summary: "Hold units for the calling user; emits StockAllocated",
   description: "Answers 201 with the hold. A repeated Idempotency-Key answers the first response again (header Idempotent-Replayed: true); the same key with a different body is 422.",
   security: [{ bearer: [] }],
-  // The fast path answers fresh refusals from memory before the validators (allocate-fast-path.ts).
+  // The fast path answers plainly valid requests before the validators (allocate-fast-path.ts).
   middleware: [userOnly, fastPath] as const,
   request: {
     params: stockIdParam,
@@ -103,21 +103,15 @@ export function stockRoutes(commands: StockCommands, metrics: ApiMetrics): OpenA
   });
 
   app.openapi(allocateRoute(allocateFastPath(commands, metrics)), async (c) => {
-    const userId = requireUser(c);
-    const stockId = c.req.valid("param").id;
-    const idempotencyKey = parseIdempotencyKey(c.req.valid("header")["idempotency-key"]);
+    requireUser(c);
     // The body is optional: no body means one unit.
     const quantity = (c.req.header("content-type") ? c.req.valid("json")?.quantity : undefined) ?? 1;
-    try {
-      const { allocation, replayed } = await commands.allocate({ stockId, userId, quantity, idempotencyKey, traceparent: c.get("trace").traceparent });
-      metrics.allocations.inc({ outcome: replayed ? "replayed" : "held" });
-      if (replayed) c.header("Idempotent-Replayed", "true");
-      c.get("log").debug({ stockId, allocationId: allocation.allocationId, replayed }, "allocated");
-      return c.json(allocation, 201);
-    } catch (err) {
-      metrics.allocations.inc({ outcome: (err as { code?: string }).code ?? "error" });
-      throw err;
-    }
+    const allocation = await allocateFor(c, commands, metrics, {
+      stockId: c.req.valid("param").id,
+      quantity,
+      idempotencyKey: parseIdempotencyKey(c.req.valid("header")["idempotency-key"]),
+    });
+    return c.json(allocation, 201);
   });
 
   return app;
