@@ -5,7 +5,10 @@
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join, resolve } from "node:path";
+import postgres from "postgres";
 import { mintUserToken } from "../scripts/mint-token.ts";
+import { migrate } from "../shared/stores/postgres/migrate.ts";
+import { MIGRATIONS_DIR } from "../shared/stores/postgres/migration-files.ts";
 
 export const REPO_ROOT = resolve(import.meta.dir, "..");
 export const RESULTS_DIR = join(REPO_ROOT, "loadtests", "results");
@@ -219,4 +222,20 @@ export async function adminPost(baseUrl: string, adminToken: string, path: strin
   const text = await res.text();
   if (!res.ok) throw new Error(`POST ${path} → ${res.status}: ${text}`);
   return JSON.parse(text);
+}
+
+/**
+ * A throwaway database on the stack's PostgreSQL with the read-model migrations applied, for a
+ * bench's own projectors; returns its URL. The caller drops it (DROP DATABASE … WITH (FORCE)).
+ */
+export async function createMigratedDatabase(databaseUrl: string, name: string): Promise<string> {
+  const admin = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+  await admin.unsafe(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const url = new URL(databaseUrl);
+  url.pathname = `/${name}`;
+  const sql = postgres(url.toString(), { max: 1, onnotice: () => {} });
+  await migrate(sql, MIGRATIONS_DIR);
+  await sql.end();
+  return url.toString();
 }

@@ -19,14 +19,12 @@ import type { Subprocess } from "bun";
 import { Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
 import { ACKS_ALL } from "../../shared/kafka/producer.ts";
-import { migrate } from "../../shared/stores/postgres/migrate.ts";
-import { MIGRATIONS_DIR } from "../../shared/stores/postgres/migration-files.ts";
 import { generateSecret } from "../../shared/webhooks/endpoints.ts";
 import { stackEnv } from "../../test/support/env.ts";
 import { eventMessage, produceEvents } from "../../test/support/read-side.ts";
 import { generateWorkload, StockSim } from "../../test/support/stock-sim.ts";
 import { startReceiver, type Receiver } from "../../test/support/webhook-receiver.ts";
-import { cpuSeconds, REPO_ROOT } from "../support.ts";
+import { cpuSeconds, createMigratedDatabase, REPO_ROOT } from "../support.ts";
 
 const env = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
 const { KAFKA_BROKERS: BROKERS, DATABASE_URL } = stackEnv;
@@ -47,16 +45,8 @@ const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
 
 async function createDatabase(label: string): Promise<string> {
   const name = `bench_ntf_${run}_${label}`;
-  const admin = postgres(DATABASE_URL, { max: 1, onnotice: () => {} });
-  await admin.unsafe(`CREATE DATABASE ${name}`);
-  await admin.end();
   databases.push(name);
-  const url = new URL(DATABASE_URL);
-  url.pathname = `/${name}`;
-  const sql = postgres(url.toString(), { max: 1, onnotice: () => {} });
-  await migrate(sql, MIGRATIONS_DIR);
-  await sql.end();
-  return url.toString();
+  return createMigratedDatabase(DATABASE_URL, name);
 }
 
 async function createTopic(label: string): Promise<string> {

@@ -37,16 +37,14 @@
 import type { Subprocess } from "bun";
 import { Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
-import { migrate } from "../../shared/stores/postgres/migrate.ts";
 import { createKeyLayout } from "../../shared/domain/keys.ts";
 import { fetchGroupOffsets, fetchHighWatermarks, remaining } from "../../shared/projection/offsets.ts";
-import { MIGRATIONS_DIR } from "../../shared/stores/postgres/migration-files.ts";
 import { createSearchClient, type StockDocument } from "../../shared/stores/search/mapping.ts";
 import { createRedis, deleteKeysByPrefix } from "../../shared/redis/client.ts";
 import { createStockCommands } from "../../shared/redis/commands.ts";
 import { deleteIndices, produceEvents } from "../../test/support/read-side.ts";
 import { generateWorkload, StockSim } from "../../test/support/stock-sim.ts";
-import { cpuSeconds } from "../support.ts";
+import { cpuSeconds, createMigratedDatabase } from "../support.ts";
 import { setPriority } from "node:os";
 import { parsePromText, type Sample } from "../../shared/prom-text.ts";
 import { formatStages, parseVariants, RELAY_STAGES, relayStageFigures, stageFigures, summaryLines, type DrainResult, type FreshnessResult, type Variant } from "./projector-report.ts";
@@ -82,16 +80,8 @@ const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
 let databaseCount = 0;
 async function createDatabase(): Promise<string> {
   const name = `bench_${run}_${++databaseCount}`;
-  const admin = postgres(DATABASE_URL, { max: 1, onnotice: () => {} });
-  await admin.unsafe(`CREATE DATABASE ${name}`);
-  await admin.end();
   databases.push(name);
-  const url = new URL(DATABASE_URL);
-  url.pathname = `/${name}`;
-  const sql = postgres(url.toString(), { max: 1, onnotice: () => {} });
-  await migrate(sql, MIGRATIONS_DIR);
-  await sql.end();
-  return url.toString();
+  return createMigratedDatabase(DATABASE_URL, name);
 }
 
 /** LogAppendTime: the broker stamps each message when it appends it (the relay's share of the latency). */
