@@ -9,6 +9,7 @@ import type { Subprocess } from "bun";
 import { generateSecret } from "../shared/webhooks/endpoints.ts";
 import { brokers, eventually, produceEvents, readSideFixtures, uniqueName } from "./support/read-side.ts";
 import { generateWorkload, StockSim } from "./support/stock-sim.ts";
+import { spawnService } from "./support/env.ts";
 import { startReceiver } from "./support/webhook-receiver.ts";
 
 const fx = readSideFixtures({ database: "ntfkill" });
@@ -19,43 +20,22 @@ const secret = generateSecret();
 const receiver = startReceiver({ secret, respond: async () => (await Bun.sleep(5), 200) });
 const children: Subprocess[] = [];
 
-/** A free port of this helper's range (3200-3299) for the admin server. */
-function freePort(): number {
-  for (;;) {
-    const port = 3200 + Math.floor(Math.random() * 100);
-    try {
-      Bun.serve({ port, hostname: "0.0.0.0", fetch: () => new Response() }).stop(true);
-      return port;
-    } catch {
-      // taken, try another
-    }
-  }
-}
-
 let adminPort = 0;
 function spawnNotifier(): Subprocess {
-  adminPort = freePort();
-  const child = Bun.spawn([process.execPath, "services/notifier/main.ts"], {
-    cwd: `${import.meta.dir}/..`,
-    env: {
-      ...process.env,
-      DATABASE_URL: fx.db.url,
-      KAFKA_BROKERS: brokers.join(","),
-      KAFKA_TOPIC: topic,
-      NOTIFIER_GROUP_ID: groupId,
-      ADMIN_PORT: String(adminPort),
-      WEBHOOK_URL: receiver.url,
-      WEBHOOK_SECRET: secret,
-      WEBHOOK_RETRY_BASE: "200ms",
-      WEBHOOK_RETRY_MAX: "1s",
-      WEBHOOK_POLL_INTERVAL: "50ms",
-      LOG_LEVEL: process.env.LOG_LEVEL === "silent" ? "error" : (process.env.LOG_LEVEL ?? "error"),
-    },
-    stdout: "ignore",
-    stderr: "inherit",
+  const started = spawnService("notifier", {
+    DATABASE_URL: fx.db.url,
+    KAFKA_BROKERS: brokers.join(","),
+    KAFKA_TOPIC: topic,
+    NOTIFIER_GROUP_ID: groupId,
+    WEBHOOK_URL: receiver.url,
+    WEBHOOK_SECRET: secret,
+    WEBHOOK_RETRY_BASE: "200ms",
+    WEBHOOK_RETRY_MAX: "1s",
+    WEBHOOK_POLL_INTERVAL: "50ms",
   });
-  children.push(child);
-  return child;
+  adminPort = started.adminPort;
+  children.push(started.child);
+  return started.child;
 }
 
 afterAll(async () => {

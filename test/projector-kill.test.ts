@@ -7,7 +7,7 @@ import { afterAll, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
 import { waitForConvergence } from "../shared/verify/convergence.ts";
 import { brokers, eventually, produceEvents, readSideFixtures, uniqueName } from "./support/read-side.ts";
-import { freePort } from "./support/env.ts";
+import { spawnService } from "./support/env.ts";
 import { generateWorkload, StockSim } from "./support/stock-sim.ts";
 
 const fx = readSideFixtures({ database: "kill" });
@@ -17,23 +17,15 @@ const children: Subprocess[] = [];
 
 let adminPort = 0;
 function spawnProjector(): Subprocess {
-  adminPort = freePort();
-  const child = Bun.spawn([process.execPath, "services/projector-postgres/main.ts"], {
-    cwd: `${import.meta.dir}/..`,
-    env: {
-      ...process.env,
-      DATABASE_URL: fx.db.url,
-      KAFKA_BROKERS: brokers.join(","),
-      KAFKA_TOPIC: topic,
-      PROJECTOR_GROUP_ID: groupId,
-      ADMIN_PORT: String(adminPort),
-      LOG_LEVEL: process.env.LOG_LEVEL === "silent" ? "error" : (process.env.LOG_LEVEL ?? "error"),
-    },
-    stdout: "ignore",
-    stderr: "inherit",
+  const started = spawnService("projector-postgres", {
+    DATABASE_URL: fx.db.url,
+    KAFKA_BROKERS: brokers.join(","),
+    KAFKA_TOPIC: topic,
+    PROJECTOR_GROUP_ID: groupId,
   });
-  children.push(child);
-  return child;
+  adminPort = started.adminPort;
+  children.push(started.child);
+  return started.child;
 }
 
 async function countEvents(): Promise<number> {

@@ -28,3 +28,29 @@ export function freePort(): number {
   listener.stop(true);
   return port;
 }
+
+/** A service binary started as its own process, with a free admin port. */
+export interface ServiceProcess {
+  child: import("bun").Subprocess;
+  adminPort: number;
+}
+
+/**
+ * Starts `bun services/<name>/main.ts` with this process's environment plus `env`, on a free
+ * ADMIN_PORT, quiet unless LOG_LEVEL asks for more (its errors still reach the test's stderr).
+ */
+export function spawnService(name: string, env: Record<string, string>): ServiceProcess {
+  const adminPort = freePort();
+  const child = Bun.spawn([process.execPath, `services/${name}/main.ts`], {
+    cwd: `${import.meta.dir}/../..`,
+    env: {
+      ...process.env,
+      ADMIN_PORT: String(adminPort),
+      LOG_LEVEL: process.env.LOG_LEVEL === "silent" ? "error" : (process.env.LOG_LEVEL ?? "error"),
+      ...env,
+    },
+    stdout: "ignore",
+    stderr: "inherit",
+  });
+  return { child, adminPort };
+}
