@@ -34,7 +34,8 @@ export interface ParsedTraceparent {
 
 /** The parts of a valid version-00 traceparent, or null (a malformed header is ignored, as the spec asks). */
 export function parseTraceparent(header: string | null | undefined): ParsedTraceparent | null {
-  const match = TRACEPARENT_PATTERN.exec(header?.trim().toLowerCase() ?? "");
+  if (!header) return null; // most requests carry none: no trim, lower-casing or regex for them
+  const match = TRACEPARENT_PATTERN.exec(header.trim().toLowerCase());
   if (!match || match[1] === ZEROS_32 || match[2] === ZEROS_16) return null;
   return { traceId: match[1]!, parentId: match[2]!, flags: match[3]! };
 }
