@@ -26,10 +26,16 @@ export class StopSignal {
   }
 }
 
-/** Logs a dependency going down once, and coming back once. */
+/**
+ * Logs a dependency going down once, and coming back once. Sends to Kafka run per shard in
+ * parallel, so when it comes back one shard's success can land before another shard's attempt
+ * that began during the outage fails: a failure of an attempt started before the last recovery
+ * says nothing new and does not mark the dependency down again (pass `startedAt`).
+ */
 export class Availability {
   private up = true;
   private since = 0;
+  private upAt = 0;
   constructor(
     private readonly name: string,
     private readonly logger: Logger,
@@ -40,8 +46,9 @@ export class Availability {
   get isUp(): boolean {
     return this.up;
   }
-  markDown(err: unknown): void {
+  markDown(err: unknown, startedAt?: number): void {
     if (!this.up) return;
+    if (startedAt !== undefined && startedAt < this.upAt) return;
     this.up = false;
     this.since = Date.now();
     this.gauge.set(0);
@@ -50,6 +57,7 @@ export class Availability {
   markUp(): void {
     if (this.up) return;
     this.up = true;
+    this.upAt = Date.now();
     this.gauge.set(1);
     this.logger.info({ dependency: this.name, downMs: Date.now() - this.since }, `${this.name} available again`);
   }

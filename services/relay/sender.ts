@@ -185,6 +185,7 @@ export class KafkaSender {
     const { stop, metrics, kafkaState, log } = this.ctx;
     for (let attempt = 0; ; attempt++) {
       if (stop.stopping && attempt > 0) return "abandoned";
+      const startedAt = Date.now();
       try {
         const send = this.sendOnce(shard, messages);
         send.catch(() => {}); // if abandoned, a late failure must not become an unhandled rejection
@@ -199,7 +200,7 @@ export class KafkaSender {
           return "fenced";
         }
         metrics.sendFailures.inc();
-        kafkaState.markDown(err);
+        kafkaState.markDown(err, startedAt);
         log.debug({ err: errorMessage(err), attempt, shard, events: messages.length, firstEventId }, "kafka send failed");
         if (needsNewProducer(err)) await this.replace(shard, err);
         await stop.pause(backoffMs(attempt));
