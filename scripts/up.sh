@@ -63,7 +63,7 @@ start_service() {
   local env_port=(ADMIN_PORT="$port") flags=()
   read -r -a flags <<<"${SERVICE_RUNTIME_FLAGS[$name]}"
   # API_WORKERS api processes share the port (SO_REUSEPORT), one per core unless set; worker i's
-  # admin port is API_ADMIN_PORT + i (docs/design.md §12).
+  # admin port is API_ADMIN_PORT + i × API_WORKER_ADMIN_PORT_STEP (shared/services.ts, docs/design.md §12).
   [[ "$name" == api ]] && env_port=(PORT="$port" ADMIN_PORT="$API_ADMIN_PORT" API_WORKERS="${API_WORKERS:-$(nproc)}")
   echo "---- $(date -u +%FT%TZ) start" >>"$(svc_log "$name")"
   (

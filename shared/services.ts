@@ -32,6 +32,14 @@ export const SERVICES = {
 } as const satisfies Record<string, ServiceSpec>;
 
 export type ServiceName = keyof typeof SERVICES;
+
+/**
+ * With API_WORKERS, api worker i answers on the api's ADMIN_PORT + i × this (worker 0 on ADMIN_PORT
+ * itself). The registry's admin ports are consecutive, so a step of 1 put worker 1 on the
+ * notifier's port and `bun run up` failed to start the notifier.
+ */
+export const API_WORKER_ADMIN_PORT_STEP = 100;
+export const apiWorkerAdminPort = (adminPort: number, worker: number) => adminPort + worker * API_WORKER_ADMIN_PORT_STEP;
 export const SERVICE_NAMES = Object.keys(SERVICES) as ServiceName[];
 
 /** The workers (every binary but the api), whose /metrics the api's dashboard reads. */
@@ -42,6 +50,7 @@ function asShell(): string {
   const q = (s: string) => `'${s.replaceAll("'", "'\\''")}'`;
   return [
     `SERVICES=(${SERVICE_NAMES.join(" ")})`,
+    `API_WORKER_ADMIN_PORT_STEP=${API_WORKER_ADMIN_PORT_STEP}`,
     `declare -A SERVICE_ADMIN_PORT=(${SERVICE_NAMES.map((n) => `[${n}]=${SERVICES[n].adminPort}`).join(" ")})`,
     `declare -A SERVICE_RUNTIME_FLAGS=(${SERVICE_NAMES.map((n) => `[${n}]=${q(SERVICES[n].runtimeFlags.join(" "))}`).join(" ")})`,
   ].join("\n");

@@ -7,7 +7,7 @@ import { describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parse } from "yaml";
-import { SERVICE_NAMES, SERVICES, WORKER_NAMES } from "../shared/services.ts";
+import { apiWorkerAdminPort, SERVICE_NAMES, SERVICES, WORKER_NAMES } from "../shared/services.ts";
 
 const ROOT = join(import.meta.dir, "..");
 const compose = parse(readFileSync(join(ROOT, "compose.yaml"), "utf8"), { merge: true }) as {
@@ -284,6 +284,11 @@ describe("the registry of binaries (shared/services.ts)", () => {
     };
     const targets = Object.fromEntries(config.scrape_configs.map((j) => [j.job_name, j.static_configs[0]!.targets[0]]));
     expect(targets).toEqual(Object.fromEntries(SERVICE_NAMES.map((n) => [n, `127.0.0.1:${SERVICES[n].adminPort}`])));
+  });
+
+  test("api workers' admin ports never take another binary's admin port", () => {
+    const taken = new Set<number>(SERVICE_NAMES.map((n) => SERVICES[n].adminPort));
+    for (let worker = 1; worker < 64; worker++) expect(taken.has(apiWorkerAdminPort(SERVICES.api.adminPort, worker)), `worker ${worker}`).toBe(false);
   });
 
   test("every registered binary has its services/<name>/main.ts, and no main.ts is unregistered", () => {

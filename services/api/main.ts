@@ -1,4 +1,5 @@
 /** api binary: wiring only. See app.ts for the routes and README for the environment. */
+import { apiWorkerAdminPort } from "../../shared/services.ts";
 import { startAdminServer } from "../../shared/admin-server.ts";
 import { apiSchema, loadConfigOrExit } from "../../shared/config.ts";
 import { createKeyLayout } from "../../shared/domain/keys.ts";
@@ -89,9 +90,9 @@ const server = Bun.serve({
 });
 // Operators' port, like the workers': /metrics is not on the public port (it shows sales velocity).
 // /healthz and /readyz answer on both, so load balancers keep probing the public port.
-// With API_WORKERS, worker i answers on ADMIN_PORT + i: each has its own registry, so each is scraped.
+// With API_WORKERS, worker i answers on ADMIN_PORT + 100·i (shared/services.ts): each has its own registry, so each is scraped.
 const admin = startAdminServer({
-  port: config.ADMIN_PORT + (workerIndex() ?? 0),
+  port: apiWorkerAdminPort(config.ADMIN_PORT, workerIndex() ?? 0),
   registry,
   routes: dashboardRoutes(dashboard),
   notReadyReason: async () => {
