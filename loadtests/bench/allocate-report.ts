@@ -121,3 +121,18 @@ export function reportTable(final: Row[], o: ReportOptions): string {
   }
   return lines.join("\n");
 }
+
+/** One measured row as the progress line the bench prints. */
+export function describeRow(row: Row): string {
+  const c = row.closed;
+  const o = row.open;
+  return (
+    `[bench] ${row.target}${row.stocks ? ` ×${row.stocks}` : ""}: ` +
+    (c ? `closed ${c.rps.toFixed(0)}/s p50 ${c.p50.toFixed(1)} p99 ${c.p99.toFixed(1)} ms${c.ok ? "" : " (thresholds FAILED)"}` : "") +
+    (o ? ` | open ${o.rate}/s → ${o.achieved.toFixed(0)}/s p50 ${o.p50.toFixed(1)} p99 ${o.p99.toFixed(1)} ms, dropped ${o.dropped}${o.ok ? "" : " (FAILED)"}` : "") +
+    (row.serverCpuUsPerReq !== undefined ? ` | server CPU ${row.serverCpuUsPerReq.toFixed(0)} µs/req` : "") +
+    (row.storeCpuUsPerReq !== undefined ? `, store ${row.storeCpuUsPerReq.toFixed(0)} µs/req` : "") +
+    (row.check ? ` | ${row.check}` : "") +
+    (row.note ? ` | ${row.note}` : "")
+  );
+}

@@ -3,10 +3,10 @@
  * alternative, in one run on one machine, with the same k6 settings for every HTTP target:
  *
  *   hono-bare   Hono on Bun returning a small JSON 201 (the HTTP ceiling)      loadtests/baselines/hono-bare.ts
- *   redis       redis-benchmark EVALSHA of allocate.lua, 64 clients (the Redis ceiling, no HTTP, no Bun)
- *   ioredis     commands.allocate() in a Bun loop, 64 in flight (our Redis path without HTTP)
+ *   redis       redis-benchmark EVALSHA of allocate.lua, 64 clients (the Redis ceiling, no HTTP, no Bun)  allocate-redis.ts
+ *   ioredis     commands.allocate() in a Bun loop, 64 in flight (our Redis path without HTTP)          allocate-redis.ts
  *   api         our api (services/api/main.ts), fresh process and key prefix
- *   pg-fn       the PostgreSQL alternative, one PL/pgSQL call per allocation  loadtests/baselines/pg-*.ts
+ *   pg-fn       the PostgreSQL alternative, one PL/pgSQL call per allocation  allocate-pg.ts, loadtests/baselines/pg-*.ts
  *   pg-tx       the PostgreSQL alternative, client-side transaction (4 round trips)
  *   api-sold-out, api-workers, buckets   the front door (loadtests/bench/front-door.ts, docs/design.md §12)
  *   lua         allocate.lua calls/s on 1 node and on the 3-master cluster (stack.sh up redis-cluster),
@@ -32,18 +32,14 @@ import { stackEnv } from "../../test/support/env.ts";
 import { join } from "node:path";
 import { readFileSync } from "node:fs";
 import { unlink } from "node:fs/promises";
-import postgres from "postgres";
-import { Redis } from "ioredis";
-import { createKeyLayout } from "../../shared/domain/keys.ts";
 import { createRedis, deleteKeysByPrefix, isCluster, keyHolders, parseClusterNodes, type RedisClient } from "../../shared/redis/client.ts";
-import { mergeRows, reportTable, type Row } from "./allocate-report.ts";
+import { describeRow, mergeRows, reportTable, type Row } from "./allocate-report.ts";
+import { benchPg, type PgBenchContext } from "./allocate-pg.ts";
+import { benchIoredis, benchRedisBenchmark, type RedisBenchContext } from "./allocate-redis.ts";
 import { benchLuaCeiling, luaCeilingTable, type LuaCeilingRow } from "./allocate-cluster.ts";
-import { createStockCommands } from "../../shared/redis/commands.ts";
-import { scriptSource } from "../../shared/redis/scripts.ts";
 import { verify } from "../../shared/verify/verify.ts";
 import { formatReport } from "../../shared/verify/report.ts";
 import { benchApiSoldOut, benchApiWorkers, benchBuckets, type FrontDoorContext } from "./front-door.ts";
-import { PG_BASELINE_SCHEMA, checkPgBaseline } from "../baselines/pg-commands.ts";
 import {
   adminPost,
   findK6,
@@ -120,28 +116,11 @@ let failures = 0;
 // ------------------------------------------------------------------ helpers
 
 
-/** CPU seconds of every PostgreSQL backend serving `database` (its `ps` title names the database). */
-function pgBackendCpuSeconds(database: string): number {
-  let total = 0;
-  for (const entry of new Bun.Glob("[0-9]*").scanSync({ cwd: "/proc", onlyFiles: false })) {
-    try {
-      const cmd = readFileSync(`/proc/${entry}/cmdline`, "utf8");
-      if (cmd.startsWith("postgres: ") && cmd.includes(` ${database} `)) total += cpuSeconds(Number(entry));
-    } catch {
-      // gone
-    }
-  }
-  return total;
-}
-
 /** The redis-server processes behind a client: the one node, or every node of a cluster. */
 async function redisPids(redis: RedisClient): Promise<number[]> {
   return Promise.all((await keyHolders(redis)).concat(isCluster(redis) ? redis.nodes("slave") : []).map(async (n) => Number(/process_id:(\d+)/.exec(await n.info("server"))?.[1])));
 }
 
-async function redisPid(redis: Redis): Promise<number> {
-  return (await redisPids(redis))[0]!;
-}
 
 /** allocate.lua on 1 node against the 3-master cluster (allocate-cluster.ts). */
 async function benchLua(): Promise<void> {
@@ -204,23 +183,10 @@ async function k6Runs(target: string, baseUrl: string, stockIds: string[], cpu: 
   return result;
 }
 
-function describe(row: Row): string {
-  const c = row.closed;
-  const o = row.open;
-  return (
-    `[bench] ${row.target}${row.stocks ? ` ×${row.stocks}` : ""}: ` +
-    (c ? `closed ${c.rps.toFixed(0)}/s p50 ${c.p50.toFixed(1)} p99 ${c.p99.toFixed(1)} ms${c.ok ? "" : " (thresholds FAILED)"}` : "") +
-    (o ? ` | open ${o.rate}/s → ${o.achieved.toFixed(0)}/s p50 ${o.p50.toFixed(1)} p99 ${o.p99.toFixed(1)} ms, dropped ${o.dropped}${o.ok ? "" : " (FAILED)"}` : "") +
-    (row.serverCpuUsPerReq !== undefined ? ` | server CPU ${row.serverCpuUsPerReq.toFixed(0)} µs/req` : "") +
-    (row.storeCpuUsPerReq !== undefined ? `, store ${row.storeCpuUsPerReq.toFixed(0)} µs/req` : "") +
-    (row.check ? ` | ${row.check}` : "") +
-    (row.note ? ` | ${row.note}` : "")
-  );
-}
 
 function record(row: Row): void {
   rows.push(row);
-  console.log(describe(row));
+  console.log(describeRow(row));
 }
 
 const stockSpecs = (prefix: string, count: number) =>
@@ -244,98 +210,6 @@ async function benchHonoBare(): Promise<void> {
     record({ target: "hono-bare", stocks: null, ...r });
   } finally {
     await child.stop();
-  }
-}
-
-async function benchRedisBenchmark(): Promise<void> {
-  const prefix = uniquePrefix("bredis");
-  const redis = createRedis(REDIS_URL);
-  try {
-    const keys = createKeyLayout(prefix, 1);
-    const commands = createStockCommands(redis, keys);
-    await commands.createStock({ id: "hot", name: "Hot", price: 1999, quantity: UNITS, perUserLimit: PER_USER_LIMIT });
-    const sha = (await redis.script("LOAD", scriptSource("fsAllocate"))) as string;
-    const stock = keys.stock("hot");
-    // Same keys and arguments the api passes (no Idempotency-Key); __rand_int__ makes each call a new
-    // user, allocation and event (redis-benchmark draws each occurrence separately).
-    const args = [
-      "EVALSHA", sha, "6",
-      stock, keys.stockBuyers("hot"), `${prefix}:{0}:hold:s0-__rand_int__`, keys.holdsDue(0), `${stock}:no-idempotency-key`, keys.outbox(0),
-      "hot", "u__rand_int__", "1", "s0-__rand_int__", "0190a6c2-1f00-7000-8000-__rand_int__", "", "86400",
-    ];
-    const url = new URL(REDIS_URL);
-    const proc = Bun.spawn(
-      ["redis-benchmark", "-h", url.hostname, "-p", url.port || "6379", "-c", VUS, "-n", values["redis-requests"]!, "-r", "1000000", "--csv", ...args],
-      { stdout: "pipe", stderr: "pipe" },
-    );
-    const out = await new Response(proc.stdout).text();
-    const code = await proc.exited;
-    const line = out.trim().split("\n").at(-1) ?? "";
-    // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
-    const cols = line.split(",").map((v) => v.replaceAll('"', ""));
-    const counters = await redis.hmget(stock, "available", "held", "sold", "total");
-    const held = Number(counters[1]);
-    const ok = code === 0 && Number(counters[0]) + held + Number(counters[2]) === Number(counters[3]);
-    if (!ok) failures++;
-    record({
-      target: "redis",
-      stocks: 1,
-      closed: { rps: Number(cols[1]), p50: Number(cols[4]), p99: Number(cols[6]), requests: held, ok },
-      check: `${held} held, conservation ${ok ? "ok" : "BROKEN"}`,
-      note: `redis-benchmark -c ${VUS} -n ${values["redis-requests"]} EVALSHA allocate.lua`,
-    });
-  } finally {
-    await deleteKeysByPrefix(redis, prefix);
-    await redis.quit();
-  }
-}
-
-/** Our Redis path without HTTP: commands.allocate() in a loop with 64 calls in flight (auto-pipelined). */
-async function benchIoredis(stockCount: number): Promise<void> {
-  const prefix = uniquePrefix("bio");
-  const redis = createRedis(REDIS_URL);
-  try {
-    const keys = createKeyLayout(prefix, 4);
-    const commands = createStockCommands(redis, keys);
-    const stocks = stockSpecs(prefix, stockCount);
-    for (const s of stocks) await commands.createStock(s);
-    const run = async (ms: number) => {
-      const latencies: number[] = [];
-      const until = performance.now() + ms;
-      let n = 0;
-      await Promise.all(
-        Array.from({ length: Number(VUS) }, async () => {
-          while (performance.now() < until) {
-            const t = performance.now();
-            await commands.allocate({ stockId: stocks[Math.floor(Math.random() * stocks.length)]!.id, userId: `b${Math.floor(Math.random() * 10_000)}`, quantity: 1 });
-            latencies.push(performance.now() - t);
-            n++;
-          }
-        }),
-      );
-      return { n, latencies };
-    };
-    await run(seconds(values.warmup!) * 1000);
-    const t0 = cpuSeconds(process.pid);
-    const { n, latencies } = await run(seconds(DURATION) * 1000);
-    const t1 = cpuSeconds(process.pid);
-    latencies.sort((a, b) => a - b);
-    const report = await verify({ redis, prefix, layers: ["redis"], outbox: "full" });
-    if (!report.ok) {
-      failures++;
-      console.log(formatReport(report));
-    }
-    record({
-      target: "ioredis",
-      stocks: stockCount,
-      closed: { rps: n / seconds(DURATION), p50: latencies[Math.floor(n * 0.5)]!, p99: latencies[Math.floor(n * 0.99)]!, requests: n, ok: report.ok },
-      serverCpuUsPerReq: ((t1 - t0) * 1e6) / n,
-      check: `verifier ${report.ok ? "clean" : "FAILED"}`,
-      note: `${VUS} in flight, in-process (no HTTP)`,
-    });
-  } finally {
-    await deleteKeysByPrefix(redis, prefix);
-    await redis.quit();
   }
 }
 
@@ -386,49 +260,6 @@ async function benchApi(stockCount: number, cluster = false): Promise<void> {
   }
 }
 
-async function benchPg(mode: "fn" | "tx", stockCount: number, sync: string): Promise<void> {
-  const database = uniquePrefix(`bpg${mode}`);
-  const admin = postgres(DATABASE_URL, { max: 1, onnotice: () => {} });
-  await admin.unsafe(`CREATE DATABASE ${database}`);
-  const url = new URL(DATABASE_URL);
-  url.pathname = `/${database}`;
-  const sql = postgres(url.toString(), { max: 2, onnotice: () => {} });
-  const port = await freePort();
-  let child: ReturnType<typeof startProcess> | undefined;
-  try {
-    await sql.unsafe(PG_BASELINE_SCHEMA);
-    child = startProcess(
-      `pg-${mode}-${sync}-${stockCount}`,
-      [process.execPath, "loadtests/baselines/pg-server.ts"],
-      { PORT: String(port), ADMIN_TOKEN: adminToken, JWT_SECRET: jwtSecret, DATABASE_URL: url.toString(), PG_MODE: mode, PG_POOL_MAX: values.pool!, PG_SYNC_COMMIT: sync },
-      dir,
-    );
-    const baseUrl = `http://127.0.0.1:${port}`;
-    await waitHealthy(`${baseUrl}/readyz`, child);
-    const stocks = stockSpecs(database, stockCount);
-    for (const s of stocks) await adminPost(baseUrl, adminToken, "/api/stocks", s);
-    const pid = child.proc.pid;
-    const r = await k6Runs(`pg-${mode}-${sync}`, baseUrl, stocks.map((s) => s.id), () => cpuSeconds(pid), () => pgBackendCpuSeconds(database));
-    const problems = await checkPgBaseline(sql);
-    const [{ held }] = (await sql`SELECT coalesce(sum(held), 0)::int AS held FROM stock`) as unknown as [{ held: number }];
-    if (problems.length > 0) {
-      failures++;
-      console.log(`[bench] pg-${mode} check: ${problems.slice(0, 5).join("; ")}`);
-    }
-    record({
-      target: `pg-${mode} sync ${sync}`,
-      stocks: stockCount,
-      ...r,
-      check: `check ${problems.length === 0 ? "clean" : "FAILED"} (${held} held)`,
-      note: `pool max ${values.pool}, synchronous_commit ${sync}`,
-    });
-  } finally {
-    await child?.stop();
-    await sql.end({ timeout: 2 });
-    await admin.unsafe(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
-    await admin.end();
-  }
-}
 
 // ------------------------------------------------------------------ report
 
@@ -443,6 +274,31 @@ const frontDoor: FrontDoorContext<Awaited<ReturnType<typeof k6Runs>>> = {
   vus: Number(VUS),
   openSeconds: seconds(OPEN_DURATION),
   k6Runs,
+};
+
+const redisContext: RedisBenchContext = {
+  redisUrl: REDIS_URL,
+  vus: VUS,
+  redisRequests: values["redis-requests"]!,
+  warmupSeconds: seconds(values.warmup!),
+  durationSeconds: seconds(DURATION),
+  units: UNITS,
+  perUserLimit: PER_USER_LIMIT,
+  stockSpecs,
+  record,
+  fail: () => void failures++,
+};
+
+const pgContext: PgBenchContext = {
+  databaseUrl: DATABASE_URL,
+  adminToken,
+  jwtSecret,
+  pool: values.pool!,
+  dir,
+  stockSpecs,
+  k6Runs,
+  record,
+  fail: () => void failures++,
 };
 
 async function main(): Promise<number> {
@@ -464,11 +320,11 @@ async function main(): Promise<number> {
             await benchHonoBare();
             break;
           case "redis":
-            await benchRedisBenchmark();
+            await benchRedisBenchmark(redisContext);
             break;
           case "ioredis":
-            await benchIoredis(1);
-            await benchIoredis(MANY);
+            await benchIoredis(redisContext, 1);
+            await benchIoredis(redisContext, MANY);
             break;
           case "api":
             await benchApi(1);
@@ -513,8 +369,8 @@ async function main(): Promise<number> {
           case "pg-fn":
           case "pg-tx":
             for (const sync of syncModes) {
-              await benchPg(target === "pg-fn" ? "fn" : "tx", 1, sync);
-              await benchPg(target === "pg-fn" ? "fn" : "tx", MANY, sync);
+              await benchPg(pgContext, target === "pg-fn" ? "fn" : "tx", 1, sync);
+              await benchPg(pgContext, target === "pg-fn" ? "fn" : "tx", MANY, sync);
             }
             break;
         }
