@@ -49,7 +49,23 @@ export class PrivateCluster {
     );
     if ((await create.exited) !== 0) throw new Error(`redis-cli --cluster create failed: ${await new Response(create.stdout).text()}`);
     await this.waitOk(60_000);
+    await this.waitReplicasAttached(60_000);
     await this.waitReplicasSynced(60_000);
+  }
+
+  /**
+   * Every master that owns slots has its replica, as the nodes see it. cluster_state:ok can come
+   * before a replica has attached: a test that asked for a master's replica then found none.
+   */
+  async waitReplicasAttached(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const nodes = await this.topology().catch(() => []);
+      const masters = nodes.filter((n) => n.role === "master" && n.slots.length > 0);
+      if (masters.length > 0 && masters.every((m) => nodes.some((n) => n.role === "replica" && n.masterId === m.id))) return;
+      if (Date.now() > deadline) throw new Error("private cluster: not every master got its replica");
+      await Bun.sleep(200);
+    }
   }
 
   /**
