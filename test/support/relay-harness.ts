@@ -295,7 +295,7 @@ export function relayTestFixtures(): {
   afterEach(async () => {
     for (const c of cleanups.reverse()) await c().catch(() => {});
     cleanups = [];
-  }, 30_000);
+  }, 60_000); // a private cluster (relay-replicas) is stopped here too
   const onCleanup = (...fns: (() => Promise<void>)[]) => void cleanups.push(...fns);
   return {
     onCleanup,
