@@ -42,15 +42,13 @@ import { formatReport } from "../../shared/verify/report.ts";
 import { benchApiSoldOut, benchApiWorkers, benchBuckets, type FrontDoorContext } from "./front-door.ts";
 import {
   adminPost,
-  findK6,
   cpuSeconds,
+  findK6,
   freePort,
-  LOAD_RATE_LIMITS,
+  loadApiEnv,
   machine,
   mintTokens,
-  randomSecret,
-  resultsDir,
-  runId,
+  newLoadRun,
   runK6,
   startProcess,
   uniquePrefix,
@@ -103,10 +101,8 @@ if (!Number.isFinite(seconds(DURATION)) || !Number.isFinite(seconds(OPEN_DURATIO
   throw new Error("--duration, --open-duration and --warmup take seconds, e.g. 20s");
 }
 
-const id = runId("bench");
-const dir = resultsDir(id);
-const adminToken = randomSecret();
-const jwtSecret = randomSecret(48);
+const loadRun = newLoadRun("bench");
+const { id, dir, adminToken, jwtSecret } = loadRun;
 const tokensFile = join(dir, "tokens.json");
 const rows: Row[] = [];
 const luaRows: LuaCeilingRow[] = [];
@@ -222,16 +218,7 @@ async function benchApi(stockCount: number, cluster = false): Promise<void> {
   const child = startProcess(
     `${target}-${stockCount}`,
     [process.execPath, "services/api/main.ts"],
-    {
-      PORT: String(port),
-      ADMIN_PORT: String(await freePort()),
-      ADMIN_TOKEN: adminToken,
-      JWT_SECRET: jwtSecret,
-      REDIS_URL,
-      REDIS_KEY_PREFIX: prefix,
-      ...LOAD_RATE_LIMITS,
-      ...(cluster ? { REDIS_CLUSTER_NODES } : {}),
-    },
+    loadApiEnv(loadRun, port, await freePort(), { REDIS_URL, REDIS_KEY_PREFIX: prefix, ...(cluster ? { REDIS_CLUSTER_NODES } : {}) }),
     dir,
   );
   try {
