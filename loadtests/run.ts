@@ -28,24 +28,7 @@ import { redisTargetFromEnv } from "../shared/config.ts";
 import { createRedis, deleteKeysByPrefix, type RedisClient } from "../shared/redis/client.ts";
 import { formatReport, type Layer } from "../shared/verify/report.ts";
 import { verify, type VerifyOptions } from "../shared/verify/verify.ts";
-import {
-  adminPost,
-  cpuSeconds,
-  createMigratedDatabase,
-  dropDatabase,
-  freePort,
-  htmlReportOf,
-  loadApiEnv,
-  machine,
-  mintTokens,
-  newLoadRun,
-  runK6,
-  startProcess,
-  uniquePrefix,
-  waitHealthy,
-  type Child,
-  type K6Summary,
-} from "./support.ts";
+import { adminPost, cpuSeconds, createMigratedDatabase, dropDatabase, freePort, htmlReportOf, machine, mintTokens, newLoadRun, runK6, startApi, startProcess, uniquePrefix, waitHealthy, type Child, type K6Summary } from "./support.ts";
 import { compareSpikes, createWarmupStock, runSpikeBaseline, warmUp } from "./spike-baseline.ts";
 
 const SCENARIOS = ["spike", "steady", "browse", "ramp"] as const;
@@ -192,19 +175,14 @@ async function main(): Promise<number> {
     }
 
     // --- the api.
-    const port = await freePort();
     // --profile: a CPU profile of the api for the whole run (written when it stops), in the results dir.
-    const apiCmd = values.profile ? [process.execPath, "--cpu-prof", "--cpu-prof-md", `--cpu-prof-dir=${dir}`, "services/api/main.ts"] : [process.execPath, "services/api/main.ts"];
+    const bunArgs = values.profile ? ["--cpu-prof", "--cpu-prof-md", `--cpu-prof-dir=${dir}`] : [];
     const apiAdminPort = await freePort();
-    // LOAD_RATE_LIMITS (in loadApiEnv): k6 is one client address for thousands of buyers.
-    const apiEnv = { ...serviceEnv, ...loadApiEnv(loadRun, port, apiAdminPort) };
     // Unset, the list would default to the standard worker ports, which are not this run's: without
     // workers the dashboard scrapes the api's own admin port (its one target).
-    apiEnv.WORKER_METRICS_URLS = workerMetrics.length > 0 ? workerMetrics.join(",") : `http://127.0.0.1:${apiAdminPort}/metrics`;
-    const api = startProcess("api", apiCmd, apiEnv, dir);
+    const WORKER_METRICS_URLS = workerMetrics.length > 0 ? workerMetrics.join(",") : `http://127.0.0.1:${apiAdminPort}/metrics`;
+    const { child: api, baseUrl } = await startApi(loadRun, { name: "api", logDir: dir, adminPort: apiAdminPort, bunArgs, env: { ...serviceEnv, WORKER_METRICS_URLS } });
     children.push(api);
-    const baseUrl = `http://127.0.0.1:${port}`;
-    await waitHealthy(`${baseUrl}/readyz`, api);
     console.log(`[load] live dashboard: http://127.0.0.1:${apiAdminPort}/dashboard`);
 
     // --- stocks and buyers.

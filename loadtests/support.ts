@@ -192,6 +192,34 @@ export async function waitHealthy(url: string, child?: Child, timeoutMs = 20_000
   throw new Error(`${url} did not answer within ${timeoutMs} ms (${last})`);
 }
 
+/** An api a load run or bench started, answering on `baseUrl`. */
+export interface StartedApi {
+  child: Child;
+  baseUrl: string;
+  adminPort: number;
+}
+
+/**
+ * Starts `bun [bunArgs] services/api/main.ts` as `name` (logs in `logDir`) with loadApiEnv on free
+ * ports (or the admin port given) plus `env`, and waits until /readyz answers; stopped again if it does not.
+ */
+export async function startApi(
+  run: Pick<LoadRun, "adminToken" | "jwtSecret">,
+  o: { name: string; logDir: string; env?: Record<string, string>; adminPort?: number; bunArgs?: string[] },
+): Promise<StartedApi> {
+  const port = await freePort();
+  const adminPort = o.adminPort ?? (await freePort());
+  const child = startProcess(o.name, [process.execPath, ...(o.bunArgs ?? []), "services/api/main.ts"], loadApiEnv(run, port, adminPort, o.env), o.logDir);
+  const baseUrl = `http://127.0.0.1:${port}`;
+  try {
+    await waitHealthy(`${baseUrl}/readyz`, child);
+  } catch (err) {
+    await child.stop();
+    throw err;
+  }
+  return { child, baseUrl, adminPort };
+}
+
 /** The k6 binary: $K6, else the one scripts/stack.sh builds (version pinned there), else PATH. */
 export function findK6(): string {
   if (process.env.K6) return process.env.K6;
