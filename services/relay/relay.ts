@@ -113,9 +113,13 @@ class RelayImpl implements Relay {
     this.reader = new OutboxReader(this.ctx);
     this.sender = new KafkaSender(deps.kafka, this.ctx, (shard) => this.shards.ownership.confirm(shard));
     this.shards = new ShardState(this.ctx, {
-      acquired: (shard) => this.sender.fence(shard),
+      acquired: (shard) => {
+        this.acker.acquired(shard);
+        return this.sender.fence(shard);
+      },
       dropped: (shard) => this.sender.release(shard),
       leftLive: (shard) => this.reader.forget(shard),
+      beat: (held) => this.acker.tidy(held),
     });
     this.acker = new Acker(this.ctx);
   }
