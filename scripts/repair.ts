@@ -7,7 +7,8 @@
  * Reads the usual environment (docs/design.md §10): REDIS_URL / REDIS_CLUSTER_NODES, OUTBOX_SHARDS,
  * KAFKA_BROKERS, KAFKA_TOPIC, DATABASE_URL, ELASTICSEARCH_URL, ELASTICSEARCH_INDEX_ALIAS. --from names
  * where to look for the highest version seen downstream (default: all three). Exit 0 when every
- * snapshot was appended (the relay publishes it, the projectors apply it), 1 on a refusal, 2 on a usage error.
+ * snapshot was appended (the relay publishes it, the projectors apply it), 1 on a refusal (e.g. more live
+ * holds than one snapshot lists: retry when they have drained), 2 on a usage error.
  */
 import { parseArgs } from "node:util";
 import { parseConfig, relaySchema, redisTargetFromEnv } from "../shared/config.ts";
@@ -76,7 +77,10 @@ export async function main(argv: string[]): Promise<number> {
     for (const stockId of positionals) {
       try {
         const r = await repairStock({ ...options, stockId });
-        console.log(`${stockId}: StockSnapshot at v${r.snapshotVersion} appended (Redis was at v${r.previousVersion}, highest seen downstream v${r.seenVersion}); the relay publishes it, the projectors apply it`);
+        console.log(
+          `${stockId}: StockSnapshot at v${r.snapshotVersion} appended (Redis was at v${r.previousVersion}, highest seen downstream v${r.seenVersion}, ` +
+            `${r.liveHolds} live holds listed); the relay publishes it, the projectors apply it`,
+        );
       } catch (err) {
         failed++;
         console.error(`${stockId}: ${(err as Error).message}`);

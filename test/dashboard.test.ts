@@ -10,7 +10,7 @@ import type { Browser } from "puppeteer-core";
 import { freePort } from "../loadtests/support.ts";
 import { createTestApi, type TestApi } from "./support/api.ts";
 import { launchBrowser, resultPath, watchedPage } from "./support/browser.ts";
-import { createHarness, REPO_ROOT, SHARDS, type Harness } from "./support/relay-harness.ts";
+import { createHarness, SHARDS, spawnRelay, type Harness } from "./support/relay-harness.ts";
 
 // page.evaluate callbacks run in the browser; the test program is type-checked without the DOM lib.
 interface El {
@@ -35,12 +35,7 @@ beforeAll(async () => {
   h = createHarness("dash");
   // A free port, not a fixed one: a fixed port of a parallel run (or a relay still draining) was taken once.
   RELAY_ADMIN_PORT = await freePort();
-  relay = Bun.spawn([process.execPath, "services/relay/main.ts"], {
-    cwd: REPO_ROOT,
-    env: h.env({ ADMIN_PORT: String(RELAY_ADMIN_PORT) }),
-    stdout: "ignore",
-    stderr: "inherit",
-  });
+  relay = spawnRelay(h.env({ ADMIN_PORT: String(RELAY_ADMIN_PORT) }));
   api = createTestApi({ prefix: h.prefix, shards: SHARDS, workerMetricsUrls: [`http://127.0.0.1:${RELAY_ADMIN_PORT}/metrics`] });
   base = api.listen();
   adminBase = api.listenAdmin();

@@ -59,11 +59,14 @@ test("real events from Kafka validate against /schemas/events.json and /asyncapi
   expect(await api.commands.expire(holds[2]!, "contract-1")).toBe("expired");
   // And the operator's repair snapshot (bun run repair), the one event type a sale does not make.
   await repairStock({ redis: h.redis, keys: h.keys, stockId: "contract-1", seenVersion: 0 });
+  // A stock without a live hold: its snapshot's list is empty, an array still (Redis 7.0's cjson writes {} for it).
+  await api.commands.createStock({ id: "contract-2", name: "Quiet", price: 100, quantity: 1 });
+  await repairStock({ redis: h.redis, keys: h.keys, stockId: "contract-2", seenVersion: 0 });
 
   await reader.start();
   const relay = h.relay();
   await relay.start();
-  await reader.waitFor(() => reader.messages.length >= 9, 30_000, "9 events on the topic");
+  await reader.waitFor(() => reader.messages.length >= 11, 30_000, "11 events on the topic");
   await relay.stop();
   expect(new Set(reader.messages.map((m) => JSON.parse(m.value).eventType))).toEqual(new Set(EVENT_TYPES));
 
@@ -108,4 +111,15 @@ test("real events from Kafka validate against /schemas/events.json and /asyncapi
   // …and additive: a new field is accepted (docs/design.md §4).
   expect(validEvent({ ...sample, payload: { ...sample.payload, channel: "web" } })).toBe(true);
   expect(validHeaders({ ...reader.messages[0]!.headers, ce_specversion: "0.3" })).toBe(false);
+
+  // The repair snapshot lists the stock's live holds (one left: ann bought, bob cancelled, cyd expired);
+  // the list is optional (added within schemaVersion 1), so a snapshot without it stays valid.
+  const snapshots = reader.messages.filter((m) => m.value.includes("StockSnapshot")).map((m) => JSON.parse(m.value));
+  const snapshot = snapshots.find((e) => e.aggregateId === "contract-1")!;
+  expect(snapshot.payload.liveHolds).toEqual([holds[3]]);
+  expect(snapshots.find((e) => e.aggregateId === "contract-2")!.payload.liveHolds).toEqual([]);
+  const { liveHolds: _, ...older } = snapshot.payload;
+  expect(validEvent({ ...snapshot, payload: older })).toBe(true);
+  expect(payloadOf.StockSnapshot!({ ...snapshot, payload: older })).toBe(true);
+  expect(validEvent({ ...snapshot, payload: { ...snapshot.payload, liveHolds: "none" } })).toBe(false);
 });

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { METRIC } from "../services/api/dashboard/collector.ts";
 import { freePort } from "../loadtests/support.ts";
 import { createTestApi } from "./support/api.ts";
-import { createHarness, REPO_ROOT } from "./support/relay-harness.ts";
+import { createHarness, REPO_ROOT, spawnRelay } from "./support/relay-harness.ts";
 
 const OPS = join(REPO_ROOT, "ops");
 // Free ports, not fixed ones: a parallel run must not collide.
@@ -111,12 +111,7 @@ async function query(expr: string): Promise<{ metric: Record<string, string>; va
 test("a real Prometheus scrapes the api and a relay and loads the alert rules", async () => {
   PROMETHEUS_PORT = await freePort();
   RELAY_ADMIN_PORT = await freePort();
-  relay = Bun.spawn([process.execPath, "services/relay/main.ts"], {
-    cwd: REPO_ROOT,
-    env: h.env({ ADMIN_PORT: String(RELAY_ADMIN_PORT) }),
-    stdout: "ignore",
-    stderr: "inherit",
-  });
+  relay = spawnRelay(h.env({ ADMIN_PORT: String(RELAY_ADMIN_PORT) }));
   const adminUrl = new URL(api.listenAdmin());
   expect((await api.request("POST", "/api/stocks", { headers: api.admin, body: { id: "p1", name: "P", price: 1, quantity: 5 } })).status).toBe(201);
   // The repository's config with the targets moved to this test's processes and a fast scrape.

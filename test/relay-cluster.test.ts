@@ -41,9 +41,7 @@ describe("relay on a Redis Cluster", () => {
       expect(relay.ownedShards()).toEqual(h.keys.allShards());
       const waited = (await relay.metrics.replicaWaitSeconds.get()).values.find((v) => v.metricName?.endsWith("_count"))?.value ?? 0;
       expect(waited).toBeGreaterThan(0); // WAIT 1 ran (the default on a cluster with replicas)
-      // 60 s: one run on a loaded machine had every event delivered but the outbox not yet trimmed at 20 s
-      // (not understood yet; the next run at once trimmed in under 12 s). Trimming is housekeeping, delivery is checked above.
-      await waitUntil(async () => (await outboxStats(h)).length === 0, 60_000, "outbox trimmed");
+      await waitUntil(async () => (await outboxStats(h)).length === 0, 20_000, "outbox trimmed");
       expect(await outboxStats(h)).toEqual({ length: 0, pending: 0 });
     },
     150_000,
@@ -74,9 +72,7 @@ describe("relay on a Redis Cluster", () => {
       expect(verdict.outOfOrder).toEqual([]);
       // b ended up with every shard (a's included).
       expect(new Set(byB.slice(-2_000).map((m) => h.keys.shardOf(m.aggregateId))).size).toBeGreaterThan(8);
-      // 60 s: one run on a loaded machine had every event delivered but the outbox not yet trimmed at 20 s
-      // (not understood yet; the next run at once trimmed in under 12 s). Trimming is housekeeping, delivery is checked above.
-      await waitUntil(async () => (await outboxStats(h)).length === 0, 60_000, "outbox trimmed");
+      await waitUntil(async () => (await outboxStats(h)).length === 0, 20_000, "outbox trimmed");
       b.kill("SIGTERM");
       expect(await b.exited).toBe(0);
     },

@@ -4,7 +4,7 @@
  * relay-kafka-outage.test.ts.
  */
 import { describe, expect, test } from "bun:test";
-import { OUTBOX_EVENT_FIELD, SCHEMA_VERSION, type EventOf } from "../shared/domain/events.ts";
+import { OUTBOX_EVENT_FIELD } from "../shared/domain/events.ts";
 import { RELAY_GROUP } from "../services/relay/stream.ts";
 import {
   allocate,
@@ -15,24 +15,10 @@ import {
   verify,
   waitUntil,
   relayTestFixtures,
+  allocatedEvent,
 } from "./support/relay-harness.ts";
 
 const { setup } = relayTestFixtures();
-
-/** A well-formed StockAllocated event for a (fake) stock, as the Lua scripts would write it. */
-function allocatedEvent(stockId: string, version: number): string {
-  const event: EventOf<"StockAllocated"> = {
-    eventId: Bun.randomUUIDv7(),
-    eventType: "StockAllocated",
-    schemaVersion: SCHEMA_VERSION,
-    aggregateType: "Stock",
-    aggregateId: stockId,
-    version,
-    occurredAt: new Date().toISOString(),
-    payload: { allocationId: `s0-${Bun.randomUUIDv7()}`, userId: "ghost", quantity: 1, expiresAt: new Date(Date.now() + 60_000).toISOString(), available: 1, held: 1, sold: 0 },
-  };
-  return JSON.stringify(event);
-}
 
 describe("relay", () => {
   test(

@@ -254,6 +254,22 @@ describe("verifier, downstream layers", () => {
     }
   });
 
+  test("a purchase Redis never had is named as a business reconciliation, not a repair", async () => {
+    // A phantom purchase as a failover leaves it: an order row bought downstream that Redis never sold.
+    await db.sql`
+      INSERT INTO orders (allocation_id, stock_id, user_id, quantity, status, amount, currency, placed_at, purchased_at, updated_at)
+      VALUES ('s0-phantom', 'vf-a', 'phantom', 2, 'purchased', 1000, 'EUR', now(), now(), now())`;
+    try {
+      const report = await runLayers(topics.full);
+      const messages = report.findings.filter((f) => f.layer === "postgres" && f.stockId === "vf-a").map((f) => f.message);
+      expect(messages).toHaveLength(1);
+      expect(messages[0]).toStartWith("purchased orders exceed Redis's sold by 2:");
+      expect(messages[0]).toContain("reconcile");
+    } finally {
+      await db.sql`DELETE FROM orders WHERE allocation_id = 's0-phantom'`;
+    }
+  });
+
   test("an outbox the relay has not drained fails after the deadline", async () => {
     await api.commands.allocate({ stockId: "vf-b", userId: "late", quantity: 1 });
     const report = await runLayers(topics.full);

@@ -34,6 +34,9 @@ export function assignedShards(members: readonly string[], me: string, shards: n
   return mine;
 }
 
+/** How often a relay heartbeats (membership, lease renewals): a third of the lease, at least 200 ms. */
+export const heartbeatMs = (leaseMs: number) => Math.max(200, Math.floor(leaseMs / 3));
+
 export class ShardOwnership {
   /** Shards the membership split gives this relay (last successful heartbeat). */
   desired = new Set<number>();
@@ -50,12 +53,14 @@ export class ShardOwnership {
     readonly leaseMs: number,
     private readonly logger: Logger,
     private readonly onError: (err: unknown) => void,
+    /** After each successful heartbeat, with the shards still held (the relay trims its quiet shards then). */
+    private readonly afterBeat: (held: ReadonlySet<number>) => void = () => {},
   ) {}
 
   /** Heartbeats now, then every lease/3 in the background until stopTimer(). */
   async startTimer(): Promise<void> {
     await this.heartbeat();
-    this.timer = setInterval(() => void this.heartbeat().catch(this.onError), Math.max(200, Math.floor(this.leaseMs / 3)));
+    this.timer = setInterval(() => void this.heartbeat().catch(this.onError), heartbeatMs(this.leaseMs));
   }
 
   stopTimer(): void {
@@ -87,6 +92,7 @@ export class ShardOwnership {
       this.held.delete(s);
       this.logger.warn({ shard: s }, "shard lease lost (not renewed in time); another relay may own it now");
     });
+    this.afterBeat(this.held);
   }
 
   async acquire(shard: number): Promise<boolean> {

@@ -9,6 +9,8 @@
  *             produce the batch (idempotent, acks=all), await the ack
  *             XACK, then XTRIM MINID to the oldest still-pending id (or past the last acked one)
  *     → every claim interval: XAUTOCLAIM entries idle > RELAY_CLAIM_IDLE_MS and re-send them
+ *     → every heartbeat (RELAY_LEASE_MS/3): re-trim owned shards that went quiet after a trim that may have
+ *       left acknowledged entries (stopped at a pending entry, failed, or the shard was just acquired)
  *
  * Kafka down: the batch stays in memory and pending, and is re-sent (the same batch, so the
  * idempotent producer lets the broker drop a copy it already has) with capped exponential backoff.
@@ -22,7 +24,7 @@
  *   reader.ts    XREADGROUP: new entries of the live shards, our pending entries of one shard
  *   batches.ts   entries → Kafka messages / dead letters, split into batches (pure)
  *   sender.ts    the producer, send-with-retry, the stop grace
- *   acker.ts     dead letters, XACK and trim after Kafka acknowledged, in order
+ *   acker.ts     dead letters, XACK and trim after Kafka acknowledged, in order; re-trims quiet shards
  *   snapshot.ts, metrics.ts   outbox gauges and counters;  health.ts  stop signal, dependency up/down
  *   stream.ts    Redis Stream reply parsing and id arithmetic
  */
@@ -113,9 +115,13 @@ class RelayImpl implements Relay {
     this.reader = new OutboxReader(this.ctx);
     this.sender = new KafkaSender(deps.kafka, this.ctx, (shard) => this.shards.ownership.confirm(shard));
     this.shards = new ShardState(this.ctx, {
-      acquired: (shard) => this.sender.fence(shard),
+      acquired: (shard) => {
+        this.acker.acquired(shard);
+        return this.sender.fence(shard);
+      },
       dropped: (shard) => this.sender.release(shard),
       leftLive: (shard) => this.reader.forget(shard),
+      beat: (held) => this.acker.tidy(held),
     });
     this.acker = new Acker(this.ctx);
   }

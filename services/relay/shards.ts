@@ -20,6 +20,8 @@ export interface ShardHooks {
   dropped(shard: number): Promise<void>;
   /** No longer read with `>` (recovering, released or lost): drop its read in flight. */
   leftLive(shard: number): void;
+  /** After each heartbeat, with the shards held (trim the quiet ones). */
+  beat(held: ReadonlySet<number>): void;
 }
 
 export class ShardState {
@@ -36,7 +38,7 @@ export class ShardState {
     private readonly ctx: RelayContext,
     private readonly hooks: ShardHooks,
   ) {
-    this.ownership = new ShardOwnership(ctx.redis, ctx.keys, ctx.consumerName, ctx.cfg.RELAY_LEASE_MS, ctx.log, (err) => ctx.redisState.markDown(err));
+    this.ownership = new ShardOwnership(ctx.redis, ctx.keys, ctx.consumerName, ctx.cfg.RELAY_LEASE_MS, ctx.log, (err) => ctx.redisState.markDown(err), (held) => hooks.beat(held));
   }
 
   owned(): number[] {

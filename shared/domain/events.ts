@@ -60,7 +60,19 @@ export const purchaseCompletedPayload = z.object({
  * bring drifted read models back. Its version jumps past anything downstream has seen, so version-guarded
  * read models take it like any newer event; versions between `previousVersion` and it never exist.
  */
-export const stockSnapshotPayload = stockCreatedPayload.extend({ previousVersion: count });
+/** snapshot.lua's MAX_LIVE_HOLDS (test/repair.test.ts checks they agree): why 10,000 is in its header. */
+export const MAX_SNAPSHOT_LIVE_HOLDS = 10_000;
+
+export const stockSnapshotPayload = stockCreatedPayload.extend({
+  previousVersion: count,
+  /**
+   * The allocation ids of the stock's live holds in Redis at the snapshot (at most 10,000, sorted). A read
+   * model ends every hold of the stock it has as live, placed before the snapshot's version, that is not
+   * listed: Redis never had it (projector-postgres marks it 'voided'). Optional, an additive field:
+   * a snapshot without it (appended before the field existed) restates the counters only.
+   */
+  liveHolds: z.array(z.string()).max(MAX_SNAPSHOT_LIVE_HOLDS).optional(),
+});
 
 const envelope = {
   eventId: z.string().uuid(),

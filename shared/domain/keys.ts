@@ -35,6 +35,8 @@ export interface KeyLayout {
   /** Hash userId → units the user currently holds or bought of this stock (per-user limit, I4). */
   stockBuyers(stockId: string): string;
   hold(allocationId: string): string;
+  /** What every hold key of a shard starts with (hold(id) = holdKeyPrefix(shard) + id): snapshot.lua reads holds by name. */
+  holdKeyPrefix(shard: number): string;
   holdsDue(shard: number): string;
   /** Idempotency record, scoped to one user and one stock (so it shares the stock's slot). */
   idempotency(stockId: string, userId: string, key: string): string;
@@ -69,8 +71,9 @@ export function createKeyLayout(prefix: string, shards: number): KeyLayout {
     hold: (allocationId) => {
       const shard = parseShard(allocationId, shards);
       if (shard === null) throw new Error(`malformed allocation id: ${allocationId}`);
-      return `${tag(shard)}:hold:${allocationId}`;
+      return `${tag(shard)}:hold:${allocationId}`; // = holdKeyPrefix(shard) + allocationId
     },
+    holdKeyPrefix: (shard) => `${tag(shard)}:hold:`,
     holdsDue: (shard) => `${tag(shard)}:holds:due`,
     idempotency: (stockId, userId, key) => `${stockTag(stockId)}:idem:${stockId}:${lengthPrefixed(userId)}:${lengthPrefixed(key)}`,
     noIdempotency: (stockId) => `${stockTag(stockId)}:stock:${stockId}:no-idempotency-key`,

@@ -10,7 +10,11 @@ import { z } from "zod";
 export const STOCK_STATUSES = ["upcoming", "live", "sold_out", "ended"] as const;
 export type StockStatus = (typeof STOCK_STATUSES)[number];
 
-export const ALLOCATION_STATUSES = ["held", "purchased", "cancelled", "expired"] as const;
+/**
+ * 'voided' exists only in the read side: a hold Redis never had (the event of a write a failover forgot),
+ * ended by a repair snapshot (docs/design.md §11). Redis itself never gives a hold that status.
+ */
+export const ALLOCATION_STATUSES = ["held", "purchased", "cancelled", "expired", "voided"] as const;
 export type AllocationStatus = (typeof ALLOCATION_STATUSES)[number];
 
 /** Why units went back: the StockReleased reasons, and the final statuses of a hold that ended unbought. */

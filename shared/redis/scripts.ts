@@ -36,7 +36,7 @@ const SCRIPTS = {
   fsRelayDeleteIdleConsumers: { source: relayDeleteIdleConsumersLua, keys: 1 },
   fsRelayRead: { source: relayReadLua, keys: 2 },
   fsRelayEnsureGroup: { source: relayEnsureGroupLua, keys: 1 },
-  fsSnapshot: { source: snapshotLua, keys: 2 },
+  fsSnapshot: { source: snapshotLua, keys: 3 },
 } as const;
 
 export type ScriptName = keyof typeof SCRIPTS;

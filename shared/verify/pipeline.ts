@@ -5,6 +5,7 @@
  *           duplicates are allowed (at-least-once, I3) and only counted
  *   postgres (I2, I6) counters and version equal Redis (shared/verify/convergence.ts), one
  *           stock_events row per version, and the orders' units by status equal held and sold
+ *           ('voided' orders, ended by a repair, count as neither)
  *   search  (I6) counters and version of each stock document equal Redis (same helper)
  * Each waits, polling, until it agrees or the shared deadline passes; then it reports what differs.
  */
@@ -236,8 +237,24 @@ export async function checkPostgresDetail(sql: postgres.Sql, stocks: readonly St
       findings.push(finding("postgres", "I2", s.stockId, `stock_events has ${e.n} rows (versions ${e.min}..${e.max}${e.snapshot ? `, from the snapshot at v${e.snapshot}` : ""}), Redis is at version ${s.version}${drift}`));
     }
     const o = orders.get(s.stockId) ?? { held: 0, purchased: 0 };
-    if (o.held !== s.held || o.purchased !== s.sold) {
-      findings.push(finding("postgres", "I6", s.stockId, `orders add up to held ${o.held} / purchased ${o.purchased}, Redis has held ${s.held} / sold ${s.sold}`));
+    if (o.held !== s.held || o.purchased < s.sold) {
+      // Held orders Redis never had are ended by a repair (voided); a shortfall is missing events.
+      const drift = o.held > s.held ? `; drift (holds Redis never had): bun run repair ${s.stockId}` : "";
+      findings.push(finding("postgres", "I6", s.stockId, `orders add up to held ${o.held} / purchased ${o.purchased}, Redis has held ${s.held} / sold ${s.sold}${drift}`));
+    }
+    if (o.purchased > s.sold) {
+      // A purchase Redis forgot (a failover after the buyer was told "bought") looks like any other
+      // downstream: the read side keeps it, and no repair undoes it (README "Drift repair").
+      findings.push(
+        finding(
+          "postgres",
+          "I6",
+          s.stockId,
+          `purchased orders exceed Redis's sold by ${o.purchased - s.sold}: ${o.purchased} units in 'purchased' orders, Redis sold ${s.sold}; ` +
+            `purchases Redis never had (e.g. bought just before a failover that lost the write): buyers were told they bought, ` +
+            `so reconcile them with the business (honour or refund); bun run repair does not undo a purchase`,
+        ),
+      );
     }
   }
   return findings;

@@ -7,6 +7,8 @@
  * has it, at a version above the highest one seen downstream (Kafka, PostgreSQL, Elasticsearch).
  * The relay publishes it like any event; every version-guarded read model takes it because it is
  * the newest, and the stock's next events follow it. Nothing downstream is written directly.
+ * The snapshot also lists the stock's live holds as Redis has them, so a read model can end the
+ * holds that events of forgotten writes created (projector-postgres marks them 'voided').
  */
 import type { Client } from "@elastic/elasticsearch";
 import type postgres from "postgres";
@@ -35,6 +37,8 @@ export interface RepairResult {
   previousVersion: number;
   seenVersion: number;
   snapshotVersion: number;
+  /** Live holds of the stock in Redis, listed in the snapshot (read models end every other hold placed before it). */
+  liveHolds: number;
 }
 
 export class RepairError extends Error {}
@@ -58,8 +62,22 @@ export async function highestSeenVersion(options: RepairOptions): Promise<number
 export async function repairStock(options: RepairOptions): Promise<RepairResult> {
   const { redis, keys, stockId } = options;
   const seenVersion = options.seenVersion ?? (await highestSeenVersion(options));
-  const reply = await runScript(redis, "fsSnapshot", [keys.stock(stockId), keys.outbox(keys.shardOf(stockId))], [stockId, Bun.randomUUIDv7(), seenVersion]);
+  const shard = keys.shardOf(stockId);
+  const reply = await runScript(
+    redis,
+    "fsSnapshot",
+    [keys.stock(stockId), keys.outbox(shard), keys.holdsDue(shard)],
+    [stockId, Bun.randomUUIDv7(), seenVersion, keys.holdKeyPrefix(shard)],
+  );
   if (reply[0] === "not_found") throw new RepairError(`no stock ${stockId} in Redis (prefix ${keys.prefix})`);
+  if (reply[0] === "too_many_holds") {
+    const [, count, scope] = reply;
+    throw new RepairError(
+      scope === "shard"
+        ? `not repaired: the stock's shard has ${count} live holds, more than one snapshot scans; retry when holds have drained`
+        : `not repaired: more than ${Number(count) - 1} live holds of the stock, more than one snapshot event carries; retry when holds have drained`,
+    );
+  }
   if (reply[0] !== "ok") throw new RepairError(`snapshot refused: ${reply.join(" ")}`);
-  return { stockId, seenVersion, snapshotVersion: Number(reply[1]), previousVersion: Number(reply[2]) };
+  return { stockId, seenVersion, snapshotVersion: Number(reply[1]), previousVersion: Number(reply[2]), liveHolds: Number(reply[3]) };
 }

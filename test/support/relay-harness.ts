@@ -7,6 +7,7 @@ import { afterEach } from "bun:test";
 import type { Subprocess } from "bun";
 import { Kafka, logLevel, type Consumer } from "kafkajs";
 import { parseConfig, relaySchema } from "../../shared/config.ts";
+import { SCHEMA_VERSION, type EventOf } from "../../shared/domain/events.ts";
 import { createKeyLayout, type KeyLayout } from "../../shared/domain/keys.ts";
 import pino from "pino";
 import { createLogger, type Logger } from "../../shared/logger.ts";
@@ -262,6 +263,21 @@ export function verify(messages: TopicMessage[], versions: Map<string, number>):
   for (const [stock, v] of versions) for (let i = 1; i <= v; i++) if (!present.has(`${stock}@${i}`)) missing.push(`${stock}@${i}`);
   const unexpected = [...seen.values()].filter((m) => !versions.has(m.aggregateId) || m.version > versions.get(m.aggregateId)!).map((m) => m.eventId);
   return { missing, duplicates, outOfOrder: [...outOfOrder], unexpected };
+}
+
+/** A well-formed StockAllocated event for a (fake) stock, as the Lua scripts would write it. */
+export function allocatedEvent(stockId: string, version: number): string {
+  const event: EventOf<"StockAllocated"> = {
+    eventId: Bun.randomUUIDv7(),
+    eventType: "StockAllocated",
+    schemaVersion: SCHEMA_VERSION,
+    aggregateType: "Stock",
+    aggregateId: stockId,
+    version,
+    occurredAt: new Date().toISOString(),
+    payload: { allocationId: `s0-${Bun.randomUUIDv7()}`, userId: "ghost", quantity: 1, expiresAt: new Date(Date.now() + 60_000).toISOString(), available: 1, held: 1, sold: 0 },
+  };
+  return JSON.stringify(event);
 }
 
 /** Spawns `bun services/relay/main.ts` with the harness env. */

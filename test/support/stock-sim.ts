@@ -158,6 +158,46 @@ export class StockSim {
     };
   }
 
+  /**
+   * Runs a write and then forgets it, as a failover to a lagging replica does: the event exists (Kafka
+   * carried it) but the sim's state, versions included, is as before, so the next write re-uses its version.
+   */
+  forget<T>(write: () => T): T {
+    const stocks = [...this.stocks.values()].map((s) => ({ ...s }));
+    const holds = [...this.holds.values()].map((h) => ({ ...h }));
+    const event = write();
+    this.stocks.clear();
+    for (const s of stocks) this.stocks.set(s.id, s);
+    this.holds.clear();
+    for (const h of holds) this.holds.set(h.allocationId, h);
+    return event;
+  }
+
+  /** A repair snapshot (snapshot.lua): the stock now, its live holds, at a version above `seenVersion`. */
+  snapshot(stockId: string, seenVersion = 0): EventOf<"StockSnapshot"> {
+    const stock = this.mustStock(stockId);
+    const previousVersion = stock.version;
+    stock.version = Math.max(stock.version, seenVersion);
+    return {
+      ...this.envelope(stock),
+      eventType: "StockSnapshot",
+      payload: {
+        name: stock.name,
+        description: stock.description,
+        price: stock.price,
+        currency: stock.currency,
+        total: stock.total,
+        perUserLimit: 5,
+        holdSeconds: 600,
+        startsAt: stock.startsAt,
+        endsAt: stock.endsAt,
+        ...this.counters(stock),
+        previousVersion,
+        liveHolds: this.liveHolds(stockId).map((h) => h.allocationId).sort(),
+      },
+    };
+  }
+
   /** Live holds, oldest first. */
   liveHolds(stockId?: string): SimHold[] {
     return [...this.holds.values()].filter((h) => h.status === "held" && (stockId === undefined || h.stockId === stockId));
@@ -215,4 +255,23 @@ export function generateWorkload(
     }
   }
   return events;
+}
+
+/**
+ * Drift and its repair, as events: a failover forgot a hold (ghost) whose StockAllocated reached Kafka,
+ * and the repair snapshot lists the live holds the sim (Redis) has. Versions: created 1, live 2,
+ * bought 3 + purchase 4, ghost 5 (forgotten), expiring 5 (re-uses the ghost's version) + expiry 6,
+ * snapshot 7, after 8 (a real hold placed after the snapshot, listed nowhere, never voided).
+ */
+export function repairScenario(sim: StockSim, stockId: string) {
+  const created = sim.create(stockId, { total: 100, price: 10 });
+  const live = sim.allocate(stockId, "liv", 1)!;
+  const bought = sim.allocate(stockId, "buy", 2)!;
+  const purchase = sim.purchase(bought.payload.allocationId);
+  const ghost = sim.forget(() => sim.allocate(stockId, "ghost", 40)!);
+  const expiring = sim.allocate(stockId, "exp", 3)!;
+  const expiry = sim.release(expiring.payload.allocationId, "expired");
+  const snapshot = sim.snapshot(stockId, ghost.version);
+  const after = sim.allocate(stockId, "after", 4)!;
+  return { created, live, bought, purchase, ghost, expiring, expiry, snapshot, after };
 }

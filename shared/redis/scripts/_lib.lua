@@ -30,7 +30,9 @@ end
 
 -- Appends one domain event (docs/design.md §4) to the shard's outbox stream; the relay takes it from there.
 -- `traceparent` (W3C, checked by the caller; '' or nil for none) rides along in its own field, next to the event.
-local function emit(outbox_key, event_id, event_type, stock_id, version, occurred_ms, payload, traceparent)
+-- `raw` (optional) replaces fields of the encoded payload: { ['"<field>":<placeholder JSON>'] = '<JSON>' }, for
+-- what cjson cannot write (Redis 7.0's cjson encodes an empty table as {}, never as []).
+local function emit(outbox_key, event_id, event_type, stock_id, version, occurred_ms, payload, traceparent, raw)
   local event = cjson.encode({
     eventId = event_id,
     eventType = event_type,
@@ -41,6 +43,12 @@ local function emit(outbox_key, event_id, event_type, stock_id, version, occurre
     occurredAt = iso8601(occurred_ms),
     payload = payload,
   })
+  if raw then
+    for from, to in pairs(raw) do
+      local at = string.find(event, from, 1, true)
+      if at then event = string.sub(event, 1, at - 1) .. to .. string.sub(event, at + #from) end
+    end
+  end
   if traceparent and traceparent ~= '' then
     redis.call('XADD', outbox_key, '*', 'event', event, 'traceparent', traceparent)
   else

@@ -1,6 +1,8 @@
 /**
  * Sales analytics from PostgreSQL: per stock (units sold, revenue, holds released by reason,
  * sell-through, time to sell-out) and a per-minute series, both from sales_by_minute + stocks.
+ * Voided holds (a repair ended holds Redis never had, docs/design.md §11) are counted apart from the
+ * releases, which stay facts of events: unitsAllocated − unitsSold − unitsReleased − unitsVoided = held.
  */
 import type postgres from "postgres";
 import { z } from "zod";
@@ -25,6 +27,8 @@ export const stockSalesShape = {
   revenue: int().describe("minor units of `currency`"),
   holdsReleased: byReason,
   unitsReleased: byReason,
+  holdsVoided: int().describe("holds Redis never had (events of forgotten writes), ended by a repair snapshot"),
+  unitsVoided: int(),
   sellThrough: z.number().nullable().describe("sold / total, 0..1 (null while the StockCreated is unknown)"),
   saleStartedAt: z.string().nullable(),
   firstUnavailableAt: z.string().nullable().describe("first moment nothing was left to allocate"),
@@ -44,6 +48,8 @@ export const minutePointShape = {
   holdsCancelled: int(),
   unitsExpired: int(),
   unitsCancelled: int(),
+  holdsVoided: int().describe("at the minute of the repair snapshot that voided them"),
+  unitsVoided: int(),
   revenue: z.record(z.string(), int()).describe("per currency, minor units (different currencies are never added up)"),
 };
 export type MinutePoint = z.infer<z.ZodObject<typeof minutePointShape>>;
@@ -101,20 +107,23 @@ export async function salesReport(sql: postgres.Sql, query: SalesQuery, nowMs = 
         units_expired: string | null;
         holds_cancelled: string | null;
         units_cancelled: string | null;
+        holds_voided: string | null;
+        units_voided: string | null;
       }>
     >`
       WITH totals AS (
         SELECT stock_id, sum(holds_placed) AS holds_placed, sum(units_allocated) AS units_allocated,
                sum(purchases) AS purchases, sum(units_sold) AS units_sold, sum(revenue) AS revenue,
                sum(holds_expired) AS holds_expired, sum(units_expired) AS units_expired,
-               sum(holds_cancelled) AS holds_cancelled, sum(units_cancelled) AS units_cancelled
+               sum(holds_cancelled) AS holds_cancelled, sum(units_cancelled) AS units_cancelled,
+               sum(holds_voided) AS holds_voided, sum(units_voided) AS units_voided
         FROM sales_by_minute WHERE true ${stockFilter}
         GROUP BY stock_id
       )
       SELECT s.stock_id, s.name, s.currency, s.price, s.total, s.available, s.held, s.sold,
              GREATEST(s.starts_at, s.created_at) AS started_at, s.first_unavailable_at, s.sold_out_at,
              t.holds_placed, t.units_allocated, t.purchases, t.units_sold, t.revenue,
-             t.holds_expired, t.units_expired, t.holds_cancelled, t.units_cancelled
+             t.holds_expired, t.units_expired, t.holds_cancelled, t.units_cancelled, t.holds_voided, t.units_voided
       FROM stocks s LEFT JOIN totals t ON t.stock_id = s.stock_id
       WHERE true ${query.stockId === undefined ? sql`` : sql`AND s.stock_id = ${query.stockId}`}
       ORDER BY COALESCE(t.revenue, 0) DESC, s.stock_id
@@ -132,12 +141,15 @@ export async function salesReport(sql: postgres.Sql, query: SalesQuery, nowMs = 
         units_expired: string;
         holds_cancelled: string;
         units_cancelled: string;
+        holds_voided: string;
+        units_voided: string;
       }>
     >`
       SELECT m.minute, s.currency, sum(m.holds_placed) AS holds_placed, sum(m.units_allocated) AS units_allocated,
              sum(m.purchases) AS purchases, sum(m.units_sold) AS units_sold, sum(m.revenue) AS revenue,
              sum(m.holds_expired) AS holds_expired, sum(m.units_expired) AS units_expired,
-             sum(m.holds_cancelled) AS holds_cancelled, sum(m.units_cancelled) AS units_cancelled
+             sum(m.holds_cancelled) AS holds_cancelled, sum(m.units_cancelled) AS units_cancelled,
+             sum(m.holds_voided) AS holds_voided, sum(m.units_voided) AS units_voided
       FROM sales_by_minute m LEFT JOIN stocks s ON s.stock_id = m.stock_id
       WHERE m.minute >= ${from} AND m.minute < ${to}
         ${query.stockId === undefined ? sql`` : sql`AND m.stock_id = ${query.stockId}`}
@@ -161,6 +173,8 @@ export async function salesReport(sql: postgres.Sql, query: SalesQuery, nowMs = 
     revenue: num(r.revenue),
     holdsReleased: { expired: num(r.holds_expired), cancelled: num(r.holds_cancelled) },
     unitsReleased: { expired: num(r.units_expired), cancelled: num(r.units_cancelled) },
+    holdsVoided: num(r.holds_voided),
+    unitsVoided: num(r.units_voided),
     sellThrough: r.total ? r.sold / r.total : r.total === 0 ? 1 : null,
     saleStartedAt: iso(r.started_at),
     firstUnavailableAt: iso(r.first_unavailable_at),
@@ -184,6 +198,8 @@ export async function salesReport(sql: postgres.Sql, query: SalesQuery, nowMs = 
         holdsCancelled: 0,
         unitsExpired: 0,
         unitsCancelled: 0,
+        holdsVoided: 0,
+        unitsVoided: 0,
         revenue: {},
       };
       byMinute.set(minute, point);
@@ -196,6 +212,8 @@ export async function salesReport(sql: postgres.Sql, query: SalesQuery, nowMs = 
     point.holdsCancelled += num(r.holds_cancelled);
     point.unitsExpired += num(r.units_expired);
     point.unitsCancelled += num(r.units_cancelled);
+    point.holdsVoided += num(r.holds_voided);
+    point.unitsVoided += num(r.units_voided);
     const revenue = num(r.revenue);
     if (revenue > 0) {
       const currency = r.currency ?? "unknown";

@@ -20,7 +20,7 @@ export const orderViewShape = {
   placedAt: z.string(),
   expiresAt: z.string().nullable(),
   purchasedAt: z.string().nullable(),
-  releasedAt: z.string().nullable(),
+  releasedAt: z.string().nullable().describe("when the hold ended unbought: expired, cancelled, or voided by a repair"),
   updatedAt: z.string(),
 };
 export type OrderView = z.infer<z.ZodObject<typeof orderViewShape>>;
@@ -84,7 +84,9 @@ export async function listOrdersForUser(sql: postgres.Sql, userId: string, optio
   >`
     SELECT o.allocation_id, o.stock_id, s.name AS stock_name, o.user_id, o.quantity, o.status, o.amount, o.currency,
            o.placed_at, (extract(epoch FROM o.placed_at) * 1000000)::bigint::text AS placed_us,
-           o.expires_at, o.purchased_at, o.released_at, o.updated_at
+           o.expires_at, o.purchased_at,
+           -- A voided hold ended at the repair snapshot that voided it (migrations/003_voided_holds.sql).
+           COALESCE(o.released_at, CASE WHEN o.status = 'voided' THEN o.voided_at END) AS released_at, o.updated_at
     FROM orders o LEFT JOIN stocks s ON s.stock_id = o.stock_id
     WHERE o.user_id = ${userId}
       ${

@@ -2,7 +2,17 @@
  * Pure part of projector-postgres: turns the events that were new to `stock_events` into one row per
  * stock, one row per allocation and one row per (stock, minute), so a batch is three multi-row
  * statements whatever its size. Every row merges order-independently with what is stored
- * (see the ON CONFLICT clauses in postgres-writer.ts), so batches may be applied in any order.
+ * (see the ON CONFLICT clauses in writer.ts), so batches may be applied in any order.
+ *
+ * Voids (a repair's StockSnapshot with `liveHolds`, docs/design.md §11): an order still 'held', of the
+ * snapshot's stock, placed (its StockAllocated's version) below the snapshot's version and not in the
+ * list is a hold Redis never had: it becomes 'voided'. Order-independent like the rest:
+ *   - the snapshot and the StockAllocated in one batch: decided here (voidingSnapshot);
+ *   - the StockAllocated applied after the snapshot: the writer checks the stored snapshots;
+ *   - the snapshot applied after the order: the writer voids the stored 'held' orders.
+ * A hold placed at or above the snapshot's version is never voided; a real end (purchase, expiry,
+ * cancel) always wins over 'voided', whichever comes first (mergeOrderStatus), and a void never
+ * overrides one.
  */
 import type { EventOf, StockEvent } from "../../domain/events.ts";
 import type { AllocationStatus } from "../../domain/views.ts";
@@ -35,8 +45,12 @@ export interface OrderRow {
   stock_id: string;
   user_id: string;
   quantity: number;
-  /** 'held' unless the batch holds the allocation's end. */
+  /** 'held' unless the batch holds the allocation's end, or a snapshot of the batch voids it. */
   status: AllocationStatus;
+  /** Version of the StockAllocated; null when the batch does not hold it. */
+  placed_version: number | null;
+  /** occurredAt of the batch's snapshot that voided it. */
+  voided_at: string | null;
   amount: number | null;
   currency: string | null;
   placed_at: string;
@@ -59,12 +73,58 @@ export interface MinuteRow {
   units_expired: number;
   holds_cancelled: number;
   units_cancelled: number;
+  /** Holds Redis never had, voided by a repair snapshot, at the snapshot's minute. */
+  holds_voided: number;
+  units_voided: number;
+}
+
+/** A repair snapshot that lists the stock's live holds (snapshots without the list void nothing). */
+export interface SnapshotRow {
+  event_id: string;
+  stock_id: string;
+  version: number;
+  occurred_at: string;
+  live_holds: string[];
 }
 
 export interface PostgresPlan {
   stocks: StockRow[];
   orders: OrderRow[];
+  /** Per stock-minute counts of the batch alone (the writer adds them in SQL from the new events). */
   minutes: MinuteRow[];
+  snapshots: SnapshotRow[];
+}
+
+const ENDED: ReadonlySet<AllocationStatus> = new Set(["purchased", "expired", "cancelled"]);
+
+/**
+ * How a stored status and an incoming one merge (the writer's ON CONFLICT says the same in SQL): a real
+ * end wins (the incoming one first, as before voids existed), then 'voided', then 'held'. Commutative
+ * wherever both sides can occur, so the order batches land in does not matter.
+ */
+export function mergeOrderStatus(stored: AllocationStatus, incoming: AllocationStatus): AllocationStatus {
+  if (ENDED.has(incoming)) return incoming;
+  if (ENDED.has(stored)) return stored;
+  return stored === "voided" || incoming === "voided" ? "voided" : "held";
+}
+
+/**
+ * The snapshot that voids an order, or null: the lowest-version snapshot of its stock above the order's
+ * placed version that does not list it, for an order still 'held'. Placed at or above the snapshot's
+ * version (e.g. a real hold right after a repair) or of unknown placement: never.
+ */
+export function voidingSnapshot<S extends Pick<SnapshotRow, "stock_id" | "version" | "live_holds">>(
+  order: Pick<OrderRow, "allocation_id" | "stock_id" | "status" | "placed_version">,
+  snapshots: readonly S[],
+): S | null {
+  if (order.status !== "held" || order.placed_version === null) return null;
+  let found: S | null = null;
+  for (const snap of snapshots) {
+    if (snap.stock_id !== order.stock_id || snap.version <= order.placed_version) continue;
+    if (snap.live_holds.includes(order.allocation_id)) continue;
+    if (!found || snap.version < found.version) found = snap;
+  }
+  return found;
 }
 
 const earlier = (a: string | null, b: string | null): string | null => {
@@ -143,6 +203,8 @@ function orderRowOf(event: OrderEvent): OrderRow {
     user_id: p.userId,
     quantity: p.quantity,
     status: "held",
+    placed_version: null,
+    voided_at: null,
     amount: null,
     currency: null,
     placed_at: event.occurredAt,
@@ -161,6 +223,7 @@ function mergeOrder(row: OrderRow, event: OrderEvent): void {
     case "StockAllocated":
       row.held_at = event.occurredAt;
       row.expires_at = event.payload.expiresAt;
+      row.placed_version = event.version;
       break;
     case "PurchaseCompleted":
       row.status = "purchased";
@@ -195,6 +258,8 @@ function emptyMinute(stockId: string, minute: string): MinuteRow {
     units_expired: 0,
     holds_cancelled: 0,
     units_cancelled: 0,
+    holds_voided: 0,
+    units_voided: 0,
   };
 }
 
@@ -234,6 +299,17 @@ export function planPostgresBatch(events: readonly StockEvent[]): PostgresPlan {
   const stocks = new Map<string, StockRow>();
   const orders = new Map<string, OrderRow>();
   const minutes = new Map<string, MinuteRow>();
+  const snapshots: SnapshotRow[] = [];
+  const bucketOf = (stockId: string, occurredAt: string): MinuteRow => {
+    const minute = minuteOf(occurredAt);
+    const minuteKey = `${stockId}\u0000${minute}`;
+    let bucket = minutes.get(minuteKey);
+    if (!bucket) {
+      bucket = emptyMinute(stockId, minute);
+      minutes.set(minuteKey, bucket);
+    }
+    return bucket;
+  };
   for (const event of events) {
     let stock = stocks.get(event.aggregateId);
     if (!stock) {
@@ -246,8 +322,13 @@ export function planPostgresBatch(events: readonly StockEvent[]): PostgresPlan {
       applyCreated(stock, event);
       continue;
     }
-    // A repair snapshot (bun run repair) only restates the counters, at a version above any other.
-    if (event.eventType === "StockSnapshot") continue;
+    // A repair snapshot (bun run repair) restates the counters, at a version above any other, and
+    // lists the live holds: the orders it voids are decided once the whole batch is folded.
+    if (event.eventType === "StockSnapshot") {
+      const live = event.payload.liveHolds;
+      if (live) snapshots.push({ event_id: event.eventId, stock_id: event.aggregateId, version: event.version, occurred_at: event.occurredAt, live_holds: live });
+      continue;
+    }
     const allocationId = event.payload.allocationId;
     let order = orders.get(allocationId);
     if (!order) {
@@ -255,18 +336,22 @@ export function planPostgresBatch(events: readonly StockEvent[]): PostgresPlan {
       orders.set(allocationId, order);
     }
     mergeOrder(order, event);
-    const minute = minuteOf(event.occurredAt);
-    const minuteKey = `${event.aggregateId}\u0000${minute}`;
-    let bucket = minutes.get(minuteKey);
-    if (!bucket) {
-      bucket = emptyMinute(event.aggregateId, minute);
-      minutes.set(minuteKey, bucket);
-    }
-    addToMinute(bucket, event);
+    addToMinute(bucketOf(event.aggregateId, event.occurredAt), event);
+  }
+  for (const order of snapshots.length > 0 ? orders.values() : []) {
+    const snap = voidingSnapshot(order, snapshots);
+    if (!snap) continue;
+    order.status = "voided";
+    order.voided_at = snap.occurred_at;
+    order.updated_at = later(order.updated_at, snap.occurred_at);
+    const bucket = bucketOf(order.stock_id, snap.occurred_at);
+    bucket.holds_voided += 1;
+    bucket.units_voided += order.quantity;
   }
   return {
     stocks: [...stocks.values()].sort(byKey((r) => r.stock_id)),
     orders: [...orders.values()].sort(byKey((r) => r.allocation_id)),
     minutes: [...minutes.values()].sort(byKey((r) => `${r.stock_id}\u0000${r.minute}`)),
+    snapshots,
   };
 }

@@ -5,9 +5,17 @@
  *   s, o    upsert one row per stock (guarded by version) and per allocation, planned (plan.ts) from
  *           all the batch's events, each row written only if `fresh` holds an event of its stock /
  *           allocation (a batch of redeliveries writes nothing)
+ *   ss      the stored repair snapshots (with liveHolds) of the stocks that have a 'held' order row in
+ *           the batch: an order placed below one's version and not listed is inserted 'voided'
+ *   v       the batch's new snapshots void the stored 'held' orders they exclude (plan.ts's header
+ *           has the rule); orders the batch writes itself are left to `o`
  *   m       add to sales_by_minute what the events in `fresh` count, aggregated in SQL from the rows
  *           `fresh` returns (counters are additive: a redelivered event must not count twice; the
- *           same rules as addToMinute in plan.ts, which plans the tests' expectations)
+ *           same rules as addToMinute in plan.ts, which plans the tests' expectations), and the
+ *           voids: +1 for each order that became 'voided' (o, v), −1 for a voided one a real end
+ *           replaced, at the void's minute. `prior` (the orders as they were before the statement)
+ *           says which rows changed; a stock's events come from one partition, applied by one writer
+ *           at a time, so no other writer moves those rows meanwhile.
  *
  * Why one statement: the stock and order rows merge idempotently with what is stored (version
  * guard, LEAST/COALESCE; see the ON CONFLICT clauses), so they do not need to know which events
@@ -67,6 +75,8 @@ async function applyEventsWith(sql: postgres.Sql | postgres.TransactionSql, even
 
   const all = [...unique.values()];
   const plan = planPostgresBatch(all);
+  // Stocks whose batch leaves an order 'held': only their stored snapshots can void it (ss).
+  const heldStocks = [...new Set(plan.orders.filter((o) => o.status === "held").map((o) => o.stock_id))];
   const inserted = await sql<{ event_id: string }[]>`
     WITH fresh AS (
       INSERT INTO stock_events (event_id, event_type, aggregate_id, version, occurred_at, payload)
@@ -109,18 +119,45 @@ async function applyEventsWith(sql: postgres.Sql | postgres.TransactionSql, even
         first_unavailable_at = LEAST(EXCLUDED.first_unavailable_at, stocks.first_unavailable_at),
         sold_out_at          = LEAST(EXCLUDED.sold_out_at, stocks.sold_out_at)
     ),
+    prior AS (
+      SELECT allocation_id, status, voided_at FROM orders WHERE allocation_id IN (SELECT allocation_id FROM fresh)
+    ),
+    ss AS (
+      SELECT aggregate_id AS stock_id, version, occurred_at, payload->'liveHolds' AS live_holds
+      FROM stock_events
+      WHERE event_type = 'StockSnapshot' AND payload ? 'liveHolds'
+        AND aggregate_id IN (SELECT jsonb_array_elements_text(${JSON.stringify(heldStocks)}::text::jsonb))
+    ),
     o AS (
-      INSERT INTO orders (allocation_id, stock_id, user_id, quantity, status, amount, currency, placed_at,
-                          held_at, expires_at, purchased_at, released_at, updated_at)
-      SELECT allocation_id, stock_id, user_id, quantity, status, amount, currency, placed_at,
-             held_at, expires_at, purchased_at, released_at, updated_at
+      INSERT INTO orders (allocation_id, stock_id, user_id, quantity, status, placed_version, voided_at, amount, currency,
+                          placed_at, held_at, expires_at, purchased_at, released_at, updated_at)
+      SELECT x.allocation_id, x.stock_id, x.user_id, x.quantity,
+             CASE WHEN x.status = 'held' AND sv.version IS NOT NULL THEN 'voided' ELSE x.status END,
+             x.placed_version, COALESCE(x.voided_at, sv.occurred_at), x.amount, x.currency, x.placed_at, x.held_at,
+             x.expires_at, x.purchased_at, x.released_at, GREATEST(x.updated_at, sv.occurred_at)
       FROM json_to_recordset(${JSON.stringify(plan.orders)}::text::json) AS x(
-        allocation_id text, stock_id text, user_id text, quantity integer, status text, amount bigint,
-        currency text, placed_at timestamptz, held_at timestamptz, expires_at timestamptz,
-        purchased_at timestamptz, released_at timestamptz, updated_at timestamptz)
+        allocation_id text, stock_id text, user_id text, quantity integer, status text, placed_version integer,
+        voided_at timestamptz, amount bigint, currency text, placed_at timestamptz, held_at timestamptz,
+        expires_at timestamptz, purchased_at timestamptz, released_at timestamptz, updated_at timestamptz)
+      LEFT JOIN LATERAL (
+        SELECT ss.version, ss.occurred_at FROM ss
+        WHERE x.status = 'held' AND ss.stock_id = x.stock_id AND ss.version > x.placed_version
+          AND NOT (ss.live_holds ? x.allocation_id)
+        ORDER BY ss.version LIMIT 1
+      ) sv ON true
       WHERE x.allocation_id IN (SELECT allocation_id FROM fresh)
       ON CONFLICT (allocation_id) DO UPDATE SET
-        status       = CASE WHEN EXCLUDED.status <> 'held' THEN EXCLUDED.status ELSE orders.status END,
+        -- mergeOrderStatus (plan.ts): a real end wins, then 'voided', then 'held'.
+        status       = CASE WHEN EXCLUDED.status IN ('purchased', 'expired', 'cancelled') THEN EXCLUDED.status
+                            WHEN orders.status IN ('purchased', 'expired', 'cancelled') THEN orders.status
+                            WHEN 'voided' IN (EXCLUDED.status, orders.status) THEN 'voided'
+                            ELSE 'held' END,
+        placed_version = COALESCE(orders.placed_version, EXCLUDED.placed_version),
+        -- Only a voided order has a void time: a real end clears it (and m takes the void back).
+        voided_at    = CASE WHEN 'voided' IN (EXCLUDED.status, orders.status)
+                             AND orders.status NOT IN ('purchased', 'expired', 'cancelled')
+                             AND EXCLUDED.status NOT IN ('purchased', 'expired', 'cancelled')
+                            THEN COALESCE(orders.voided_at, EXCLUDED.voided_at) END,
         amount       = COALESCE(EXCLUDED.amount, orders.amount),
         currency     = COALESCE(EXCLUDED.currency, orders.currency),
         placed_at    = LEAST(EXCLUDED.placed_at, orders.placed_at),
@@ -129,22 +166,59 @@ async function applyEventsWith(sql: postgres.Sql | postgres.TransactionSql, even
         purchased_at = COALESCE(orders.purchased_at, EXCLUDED.purchased_at),
         released_at  = COALESCE(orders.released_at, EXCLUDED.released_at),
         updated_at   = GREATEST(EXCLUDED.updated_at, orders.updated_at)
+      RETURNING allocation_id, stock_id, quantity, status, voided_at
+    ),
+    v AS (
+      UPDATE orders SET status = 'voided', voided_at = pick.occurred_at, updated_at = GREATEST(orders.updated_at, pick.occurred_at)
+      FROM (
+        SELECT DISTINCT ON (c.allocation_id) c.allocation_id, s.occurred_at
+        FROM json_to_recordset(${JSON.stringify(plan.snapshots)}::text::json)
+          AS s(event_id uuid, stock_id text, version integer, occurred_at timestamptz, live_holds jsonb)
+        JOIN orders c ON c.stock_id = s.stock_id AND c.status = 'held' AND c.placed_version < s.version
+                     AND NOT (s.live_holds ? c.allocation_id)
+        WHERE s.event_id IN (SELECT event_id FROM fresh)
+        ORDER BY c.allocation_id, s.version
+      ) pick
+      WHERE orders.allocation_id = pick.allocation_id AND orders.status = 'held'
+        AND orders.allocation_id NOT IN (SELECT allocation_id FROM fresh WHERE allocation_id IS NOT NULL)
+      RETURNING orders.stock_id, orders.quantity, orders.voided_at
+    ),
+    voids AS (
+      SELECT o.stock_id, o.voided_at AS at, 1 AS holds, o.quantity AS units
+      FROM o LEFT JOIN prior p USING (allocation_id)
+      WHERE o.status = 'voided' AND p.status IS DISTINCT FROM 'voided'
+      UNION ALL
+      SELECT o.stock_id, p.voided_at, -1, -o.quantity
+      FROM o JOIN prior p USING (allocation_id)
+      WHERE p.status = 'voided' AND o.status <> 'voided'
+      UNION ALL
+      SELECT stock_id, voided_at, 1, quantity FROM v
     ),
     m AS (
       INSERT INTO sales_by_minute (stock_id, minute, holds_placed, units_allocated, purchases, units_sold, revenue,
-                                   holds_expired, units_expired, holds_cancelled, units_cancelled)
-      SELECT aggregate_id, date_trunc('minute', occurred_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
-             count(*) FILTER (WHERE event_type = 'StockAllocated'),
-             coalesce(sum(quantity) FILTER (WHERE event_type = 'StockAllocated'), 0),
-             count(*) FILTER (WHERE event_type = 'PurchaseCompleted'),
-             coalesce(sum(quantity) FILTER (WHERE event_type = 'PurchaseCompleted'), 0),
-             coalesce(sum(amount) FILTER (WHERE event_type = 'PurchaseCompleted'), 0),
-             count(*) FILTER (WHERE event_type = 'StockReleased' AND reason = 'expired'),
-             coalesce(sum(quantity) FILTER (WHERE event_type = 'StockReleased' AND reason = 'expired'), 0),
-             count(*) FILTER (WHERE event_type = 'StockReleased' AND reason IS DISTINCT FROM 'expired'),
-             coalesce(sum(quantity) FILTER (WHERE event_type = 'StockReleased' AND reason IS DISTINCT FROM 'expired'), 0)
-      FROM fresh
-      WHERE event_type <> 'StockCreated'
+                                   holds_expired, units_expired, holds_cancelled, units_cancelled, holds_voided, units_voided)
+      SELECT stock_id, minute, sum(holds_placed), sum(units_allocated), sum(purchases), sum(units_sold), sum(revenue),
+             sum(holds_expired), sum(units_expired), sum(holds_cancelled), sum(units_cancelled), sum(holds_voided), sum(units_voided)
+      FROM (
+        SELECT aggregate_id AS stock_id, date_trunc('minute', occurred_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS minute,
+               count(*) FILTER (WHERE event_type = 'StockAllocated') AS holds_placed,
+               coalesce(sum(quantity) FILTER (WHERE event_type = 'StockAllocated'), 0) AS units_allocated,
+               count(*) FILTER (WHERE event_type = 'PurchaseCompleted') AS purchases,
+               coalesce(sum(quantity) FILTER (WHERE event_type = 'PurchaseCompleted'), 0) AS units_sold,
+               coalesce(sum(amount) FILTER (WHERE event_type = 'PurchaseCompleted'), 0) AS revenue,
+               count(*) FILTER (WHERE event_type = 'StockReleased' AND reason = 'expired') AS holds_expired,
+               coalesce(sum(quantity) FILTER (WHERE event_type = 'StockReleased' AND reason = 'expired'), 0) AS units_expired,
+               count(*) FILTER (WHERE event_type = 'StockReleased' AND reason IS DISTINCT FROM 'expired') AS holds_cancelled,
+               coalesce(sum(quantity) FILTER (WHERE event_type = 'StockReleased' AND reason IS DISTINCT FROM 'expired'), 0) AS units_cancelled,
+               0 AS holds_voided, 0 AS units_voided
+        FROM fresh
+        WHERE event_type <> 'StockCreated'
+        GROUP BY 1, 2
+        UNION ALL
+        SELECT stock_id, date_trunc('minute', at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', 0, 0, 0, 0, 0, 0, 0, 0, 0, sum(holds), sum(units)
+        FROM voids
+        GROUP BY 1, 2
+      ) counted
       GROUP BY 1, 2
       ORDER BY 1, 2
       ON CONFLICT (stock_id, minute) DO UPDATE SET
@@ -156,7 +230,9 @@ async function applyEventsWith(sql: postgres.Sql | postgres.TransactionSql, even
         holds_expired   = sales_by_minute.holds_expired + EXCLUDED.holds_expired,
         units_expired   = sales_by_minute.units_expired + EXCLUDED.units_expired,
         holds_cancelled = sales_by_minute.holds_cancelled + EXCLUDED.holds_cancelled,
-        units_cancelled = sales_by_minute.units_cancelled + EXCLUDED.units_cancelled
+        units_cancelled = sales_by_minute.units_cancelled + EXCLUDED.units_cancelled,
+        holds_voided    = sales_by_minute.holds_voided + EXCLUDED.holds_voided,
+        units_voided    = sales_by_minute.units_voided + EXCLUDED.units_voided
     )
     SELECT event_id FROM fresh`;
   const fresh = new Set(inserted.map((r) => r.event_id));

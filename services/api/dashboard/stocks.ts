@@ -1,0 +1,128 @@
+/**
+ * The dashboard's Redis source: per stock, the strong counters (the same read as GET /api/stocks/:id),
+ * so the page agrees with the api to the unit; stocks are found by an incremental SCAN (a few hundred
+ * keys per tick, never a full sweep at once) or pinned with ?stocks=. Also the outbox dead letters (XLEN).
+ */
+import type { Registry } from "prom-client";
+import { keyHolders, type RedisClient } from "../../../shared/redis/client.ts";
+import { prom } from "../../../shared/metrics.ts";
+import type { StockCommands } from "../../../shared/redis/commands.ts";
+import type { StockView } from "../../../shared/domain/views.ts";
+import { pushSample } from "./metric-names.ts";
+
+const MAX_STOCKS_SHOWN = 12;
+const MAX_STOCKS_KNOWN = 200;
+const SCAN_COUNT = 500;
+
+export interface StockPanel extends Pick<StockView, "id" | "name" | "total" | "available" | "held" | "sold" | "status" | "version"> {
+  /** Units taken per second (drop of `available`), the last HISTORY samples, oldest first. */
+  rate: number[];
+  /** When the dashboard first saw it sold out (1 s resolution); null while units are left. */
+  soldOutAt: string | null;
+}
+
+export class StockCounters {
+  private readonly pinned = new Set<string>();
+  private readonly known = new Set<string>();
+  private scanCursors = new Map<string, string>();
+  private readonly stockState = new Map<string, { available: number; rate: number[]; soldOutAt: string | null }>();
+
+  constructor(
+    private readonly redis: RedisClient,
+    private readonly commands: StockCommands,
+  ) {}
+
+  /**
+   * Exports the shown stocks' counters and sold-out times to Prometheus (the Grafana dashboard's stock
+   * panels), read from Redis when scraped. Bounded cardinality: the stocks the dashboard shows.
+   */
+  registerGauges(registry: Registry): void {
+    const counters = this;
+    new prom.Gauge({
+      name: "flashsale_stock_units",
+      help: "Units of a stock by state (available, held, sold), read from Redis when scraped; the dashboard's stocks",
+      labelNames: ["stock", "state"] as const,
+      registers: [registry],
+      async collect() {
+        this.reset();
+        for (const s of await counters.sample()) {
+          for (const state of ["available", "held", "sold"] as const) this.set({ stock: s.id, state }, s[state]);
+        }
+      },
+    });
+    new prom.Gauge({
+      name: "flashsale_stock_sold_out_timestamp_seconds",
+      help: "When the dashboard first saw the stock sold out (Unix seconds)",
+      labelNames: ["stock"] as const,
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const [stock, state] of counters.stockState) {
+          if (state.soldOutAt) this.set({ stock }, Date.parse(state.soldOutAt) / 1000);
+        }
+      },
+    });
+  }
+
+  /** Stocks to show whatever the scan finds (a page opened with ?stocks=a,b). */
+  pin(stockIds: readonly string[]): void {
+    for (const id of stockIds) this.pinned.add(id);
+  }
+
+  /** The shown stocks' panels; `dt` (seconds since the last tick, 0 on the first) turns the drop of `available` into a rate. */
+  async panels(dt: number): Promise<StockPanel[]> {
+    const views = await this.sample();
+    const panels = views.map((view) => {
+      const state = this.stockState.get(view.id)!;
+      if (dt > 0) pushSample(state.rate, Math.max(0, state.available - view.available) / dt);
+      state.available = view.available;
+      const { id, name, total, available, held, sold, status, version } = view;
+      return { id, name, total, available, held, sold, status, version, rate: [...state.rate], soldOutAt: state.soldOutAt };
+    });
+    // Pinned first, then the busiest (recent units/s), then the newest changes (version).
+    const recent = (p: StockPanel) => p.rate.slice(-10).reduce((a, b) => a + b, 0);
+    panels.sort(
+      (a, b) => Number(this.pinned.has(b.id)) - Number(this.pinned.has(a.id)) || recent(b) - recent(a) || b.version - a.version,
+    );
+    return panels.slice(0, Math.max(MAX_STOCKS_SHOWN, this.pinned.size));
+  }
+
+  /** Outbox entries the relay refused (XLEN of every shard's dead-letter stream). */
+  async countOutboxDead(): Promise<number> {
+    const { redis, commands } = this;
+    const lengths = await Promise.all(commands.keys.allShards().map((s) => redis.xlen(commands.keys.outboxDeadLetter(s)).catch(() => 0)));
+    return lengths.reduce((a, b) => a + b, 0);
+  }
+
+  private async discover(): Promise<void> {
+    const { redis, commands } = this;
+    const prefix = commands.keys.prefix;
+    const stockKey = new RegExp(`^${prefix}:\\{\\d+\\}:stock:([^:]+)$`);
+    // SCAN is per node: on a cluster, one cursor per master (a single node is its own only master).
+    for (const node of await keyHolders(redis)) {
+      const at = `${node.options.host}:${node.options.port}`;
+      const [cursor, keys] = await node.scan(this.scanCursors.get(at) ?? "0", "MATCH", `${prefix}:{*}:stock:*`, "COUNT", SCAN_COUNT);
+      this.scanCursors.set(at, cursor);
+      for (const key of keys) {
+        const id = stockKey.exec(key)?.[1];
+        if (id && this.known.size < MAX_STOCKS_KNOWN) this.known.add(id);
+      }
+    }
+  }
+
+  /** The known stocks' views from Redis (one more SCAN step first); keeps their sold-out times. */
+  private async sample(): Promise<StockView[]> {
+    await this.discover().catch(() => {});
+    const ids = [...new Set([...this.pinned, ...this.known])];
+    const views = (await Promise.all(ids.map((id) => this.commands.getStock(id).catch(() => null)))).filter(
+      (v): v is StockView => v !== null,
+    );
+    for (const view of views) {
+      const state = this.stockState.get(view.id) ?? { available: view.available, rate: [], soldOutAt: null };
+      if (view.available === 0 && state.soldOutAt === null) state.soldOutAt = new Date().toISOString();
+      if (view.available > 0) state.soldOutAt = null;
+      this.stockState.set(view.id, state);
+    }
+    return views;
+  }
+}
