@@ -28,25 +28,8 @@ import { redisTargetFromEnv } from "../shared/config.ts";
 import { createRedis, deleteKeysByPrefix, type RedisClient } from "../shared/redis/client.ts";
 import { formatReport, type Layer } from "../shared/verify/report.ts";
 import { verify, type VerifyOptions } from "../shared/verify/verify.ts";
-import {
-  REPO_ROOT,
-  adminPost,
-  freePort,
-  machine,
-  mintTokens,
-  randomSecret,
-  resultsDir,
-  runId,
-  runK6,
-  htmlReportOf,
-  startProcess,
-  uniquePrefix,
-  waitHealthy,
-  cpuSeconds,
-  LOAD_RATE_LIMITS,
-  type Child,
-  type K6Summary,
-} from "./support.ts";
+import { adminPost, cpuSeconds, createMigratedDatabase, dropDatabase, freePort, htmlReportOf, machine, mintTokens, newLoadRun, runK6, startApi, startProcess, uniquePrefix, waitHealthy, type Child, type K6Summary } from "./support.ts";
+import { compareSpikes, createWarmupStock, runSpikeBaseline, warmUp } from "./spike-baseline.ts";
 
 const SCENARIOS = ["spike", "steady", "browse", "ramp"] as const;
 type Scenario = (typeof SCENARIOS)[number];
@@ -94,27 +77,6 @@ function plan(scenario: Scenario, prefix: string, o: { stocks: number; holdSecon
   }
 }
 
-async function createDatabase(name: string): Promise<string> {
-  const { default: postgres } = await import("postgres");
-  const admin = postgres(DATABASE_URL, { max: 1, onnotice: () => {} });
-  await admin.unsafe(`CREATE DATABASE ${name}`);
-  await admin.end();
-  const url = new URL(DATABASE_URL);
-  url.pathname = `/${name}`;
-  const sql = postgres(url.toString(), { max: 1, onnotice: () => {} });
-  const { migrate } = await import("../shared/stores/postgres/migrate.ts");
-  await migrate(sql, join(REPO_ROOT, "migrations"));
-  await sql.end();
-  return url.toString();
-}
-
-async function dropDatabase(name: string): Promise<void> {
-  const { default: postgres } = await import("postgres");
-  const admin = postgres(DATABASE_URL, { max: 1, onnotice: () => {} });
-  await admin.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-  await admin.end();
-}
-
 async function main(): Promise<number> {
   const { values, positionals } = parseArgs({
     args: process.argv.slice(2),
@@ -145,11 +107,9 @@ async function main(): Promise<number> {
     return values.help ? 0 : 2;
   }
 
-  const id = runId(scenario);
-  const dir = resultsDir(id);
+  const loadRun = newLoadRun(scenario);
+  const { id, dir, adminToken } = loadRun;
   const prefix = uniquePrefix(scenario.slice(0, 2));
-  const adminToken = randomSecret();
-  const jwtSecret = randomSecret(48);
   const children: Child[] = [];
   const cleanups: Array<() => Promise<unknown>> = [];
   const redisTarget = redisTargetFromEnv({ REDIS_URL, REDIS_CLUSTER_NODES: process.env.REDIS_CLUSTER_NODES });
@@ -167,8 +127,8 @@ async function main(): Promise<number> {
     // --- the pipeline, isolated: database, topic, alias and groups of this run only.
     if (values.pipeline) {
       const dbName = prefix;
-      const dbUrl = await createDatabase(dbName);
-      cleanups.push(() => dropDatabase(dbName));
+      const dbUrl = await createMigratedDatabase(DATABASE_URL, dbName);
+      cleanups.push(() => dropDatabase(DATABASE_URL, dbName));
       const topic = `flashsale.${prefix}`;
       const alias = `${prefix}-stocks`;
       Object.assign(serviceEnv, {
@@ -215,28 +175,14 @@ async function main(): Promise<number> {
     }
 
     // --- the api.
-    const port = await freePort();
     // --profile: a CPU profile of the api for the whole run (written when it stops), in the results dir.
-    const apiCmd = values.profile ? [process.execPath, "--cpu-prof", "--cpu-prof-md", `--cpu-prof-dir=${dir}`, "services/api/main.ts"] : [process.execPath, "services/api/main.ts"];
+    const bunArgs = values.profile ? ["--cpu-prof", "--cpu-prof-md", `--cpu-prof-dir=${dir}`] : [];
     const apiAdminPort = await freePort();
-    // k6 is one client address for thousands of buyers: the per-IP limit would measure itself. The
-    // per-user buckets stay (their cost is part of the measure) with a limit random buyers never reach
-    // (the warm-up and the spike's buyer can be the same user).
-    const apiEnv: Record<string, string> = {
-      ...serviceEnv,
-      PORT: String(port),
-      ADMIN_PORT: String(apiAdminPort),
-      ADMIN_TOKEN: adminToken,
-      JWT_SECRET: jwtSecret,
-      ...LOAD_RATE_LIMITS,
-    };
     // Unset, the list would default to the standard worker ports, which are not this run's: without
     // workers the dashboard scrapes the api's own admin port (its one target).
-    apiEnv.WORKER_METRICS_URLS = workerMetrics.length > 0 ? workerMetrics.join(",") : `http://127.0.0.1:${apiAdminPort}/metrics`;
-    const api = startProcess("api", apiCmd, apiEnv, dir);
+    const WORKER_METRICS_URLS = workerMetrics.length > 0 ? workerMetrics.join(",") : `http://127.0.0.1:${apiAdminPort}/metrics`;
+    const { child: api, baseUrl } = await startApi(loadRun, { name: "api", logDir: dir, adminPort: apiAdminPort, bunArgs, env: { ...serviceEnv, WORKER_METRICS_URLS } });
     children.push(api);
-    const baseUrl = `http://127.0.0.1:${port}`;
-    await waitHealthy(`${baseUrl}/readyz`, api);
     console.log(`[load] live dashboard: http://127.0.0.1:${apiAdminPort}/dashboard`);
 
     // --- stocks and buyers.
@@ -249,7 +195,7 @@ async function main(): Promise<number> {
     for (const s of stocks) await adminPost(baseUrl, adminToken, "/api/stocks", s);
     const tokensFile = join(dir, "tokens.json");
     const t0 = performance.now();
-    await mintTokens(tokensFile, buyers, jwtSecret);
+    await mintTokens(tokensFile, buyers, loadRun.jwtSecret);
     console.log(`[load] ${stocks.length} stock(s) created, ${buyers} buyer tokens minted in ${Math.round(performance.now() - t0)} ms`);
 
     // --- k6.
@@ -337,67 +283,6 @@ async function main(): Promise<number> {
     await redis.quit();
   }
   return exitCode;
-}
-
-/**
- * The spike's ceiling on this machine: the same k6 script, tokens and arrival schedule against bare
- * Hono (loadtests/baselines/hono-bare.ts) answering the same mix, UNITS × 201 then 409 sold_out.
- * It shares the cores with k6 exactly as the api does, so the ratio of the two is what the api costs.
- */
-interface SpikeRun {
-  summary: K6Summary;
-  /** CPU seconds the server process used during the k6 run. */
-  serverCpuSeconds: number;
-}
-
-type Warmup = { seconds: number; stock: string };
-
-/** A stock whose sale starts in a year: allocating it answers 409 not_started and changes nothing. */
-async function createWarmupStock(baseUrl: string, adminToken: string, prefix: string): Promise<string> {
-  const id = `${prefix}-warmup`;
-  const startsAt = new Date(Date.now() + 365 * 24 * 3600 * 1000).toISOString();
-  await adminPost(baseUrl, adminToken, "/api/stocks", { id, name: "Warm-up (not on sale)", price: 1, quantity: 1, startsAt });
-  return id;
-}
-
-async function warmUp(baseUrl: string, k6Env: Record<string, string>, warmup: Warmup): Promise<void> {
-  const env = { BASE_URL: baseUrl, TOKENS_FILE: k6Env.TOKENS_FILE!, WARMUP_STOCK: warmup.stock, DURATION: `${warmup.seconds}s` };
-  const run = await runK6("warmup.js", env, "");
-  if (run.exitCode !== 0) throw new Error(`warm-up against ${baseUrl} failed (k6 exit ${run.exitCode}): an answer other than 409 not_started`);
-}
-
-async function runSpikeBaseline(dir: string, k6Env: Record<string, string>, warmup: Warmup | null): Promise<{ summary: K6Summary | null; serverCpuSeconds: number }> {
-  const port = await freePort();
-  const env = { PORT: String(port), UNITS: k6Env.UNITS ?? "1000", ...(warmup ? { WARMUP_STOCK: warmup.stock } : {}) };
-  const bare = startProcess("hono-bare", [process.execPath, "loadtests/baselines/hono-bare.ts"], env, dir);
-  try {
-    await waitHealthy(`http://127.0.0.1:${port}/healthz`, bare);
-    if (warmup) await warmUp(`http://127.0.0.1:${port}`, k6Env, warmup);
-    console.log("[load] baseline: the same spike against bare Hono (no auth, no store)");
-    const before = cpuSeconds(bare.proc.pid);
-    const run = await runK6("spike.js", { ...k6Env, BASE_URL: `http://127.0.0.1:${port}` }, join(dir, "spike-baseline-summary.json"), { htmlReport: true });
-    return { summary: run.summary, serverCpuSeconds: cpuSeconds(bare.proc.pid) - before };
-  } finally {
-    await bare.stop();
-  }
-}
-
-function compareSpikes(ours: SpikeRun, bare: SpikeRun): string {
-  const figures = ({ summary, serverCpuSeconds }: SpikeRun) => {
-    const latency = summary.metrics["http_req_duration{name:allocate}"]?.values ?? {};
-    const requests = summary.metrics["http_reqs"]?.values ?? {};
-    const cpuUs = (serverCpuSeconds * 1e6) / (requests.count ?? Number.NaN);
-    return { p50: latency.med ?? Number.NaN, p99: latency["p(99)"] ?? Number.NaN, rate: requests.rate ?? Number.NaN, cpuUs };
-  };
-  const a = figures(ours);
-  const b = figures(bare);
-  const ms = (v: number) => `${v.toFixed(v < 10 ? 1 : 0)} ms`;
-  return [
-    "[load] spike vs its HTTP ceiling (same k6 script and arrivals, same run):",
-    `[load]   api        p50 ${ms(a.p50)}, p99 ${ms(a.p99)}, ${a.rate.toFixed(0)} req/s over the run, server CPU ${a.cpuUs.toFixed(0)} µs/request`,
-    `[load]   bare Hono  p50 ${ms(b.p50)}, p99 ${ms(b.p99)}, ${b.rate.toFixed(0)} req/s over the run, server CPU ${b.cpuUs.toFixed(0)} µs/request`,
-    `[load]   api p99 / bare p99 = ${(a.p99 / b.p99).toFixed(1)}×`,
-  ].join("\n");
 }
 
 process.exit(await main());

@@ -1,11 +1,13 @@
 /**
- * Plumbing shared by the load-test runner (loadtests/run.ts) and the benchmark
- * (loadtests/bench/allocate.ts): tokens, child processes we start and stop by pid, k6, the machine.
+ * Plumbing shared by the load-test runner (loadtests/run.ts) and the benches (loadtests/bench/):
+ * the benches' settings from the environment, tokens, child processes we start and stop by pid, k6,
+ * the machine, throwaway databases.
  */
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import postgres from "postgres";
+import { z } from "zod";
 import { mintUserToken } from "../scripts/mint-token.ts";
 import { migrate } from "../shared/stores/postgres/migrate.ts";
 import { MIGRATIONS_DIR } from "../shared/stores/postgres/migration-files.ts";
@@ -21,6 +23,55 @@ export const K6_DIR = join(REPO_ROOT, "loadtests", "k6");
  * measured run pick the same user.
  */
 export const LOAD_RATE_LIMITS = { RATE_LIMIT_IP: "off", RATE_LIMIT_ALLOCATE: "1000/10s", RATE_LIMIT_PURCHASE: "1000/10s", RATE_LIMIT_CANCEL: "1000/10s" };
+
+/**
+ * A bench's knobs (BENCH_*, and the service variables it sizes itself by, e.g. OUTBOX_SHARDS): a whole
+ * number of at least `min` (at most `max`), `fallback` when unset or empty.
+ */
+export const benchInt = (fallback: number, min = 0, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max).default(fallback);
+/** A switch: 1 or true on, 0 or false (or unset) off. */
+export const benchFlag = z.enum(["0", "1", "false", "true"]).default("0").transform((v) => v === "1" || v === "true");
+
+/**
+ * The one reader of a bench's settings: `shape` (one zod entry per variable, each defaulted) parsed
+ * from the environment, typed by it. A malformed value throws BenchEnvError, naming every bad variable
+ * beside the value it was given (rather than a NaN that surfaces as a figure later).
+ */
+export function parseBenchEnv<S extends z.ZodRawShape>(shape: S, env: Record<string, string | undefined> = process.env): z.infer<z.ZodObject<S>> {
+  // Empty counts as unset (`BENCH_EVENTS= bun run …` keeps the default), as in shared/config.ts.
+  const given = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ""));
+  const result = z.object(shape).safeParse(given);
+  if (result.success) return result.data;
+  throw new BenchEnvError(result.error.issues.map((i) => `${i.path.join(".")}=${JSON.stringify(given[String(i.path[0])] ?? "")}: ${i.message}`));
+}
+
+export class BenchEnvError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid bench settings:\n  ${problems.join("\n  ")}`);
+    this.name = "BenchEnvError";
+  }
+}
+
+/** parseBenchEnv for a bench's entry point: on a bad value, the problems on stderr and exit 2, before anything starts. */
+export function readBenchEnv<S extends z.ZodRawShape>(shape: S): z.infer<z.ZodObject<S>> {
+  try {
+    return parseBenchEnv(shape);
+  } catch (err) {
+    if (!(err instanceof BenchEnvError)) throw err;
+    console.error(err.message);
+    process.exit(2);
+  }
+}
+
+/** A short id that names this bench run's topics, groups, prefixes and databases. */
+export function benchRunId(): string {
+  return `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
+}
+
+/** The p-th percentile of an ascending list (NaN when empty). */
+export const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+/** A count as the benches print it: rounded, with thousands separators. */
+export const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
 
 export function runId(label: string): string {
   const t = new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "").replace("T", "-");
@@ -40,6 +91,29 @@ export function resultsDir(id: string): string {
 
 export function randomSecret(bytes = 32): string {
   return Buffer.from(crypto.getRandomValues(new Uint8Array(bytes))).toString("base64url");
+}
+
+/** One load run or bench: its id, its results folder, and the throwaway secrets its apis start with. */
+export interface LoadRun {
+  id: string;
+  dir: string;
+  adminToken: string;
+  jwtSecret: string;
+}
+
+export function newLoadRun(label: string): LoadRun {
+  const id = runId(label);
+  return { id, dir: resultsDir(id), adminToken: randomSecret(), jwtSecret: randomSecret(48) };
+}
+
+/** The environment of an api a load run or bench starts: its ports, the run's secrets, LOAD_RATE_LIMITS, then `extra`. */
+export function loadApiEnv(
+  run: Pick<LoadRun, "adminToken" | "jwtSecret">,
+  port: number,
+  adminPort: number,
+  extra: Record<string, string> = {},
+): Record<string, string> {
+  return { PORT: String(port), ADMIN_PORT: String(adminPort), ADMIN_TOKEN: run.adminToken, JWT_SECRET: run.jwtSecret, ...LOAD_RATE_LIMITS, ...extra };
 }
 
 /** Mints `count` user JWTs (users b0..b{count-1}) into a JSON file k6 loads with SharedArray. */
@@ -116,6 +190,34 @@ export async function waitHealthy(url: string, child?: Child, timeoutMs = 20_000
     await Bun.sleep(100);
   }
   throw new Error(`${url} did not answer within ${timeoutMs} ms (${last})`);
+}
+
+/** An api a load run or bench started, answering on `baseUrl`. */
+export interface StartedApi {
+  child: Child;
+  baseUrl: string;
+  adminPort: number;
+}
+
+/**
+ * Starts `bun [bunArgs] services/api/main.ts` as `name` (logs in `logDir`) with loadApiEnv on free
+ * ports (or the admin port given) plus `env`, and waits until /readyz answers; stopped again if it does not.
+ */
+export async function startApi(
+  run: Pick<LoadRun, "adminToken" | "jwtSecret">,
+  o: { name: string; logDir: string; env?: Record<string, string>; adminPort?: number; bunArgs?: string[] },
+): Promise<StartedApi> {
+  const port = await freePort();
+  const adminPort = o.adminPort ?? (await freePort());
+  const child = startProcess(o.name, [process.execPath, ...(o.bunArgs ?? []), "services/api/main.ts"], loadApiEnv(run, port, adminPort, o.env), o.logDir);
+  const baseUrl = `http://127.0.0.1:${port}`;
+  try {
+    await waitHealthy(`${baseUrl}/readyz`, child);
+  } catch (err) {
+    await child.stop();
+    throw err;
+  }
+  return { child, baseUrl, adminPort };
 }
 
 /** The k6 binary: $K6, else the one scripts/stack.sh builds (version pinned there), else PATH. */
@@ -238,4 +340,10 @@ export async function createMigratedDatabase(databaseUrl: string, name: string):
   await migrate(sql, MIGRATIONS_DIR);
   await sql.end();
   return url.toString();
+}
+
+export async function dropDatabase(databaseUrl: string, name: string): Promise<void> {
+  const admin = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+  await admin.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  await admin.end();
 }

@@ -40,23 +40,7 @@ import { benchLuaCeiling, luaCeilingTable, type LuaCeilingRow } from "./allocate
 import { verify } from "../../shared/verify/verify.ts";
 import { formatReport } from "../../shared/verify/report.ts";
 import { benchApiSoldOut, benchApiWorkers, benchBuckets, type FrontDoorContext } from "./front-door.ts";
-import {
-  adminPost,
-  findK6,
-  cpuSeconds,
-  freePort,
-  LOAD_RATE_LIMITS,
-  machine,
-  mintTokens,
-  randomSecret,
-  resultsDir,
-  runId,
-  runK6,
-  startProcess,
-  uniquePrefix,
-  waitHealthy,
-  type K6Summary,
-} from "../support.ts";
+import { adminPost, cpuSeconds, findK6, freePort, machine, mintTokens, newLoadRun, runK6, startApi, startProcess, uniquePrefix, waitHealthy, type K6Summary, type StartedApi } from "../support.ts";
 
 const { REDIS_URL, DATABASE_URL, REDIS_CLUSTER_NODES } = stackEnv;
 const ALL_TARGETS = ["hono-bare", "redis", "ioredis", "api", "api-sold-out", "api-workers", "buckets", "pg-fn", "pg-tx", "lua", "api-cluster"] as const;
@@ -103,10 +87,8 @@ if (!Number.isFinite(seconds(DURATION)) || !Number.isFinite(seconds(OPEN_DURATIO
   throw new Error("--duration, --open-duration and --warmup take seconds, e.g. 20s");
 }
 
-const id = runId("bench");
-const dir = resultsDir(id);
-const adminToken = randomSecret();
-const jwtSecret = randomSecret(48);
+const loadRun = newLoadRun("bench");
+const { id, dir, adminToken, jwtSecret } = loadRun;
 const tokensFile = join(dir, "tokens.json");
 const rows: Row[] = [];
 const luaRows: LuaCeilingRow[] = [];
@@ -218,25 +200,10 @@ async function benchApi(stockCount: number, cluster = false): Promise<void> {
   const prefix = uniquePrefix("bapi");
   const target = cluster ? "api-cluster" : "api";
   const redis = createRedis({ REDIS_URL, REDIS_CLUSTER_NODES: cluster ? parseClusterNodes(REDIS_CLUSTER_NODES) : undefined });
-  const port = await freePort();
-  const child = startProcess(
-    `${target}-${stockCount}`,
-    [process.execPath, "services/api/main.ts"],
-    {
-      PORT: String(port),
-      ADMIN_PORT: String(await freePort()),
-      ADMIN_TOKEN: adminToken,
-      JWT_SECRET: jwtSecret,
-      REDIS_URL,
-      REDIS_KEY_PREFIX: prefix,
-      ...LOAD_RATE_LIMITS,
-      ...(cluster ? { REDIS_CLUSTER_NODES } : {}),
-    },
-    dir,
-  );
+  let api: StartedApi | undefined;
   try {
-    const baseUrl = `http://127.0.0.1:${port}`;
-    await waitHealthy(`${baseUrl}/readyz`, child);
+    api = await startApi(loadRun, { name: `${target}-${stockCount}`, logDir: dir, env: { REDIS_URL, REDIS_KEY_PREFIX: prefix, ...(cluster ? { REDIS_CLUSTER_NODES } : {}) } });
+    const { child, baseUrl } = api;
     const stocks = stockSpecs(prefix, stockCount);
     for (const s of stocks) await adminPost(baseUrl, adminToken, "/api/stocks", s);
     const rpids = await redisPids(redis);
@@ -254,7 +221,7 @@ async function benchApi(stockCount: number, cluster = false): Promise<void> {
       note: cluster ? "store CPU = all six cluster nodes (masters and replicas)" : "store CPU = the whole redis-server (shared with anything else using it)",
     });
   } finally {
-    await child.stop();
+    await api?.child.stop();
     await deleteKeysByPrefix(redis, prefix);
     await redis.quit();
   }

@@ -12,7 +12,7 @@ import { createRedis, deleteKeysByPrefix } from "../../shared/redis/client.ts";
 import { TokenBuckets } from "../../services/api/rate-limit.ts";
 import { childPids, startPrivateRedis } from "../../test/support/front-door.ts";
 import { mintUserToken } from "../../scripts/mint-token.ts";
-import { adminPost, cpuSeconds, freePort, LOAD_RATE_LIMITS, startProcess, uniquePrefix, waitHealthy } from "../support.ts";
+import { adminPost, cpuSeconds, freePort, loadApiEnv, startProcess, uniquePrefix, waitHealthy } from "../support.ts";
 
 export interface K6RunsResult {
   closed?: { rps: number; requests: number };
@@ -30,10 +30,6 @@ export interface FrontDoorContext<R extends K6RunsResult> {
   k6Runs(target: string, baseUrl: string, stockIds: string[], cpu: () => number, storeCpu?: () => number): Promise<R>;
 }
 
-function apiEnv(ctx: FrontDoorContext<K6RunsResult>, port: number, adminPort: number, extra: Record<string, string>): Record<string, string> {
-  return { PORT: String(port), ADMIN_PORT: String(adminPort), ADMIN_TOKEN: ctx.adminToken, JWT_SECRET: ctx.jwtSecret, ...LOAD_RATE_LIMITS, ...extra };
-}
-
 async function scriptCalls(redis: ReturnType<typeof createRedis>): Promise<number> {
   const info = await redis.info("commandstats");
   return [...info.matchAll(/^cmdstat_(evalsha|eval):calls=(\d+)/gm)].reduce((sum, m) => sum + Number(m[2]), 0);
@@ -44,7 +40,7 @@ export async function benchApiSoldOut<R extends K6RunsResult>(ctx: FrontDoorCont
   const redisPort = await freePort();
   const redis = await startPrivateRedis(redisPort);
   const port = await freePort();
-  const child = startProcess("api-sold-out", [process.execPath, "services/api/main.ts"], apiEnv(ctx, port, await freePort(), { REDIS_URL: redis.url }), ctx.dir);
+  const child = startProcess("api-sold-out", [process.execPath, "services/api/main.ts"], loadApiEnv(ctx, port, await freePort(), { REDIS_URL: redis.url }), ctx.dir);
   try {
     const baseUrl = `http://127.0.0.1:${port}`;
     await waitHealthy(`${baseUrl}/readyz`, child);
@@ -85,7 +81,7 @@ export async function benchApiWorkers<R extends K6RunsResult>(
   const child = startProcess(
     "api-workers",
     [process.execPath, "services/api/main.ts"],
-    apiEnv(ctx, port, adminPort, { REDIS_URL: redisUrl, REDIS_KEY_PREFIX: prefix, API_WORKERS: String(workers) }),
+    loadApiEnv(ctx, port, adminPort, { REDIS_URL: redisUrl, REDIS_KEY_PREFIX: prefix, API_WORKERS: String(workers) }),
     ctx.dir,
   );
   const redis = createRedis(redisUrl);

@@ -11,13 +11,25 @@
 import { createKeyLayout } from "../../shared/domain/keys.ts";
 import { createRedis, parseClusterNodes } from "../../shared/redis/client.ts";
 import { createStockCommands } from "../../shared/redis/commands.ts";
+import { z } from "zod";
+import { benchInt, readBenchEnv } from "../support.ts";
 
-const env = process.env;
-const redis = createRedis({ REDIS_URL: env.BENCH_REDIS_URL ?? "redis://127.0.0.1:6379", REDIS_CLUSTER_NODES: parseClusterNodes(env.BENCH_CLUSTER_NODES) });
+// Set by allocate-cluster.ts, which starts this process.
+const env = readBenchEnv({
+  BENCH_REDIS_URL: z.string().default("redis://127.0.0.1:6379"),
+  BENCH_CLUSTER_NODES: z.string().optional(),
+  BENCH_PREFIX: z.string().min(1),
+  BENCH_SHARDS: benchInt(16, 1),
+  BENCH_STOCK_IDS: z.string().min(1),
+  INFLIGHT: benchInt(64, 1),
+  WARMUP_MS: benchInt(2000),
+  DURATION_MS: benchInt(10_000, 1),
+});
+const redis = createRedis({ REDIS_URL: env.BENCH_REDIS_URL, REDIS_CLUSTER_NODES: parseClusterNodes(env.BENCH_CLUSTER_NODES) });
 redis.on("error", () => {});
-const commands = createStockCommands(redis, createKeyLayout(env.BENCH_PREFIX!, Number(env.BENCH_SHARDS ?? 16)));
-const stocks = env.BENCH_STOCK_IDS!.split(",");
-const inflight = Number(env.INFLIGHT ?? 64);
+const commands = createStockCommands(redis, createKeyLayout(env.BENCH_PREFIX, env.BENCH_SHARDS));
+const stocks = env.BENCH_STOCK_IDS.split(",");
+const inflight = env.INFLIGHT;
 
 async function run(ms: number, record: boolean) {
   const latencies: number[] = [];
@@ -42,11 +54,11 @@ async function run(ms: number, record: boolean) {
   return { latencies, errors, firstError };
 }
 
-await run(Number(env.WARMUP_MS ?? 2000), false);
+await run(env.WARMUP_MS, false);
 // The parent samples CPU around the measured part: tell it when it starts.
 console.log(JSON.stringify({ phase: "measuring" }));
 const cpu0 = process.cpuUsage();
-const { latencies, errors, firstError } = await run(Number(env.DURATION_MS ?? 10_000), true);
+const { latencies, errors, firstError } = await run(env.DURATION_MS, true);
 const cpu = process.cpuUsage(cpu0);
 latencies.sort((a, b) => a - b);
 const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * q))] ?? Number.NaN;

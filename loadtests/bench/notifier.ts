@@ -13,35 +13,37 @@
  *     per event: p50/p95/p99/max.
  *
  * Env: KAFKA_BROKERS, DATABASE_URL, BENCH_EVENTS (20000), BENCH_STOCKS (200), BENCH_RATE (1000),
- * BENCH_SECONDS (20), WEBHOOK_CONCURRENCY (64), BENCH_SKIP_DRAIN, BENCH_SKIP_LAG.
+ * BENCH_SECONDS (20), WEBHOOK_CONCURRENCY (64), BENCH_SKIP_DRAIN=1, BENCH_SKIP_LAG=1 (a bad value stops it: readBenchEnv).
  */
 import type { Subprocess } from "bun";
 import { Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
 import { ACKS_ALL } from "../../shared/kafka/producer.ts";
 import { generateSecret } from "../../shared/webhooks/endpoints.ts";
-import { stackEnv } from "../../test/support/env.ts";
+import { freePort, stackEnv } from "../../test/support/env.ts";
 import { eventMessage, produceEvents } from "../../test/support/read-side.ts";
 import { generateWorkload, StockSim } from "../../test/support/stock-sim.ts";
 import { startReceiver, type Receiver } from "../../test/support/webhook-receiver.ts";
-import { cpuSeconds, createMigratedDatabase, REPO_ROOT } from "../support.ts";
+import { benchFlag, benchInt, benchRunId, cpuSeconds, createMigratedDatabase, fmt, percentile, readBenchEnv, REPO_ROOT } from "../support.ts";
 
-const env = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
+const settings = readBenchEnv({
+  BENCH_EVENTS: benchInt(20_000, 1),
+  BENCH_STOCKS: benchInt(200, 1),
+  BENCH_RATE: benchInt(1_000, 1),
+  BENCH_SECONDS: benchInt(20, 1),
+  WEBHOOK_CONCURRENCY: benchInt(64, 1),
+  BENCH_SKIP_DRAIN: benchFlag,
+  BENCH_SKIP_LAG: benchFlag,
+});
+const { BENCH_EVENTS: EVENTS, BENCH_STOCKS: STOCKS, BENCH_RATE: RATE, BENCH_SECONDS: SECONDS, WEBHOOK_CONCURRENCY: CONCURRENCY } = settings;
 const { KAFKA_BROKERS: BROKERS, DATABASE_URL } = stackEnv;
-const EVENTS = env("BENCH_EVENTS", 20_000);
-const STOCKS = env("BENCH_STOCKS", 200);
-const RATE = env("BENCH_RATE", 1_000);
-const SECONDS = env("BENCH_SECONDS", 20);
-const CONCURRENCY = env("WEBHOOK_CONCURRENCY", 64);
 
-const run = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
+const run = benchRunId();
 const log = (msg: string) => console.log(`[bench:notifier] ${msg}`);
 const kafka = new Kafka({ clientId: "bench-notifier", brokers: BROKERS.split(","), logLevel: logLevel.NOTHING });
 const children: Subprocess[] = [];
 const topics: string[] = [];
 const databases: string[] = [];
-const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
-const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
 
 async function createDatabase(label: string): Promise<string> {
   const name = `bench_ntf_${run}_${label}`;
@@ -79,19 +81,6 @@ function spawnNotifier(topic: string, databaseUrl: string, receiver: Receiver, s
   });
   children.push(child);
   return child;
-}
-
-/** A free port of the notifier helper's range (3200-3299) for the admin server. */
-function freePort(): number {
-  for (;;) {
-    const port = 3200 + Math.floor(Math.random() * 100);
-    try {
-      Bun.serve({ port, hostname: "0.0.0.0", fetch: () => new Response() }).stop(true);
-      return port;
-    } catch {
-      // taken
-    }
-  }
 }
 
 async function waitFor(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
@@ -214,8 +203,8 @@ async function cleanup(): Promise<void> {
 }
 
 try {
-  if (!process.env.BENCH_SKIP_DRAIN) await drain();
-  if (!process.env.BENCH_SKIP_LAG) await lag();
+  if (!settings.BENCH_SKIP_DRAIN) await drain();
+  if (!settings.BENCH_SKIP_LAG) await lag();
 } finally {
   await cleanup();
 }

@@ -17,22 +17,35 @@ import type { StockEvent } from "../../shared/domain/events.ts";
 import { migrate } from "../../shared/stores/postgres/migrate.ts";
 import { MIGRATIONS_DIR } from "../../shared/stores/postgres/migration-files.ts";
 import { stackEnv } from "../../test/support/env.ts";
-import { cpuSeconds } from "../support.ts";
+import { z } from "zod";
+import { benchInt, benchRunId, cpuSeconds, percentile, readBenchEnv } from "../support.ts";
 import { generateWorkload, StockSim } from "../../test/support/stock-sim.ts";
 
 type Apply = (sql: postgres.Sql, events: readonly StockEvent[]) => Promise<unknown>;
 
-const EVENTS = Number(process.env.BENCH_EVENTS ?? 40_000);
-const STOCKS = Number(process.env.BENCH_STOCKS ?? 500);
-const SIZES = (process.env.BENCH_SIZES ?? "200,4000").split(",").map(Number);
-const run = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
+const {
+  BENCH_EVENTS: EVENTS,
+  BENCH_STOCKS: STOCKS,
+  BENCH_SIZES: SIZES,
+  BENCH_BASE,
+} = readBenchEnv({
+  BENCH_EVENTS: benchInt(40_000, 1),
+  BENCH_STOCKS: benchInt(500, 1),
+  BENCH_SIZES: z
+    .string()
+    .regex(/^\d+(,\d+)*$/, "batch sizes, comma-separated (e.g. 200,4000)")
+    .default("200,4000")
+    .transform((s) => s.split(",").map(Number))
+    .refine((sizes) => sizes.every((n) => n >= 1), "every batch size is at least 1"),
+  BENCH_BASE: z.string().optional(),
+});
+const run = benchRunId();
 const log = (msg: string) => console.log(`[bench:pg-writer] ${msg}`);
-const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 
 const writers: Array<{ name: string; apply: Apply }> = [
   { name: "current", apply: (await import("../../shared/stores/postgres/writer.ts")).applyEventsToPostgres },
 ];
-if (process.env.BENCH_BASE) writers.unshift({ name: "base", apply: (await import(`${process.env.BENCH_BASE}/shared/stores/postgres/writer.ts`)).applyEventsToPostgres });
+if (BENCH_BASE) writers.unshift({ name: "base", apply: (await import(`${BENCH_BASE}/shared/stores/postgres/writer.ts`)).applyEventsToPostgres });
 
 const admin = postgres(stackEnv.DATABASE_URL, { max: 1, onnotice: () => {} });
 const databases: string[] = [];

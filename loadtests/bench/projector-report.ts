@@ -1,10 +1,12 @@
 /**
  * The pure half of `bun run bench:projectors` (projectors.ts): benchmark variants, the per-stage
  * time budget read from the projectors' flashsale_projector_stage_seconds histograms, and the closing summary
- * over all variants and rounds (ranges), so old and new settings are compared on the same noise.
+ * over all variants and rounds (ranges), so old and new settings are compared on the same noise, and the
+ * projectors' own freshness shares.
  */
 import { PROJECTOR_STAGES } from "../../shared/projection/metrics.ts";
 import { histogramBuckets, quantileBetween, type Sample } from "../../shared/prom-text.ts";
+import { fmt, percentile } from "../support.ts";
 
 export interface Variant {
   name: string;
@@ -88,8 +90,6 @@ export interface DrainResult {
   cpu: number;
 }
 
-const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
-const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 
 /** One block over all rounds: each variant's drain rates, freshness p50/p99 and stages, as ranges over rounds. */
 export function summaryLines(variants: Variant[], drains: DrainResult[], results: FreshnessResult[], rounds: number): string[] {
@@ -132,4 +132,15 @@ export function summaryLines(variants: Variant[], drains: DrainResult[], results
       "send's linger; a checkout without a histogram shows –",
   );
   return lines;
+}
+
+/** "≤ 0.25 s 61 %, ≤ 0.5 s 93 %, …" for the events a projector committed between two snapshots. */
+export function formatFreshnessShares(before: Map<string, number>, after: Map<string, number>): string {
+  const total = (after.get("+Inf") ?? 0) - (before.get("+Inf") ?? 0);
+  if (total <= 0) return "no events";
+  const shares = ["0.1", "0.25", "0.5", "1", "2.5"].map((le) => {
+    const n = (after.get(le) ?? 0) - (before.get(le) ?? 0);
+    return `≤ ${le} s ${((100 * n) / total).toFixed(1)} %`;
+  });
+  return `${shares.join(", ")} (n=${fmt(total)})`;
 }

@@ -18,19 +18,28 @@ import { createRedis, deleteKeysByPrefix, parseClusterNodes } from "../../shared
 import { deleteTopics } from "../../shared/kafka/client.ts";
 import { stackEnv } from "../../test/support/env.ts";
 import { createStockCommands } from "../../shared/redis/commands.ts";
+import { benchInt, benchRunId, cpuSeconds, percentile, readBenchEnv } from "../support.ts";
 
-const env = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
+const {
+  BENCH_EVENTS: EVENTS,
+  BENCH_RATE: RATE,
+  BENCH_SECONDS: SECONDS,
+  BENCH_STOCKS: STOCKS,
+  OUTBOX_SHARDS: SHARDS,
+  KAFKA_PARTITIONS: PARTITIONS,
+} = readBenchEnv({
+  BENCH_EVENTS: benchInt(200_000, 1),
+  BENCH_RATE: benchInt(2_000, 1),
+  BENCH_SECONDS: benchInt(25, 1),
+  BENCH_STOCKS: benchInt(400, 1),
+  OUTBOX_SHARDS: benchInt(4, 1),
+  KAFKA_PARTITIONS: benchInt(12, 1),
+});
 const REDIS_URL = stackEnv.REDIS_URL;
 const BROKERS = stackEnv.KAFKA_BROKERS.split(",");
-const EVENTS = env("BENCH_EVENTS", 200_000);
-const RATE = env("BENCH_RATE", 2_000);
-const SECONDS = env("BENCH_SECONDS", 25);
-const STOCKS = env("BENCH_STOCKS", 400);
-const SHARDS = env("OUTBOX_SHARDS", 4);
-const PARTITIONS = env("KAFKA_PARTITIONS", 12);
 const ADMIN_PORT = 19_000 + Math.floor(Math.random() * 1_000);
 
-const run = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
+const run = benchRunId();
 const prefix = `benchrelay${run}`;
 const topic = `bench.relay.${run}`;
 const keys = createKeyLayout(prefix, SHARDS);
@@ -41,7 +50,6 @@ const commands = createStockCommands(redis, keys);
 const kafka = new Kafka({ clientId: "bench-relay", brokers: BROKERS, logLevel: logLevel.NOTHING });
 
 const log = (msg: string) => console.log(`[bench:relay] ${msg}`);
-const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 
 // Progress is read from Redis (the outbox only shrinks after Kafka acked), not by scraping /metrics:
 // a scrape collects prom-client's default metrics (heap statistics), which would cost the relay CPU.
@@ -68,13 +76,6 @@ function histogramPercentile(before: Map<number, number>, after: Map<number, num
     if (count - (before.get(le) ?? 0) >= (p / 100) * total) return le === Infinity ? "> 10 s" : `≤ ${le * 1000} ms`;
   }
   return "n/a";
-}
-
-/** CPU seconds (user + system) the process has used, from /proc (Linux). */
-async function cpuSeconds(pid: number): Promise<number> {
-  const stat = await Bun.file(`/proc/${pid}/stat`).text();
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (100/s)
 }
 
 let nextUser = 0;
@@ -147,12 +148,12 @@ try {
     if (left < outboxLength && firstAt === 0) {
       firstAt = performance.now();
       leftAtFirst = left;
-      cpuAtFirst = await cpuSeconds(relay.pid);
+      cpuAtFirst = cpuSeconds(relay.pid);
     }
     if (performance.now() - spawnedAt > 180_000) throw new Error(`drain did not finish in 180 s (${left} of ${outboxLength} left)`);
   }
   const doneAt = performance.now();
-  const cpuPerEventUs = (((await cpuSeconds(relay.pid)) - cpuAtFirst) / leftAtFirst) * 1e6;
+  const cpuPerEventUs = ((cpuSeconds(relay.pid) - cpuAtFirst) / leftAtFirst) * 1e6;
   const drainRate = leftAtFirst / ((doneAt - firstAt) / 1000);
   const withStartup = outboxLength / ((doneAt - spawnedAt) / 1000);
   log(
