@@ -11,7 +11,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
-import { allocate, createStocks, REPO_ROOT, relayTestFixtures, stockVersions, verify, waitUntil } from "./support/relay-harness.ts";
+import { createStocks, REPO_ROOT, relayTestFixtures, steadyAllocations, stockVersions, verify, waitUntil } from "./support/relay-harness.ts";
 
 const { setup, track } = relayTestFixtures();
 
@@ -40,15 +40,7 @@ describe("relay fencing", () => {
       const env = { RELAY_LEASE_MS: "1000", RELAY_CLAIM_IDLE_MS: "2000", RELAY_BATCH_SIZE: "200" };
       const { child: a, lines: aLog } = spawnLogged(h.env({ ...env, RELAY_CONSUMER_NAME: "relay-a" }));
       await reader.start();
-      let writing = true;
-      let written = 0;
-      const writer = (async () => {
-        while (writing) {
-          await allocate(h, stocks, 100, { start: written, concurrency: 20 });
-          written += 100;
-          await Bun.sleep(20);
-        }
-      })();
+      const writer = steadyAllocations(h, stocks, { batch: 100, concurrency: 20, pauseMs: 20 });
       await reader.waitFor(() => reader.messages.length >= 500, 30_000, "relay A publishing");
       const { child: b } = spawnLogged(h.env({ ...env, RELAY_CONSUMER_NAME: "relay-b" }));
       await reader.waitFor(() => reader.messages.some((m) => m.headers.relay === "relay-b"), 30_000, "relay B publishing too");
@@ -62,8 +54,7 @@ describe("relay fencing", () => {
         a.kill("SIGCONT");
         await Bun.sleep(2_500);
       }
-      writing = false;
-      await writer;
+      await writer.stop();
       const versions = await stockVersions(h, stocks);
       const expected = [...versions.values()].reduce((x, y) => x + y, 0);
       await reader.waitFor(() => reader.uniqueIds().size >= expected, 60_000, "every event on the topic");

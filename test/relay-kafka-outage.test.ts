@@ -4,12 +4,12 @@
  */
 import { expect, test } from "bun:test";
 import {
-  allocate,
   createStocks,
   disruptiveSkipped,
   memoryLogger,
   outboxStats,
   REPO_ROOT,
+  steadyAllocations,
   stockVersions,
   verify,
   waitUntil,
@@ -42,15 +42,7 @@ test.skipIf(disruptiveSkipped)(
     const at = () => `${((Date.now() - t0) / 1000).toFixed(1)} s`;
 
     // A steady trickle of allocations for the whole test (~200/s).
-    let writing = true;
-    let written = 0;
-    const writer = (async () => {
-      while (writing) {
-        await allocate(h, stocks, 20, { start: written, concurrency: 5 });
-        written += 20;
-        await Bun.sleep(100);
-      }
-    })();
+    const writer = steadyAllocations(h, stocks, { batch: 20, concurrency: 5, pauseMs: 100 });
     await waitUntil(async () => (await relayed()) >= 200, 20_000, "events flowing before the outage");
 
     kafkaStopped = true;
@@ -77,8 +69,7 @@ test.skipIf(disruptiveSkipped)(
     await waitUntil(() => relay.notReadyReason() === null, 60_000, "the relay to recover");
     const recoveredAt = at();
     await Bun.sleep(1_000);
-    writing = false;
-    await writer;
+    await writer.stop();
     const versions = await stockVersions(h, stocks);
     const expected = [...versions.values()].reduce((a, b) => a + b, 0);
     // Read the topic only now, so the check does not depend on a consumer riding out the outage.
@@ -88,7 +79,7 @@ test.skipIf(disruptiveSkipped)(
     const verdict = verify(reader.messages, versions);
     console.log(
       `[relay kafka-outage test] kafka down at ${downAt}, up at ${upAt}, relay recovered at ${recoveredAt}, all read at ${at()}; ` +
-        `${written} allocations, outbox held ${duringOutage.length} entries during the outage; ` +
+        `${writer.written} allocations, outbox held ${duringOutage.length} entries during the outage; ` +
         `${reader.messages.length} messages for ${expected} events: ${verdict.duplicates} duplicates`,
     );
     expect(verdict.missing).toEqual([]);

@@ -136,6 +136,36 @@ export async function allocate(h: Harness, stocks: string[], total: number, opti
   await Promise.all(Array.from({ length: concurrency }, worker));
 }
 
+/**
+ * Allocations in the background until `stop()`: rounds of `batch` allocations (allocate(),
+ * `concurrency` in flight), `pauseMs` apart, the user ids going on from round to round. `written`
+ * counts the allocations of the rounds done; `stop()` lets the current round finish.
+ */
+export function steadyAllocations(
+  h: Harness,
+  stocks: string[],
+  options: { batch: number; concurrency: number; pauseMs: number },
+): { readonly written: number; stop(): Promise<void> } {
+  let running = true;
+  let written = 0;
+  const done = (async () => {
+    while (running) {
+      await allocate(h, stocks, options.batch, { start: written, concurrency: options.concurrency });
+      written += options.batch;
+      await Bun.sleep(options.pauseMs);
+    }
+  })();
+  return {
+    get written() {
+      return written;
+    },
+    async stop() {
+      running = false;
+      await done;
+    },
+  };
+}
+
 /** Final version of each stock in Redis (events per stock = version). */
 export async function stockVersions(h: Harness, stocks: string[]): Promise<Map<string, number>> {
   const out = new Map<string, number>();
