@@ -2,9 +2,10 @@
  * A private Redis Cluster for tests that kill, freeze, fail over or reshard nodes (never the shared
  * one on 7000-7005): 3 masters + 3 replicas started by the operators' own route,
  * `bash scripts/stack.sh up redis-cluster`, in a temporary stack dir, so the tests cover that script
- * too (docs/stack.md). Port plan: redis-cluster-failover uses 7006-7011, relay-replicas 7100-7199.
+ * too (docs/stack.md). Port plan: redis-cluster-failover (and redis-cluster.test.ts's own `up`/`down`
+ * checks, through runStack) use 7006-7011, relay-replicas 7100-7199.
  *
- * `up` returns once every node is ok and every replica's link is up; start() also waits until the
+ * `up` returns once every node is ok and every replica's link is up; startPrivateCluster also waits until the
  * nodes' own view gives every master with slots its replica and every replica has its master's
  * offset (cluster_state:ok came first once, and a test that asked for a master's replica found none).
  */
@@ -91,10 +92,16 @@ export class PrivateCluster {
     return this.ports.filter((p) => !this.dead.has(p) && !this.frozen.has(p));
   }
 
-  /** One command on one node, on a connection of its own. */
-  async cli(port: number, ...args: (string | number)[]): Promise<unknown> {
+  /** A plain connection to one node (the caller disconnects it). */
+  private connect(port: number): Redis {
     const r = new Redis({ port, host: "127.0.0.1", lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0, connectTimeout: 1_000 });
     r.on("error", () => {});
+    return r;
+  }
+
+  /** One command on one node, on a connection of its own. */
+  async cli(port: number, ...args: (string | number)[]): Promise<unknown> {
+    const r = this.connect(port);
     try {
       await r.connect();
       return await r.call(String(args[0]), ...args.slice(1).map(String));
@@ -202,19 +209,29 @@ export class PrivateCluster {
     const nodes = await this.topology();
     const from = nodes.find((n) => n.role === "master" && n.slots.some(([a, b]) => slot >= a && slot <= b))!;
     const to = nodes.find((n) => n.port === toPort)!;
-    await this.cli(to.port, "CLUSTER", "SETSLOT", slot, "IMPORTING", from.id);
-    await this.cli(from.port, "CLUSTER", "SETSLOT", slot, "MIGRATING", to.id);
+    // One connection to each end for the whole move, as redis-cli keeps: the steps follow each
+    // other as closely as they do in an operator's reshard.
+    const src = this.connect(from.port);
+    const dst = this.connect(to.port);
     let moved = 0;
-    for (;;) {
-      const keys = (await this.cli(from.port, "CLUSTER", "GETKEYSINSLOT", slot, keysPerBatch)) as string[];
-      if (keys.length === 0) break;
-      await this.cli(from.port, "MIGRATE", "127.0.0.1", to.port, "", 0, 5000, "KEYS", ...keys);
-      moved += keys.length;
-      if (pauseMs > 0) await Bun.sleep(pauseMs);
+    try {
+      await Promise.all([src.connect(), dst.connect()]);
+      await dst.call("CLUSTER", "SETSLOT", slot, "IMPORTING", from.id);
+      await src.call("CLUSTER", "SETSLOT", slot, "MIGRATING", to.id);
+      for (;;) {
+        const keys = (await src.call("CLUSTER", "GETKEYSINSLOT", slot, keysPerBatch)) as string[];
+        if (keys.length === 0) break;
+        await src.call("MIGRATE", "127.0.0.1", to.port, "", 0, 5000, "KEYS", ...keys);
+        moved += keys.length;
+        if (pauseMs > 0) await Bun.sleep(pauseMs);
+      }
+      // The new owner first, then the old one, then everyone else (as redis-cli does).
+      await dst.call("CLUSTER", "SETSLOT", slot, "NODE", to.id);
+      await src.call("CLUSTER", "SETSLOT", slot, "NODE", to.id);
+    } finally {
+      src.disconnect();
+      dst.disconnect();
     }
-    // The new owner first, then the old one, then everyone else (as redis-cli does).
-    await this.cli(to.port, "CLUSTER", "SETSLOT", slot, "NODE", to.id);
-    await this.cli(from.port, "CLUSTER", "SETSLOT", slot, "NODE", to.id);
     for (const n of nodes.filter((x) => x.role === "master" && x.port !== from.port && x.port !== to.port)) await this.cli(n.port, "CLUSTER", "SETSLOT", slot, "NODE", to.id);
     return moved;
   }
