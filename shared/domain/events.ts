@@ -71,7 +71,14 @@ export const stockSnapshotPayload = stockCreatedPayload.extend({
    * listed: Redis never had it (projector-postgres marks it 'voided'). Optional, an additive field:
    * a snapshot without it (appended before the field existed) restates the counters only.
    */
-  liveHolds: z.array(z.string()).max(MAX_SNAPSHOT_LIVE_HOLDS).optional(),
+  liveHolds: z
+    .array(z.string())
+    .max(MAX_SNAPSHOT_LIVE_HOLDS)
+    .optional()
+    .describe(
+      "allocation ids of the stock's live holds in Redis at the snapshot, sorted; a read model ends every live hold of the stock " +
+        "placed below this version that is not listed (Redis never had it). Absent in snapshots appended before the field existed: then nothing is ended",
+    ),
 });
 
 const envelope = {
