@@ -60,7 +60,7 @@ export const purchaseCompletedPayload = z.object({
  * bring drifted read models back. Its version jumps past anything downstream has seen, so version-guarded
  * read models take it like any newer event; versions between `previousVersion` and it never exist.
  */
-/** snapshot.lua's MAX_LIVE_HOLDS (test/repair.test.ts checks they agree): why 10,000 is in its header. */
+/** The most live holds a snapshot lists (snapshot.lua gets it from repair.ts; why 10,000: its header). */
 export const MAX_SNAPSHOT_LIVE_HOLDS = 10_000;
 
 export const stockSnapshotPayload = stockCreatedPayload.extend({
