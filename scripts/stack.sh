@@ -142,10 +142,10 @@ stop_one() {
   [[ "$name" == postgres ]] && sig=INT
   kill -s "$sig" "$pid" 2>/dev/null || true
   for ((i = 0; i < budget * 10; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
+    pid_running "$pid" || break
     sleep 0.1
   done
-  if kill -0 "$pid" 2>/dev/null; then
+  if pid_running "$pid"; then
     info "$name (pid $pid) still running after ${budget}s; SIGKILL"
     kill -KILL "$pid" 2>/dev/null || true
     sleep 0.5

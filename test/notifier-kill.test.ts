@@ -5,11 +5,10 @@
  * event id). Also: the admin port (/healthz, /readyz, /metrics) and a clean exit 0 on SIGTERM.
  */
 import { afterAll, expect, test } from "bun:test";
-import type { Subprocess } from "bun";
 import { generateSecret } from "../shared/webhooks/endpoints.ts";
 import { brokers, eventually, produceEvents, readSideFixtures, uniqueName } from "./support/read-side.ts";
 import { generateWorkload, StockSim } from "./support/stock-sim.ts";
-import { spawnService } from "./support/env.ts";
+import { serviceProcesses } from "./support/processes.ts";
 import { startReceiver } from "./support/webhook-receiver.ts";
 
 const fx = readSideFixtures({ database: "ntfkill" });
@@ -18,28 +17,19 @@ const groupId = uniqueName("ntfkillg");
 const secret = generateSecret();
 // Slow enough that requests are in flight whenever the kill lands.
 const receiver = startReceiver({ secret, respond: async () => (await Bun.sleep(5), 200) });
-const children: Subprocess[] = [];
-
-let adminPort = 0;
-function spawnNotifier(): Subprocess {
-  const started = spawnService("notifier", {
-    DATABASE_URL: fx.db.url,
-    KAFKA_BROKERS: brokers.join(","),
-    KAFKA_TOPIC: topic,
-    NOTIFIER_GROUP_ID: groupId,
-    WEBHOOK_URL: receiver.url,
-    WEBHOOK_SECRET: secret,
-    WEBHOOK_RETRY_BASE: "200ms",
-    WEBHOOK_RETRY_MAX: "1s",
-    WEBHOOK_POLL_INTERVAL: "50ms",
-  });
-  adminPort = started.adminPort;
-  children.push(started.child);
-  return started.child;
-}
+const notifiers = serviceProcesses("notifier", () => ({
+  DATABASE_URL: fx.db.url,
+  KAFKA_BROKERS: brokers.join(","),
+  KAFKA_TOPIC: topic,
+  NOTIFIER_GROUP_ID: groupId,
+  WEBHOOK_URL: receiver.url,
+  WEBHOOK_SECRET: secret,
+  WEBHOOK_RETRY_BASE: "200ms",
+  WEBHOOK_RETRY_MAX: "1s",
+  WEBHOOK_POLL_INTERVAL: "50ms",
+}));
 
 afterAll(async () => {
-  for (const child of children) child.kill("SIGKILL");
   await receiver.stop();
 });
 
@@ -48,7 +38,7 @@ test("kill -9 mid-delivery, restart: nothing lost, order kept, duplicates carry 
   const events = generateWorkload(sim, { count: 4_000, stockCount: 40, prefix: uniqueName("kill") });
   await produceEvents(fx.producer, topic, events);
 
-  const first = spawnNotifier();
+  const first = notifiers.start();
   const seenBeforeKill = await eventually(async () => (receiver.acknowledged.size > 800 ? receiver.acknowledged.size : undefined), {
     timeoutMs: 45_000,
     intervalMs: 5,
@@ -59,7 +49,7 @@ test("kill -9 mid-delivery, restart: nothing lost, order kept, duplicates carry 
   const atKill = receiver.acknowledged.size;
   expect(atKill).toBeLessThan(events.length); // it really died mid-way
 
-  const second = spawnNotifier();
+  const second = notifiers.start();
   await eventually(async () => receiver.acknowledged.size === events.length, { timeoutMs: 60_000, intervalMs: 50, what: "every event delivered" });
   expect(new Set(receiver.acknowledged.keys())).toEqual(new Set(events.map((e) => e.eventId)));
   expect(receiver.invalid).toEqual([]);
@@ -70,7 +60,7 @@ test("kill -9 mid-delivery, restart: nothing lost, order kept, duplicates carry 
   const [log] = await fx.db.sql`SELECT count(*) FILTER (WHERE status = 'delivered')::int AS delivered FROM webhook_deliveries`;
   expect(log!.delivered).toBe(events.length);
 
-  const admin = `http://127.0.0.1:${adminPort}`;
+  const admin = `http://127.0.0.1:${notifiers.adminPort}`;
   expect((await fetch(`${admin}/healthz`)).status).toBe(200);
   await eventually(async () => (await fetch(`${admin}/readyz`)).status === 200, { what: "ready" });
   const metrics = await (await fetch(`${admin}/metrics`)).text();

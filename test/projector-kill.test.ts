@@ -3,46 +3,33 @@
  * lost (offsets are committed only after the transaction) and nothing is counted twice (events are
  * deduplicated by event_id inside the transaction that applies them).
  */
-import { afterAll, expect, test } from "bun:test";
-import type { Subprocess } from "bun";
+import { expect, test } from "bun:test";
 import { waitForConvergence } from "../shared/verify/convergence.ts";
 import { brokers, eventually, produceEvents, readSideFixtures, uniqueName } from "./support/read-side.ts";
-import { spawnService } from "./support/env.ts";
+import { serviceProcesses } from "./support/processes.ts";
 import { generateWorkload, StockSim } from "./support/stock-sim.ts";
 
 const fx = readSideFixtures({ database: "kill" });
 const topic = fx.topic("killtopic");
 const groupId = uniqueName("killgroup");
-const children: Subprocess[] = [];
-
-let adminPort = 0;
-function spawnProjector(): Subprocess {
-  const started = spawnService("projector-postgres", {
-    DATABASE_URL: fx.db.url,
-    KAFKA_BROKERS: brokers.join(","),
-    KAFKA_TOPIC: topic,
-    PROJECTOR_GROUP_ID: groupId,
-  });
-  adminPort = started.adminPort;
-  children.push(started.child);
-  return started.child;
-}
+const projectors = serviceProcesses("projector-postgres", () => ({
+  DATABASE_URL: fx.db.url,
+  KAFKA_BROKERS: brokers.join(","),
+  KAFKA_TOPIC: topic,
+  PROJECTOR_GROUP_ID: groupId,
+}));
 
 async function countEvents(): Promise<number> {
   const [row] = await fx.db.sql`SELECT count(*)::int AS n FROM stock_events`;
   return row!.n as number;
 }
 
-afterAll(() => {
-  for (const child of children) child.kill("SIGKILL");
-});
-
 test("kill -9 mid-batch, restart: no loss, no double count", async () => {
   const sim = new StockSim();
   const events = generateWorkload(sim, { count: 40_000, stockCount: 50, prefix: uniqueName("k"), totalPerStock: 100_000 });
   await produceEvents(fx.producer, topic, events, 5_000);
 
-  const first = spawnProjector();
+  const first = projectors.start();
   // Kill it while it is busy: some events in, far from all.
   const seenBeforeKill = await eventually(async () => {
     const n = await countEvents();
@@ -53,7 +40,7 @@ test("kill -9 mid-batch, restart: no loss, no double count", async () => {
   const atKill = await countEvents();
   expect(atKill).toBeLessThan(events.length); // it really died mid-way
 
-  const second = spawnProjector();
+  const second = projectors.start();
   const mismatches = await waitForConvergence({ expected: async () => sim.expectedCounters(), sql: fx.db.sql, timeoutMs: 60_000 });
   expect(mismatches).toEqual([]);
   expect(await countEvents()).toBe(events.length);
@@ -74,7 +61,7 @@ test("kill -9 mid-batch, restart: no loss, no double count", async () => {
   expect(orders!.n).toBe(holds.length);
 
   // The admin port: liveness, readiness, metrics.
-  const admin = `http://127.0.0.1:${adminPort}`;
+  const admin = `http://127.0.0.1:${projectors.adminPort}`;
   expect((await fetch(`${admin}/healthz`)).status).toBe(200);
   await eventually(async () => (await fetch(`${admin}/readyz`)).status === 200, { what: "ready" });
   const metrics = await (await fetch(`${admin}/metrics`)).text();

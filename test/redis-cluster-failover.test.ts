@@ -15,7 +15,7 @@ import { createMetricsRegistry } from "../shared/metrics.ts";
 import { formatReport } from "../shared/verify/report.ts";
 import { verify } from "../shared/verify/verify.ts";
 import { createTestApi, type TestApi } from "./support/api.ts";
-import { startPrivateCluster, type PrivateCluster } from "./support/redis-cluster.ts";
+import { startPrivateCluster, type PrivateCluster } from "./support/private-cluster.ts";
 
 const SHARDS = 16;
 const STOCKS = 48;
@@ -87,54 +87,23 @@ async function verifyClean(): Promise<void> {
   expect(report.stocks).toBeGreaterThanOrEqual(STOCKS);
 }
 
-/** Moves one slot from its master to `to` the way redis-cli --cluster reshard does, keys in batches. */
-async function migrateSlot(slot: number, toPort: number): Promise<number> {
-  const nodes = await cluster.nodes();
-  const from = nodes.find((n) => n.role === "master" && n.slots.some(([a, b]) => slot >= a && slot <= b))!;
-  const to = nodes.find((n) => n.port === toPort)!;
-  const src = cluster.node(from.port);
-  const dst = cluster.node(to.port);
-  let moved = 0;
-  try {
-    await dst.call("CLUSTER", "SETSLOT", slot, "IMPORTING", from.id);
-    await src.call("CLUSTER", "SETSLOT", slot, "MIGRATING", to.id);
-    for (;;) {
-      const keys = (await src.call("CLUSTER", "GETKEYSINSLOT", slot, 100)) as string[];
-      if (keys.length === 0) break;
-      await src.call("MIGRATE", "127.0.0.1", to.port, "", 0, 5000, "KEYS", ...keys);
-      moved += keys.length;
-    }
-    // The new owner first, then the old one, then everyone else (as redis-cli does).
-    await dst.call("CLUSTER", "SETSLOT", slot, "NODE", to.id);
-    await src.call("CLUSTER", "SETSLOT", slot, "NODE", to.id);
-    for (const n of nodes.filter((x) => x.role === "master" && x.port !== from.port && x.port !== to.port)) {
-      const other = cluster.node(n.port);
-      await other.call("CLUSTER", "SETSLOT", slot, "NODE", to.id).finally(() => other.disconnect());
-    }
-  } finally {
-    src.disconnect();
-    dst.disconnect();
-  }
-  return moved;
-}
-
 describe("Redis Cluster under change (private cluster 7006-7011)", () => {
   test("resharding two shards' slots under live allocations: only retried redirections, nothing lost", async () => {
     const shards = [0, 3]; // on different masters of the initial layout (slots 13907 and 1584)
     const slots = await Promise.all(shards.map(slotOf));
     const owners = await Promise.all(slots.map((s) => cluster.ownerOf(s)));
-    const masters = (await cluster.nodes()).filter((n) => n.role === "master");
+    const masters = (await cluster.topology()).filter((n) => n.role === "master");
     const load = startLoad();
     await Bun.sleep(1_000);
     const movedKeys: number[] = [];
     const migrationMs: number[] = [];
     for (const [i, slot] of slots.entries()) {
       // Any other master takes it.
-      const to = masters.find((m) => m.port !== owners[i]!.port)!;
+      const to = masters.find((m) => m.port !== owners[i]!.master)!;
       const t = Date.now();
-      movedKeys.push(await migrateSlot(slot, to.port));
+      movedKeys.push(await cluster.migrateSlot(slot, to.port));
       migrationMs.push(Date.now() - t);
-      expect((await cluster.ownerOf(slot))?.port).toBe(to.port);
+      expect((await cluster.ownerOf(slot)).master).toBe(to.port);
     }
     await Bun.sleep(1_000);
     await load.stop();
@@ -163,18 +132,18 @@ describe("Redis Cluster under change (private cluster 7006-7011)", () => {
     expirer.start();
     try {
       const victimSlot = await slotOf(0);
-      const victim = (await cluster.ownerOf(victimSlot))!;
+      const victim = (await cluster.ownerOf(victimSlot)).master;
       const victimShards = new Set<number>();
-      for (let s = 0; s < SHARDS; s++) if ((await cluster.ownerOf(await slotOf(s)))?.port === victim.port) victimShards.add(s);
+      for (let s = 0; s < SHARDS; s++) if ((await cluster.ownerOf(await slotOf(s))).master === victim) victimShards.add(s);
       const onVictim = (stockId: string) => victimShards.has(api.keys.shardOf(stockId));
 
       const load = startLoad();
       await Bun.sleep(1_000);
       const killedAt = Date.now();
-      cluster.kill9(victim.port);
+      await cluster.kill(victim);
       // The replica takes over after the node timeout (6 s) and an election.
       await cluster.waitOk(30_000, (nodes) =>
-        nodes.some((n) => n.port !== victim.port && n.role === "master" && !n.failed && n.slots.some(([a, b]) => victimSlot >= a && victimSlot <= b)),
+        nodes.some((n) => n.port !== victim && n.role === "master" && !n.failed && n.slots.some(([a, b]) => victimSlot >= a && victimSlot <= b)),
       );
       const promotedAt = Date.now();
       // Recovery by itself: the same api answers 201 again for the victim's stocks.

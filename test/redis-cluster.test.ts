@@ -12,19 +12,13 @@ import { join } from "node:path";
 import { createKeyLayout } from "../shared/domain/keys.ts";
 import { createRedis, parseClusterNodes, type RedisClient } from "../shared/redis/client.ts";
 import { stackEnv } from "./support/env.ts";
+import { runStack as run } from "./support/private-cluster.ts";
 
-const REPO_ROOT = join(import.meta.dir, "..");
 const redis = createRedis({ REDIS_URL: stackEnv.REDIS_URL, REDIS_CLUSTER_NODES: parseClusterNodes(stackEnv.REDIS_CLUSTER_NODES) }) as RedisClient;
 afterAll(() => redis.disconnect());
 
 /** README: shard → slot with the default 16 shards. */
 const DOCUMENTED_SLOTS = [13907, 9842, 5649, 1584, 14039, 9974, 5781, 1716, 14171, 10106, 247, 4310, 8373, 12436, 115, 4178];
-
-async function run(args: string[], env: Record<string, string> = {}): Promise<{ code: number; out: string; err: string }> {
-  const child = Bun.spawn(["bash", "scripts/stack.sh", ...args], { cwd: REPO_ROOT, env: { ...process.env, ...env }, stdout: "pipe", stderr: "pipe" });
-  const [out, err, code] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]);
-  return { code, out, err };
-}
 
 async function stack(...args: string[]): Promise<string> {
   const { code, out, err } = await run(args);

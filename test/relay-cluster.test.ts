@@ -5,21 +5,12 @@
  * to 1 on a cluster with replicas). Failovers: test/relay-replicas.test.ts (a private cluster).
  */
 import { describe, expect, test } from "bun:test";
-import type { Subprocess } from "bun";
 import { stackEnv } from "./support/env.ts";
 import { allocate, createStocks, outboxStats, relayTestFixtures, spawnRelay, stockVersions, verify, waitUntil } from "./support/relay-harness.ts";
 
-const { setup, onCleanup } = relayTestFixtures();
+const { setup, track } = relayTestFixtures();
 const onCluster = { clusterNodes: stackEnv.REDIS_CLUSTER_NODES, shards: 16 };
 const total = (versions: Map<string, number>) => [...versions.values()].reduce((a, b) => a + b, 0);
-
-function track(child: Subprocess): Subprocess {
-  onCleanup(async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-    await child.exited;
-  });
-  return child;
-}
 
 describe("relay on a Redis Cluster", () => {
   test(

@@ -3,7 +3,6 @@
  * and two relays sharing the shards (then one leaving).
  */
 import { describe, expect, test } from "bun:test";
-import type { Subprocess } from "bun";
 import {
   allocate,
   createStocks,
@@ -15,15 +14,7 @@ import {
   relayTestFixtures,
 } from "./support/relay-harness.ts";
 
-const { setup, onCleanup } = relayTestFixtures();
-
-function track(child: Subprocess): Subprocess {
-  onCleanup(async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-    await child.exited;
-  });
-  return child;
-}
+const { setup, track } = relayTestFixtures();
 
 const total = (versions: Map<string, number>) => [...versions.values()].reduce((a, b) => a + b, 0);
 

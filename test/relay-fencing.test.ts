@@ -13,18 +13,7 @@ import { describe, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
 import { allocate, createStocks, REPO_ROOT, relayTestFixtures, stockVersions, verify, waitUntil } from "./support/relay-harness.ts";
 
-const { setup, onCleanup } = relayTestFixtures();
-
-function track(child: Subprocess): Subprocess {
-  onCleanup(async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill("SIGCONT");
-      child.kill("SIGKILL");
-    }
-    await child.exited;
-  });
-  return child;
-}
+const { setup, track } = relayTestFixtures();
 
 /** A relay child process whose JSON log lines are kept (to see what it did after SIGCONT). */
 function spawnLogged(env: Record<string, string>): { child: Subprocess; lines: Record<string, unknown>[] } {

@@ -1,6 +1,6 @@
 /**
- * Nothing Redis can forget reaches Kafka (docs/design.md §11), on a private Redis Cluster
- * (ports 7100-7105; the shared one on 7000-7005 is never touched):
+ * Nothing Redis can forget reaches Kafka (docs/design.md §11), on private Redis Clusters (ports
+ * 7100-7135, started by scripts/stack.sh; the shared one on 7000-7005 is never touched):
  *
  *   1. the replica of one shard's master is frozen (SIGSTOP) and allocations go to that master;
  *   2. the master is killed (-9), the replica resumes (SIGCONT) and is promoted with
@@ -12,25 +12,20 @@
  * folded from the topic ends equal to Redis. The second test runs the same scenario with
  * RELAY_MIN_REPLICAS=0 and expects exactly that damage: it shows the checks catch it.
  */
-import { afterEach, describe, expect, test } from "bun:test";
-import { parseConfig, relaySchema } from "../shared/config.ts";
+import { describe, expect, test } from "bun:test";
 import type { StockEvent } from "../shared/domain/events.ts";
-import { createKeyLayout } from "../shared/domain/keys.ts";
-import { createKafka, deleteTopics } from "../shared/kafka/client.ts";
-import { createLogger } from "../shared/logger.ts";
-import { createRedis, parseClusterNodes } from "../shared/redis/client.ts";
-import { createStockCommands } from "../shared/redis/commands.ts";
-import { createRelay } from "../services/relay/relay.ts";
-import { stackEnv, uniqueName } from "./support/env.ts";
-import { PrivateCluster } from "./support/private-cluster.ts";
-import { TopicReader, verify, waitUntil, type TopicMessage } from "./support/relay-harness.ts";
+import { startPrivateCluster } from "./support/private-cluster.ts";
+import { relayTestFixtures, stockVersions, verify, waitUntil, type TopicMessage } from "./support/relay-harness.ts";
 
 const SHARDS = 6;
-let cleanups: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.reverse()) await c().catch(() => {});
-  cleanups = [];
-}, 60_000);
+const { setup, onCleanup } = relayTestFixtures();
+
+/** A private cluster from `basePort` (stopped after the test), a relay harness on it and a reader of its topic. */
+async function onPrivateCluster(label: string, basePort: number) {
+  const cluster = await startPrivateCluster({ basePort });
+  onCleanup(() => cluster.stop());
+  return { cluster, ...setup(label, { clusterNodes: cluster.nodesEnv, shards: SHARDS }) };
+}
 
 async function retrying<T>(what: () => Promise<T>, timeoutMs = 30_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -57,37 +52,9 @@ interface Outcome {
 }
 
 async function laggingReplicaFailover(minReplicas: number, basePort: number): Promise<Outcome> {
-  const cluster = new PrivateCluster(basePort);
-  cleanups.push(() => cluster.destroy());
-  await cluster.start();
-
-  const prefix = uniqueName("rrepl");
-  const topic = uniqueName("rrepl_topic");
-  const keys = createKeyLayout(prefix, SHARDS);
-  const redis = createRedis({ REDIS_URL: stackEnv.REDIS_URL, REDIS_CLUSTER_NODES: parseClusterNodes(cluster.nodesEnv) });
-  redis.on("error", () => {});
-  const logger = createLogger("relay-replicas-test", process.env.LOG_LEVEL ?? "silent");
-  const kafka = createKafka({ brokers: stackEnv.KAFKA_BROKERS.split(","), clientId: "relay-replicas-test", logger });
-  const commands = createStockCommands(redis, keys);
-  const config = parseConfig(relaySchema, {
-    KAFKA_BROKERS: stackEnv.KAFKA_BROKERS,
-    KAFKA_TOPIC: topic,
-    KAFKA_PARTITIONS: "4",
-    OUTBOX_SHARDS: String(SHARDS),
-    REDIS_KEY_PREFIX: prefix,
-    RELAY_LEASE_MS: "2000",
-    RELAY_CLAIM_IDLE_MS: "3000",
-    RELAY_REPLICA_WAIT_MS: "200",
-    RELAY_MIN_REPLICAS: String(minReplicas),
-  });
-  const relay = createRelay({ redis, kafka, keys, config, logger });
-  const reader = new TopicReader(topic);
-  cleanups.push(async () => {
-    await relay.stop();
-    await reader.stop();
-    await deleteTopics(kafka, [topic]);
-    redis.disconnect();
-  });
+  const { cluster, h, reader } = await onPrivateCluster("rrepl", basePort);
+  const { keys, redis, commands } = h;
+  const relay = h.relay({ RELAY_REPLICA_WAIT_MS: "200", RELAY_MIN_REPLICAS: String(minReplicas) });
 
   // Two stocks per shard; the shard of stocks[0] is the one whose master fails.
   const stocks: string[] = [];
@@ -115,7 +82,7 @@ async function laggingReplicaFailover(minReplicas: number, basePort: number): Pr
 
   await relay.start();
   await reader.start();
-  const total = async () => [...(await versionsOf(commands, stocks)).values()].reduce((a, b) => a + b, 0);
+  const total = async () => [...(await stockVersions(h, stocks)).values()].reduce((a, b) => a + b, 0);
   const before = await total();
   await reader.waitFor(() => reader.uniqueIds().size >= before, 60_000, "the first events on the topic");
 
@@ -141,7 +108,7 @@ async function laggingReplicaFailover(minReplicas: number, basePort: number): Pr
   await retrying(() => cluster.cli(replica, "CLUSTER", "FAILOVER", "TAKEOVER"), 10_000);
   await waitUntil(async () => (await cluster.ownerOf(slot).catch(() => null))?.master === replica, 30_000, "the replica to own the slot");
   // 3. The old master returns as a replica of the new one (so WAIT 1 can succeed again).
-  await cluster.restart(master);
+  await cluster.restart();
   await cluster.waitOk(60_000);
   await waitUntil(async () => (await cluster.ownerOf(slot)).replica === master, 30_000, "the old master to rejoin as a replica");
 
@@ -149,7 +116,7 @@ async function laggingReplicaFailover(minReplicas: number, basePort: number): Pr
   for (const id of onMasterOnly) if ((await retrying(() => commands.getAllocation(id))) === null) forgottenAllocations.push(id);
   await allocateOn(stocks, 60);
 
-  const versions = await retrying(() => versionsOf(commands, stocks));
+  const versions = await retrying(() => stockVersions(h, stocks));
   await reader.waitFor(() => verify(reader.messages, versions).missing.length === 0, 90_000, "every version Redis has on the topic");
   await Bun.sleep(1_000); // anything still in flight lands too
 
@@ -179,12 +146,6 @@ async function laggingReplicaFailover(minReplicas: number, basePort: number): Pr
 }
 
 const allocationIdOf = (m: TopicMessage) => String((JSON.parse(m.value) as { payload?: { allocationId?: string } }).payload?.allocationId ?? "");
-
-async function versionsOf(commands: ReturnType<typeof createStockCommands>, stocks: string[]): Promise<Map<string, number>> {
-  const out = new Map<string, number>();
-  for (const id of stocks) out.set(id, (await commands.getStock(id))!.version);
-  return out;
-}
 
 /** What a version-guarded read model keeps: per stock, the state of the highest version it saw (first copy of each version wins). */
 function foldVersionGuarded(messages: TopicMessage[]): { version: number; available: number; held: number; sold: number } | null {
@@ -228,34 +189,9 @@ describe("relay on a cluster: a shard's slot moves to another master under load"
   test(
     "the relay follows MOVED/ASK to the new master: every event once, in version order per stock",
     async () => {
-      const cluster = new PrivateCluster(7130);
-      cleanups.push(() => cluster.destroy());
-      await cluster.start();
-      const prefix = uniqueName("rresh");
-      const topic = uniqueName("rresh_topic");
-      const keys = createKeyLayout(prefix, SHARDS);
-      const redis = createRedis({ REDIS_URL: stackEnv.REDIS_URL, REDIS_CLUSTER_NODES: parseClusterNodes(cluster.nodesEnv) });
-      redis.on("error", () => {});
-      const logger = createLogger("relay-reshard-test", process.env.LOG_LEVEL ?? "silent");
-      const kafka = createKafka({ brokers: stackEnv.KAFKA_BROKERS.split(","), clientId: "relay-reshard-test", logger });
-      const commands = createStockCommands(redis, keys);
-      const config = parseConfig(relaySchema, {
-        KAFKA_BROKERS: stackEnv.KAFKA_BROKERS,
-        KAFKA_TOPIC: topic,
-        KAFKA_PARTITIONS: "4",
-        OUTBOX_SHARDS: String(SHARDS),
-        REDIS_KEY_PREFIX: prefix,
-        RELAY_LEASE_MS: "2000",
-        RELAY_CLAIM_IDLE_MS: "3000",
-      });
-      const relay = createRelay({ redis, kafka, keys, config, logger });
-      const reader = new TopicReader(topic);
-      cleanups.push(async () => {
-        await relay.stop();
-        await reader.stop();
-        await deleteTopics(kafka, [topic]);
-        redis.disconnect();
-      });
+      const { cluster, h, reader } = await onPrivateCluster("rresh", 7130);
+      const { keys, redis, commands } = h;
+      const relay = h.relay();
       const stocks = Array.from({ length: 12 }, (_, i) => `mv${i}`);
       for (const id of stocks) await commands.createStock({ id, name: id, price: 100, quantity: 100_000, perUserLimit: 100_000, holdSeconds: 3_600 });
       await relay.start();
@@ -275,14 +211,14 @@ describe("relay on a cluster: a shard's slot moves to another master under load"
       const slot = Number(await redis.call("CLUSTER", "KEYSLOT", keys.outbox(shard)));
       const { master } = await cluster.ownerOf(slot);
       const target = (await cluster.topology()).find((n) => n.role === "master" && n.port !== master)!.port;
-      const moved = await cluster.migrateSlot(slot, target);
+      const moved = await cluster.migrateSlot(slot, target, { keysPerBatch: 10, pauseMs: 50 }); // let traffic meet the half-migrated slot
       expect((await cluster.ownerOf(slot)).master).toBe(target);
       const afterMove = reader.messages.length;
       await reader.waitFor(() => reader.messages.length >= afterMove + 500, 60_000, "events flowing after the move");
       writing = false;
       await writer;
 
-      const versions = await retrying(() => versionsOf(commands, stocks));
+      const versions = await retrying(() => stockVersions(h, stocks));
       const total = [...versions.values()].reduce((a, b) => a + b, 0);
       await reader.waitFor(() => reader.uniqueIds().size >= total, 60_000, "every event on the topic");
       const verdict = verify(reader.messages, versions);

@@ -22,9 +22,9 @@ let db: TestDatabase;
 const redis = createRedis(stackEnv.REDIS_URL);
 let app: ReturnType<typeof createApp>;
 
-beforeAll(async () => {
-  db = await createTestDatabase("whapi");
-  app = createApp({
+/** The api with the webhook routes on `sql`. */
+function appOn(sql: Parameters<typeof webhookRoutes>[0]): ReturnType<typeof createApp> {
+  return createApp({
     commands: createStockCommands(redis, createKeyLayout(uniqueName("wh").slice(0, 30), 4)),
     redis,
     logger: createLogger("test", "silent"),
@@ -32,8 +32,13 @@ beforeAll(async () => {
     adminToken: ADMIN,
     jwtSecret: JWT_SECRET,
     maxBodyBytes: 16 * 1024,
-    webhookRoutes: webhookRoutes(db.sql),
+    webhookRoutes: webhookRoutes(sql),
   });
+}
+
+beforeAll(async () => {
+  db = await createTestDatabase("whapi");
+  app = appOn(db.sql);
 });
 afterAll(async () => {
   await redis.quit();
@@ -116,16 +121,7 @@ test("bad input and auth answer problem+json", async () => {
 test("a database that is down answers 503 store_unavailable", async () => {
   const postgres = (await import("postgres")).default;
   const dead = postgres("postgres://flashsale:flashsale@127.0.0.1:1/none", { max: 1, connect_timeout: 1, onnotice: () => {} });
-  const down = createApp({
-    commands: createStockCommands(redis, createKeyLayout(uniqueName("wh").slice(0, 30), 4)),
-    redis,
-    logger: createLogger("test", "silent"),
-    registry: createMetricsRegistry("api"),
-    adminToken: ADMIN,
-    jwtSecret: JWT_SECRET,
-    maxBodyBytes: 16 * 1024,
-    webhookRoutes: webhookRoutes(dead),
-  });
+  const down = appOn(dead);
   const res = await down.request("/api/webhooks", { headers: admin });
   await expectProblem(res, 503, "store_unavailable");
   await dead.end({ timeout: 1 });

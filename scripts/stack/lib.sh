@@ -52,6 +52,11 @@ port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 # that very process lives (same pid and same start time), so a recycled pid is never signalled.
 pid_file() { echo "$RUN_DIR/$1.pid"; }
 proc_start() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $20}'; }
+proc_state() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $1}'; }
+# A zombie (dead, not yet reaped: a daemon's parent is init, which may reap a second or more later)
+# counts as stopped: its ports are closed. Counting it made `up` skip a killed node's restart, and
+# `down` wait for every node's reaping.
+pid_running() { kill -0 "$1" 2>/dev/null && [[ "$(proc_state "$1")" != Z ]]; }
 record_pid() { # record_pid <name> <pid>
   local st
   st="$(proc_start "$2")"
@@ -64,7 +69,7 @@ owned_pid() {
   [[ -s "$f" ]] || return 1
   read -r pid st <"$f" || true
   [[ "$pid" =~ ^[0-9]+$ && -n "$st" ]] || return 1
-  kill -0 "$pid" 2>/dev/null || return 1
+  pid_running "$pid" || return 1
   [[ "$(proc_start "$pid")" == "$st" ]] || return 1
   echo "$pid"
 }
@@ -263,7 +268,7 @@ wait_ready() {
   local name="$1" budget="$2" pid="${3:-}" start=$SECONDS
   while ((SECONDS - start < budget)); do
     if probe "$name"; then return 0; fi
-    if [[ -n "$pid" ]] && ! kill -0 "$pid" 2>/dev/null; then
+    if [[ -n "$pid" ]] && ! pid_running "$pid"; then
       # Our process exited. Someone else may have taken the port meanwhile (a parallel `up`).
       if port_open "$(port_of "$name")" && probe "$name"; then rm -f "$(pid_file "$name")"; return 0; fi
       info "$name exited during start-up"

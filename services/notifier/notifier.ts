@@ -17,7 +17,7 @@ import type { Logger } from "../../shared/logger.ts";
 import { prom } from "../../shared/metrics.ts";
 import { isPostgresOutage } from "../../shared/projection/errors.ts";
 import { probeEvents } from "../../shared/projection/probe.ts";
-import { createProjector, type Projector, type ProjectorKafkaOptions } from "../../shared/projection/projector.ts";
+import { type ConsumerWorker, createProjector, type Projector, type ProjectorKafkaOptions } from "../../shared/projection/projector.ts";
 import { syncConfiguredEndpoint } from "../../shared/webhooks/endpoints.ts";
 import { createDelivery, type Delivery } from "./delivery.ts";
 import { logEvents } from "./delivery-log.ts";
@@ -44,15 +44,12 @@ export interface NotifierOptions extends Omit<ProjectorKafkaOptions, "groupId"> 
   rescanIntervalMs?: number;
 }
 
-export interface Notifier {
+export interface Notifier extends ConsumerWorker {
   readonly projector: Projector;
   readonly delivery: Delivery;
   readonly metrics: NotifierMetrics;
-  readonly registry: Registry;
-  start(): Promise<void>;
   /** Consumer first (finish the batch, commit, leave the group), then the deliveries in flight. */
   stop(): Promise<void>;
-  notReadyReason(): Promise<string | null>;
 }
 
 export function createNotifier(options: NotifierOptions): Notifier {

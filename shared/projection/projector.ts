@@ -31,14 +31,19 @@ export interface ProjectorKafkaOptions {
   fetchMinBytes?: number;
 }
 
-export interface Projector {
-  readonly groupId: string;
-  readonly metrics: ProjectorMetrics;
+/** What runProjector runs: a projector, or another consumer of the same life (the notifier). */
+export interface ConsumerWorker {
   readonly registry: Registry;
-  readonly consumer: ProjectionConsumer;
   start(): Promise<void>;
+  /** Stop consuming: finish the batch, commit, leave the group. */
   stop(): Promise<void>;
   notReadyReason(): Promise<string | null>;
+}
+
+export interface Projector extends ConsumerWorker {
+  readonly groupId: string;
+  readonly metrics: ProjectorMetrics;
+  readonly consumer: ProjectionConsumer;
 }
 
 export function createProjector(

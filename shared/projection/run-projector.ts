@@ -11,18 +11,10 @@ import { type KafkaEnv, loadConfigOrExit, type ProjectorEnv } from "../config.ts
 import { onShutdown } from "../lifecycle.ts";
 import { createLogger, type Logger } from "../logger.ts";
 import { createMetricsRegistry } from "../metrics.ts";
-import type { ProjectorKafkaOptions } from "./projector.ts";
+import type { ConsumerWorker, ProjectorKafkaOptions } from "./projector.ts";
 
 /** What every consumer binary's config has; the projector variables are there for projectors only. */
 type ConsumerConfig = KafkaEnv & Partial<ProjectorEnv> & { LOG_LEVEL: string; ADMIN_PORT: number };
-
-/** What runProjector runs: a projector, or another consumer of the same life (the notifier). */
-export interface ConsumerWorker {
-  start(): Promise<void>;
-  /** Stop consuming: finish the batch, commit, leave the group. */
-  stop(): Promise<void>;
-  notReadyReason(): Promise<string | null>;
-}
 
 export interface ProjectorWiring<C> {
   config: C;

@@ -1,56 +1,155 @@
 /**
- * A private Redis Cluster for tests that kill, freeze or fail over nodes (never the shared one on
- * 7000-7005): `nodes` redis-server processes of the apt package on 127.0.0.1:<base>…, in a temp
- * directory, no persistence, created with `redis-cli --cluster create --cluster-replicas 1`.
- * Port plan: the relay-cluster tests use 7100-7199.
+ * A private Redis Cluster for tests that kill, freeze, fail over or reshard nodes (never the shared
+ * one on 7000-7005): 3 masters + 3 replicas started by the operators' own route,
+ * `bash scripts/stack.sh up redis-cluster`, in a temporary stack dir, so the tests cover that script
+ * too (docs/stack.md). Port plan: redis-cluster-failover uses 7006-7011, relay-replicas 7100-7199.
+ *
+ * `up` returns once every node is ok and every replica's link is up; start() also waits until the
+ * nodes' own view gives every master with slots its replica and every replica has its master's
+ * offset (cluster_state:ok came first once, and a test that asked for a master's replica found none).
  */
-import type { Subprocess } from "bun";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Redis } from "ioredis";
+import type { RedisTarget } from "../../shared/redis/client.ts";
+import { stackEnv } from "./env.ts";
 
-export interface NodeInfo {
+const REPO_ROOT = join(import.meta.dir, "..", "..");
+
+export interface ClusterNode {
   id: string;
   port: number;
   role: "master" | "replica";
   /** For a replica: its master's id. */
-  masterId?: string;
+  masterId: string | undefined;
+  /** Flagged fail, fail? or noaddr by the node asked. */
+  failed: boolean;
   /** For a master: its slot ranges. */
   slots: [number, number][];
 }
 
+/** Runs scripts/stack.sh with this process's environment plus `env` (e.g. a cluster's `env`). */
+export async function runStack(args: string[], env: Record<string, string> = {}): Promise<{ code: number; out: string; err: string }> {
+  const child = Bun.spawn(["bash", "scripts/stack.sh", ...args], { cwd: REPO_ROOT, env: { ...process.env, ...env }, stdout: "pipe", stderr: "pipe" });
+  const [out, err, code] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]);
+  return { code, out, err };
+}
+
+/** runStack that throws, with both streams, unless stack.sh exits 0. */
+async function stack(env: Record<string, string>, ...args: string[]): Promise<string> {
+  const { out, err, code } = await runStack(args, env);
+  if (code !== 0) throw new Error(`stack.sh ${args.join(" ")} exited ${code}:\n${out}\n${err}`);
+  return out;
+}
+
+/** Starts the cluster (a few seconds). `nodeTimeoutMs` is how long a dead master goes unnoticed. */
+export async function startPrivateCluster(options: { basePort: number; nodeTimeoutMs?: number }): Promise<PrivateCluster> {
+  const cluster = new PrivateCluster(options.basePort, options.nodeTimeoutMs ?? 2_000);
+  try {
+    await stack(cluster.env, "up", "redis-cluster");
+    await cluster.waitOk(60_000);
+    await cluster.waitReplicasAttached(60_000);
+    await cluster.waitReplicasSynced(60_000);
+  } catch (err) {
+    await cluster.stop().catch(() => {});
+    throw err;
+  }
+  return cluster;
+}
+
 export class PrivateCluster {
   readonly ports: number[];
+  /** FLASHSALE_* variables that point scripts/stack.sh at this cluster. */
+  readonly env: Record<string, string>;
   private readonly dir: string;
-  private readonly procs = new Map<number, Subprocess>();
+  private readonly dead = new Set<number>();
   private readonly frozen = new Set<number>();
 
-  constructor(
-    basePort: number,
-    nodes = 6,
-    private readonly nodeTimeoutMs = 2_000,
-  ) {
-    this.ports = Array.from({ length: nodes }, (_, i) => basePort + i);
-    this.dir = mkdtempSync(join(tmpdir(), "fs-private-cluster-"));
+  constructor(basePort: number, nodeTimeoutMs: number) {
+    this.ports = Array.from({ length: 6 }, (_, i) => basePort + i);
+    this.dir = mkdtempSync(join(tmpdir(), "flashsale-cluster-"));
+    this.env = {
+      FLASHSALE_STACK_DIR: this.dir,
+      FLASHSALE_REDIS_CLUSTER_BASE_PORT: String(basePort),
+      FLASHSALE_REDIS_CLUSTER_NODE_TIMEOUT: String(nodeTimeoutMs),
+    };
   }
 
-  /** REDIS_CLUSTER_NODES for it. */
+  /** REDIS_CLUSTER_NODES for it (child processes, the relay harness). */
   get nodesEnv(): string {
     return this.ports.map((p) => `127.0.0.1:${p}`).join(",");
   }
 
-  async start(): Promise<void> {
-    for (const port of this.ports) this.startNode(port);
-    for (const port of this.ports) await this.waitPing(port);
-    const create = Bun.spawn(
-      ["redis-cli", "--cluster", "create", ...this.ports.map((p) => `127.0.0.1:${p}`), "--cluster-replicas", "1", "--cluster-yes"],
-      { stdout: "pipe", stderr: "pipe" },
-    );
-    if ((await create.exited) !== 0) throw new Error(`redis-cli --cluster create failed: ${await new Response(create.stdout).text()}`);
-    await this.waitOk(60_000);
-    await this.waitReplicasAttached(60_000);
-    await this.waitReplicasSynced(60_000);
+  /** The clients' target (createRedis, createTestApi). */
+  get target(): RedisTarget {
+    return { REDIS_URL: stackEnv.REDIS_URL, REDIS_CLUSTER_NODES: this.ports.map((port) => ({ host: "127.0.0.1", port })) };
+  }
+
+  /** Nodes that answer: neither killed nor frozen (a frozen node accepts a connection and never replies). */
+  private live(): number[] {
+    return this.ports.filter((p) => !this.dead.has(p) && !this.frozen.has(p));
+  }
+
+  /** One command on one node, on a connection of its own. */
+  async cli(port: number, ...args: (string | number)[]): Promise<unknown> {
+    const r = new Redis({ port, host: "127.0.0.1", lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0, connectTimeout: 1_000 });
+    r.on("error", () => {});
+    try {
+      await r.connect();
+      return await r.call(String(args[0]), ...args.slice(1).map(String));
+    } finally {
+      r.disconnect();
+    }
+  }
+
+  /** CLUSTER NODES as `fromPort` (default: the first live node) sees it. */
+  async topology(fromPort?: number): Promise<ClusterNode[]> {
+    const text = String(await this.cli(fromPort ?? this.live()[0]!, "CLUSTER", "NODES"));
+    return text
+      .trim()
+      .split("\n")
+      .filter(Boolean)
+      .map((line) => {
+        const [id, addr, flags, master, , , , , ...slots] = line.split(" ");
+        return {
+          id: id!,
+          port: Number(addr!.split("@")[0]!.split(":")[1]),
+          role: flags!.includes("master") ? ("master" as const) : ("replica" as const),
+          masterId: master === "-" ? undefined : master,
+          failed: /fail|noaddr/.test(flags!),
+          // Slot ranges; "[slot->-id]" entries are migrations in progress.
+          slots: slots.filter((s) => /^\d/.test(s)).map((s) => {
+            const [a, b] = s.split("-").map(Number);
+            return [a!, b ?? a!] as [number, number];
+          }),
+        };
+      });
+  }
+
+  /** The ports of the (not failed) master that serves `slot` right now and of its first replica. */
+  async ownerOf(slot: number): Promise<{ master: number; replica: number | undefined }> {
+    const nodes = await this.topology();
+    const master = nodes.find((n) => n.role === "master" && !n.failed && n.slots.some(([a, b]) => slot >= a && slot <= b));
+    if (!master) throw new Error(`no master for slot ${slot}`);
+    return { master: master.port, replica: nodes.find((n) => n.role === "replica" && !n.failed && n.masterId === master.id)?.port };
+  }
+
+  /** Every live node reports cluster_state:ok and `check` holds for the topology. */
+  async waitOk(timeoutMs: number, check: (nodes: ClusterNode[]) => boolean = () => true): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    let last = "";
+    for (;;) {
+      try {
+        const states = await Promise.all(this.live().map((p) => this.cli(p, "CLUSTER", "INFO").then(String)));
+        if (states.every((s) => s.includes("cluster_state:ok")) && check(await this.topology())) return;
+        last = states.map((s) => /cluster_state:(\w+)/.exec(s)?.[1]).join(",");
+      } catch (err) {
+        last = (err as Error).message;
+      }
+      if (Date.now() > deadline) throw new Error(`private cluster not ok within ${timeoutMs} ms (${last})`);
+      await Bun.sleep(200);
+    }
   }
 
   /**
@@ -77,7 +176,8 @@ export class PrivateCluster {
     const deadline = Date.now() + timeoutMs;
     const field = (info: string, name: string) => new RegExp(`^${name}:(.*)$`, "m").exec(info)?.[1]?.trim();
     for (;;) {
-      const nodes = (await this.topology()).filter((n) => this.procs.has(n.port) && !this.frozen.has(n.port));
+      const live = new Set(this.live());
+      const nodes = (await this.topology()).filter((n) => live.has(n.port));
       let synced = true;
       for (const replica of nodes.filter((n) => n.role === "replica")) {
         const master = nodes.find((n) => n.id === replica.masterId);
@@ -92,98 +192,13 @@ export class PrivateCluster {
     }
   }
 
-  private startNode(port: number): void {
-    const dir = join(this.dir, String(port));
-    Bun.spawnSync(["mkdir", "-p", dir]);
-    const proc = Bun.spawn(
-      [
-        "redis-server",
-        "--port", String(port),
-        "--bind", "127.0.0.1",
-        "--dir", dir,
-        "--cluster-enabled", "yes",
-        "--cluster-config-file", "nodes.conf",
-        "--cluster-node-timeout", String(this.nodeTimeoutMs),
-        // Other shards keep working while one slot range has no master.
-        "--cluster-require-full-coverage", "no",
-        "--save", "",
-        "--appendonly", "no",
-        "--daemonize", "no",
-        "--loglevel", "warning",
-      ],
-      { stdout: "ignore", stderr: "ignore" },
-    );
-    this.procs.set(port, proc);
-  }
-
-  private async waitPing(port: number, timeoutMs = 10_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const r = new Redis({ port, host: "127.0.0.1", lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
-      r.on("error", () => {});
-      const ok = await r.connect().then(() => r.ping()).then(() => true, () => false);
-      r.disconnect();
-      if (ok) return;
-      if (Date.now() > deadline) throw new Error(`redis node ${port} did not start`);
-      await Bun.sleep(100);
-    }
-  }
-
-  async cli(port: number, ...args: (string | number)[]): Promise<unknown> {
-    const r = new Redis({ port, host: "127.0.0.1", lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0, connectTimeout: 1_000 });
-    r.on("error", () => {});
-    try {
-      await r.connect();
-      return await r.call(String(args[0]), ...args.slice(1).map(String));
-    } finally {
-      r.disconnect();
-    }
-  }
-
-  /** Every live (not killed, not frozen) node reports cluster_state:ok. */
-  async waitOk(timeoutMs: number): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const live = this.ports.filter((p) => this.procs.has(p) && !this.frozen.has(p));
-      const states = await Promise.all(live.map((p) => this.cli(p, "CLUSTER", "INFO").then((i) => /cluster_state:ok/.test(String(i)), () => false)));
-      if (states.every(Boolean)) return;
-      if (Date.now() > deadline) throw new Error("private cluster did not reach cluster_state:ok");
-      await Bun.sleep(200);
-    }
-  }
-
-  /** The topology as one live node sees it. */
-  async topology(fromPort?: number): Promise<NodeInfo[]> {
-    const port = fromPort ?? this.ports.find((p) => this.procs.has(p) && !this.frozen.has(p))!;
-    const text = String(await this.cli(port, "CLUSTER", "NODES"));
-    return text
-      .trim()
-      .split("\n")
-      .map((line) => {
-        const [id, addr, flags, master, , , , , ...slots] = line.split(" ");
-        return {
-          id: id!,
-          port: Number(addr!.split("@")[0]!.split(":")[1]),
-          role: flags!.includes("master") ? ("master" as const) : ("replica" as const),
-          masterId: master === "-" ? undefined : master,
-          slots: slots.filter((s) => /^\d/.test(s)).map((s) => {
-            const [a, b] = s.split("-").map(Number);
-            return [a!, b ?? a!] as [number, number];
-          }),
-        };
-      });
-  }
-
-  /** The master and (first) replica ports that serve `slot` right now. */
-  async ownerOf(slot: number): Promise<{ master: number; replica: number | undefined }> {
-    const nodes = await this.topology();
-    const master = nodes.find((n) => n.role === "master" && n.slots.some(([a, b]) => slot >= a && slot <= b));
-    if (!master) throw new Error(`no master for slot ${slot}`);
-    return { master: master.port, replica: nodes.find((n) => n.role === "replica" && n.masterId === master.id)?.port };
-  }
-
-  /** Moves one slot to the master on `toPort` the way redis-cli --cluster reshard does (keys in batches); returns the keys moved. */
-  async migrateSlot(slot: number, toPort: number): Promise<number> {
+  /**
+   * Moves one slot to the master on `toPort` the way redis-cli --cluster reshard does (keys in
+   * batches of `keysPerBatch`, `pauseMs` between batches to let traffic meet the half-migrated
+   * slot: ASK, TRYAGAIN); returns the keys moved.
+   */
+  async migrateSlot(slot: number, toPort: number, options: { keysPerBatch?: number; pauseMs?: number } = {}): Promise<number> {
+    const { keysPerBatch = 100, pauseMs = 0 } = options;
     const nodes = await this.topology();
     const from = nodes.find((n) => n.role === "master" && n.slots.some(([a, b]) => slot >= a && slot <= b))!;
     const to = nodes.find((n) => n.port === toPort)!;
@@ -191,11 +206,11 @@ export class PrivateCluster {
     await this.cli(from.port, "CLUSTER", "SETSLOT", slot, "MIGRATING", to.id);
     let moved = 0;
     for (;;) {
-      const keys = (await this.cli(from.port, "CLUSTER", "GETKEYSINSLOT", slot, 10)) as string[];
+      const keys = (await this.cli(from.port, "CLUSTER", "GETKEYSINSLOT", slot, keysPerBatch)) as string[];
       if (keys.length === 0) break;
       await this.cli(from.port, "MIGRATE", "127.0.0.1", to.port, "", 0, 5000, "KEYS", ...keys);
       moved += keys.length;
-      await Bun.sleep(50); // let traffic meet the half-migrated slot (ASK, TRYAGAIN)
+      if (pauseMs > 0) await Bun.sleep(pauseMs);
     }
     // The new owner first, then the old one, then everyone else (as redis-cli does).
     await this.cli(to.port, "CLUSTER", "SETSLOT", slot, "NODE", to.id);
@@ -204,37 +219,60 @@ export class PrivateCluster {
     return moved;
   }
 
+  /** The node's pid, from the stack's pid file ("<pid> <start time>"). */
+  pidOf(port: number): number {
+    return Number(readFileSync(join(this.dir, "run", `redis-cluster-${port}.pid`), "utf8").split(" ")[0]);
+  }
+
   freeze(port: number): void {
-    this.procs.get(port)!.kill("SIGSTOP");
+    process.kill(this.pidOf(port), "SIGSTOP");
     this.frozen.add(port);
   }
 
   thaw(port: number): void {
-    this.procs.get(port)!.kill("SIGCONT");
+    process.kill(this.pidOf(port), "SIGCONT");
     this.frozen.delete(port);
   }
 
+  /** kill -9, and wait until the process is gone (the nodes are daemons, not our children). */
   async kill(port: number): Promise<void> {
-    const proc = this.procs.get(port)!;
-    proc.kill("SIGKILL");
-    await proc.exited;
-    this.procs.delete(port);
+    const pid = this.pidOf(port);
+    process.kill(pid, "SIGKILL");
+    this.dead.add(port);
     this.frozen.delete(port);
-  }
-
-  /** Starts a killed node again from its nodes.conf (it rejoins; a failed-over master comes back as a replica). */
-  async restart(port: number): Promise<void> {
-    this.startNode(port);
-    await this.waitPing(port);
-  }
-
-  async destroy(): Promise<void> {
-    for (const [port, proc] of this.procs) {
-      if (this.frozen.has(port)) proc.kill("SIGCONT");
-      proc.kill("SIGKILL");
-      await proc.exited;
+    // Gone, or a zombie nobody has reaped yet (its sockets are closed either way).
+    const gone = () => {
+      try {
+        return /^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
+      } catch {
+        return true;
+      }
+    };
+    const deadline = Date.now() + 10_000;
+    while (!gone()) {
+      if (Date.now() > deadline) throw new Error(`redis node ${port} (pid ${pid}) did not die`);
+      await Bun.sleep(20);
     }
-    this.procs.clear();
-    rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  /**
+   * Starts the killed nodes again through `stack.sh up redis-cluster`, from their nodes.conf (they
+   * rejoin; a failed-over master comes back as a replica). Returns once every node is ok and every
+   * replica's link is up, so no node may be frozen.
+   */
+  async restart(): Promise<void> {
+    if (this.frozen.size > 0) throw new Error(`thaw ${[...this.frozen].join(", ")} first`);
+    await stack(this.env, "up", "redis-cluster");
+    this.dead.clear();
+  }
+
+  async stop(): Promise<void> {
+    try {
+      // A frozen node would sit out stack.sh's SIGTERM until its SIGKILL, 30 s later.
+      for (const port of this.frozen) this.thaw(port);
+      await stack(this.env, "down", "redis-cluster");
+    } finally {
+      rmSync(this.dir, { recursive: true, force: true });
+    }
   }
 }

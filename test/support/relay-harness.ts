@@ -17,6 +17,7 @@ import { createKafka, deleteTopics, ensureTopic } from "../../shared/kafka/clien
 import { createRelay, type Relay, type RelaySettings } from "../../services/relay/relay.ts";
 import { RELAY_GROUP } from "../../services/relay/stream.ts";
 import { freePort, stackEnv, uniqueName } from "./env.ts";
+import { killChild } from "./processes.ts";
 
 export const SHARDS = 4;
 export const PARTITIONS = 4;
@@ -300,21 +301,27 @@ export function memoryLogger(): { logger: Logger; lines: Record<string, unknown>
 
 /**
  * For a test file: registers an afterEach that runs every cleanup registered during the test,
- * newest first, and returns `setup` (a harness plus a reader of its topic, both cleaned up) and
+ * newest first, and returns `setup` (a harness plus a reader of its topic, both cleaned up),
+ * `track` for a child process (killed after the test if it still runs, frozen or not) and
  * `onCleanup` for anything else the test starts.
  */
 export function relayTestFixtures(): {
   setup: (label: string, options?: HarnessOptions) => { h: Harness; reader: TopicReader };
+  track: (child: Subprocess) => Subprocess;
   onCleanup: (...fns: (() => Promise<void>)[]) => void;
 } {
   let cleanups: (() => Promise<void>)[] = [];
   afterEach(async () => {
     for (const c of cleanups.reverse()) await c().catch(() => {});
     cleanups = [];
-  }, 30_000);
+  }, 60_000); // a private cluster (relay-replicas) is stopped here too
   const onCleanup = (...fns: (() => Promise<void>)[]) => void cleanups.push(...fns);
   return {
     onCleanup,
+    track(child) {
+      onCleanup(() => killChild(child));
+      return child;
+    },
     setup(label, options) {
       const h = createHarness(label, options);
       const reader = new TopicReader(h.topic);
