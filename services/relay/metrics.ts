@@ -1,5 +1,5 @@
 /** The relay's Prometheus metrics. Outbox gauges are read from Redis when scraped. */
-import { prom } from "../../shared/metrics.ts";
+import { BATCH_SIZE_BUCKETS, prom, STAGE_SECONDS_BUCKETS, STEP_SECONDS_BUCKETS } from "../../shared/metrics.ts";
 import type { Registry } from "prom-client";
 
 export interface ShardSnapshot {
@@ -26,25 +26,25 @@ export function createRelayMetrics(registry: Registry, snapshot: () => Promise<S
     batchSeconds: new prom.Histogram({
       name: "flashsale_relay_batch_duration_seconds",
       help: "Time from a batch read from the outbox to its XACK (Kafka send included)",
-      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      buckets: STEP_SECONDS_BUCKETS,
       registers,
     }),
     batchSize: new prom.Histogram({
       name: "flashsale_relay_batch_events",
       help: "Events per relayed batch",
-      buckets: [1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000],
+      buckets: BATCH_SIZE_BUCKETS,
       registers,
     }),
     readStageSeconds: new prom.Histogram({
       name: "flashsale_relay_stage_xadd_to_read_seconds",
       help: "Per event: its XADD (Redis time in the stream id) → read by the relay and on RELAY_MIN_REPLICAS replicas",
-      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      buckets: STAGE_SECONDS_BUCKETS,
       registers,
     }),
     publishStageSeconds: new prom.Histogram({
       name: "flashsale_relay_stage_read_to_kafka_ack_seconds",
       help: "Per batch: read from the outbox → Kafka acknowledged it (transaction committed)",
-      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      buckets: STAGE_SECONDS_BUCKETS,
       registers,
     }),
     replicaWaitSeconds: new prom.Histogram({

@@ -60,7 +60,7 @@ export const purchaseCompletedPayload = z.object({
  * bring drifted read models back. Its version jumps past anything downstream has seen, so version-guarded
  * read models take it like any newer event; versions between `previousVersion` and it never exist.
  */
-/** snapshot.lua's MAX_LIVE_HOLDS (test/repair.test.ts checks they agree): why 10,000 is in its header. */
+/** The most live holds a snapshot lists (snapshot.lua gets it from repair.ts; why 10,000: its header). */
 export const MAX_SNAPSHOT_LIVE_HOLDS = 10_000;
 
 export const stockSnapshotPayload = stockCreatedPayload.extend({
@@ -71,7 +71,14 @@ export const stockSnapshotPayload = stockCreatedPayload.extend({
    * listed: Redis never had it (projector-postgres marks it 'voided'). Optional, an additive field:
    * a snapshot without it (appended before the field existed) restates the counters only.
    */
-  liveHolds: z.array(z.string()).max(MAX_SNAPSHOT_LIVE_HOLDS).optional(),
+  liveHolds: z
+    .array(z.string())
+    .max(MAX_SNAPSHOT_LIVE_HOLDS)
+    .optional()
+    .describe(
+      "allocation ids of the stock's live holds in Redis at the snapshot, sorted; a read model ends every live hold of the stock " +
+        "placed below this version that is not listed (Redis never had it). Absent in snapshots appended before the field existed: then nothing is ended",
+    ),
 });
 
 const envelope = {

@@ -1,6 +1,6 @@
 /** Prometheus metrics every projector exposes on its admin port (/metrics). */
 import type { Registry } from "prom-client";
-import { prom } from "../metrics.ts";
+import { BATCH_SIZE_BUCKETS, prom } from "../metrics.ts";
 
 export interface ProjectorMetrics {
   eventsApplied: prom.Counter<string>;
@@ -47,7 +47,7 @@ export function createProjectorMetrics(registry: Registry): ProjectorMetrics {
     batchSize: new prom.Histogram({
       name: "flashsale_projector_batch_size",
       help: "Messages per Kafka batch",
-      buckets: [1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000],
+      buckets: BATCH_SIZE_BUCKETS,
       registers,
     }),
     batchSeconds: new prom.Histogram({

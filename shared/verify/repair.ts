@@ -12,6 +12,7 @@
  */
 import type { Client } from "@elastic/elasticsearch";
 import type postgres from "postgres";
+import { MAX_SNAPSHOT_LIVE_HOLDS } from "../domain/events.ts";
 import type { KeyLayout } from "../domain/keys.ts";
 import type { RedisClient } from "../redis/client.ts";
 import { runScript } from "../redis/scripts.ts";
@@ -30,7 +31,12 @@ export interface RepairOptions {
   esIndex?: string;
   /** Skip the look-up: the snapshot goes above this version (and above Redis's). */
   seenVersion?: number;
+  /** Most entries of the shard's due-holds set the snapshot scans (default MAX_DUE_SCAN; why: snapshot.lua). */
+  maxDueScan?: number;
 }
+
+/** The snapshot scans the shard's due set atomically, blocking its master: 50,000 entries took 124-190 ms here. */
+export const MAX_DUE_SCAN = 50_000;
 
 export interface RepairResult {
   stockId: string;
@@ -67,7 +73,7 @@ export async function repairStock(options: RepairOptions): Promise<RepairResult>
     redis,
     "fsSnapshot",
     [keys.stock(stockId), keys.outbox(shard), keys.holdsDue(shard)],
-    [stockId, Bun.randomUUIDv7(), seenVersion, keys.holdKeyPrefix(shard)],
+    [stockId, Bun.randomUUIDv7(), seenVersion, keys.holdKeyPrefix(shard), MAX_SNAPSHOT_LIVE_HOLDS, options.maxDueScan ?? MAX_DUE_SCAN],
   );
   if (reply[0] === "not_found") throw new RepairError(`no stock ${stockId} in Redis (prefix ${keys.prefix})`);
   if (reply[0] === "too_many_holds") {

@@ -260,8 +260,9 @@ export function generateWorkload(
 /**
  * Drift and its repair, as events: a failover forgot a hold (ghost) whose StockAllocated reached Kafka,
  * and the repair snapshot lists the live holds the sim (Redis) has. Versions: created 1, live 2,
- * bought 3 + purchase 4, ghost 5 (forgotten), expiring 5 (re-uses the ghost's version) + expiry 6,
- * snapshot 7, after 8 (a real hold placed after the snapshot, listed nowhere, never voided).
+ * bought 3 + purchase 4, ghost 5 (forgotten), phantom 5 + its purchase 6 (both forgotten), expiring 5
+ * (Redis re-uses the versions) + expiry 6, snapshot 7, after 8 (a real hold placed after the snapshot,
+ * listed nowhere, never voided).
  */
 export function repairScenario(sim: StockSim, stockId: string) {
   const created = sim.create(stockId, { total: 100, price: 10 });
@@ -269,9 +270,14 @@ export function repairScenario(sim: StockSim, stockId: string) {
   const bought = sim.allocate(stockId, "buy", 2)!;
   const purchase = sim.purchase(bought.payload.allocationId);
   const ghost = sim.forget(() => sim.allocate(stockId, "ghost", 40)!);
+  // A phantom purchase: held and bought, both forgotten (the read side keeps it: a business reconciliation).
+  const [phantomHold, phantomPurchase] = sim.forget(() => {
+    const hold = sim.allocate(stockId, "phantom", 5)!;
+    return [hold, sim.purchase(hold.payload.allocationId)] as const;
+  });
   const expiring = sim.allocate(stockId, "exp", 3)!;
   const expiry = sim.release(expiring.payload.allocationId, "expired");
-  const snapshot = sim.snapshot(stockId, ghost.version);
+  const snapshot = sim.snapshot(stockId, phantomPurchase.version);
   const after = sim.allocate(stockId, "after", 4)!;
-  return { created, live, bought, purchase, ghost, expiring, expiry, snapshot, after };
+  return { created, live, bought, purchase, ghost, phantomHold, phantomPurchase, expiring, expiry, snapshot, after };
 }

@@ -13,13 +13,15 @@
   a read model ends every hold of the stock placed before the snapshot that is not in the list
   (projector-postgres marks it 'voided'). The list comes from the shard's due-holds zset, which holds
   exactly the live holds (allocate adds, purchase/cancel/expire remove); the hold hash says whose.
-  Bounds, checked before the first write (nothing is written when refused):
-  - at most 10,000 live holds of the stock: an allocation id is at most 42 characters, 45 bytes in
-    the JSON array, so 10,000 make ~450 KB, half of the relay's per-send cap MAX_SEND_BYTES (900 KB,
-    shared/kafka/producer.ts), itself under Kafka's default message.max.bytes (~1 MiB per record
-    batch; the relay dead-letters an event larger than its cap). More: retry once holds have drained.
-  - at most 200,000 entries in the shard's due set: the scan runs inside Redis (it blocks the shard's
-    master while it runs; ~200k HMGETs is some 100 ms here), so a shard busier than that is refused too.
+  Bounds (ARGV[5], ARGV[6]; the caller passes shared/verify/repair.ts's defaults), checked before the
+  first write (nothing is written when refused; the operator retries once holds have drained):
+  - live holds of the stock, default 10,000 (MAX_SNAPSHOT_LIVE_HOLDS, also the event schema's limit):
+    an allocation id is at most 42 characters, 45 bytes in the JSON array, so 10,000 make ~450 KB, half
+    of the relay's per-send cap MAX_SEND_BYTES (900 KB, shared/kafka/producer.ts), itself under Kafka's
+    default message.max.bytes (~1 MiB per record batch; the relay dead-letters an event over its cap).
+  - entries in the shard's due set, default 50,000: the scan is atomic (a hold placed between two
+    partial scans would be missed, then wrongly voided), so it blocks the shard's master while it runs;
+    50,000 entries took 124-190 ms on this 2-core machine under load.
   The hold hashes are read by name (<hold key prefix><allocation id>): same hash tag as KEYS[3], so
   the same slot, which Redis Cluster allows a script to read without declaring each key.
   KEYS[1] stock hash          <p>:{s}:stock:<id>
@@ -28,15 +30,17 @@
   ARGV[1] stock id   ARGV[2] event id (UUIDv7)
   ARGV[3] the highest version seen downstream (Kafka, read models); 0 if none is higher than Redis
   ARGV[4] hold key prefix     <p>:{s}:hold:        (a hold's key is this followed by its allocation id)
+  ARGV[5] most live holds of the stock to list   ARGV[6] most entries of the due set to scan
   Returns { 'ok', <new version>, <previous version>, <live holds> } | { 'not_found' } | { 'invalid', <field> }
         | { 'too_many_holds', <count>, 'stock' | 'shard' }
 ]]
-local MAX_LIVE_HOLDS = 10000
-local MAX_DUE_SCAN = 200000
 local stock_id, event_id, hold_prefix = ARGV[1], ARGV[2], ARGV[4]
 local seen = tonumber(ARGV[3])
+local max_live, max_due = tonumber(ARGV[5]), tonumber(ARGV[6])
 if not seen or seen < 0 then return { 'invalid', 'seenVersion' } end
 if not hold_prefix or hold_prefix == '' then return { 'invalid', 'holdKeyPrefix' } end
+if not max_live or max_live < 0 then return { 'invalid', 'maxLiveHolds' } end
+if not max_due or max_due < 0 then return { 'invalid', 'maxDueScan' } end
 if redis.call('EXISTS', KEYS[1]) == 0 then return { 'not_found' } end
 local s = redis.call('HMGET', KEYS[1], 'name', 'description', 'price', 'currency', 'total', 'available', 'held', 'sold',
   'perUserLimit', 'holdSeconds', 'startsAt', 'endsAt', 'version')
@@ -44,7 +48,7 @@ local previous = tonumber(s[13])
 if not previous then return { 'invalid', 'version' } end
 
 local due = redis.call('ZCARD', KEYS[3])
-if due > MAX_DUE_SCAN then return { 'too_many_holds', due, 'shard' } end
+if due > max_due then return { 'too_many_holds', due, 'shard' } end
 local live = {}
 local CHUNK = 1000
 for start = 0, due - 1, CHUNK do
@@ -53,7 +57,7 @@ for start = 0, due - 1, CHUNK do
     local h = redis.call('HMGET', hold_prefix .. id, 'stockId', 'status')
     if h[1] == stock_id and h[2] == 'held' then
       live[#live + 1] = id
-      if #live > MAX_LIVE_HOLDS then return { 'too_many_holds', #live, 'stock' } end
+      if #live > max_live then return { 'too_many_holds', #live, 'stock' } end
     end
   end
 end

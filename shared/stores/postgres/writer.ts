@@ -14,8 +14,13 @@
  *           same rules as addToMinute in plan.ts, which plans the tests' expectations), and the
  *           voids: +1 for each order that became 'voided' (o, v), −1 for a voided one a real end
  *           replaced, at the void's minute. `prior` (the batch's orders that were voided before the
- *           statement; partial index orders_voided, so nearly free) says which rows changed; a stock's events come from one partition, applied by one writer
- *           at a time, so no other writer moves those rows meanwhile.
+ *           statement; partial index orders_voided, so nearly free) says which rows changed. It is
+ *           read in the statement's snapshot: a stock's events come from one partition, applied by
+ *           one writer at a time (the rebuild's swap locks the tables), so no other writer moves those
+ *           rows meanwhile. The exception is a rebalance while the old owner still finishes a batch:
+ *           if, in that window, a snapshot voids a real hold whose (earlier) end lands concurrently
+ *           in the other writer's batch, holds_voided keeps one void it should have taken back.
+ *           The order rows themselves stay exact (ON CONFLICT merges with the latest row).
  *
  * Why one statement: the stock and order rows merge idempotently with what is stored (version
  * guard, LEAST/COALESCE; see the ON CONFLICT clauses), so they do not need to know which events
