@@ -11,7 +11,7 @@
 import { describe, expect, test } from "bun:test";
 import { RELAY_GROUP } from "../services/relay/stream.ts";
 import { stackEnv } from "./support/env.ts";
-import { allocate, allocatedEvent, createStocks, outboxStats, relayTestFixtures, stockVersions, verify, waitUntil, type HarnessOptions } from "./support/relay-harness.ts";
+import { allocate, allocatedEvent, createStocks, holdForeignEntry, outboxStats, relayTestFixtures, stockVersions, verify, waitUntil, type HarnessOptions } from "./support/relay-harness.ts";
 
 const { setup } = relayTestFixtures();
 const total = (versions: Map<string, number>) => [...versions.values()].reduce((a, b) => a + b, 0);
@@ -56,15 +56,7 @@ describe("relay trims a quiet shard", () => {
       const shard = h.keys.shardOf(stocks[0]!);
       const outbox = h.keys.outbox(shard);
       const ghostEvent = allocatedEvent("ghoststock", 1);
-      const ghostId = (await h.redis.eval(
-        `local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
-         redis.call('XREADGROUP', 'GROUP', ARGV[2], 'ghost', 'COUNT', 1, 'STREAMS', KEYS[1], '>')
-         return id`,
-        1,
-        outbox,
-        ghostEvent,
-        RELAY_GROUP,
-      )) as string;
+      const ghostId = await holdForeignEntry(h, outbox, ghostEvent);
       await allocate(h, stocks, 400);
       const versions = await stockVersions(h, stocks);
       await reader.waitFor(() => reader.uniqueIds().size >= total(versions), 30_000, "every event after the foreign one");

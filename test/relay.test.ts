@@ -16,6 +16,7 @@ import {
   waitUntil,
   relayTestFixtures,
   allocatedEvent,
+  holdForeignEntry,
 } from "./support/relay-harness.ts";
 
 const { setup } = relayTestFixtures();
@@ -135,15 +136,7 @@ describe("relay", () => {
       const shard = h.keys.shardOf(ghostStock);
       const outbox = h.keys.outbox(shard);
       const ghostEvent = allocatedEvent(ghostStock, 1);
-      const ghostId = (await h.redis.eval(
-        `local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
-         redis.call('XREADGROUP', 'GROUP', ARGV[2], 'ghost', 'COUNT', 1, 'STREAMS', KEYS[1], '>')
-         return id`,
-        1,
-        outbox,
-        ghostEvent,
-        RELAY_GROUP,
-      )) as string;
+      const ghostId = await holdForeignEntry(h, outbox, ghostEvent);
       await allocate(h, stocks, 500, { start: 3_000 });
       const versions = await stockVersions(h, stocks);
       const expected = [...versions.values()].reduce((a, b) => a + b, 0);

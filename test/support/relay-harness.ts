@@ -7,7 +7,7 @@ import { afterEach } from "bun:test";
 import type { Subprocess } from "bun";
 import { Kafka, logLevel, type Consumer } from "kafkajs";
 import { parseConfig, relaySchema } from "../../shared/config.ts";
-import { SCHEMA_VERSION, type EventOf } from "../../shared/domain/events.ts";
+import { OUTBOX_EVENT_FIELD, SCHEMA_VERSION, type EventOf } from "../../shared/domain/events.ts";
 import { createKeyLayout, type KeyLayout } from "../../shared/domain/keys.ts";
 import pino from "pino";
 import { createLogger, type Logger } from "../../shared/logger.ts";
@@ -308,6 +308,22 @@ export function allocatedEvent(stockId: string, version: number): string {
     payload: { allocationId: `s0-${Bun.randomUUIDv7()}`, userId: "ghost", quantity: 1, expiresAt: new Date(Date.now() + 60_000).toISOString(), available: 1, held: 1, sold: 0 },
   };
   return JSON.stringify(event);
+}
+
+/**
+ * Appends `event` to `outbox` and has a consumer named "ghost" read it (pending, never acknowledged), in
+ * one step so no relay can read it first: a relay that hung mid-batch, as the trim tests need it.
+ */
+export async function holdForeignEntry(h: Harness, outbox: string, event: string): Promise<string> {
+  return (await h.redis.eval(
+    `local id = redis.call('XADD', KEYS[1], '*', '${OUTBOX_EVENT_FIELD}', ARGV[1])
+     redis.call('XREADGROUP', 'GROUP', ARGV[2], 'ghost', 'COUNT', 1, 'STREAMS', KEYS[1], '>')
+     return id`,
+    1,
+    outbox,
+    event,
+    RELAY_GROUP,
+  )) as string;
 }
 
 /** Spawns `bun services/relay/main.ts` with the harness env. */
