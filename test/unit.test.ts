@@ -9,6 +9,7 @@ import { stackEnv } from "./support/env.ts";
 import { ApiProblem, problemBody } from "../services/api/problem.ts";
 import { mintUserToken } from "../scripts/mint-token.ts";
 import libLua from "../shared/redis/scripts/_lib.lua" with { type: "text" };
+import { retryUnexecuted, unexecutedRetryDelayMs } from "../shared/redis/client.ts";
 
 describe("key layout", () => {
   const keys = createKeyLayout("fs", 8);
@@ -186,5 +187,40 @@ describe("problem details (RFC 9457)", () => {
       requestId: "req-1",
       holdStatus: "purchased",
     });
+  });
+});
+
+describe("sending again what Redis did not execute (shared/redis/client.ts)", () => {
+  const replyError = (message: string) => Object.assign(new Error(message), { name: "ReplyError" });
+
+  test("TRYAGAIN, MOVED, ASK and ioredis' regroup refusal are sent again; anything else is not", () => {
+    expect(unexecutedRetryDelayMs(replyError("TRYAGAIN Multiple keys request during rehashing of slot"))).toBe(100);
+    expect(unexecutedRetryDelayMs(replyError("MOVED 1584 127.0.0.1:7007"))).toBe(10);
+    expect(unexecutedRetryDelayMs(replyError("ASK 1584 127.0.0.1:7007"))).toBe(10);
+    expect(unexecutedRetryDelayMs(new Error("All keys in the pipeline should belong to the same slots allocation group"))).toBe(0);
+    // A command that may have run (or a store that is down) is never repeated here.
+    for (const m of ["Command timed out", "Connection is closed.", "CLUSTERDOWN The cluster is down", "ERR Error running script", "MOVEDX"]) {
+      expect(unexecutedRetryDelayMs(replyError(m))).toBeNull();
+    }
+    expect(unexecutedRetryDelayMs(undefined)).toBeNull();
+  });
+
+  test("a TRYAGAIN answered twice, then a reply: the caller gets the reply; other errors reach it at once", async () => {
+    let calls = 0;
+    const reply = await retryUnexecuted(async () => {
+      calls++;
+      if (calls <= 2) throw replyError("TRYAGAIN Multiple keys request during rehashing of slot");
+      return "ok";
+    });
+    expect(reply).toBe("ok");
+    expect(calls).toBe(3);
+
+    let failing = 0;
+    await expect(retryUnexecuted(async () => { failing++; throw replyError("ERR Error running script"); })).rejects.toThrow("ERR Error running script");
+    expect(failing).toBe(1);
+
+    let moved = 0;
+    await expect(retryUnexecuted(async () => { moved++; throw replyError("MOVED 1 127.0.0.1:7000"); }, 3)).rejects.toThrow("MOVED");
+    expect(moved).toBe(3); // bounded
   });
 });

@@ -148,19 +148,41 @@ export async function deleteKeysByPrefix(redis: RedisClient, prefix: string): Pr
 }
 
 const REGROUP_ERROR = "All keys in the pipeline should belong to the same slots allocation group";
+/** TRYAGAIN lasts while a slot's keys are half migrated: retried every 100 ms for up to ~3 s (as the cluster client's own budget). */
+const TRYAGAIN_DELAY_MS = 100;
+const UNEXECUTED_ATTEMPTS = 30;
 
 /**
- * Runs `send` again when ioredis refused to send it because the slot map changed under its
- * auto-pipeline: commands are grouped by node when queued, and if a reshard or failover moves a slot
- * before the batch goes out, ioredis rejects the whole batch (redis/ioredis#1264, #2109). It rejects
- * before writing anything to a socket, so sending again is safe even for a script that writes.
+ * How long to wait before sending again a command that Redis (or ioredis) did not execute, or null
+ * when the error may come from an executed command (never retried: a script that writes must not
+ * run twice).
+ * - ioredis refused to send it because the slot map changed under its auto-pipeline: commands are
+ *   grouped by node when queued, and if a reshard or failover moves a slot before the batch goes
+ *   out, ioredis rejects the whole batch before writing to a socket (redis/ioredis#1264, #2109).
+ * - TRYAGAIN, MOVED, ASK: Redis refused to run it (keys of the slot half migrated, slot moved or
+ *   moving). The cluster client follows these itself, but not inside an auto-pipeline in which
+ *   another command succeeded: ioredis re-sends a cluster pipeline only when every command failed
+ *   the same way or was a read (Pipeline.fillResult), so under load, during a reshard, one caller's
+ *   allocation got the raw TRYAGAIN while its neighbour in the batch went through (seen as a 503 in
+ *   test/redis-cluster-failover.test.ts). Sent again on its own, the cluster client follows it.
  */
-export async function retryRegrouped<T>(send: () => Promise<T>, attempts = 4): Promise<T> {
+export function unexecutedRetryDelayMs(err: unknown): number | null {
+  const message = (err as Error | undefined)?.message ?? "";
+  if (message === REGROUP_ERROR) return 0;
+  if (message.startsWith("TRYAGAIN")) return TRYAGAIN_DELAY_MS;
+  if (message.startsWith("MOVED ") || message.startsWith("ASK ")) return 10;
+  return null;
+}
+
+/** Runs `send` again while it fails with an error that says it was not executed (see above). */
+export async function retryUnexecuted<T>(send: () => Promise<T>, attempts = UNEXECUTED_ATTEMPTS): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await send();
     } catch (err) {
-      if (attempt >= attempts || (err as Error)?.message !== REGROUP_ERROR) throw err;
+      const delay = unexecutedRetryDelayMs(err);
+      if (delay === null || attempt >= attempts) throw err;
+      if (delay > 0) await Bun.sleep(delay);
     }
   }
 }

@@ -7,7 +7,7 @@ import { DomainError } from "../domain/errors.ts";
 import type { KeyLayout } from "../domain/keys.ts";
 import { DEFAULT_CURRENCY, DEFAULT_HOLD_RETENTION_SECONDS, DEFAULT_HOLD_SECONDS, DEFAULT_OUTBOX_MAX_LENGTH, IDEMPOTENCY_TTL_SECONDS } from "../domain/policy.ts";
 import { allocationViewFromHash, pairsToObject, stockViewFromHash, type AllocationView, type StockView } from "../domain/views.ts";
-import { retryRegrouped, type RedisClient } from "./client.ts";
+import { retryUnexecuted, type RedisClient } from "./client.ts";
 import { runScript, type ScriptArg, type ScriptReply } from "./scripts.ts";
 import { parseTraceparent } from "../trace.ts";
 
@@ -148,7 +148,7 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
   /** The stock an allocation belongs to, read from its hold; null when the hold does not exist. */
   async function stockOfHold(allocationId: string): Promise<string | null> {
     if (keys.shardOfAllocation(allocationId) === null) return null;
-    return retryRegrouped(() => redis.hget(keys.hold(allocationId), "stockId"));
+    return retryUnexecuted(() => redis.hget(keys.hold(allocationId), "stockId"));
   }
 
   async function changeHold(script: "fsPurchase" | "fsCancel", input: HoldChangeInput): Promise<AllocationView> {
@@ -231,12 +231,12 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
     },
 
     async getStock(stockId) {
-      return stockViewFromHash(stockId, await retryRegrouped(() => redis.hgetall(keys.stock(stockId))));
+      return stockViewFromHash(stockId, await retryUnexecuted(() => redis.hgetall(keys.stock(stockId))));
     },
 
     async getAllocation(allocationId) {
       if (keys.shardOfAllocation(allocationId) === null) return null;
-      return allocationViewFromHash(allocationId, await retryRegrouped(() => redis.hgetall(keys.hold(allocationId))));
+      return allocationViewFromHash(allocationId, await retryUnexecuted(() => redis.hgetall(keys.hold(allocationId))));
     },
   };
 }

@@ -5,7 +5,7 @@
  * The .lua files are text imports, so `bun build --compile` embeds them in the binary.
  */
 import type { ChainableCommander } from "ioredis";
-import { retryRegrouped, type RedisClient } from "./client.ts";
+import { retryUnexecuted, type RedisClient } from "./client.ts";
 import allocateLua from "./scripts/allocate.lua" with { type: "text" };
 import cancelLua from "./scripts/cancel.lua" with { type: "text" };
 import createStockLua from "./scripts/create_stock.lua" with { type: "text" };
@@ -63,7 +63,7 @@ export function runScript<Reply = ScriptReply>(redis: RedisClient, name: ScriptN
   ensureDefined(redis);
   if (keys.length !== SCRIPTS[name].keys) throw new Error(`${name} takes ${SCRIPTS[name].keys} keys, got ${keys.length}`);
   const command = (redis as unknown as Record<ScriptName, (...a: ScriptArg[]) => Promise<Reply>>)[name];
-  return retryRegrouped(() => command.call(redis, ...keys, ...args));
+  return retryUnexecuted(() => command.call(redis, ...keys, ...args));
 }
 
 /** Queues one script on a pipeline of a client that ran `prepareScripts`. */
