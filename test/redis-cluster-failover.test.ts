@@ -56,21 +56,27 @@ interface Outcome {
   allocationId?: string;
 }
 
-/** A steady allocation load over all stocks (closed loop, `workers` in flight) until stopped. */
-function startLoad(workers = 12) {
+/**
+ * A steady allocation load over all stocks (closed loop, `workers` in flight) until stopped, plus
+ * one worker per `spare` list that only allocates on those stocks. A closed-loop worker that hits a
+ * dead master's stock waits out the client's retries (~3 s) before its 503, so after a kill every
+ * all-stocks worker soon waits on the victim: the spare workers are the clients of the other masters,
+ * which must keep being served meanwhile.
+ */
+function startLoad(workers = 12, spare: string[][] = []) {
   const outcomes: Outcome[] = [];
   let running = true;
-  const loop = async (w: number) => {
+  const loop = async (w: number, over: string[]) => {
     let i = w;
     while (running) {
-      const stockId = stocks[i++ % stocks.length]!;
+      const stockId = over[i++ % over.length]!;
       const res = await api.request("POST", `/api/stocks/${stockId}/allocate`, { headers: user });
       const body = (await res.json()) as { code?: string; allocationId?: string };
       outcomes.push({ at: Date.now(), stockId, status: res.status, code: body.code, contentType: res.headers.get("content-type"), allocationId: body.allocationId });
       if (res.status !== 201) await Bun.sleep(25);
     }
   };
-  const done = Promise.all(Array.from({ length: workers }, (_, w) => loop(w)));
+  const done = Promise.all([...Array.from({ length: workers }, (_, w) => loop(w, stocks)), ...spare.map((over, w) => loop(w, over))]);
   return {
     outcomes,
     async stop() {
@@ -138,7 +144,8 @@ describe("Redis Cluster under change (private cluster 7006-7011)", () => {
       for (let s = 0; s < SHARDS; s++) if ((await cluster.ownerOf(await slotOf(s))).master === victim) victimShards.add(s);
       const onVictim = (stockId: string) => victimShards.has(api.keys.shardOf(stockId));
 
-      const load = startLoad();
+      const others = stocks.filter((id) => !onVictim(id));
+      const load = startLoad(12, [others, others]);
       await Bun.sleep(1_000);
       const killedAt = Date.now();
       await cluster.kill(victim);

@@ -221,6 +221,12 @@ describe("sending again what Redis did not execute (shared/redis/client.ts)", ()
 
     let moved = 0;
     await expect(retryUnexecuted(async () => { moved++; throw replyError("MOVED 1 127.0.0.1:7000"); }, 3)).rejects.toThrow("MOVED");
-    expect(moved).toBe(3); // bounded
+    expect(moved).toBe(3); // bounded in tries
+
+    let slow = 0;
+    const started = Date.now();
+    await expect(retryUnexecuted(async () => { slow++; await Bun.sleep(40); throw replyError("TRYAGAIN Multiple keys request during rehashing of slot"); }, 30, 250)).rejects.toThrow("TRYAGAIN");
+    expect(slow).toBeLessThanOrEqual(3); // and in time: tries that each waited stop at the budget
+    expect(Date.now() - started).toBeLessThan(1_000);
   });
 });

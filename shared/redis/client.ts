@@ -151,6 +151,8 @@ const REGROUP_ERROR = "All keys in the pipeline should belong to the same slots 
 /** TRYAGAIN lasts while a slot's keys are half migrated: retried every 100 ms for up to ~3 s (as the cluster client's own budget). */
 const TRYAGAIN_DELAY_MS = 100;
 const UNEXECUTED_ATTEMPTS = 30;
+/** Never sends again after this long since the first try: each try may itself have waited out the client's retries (a dead master), and a caller must get its 503 in seconds. */
+const UNEXECUTED_BUDGET_MS = 3_000;
 
 /**
  * How long to wait before sending again a command that Redis (or ioredis) did not execute, or null
@@ -174,14 +176,15 @@ export function unexecutedRetryDelayMs(err: unknown): number | null {
   return null;
 }
 
-/** Runs `send` again while it fails with an error that says it was not executed (see above). */
-export async function retryUnexecuted<T>(send: () => Promise<T>, attempts = UNEXECUTED_ATTEMPTS): Promise<T> {
+/** Runs `send` again while it fails with an error that says it was not executed (see above), for at most `attempts` tries and `budgetMs`. */
+export async function retryUnexecuted<T>(send: () => Promise<T>, attempts = UNEXECUTED_ATTEMPTS, budgetMs = UNEXECUTED_BUDGET_MS): Promise<T> {
+  const deadline = Date.now() + budgetMs;
   for (let attempt = 1; ; attempt++) {
     try {
       return await send();
     } catch (err) {
       const delay = unexecutedRetryDelayMs(err);
-      if (delay === null || attempt >= attempts) throw err;
+      if (delay === null || attempt >= attempts || Date.now() + delay >= deadline) throw err;
       if (delay > 0) await Bun.sleep(delay);
     }
   }
