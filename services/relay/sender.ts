@@ -157,7 +157,7 @@ export class KafkaSender {
   }
 
   /** One shard's messages in one transaction (or one idempotent send). */
-  private async sendOnce(shard: number, messages: Message[]): Promise<void> {
+  private async sendOnce(shard: number, messages: Message[], startedAt: number): Promise<void> {
     const { KAFKA_TOPIC: topic } = this.ctx.cfg;
     if (!this.transactional) {
       if (!this.plain?.connected) await this.connect();
@@ -170,6 +170,9 @@ export class KafkaSender {
       await txn.send({ topic, messages, acks: ACKS_ALL, compression: this.compression });
       await txn.commit();
     } catch (err) {
+      // Said before the abort: with Kafka down the abort itself waits out kafkajs' retries (seconds),
+      // and readiness and the log must not lag the outage by that long.
+      if (!isFenced(err)) this.ctx.kafkaState.markDown(err, startedAt);
       // Aborted, the batch is invisible to read-committed consumers; if even the abort fails, the
       // producer is stuck mid-transaction: a new one (next attempt) aborts it on the broker.
       await txn.abort().catch(async () => this.release(shard));
@@ -187,7 +190,7 @@ export class KafkaSender {
       if (stop.stopping && attempt > 0) return "abandoned";
       const startedAt = Date.now();
       try {
-        const send = this.sendOnce(shard, messages);
+        const send = this.sendOnce(shard, messages, startedAt);
         send.catch(() => {}); // if abandoned, a late failure must not become an unhandled rejection
         const outcome = await Promise.race([send, stop.stopped.then(() => sleep(STOP_SEND_GRACE_MS)).then(() => ABANDONED)]);
         if (outcome === ABANDONED) return "abandoned";
