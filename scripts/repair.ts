@@ -11,9 +11,10 @@
  * holds than one snapshot lists: retry when they have drained), 2 on a usage error.
  */
 import { parseArgs } from "node:util";
-import { parseConfig, relaySchema, redisTargetFromEnv } from "../shared/config.ts";
+import { usageOnConfigError, parseConfig, relaySchema, redisTargetFromEnv } from "../shared/config.ts";
 import { createKeyLayout } from "../shared/domain/keys.ts";
 import { createRedis } from "../shared/redis/client.ts";
+import { openDownstream } from "../shared/verify/downstream.ts";
 import { repairStock, type RepairOptions } from "../shared/verify/repair.ts";
 
 const USAGE = "usage: bun run repair [--prefix <redis key prefix>] <stockId>… [--from kafka,postgres,search] [--seen-version <n>]";
@@ -56,23 +57,17 @@ export async function main(argv: string[]): Promise<number> {
   // The relay's config section has everything repair reads (Redis, shards, Kafka); validated the same way.
   const config = parseConfig(relaySchema, { ...env, REDIS_KEY_PREFIX: values.prefix });
   const redis = createRedis(redisTargetFromEnv(env), { lazyConnect: false });
-  const closers: Array<() => Promise<unknown>> = [() => redis.quit()];
-  const options: Omit<RepairOptions, "stockId"> = { redis, keys: createKeyLayout(config.REDIS_KEY_PREFIX, config.OUTBOX_SHARDS), seenVersion };
+  const downstream = await openDownstream(from, env);
+  const options: Omit<RepairOptions, "stockId"> = {
+    redis,
+    keys: createKeyLayout(config.REDIS_KEY_PREFIX, config.OUTBOX_SHARDS),
+    seenVersion,
+    kafka: downstream.kafka,
+    sql: downstream.sql,
+    es: downstream.es,
+    esIndex: downstream.esIndex,
+  };
   try {
-    if (from.has("kafka")) options.kafka = { brokers: config.KAFKA_BROKERS, topic: config.KAFKA_TOPIC };
-    if (from.has("postgres")) {
-      const { default: postgres } = await import("postgres");
-      const sql = postgres(env.DATABASE_URL ?? "postgres://flashsale:flashsale@127.0.0.1:5432/flashsale", { max: 2, onnotice: () => {} });
-      options.sql = sql;
-      closers.push(() => sql.end({ timeout: 2 }));
-    }
-    if (from.has("search")) {
-      const { createSearchClient } = await import("../shared/stores/search/mapping.ts");
-      const es = createSearchClient(env.ELASTICSEARCH_URL ?? "http://127.0.0.1:9200", { requestTimeoutMs: 10_000 });
-      options.es = es;
-      options.esIndex = env.ELASTICSEARCH_INDEX_ALIAS ?? "stocks";
-      closers.push(() => es.close());
-    }
     let failed = 0;
     for (const stockId of positionals) {
       try {
@@ -88,8 +83,9 @@ export async function main(argv: string[]): Promise<number> {
     }
     return failed === 0 ? 0 : 1;
   } finally {
-    for (const close of closers) await close().catch(() => {});
+    await downstream.close();
+    await redis.quit().catch(() => {});
   }
 }
 
-if (import.meta.main) process.exit(await main(process.argv.slice(2)));
+if (import.meta.main) process.exit(await main(process.argv.slice(2)).catch(usageOnConfigError));

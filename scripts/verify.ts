@@ -11,8 +11,9 @@
  * 1 when one does not (the findings name the stocks), 2 on a usage error.
  */
 import { parseArgs } from "node:util";
-import { redisTargetFromEnv } from "../shared/config.ts";
+import { usageOnConfigError, redisTargetFromEnv } from "../shared/config.ts";
 import { createRedis } from "../shared/redis/client.ts";
+import { openDownstream } from "../shared/verify/downstream.ts";
 import { ALL_LAYERS, formatReport, type Layer } from "../shared/verify/report.ts";
 import { expectationFromSummary, verify, type LoadExpectation, type VerifyOptions } from "../shared/verify/verify.ts";
 
@@ -69,7 +70,7 @@ export async function main(argv: string[]): Promise<number> {
 
   const env = process.env;
   const redis = createRedis(redisTargetFromEnv(env), { lazyConnect: false });
-  const closers: Array<() => Promise<unknown>> = [() => redis.quit()];
+  const downstream = await openDownstream(layers, env);
   const options: VerifyOptions = {
     redis,
     prefix: values.prefix,
@@ -78,35 +79,19 @@ export async function main(argv: string[]): Promise<number> {
     expect,
     stockIds: values.stocks ? values.stocks.split(",").map((s) => s.trim()).filter(Boolean) : undefined,
     deadlineMs: deadlineSeconds * 1000,
+    kafka: downstream.kafka,
+    sql: downstream.sql,
+    es: downstream.es,
+    esIndex: downstream.esIndex,
   };
   try {
-    if (layers.includes("kafka")) {
-      options.kafka = {
-        brokers: (env.KAFKA_BROKERS ?? "127.0.0.1:9092").split(",").map((b) => b.trim()).filter(Boolean),
-        topic: env.KAFKA_TOPIC ?? "flashsale.stock-events",
-      };
-    }
-    if (layers.includes("postgres")) {
-      const { default: postgres } = await import("postgres");
-      const sql = postgres(env.DATABASE_URL ?? "postgres://flashsale:flashsale@127.0.0.1:5432/flashsale", { max: 2, onnotice: () => {} });
-      options.sql = sql;
-      closers.push(() => sql.end({ timeout: 2 }));
-    }
-    if (layers.includes("search")) {
-      const { createSearchClient } = await import("../shared/stores/search/mapping.ts");
-      const es = createSearchClient(env.ELASTICSEARCH_URL ?? "http://127.0.0.1:9200", { requestTimeoutMs: 10_000 });
-      options.es = es;
-      options.esIndex = env.ELASTICSEARCH_INDEX_ALIAS ?? "stocks";
-      closers.push(() => es.close());
-    }
     const report = await verify(options);
     console.log(values.json ? JSON.stringify(report, null, 2) : formatReport(report));
     return report.ok ? 0 : 1;
   } finally {
-    for (const close of closers) await close().catch(() => {});
+    await downstream.close();
+    await redis.quit().catch(() => {});
   }
 }
 
-if (import.meta.main) {
-  process.exit(await main(process.argv.slice(2)));
-}
+if (import.meta.main) process.exit(await main(process.argv.slice(2)).catch(usageOnConfigError));

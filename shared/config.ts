@@ -294,6 +294,9 @@ export const notifierSchema = z
 /** Just where Redis is, for tools (verify, benches, load runner) that need nothing else from the config. */
 export const redisTargetSchema = z.object({ REDIS_URL: common.REDIS_URL, REDIS_CLUSTER_NODES: common.REDIS_CLUSTER_NODES });
 
+/** Where the downstream stores are, for the operator's tools that read them (verify, repair). */
+export const downstreamSchema = z.object({ KAFKA_BROKERS: kafka.KAFKA_BROKERS, KAFKA_TOPIC: kafka.KAFKA_TOPIC, ...postgres, ...elasticsearch });
+
 /** The Kafka and projector variables, as parsed: what every projector binary shares (runProjector). */
 export type KafkaEnv = z.infer<z.ZodObject<typeof kafka>>;
 export type ProjectorEnv = z.infer<z.ZodObject<typeof projector>>;
@@ -326,6 +329,13 @@ export function redisTargetFromEnv(env: Record<string, string | undefined> = pro
 }
 
 /** For main.ts: parse or print the problems and exit 1 (fail fast, before connecting anywhere). */
+/** For a command-line tool's entry point: a bad variable is a usage error (its message, exit 2, no stack trace). */
+export function usageOnConfigError(err: unknown): number {
+  if (!(err instanceof ConfigError)) throw err;
+  console.error(err.message);
+  return 2;
+}
+
 export function loadConfigOrExit<S extends z.ZodType>(schema: S, service: string): z.infer<S> {
   try {
     return parseConfig(schema);
