@@ -14,6 +14,7 @@ import { dlqTopicOf } from "../../shared/kafka/client.ts";
 import { createApp } from "./app.ts";
 import { DashboardCollector } from "./dashboard/collector.ts";
 import { dashboardRoutes } from "./dashboard/routes.ts";
+import { OpenStreams } from "./open-streams.ts";
 import { createReadRoutes } from "./read-routes.ts";
 import { webhookRoutesFromConfig } from "./routes/webhooks.ts";
 import { subscribeReleased } from "./released-subscriber.ts";
@@ -47,6 +48,7 @@ const commands = withRefusalCache(
   refusals,
   redis,
 );
+const streams = new OpenStreams(); // SSE streams, ended at once on shutdown
 const dashboard = new DashboardCollector({ redis, commands, registry, workerMetricsUrls: config.WORKER_METRICS_URLS });
 dashboard.registerStockGauges(registry);
 const app = createApp({
@@ -94,7 +96,7 @@ const server = Bun.serve({
 const admin = startAdminServer({
   port: apiWorkerAdminPort(config.ADMIN_PORT, workerIndex() ?? 0),
   registry,
-  routes: dashboardRoutes(dashboard),
+  routes: dashboardRoutes(dashboard, streams),
   notReadyReason: async () => {
     if (draining) return "shutting down";
     try {
@@ -109,6 +111,8 @@ logger.info({ port: server.port, adminPort: admin.port, shards: config.OUTBOX_SH
 
 onShutdown(logger, async () => {
   draining = true;
+  const ended = streams.closeAll(); // else server.stop() waits for them until the deadline
+  if (ended > 0) logger.info({ streams: ended }, "event streams ended");
   dashboard.stop();
   await server.stop(); // stop accepting, let in-flight requests finish
   await admin.stop();

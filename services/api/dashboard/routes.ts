@@ -6,6 +6,7 @@
 import { Hono } from "hono";
 import { streamSSE } from "hono/streaming";
 import { STOCK_ID_PATTERN } from "../../../shared/domain/keys.ts";
+import type { OpenStreams } from "../open-streams.ts";
 import type { DashboardCollector } from "./collector.ts";
 import pageText from "./page.html" with { type: "text" };
 
@@ -23,7 +24,8 @@ function pinnedStocks(query: string | undefined): string[] {
     .slice(0, MAX_PINNED);
 }
 
-export function dashboardRoutes(collector: DashboardCollector): Hono {
+/** `streams`: where the event streams are registered, so the api's shutdown can end them (open-streams.ts). */
+export function dashboardRoutes(collector: DashboardCollector, streams?: OpenStreams): Hono {
   const app = new Hono();
   app.get("/dashboard", (c) => c.html(page));
   app.get("/dashboard/snapshot.json", async (c) => {
@@ -47,6 +49,7 @@ export function dashboardRoutes(collector: DashboardCollector): Hono {
         unsubscribe();
         wake?.();
       });
+      streams?.track(stream);
       try {
         while (!stream.aborted) {
           const data = queue.shift();
