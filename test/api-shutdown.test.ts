@@ -22,7 +22,7 @@ async function untilReady(adminPort: number): Promise<void> {
 }
 
 /** Opens the dashboard's event stream and waits for its first event (the stream is really open). */
-async function openStream(adminPort: number): Promise<ReadableStreamDefaultReader<Uint8Array>> {
+async function openStream(adminPort: number) {
   const response = await fetch(`http://127.0.0.1:${adminPort}/dashboard/events`);
   expect(response.headers.get("content-type")).toContain("text/event-stream");
   const reader = response.body!.getReader();
