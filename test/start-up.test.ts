@@ -15,6 +15,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
+import { deleteTopics } from "../shared/kafka/client.ts";
+import { createRedis, deleteKeysByPrefix } from "../shared/redis/client.ts";
 import { freePort, spawnService, stackEnv, uniqueName, type ServiceProcess } from "./support/env.ts";
 import { runStack } from "./support/private-cluster.ts";
 import { CuttableProxy } from "./support/proxy.ts";
@@ -61,12 +63,12 @@ async function staysAliveNotReady(service: ServiceProcess & { lines: Record<stri
   let reason = "";
   const until = Date.now() + forMs;
   const deadline = Date.now() + 30_000;
-  while (Date.now() < until || waitingLines(service.lines, awaited).length < attempts) {
-    if (Date.now() > deadline) throw new Error(`fewer than ${attempts} "waiting for" lines matching ${awaited} in 30 s`);
+  while (Date.now() < until || !awaited.test(reason) || waitingLines(service.lines, awaited).length < attempts) {
+    if (Date.now() > deadline) throw new Error(`no /readyz reason matching ${awaited}, or fewer than ${attempts} such "waiting for" lines, in 30 s (last reason: "${reason}")`);
     const answer = await readyz(service.adminPort);
     if (answer.status !== 0) {
       expect(answer.status).toBe(503);
-      expect(answer.reason ?? "").toMatch(/^waiting for /); // an earlier step (the store's probe) may still be on
+      expect(answer.reason ?? "").toMatch(/^(waiting for |redis unreachable)/); // an earlier step (the store's probe) may still be on
       reason = answer.reason!;
     }
     expect(service.child.exitCode).toBeNull();
@@ -181,6 +183,40 @@ describe("PostgreSQL and Elasticsearch not up yet", () => {
     }
   }, 60_000);
 });
+
+test("Redis not up yet: the relay, the expirer and the api stay alive, 503 with the reason, then become ready", async () => {
+  const redisPort = Number(new URL(stackEnv.REDIS_URL).port || 6379);
+  const proxy = new CuttableProxy({ host: "127.0.0.1", port: redisPort }, freePort());
+  proxies.push(proxy);
+  const prefix = uniqueName("redisdown");
+  const topic = uniqueName("redisdown");
+  const common = { REDIS_URL: `redis://127.0.0.1:${proxy.port}`, REDIS_KEY_PREFIX: prefix };
+  const services = {
+    relay: startLogged("relay", { ...common, KAFKA_BROKERS: brokers.join(","), KAFKA_TOPIC: topic }),
+    expirer: startLogged("expirer", common),
+    api: startLogged("api", { ...common, PORT: String(freePort()), ADMIN_TOKEN: "start-up-test-admin-token", JWT_SECRET: "start-up-test-jwt-secret-of-at-least-32-chars" }),
+  };
+  try {
+    const reasons = await Promise.all([
+      staysAliveNotReady(services.relay, /waiting for redis/, 2_500),
+      staysAliveNotReady(services.expirer, /waiting for redis/, 2_500, 0),
+      staysAliveNotReady(services.api, /redis unreachable/, 2_500, 0),
+    ]);
+    console.log(`[start-up redis] /readyz while Redis is down: ${reasons.map((r) => `503 "${r}"`).join("; ")}`);
+    await proxy.open();
+    for (const [name, service] of Object.entries(services)) {
+      await eventually(async () => (await readyz(service.adminPort)).status === 200, { timeoutMs: 30_000, intervalMs: 100, what: `${name} ready once Redis answers` });
+      expect(service.child.exitCode).toBeNull();
+    }
+    for (const service of Object.values(services)) service.child.kill("SIGTERM");
+    expect(await Promise.all(Object.values(services).map((s) => s.child.exited))).toEqual([0, 0, 0]);
+  } finally {
+    await deleteTopics(fx.kafka, [topic], { withDlq: true });
+    const redis = createRedis(stackEnv.REDIS_URL);
+    await deleteKeysByPrefix(redis, prefix).catch(() => {});
+    redis.disconnect();
+  }
+}, 60_000);
 
 test("what retrying cannot fix: a database without the migrations exits 1 with one clear line", async () => {
   const name = uniqueName("nomigr");

@@ -3,11 +3,12 @@ import { apiWorkerAdminPort } from "../../shared/services.ts";
 import { startAdminServer } from "../../shared/admin-server.ts";
 import { apiSchema, loadConfigOrExit } from "../../shared/config.ts";
 import { createKeyLayout } from "../../shared/domain/keys.ts";
-import { onShutdown } from "../../shared/lifecycle.ts";
+import { onShutdown, sleep } from "../../shared/lifecycle.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { createMetricsRegistry } from "../../shared/metrics.ts";
 import { createRedis } from "../../shared/redis/client.ts";
 import { createStockCommands } from "../../shared/redis/commands.ts";
+import { StartCancelledError } from "../../shared/retry.ts";
 import { createReaderSql } from "../../shared/stores/postgres/client.ts";
 import { createSearchClient } from "../../shared/stores/search/mapping.ts";
 import { dlqTopicOf } from "../../shared/kafka/client.ts";
@@ -40,7 +41,9 @@ const keys = createKeyLayout(config.REDIS_KEY_PREFIX, config.OUTBOX_SHARDS);
 const registry = createMetricsRegistry("api");
 const refusals = new RefusalCache({ ttlMs: config.SOLD_OUT_CACHE_MS, registry });
 const released = config.SOLD_OUT_CACHE_MS > 0 ? subscribeReleased(redis, keys, refusals, logger) : null;
-released?.ready.catch((err: Error) => logger.error({ err: err.message }, "released channels not subscribed: refusals not cached"));
+released?.ready.catch((err: Error) => {
+  if (!(err instanceof StartCancelledError)) logger.error({ err: err.message }, "released channels not subscribed: refusals not cached");
+});
 
 let draining = false;
 const commands = withRefusalCache(
@@ -100,10 +103,11 @@ const admin = startAdminServer({
   notReadyReason: async () => {
     if (draining) return "shutting down";
     try {
-      await redis.ping();
+      // Bounded: with Redis down a PING waits out the client's reconnects (seconds), and a probe must answer.
+      await Promise.race([redis.ping(), sleep(1_000).then(() => Promise.reject(new Error("no answer to PING within 1 s")))]);
       return null;
-    } catch {
-      return "redis unreachable";
+    } catch (err) {
+      return `redis unreachable: ${err instanceof Error ? err.message : String(err)}`;
     }
   },
 });
