@@ -132,7 +132,7 @@ system_up() {
   cat <<EOF
 
 flash-sale is up in $((SECONDS - t0))s
-  api            http://$HOST:$API_PORT   (/docs, /openapi.json, /healthz, /readyz)  admin :$API_ADMIN_PORT (/metrics /healthz /readyz)
+  api            http://$HOST:$API_PORT   (/docs, /openapi.json, /healthz, /readyz)  admin :$API_ADMIN_PORT (/metrics /healthz /readyz; /dashboard with the admin token)
   workers        relay :9101  expirer :9102  projector-postgres :9103  projector-search :9104  notifier :9106  (/healthz /readyz /metrics)
   admin token    Authorization: Bearer $ADMIN_TOKEN
   user token     JWT_SECRET=$JWT_SECRET bun run token <userId>
