@@ -6,10 +6,10 @@
 #   3. the real servers: bash scripts/stack.sh up, and the Redis Cluster (stack.sh up redis-cluster)
 #      that the cluster tests run on (idempotent; servers already running are reused),
 #   4. bun run migrate,
-#   5. bun run typecheck,
+#   5. bun run lint (scripts/lint.sh: layer rules, dead code, types, the served OpenAPI document),
 #   6. bun test [your args...]   e.g. bun run test test/stack.test.ts
-# Exits non-zero if the typecheck or any test failed (the tests run even when the typecheck fails,
-# so one run shows both).
+# Exits non-zero if the lint or any test failed (the tests run even when the lint fails, so one run
+# shows both).
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,10 +39,10 @@ bash scripts/stack.sh up redis-cluster
 step "migrate"
 bun run migrate
 
-# ---- 5. types
-step "typecheck"
-typecheck=0
-bun run typecheck || typecheck=$?
+# ---- 5. lint: layers, dead code, types, contract (it names what failed)
+step "lint"
+lint=0
+bun run lint || lint=$?
 
 # ---- 6. tests
 # Bun 1.4.5 ignores `timeout` in bunfig.toml's [test] (checked: a 6 s test fails at the 5 s default),
@@ -62,7 +62,7 @@ passed="$(grep -Eo '^ *[0-9]+ pass$' "$report" | tail -1 | grep -Eo '[0-9]+' || 
 failed="$(grep -Eo '^ *[0-9]+ fail$' "$report" | tail -1 | grep -Eo '[0-9]+' || echo 0)"
 echo
 echo "tests: $passed passed, $failed failed"
-if ((typecheck != 0)); then echo "typecheck FAILED (exit $typecheck)"; fi
+if ((lint != 0)); then echo "lint FAILED (exit $lint): see the 'lint FAILED:' line above for which check"; fi
 if ((tests != 0)); then echo "tests FAILED (exit $tests)"; fi
-if ((typecheck != 0 || tests != 0)); then exit 1; fi
-echo "typecheck and tests passed"
+if ((lint != 0 || tests != 0)); then exit 1; fi
+echo "lint and tests passed"

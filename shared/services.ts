@@ -38,7 +38,7 @@ export type ServiceName = keyof typeof SERVICES;
  * itself). The registry's admin ports are consecutive, so a step of 1 put worker 1 on the
  * notifier's port and `bun run up` failed to start the notifier.
  */
-export const API_WORKER_ADMIN_PORT_STEP = 100;
+const API_WORKER_ADMIN_PORT_STEP = 100;
 export const apiWorkerAdminPort = (adminPort: number, worker: number) => adminPort + worker * API_WORKER_ADMIN_PORT_STEP;
 export const SERVICE_NAMES = Object.keys(SERVICES) as ServiceName[];
 

@@ -5,9 +5,9 @@ import { ConfigError, apiSchema, expirerSchema, parseConfig, relaySchema } from 
 import { parseEvent } from "../shared/domain/events.ts";
 import { MAX_SEND_BYTES, messageBytes, splitForSend } from "../shared/kafka/producer.ts";
 import { createKeyLayout, fnv1a32 } from "../shared/domain/keys.ts";
-import { stackEnv } from "./support/env.ts";
+import { stackEnv } from "../shared/dev/env.ts";
 import { ApiProblem, problemBody } from "../services/api/problem.ts";
-import { mintUserToken } from "../scripts/mint-token.ts";
+import { mintUserToken } from "../shared/dev/token.ts";
 import libLua from "../shared/redis/scripts/_lib.lua" with { type: "text" };
 import { retryUnexecuted, unexecutedRetryDelayMs } from "../shared/redis/client.ts";
 

@@ -16,10 +16,10 @@ import postgres from "postgres";
 import type { StockEvent } from "../../shared/domain/events.ts";
 import { migrate } from "../../shared/stores/postgres/migrate.ts";
 import { MIGRATIONS_DIR } from "../../shared/stores/postgres/migration-files.ts";
-import { stackEnv } from "../../test/support/env.ts";
+import { stackEnv } from "../../shared/dev/env.ts";
 import { z } from "zod";
 import { benchInt, benchRunId, cpuSeconds, percentile, readBenchEnv } from "../support.ts";
-import { generateWorkload, StockSim } from "../../test/support/stock-sim.ts";
+import { generateWorkload, StockSim } from "../../shared/dev/stock-sim.ts";
 
 type Apply = (sql: postgres.Sql, events: readonly StockEvent[]) => Promise<unknown>;
 
