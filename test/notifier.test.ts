@@ -1,5 +1,5 @@
 /**
- * The notifier against real Kafka, PostgreSQL and a real local receiver (test/support/webhook-receiver.ts)
+ * The notifier against real Kafka, PostgreSQL and a real local receiver (shared/dev/webhook-receiver.ts)
  * that verifies every request with the `standardwebhooks` library:
  *  - every event of a workload arrives, signature-valid, once per webhook-id (Kafka duplicates are
  *    absorbed), per stock in version order;

@@ -3,7 +3,7 @@
  * local receiver (Bun.serve in this process, port 3200-3299, verifying every request with the
  * `standardwebhooks` library as a receiver would). Not a test: it prints.
  *
- *  1. drain: BENCH_EVENTS events (a realistic mix over BENCH_STOCKS stocks; test/support/stock-sim.ts)
+ *  1. drain: BENCH_EVENTS events (a realistic mix over BENCH_STOCKS stocks; shared/dev/stock-sim.ts)
  *     are preloaded on a fresh topic; then the notifier binary (`bun services/notifier/main.ts`, its
  *     own process) delivers them all. Deliveries/s = events / time from the first acknowledged
  *     request to the last; plus the notifier's CPU seconds.

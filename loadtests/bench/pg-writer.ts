@@ -1,7 +1,7 @@
 /**
  * PostgreSQL writer benchmark (`bun run bench:pg-writer`): the projector's store call alone, no Kafka,
  * so the statement shapes can be compared on the same noise. Each writer gets its own fresh,
- * migrated database; the same batches of a realistic stream (test/support/stock-sim.ts) are applied
+ * migrated database; the same batches of a realistic stream (shared/dev/stock-sim.ts) are applied
  * by the writers in turn (A, B, A, B …), at a small batch size (what a projector sees at 2,000
  * events/s) and a large one (a drain). Prints per writer and size: p50/p99 ms per batch, events/s,
  * and the CPU time per 1,000 events of the writer's PostgreSQL backend (/proc, same machine) and of
