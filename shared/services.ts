@@ -3,7 +3,7 @@
  * runtime flags baked into its compiled file. Everything that starts, builds, scrapes or checks the
  * services reads it: shared/config.ts (ADMIN_PORT defaults, the dashboard's worker list),
  * scripts/build.ts, scripts/up.sh (through `bun shared/services.ts shell`), and the tests that hold
- * compose.yaml, the Dockerfile and ops/prometheus/*.yml to it (test/compose.test.ts).
+ * compose.yaml, the Dockerfile and ops/prometheus/*.yml to it (test/compose.unit.test.ts).
  *
  * A new binary: add it here and create services/<name>/main.ts; then the places the type checker
  * cannot see: a compose.yaml service, a Prometheus job, its config schema in shared/config.ts.
