@@ -196,6 +196,11 @@ export async function outboxStats(h: Harness): Promise<{ length: number; pending
   return { length, pending };
 }
 
+/** Who holds each shard's lease right now (index = shard; null = nobody): the record a takeover is observed from. */
+export async function leaseHolders(h: Harness): Promise<(string | null)[]> {
+  return Promise.all(h.keys.allShards().map((s) => h.redis.get(h.keys.relayLease(s))));
+}
+
 /** Reads the topic from the beginning in the background, collecting every message. */
 export class TopicReader {
   readonly messages: TopicMessage[] = [];
