@@ -38,6 +38,7 @@ const APP_SERVICES = SERVICE_NAMES;
 const ADMIN_PORTS: Record<string, number> = Object.fromEntries(WORKER_NAMES.map((n) => [n, SERVICES[n].adminPort]));
 const API_ADMIN_PORT = SERVICES.api.adminPort;
 const CLUSTER_NODES = [0, 1, 2, 3, 4, 5].map((i) => `redis-cluster-${i}`);
+const KAFKA_CLUSTER_NODES = [1, 2, 3].map((i) => `kafka-cluster-${i}`);
 const isOneShot = (s: Service) => s.restart === "no";
 const parseSeconds = (d: string | undefined) => Number(/^(\d+)s$/.exec(d ?? "")?.[1] ?? 0);
 const stackVersion = (name: string) => new RegExp(`^${name}=(\\S+)$`, "m").exec(stackScript)?.[1];
@@ -46,8 +47,34 @@ describe("compose.yaml", () => {
   test("has the servers, the Kafka UI, the one-shot migrate and every service", () => {
     expect(Object.keys(services).sort()).toEqual(
       ["api", "elasticsearch", "expirer", "kafka", "kafka-ui", "migrate", "notifier", "postgres", "projector-postgres", "projector-search", "redis", "relay",
-        "prometheus", "grafana", ...CLUSTER_NODES, "redis-cluster-init"].sort(),
+        "prometheus", "grafana", ...CLUSTER_NODES, "redis-cluster-init", ...KAFKA_CLUSTER_NODES].sort(),
     );
+  });
+
+  test("the optional kafka-cluster profile: three KRaft brokers like stack.sh up kafka-cluster (RF 3, min ISR 2, no unclean election), opt-in for the apps", () => {
+    const kafkaCluster = readFileSync(join(ROOT, "scripts", "stack", "kafka-cluster.sh"), "utf8");
+    const voters = KAFKA_CLUSTER_NODES.map((n, i) => `${i + 1}@${n}:9093`).join(",");
+    for (const [i, name] of KAFKA_CLUSTER_NODES.entries()) {
+      const s = services[name]!;
+      const e = s.environment!;
+      const port = 9192 + i;
+      expect(s.profiles).toEqual(["kafka-cluster"]);
+      expect(s.image).toBe(services.kafka!.image!);
+      expect(e.KAFKA_NODE_ID).toBe(i + 1);
+      expect(e.KAFKA_CONTROLLER_QUORUM_VOTERS).toBe(voters);
+      expect(String(e.KAFKA_ADVERTISED_LISTENERS)).toBe(`INTERNAL://${name}:19092,EXTERNAL://127.0.0.1:${port}`);
+      expect(e.CLUSTER_ID).toBe(services["kafka-cluster-1"]!.environment!.CLUSTER_ID!);
+      expect([e.KAFKA_DEFAULT_REPLICATION_FACTOR, e.KAFKA_MIN_INSYNC_REPLICAS, e.KAFKA_UNCLEAN_LEADER_ELECTION_ENABLE]).toEqual([3, 2, "false"]);
+      expect([e.KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR, e.KAFKA_TRANSACTION_STATE_LOG_MIN_ISR, e.KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR]).toEqual([3, 2, 3]);
+      expect(s.ports).toEqual([`127.0.0.1:${port}:${port}`]);
+      expect(s.healthcheck!.test.join(" ")).toContain(`${name}:19092`);
+      expect(s.volumes).toEqual([`${name}-data:/var/lib/kafka/data`]);
+      // The native cluster's failure detection is the same.
+      expect(kafkaCluster).toContain(`broker.session.timeout.ms=${e.KAFKA_BROKER_SESSION_TIMEOUT_MS}`);
+    }
+    expect(stackScript).toContain('KAFKA_CLUSTER_BASE_PORT="${FLASHSALE_KAFKA_CLUSTER_BASE_PORT:-9192}"');
+    // The apps use the single broker unless KAFKA_BROKERS names the cluster's.
+    for (const name of APP_SERVICES) expect(services[name]!.environment!.KAFKA_BROKERS).toBe("${KAFKA_BROKERS:-kafka:19092}");
   });
 
   test("the optional cluster profile: 3 masters + 3 replicas like stack.sh up redis-cluster, created once, opt-in for the apps", () => {
@@ -209,7 +236,7 @@ describe("compose.yaml", () => {
     expect(k.KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR).toBe(1);
     expect(k.KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS).toBe(0);
     expect(String(k.KAFKA_ADVERTISED_LISTENERS)).toContain("kafka:19092");
-    for (const name of APP_SERVICES) expect(services[name]!.environment!.KAFKA_BROKERS).toBe("kafka:19092");
+    for (const name of APP_SERVICES) expect(services[name]!.environment!.KAFKA_BROKERS).toBe("${KAFKA_BROKERS:-kafka:19092}");
     const e = services.elasticsearch!.environment!;
     expect(e["discovery.type"]).toBe("single-node");
     expect(e["xpack.security.enabled"]).toBe("false");
