@@ -13,8 +13,9 @@ import { createLogger } from "../../shared/logger.ts";
 import { createMetricsRegistry } from "../../shared/metrics.ts";
 import { createRedis, deleteKeysByPrefix, parseClusterNodes, type RedisClient, type RedisTarget } from "../../shared/redis/client.ts";
 import { createStockCommands, type CommandOptions, type StockCommands } from "../../shared/redis/commands.ts";
-import { mintUserToken } from "../../scripts/mint-token.ts";
-import { stackEnv, uniqueName } from "./env.ts";
+import { mintUserToken } from "../../shared/dev/token.ts";
+import { stackEnv, uniqueName } from "../../shared/dev/env.ts";
+import type { RedisOptions } from "ioredis";
 
 export const TEST_ADMIN_TOKEN = "test-admin-token-0123456789";
 export const TEST_JWT_SECRET = "test-jwt-secret-0123456789abcdef0123456789";
@@ -27,7 +28,7 @@ export interface RedisUnderTest {
   deadTarget: RedisTarget;
 }
 
-export const REDIS_UNDER_TEST: readonly RedisUnderTest[] = [
+const REDIS_UNDER_TEST: readonly RedisUnderTest[] = [
   { name: "single node", target: { REDIS_URL: stackEnv.REDIS_URL }, deadTarget: { REDIS_URL: "redis://127.0.0.1:1" } },
   {
     name: "cluster",
@@ -69,6 +70,8 @@ export function createTestApi(
     shards?: number;
     prefix?: string;
     redis?: RedisTarget;
+    /** Client options, e.g. a connectionName by which a test finds (and kills) the api's connections. */
+    redisOptions?: RedisOptions;
     app?: Partial<AppDeps>;
     workerMetricsUrls?: string[];
     commands?: CommandOptions;
@@ -76,7 +79,7 @@ export function createTestApi(
     adminSseMaxClients?: number;
   } = {},
 ): TestApi {
-  const redis = createRedis(options.redis ?? { REDIS_URL: stackEnv.REDIS_URL });
+  const redis = createRedis(options.redis ?? { REDIS_URL: stackEnv.REDIS_URL }, options.redisOptions);
   const keys = createKeyLayout(options.prefix ?? uniqueName("api"), options.shards ?? 4);
   const commands = createStockCommands(redis, keys, options.commands);
   const registry = createMetricsRegistry("api");
