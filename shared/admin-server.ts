@@ -35,7 +35,7 @@ export interface AdminServerOptions {
 const OPEN_PATHS = ["/healthz", "/readyz", "/metrics"];
 
 /** RFC 9457, the same members and type URLs as the api's problems (services/api/problem.ts). */
-export function adminProblem(c: Context, status: 401 | 404 | 500, code: string, title: string, detail: string): Response {
+function adminProblem(c: Context, status: 401 | 404 | 500, code: string, title: string, detail: string): Response {
   const body = { type: `https://flash-sale.dev/problems/${code.replaceAll("_", "-")}`, title, status, detail, code, requestId: null };
   return c.body(JSON.stringify(body), status, { "Content-Type": "application/problem+json" });
 }

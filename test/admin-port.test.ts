@@ -14,7 +14,7 @@ import { parseConfig, relaySchema } from "../shared/config.ts";
 import { MAX_PINNED_PER_VIEW } from "../services/api/dashboard/routes.ts";
 import { createTestApi, TEST_ADMIN_TOKEN, type TestApi } from "./support/api.ts";
 import { killChild } from "./support/processes.ts";
-import { spawnService, stackEnv, uniqueName } from "./support/env.ts";
+import { spawnService, stackEnv, uniqueName } from "../shared/dev/env.ts";
 
 /** An address of this machine that is not loopback (where a port bound to 0.0.0.0 answers too), if it has one. */
 function ownNonLoopbackAddress(): string | undefined {

@@ -12,7 +12,7 @@ import type { Context, Next } from "hono";
 import { ApiProblem, problemResponse } from "./problem.ts";
 
 /** Seconds a refused client is told to wait: about the time a dashboard tab takes to be closed. */
-export const STREAM_RETRY_AFTER_SECONDS = 5;
+const STREAM_RETRY_AFTER_SECONDS = 5;
 
 export class StreamSlots {
   private open = 0;

@@ -44,7 +44,7 @@ function pinnedStocks(query: string | undefined): string[] | ApiProblem {
 }
 
 /** What one view shows: its own pins in the order asked, then the busiest of the rest. */
-export function viewOf(snapshot: DashboardSnapshot, pinned: readonly string[]): DashboardSnapshot {
+function viewOf(snapshot: DashboardSnapshot, pinned: readonly string[]): DashboardSnapshot {
   const byId = new Map(snapshot.stocks.map((s) => [s.id, s]));
   const mine = pinned.flatMap((id) => byId.get(id) ?? []);
   const pinnedHere = new Set(pinned);
