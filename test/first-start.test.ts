@@ -27,7 +27,7 @@ const LONG = 420_000;
 function freeBase(from: number, to: number, offsets: number[]): number {
   for (let attempt = 0; attempt < 200; attempt++) {
     const base = from + Math.floor(Math.random() * (to - from));
-    const listeners: ReturnType<typeof Bun.listen>[] = [];
+    const listeners: { stop(closeActive?: boolean): void }[] = [];
     try {
       for (const o of offsets) listeners.push(Bun.listen({ hostname: "127.0.0.1", port: base + o, socket: { data() {} } }));
       return base;
