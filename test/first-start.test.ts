@@ -14,8 +14,8 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { API_WORKER_ADMIN_PORT_STEP, SERVICE_NAMES, SERVICES, type ServiceName } from "../shared/services.ts";
-import { freePort } from "./support/env.ts";
+import { apiWorkerAdminPort, SERVICE_NAMES, SERVICES, type ServiceName } from "../shared/services.ts";
+import { freePort } from "../shared/dev/env.ts";
 
 const REPO_ROOT = join(import.meta.dir, "..");
 const ADMIN_TOKEN = "dev-admin-token-0123456789";
@@ -43,7 +43,7 @@ function freeBase(from: number, to: number, offsets: number[]): number {
 // The services' admin ports are the registry's plus an offset (api workers: + 100 each); kept below
 // the kernel's ephemeral range (32768+), where client connections would take ports at random.
 const adminOffsets = SERVICE_NAMES.flatMap((n) =>
-  n === "api" ? Array.from({ length: API_WORKERS }, (_, i) => SERVICES.api.adminPort + i * API_WORKER_ADMIN_PORT_STEP) : [SERVICES[n].adminPort],
+  n === "api" ? Array.from({ length: API_WORKERS }, (_, i) => apiWorkerAdminPort(SERVICES.api.adminPort, i)) : [SERVICES[n].adminPort],
 );
 const ADMIN_OFFSET = freeBase(10_000, 20_000, adminOffsets);
 const adminPort = (name: ServiceName) => SERVICES[name].adminPort + ADMIN_OFFSET;
