@@ -43,6 +43,7 @@ export class ApiProblem extends Error {
 const TITLES: Record<ProblemCode, string> = {
   not_found: "Not found",
   stock_exists: "Stock already exists",
+  stock_id_taken: "Stock id was used before",
   sold_out: "Sold out",
   limit_exceeded: "Per-user limit exceeded",
   not_started: "Sale not started",
@@ -109,6 +110,7 @@ export function problemResponse(c: Context, problem: ApiProblem): Response {
 const DOMAIN_STATUS: Record<DomainErrorCode, ContentfulStatusCode> = {
   not_found: 404,
   stock_exists: 409,
+  stock_id_taken: 409,
   sold_out: 409,
   limit_exceeded: 409,
   not_started: 409,

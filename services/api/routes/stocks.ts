@@ -35,7 +35,7 @@ const createStock = createRoute({
   responses: {
     201: jsonContent(stockView, "created"),
     ...edgeProblems("post"),
-    ...problems(400, [401, "`unauthorized`: no admin token (checked before the body)"], [403, "`forbidden`: not the admin token"], [409, "`stock_exists`"], outboxFull),
+    ...problems(400, [401, "`unauthorized`: no admin token (checked before the body)"], [403, "`forbidden`: not the admin token"], [409, "`stock_exists`; `stock_id_taken`: the id named a stock that has expired (ids are never reused)"], outboxFull),
   },
 });
 
