@@ -5,8 +5,9 @@
  * The api is a real process (services/api/main.ts) on the stack's Redis, under its own key prefix.
  */
 import { afterEach, expect, test } from "bun:test";
-import { freePort, spawnService, uniqueName, type ServiceProcess } from "./support/env.ts";
+import { freePort, spawnService, uniqueName, type ServiceProcess } from "../shared/dev/env.ts";
 
+const ADMIN_TOKEN = "shutdown-test-admin-token";
 let api: ServiceProcess | undefined;
 afterEach(() => {
   api?.child.kill("SIGKILL");
@@ -23,7 +24,7 @@ async function untilReady(adminPort: number): Promise<void> {
 
 /** Opens the dashboard's event stream and waits for its first event (the stream is really open). */
 async function openStream(adminPort: number) {
-  const response = await fetch(`http://127.0.0.1:${adminPort}/dashboard/events`);
+  const response = await fetch(`http://127.0.0.1:${adminPort}/dashboard/events`, { headers: { Authorization: `Bearer ${ADMIN_TOKEN}` } });
   expect(response.headers.get("content-type")).toContain("text/event-stream");
   const reader = response.body!.getReader();
   const { value } = await reader.read();
@@ -35,7 +36,7 @@ test("SIGTERM with two event streams open: the streams end, the api exits 0 well
   api = spawnService("api", {
     PORT: String(freePort()),
     REDIS_KEY_PREFIX: uniqueName("shutdown"),
-    ADMIN_TOKEN: "shutdown-test-admin-token",
+    ADMIN_TOKEN,
     JWT_SECRET: "shutdown-test-jwt-secret-of-at-least-32-chars",
     API_WORKERS: "1",
   });

@@ -9,8 +9,10 @@
 import { expect, test } from "bun:test";
 import type { StockEvent } from "../shared/domain/events.ts";
 import { createProjector } from "../shared/projection/projector.ts";
-import { brokers, eventually, produceEvents, readSideFixtures, testLogger, uniqueName } from "./support/read-side.ts";
-import { generateWorkload, StockSim } from "./support/stock-sim.ts";
+import { brokers, eventually, readSideFixtures, testLogger } from "./support/read-side.ts";
+import { produceEvents } from "../shared/dev/read-side.ts";
+import { uniqueName } from "../shared/dev/env.ts";
+import { generateWorkload, StockSim } from "../shared/dev/stock-sim.ts";
 
 const fx = readSideFixtures();
 const topic = fx.topic("crashtopic", 2);

@@ -17,11 +17,12 @@ import { Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
 import { deleteTopics } from "../shared/kafka/client.ts";
 import { createRedis, deleteKeysByPrefix } from "../shared/redis/client.ts";
-import { freePort, spawnService, stackEnv, uniqueName, type ServiceProcess } from "./support/env.ts";
+import { freePort, spawnService, stackEnv, uniqueName, type ServiceProcess } from "../shared/dev/env.ts";
 import { runStack } from "./support/private-cluster.ts";
 import { CuttableProxy } from "./support/proxy.ts";
-import { brokers, deleteIndices, eventually, produceEvents, readSideFixtures, testSearchClient } from "./support/read-side.ts";
-import { generateWorkload, StockSim } from "./support/stock-sim.ts";
+import { brokers, eventually, readSideFixtures, testSearchClient } from "./support/read-side.ts";
+import { deleteIndices, produceEvents } from "../shared/dev/read-side.ts";
+import { generateWorkload, StockSim } from "../shared/dev/stock-sim.ts";
 
 const fx = readSideFixtures({ database: "startup" });
 const running: ServiceProcess[] = [];

@@ -14,12 +14,12 @@ import { createSearchClient } from "../../shared/stores/search/mapping.ts";
 import { dlqTopicOf } from "../../shared/kafka/client.ts";
 import { createApp } from "./app.ts";
 import { DashboardCollector } from "./dashboard/collector.ts";
-import { dashboardRoutes } from "./dashboard/routes.ts";
-import { OpenStreams } from "./open-streams.ts";
+import { DASHBOARD_OPEN_PATHS, dashboardRoutes } from "./dashboard/routes.ts";
 import { createReadRoutes } from "./read-routes.ts";
 import { webhookRoutesFromConfig } from "./routes/webhooks.ts";
 import { subscribeReleased } from "./released-subscriber.ts";
 import { RefusalCache, withRefusalCache } from "./sold-out-cache.ts";
+import { StreamSlots } from "./sse-limit.ts";
 import { exitWithSupervisor, superviseWorkers, workerIndex } from "./workers.ts";
 
 const config = loadConfigOrExit(apiSchema, "api");
@@ -51,9 +51,11 @@ const commands = withRefusalCache(
   refusals,
   redis,
 );
-const streams = new OpenStreams(); // SSE streams, ended at once on shutdown
 const dashboard = new DashboardCollector({ redis, commands, registry, workerMetricsUrls: config.WORKER_METRICS_URLS });
 dashboard.registerStockGauges(registry);
+// Event streams of each port, ended at once on shutdown (else server.stop() waits for them until the deadline).
+const publicStreams = new StreamSlots(config.SSE_MAX_CLIENTS);
+const adminStreams = new StreamSlots(config.SSE_MAX_CLIENTS);
 const app = createApp({
   commands,
   redis,
@@ -82,6 +84,7 @@ const app = createApp({
     brokers: config.KAFKA_BROKERS,
   },
   notReadyReason: () => (draining ? "shutting down" : null),
+  streams: publicStreams,
 });
 
 const server = Bun.serve({
@@ -96,10 +99,14 @@ const server = Bun.serve({
 // Operators' port, like the workers': /metrics is not on the public port (it shows sales velocity).
 // /healthz and /readyz answer on both, so load balancers keep probing the public port.
 // With API_WORKERS, worker i answers on ADMIN_PORT + 100·i (shared/services.ts): each has its own registry, so each is scraped.
+// It binds ADMIN_HOST (loopback by default); the dashboard needs the admin token (shared/admin-server.ts).
 const admin = startAdminServer({
   port: apiWorkerAdminPort(config.ADMIN_PORT, workerIndex() ?? 0),
+  hostname: config.ADMIN_HOST,
   registry,
-  routes: dashboardRoutes(dashboard, streams),
+  adminToken: config.ADMIN_TOKEN,
+  routes: dashboardRoutes(dashboard, adminStreams),
+  openPaths: DASHBOARD_OPEN_PATHS,
   notReadyReason: async () => {
     if (draining) return "shutting down";
     try {
@@ -115,7 +122,7 @@ logger.info({ port: server.port, adminPort: admin.port, shards: config.OUTBOX_SH
 
 onShutdown(logger, async () => {
   draining = true;
-  const ended = streams.closeAll(); // else server.stop() waits for them until the deadline
+  const ended = publicStreams.closeAll() + adminStreams.closeAll();
   if (ended > 0) logger.info({ streams: ended }, "event streams ended");
   dashboard.stop();
   await server.stop(); // stop accepting, let in-flight requests finish

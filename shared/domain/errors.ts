@@ -2,9 +2,11 @@
  * Domain outcomes that are not successes. The Lua scripts return short codes; the command
  * wrappers turn them into DomainError, and the api maps each code to an HTTP status once.
  */
-export const DOMAIN_ERROR_CODES = [
+const DOMAIN_ERROR_CODES = [
   "not_found",
   "stock_exists",
+  /** The id named a stock that existed once and has since expired: ids are never reused (docs/design.md §3). */
+  "stock_id_taken",
   "sold_out",
   "limit_exceeded",
   "not_started",

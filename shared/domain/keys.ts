@@ -38,10 +38,18 @@ export interface KeyLayout {
   /** What every hold key of a shard starts with (hold(id) = holdKeyPrefix(shard) + id): snapshot.lua reads holds by name. */
   holdKeyPrefix(shard: number): string;
   holdsDue(shard: number): string;
+  /**
+   * Every stock id ever created in a shard (hash id → creation ms), kept after the stock expires, with
+   * no TTL: an id is never reused, because the read models keep the old stock's versions for ever.
+   */
+  stockIdsTaken(shard: number): string;
   /** Idempotency record, scoped to one user and one stock (so it shares the stock's slot). */
   idempotency(stockId: string, userId: string, key: string): string;
-  /** Stand-in KEYS entry for an allocation without Idempotency-Key (the script never touches it; same slot). */
-  noIdempotency(stockId: string): string;
+  /**
+   * Record of one allocation request without Idempotency-Key (request id generated per HTTP request, a
+   * UUID): a resend or retry of the same request finds it and gets the same hold (docs/design.md §3).
+   */
+  allocationRequest(stockId: string, requestId: string): string;
   outbox(shard: number): string;
   /** Sharded pub/sub channel on which cancel and expire announce units given back (docs/design.md §12). */
   released(shard: number): string;
@@ -75,8 +83,9 @@ export function createKeyLayout(prefix: string, shards: number): KeyLayout {
     },
     holdKeyPrefix: (shard) => `${tag(shard)}:hold:`,
     holdsDue: (shard) => `${tag(shard)}:holds:due`,
+    stockIdsTaken: (shard) => `${tag(shard)}:stock-ids`,
     idempotency: (stockId, userId, key) => `${stockTag(stockId)}:idem:${stockId}:${lengthPrefixed(userId)}:${lengthPrefixed(key)}`,
-    noIdempotency: (stockId) => `${stockTag(stockId)}:stock:${stockId}:no-idempotency-key`,
+    allocationRequest: (stockId, requestId) => `${stockTag(stockId)}:req:${stockId}:${checkedRequestId(requestId)}`,
     outbox: (shard) => `${tag(shard)}:outbox`,
     released: (shard) => `${tag(shard)}:released`,
     outboxDeadLetter: (shard) => `${tag(shard)}:outbox:dead`,
@@ -88,13 +97,19 @@ export function createKeyLayout(prefix: string, shards: number): KeyLayout {
 }
 
 /** `<length>.<text>`: the length says where the part ends, so no two (user, key) pairs join to one string. */
-export function lengthPrefixed(part: string): string {
+function lengthPrefixed(part: string): string {
   return `${part.length}.${part}`;
 }
 
 function checkedStockId(stockId: string): string {
   if (!STOCK_ID_PATTERN.test(stockId)) throw new Error(`malformed stock id: ${JSON.stringify(stockId)}`);
   return stockId;
+}
+
+const REQUEST_ID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+function checkedRequestId(requestId: string): string {
+  if (!REQUEST_ID_PATTERN.test(requestId)) throw new Error(`malformed request id: ${JSON.stringify(requestId)}`);
+  return requestId;
 }
 
 function parseShard(allocationId: string, shards: number): number | null {

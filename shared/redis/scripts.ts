@@ -23,7 +23,7 @@ import relayReadLua from "./scripts/relay_read.lua" with { type: "text" };
 import snapshotLua from "./scripts/snapshot.lua" with { type: "text" };
 
 const SCRIPTS = {
-  fsCreateStock: { source: createStockLua, keys: 2 },
+  fsCreateStock: { source: createStockLua, keys: 3 },
   fsAllocate: { source: allocateLua, keys: 6 },
   fsPurchase: { source: purchaseLua, keys: 4 },
   fsCancel: { source: cancelLua, keys: 6 },

@@ -17,7 +17,7 @@ import { createKafka, deleteTopics } from "../../shared/kafka/client.ts";
 import { ensureTopics, stockEventTopics } from "../../shared/kafka/topics.ts";
 import { createRelay, type Relay, type RelaySettings } from "../../services/relay/relay.ts";
 import { RELAY_GROUP } from "../../services/relay/stream.ts";
-import { freePort, stackEnv, uniqueName } from "./env.ts";
+import { freePort, stackEnv, uniqueName } from "../../shared/dev/env.ts";
 import { killChild } from "./processes.ts";
 
 export const SHARDS = 4;
@@ -54,6 +54,8 @@ export interface HarnessOptions {
   /** REDIS_CLUSTER_NODES of a Redis Cluster to run on (e.g. stackEnv.REDIS_CLUSTER_NODES); the single node when absent. */
   clusterNodes?: string;
   shards?: number;
+  /** KAFKA_BROKERS (comma-separated) of another Kafka, e.g. a private three-broker cluster; the stack's when absent. */
+  brokers?: string;
 }
 
 export function createHarness(label: string, options: HarnessOptions = {}): Harness {
@@ -64,11 +66,12 @@ export function createHarness(label: string, options: HarnessOptions = {}): Harn
   const redis = createRedis({ REDIS_URL: stackEnv.REDIS_URL, REDIS_CLUSTER_NODES: parseClusterNodes(options.clusterNodes) });
   redis.on("error", () => {});
   const logger = createLogger("relay-test", process.env.LOG_LEVEL ?? "silent");
-  const kafka = createKafka({ brokers: stackEnv.KAFKA_BROKERS.split(","), clientId: "relay-test", logger });
+  const brokers = options.brokers ?? stackEnv.KAFKA_BROKERS;
+  const kafka = createKafka({ brokers: brokers.split(","), clientId: "relay-test", logger });
   const relays: Relay[] = [];
   const baseEnv = {
     REDIS_URL: stackEnv.REDIS_URL,
-    KAFKA_BROKERS: stackEnv.KAFKA_BROKERS,
+    KAFKA_BROKERS: brokers,
     KAFKA_TOPIC: topic,
     KAFKA_PARTITIONS: String(PARTITIONS),
     OUTBOX_SHARDS: String(shards),
@@ -207,10 +210,13 @@ export class TopicReader {
   readonly messages: TopicMessage[] = [];
   private readonly offsets = new Set<string>();
   private consumer: Consumer | undefined;
-  constructor(private readonly topic: string) {}
+  constructor(
+    private readonly topic: string,
+    private readonly brokers = stackEnv.KAFKA_BROKERS,
+  ) {}
 
   async start(): Promise<void> {
-    const kafka = new Kafka({ clientId: "relay-test-reader", brokers: stackEnv.KAFKA_BROKERS.split(","), logLevel: logLevel.NOTHING });
+    const kafka = new Kafka({ clientId: "relay-test-reader", brokers: this.brokers.split(","), logLevel: logLevel.NOTHING });
     // The relay creates the topic too (same partitions); whoever comes first wins.
     await ensureTopics(kafka, stockEventTopics(this.topic, PARTITIONS));
     this.consumer = kafka.consumer({ groupId: uniqueName("reader"), sessionTimeout: 30_000, retry: { retries: 100, maxRetryTime: 2_000 } });
@@ -376,7 +382,7 @@ export function relayTestFixtures(): {
     },
     setup(label, options) {
       const h = createHarness(label, options);
-      const reader = new TopicReader(h.topic);
+      const reader = new TopicReader(h.topic, options?.brokers);
       onCleanup(() => h.cleanup(), () => reader.stop());
       return { h, reader };
     },
