@@ -154,6 +154,30 @@ describeEachRedis((target) => {
     });
   });
 
+  describe("operations", () => {
+    test("/metrics: waiting, admitted, admissions, time waited, sold_out answers", async () => {
+      const id = await room.createRoomStock({ quantity: 3 });
+      const buyers = await room.buyers(5, "metrics");
+      for (const b of buyers) await room.join(id, b);
+      const metrics = async () => (await fetch(`${api.listenAdmin()}/metrics`)).text();
+      const value = (text: string, name: string) => Number(new RegExp(`^${name}\\{stock="${id}"[^}]*\\} (\\S+)$`, "m").exec(text)?.[1] ?? NaN);
+      let text = await metrics();
+      expect(value(text, "flashsale_room_waiting")).toBe(2);
+      expect(value(text, "flashsale_room_admitted")).toBe(3);
+      expect(value(text, "flashsale_room_admissions_total")).toBe(3);
+      expect(value(text, "flashsale_room_wait_seconds_total")).toBeGreaterThanOrEqual(0);
+      const before = Number(/^flashsale_room_sold_out_answers_total(?:\{[^}]*\})? (\S+)$/m.exec(text)?.[1]);
+      for (const b of buyers.slice(0, 3)) {
+        const t = await room.poll(id, b);
+        const held = await room.allocate(id, b, t.admissionToken);
+        await api.request("POST", `/api/allocations/${held.body.allocationId}/purchase`, { headers: b.headers });
+      }
+      for (const b of buyers.slice(3)) expect((await room.poll(id, b)).state).toBe("sold_out");
+      text = await metrics();
+      expect(Number(/^flashsale_room_sold_out_answers_total(?:\{[^}]*\})? (\S+)$/m.exec(text)?.[1]) - before).toBe(2);
+    });
+  });
+
   describe("tied to live stock", () => {
     test("the last unit bought with no live hold: every waiting ticket is sold_out at once, joining answers 409 sold_out", async () => {
       const id = await room.createRoomStock({ quantity: 2 });

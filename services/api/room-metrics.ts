@@ -25,30 +25,18 @@ export function registerRoomMetrics(registry: Registry, rooms: RoomCommands, key
         setTimeout(() => (sampled = null), 100);
       }
     })());
-  const gauge = (name: string, help: string, value: (v: RoomView) => number) =>
-    new prom.Gauge({
-      name,
-      help,
-      labelNames: ["stock"] as const,
-      registers: [registry],
-      async collect() {
-        this.reset();
-        for (const [stock, view] of await sample()) this.set({ stock }, value(view));
-      },
-    });
-  const counter = (name: string, help: string, value: (v: RoomView) => number) =>
-    new prom.Counter({
-      name,
-      help,
-      labelNames: ["stock"] as const,
-      registers: [registry],
-      async collect() {
-        this.reset();
-        for (const [stock, view] of await sample()) this.inc({ stock }, value(view));
-      },
-    });
-  gauge("flashsale_room_waiting", "Tickets waiting in a stock's waiting room (pre-queue and line)", (v) => (v.soldOut ? 0 : v.waiting));
-  gauge("flashsale_room_admitted", "Admissions not yet used nor expired (admitted and unresolved)", (v) => v.admitted);
-  counter("flashsale_room_admissions_total", "Tickets admitted so far (rate() = admitted per second)", (v) => v.admissions);
-  counter("flashsale_room_wait_seconds_total", "Time waited from join to admission, summed (÷ admissions = mean wait)", (v) => v.waitedSeconds);
+  // Counters too are set from Redis' totals (reset, then the total), so rate() works across api restarts.
+  const metric = (kind: "gauge" | "counter", name: string, help: string, value: (v: RoomView) => number) => {
+    const config = { name, help, labelNames: ["stock"] as const, registers: [registry] };
+    const set = async (write: (stock: string, n: number) => void, reset: () => void) => {
+      reset();
+      for (const [stock, view] of await sample()) write(stock, value(view));
+    };
+    if (kind === "gauge") new prom.Gauge({ ...config, collect() { return set((stock, n) => this.set({ stock }, n), () => this.reset()); } });
+    else new prom.Counter({ ...config, collect() { return set((stock, n) => this.inc({ stock }, n), () => this.reset()); } });
+  };
+  metric("gauge", "flashsale_room_waiting", "Tickets waiting in a stock's waiting room (pre-queue and line)", (v) => (v.soldOut ? 0 : v.waiting));
+  metric("gauge", "flashsale_room_admitted", "Admissions not yet used nor expired (admitted and unresolved)", (v) => v.admitted);
+  metric("counter", "flashsale_room_admissions_total", "Tickets admitted so far (rate() = admitted per second)", (v) => v.admissions);
+  metric("counter", "flashsale_room_wait_seconds_total", "Time waited from join to admission, summed (÷ admissions = mean wait)", (v) => v.waitedSeconds);
 }
