@@ -20,7 +20,7 @@
  * the verifier scans every master), e.g. REDIS_CLUSTER_NODES=$(bash scripts/stack.sh env redis-cluster | cut -d= -f2).
  */
 import { parseArgs } from "node:util";
-import { stackEnv } from "../test/support/env.ts";
+import { stackEnv } from "../shared/dev/env.ts";
 import { existsSync } from "node:fs";
 import { unlink } from "node:fs/promises";
 import { join } from "node:path";

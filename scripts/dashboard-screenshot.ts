@@ -7,7 +7,7 @@
  */
 import { copyFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { launchBrowser, RESULTS_DIR } from "../test/support/browser.ts";
+import { launchBrowser, RESULTS_DIR } from "../shared/dev/browser.ts";
 
 const split = process.argv.indexOf("--");
 const out = (split === 2 ? undefined : process.argv[2]) ?? join(RESULTS_DIR, "dashboard-spike.png");

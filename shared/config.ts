@@ -16,7 +16,7 @@ const positiveInt = z.coerce.number().int().positive();
  * `host:port,host:port,…`: some nodes of a Redis Cluster (any of them; the client discovers the
  * rest). Set, it replaces REDIS_URL (docs/design.md §11).
  */
-export const redisClusterNodes = z
+const redisClusterNodes = z
   .string()
   .transform((s, ctx) => {
     const nodes = s.split(",").map((n) => n.trim()).filter(Boolean).map((n) => {
@@ -67,7 +67,7 @@ const adminPort = (fallback: number) => ({ ADMIN_PORT: port.default(fallback) })
  * A request-rate limit: `<requests>/<seconds>s` (a token bucket holding that many requests, refilled
  * evenly over the window, e.g. `20/10s`), or `off`. Parsed once into { limit, windowSeconds } | null.
  */
-export const rateLimitSpec = (fallback: string) =>
+const rateLimitSpec = (fallback: string) =>
   z
     .string()
     .regex(/^(off|\d{1,7}\/\d{1,5}s)$/, "a rate limit is `<requests>/<seconds>s` (e.g. 20/10s) or `off`")
@@ -302,12 +302,7 @@ export const downstreamSchema = z.object({ KAFKA_BROKERS: kafka.KAFKA_BROKERS, K
 /** The Kafka and projector variables, as parsed: what every projector binary shares (runProjector). */
 export type KafkaEnv = z.infer<z.ZodObject<typeof kafka>>;
 export type ProjectorEnv = z.infer<z.ZodObject<typeof projector>>;
-export type ApiConfig = z.infer<typeof apiSchema>;
-export type ExpirerConfig = z.infer<typeof expirerSchema>;
 export type RelayConfig = z.infer<typeof relaySchema>;
-export type ProjectorPostgresConfig = z.infer<typeof projectorPostgresSchema>;
-export type ProjectorSearchConfig = z.infer<typeof projectorSearchSchema>;
-export type NotifierConfig = z.infer<typeof notifierSchema>;
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {

@@ -9,7 +9,7 @@ import type { Subprocess } from "bun";
 import type { Browser } from "puppeteer-core";
 import { freePort } from "../loadtests/support.ts";
 import { createTestApi, type TestApi } from "./support/api.ts";
-import { launchBrowser, resultPath, watchedPage } from "./support/browser.ts";
+import { launchBrowser, resultPath, watchedPage } from "../shared/dev/browser.ts";
 import { createHarness, SHARDS, spawnRelay, type Harness } from "./support/relay-harness.ts";
 
 // page.evaluate callbacks run in the browser; the test program is type-checked without the DOM lib.

@@ -10,7 +10,7 @@ import { webhookRoutes } from "../services/api/routes/webhooks.ts";
 import { createReaderSql } from "../shared/stores/postgres/client.ts";
 import { createReaderSearchClient } from "../shared/stores/search/mapping.ts";
 import { createTestApi, type TestApi } from "./support/api.ts";
-import { stackEnv } from "./support/env.ts";
+import { stackEnv } from "../shared/dev/env.ts";
 
 interface Operation {
   parameters?: Array<{ name: string; in: string; schema: { pattern?: string; maxLength?: number }; description?: string }>;

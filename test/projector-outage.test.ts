@@ -13,8 +13,10 @@ import type { Projector } from "../shared/projection/projector.ts";
 import { waitForConvergence } from "../shared/verify/convergence.ts";
 import { createProjectorSql } from "../shared/stores/postgres/client.ts";
 import { createSearchClient } from "../shared/stores/search/mapping.ts";
-import { brokers, eventually, produceEvents, readSideFixtures, stackEnv, testLogger, uniqueName } from "./support/read-side.ts";
-import { generateWorkload, StockSim } from "./support/stock-sim.ts";
+import { brokers, eventually, readSideFixtures, testLogger } from "./support/read-side.ts";
+import { produceEvents } from "../shared/dev/read-side.ts";
+import { stackEnv, uniqueName } from "../shared/dev/env.ts";
+import { generateWorkload, StockSim } from "../shared/dev/stock-sim.ts";
 
 /** A TCP proxy that can be cut (every connection dropped, new ones refused) and restored. */
 class CuttableProxy {

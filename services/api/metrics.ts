@@ -9,7 +9,7 @@ import { prom } from "../../shared/metrics.ts";
  * here a request costs one Map look-up of a key the caller already has. Bounded: past `maxKeys`
  * label sets (odd methods or statuses from clients), increments go straight to the counter.
  */
-export class PendingCounts<L extends string> {
+class PendingCounts<L extends string> {
   private readonly pending = new Map<string, { labels: LabelValues<L>; n: number }>();
   private counter?: prom.Counter<L>;
 

@@ -24,7 +24,7 @@ export type ProblemCode =
  * The members every problem has (RFC 9457 plus ours). Extension members (`extra`) may never replace
  * them: domain context goes under its own name (e.g. `holdStatus`, not `status`).
  */
-export const PROBLEM_MEMBERS = ["type", "title", "status", "detail", "instance", "code", "requestId"] as const;
+const PROBLEM_MEMBERS = ["type", "title", "status", "detail", "instance", "code", "requestId"] as const;
 
 export class ApiProblem extends Error {
   constructor(

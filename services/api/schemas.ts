@@ -122,7 +122,7 @@ export const allocationView = z.object(allocationViewShape).openapi("Allocation"
  * RFC 9457 members, always present, and the extension members some codes add. Domain context never
  * takes a member's name (the `status` stays the HTTP status).
  */
-export const problem = z
+const problem = z
   .object({
     type: z
       .string()

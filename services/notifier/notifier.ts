@@ -25,7 +25,7 @@ import { createNotifierMetrics, type NotifierMetrics } from "./metrics.ts";
 import type { RetrySchedule } from "./schedule.ts";
 import type { SendOptions } from "./sender.ts";
 
-export const NOTIFIER_GROUP = "notifier";
+const NOTIFIER_GROUP = "notifier";
 
 export interface NotifierOptions extends Omit<ProjectorKafkaOptions, "groupId"> {
   groupId?: string;

@@ -74,7 +74,7 @@ export interface Relay {
   snapshot(): Promise<ShardSnapshot[]>;
 }
 
-export function defaultConsumerName(): string {
+function defaultConsumerName(): string {
   return `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
 }
 

@@ -3,7 +3,6 @@
  * Nothing here decides anything; the other relay files do.
  */
 export { pairs } from "../../shared/redis/replies.ts";
-import type { Redis } from "ioredis";
 
 export const RELAY_GROUP = "relay";
 

@@ -2,7 +2,7 @@
  * Domain outcomes that are not successes. The Lua scripts return short codes; the command
  * wrappers turn them into DomainError, and the api maps each code to an HTTP status once.
  */
-export const DOMAIN_ERROR_CODES = [
+const DOMAIN_ERROR_CODES = [
   "not_found",
   "stock_exists",
   "sold_out",

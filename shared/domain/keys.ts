@@ -115,7 +115,7 @@ export function createKeyLayout(prefix: string, shards: number): KeyLayout {
 }
 
 /** `<length>.<text>`: the length says where the part ends, so no two (user, key) pairs join to one string. */
-export function lengthPrefixed(part: string): string {
+function lengthPrefixed(part: string): string {
   return `${part.length}.${part}`;
 }
 

@@ -19,7 +19,6 @@ export type AllocationStatus = (typeof ALLOCATION_STATUSES)[number];
 
 /** Why units went back: the StockReleased reasons, and the final statuses of a hold that ended unbought. */
 export const RELEASE_REASONS = ["expired", "cancelled"] as const;
-export type ReleaseReason = (typeof RELEASE_REASONS)[number];
 
 const int = () => z.number().int();
 

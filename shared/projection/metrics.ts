@@ -26,7 +26,7 @@ export interface ProjectorMetrics {
  *                     Elasticsearch: until the next refresh has completed)
  */
 export const PROJECTOR_STAGES = ["relay", "kafka_to_fetch", "fetch_to_commit", "commit_to_visible"] as const;
-export type ProjectorStage = (typeof PROJECTOR_STAGES)[number];
+type ProjectorStage = (typeof PROJECTOR_STAGES)[number];
 
 /** Fine enough around the 50–600 ms goals that a quantile from the buckets means something. */
 const STAGE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1, 1.5, 2.5, 5, 10, 30];
@@ -99,7 +99,7 @@ export function createProjectorMetrics(registry: Registry): ProjectorMetrics {
  * (fetch_to_commit, commit_to_visible) are one call with a count. It registers as a custom metric:
  * the registry needs only name, help, type and get() (prom-client's MetricObject shape).
  */
-export class FastHistogram<L extends string = ""> {
+class FastHistogram<L extends string = ""> {
   readonly type = "histogram";
   readonly aggregator = "sum";
   readonly name: string;

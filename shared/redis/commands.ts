@@ -53,13 +53,13 @@ export interface AllocateResult {
   replayed: boolean;
 }
 
-export interface HoldChangeInput {
+interface HoldChangeInput {
   allocationId: string;
   userId: string;
   traceparent?: string;
 }
 
-export type ExpireOutcome = "expired" | "not_due" | "not_active" | "stock_missing";
+type ExpireOutcome = "expired" | "not_due" | "not_active" | "stock_missing";
 
 export interface StockCommands {
   readonly keys: KeyLayout;

@@ -12,8 +12,8 @@ import { createLogger } from "../../shared/logger.ts";
 import { createMetricsRegistry } from "../../shared/metrics.ts";
 import { createRedis, deleteKeysByPrefix, parseClusterNodes, type RedisClient, type RedisTarget } from "../../shared/redis/client.ts";
 import { createStockCommands, type CommandOptions, type StockCommands } from "../../shared/redis/commands.ts";
-import { mintUserToken } from "../../scripts/mint-token.ts";
-import { stackEnv, uniqueName } from "./env.ts";
+import { mintUserToken } from "../../shared/dev/token.ts";
+import { stackEnv, uniqueName } from "../../shared/dev/env.ts";
 import type { RedisOptions } from "ioredis";
 
 export const TEST_ADMIN_TOKEN = "test-admin-token-0123456789";
@@ -27,7 +27,7 @@ export interface RedisUnderTest {
   deadTarget: RedisTarget;
 }
 
-export const REDIS_UNDER_TEST: readonly RedisUnderTest[] = [
+const REDIS_UNDER_TEST: readonly RedisUnderTest[] = [
   { name: "single node", target: { REDIS_URL: stackEnv.REDIS_URL }, deadTarget: { REDIS_URL: "redis://127.0.0.1:1" } },
   {
     name: "cluster",

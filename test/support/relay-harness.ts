@@ -16,7 +16,7 @@ import { createStockCommands, type StockCommands } from "../../shared/redis/comm
 import { createKafka, deleteTopics, ensureTopic } from "../../shared/kafka/client.ts";
 import { createRelay, type Relay, type RelaySettings } from "../../services/relay/relay.ts";
 import { RELAY_GROUP } from "../../services/relay/stream.ts";
-import { freePort, stackEnv, uniqueName } from "./env.ts";
+import { freePort, stackEnv, uniqueName } from "../../shared/dev/env.ts";
 import { killChild } from "./processes.ts";
 
 export const SHARDS = 4;

@@ -16,9 +16,6 @@ import { StockCounters, type StockPanel } from "./stocks.ts";
 import { WorkerScraper, type ProjectorPanel, type ShardPanel, type TargetStatus, type WebhookPanel } from "./workers.ts";
 
 export { METRIC } from "./metric-names.ts";
-export { OUTCOMES, type Outcome } from "./outcomes.ts";
-export type { StockPanel } from "./stocks.ts";
-export type { ProjectorPanel, ShardPanel, TargetStatus, WebhookPanel } from "./workers.ts";
 
 export interface DashboardSnapshot {
   at: string;
