@@ -16,6 +16,7 @@ export type ProblemCode =
   | "unsupported_media_type"
   | "method_not_allowed"
   | "rate_limited"
+  | "too_many_streams"
   | "store_unavailable"
   | "webhook_configured"
   | "internal_error";
@@ -43,6 +44,7 @@ export class ApiProblem extends Error {
 const TITLES: Record<ProblemCode, string> = {
   not_found: "Not found",
   stock_exists: "Stock already exists",
+  stock_id_taken: "Stock id was used before",
   sold_out: "Sold out",
   limit_exceeded: "Per-user limit exceeded",
   not_started: "Sale not started",
@@ -62,6 +64,7 @@ const TITLES: Record<ProblemCode, string> = {
   unsupported_media_type: "Unsupported media type",
   method_not_allowed: "Method not allowed",
   rate_limited: "Too many requests",
+  too_many_streams: "Too many event streams",
   store_unavailable: "Store unavailable",
   webhook_configured: "Endpoint comes from configuration",
   internal_error: "Internal error",
@@ -112,6 +115,7 @@ export function problemResponse(c: Context, problem: ApiProblem): Response {
 const DOMAIN_STATUS: Record<DomainErrorCode, ContentfulStatusCode> = {
   not_found: 404,
   stock_exists: 409,
+  stock_id_taken: 409,
   sold_out: 409,
   limit_exceeded: 409,
   not_started: 409,

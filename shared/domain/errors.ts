@@ -5,6 +5,8 @@
 const DOMAIN_ERROR_CODES = [
   "not_found",
   "stock_exists",
+  /** The id named a stock that existed once and has since expired: ids are never reused (docs/design.md §3). */
+  "stock_id_taken",
   "sold_out",
   "limit_exceeded",
   "not_started",

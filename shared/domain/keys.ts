@@ -38,6 +38,11 @@ export interface KeyLayout {
   /** What every hold key of a shard starts with (hold(id) = holdKeyPrefix(shard) + id): snapshot.lua reads holds by name. */
   holdKeyPrefix(shard: number): string;
   holdsDue(shard: number): string;
+  /**
+   * Every stock id ever created in a shard (hash id → creation ms), kept after the stock expires, with
+   * no TTL: an id is never reused, because the read models keep the old stock's versions for ever.
+   */
+  stockIdsTaken(shard: number): string;
   /** Idempotency record, scoped to one user and one stock (so it shares the stock's slot). */
   idempotency(stockId: string, userId: string, key: string): string;
   /**
@@ -97,6 +102,7 @@ export function createKeyLayout(prefix: string, shards: number): KeyLayout {
     },
     holdKeyPrefix: (shard) => `${tag(shard)}:hold:`,
     holdsDue: (shard) => `${tag(shard)}:holds:due`,
+    stockIdsTaken: (shard) => `${tag(shard)}:stock-ids`,
     idempotency: (stockId, userId, key) => `${stockTag(stockId)}:idem:${stockId}:${lengthPrefixed(userId)}:${lengthPrefixed(key)}`,
     allocationRequest: (stockId, requestId) => `${stockTag(stockId)}:req:${stockId}:${checkedRequestId(requestId)}`,
     outbox: (shard) => `${tag(shard)}:outbox`,

@@ -106,6 +106,8 @@ function fail(reply: ScriptReply, context: Record<string, unknown>): never {
       throw new DomainError("not_found", context.allocationId ? "no such allocation" : "no such stock", context);
     case "stock_exists":
       throw new DomainError("stock_exists", `stock ${String(context.stockId)} already exists`, context);
+    case "stock_id_taken":
+      throw new DomainError("stock_id_taken", `stock id ${String(context.stockId)} was used by a sale that has ended and expired; ids are never reused, choose another`, context);
     case "sold_out":
       throw new DomainError("sold_out", "not enough units left", { ...context, available: Number(detail) }, extra === undefined ? {} : { version: Number(extra) });
     case "limit_exceeded":
@@ -196,7 +198,8 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
       const stockId = input.id ?? Bun.randomUUIDv7();
       const k = shardKeys(stockId);
       const room = input.waitingRoom ? newRoomSeed() : null;
-      const reply = await runScript(redis, "fsCreateStock", [k.stock, k.outbox, keys.room(stockId).room, keys.rooms(keys.shardOf(stockId))], [
+      const roomKeys = [keys.room(stockId).room, keys.rooms(keys.shardOf(stockId))];
+      const reply = await runScript(redis, "fsCreateStock", [k.stock, k.outbox, keys.stockIdsTaken(keys.shardOf(stockId)), ...roomKeys], [
         stockId,
         newEventId(),
         input.name,

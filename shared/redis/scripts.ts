@@ -30,7 +30,7 @@ import roomSweepLua from "./scripts/room_sweep.lua" with { type: "text" };
 
 /** `room: true`: the waiting-room helpers (_room.lua) are prepended too, after _lib.lua. */
 const SCRIPTS = {
-  fsCreateStock: { source: createStockLua, keys: 4 },
+  fsCreateStock: { source: createStockLua, keys: 5 },
   fsAllocate: { source: allocateLua, keys: 10, room: true },
   fsPurchase: { source: purchaseLua, keys: 4 },
   fsCancel: { source: cancelLua, keys: 10, room: true },

@@ -27,6 +27,7 @@ import { allocateFastPath, allocateFor } from "./allocate-fast-path.ts";
 const createStock = createRoute({
   method: "post",
   path: "/stocks",
+  operationId: "createStock",
   tags: ["stocks"],
   summary: "Create a sale item (admin); emits StockCreated",
   security: [{ bearer: [] }],
@@ -35,13 +36,16 @@ const createStock = createRoute({
   responses: {
     201: jsonContent(stockView, "created"),
     ...edgeProblems("post"),
-    ...problems(400, [401, "`unauthorized`: no admin token (checked before the body)"], [403, "`forbidden`: not the admin token"], [409, "`stock_exists`"], outboxFull),
+    ...problems(400, [401, "`unauthorized`: no admin token (checked before the body)"], [403, "`forbidden`: not the admin token"], [409, "`stock_exists`; `stock_id_taken`: the id named a stock that has expired (ids are never reused)"], outboxFull),
   },
 });
 
 const getStock = createRoute({
   method: "get",
   path: "/stocks/{id}",
+  operationId: "getStock",
+  // Public: anyone may read it, no token (an empty list overrides nothing, it states "none").
+  security: [],
   tags: ["stocks"],
   summary: "Strong read of a stock's counters and status, from Redis",
   request: { params: stockIdParam },
@@ -51,6 +55,7 @@ const getStock = createRoute({
 const allocateRoute = (fastPath: MiddlewareHandler<AppEnv>) => createRoute({
   method: "post",
   path: "/stocks/{id}/allocate",
+  operationId: "allocateStock",
   tags: ["allocations"],
   summary: "Hold units for the calling user; emits StockAllocated",
   description: "Answers 201 with the hold. A repeated Idempotency-Key answers the first response again (header Idempotent-Replayed: true); the same key with a different body is 422.",
