@@ -26,6 +26,7 @@ import { allocateFastPath, allocateFor } from "./allocate-fast-path.ts";
 const createStock = createRoute({
   method: "post",
   path: "/stocks",
+  operationId: "createStock",
   tags: ["stocks"],
   summary: "Create a sale item (admin); emits StockCreated",
   security: [{ bearer: [] }],
@@ -41,6 +42,9 @@ const createStock = createRoute({
 const getStock = createRoute({
   method: "get",
   path: "/stocks/{id}",
+  operationId: "getStock",
+  // Public: anyone may read it, no token (an empty list overrides nothing, it states "none").
+  security: [],
   tags: ["stocks"],
   summary: "Strong read of a stock's counters and status, from Redis",
   request: { params: stockIdParam },
@@ -50,6 +54,7 @@ const getStock = createRoute({
 const allocateRoute = (fastPath: MiddlewareHandler<AppEnv>) => createRoute({
   method: "post",
   path: "/stocks/{id}/allocate",
+  operationId: "allocateStock",
   tags: ["allocations"],
   summary: "Hold units for the calling user; emits StockAllocated",
   description: "Answers 201 with the hold. A repeated Idempotency-Key answers the first response again (header Idempotent-Replayed: true); the same key with a different body is 422.",
