@@ -230,7 +230,7 @@ system_up() {
   cat <<EOF
 
 flash-sale is up in $((SECONDS - t0))s: every /readyz answers 200
-  api            http://$HOST:$API_PORT   (/docs, /openapi.json, /healthz, /readyz)  admin :$API_ADMIN_PORT (/metrics /healthz /readyz /dashboard)
+  api            http://$HOST:$API_PORT   (/docs, /openapi.json, /healthz, /readyz)  admin :$API_ADMIN_PORT (/metrics /healthz /readyz; /dashboard with the admin token)
   admin token    Authorization: Bearer $ADMIN_TOKEN
   user token     JWT_SECRET=$JWT_SECRET bun run token <userId>
   logs           $LOG_DIR/<service>.log

@@ -11,7 +11,7 @@ import { isRedisUnavailable, type RedisClient } from "../../shared/redis/client.
 import type { Registry } from "prom-client";
 import { DomainError } from "../../shared/domain/errors.ts";
 import type { Logger } from "../../shared/logger.ts";
-import { DEFAULT_JWT_MAX_LIFETIME_SECONDS } from "../../shared/domain/policy.ts";
+import { DEFAULT_JWT_MAX_LIFETIME_SECONDS, DEFAULT_SSE_MAX_CLIENTS } from "../../shared/domain/policy.ts";
 import type { StockCommands } from "../../shared/redis/commands.ts";
 import { authenticate } from "./auth.ts";
 import { contractRoutes } from "./contract-routes.ts";
@@ -23,6 +23,7 @@ import { allowedMethods } from "./method-not-allowed.ts";
 import { ApiProblem, problemFromDomain, problemResponse } from "./problem.ts";
 import { ipRateLimit, userRateLimit, type RateLimits } from "./rate-limit.ts";
 import { front } from "./front.ts";
+import { StreamSlots } from "./sse-limit.ts";
 import { createRouter } from "./router.ts";
 import { allocationRoutes } from "./routes/allocations.ts";
 import { stockRoutes } from "./routes/stocks.ts";
@@ -52,6 +53,8 @@ export interface AppDeps {
   eventContract?: ContractOptions;
   /** Returns a reason while the process should not get traffic (e.g. shutting down). */
   notReadyReason?: () => string | null;
+  /** SSE_MAX_CLIENTS for the public port's event streams (default 100). */
+  sseMaxClients?: number;
 }
 
 /** Errors of a client that cannot reach Redis: the request was fine, the store was not. */
@@ -90,7 +93,8 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
 
   // Request id, trace context, 431 for oversized headers (before anything reads them: auth, logging;
   // Bun's own limit sits above ours, see MAX_HEADER_BYTES) and access metrics, in one layer (front.ts).
-  app.use(front({ logger: deps.logger, metrics, maxHeaderBytes: deps.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES }));
+  const streams = new StreamSlots(deps.sseMaxClients ?? DEFAULT_SSE_MAX_CLIENTS);
+  app.use(front({ logger: deps.logger, metrics, maxHeaderBytes: deps.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES, streams }));
 
   app.get("/healthz", (c) => c.json({ status: "ok" }));
   app.get("/readyz", async (c) => {

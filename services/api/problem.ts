@@ -16,6 +16,7 @@ export type ProblemCode =
   | "unsupported_media_type"
   | "method_not_allowed"
   | "rate_limited"
+  | "too_many_streams"
   | "store_unavailable"
   | "webhook_configured"
   | "internal_error";
@@ -60,6 +61,7 @@ const TITLES: Record<ProblemCode, string> = {
   unsupported_media_type: "Unsupported media type",
   method_not_allowed: "Method not allowed",
   rate_limited: "Too many requests",
+  too_many_streams: "Too many event streams",
   store_unavailable: "Store unavailable",
   webhook_configured: "Endpoint comes from configuration",
   internal_error: "Internal error",
