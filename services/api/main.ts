@@ -75,6 +75,7 @@ const app = createApp({
     allocate: config.RATE_LIMIT_ALLOCATE,
     purchase: config.RATE_LIMIT_PURCHASE,
     cancel: config.RATE_LIMIT_CANCEL,
+    queuePoll: config.RATE_LIMIT_QUEUE_POLL,
     trustedProxies: config.TRUSTED_PROXIES,
   },
   eventContract: {
