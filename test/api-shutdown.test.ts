@@ -6,8 +6,10 @@
  */
 import { afterEach, expect, test } from "bun:test";
 import { freePort, spawnService, uniqueName, type ServiceProcess } from "../shared/dev/env.ts";
+import { mintUserToken } from "../shared/dev/token.ts";
 
 const ADMIN_TOKEN = "shutdown-test-admin-token";
+const JWT_SECRET = "shutdown-test-jwt-secret-of-at-least-32-chars";
 let api: ServiceProcess | undefined;
 afterEach(() => {
   api?.child.kill("SIGKILL");
@@ -22,26 +24,43 @@ async function untilReady(adminPort: number): Promise<void> {
   }
 }
 
-/** Opens the dashboard's event stream and waits for its first event (the stream is really open). */
-async function openStream(adminPort: number) {
-  const response = await fetch(`http://127.0.0.1:${adminPort}/dashboard/events`, { headers: { Authorization: `Bearer ${ADMIN_TOKEN}` } });
+/** Opens an event stream and waits for its first event (the stream is really open). */
+async function openStream(url: string, headers: Record<string, string>, firstEvent: string) {
+  const response = await fetch(url, { headers: { Accept: "text/event-stream", ...headers } });
   expect(response.headers.get("content-type")).toContain("text/event-stream");
   const reader = response.body!.getReader();
   const { value } = await reader.read();
-  expect(new TextDecoder().decode(value)).toContain("event: snapshot");
+  expect(new TextDecoder().decode(value)).toContain(`event: ${firstEvent}`);
   return reader;
 }
 
-test("SIGTERM with two event streams open: the streams end, the api exits 0 well within the 20 s deadline", async () => {
+/** A waiting-room ticket's stream on the public port: a stock whose sale starts in an hour, one buyer in its pre-queue. */
+async function openTicketStream(port: number) {
+  const base = `http://127.0.0.1:${port}`;
+  const created = await fetch(`${base}/api/stocks`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${ADMIN_TOKEN}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ name: "Queued", price: 100, quantity: 5, perUserLimit: 1, startsAt: new Date(Date.now() + 3_600_000).toISOString(), waitingRoom: { enabled: true } }),
+  });
+  expect(created.status).toBe(201);
+  const { id } = (await created.json()) as { id: string };
+  const user = { Authorization: `Bearer ${await mintUserToken("shutdown-buyer", JWT_SECRET)}` };
+  expect((await fetch(`${base}/api/stocks/${id}/queue`, { method: "POST", headers: user })).status).toBeLessThan(300);
+  return openStream(`${base}/api/stocks/${id}/queue/me`, user, "ticket");
+}
+
+test("SIGTERM with event streams open on both ports: the streams end, the api exits 0 well within the 20 s deadline", async () => {
+  const port = freePort();
   api = spawnService("api", {
-    PORT: String(freePort()),
+    PORT: String(port),
     REDIS_KEY_PREFIX: uniqueName("shutdown"),
     ADMIN_TOKEN,
-    JWT_SECRET: "shutdown-test-jwt-secret-of-at-least-32-chars",
+    JWT_SECRET,
     API_WORKERS: "1",
   });
   await untilReady(api.adminPort);
-  const streams = [await openStream(api.adminPort), await openStream(api.adminPort)];
+  const dashboard = () => openStream(`http://127.0.0.1:${api!.adminPort}/dashboard/events`, { Authorization: `Bearer ${ADMIN_TOKEN}` }, "snapshot");
+  const streams = [await dashboard(), await dashboard(), await openTicketStream(port)];
 
   const signalledAt = performance.now();
   api.child.kill("SIGTERM");
