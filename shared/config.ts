@@ -6,7 +6,7 @@
  */
 import { z } from "zod";
 import { SERVICES, WORKER_NAMES } from "./services.ts";
-import { DEFAULT_HOLD_RETENTION_SECONDS, DEFAULT_JWT_MAX_LIFETIME_SECONDS, DEFAULT_OUTBOX_MAX_LENGTH } from "./domain/policy.ts";
+import { DEFAULT_HOLD_RETENTION_SECONDS, DEFAULT_JWT_MAX_LIFETIME_SECONDS, DEFAULT_OUTBOX_MAX_LENGTH, DEFAULT_SSE_MAX_CLIENTS } from "./domain/policy.ts";
 import { EVENT_TYPES } from "./domain/events.ts";
 
 const port = z.coerce.number().int().min(1).max(65535);
@@ -61,7 +61,13 @@ const elasticsearch = {
   ELASTICSEARCH_INDEX_ALIAS: z.string().min(1).default("stocks"),
 };
 
-const adminPort = (fallback: number) => ({ ADMIN_PORT: port.default(fallback) });
+/**
+ * Every binary's operators' listener (shared/admin-server.ts). ADMIN_HOST is the address it binds:
+ * loopback by default, so health, metrics and the dashboard are not on the network unless an operator
+ * says so (a container sets 0.0.0.0 and publishes the port where it wants it). Whatever the host,
+ * only /healthz, /readyz and /metrics answer without `Authorization: Bearer <ADMIN_TOKEN>`.
+ */
+const adminPort = (fallback: number) => ({ ADMIN_PORT: port.default(fallback), ADMIN_HOST: z.string().min(1).default("127.0.0.1") });
 
 /**
  * A request-rate limit: `<requests>/<seconds>s` (a token bucket holding that many requests, refilled
@@ -138,6 +144,8 @@ export const apiSchema = z.object({
   RATE_LIMIT_ALLOCATE: rateLimitSpec("20/10s"),
   RATE_LIMIT_PURCHASE: rateLimitSpec("20/10s"),
   RATE_LIMIT_CANCEL: rateLimitSpec("20/10s"),
+  /** Waiting-room polls per user (GET /api/stocks/:id/queue/me): read only, so 10/s sustained, bursts of 100. */
+  RATE_LIMIT_QUEUE_POLL: rateLimitSpec("100/10s"),
   /**
    * Proxies whose X-Forwarded-For is believed (comma-separated IPs or IPv4 CIDRs, e.g.
    * `127.0.0.1,10.0.0.0/8`). The client IP is the right-most X-Forwarded-For entry that is not one
@@ -147,6 +155,12 @@ export const apiSchema = z.object({
     .string()
     .default("")
     .transform((s) => s.split(",").map((p) => p.trim()).filter(Boolean)),
+  /**
+   * Server-sent-event streams open at once, per process and per side (the dashboard on the admin
+   * port; any stream on the public port): one more is refused with 503 `too_many_streams` and
+   * Retry-After. Each stream costs a snapshot serialization per second and a socket.
+   */
+  SSE_MAX_CLIENTS: positiveInt.max(100_000).default(DEFAULT_SSE_MAX_CLIENTS),
   /** The workers' /metrics the dashboard scrapes (comma-separated); default: the ports `bun run up` gives them. */
   WORKER_METRICS_URLS: z
     .string()

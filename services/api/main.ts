@@ -13,11 +13,12 @@ import { createSearchClient } from "../../shared/stores/search/mapping.ts";
 import { dlqTopicOf } from "../../shared/kafka/client.ts";
 import { createApp } from "./app.ts";
 import { DashboardCollector } from "./dashboard/collector.ts";
-import { dashboardRoutes } from "./dashboard/routes.ts";
+import { DASHBOARD_OPEN_PATHS, dashboardRoutes } from "./dashboard/routes.ts";
 import { createReadRoutes } from "./read-routes.ts";
 import { webhookRoutesFromConfig } from "./routes/webhooks.ts";
 import { subscribeReleased } from "./released-subscriber.ts";
 import { RefusalCache, withRefusalCache } from "./sold-out-cache.ts";
+import { StreamSlots } from "./sse-limit.ts";
 import { exitWithSupervisor, superviseWorkers, workerIndex } from "./workers.ts";
 
 const config = loadConfigOrExit(apiSchema, "api");
@@ -68,6 +69,7 @@ const app = createApp({
     allocate: config.RATE_LIMIT_ALLOCATE,
     purchase: config.RATE_LIMIT_PURCHASE,
     cancel: config.RATE_LIMIT_CANCEL,
+    queuePoll: config.RATE_LIMIT_QUEUE_POLL,
     trustedProxies: config.TRUSTED_PROXIES,
   },
   eventContract: {
@@ -77,6 +79,7 @@ const app = createApp({
     brokers: config.KAFKA_BROKERS,
   },
   notReadyReason: () => (draining ? "shutting down" : null),
+  sseMaxClients: config.SSE_MAX_CLIENTS,
 });
 
 const server = Bun.serve({
@@ -91,10 +94,14 @@ const server = Bun.serve({
 // Operators' port, like the workers': /metrics is not on the public port (it shows sales velocity).
 // /healthz and /readyz answer on both, so load balancers keep probing the public port.
 // With API_WORKERS, worker i answers on ADMIN_PORT + 100·i (shared/services.ts): each has its own registry, so each is scraped.
+// It binds ADMIN_HOST (loopback by default); the dashboard needs the admin token (shared/admin-server.ts).
 const admin = startAdminServer({
   port: apiWorkerAdminPort(config.ADMIN_PORT, workerIndex() ?? 0),
+  hostname: config.ADMIN_HOST,
   registry,
-  routes: dashboardRoutes(dashboard),
+  adminToken: config.ADMIN_TOKEN,
+  routes: dashboardRoutes(dashboard, new StreamSlots(config.SSE_MAX_CLIENTS)),
+  openPaths: DASHBOARD_OPEN_PATHS,
   notReadyReason: async () => {
     if (draining) return "shutting down";
     try {

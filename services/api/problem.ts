@@ -16,6 +16,7 @@ export type ProblemCode =
   | "unsupported_media_type"
   | "method_not_allowed"
   | "rate_limited"
+  | "too_many_streams"
   | "store_unavailable"
   | "webhook_configured"
   | "internal_error";
@@ -53,6 +54,9 @@ const TITLES: Record<ProblemCode, string> = {
   forbidden: "Forbidden",
   idempotency_key_reused: "Idempotency key reused with a different request",
   outbox_full: "Event outbox full",
+  not_admitted: "Not admitted",
+  no_waiting_room: "No waiting room",
+  draw_not_ready: "Draw not ready",
   invalid_request: "Invalid request",
   unauthorized: "Unauthorized",
   payload_too_large: "Payload too large",
@@ -60,6 +64,7 @@ const TITLES: Record<ProblemCode, string> = {
   unsupported_media_type: "Unsupported media type",
   method_not_allowed: "Method not allowed",
   rate_limited: "Too many requests",
+  too_many_streams: "Too many event streams",
   store_unavailable: "Store unavailable",
   webhook_configured: "Endpoint comes from configuration",
   internal_error: "Internal error",
@@ -121,6 +126,9 @@ const DOMAIN_STATUS: Record<DomainErrorCode, ContentfulStatusCode> = {
   idempotency_key_reused: 422,
   invalid_request: 400,
   outbox_full: 503,
+  not_admitted: 403,
+  no_waiting_room: 404,
+  draw_not_ready: 409,
 };
 
 /**

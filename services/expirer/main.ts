@@ -27,6 +27,7 @@ const expirer = createExpirer({
 let stopping = false;
 const admin = startAdminServer({
   port: config.ADMIN_PORT,
+  hostname: config.ADMIN_HOST,
   registry,
   notReadyReason: () => (stopping ? "shutting down" : expirer.isHealthy() ? null : "redis unreachable"),
 });

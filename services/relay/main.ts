@@ -29,7 +29,7 @@ const relay = createRelay({
   registry,
 });
 
-const admin = startAdminServer({ port: config.ADMIN_PORT, registry, notReadyReason: () => relay.notReadyReason() });
+const admin = startAdminServer({ port: config.ADMIN_PORT, hostname: config.ADMIN_HOST, registry, notReadyReason: () => relay.notReadyReason() });
 logger.info({ adminPort: admin.port, consumer: relay.consumerName }, "relay admin server listening");
 
 onShutdown(logger, async () => {

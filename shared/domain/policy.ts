@@ -34,6 +34,9 @@ export const IDEMPOTENCY_TTL_SECONDS = 24 * 3600;
  */
 export const REQUEST_RECORD_TTL_SECONDS = 60;
 
+/** Event streams open at once per side of an api process (SSE_MAX_CLIENTS). */
+export const DEFAULT_SSE_MAX_CLIENTS = 100;
+
 /** Longest JWT lifetime the api accepts (JWT_MAX_LIFETIME_SECONDS). */
 export const DEFAULT_JWT_MAX_LIFETIME_SECONDS = 24 * 3600;
 

@@ -14,7 +14,7 @@ import { createMetricsRegistry } from "../metrics.ts";
 import type { ConsumerWorker, ProjectorKafkaOptions } from "./projector.ts";
 
 /** What every consumer binary's config has; the projector variables are there for projectors only. */
-type ConsumerConfig = KafkaEnv & Partial<ProjectorEnv> & { LOG_LEVEL: string; ADMIN_PORT: number };
+type ConsumerConfig = KafkaEnv & Partial<ProjectorEnv> & { LOG_LEVEL: string; ADMIN_PORT: number; ADMIN_HOST: string };
 
 export interface ProjectorWiring<C> {
   config: C;
@@ -50,7 +50,7 @@ export async function runProjector<S extends z.ZodType<ConsumerConfig>>(
   };
   const { projector, close } = build({ config, logger, registry, kafka });
 
-  const admin = startAdminServer({ port: config.ADMIN_PORT, registry, notReadyReason: () => projector.notReadyReason() });
+  const admin = startAdminServer({ port: config.ADMIN_PORT, hostname: config.ADMIN_HOST, registry, notReadyReason: () => projector.notReadyReason() });
   logger.info({ adminPort: admin.port }, "admin server listening");
 
   onShutdown(logger, async () => {
