@@ -210,6 +210,13 @@ export const relaySchema = z.object({
     .enum(["true", "false", "1", "0"])
     .default("true")
     .transform((v) => v === "true" || v === "1"),
+  /**
+   * Tests only: the relay freezes itself (SIGSTOP to its own pid) once, just before that claim step,
+   * so a test can pass the shard's lease to another relay inside the window and then SIGCONT it
+   * (test/relay-claim-fencing.test.ts). `acquire-claim`: taking over what a shard's previous owner
+   * left pending; `pending-claim`: re-reading (and, with replicas, re-claiming) its own pending entries.
+   */
+  RELAY_TEST_FREEZE_BEFORE: z.enum(["acquire-claim", "pending-claim"]).optional(),
 });
 
 const projector = {

@@ -277,6 +277,11 @@ class RelayImpl implements Relay {
     let resent = 0;
     while (!stop.stopping && this.shards.isHeld(shard)) {
       const entries = await this.reader.readPending(shard, from);
+      if (entries === null) {
+        log.warn({ shard }, "shard lease is no longer ours (found by the pending read); shard dropped");
+        await this.shards.lose(shard);
+        return;
+      }
       const last = entries.at(-1);
       if (!last) {
         this.shards.markLive(shard);

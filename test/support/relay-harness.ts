@@ -348,6 +348,22 @@ export function spawnRelay(env: Record<string, string>): Subprocess {
   });
 }
 
+/** A relay child process whose JSON log lines are kept (to see what it did after a SIGCONT); `track` kills it after the test. */
+export function spawnLogged(track: (child: Subprocess) => Subprocess, env: Record<string, string>): { child: Subprocess; lines: Record<string, unknown>[] } {
+  const child = Bun.spawn([process.execPath, "services/relay/main.ts"], { cwd: REPO_ROOT, env: { ...env, LOG_LEVEL: "info" }, stdout: "pipe", stderr: "inherit" });
+  const lines: Record<string, unknown>[] = [];
+  void (async () => {
+    let buffered = "";
+    for await (const chunk of child.stdout as ReadableStream<Uint8Array>) {
+      buffered += new TextDecoder().decode(chunk);
+      const parts = buffered.split("\n");
+      buffered = parts.pop()!;
+      for (const line of parts) if (line.trim()) lines.push(JSON.parse(line) as Record<string, unknown>);
+    }
+  })();
+  return { child: track(child), lines };
+}
+
 export const disruptiveSkipped = process.env.SKIP_DISRUPTIVE === "1";
 
 /** A logger that keeps its JSON lines in memory, for asserting what a relay logged. */
