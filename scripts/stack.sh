@@ -318,8 +318,14 @@ usage() {
 }
 
 main() {
-  local cmd="${1:-}"
+  local cmd="${1:-}" n
   (($#)) && shift
+  # Names are checked here, in this shell: the commands resolve them inside $( ) or < <( ), where
+  # canonical's `die` only ends that subshell, and an unknown name used to print "unknown server"
+  # and exit 0.
+  case "$cmd" in
+    up | down | stop | restart | status | logs | env) for n in "$@"; do canonical "$n" >/dev/null; done ;;
+  esac
   case "$cmd" in
     up) cmd_up "$@" ;;
     down | stop) cmd_down "$@" ;;

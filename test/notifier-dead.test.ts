@@ -11,9 +11,11 @@ import { createMetricsRegistry } from "../shared/metrics.ts";
 import { createRedis } from "../shared/redis/client.ts";
 import { createStockCommands } from "../shared/redis/commands.ts";
 import { createEndpoint, generateSecret } from "../shared/webhooks/endpoints.ts";
-import { brokers, eventually, produceEvents, readSideFixtures, stackEnv, testLogger, uniqueName } from "./support/read-side.ts";
-import { generateWorkload, StockSim } from "./support/stock-sim.ts";
-import { startReceiver } from "./support/webhook-receiver.ts";
+import { brokers, eventually, readSideFixtures, testLogger } from "./support/read-side.ts";
+import { produceEvents } from "../shared/dev/read-side.ts";
+import { stackEnv, uniqueName } from "../shared/dev/env.ts";
+import { generateWorkload, StockSim } from "../shared/dev/stock-sim.ts";
+import { startReceiver } from "../shared/dev/webhook-receiver.ts";
 
 const fx = readSideFixtures({ database: "ntfdead" });
 const topic = fx.topic("ntfdead");

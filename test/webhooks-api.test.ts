@@ -12,9 +12,9 @@ import { createRedis } from "../shared/redis/client.ts";
 import { createStockCommands } from "../shared/redis/commands.ts";
 import { createKeyLayout } from "../shared/domain/keys.ts";
 import { generateSecret, syncConfiguredEndpoint } from "../shared/webhooks/endpoints.ts";
-import { mintUserToken } from "../scripts/mint-token.ts";
+import { mintUserToken } from "../shared/dev/token.ts";
 import { createTestDatabase, type TestDatabase } from "./support/read-side.ts";
-import { stackEnv, uniqueName } from "./support/env.ts";
+import { stackEnv, uniqueName } from "../shared/dev/env.ts";
 
 const ADMIN = "webhooks-test-admin-token-0123456789";
 const JWT_SECRET = "webhooks-test-jwt-secret-0123456789abcdef0123";

@@ -20,7 +20,7 @@ import type { RetrySchedule } from "./schedule.ts";
 import type { SendOptions } from "./sender.ts";
 
 /** Fixed key of the delivery lease ("flashntf" in ASCII). */
-export const DELIVERY_LEASE_KEY = 0x666c6173686e7466n;
+const DELIVERY_LEASE_KEY = 0x666c6173686e7466n;
 
 export interface DeliveryOptions {
   sql: postgres.Sql;

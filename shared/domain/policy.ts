@@ -20,13 +20,22 @@ export const MAX_QUANTITY_PER_REQUEST = 1000;
  * which is why the bound is here rather than amounts as strings.
  */
 export const MAX_PRICE = 99_999_999_999;
-/** Every amount a hold can have is below this (checked by create_stock.lua too). */
-export const MAX_EXACT_AMOUNT = 1e14;
 
 /** How long a finished (purchased, cancelled, expired) hold stays readable by its owner (HOLD_RETENTION_SECONDS). */
 export const DEFAULT_HOLD_RETENTION_SECONDS = 7 * 24 * 3600;
 /** How long an Idempotency-Key is remembered. */
 export const IDEMPOTENCY_TTL_SECONDS = 24 * 3600;
+/**
+ * How long the record of an allocation request without Idempotency-Key is kept (allocate.lua, key
+ * `req:`): a resend or retry of the same request within this window gets the same hold. It must
+ * outlast the commands' retry budget (ALLOCATE_RETRY_BUDGET_MS, 3 s) by a wide margin: a resend can
+ * also come from the client library after a reconnect. ~200 bytes per successful allocation for a
+ * minute (3,500 allocations/s: ~40 MB at most).
+ */
+export const REQUEST_RECORD_TTL_SECONDS = 60;
+
+/** Event streams open at once per side of an api process (SSE_MAX_CLIENTS). */
+export const DEFAULT_SSE_MAX_CLIENTS = 100;
 
 /** Longest JWT lifetime the api accepts (JWT_MAX_LIFETIME_SECONDS). */
 export const DEFAULT_JWT_MAX_LIFETIME_SECONDS = 24 * 3600;

@@ -11,7 +11,7 @@ import { EVENT_TYPES, type EventType } from "../domain/events.ts";
 import { storableText } from "../domain/validation.ts";
 
 /** The id of the endpoint that comes from WEBHOOK_URL. */
-export const CONFIG_ENDPOINT_ID = "config";
+const CONFIG_ENDPOINT_ID = "config";
 
 /** Only http(s): a webhook URL is a place to POST events, never file:, data: or anything a fetch might resolve locally. */
 export const webhookUrl = z

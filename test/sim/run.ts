@@ -13,7 +13,7 @@ import { parseClusterNodes } from "../../shared/redis/client.ts";
 import { formatReport } from "../../shared/verify/report.ts";
 import { checkStockEvents, checkStockState, readOutboxEvents, readStocks } from "../../shared/verify/redis.ts";
 import { verify as verifyRedis } from "../../shared/verify/verify.ts";
-import { stackEnv } from "../support/env.ts";
+import { stackEnv } from "../../shared/dev/env.ts";
 import { recordTime, relayKill, SimMismatch, simCommands, type SimRun } from "./commands.ts";
 import { WriteSideModel, type ModelEvent } from "./model.ts";
 import { SimSystem } from "./system.ts";

@@ -20,9 +20,9 @@ import { createLogger } from "../../shared/logger.ts";
 import { createMetricsRegistry } from "../../shared/metrics.ts";
 import { createRedis, deleteKeysByPrefix, type RedisClient, type RedisTarget } from "../../shared/redis/client.ts";
 import { createStockCommands } from "../../shared/redis/commands.ts";
-import { mintUserToken } from "../../scripts/mint-token.ts";
+import { mintUserToken } from "../../shared/dev/token.ts";
 import { TEST_ADMIN_TOKEN, TEST_JWT_SECRET } from "../support/api.ts";
-import { freePort, stackEnv, uniqueName } from "../support/env.ts";
+import { freePort, stackEnv, uniqueName } from "../../shared/dev/env.ts";
 import { killChild } from "../support/processes.ts";
 import { spawnRelay, TopicReader } from "../support/relay-harness.ts";
 

@@ -5,7 +5,7 @@
  */
 import { afterAll } from "bun:test";
 import type { Subprocess } from "bun";
-import { spawnService } from "./env.ts";
+import { spawnService } from "../../shared/dev/env.ts";
 
 /** Kills `child` if it still runs (SIGCONT first: a frozen process would not die until then) and waits for its exit. */
 export async function killChild(child: Subprocess): Promise<void> {

@@ -40,6 +40,7 @@ const API_ADMIN_PORT = SERVICES.api.adminPort;
 const CLUSTER_NODES = [0, 1, 2, 3, 4, 5].map((i) => `redis-cluster-${i}`);
 const KAFKA_CLUSTER_NODES = [1, 2, 3].map((i) => `kafka-cluster-${i}`);
 const isOneShot = (s: Service) => s.restart === "no";
+const parseSeconds = (d: string | undefined) => Number(/^(\d+)s$/.exec(d ?? "")?.[1] ?? 0);
 const stackVersion = (name: string) => new RegExp(`^${name}=(\\S+)$`, "m").exec(stackScript)?.[1];
 
 describe("compose.yaml", () => {
@@ -138,6 +139,27 @@ describe("compose.yaml", () => {
     expect(services.migrate?.depends_on?.postgres?.condition).toBe("service_healthy");
   });
 
+  test("restart policies: every long-running container comes back when it exits on its own; one-shots do not", () => {
+    for (const [name, s] of Object.entries(services)) {
+      if (isOneShot(s)) continue;
+      expect(["unless-stopped", "always", "on-failure"], `${name} restart`).toContain(String(s.restart).split(":")[0]!);
+    }
+    for (const name of APP_SERVICES) expect(services[name]!.restart, name).toBe("unless-stopped");
+  });
+
+  test("each service waits for the servers it needs (shared/services.ts) to be healthy, and for migrate when it reads or writes PostgreSQL", () => {
+    for (const name of APP_SERVICES) {
+      const deps = services[name]!.depends_on ?? {};
+      const needs: readonly string[] = SERVICES[name].needs;
+      const expected: Record<string, { condition: string }> = Object.fromEntries(needs.map((server) => [server, { condition: "service_healthy" }]));
+      if (needs.includes("postgres")) expected.migrate = { condition: "service_completed_successfully" };
+      expect(deps, name).toEqual(expected);
+      // A first start on empty servers: a service stays not ready while it waits out a broker; the
+      // start period keeps compose from calling that unhealthy.
+      expect(parseSeconds(services[name]!.healthcheck!.start_period), `${name} start_period`).toBeGreaterThanOrEqual(30);
+    }
+  });
+
   test("no cycles in depends_on", () => {
     const visiting = new Set<string>();
     const done = new Set<string>();
@@ -186,7 +208,9 @@ describe("compose.yaml", () => {
       } else {
         expect(Number(env.ADMIN_PORT), `${name} ADMIN_PORT`).toBe(port);
       }
-      expect(s.healthcheck!.test.join(" ")).toContain(`127.0.0.1:${port}/healthz`);
+      // Health is readiness, on every port it serves (the api: public and operators' port).
+      for (const p of name === "api" ? [port, API_ADMIN_PORT] : [port]) expect(s.healthcheck!.test.join(" ")).toContain(`127.0.0.1:${p}/readyz`);
+      expect(s.healthcheck!.test.join(" ")).not.toContain("/healthz");
       expect(s.ports).toContain(`127.0.0.1:${port}:${port}`);
     }
     // Every service sees the same shard count, or the relay would miss outboxes.
