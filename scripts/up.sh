@@ -25,6 +25,7 @@ export REDIS_URL="${REDIS_URL:-redis://$HOST:$REDIS_PORT}"
 export DATABASE_URL="${DATABASE_URL:-postgres://$PG_USER:$PG_PASSWORD@$HOST:$PG_PORT/$PG_DB}"
 export KAFKA_BROKERS="${KAFKA_BROKERS:-$HOST:$KAFKA_PORT}"
 export ELASTICSEARCH_URL="${ELASTICSEARCH_URL:-http://$HOST:$ES_PORT}"
+export WEBHOOK_ALLOW_PRIVATE_NETWORKS="${WEBHOOK_ALLOW_PRIVATE_NETWORKS:-true}" # dev stack: local webhook receivers allowed (docs/webhooks.md, SSRF)
 API_PORT="${PORT:-3000}"
 # The api's operators' port (/metrics, /healthz, /readyz): metrics stay off the public port.
 API_ADMIN_PORT="${API_ADMIN_PORT:-${SERVICE_ADMIN_PORT[api]}}"

@@ -92,12 +92,12 @@ describe("webhook config and inputs", () => {
 });
 
 describe("rebuild", () => {
-  test("the notifier's migration is skipped by the read-model rebuild, the read models' is not", async () => {
+  test("the notifier's migrations are skipped by the read-model rebuild, the read models' is not", async () => {
     const { readMigrations } = await import("../shared/stores/postgres/migrate.ts");
     const { isSkippedByRebuild, MIGRATIONS_DIR } = await import("../shared/stores/postgres/migration-files.ts");
     const files = await readMigrations(MIGRATIONS_DIR);
     const skipped = files.filter((f) => isSkippedByRebuild(f.sql)).map((f) => f.file);
-    expect(skipped).toEqual(["002_webhooks.sql"]);
+    expect(skipped).toEqual(["002_webhooks.sql", "004_webhook_hardening.sql"]);
     expect(isSkippedByRebuild("CREATE TABLE t (id int);\n-- rebuild: skip\n")).toBe(false); // only as the first line
   });
 });

@@ -18,6 +18,7 @@ export type ProblemCode =
   | "rate_limited"
   | "store_unavailable"
   | "webhook_configured"
+  | "webhook_url_not_allowed"
   | "internal_error";
 
 /**
@@ -61,6 +62,7 @@ const TITLES: Record<ProblemCode, string> = {
   rate_limited: "Too many requests",
   store_unavailable: "Store unavailable",
   webhook_configured: "Endpoint comes from configuration",
+  webhook_url_not_allowed: "Webhook URL not allowed",
   internal_error: "Internal error",
 };
 

@@ -7,6 +7,15 @@ import type { StockEvent } from "../../shared/domain/events.ts";
 import type { SinkResult } from "../../shared/projection/batch.ts";
 
 /**
+ * The body of a webhook: the Standard Webhooks payload structure, `{ type, timestamp, data }`, with
+ * the event envelope as `data`. A receiver built on the spec's tooling dispatches on `type` (our
+ * eventType) and reads `timestamp` (when the event occurred, ISO 8601). Stored as sent (and signed).
+ */
+export function webhookPayload(event: StockEvent): string {
+  return JSON.stringify({ type: event.eventType, timestamp: event.occurredAt, data: event });
+}
+
+/**
  * Logs each event once (dedupe by event id: a Kafka redelivery changes nothing) and, in the same
  * statement, a pending delivery for every live endpoint that subscribes to its type. One statement
  * is one transaction: after it returns the events are safe and the offsets may be committed.
@@ -16,7 +25,7 @@ export async function logEvents(
   events: readonly StockEvent[],
 ): Promise<SinkResult & { deliveries: { endpointId: string; delivery: PendingDelivery }[] }> {
   if (events.length === 0) return { applied: [], duplicates: 0, deliveries: [] };
-  const bodies = events.map((e) => JSON.stringify(e));
+  const bodies = events.map(webhookPayload);
   const rows = await sql<{ endpoint_id: string | null; event_id: string; next_attempt_at: Date | null }[]>`
     WITH ev AS (
       INSERT INTO webhook_events (event_id, event_type, stock_id, version, occurred_at, body)

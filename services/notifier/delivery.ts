@@ -13,6 +13,7 @@ import type postgres from "postgres";
 import { sleep } from "../../shared/lifecycle.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { listEndpoints, type Endpoint } from "../../shared/webhooks/endpoints.ts";
+import type { SecretBox } from "../../shared/webhooks/secret-box.ts";
 import { backlog, type PendingDelivery } from "./delivery-log.ts";
 import { startDispatcher, type Dispatcher } from "./dispatcher.ts";
 import type { NotifierMetrics } from "./metrics.ts";
@@ -24,6 +25,7 @@ export const DELIVERY_LEASE_KEY = 0x666c6173686e7466n;
 
 export interface DeliveryOptions {
   sql: postgres.Sql;
+  box: SecretBox;
   schedule: RetrySchedule;
   send: SendOptions;
   concurrency: number;
@@ -85,7 +87,8 @@ export function createDelivery(options: DeliveryOptions): Delivery {
   }
 
   async function syncDispatchers(): Promise<void> {
-    const live = new Map((await listEndpoints(sql)).map((e) => [e.id, e]));
+    const undecryptable = (id: string, err: unknown) => logger.error({ endpoint: id, err }, "cannot decrypt the endpoint's secret: not delivering to it");
+    const live = new Map((await listEndpoints(sql, options.box, undecryptable)).map((e) => [e.id, e]));
     for (const [id, d] of dispatchers) {
       const now = live.get(id);
       if (!now || !sameEndpoint(now, d.endpoint)) {

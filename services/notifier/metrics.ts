@@ -23,7 +23,7 @@ export function createNotifierMetrics(registry: Registry): NotifierMetrics {
     deliveries: new prom.Counter({ name: "flashsale_notifier_deliveries_total", help: "Webhooks delivered (2xx)", labelNames: ["endpoint"], registers }),
     failures: new prom.Counter({
       name: "flashsale_notifier_delivery_failures_total",
-      help: "Failed attempts (each is retried or dead-lettered): reason http_3xx|http_4xx|http_5xx|timeout|network",
+      help: "Failed attempts (each is retried or dead-lettered): reason http_3xx|http_4xx|http_5xx|timeout|network|refused (an address webhooks may not reach)",
       labelNames: ["endpoint", "reason"],
       registers,
     }),
@@ -54,7 +54,7 @@ export function createNotifierMetrics(registry: Registry): NotifierMetrics {
   };
 }
 
-export function failureReason(status: number | null, failure: "timeout" | "network" | null): string {
+export function failureReason(status: number | null, failure: "timeout" | "network" | "refused" | null): string {
   if (status === null) return failure ?? "network";
   if (status >= 500) return "http_5xx";
   if (status >= 400) return "http_4xx";

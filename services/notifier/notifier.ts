@@ -19,6 +19,7 @@ import { isPostgresOutage } from "../../shared/projection/errors.ts";
 import { probeEvents } from "../../shared/projection/probe.ts";
 import { type ConsumerWorker, createProjector, type Projector, type ProjectorKafkaOptions } from "../../shared/projection/projector.ts";
 import { syncConfiguredEndpoint } from "../../shared/webhooks/endpoints.ts";
+import type { SecretBox } from "../../shared/webhooks/secret-box.ts";
 import { createDelivery, type Delivery } from "./delivery.ts";
 import { logEvents } from "./delivery-log.ts";
 import { createNotifierMetrics, type NotifierMetrics } from "./metrics.ts";
@@ -32,6 +33,8 @@ export interface NotifierOptions extends Omit<ProjectorKafkaOptions, "groupId"> 
   sql: postgres.Sql;
   logger: Logger;
   registry?: Registry;
+  /** Decrypts the stored secrets, encrypts the configured one (shared/webhooks/secret-box.ts). */
+  box: SecretBox;
   /** The endpoint from config (WEBHOOK_URL…); unset removes a previously configured one. */
   configured?: { url?: string; secret?: string; eventTypes?: EventType[] };
   schedule: RetrySchedule;
@@ -58,6 +61,7 @@ export function createNotifier(options: NotifierOptions): Notifier {
   const metrics = createNotifierMetrics(registry);
   const delivery = createDelivery({
     sql,
+    box: options.box,
     schedule: options.schedule,
     send: options.send,
     concurrency: options.concurrency,
@@ -91,8 +95,10 @@ export function createNotifier(options: NotifierOptions): Notifier {
     metrics,
     registry,
     async start() {
-      const configured = await untilPostgresAnswers(() => syncConfiguredEndpoint(sql, options.configured ?? {}), logger, () => stopped);
+      const configured = await untilPostgresAnswers(() => syncConfiguredEndpoint(sql, options.box, options.configured ?? {}), logger, () => stopped);
       if (configured) logger.info({ endpoint: configured.id, url: configured.url, eventTypes: configured.eventTypes }, "configured endpoint");
+      if (options.send.allowPrivate) logger.warn("WEBHOOK_ALLOW_PRIVATE_NETWORKS is on: webhooks may go to loopback and private addresses (development only)");
+      if (!options.box.currentKeyId) logger.warn("WEBHOOK_SECRETS_KEY is unset: webhook secrets are stored in plain text (docs/webhooks.md)");
       await delivery.start();
       await projector.start();
     },

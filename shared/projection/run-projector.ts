@@ -33,7 +33,7 @@ export interface BuiltProjector {
 export async function runProjector<S extends z.ZodType<ConsumerConfig>>(
   name: string,
   schema: S,
-  build: (wiring: ProjectorWiring<z.infer<S>>) => BuiltProjector,
+  build: (wiring: ProjectorWiring<z.infer<S>>) => BuiltProjector | Promise<BuiltProjector>,
 ): Promise<void> {
   const config = loadConfigOrExit(schema, name);
   const logger = createLogger(name, config.LOG_LEVEL as Parameters<typeof createLogger>[1]);
@@ -48,7 +48,7 @@ export async function runProjector<S extends z.ZodType<ConsumerConfig>>(
     fetchMaxWaitMs: config.PROJECTOR_FETCH_MAX_WAIT_MS,
     fetchMinBytes: config.PROJECTOR_FETCH_MIN_BYTES,
   };
-  const { projector, close } = build({ config, logger, registry, kafka });
+  const { projector, close } = await build({ config, logger, registry, kafka });
 
   const admin = startAdminServer({ port: config.ADMIN_PORT, registry, notReadyReason: () => projector.notReadyReason() });
   logger.info({ adminPort: admin.port }, "admin server listening");
