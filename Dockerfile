@@ -10,6 +10,8 @@ ARG BUN_VERSION=1.4.5
 FROM oven/bun:${BUN_VERSION} AS build
 WORKDIR /src
 COPY package.json bun.lock bunfig.toml tsconfig.json ./
+# kafkajs is patched (package.json patchedDependencies; docs/relay.md): bun install applies patches/.
+COPY patches ./patches
 RUN bun install --frozen-lockfile --production --ignore-scripts
 COPY shared ./shared
 COPY services ./services

@@ -13,7 +13,8 @@
 #   bash scripts/stack.sh env                print the client environment variables for this stack
 # names: redis postgres kafka elasticsearch (aliases: pg, es), and redis-cluster (not in the default set:
 #   3 masters + 3 replicas with cluster-enabled, docs/design.md §11; `env redis-cluster` prints
-#   REDIS_CLUSTER_NODES, which switches the clients to it), and prometheus (not in the default set either:
+#   REDIS_CLUSTER_NODES, which switches the clients to it), kafka-cluster (not in the default set: three
+#   KRaft brokers, topics RF 3 / min.insync.replicas 2; `env kafka-cluster` prints their KAFKA_BROKERS), and prometheus (not in the default set either:
 #   Debian's package, ops/prometheus/prometheus.yml scraping the api and the workers, alert rules, on 9090)
 #
 # Data, logs and pids live in the stack dir, downloads in the cache dir:
@@ -62,6 +63,8 @@ fi
 # How long a master may be unreachable before its replica takes over (Redis' default is 15 s; a
 # failover drill should not take that long, and 5 s still rides out a GC pause of a neighbour JVM).
 REDIS_CLUSTER_NODE_TIMEOUT="${FLASHSALE_REDIS_CLUSTER_NODE_TIMEOUT:-5000}"
+# Kafka cluster: 3 brokers on base..base+2, their controllers on base+3..base+5.
+KAFKA_CLUSTER_BASE_PORT="${FLASHSALE_KAFKA_CLUSTER_BASE_PORT:-9192}"
 
 PG_DB=flashsale
 PG_USER=flashsale
@@ -71,6 +74,7 @@ PG_OS_USER="${FLASHSALE_PG_USER:-postgres}"
 
 KAFKA_HEAP="${FLASHSALE_KAFKA_HEAP:-512m}"
 ES_HEAP="${FLASHSALE_ES_HEAP:-1g}"
+KAFKA_CLUSTER_HEAP="${FLASHSALE_KAFKA_CLUSTER_HEAP:-320m}"
 
 ALL_SERVERS=(redis postgres kafka elasticsearch)
 RUN_DIR="$STACK_DIR/run"
@@ -89,6 +93,8 @@ source "$REPO_ROOT/scripts/stack/lib.sh"
 source "$REPO_ROOT/scripts/stack/servers.sh"
 # shellcheck source=scripts/stack/redis-cluster.sh
 source "$REPO_ROOT/scripts/stack/redis-cluster.sh"
+# shellcheck source=scripts/stack/kafka-cluster.sh
+source "$REPO_ROOT/scripts/stack/kafka-cluster.sh"
 
 # ---------------------------------------------------------------- up / down / status
 
@@ -96,6 +102,7 @@ source "$REPO_ROOT/scripts/stack/redis-cluster.sh"
 ensure() {
   local name="$1" pid port budget
   [[ "$name" == redis-cluster ]] && { ensure_redis_cluster; return; }
+  [[ "$name" == kafka-cluster ]] && { ensure_kafka_cluster; return; }
   port="$(port_of "$name")"
   case "$name" in redis | prometheus) budget=30 ;; postgres) budget=60 ;; kafka) budget=120 ;; elasticsearch) budget=180 ;; esac
   if pid="$(owned_pid "$name")"; then
@@ -129,6 +136,7 @@ ensure() {
 stop_one() {
   local name="$1" pid sig=TERM budget=30 i
   [[ "$name" == redis-cluster ]] && { stop_redis_cluster; return; }
+  [[ "$name" == kafka-cluster ]] && { stop_kafka_cluster; return; }
   if ! pid="$(owned_pid "$name")"; then
     rm -f "$(pid_file "$name")"
     if port_open "$(port_of "$name")"; then
@@ -157,6 +165,7 @@ stop_one() {
 status_one() {
   local name="$1" pid port
   [[ "$name" == redis-cluster ]] && { status_redis_cluster; return; }
+  [[ "$name" == kafka-cluster ]] && { status_kafka_cluster; return; }
   port="$(port_of "$name")"
   if pid="$(owned_pid "$name")"; then
     local rss
@@ -197,7 +206,7 @@ cmd_up() {
   export STARTED_MARKS="$out/started"
   for n in "${names[@]}"; do
     case "$n" in
-      kafka | elasticsearch) (ensure "$n" >"$out/$n.out") & jobs[$n]=$! ;;
+      kafka | elasticsearch | kafka-cluster) (ensure "$n" >"$out/$n.out") & jobs[$n]=$! ;;
     esac
   done
   if ((want_k6)); then (install_k6 >"$out/k6.out" 2>&1) & jobs[k6]=$!; fi
@@ -242,7 +251,7 @@ cmd_down() {
   local names n i
   mapfile -t names < <(names_or_all "$@")
   # Plain `down` stops everything this stack started, the cluster too (its nodes first, below).
-  (($# == 0)) && names=(redis-cluster "${names[@]}" prometheus)
+  (($# == 0)) && names=(redis-cluster "${names[@]}" kafka-cluster prometheus)
   lock_stack
   # Reverse order: search and Kafka first, the stores last.
   for ((i = ${#names[@]} - 1; i >= 0; i--)); do stop_one "${names[$i]}"; done
@@ -252,7 +261,7 @@ cmd_status() {
   local names n
   mapfile -t names < <(names_or_all "$@")
   for n in "${names[@]}"; do status_one "$n"; done
-  (($# == 0)) && status_one redis-cluster && status_one prometheus
+  (($# == 0)) && status_one redis-cluster && status_one kafka-cluster && status_one prometheus
   if [[ -x "$K6_BIN" ]]; then say "k6: $K6_BIN"; else say "k6: not built"; fi
 }
 
@@ -264,6 +273,8 @@ cmd_logs() {
     n="$(canonical "$1")"
     if [[ "$n" == redis-cluster ]]; then
       for p in "${REDIS_CLUSTER_PORTS[@]}"; do [[ -f "$(log_file_of "redis-cluster-$p")" ]] && files+=("$(log_file_of "redis-cluster-$p")"); done
+    elif [[ "$n" == kafka-cluster ]]; then
+      for p in "${KAFKA_CLUSTER_NODES[@]}"; do [[ -f "$(log_file_of "kafka-cluster-$p")" ]] && files+=("$(log_file_of "kafka-cluster-$p")"); done
     else
       files=("$(log_file_of "$n")")
     fi
@@ -282,6 +293,7 @@ cmd_env() {
   fi
   for n in "${ALL_SERVERS[@]}"; do say "$(endpoint_of "$n")"; done
   say "# $(endpoint_of redis-cluster)   (bash scripts/stack.sh up redis-cluster; env redis-cluster)"
+  say "# $(endpoint_of kafka-cluster)   (bash scripts/stack.sh up kafka-cluster; env kafka-cluster)"
 }
 
 cmd_kafka_topics() {
@@ -299,8 +311,14 @@ usage() {
 }
 
 main() {
-  local cmd="${1:-}"
+  local cmd="${1:-}" n
   (($#)) && shift
+  # Names are checked here, in this shell: the commands resolve them inside $( ) or < <( ), where
+  # canonical's `die` only ends that subshell, and an unknown name used to print "unknown server"
+  # and exit 0.
+  case "$cmd" in
+    up | down | stop | restart | status | logs | env) for n in "$@"; do canonical "$n" >/dev/null; done ;;
+  esac
   case "$cmd" in
     up) cmd_up "$@" ;;
     down | stop) cmd_down "$@" ;;

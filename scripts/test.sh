@@ -3,13 +3,16 @@
 # or with the stack already up:
 #   1. whatever a bare machine lacks (scripts/install.sh: Bun, Debian packages, schemathesis venv),
 #   2. bun install --frozen-lockfile,
-#   3. the real servers: bash scripts/stack.sh up, and the Redis Cluster (stack.sh up redis-cluster)
+#   3. the unit tier, no servers: test/*.unit.test.ts (= bun run test:unit, seconds), so a broken
+#      pure module shows before the servers start,
+#   4. the real servers: bash scripts/stack.sh up, and the Redis Cluster (stack.sh up redis-cluster)
 #      that the cluster tests run on (idempotent; servers already running are reused),
-#   4. bun run migrate,
-#   5. bun run typecheck,
-#   6. bun test [your args...]   e.g. bun run test test/stack.test.ts
-# Exits non-zero if the typecheck or any test failed (the tests run even when the typecheck fails,
-# so one run shows both).
+#   5. bun run migrate,
+#   6. bun run typecheck,
+#   7. the integration tier: bun test on every other test file, against the real servers.
+# With arguments, steps 3 and 7 are replaced by `bun test [your args...]`, e.g. bun run test test/stack.test.ts.
+# Exits non-zero if the typecheck or any test failed (every step runs even when an earlier one failed,
+# so one run shows everything).
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,39 +32,52 @@ echo "bun $(bun --version) at $(command -v bun)"
 step "bun install --frozen-lockfile"
 bun install --frozen-lockfile
 
-# ---- 3. servers
+# Bun 1.4.5 ignores `timeout` in bunfig.toml's [test] (checked: a 6 s test fails at the 5 s default),
+# so the per-test budget is given on the command line unless you pass your own --timeout.
+timeout_arg=(--timeout 60000)
+for a in "$@"; do [[ "$a" == --timeout* ]] && timeout_arg=(); done
+report="$(mktemp)"
+trap 'rm -f "$report"' EXIT
+tests=0
+run_tests() { # run_tests <bun test args...>: appends bun's output to the report, remembers a failure
+  local code
+  step "bun test $*"
+  set +e
+  bun test "$@" 2>&1 | tee -a "$report"
+  code=${PIPESTATUS[0]}
+  set -e
+  ((code == 0)) || tests=$code
+}
+
+# ---- 3. the unit tier: pure modules, no servers
+if (($# == 0)); then run_tests "${timeout_arg[@]}" .unit.test.ts; fi
+
+# ---- 4. servers
 step "stack up"
 bash scripts/stack.sh up
 # Not in the default set (six more processes most users do not need); the cluster tests need it.
 bash scripts/stack.sh up redis-cluster
 
-# ---- 4. schema
+# ---- 5. schema
 step "migrate"
 bun run migrate
 
-# ---- 5. types
+# ---- 6. types
 step "typecheck"
 typecheck=0
 bun run typecheck || typecheck=$?
 
-# ---- 6. tests
-# Bun 1.4.5 ignores `timeout` in bunfig.toml's [test] (checked: a 6 s test fails at the 5 s default),
-# so the per-test budget is given on the command line unless you pass your own --timeout.
-timeout_arg=(--timeout 60000)
-for a in "$@"; do [[ "$a" == --timeout* ]] && timeout_arg=(); done
-step "bun test ${timeout_arg[*]} $*"
-report="$(mktemp)"
-trap 'rm -f "$report"' EXIT
-set +e
-bun test "${timeout_arg[@]}" "$@" 2>&1 | tee "$report"
-tests=${PIPESTATUS[0]}
-set -e
+# ---- 7. the integration tier (or what you asked for)
+if (($# == 0)); then
+  run_tests "${timeout_arg[@]}" --path-ignore-patterns='**/*.unit.test.ts'
+else
+  run_tests "${timeout_arg[@]}" "$@"
+fi
 
-# One plain closing line that any CI reader understands, from bun's own summary.
-passed="$(grep -Eo '^ *[0-9]+ pass$' "$report" | tail -1 | grep -Eo '[0-9]+' || echo 0)"
-failed="$(grep -Eo '^ *[0-9]+ fail$' "$report" | tail -1 | grep -Eo '[0-9]+' || echo 0)"
+# One plain closing line that any CI reader understands, from bun's own summaries (both tiers).
+sum() { grep -Eo "^ *[0-9]+ $1\$" "$report" | grep -Eo '[0-9]+' | awk '{ n += $1 } END { print n + 0 }'; }
 echo
-echo "tests: $passed passed, $failed failed"
+echo "tests: $(sum pass) passed, $(sum fail) failed"
 if ((typecheck != 0)); then echo "typecheck FAILED (exit $typecheck)"; fi
 if ((tests != 0)); then echo "tests FAILED (exit $tests)"; fi
 if ((typecheck != 0 || tests != 0)); then exit 1; fi

@@ -3,17 +3,22 @@
  * runtime flags baked into its compiled file. Everything that starts, builds, scrapes or checks the
  * services reads it: shared/config.ts (ADMIN_PORT defaults, the dashboard's worker list),
  * scripts/build.ts, scripts/up.sh (through `bun shared/services.ts shell`), and the tests that hold
- * compose.yaml, the Dockerfile and ops/prometheus/*.yml to it (test/compose.test.ts).
+ * compose.yaml, the Dockerfile and ops/prometheus/*.yml to it (test/compose.unit.test.ts).
  *
  * A new binary: add it here and create services/<name>/main.ts; then the places the type checker
  * cannot see: a compose.yaml service, a Prometheus job, its config schema in shared/config.ts.
  */
+/** The servers of the stack a binary talks to (compose.yaml's depends_on is held to this). */
+export type StackServer = "redis" | "postgres" | "kafka" | "elasticsearch";
+
 export interface ServiceSpec {
   /** Health, readiness and /metrics; the api's public port is separate (PORT, 3000). */
   readonly adminPort: number;
   /** Flags for the runtime itself, baked into the compiled binary (`--compile-exec-argv`). */
   readonly runtimeFlags: readonly string[];
   readonly job: string;
+  /** Servers it needs before it can be ready; one with postgres also needs the migrations applied. */
+  readonly needs: readonly StackServer[];
 }
 
 export const SERVICES = {
@@ -23,12 +28,13 @@ export const SERVICES = {
     // (MAX_HEADER_BYTES, 8 KiB) with a problem+json 431; only past 64 KiB does Bun answer a bare 431.
     runtimeFlags: ["--max-http-header-size=65536"],
     job: "HTTP: commands and strong reads on Redis; order history, search and analytics from the read side",
+    needs: ["redis", "postgres", "elasticsearch"],
   },
-  relay: { adminPort: 9101, runtimeFlags: [], job: "outbox streams → Kafka, at-least-once, XACK after Kafka acknowledged" },
-  expirer: { adminPort: 9102, runtimeFlags: [], job: "releases holds that time out" },
-  "projector-postgres": { adminPort: 9103, runtimeFlags: [], job: "Kafka → PostgreSQL order history and analytics" },
-  "projector-search": { adminPort: 9104, runtimeFlags: [], job: "Kafka → Elasticsearch stock search" },
-  notifier: { adminPort: 9106, runtimeFlags: [], job: "Kafka → signed webhooks (Standard Webhooks)" },
+  relay: { adminPort: 9101, runtimeFlags: [], job: "outbox streams → Kafka, at-least-once, XACK after Kafka acknowledged", needs: ["redis", "kafka"] },
+  expirer: { adminPort: 9102, runtimeFlags: [], job: "releases holds that time out", needs: ["redis"] },
+  "projector-postgres": { adminPort: 9103, runtimeFlags: [], job: "Kafka → PostgreSQL order history and analytics", needs: ["kafka", "postgres"] },
+  "projector-search": { adminPort: 9104, runtimeFlags: [], job: "Kafka → Elasticsearch stock search", needs: ["kafka", "elasticsearch"] },
+  notifier: { adminPort: 9106, runtimeFlags: [], job: "Kafka → signed webhooks (Standard Webhooks)", needs: ["kafka", "postgres"] },
 } as const satisfies Record<string, ServiceSpec>;
 
 export type ServiceName = keyof typeof SERVICES;

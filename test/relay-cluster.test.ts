@@ -6,7 +6,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { stackEnv } from "./support/env.ts";
-import { allocate, createStocks, outboxStats, relayTestFixtures, spawnRelay, stockVersions, verify, waitUntil } from "./support/relay-harness.ts";
+import { allocate, createStocks, leaseHolders, outboxStats, relayTestFixtures, spawnRelay, stockVersions, verify, waitUntil } from "./support/relay-harness.ts";
 
 const { setup, track } = relayTestFixtures();
 const onCluster = { clusterNodes: stackEnv.REDIS_CLUSTER_NODES, shards: 16 };
@@ -57,26 +57,30 @@ describe("relay on a Redis Cluster", () => {
       const b = track(spawnRelay(h.env({ RELAY_CONSUMER_NAME: "relay-b" })));
       await reader.start();
       const writing = allocate(h, stocks, 6_000, { start: 4_000, concurrency: 10 });
-      await reader.waitFor(() => reader.messages.some((m) => m.headers.relay === "relay-a") && reader.messages.some((m) => m.headers.relay === "relay-b"), 60_000, "both relays publishing");
+      // Who reads which shard is written down in Redis: the shard's lease names its holder. The split
+      // is settled when each relay holds half of the 16 (shard s → member s mod 2).
+      const heldBy = (holders: (string | null)[], relay: string) => h.keys.allShards().filter((s) => holders[s] === relay);
+      let split: (string | null)[] = [];
+      await waitUntil(async () => {
+        split = await leaseHolders(h);
+        return heldBy(split, "relay-a").length === 8 && heldBy(split, "relay-b").length === 8;
+      }, 60_000, "the shards split 8/8 between relay-a and relay-b (lease records)");
+      const shardsOfA = heldBy(split, "relay-a");
       await reader.waitFor(() => reader.messages.length >= 5_000, 60_000, "half the events relayed");
       a.kill("SIGKILL");
       await a.exited;
+      // The takeover itself: a's leases expire (RELAY_LEASE_MS) and b acquires every one of them.
+      const killedAt = Date.now();
+      await waitUntil(async () => heldBy(await leaseHolders(h), "relay-b").length === 16, 60_000, "relay-b holding every shard's lease (a's 8 taken over)");
+      console.log(`[relay cluster kill] relay-b held a's shards ${shardsOfA.join(",")} ${Date.now() - killedAt} ms after the kill`);
       await writing;
       const versions = await stockVersions(h, stocks);
       await reader.waitFor(() => reader.uniqueIds().size >= total(versions), 90_000, "every event after the kill");
       const verdict = verify(reader.messages, versions);
-      const byB = reader.messages.filter((m) => m.headers.relay === "relay-b");
-      console.log(`[relay cluster kill] ${reader.messages.length} messages for ${total(versions)} events: ${verdict.duplicates} duplicates; relay-b published ${byB.length}`);
+      console.log(`[relay cluster kill] ${reader.messages.length} messages for ${total(versions)} events: ${verdict.duplicates} duplicates`);
       expect(verdict.missing).toEqual([]);
       expect(verdict.unexpected).toEqual([]);
       expect(verdict.outOfOrder).toEqual([]);
-      // b took a's shards over: on a's shards, b published versions after a's last one (nothing missing
-      // above says b published all of them). Counting shards in b's last messages was not enough: when
-      // b drained a's backlog first, its last 2,000 were all on its own 8 shards.
-      const lastByA = new Map<string, number>();
-      for (const m of reader.messages) if (m.headers.relay === "relay-a") lastByA.set(m.aggregateId, Math.max(lastByA.get(m.aggregateId) ?? 0, m.version));
-      const takenOver = new Set(byB.filter((m) => m.version > (lastByA.get(m.aggregateId) ?? Infinity)).map((m) => h.keys.shardOf(m.aggregateId)));
-      expect(takenOver.size).toBeGreaterThan(0);
       await waitUntil(async () => (await outboxStats(h)).length === 0, 20_000, "outbox trimmed");
       b.kill("SIGTERM");
       expect(await b.exited).toBe(0);

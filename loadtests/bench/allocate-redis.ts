@@ -4,9 +4,9 @@
  * passes what it shares with every target.
  */
 import { createKeyLayout } from "../../shared/domain/keys.ts";
-import { DEFAULT_OUTBOX_MAX_LENGTH } from "../../shared/domain/policy.ts";
+import { DEFAULT_OUTBOX_MAX_LENGTH, REQUEST_RECORD_TTL_SECONDS } from "../../shared/domain/policy.ts";
 import { createRedis, deleteKeysByPrefix } from "../../shared/redis/client.ts";
-import { createStockCommands } from "../../shared/redis/commands.ts";
+import { allocateFingerprint, createStockCommands } from "../../shared/redis/commands.ts";
 import { scriptSource } from "../../shared/redis/scripts.ts";
 import { formatReport } from "../../shared/verify/report.ts";
 import { verify } from "../../shared/verify/verify.ts";
@@ -37,12 +37,15 @@ export async function benchRedisBenchmark(ctx: RedisBenchContext): Promise<void>
     await commands.createStock({ id: "hot", name: "Hot", price: 1999, quantity: UNITS, perUserLimit: PER_USER_LIMIT });
     const sha = (await redis.script("LOAD", scriptSource("fsAllocate"))) as string;
     const stock = keys.stock("hot");
-    // Same keys and arguments the api passes (no Idempotency-Key); __rand_int__ makes each call a new
-    // user, allocation and event (redis-benchmark draws each occurrence separately).
+    // Same keys and arguments the api passes (no Idempotency-Key: a request record per call, kept
+    // REQUEST_RECORD_TTL_SECONDS); __rand_int__ makes each call a new user, allocation, request and
+    // event (redis-benchmark draws each occurrence separately; it is 12 digits, a UUID's last group).
+    const requestKey = keys.allocationRequest("hot", "0190a6c2-1f00-4000-8000-000000000000").replace(/0{12}$/, "__rand_int__");
     const args = [
       "EVALSHA", sha, "6",
-      stock, keys.stockBuyers("hot"), `${prefix}:{0}:hold:s0-__rand_int__`, keys.holdsDue(0), `${stock}:no-idempotency-key`, keys.outbox(0),
-      "hot", "u__rand_int__", "1", "s0-__rand_int__", "0190a6c2-1f00-7000-8000-__rand_int__", "", "86400", String(DEFAULT_OUTBOX_MAX_LENGTH), "",
+      stock, keys.stockBuyers("hot"), `${prefix}:{0}:hold:s0-__rand_int__`, keys.holdsDue(0), requestKey, keys.outbox(0),
+      "hot", "u__rand_int__", "1", "s0-__rand_int__", "0190a6c2-1f00-7000-8000-__rand_int__", allocateFingerprint("u__rand_int__", "hot", 1),
+      String(REQUEST_RECORD_TTL_SECONDS), String(DEFAULT_OUTBOX_MAX_LENGTH), "",
     ];
     const url = new URL(REDIS_URL);
     const proc = Bun.spawn(

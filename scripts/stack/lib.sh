@@ -13,8 +13,9 @@ canonical() {
     kafka) echo kafka ;;
     es | elastic | elasticsearch) echo elasticsearch ;;
     redis-cluster | cluster) echo redis-cluster ;;
+    kafka-cluster) echo kafka-cluster ;;
     prometheus | prom) echo prometheus ;;
-    *) die "unknown server '$1' (known: ${ALL_SERVERS[*]} redis-cluster prometheus; aliases pg, es, prom)" ;;
+    *) die "unknown server '$1' (known: ${ALL_SERVERS[*]} redis-cluster kafka-cluster prometheus; aliases pg, es, prom)" ;;
   esac
 }
 
@@ -23,6 +24,7 @@ port_of() {
     redis) echo "$REDIS_PORT" ;; postgres) echo "$PG_PORT" ;;
     kafka) echo "$KAFKA_PORT" ;; elasticsearch) echo "$ES_PORT" ;;
     redis-cluster) echo "${REDIS_CLUSTER_PORTS[0]}" ;;
+    kafka-cluster) kc_port 1 ;;
     prometheus) echo "$PROM_PORT" ;;
     redis-cluster-*) echo "${1#redis-cluster-}" ;; # one node of it
   esac
@@ -35,6 +37,7 @@ endpoint_of() {
     kafka) echo "KAFKA_BROKERS=$HOST:$KAFKA_PORT" ;;
     elasticsearch) echo "ELASTICSEARCH_URL=http://$HOST:$ES_PORT" ;;
     prometheus) echo "PROMETHEUS_URL=http://$HOST:$PROM_PORT" ;;
+    kafka-cluster) echo "KAFKA_BROKERS=$(kc_bootstrap)" ;;
     redis-cluster) echo "REDIS_CLUSTER_NODES=$(printf "$HOST:%s," "${REDIS_CLUSTER_PORTS[@]}" | sed 's/,$//')" ;;
   esac
 }

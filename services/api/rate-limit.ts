@@ -17,6 +17,7 @@ import { getConnInfo } from "hono/bun";
 import type { Context, MiddlewareHandler } from "hono";
 import type { RateLimitSpec } from "../../shared/config.ts";
 import type { AppEnv } from "./env.ts";
+import { ipv4, plainAddress as plain, rateLimitKey } from "./client-address.ts";
 import { ApiProblem } from "./problem.ts";
 
 interface Bucket {
@@ -58,9 +59,14 @@ export class TokenBuckets {
     if (bucket === undefined) {
       bucket = { tokens: limit, at: now };
       this.buckets.set(key, bucket);
-      // Oldest first out: a key evicted comes back with a full bucket, so keep room for every active client.
+      // Least recently used out: a Map iterates in insertion order and every hit re-inserts its key
+      // (below), so the first key is the one idle the longest. A key evicted comes back with a full
+      // bucket, so a busy client must never be the one to go: first-in first-out evicted the oldest
+      // *arrival*, which under a flood of new keys was the client hammering the api the whole time.
       if (this.buckets.size > this.maxKeys) this.buckets.delete(this.buckets.keys().next().value as string);
     } else {
+      this.buckets.delete(key);
+      this.buckets.set(key, bucket);
       bucket.tokens = Math.min(limit, bucket.tokens + (now - bucket.at) * this.perMs);
       bucket.at = now;
     }
@@ -83,22 +89,6 @@ function refuse(c: Context, buckets: TokenBuckets, result: TakeResult, who: stri
   setHeaders(c, buckets, result);
   throw new ApiProblem(429, "rate_limited", `too many requests ${who}: at most ${buckets.spec.limit} per ${buckets.spec.windowSeconds} s`);
 }
-
-/** IPv4 a.b.c.d → 32-bit number, or null. */
-function ipv4(ip: string): number | null {
-  const parts = ip.split(".");
-  if (parts.length !== 4) return null;
-  let n = 0;
-  for (const p of parts) {
-    const v = Number(p);
-    if (!/^\d{1,3}$/.test(p) || v > 255) return null;
-    n = n * 256 + v;
-  }
-  return n;
-}
-
-/** Strips the IPv4-mapped IPv6 prefix Bun reports for IPv4 peers on dual-stack sockets. */
-const plain = (ip: string) => (ip.startsWith("::ffff:") && ip.includes(".") ? ip.slice(7) : ip);
 
 /** A matcher for TRUSTED_PROXIES entries: exact addresses, or IPv4 CIDRs. */
 export function trustedProxyMatcher(entries: string[]): (ip: string) => boolean {
@@ -156,7 +146,7 @@ export interface RateLimits {
   trustedProxies: string[];
 }
 
-/** Per client IP, on every request it is mounted on, before authentication. */
+/** Per client IP (an IPv6 client per /64: client-address.ts), on every request it is mounted on, before authentication. */
 export function ipRateLimit(spec: RateLimitSpec, trustedProxies: string[]): MiddlewareHandler<AppEnv> {
   if (spec === null) return async (_c, next) => next();
   const buckets = new TokenBuckets("ip", spec);
@@ -164,7 +154,7 @@ export function ipRateLimit(spec: RateLimitSpec, trustedProxies: string[]): Midd
   return async (c, next) => {
     const ip = clientIp(c, trusted);
     if (ip !== undefined) {
-      const result = buckets.take(ip);
+      const result = buckets.take(rateLimitKey(ip));
       if (!result.ok) refuse(c, buckets, result, "from this address");
     }
     await next();

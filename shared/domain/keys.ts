@@ -40,8 +40,11 @@ export interface KeyLayout {
   holdsDue(shard: number): string;
   /** Idempotency record, scoped to one user and one stock (so it shares the stock's slot). */
   idempotency(stockId: string, userId: string, key: string): string;
-  /** Stand-in KEYS entry for an allocation without Idempotency-Key (the script never touches it; same slot). */
-  noIdempotency(stockId: string): string;
+  /**
+   * Record of one allocation request without Idempotency-Key (request id generated per HTTP request, a
+   * UUID): a resend or retry of the same request finds it and gets the same hold (docs/design.md §3).
+   */
+  allocationRequest(stockId: string, requestId: string): string;
   outbox(shard: number): string;
   /** Sharded pub/sub channel on which cancel and expire announce units given back (docs/design.md §12). */
   released(shard: number): string;
@@ -76,7 +79,7 @@ export function createKeyLayout(prefix: string, shards: number): KeyLayout {
     holdKeyPrefix: (shard) => `${tag(shard)}:hold:`,
     holdsDue: (shard) => `${tag(shard)}:holds:due`,
     idempotency: (stockId, userId, key) => `${stockTag(stockId)}:idem:${stockId}:${lengthPrefixed(userId)}:${lengthPrefixed(key)}`,
-    noIdempotency: (stockId) => `${stockTag(stockId)}:stock:${stockId}:no-idempotency-key`,
+    allocationRequest: (stockId, requestId) => `${stockTag(stockId)}:req:${stockId}:${checkedRequestId(requestId)}`,
     outbox: (shard) => `${tag(shard)}:outbox`,
     released: (shard) => `${tag(shard)}:released`,
     outboxDeadLetter: (shard) => `${tag(shard)}:outbox:dead`,
@@ -95,6 +98,12 @@ export function lengthPrefixed(part: string): string {
 function checkedStockId(stockId: string): string {
   if (!STOCK_ID_PATTERN.test(stockId)) throw new Error(`malformed stock id: ${JSON.stringify(stockId)}`);
   return stockId;
+}
+
+const REQUEST_ID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+function checkedRequestId(requestId: string): string {
+  if (!REQUEST_ID_PATTERN.test(requestId)) throw new Error(`malformed request id: ${JSON.stringify(requestId)}`);
+  return requestId;
 }
 
 function parseShard(allocationId: string, shards: number): number | null {

@@ -27,6 +27,14 @@ export const MAX_EXACT_AMOUNT = 1e14;
 export const DEFAULT_HOLD_RETENTION_SECONDS = 7 * 24 * 3600;
 /** How long an Idempotency-Key is remembered. */
 export const IDEMPOTENCY_TTL_SECONDS = 24 * 3600;
+/**
+ * How long the record of an allocation request without Idempotency-Key is kept (allocate.lua, key
+ * `req:`): a resend or retry of the same request within this window gets the same hold. It must
+ * outlast the commands' retry budget (ALLOCATE_RETRY_BUDGET_MS, 3 s) by a wide margin: a resend can
+ * also come from the client library after a reconnect. ~200 bytes per successful allocation for a
+ * minute (3,500 allocations/s: ~40 MB at most).
+ */
+export const REQUEST_RECORD_TTL_SECONDS = 60;
 
 /** Longest JWT lifetime the api accepts (JWT_MAX_LIFETIME_SECONDS). */
 export const DEFAULT_JWT_MAX_LIFETIME_SECONDS = 24 * 3600;

@@ -28,6 +28,11 @@ const SINGLE_NODE_DEFAULTS: RedisOptions = {
   maxRetriesPerRequest: 2,
   connectTimeout: 2_000,
   enableOfflineQueue: true,
+  // Never send again, after a reconnect, a command whose reply was lost with its connection: Redis
+  // may have run it, and a script that writes would run twice (an outside run with CLIENT KILL under
+  // load saw 58 units held that no 201 answered). The caller gets the error instead; allocate
+  // retries with the same request id, which the script recognises (retryLostReply, allocate.lua).
+  autoResendUnfulfilledCommands: false,
 };
 
 /**
@@ -59,6 +64,7 @@ const CLUSTER_DEFAULTS: ClusterOptions = {
 };
 
 const CLUSTER_NODE_DEFAULTS: ClusterOptions["redisOptions"] = {
+  autoResendUnfulfilledCommands: false,
   maxRetriesPerRequest: 2,
   connectTimeout: 2_000,
   commandTimeout: 2_000,
@@ -73,9 +79,9 @@ const CLUSTER_NODE_DEFAULTS: ClusterOptions["redisOptions"] = {
 export function createRedis(target: string, options?: RedisOptions): Redis;
 export function createRedis(target: RedisTarget, options?: RedisOptions): RedisClient;
 export function createRedis(target: string | RedisTarget, options: RedisOptions = {}): RedisClient {
-  if (typeof target === "string") return new Redis(target, { ...SINGLE_NODE_DEFAULTS, ...options });
+  if (typeof target === "string") return failUnfulfilledOnReconnect(new Redis(target, { ...SINGLE_NODE_DEFAULTS, ...options }));
   const nodes = target.REDIS_CLUSTER_NODES;
-  if (!nodes || nodes.length === 0) return new Redis(target.REDIS_URL, { ...SINGLE_NODE_DEFAULTS, ...options });
+  if (!nodes || nodes.length === 0) return failUnfulfilledOnReconnect(new Redis(target.REDIS_URL, { ...SINGLE_NODE_DEFAULTS, ...options }));
   const { lazyConnect, enableOfflineQueue, retryStrategy: _perNodeRetry, enableAutoPipelining, ...perNode } = options;
   return new Cluster(
     nodes.map((n) => ({ host: n.host, port: n.port })),
@@ -87,6 +93,25 @@ export function createRedis(target: string | RedisTarget, options: RedisOptions 
       redisOptions: { ...CLUSTER_NODE_DEFAULTS, ...perNode },
     },
   );
+}
+
+/**
+ * With autoResendUnfulfilledCommands off, ioredis (5.9) keeps the commands that were on a lost
+ * connection aside (`prevCommandQueue`) and, at the next ready, simply forgets them: their promises
+ * never settle, and an HTTP request waits for ever (seen in test/allocate-connection-loss.test.ts).
+ * They fail here instead, when the reconnect starts, with the error ioredis gives the rest of a lost
+ * pipeline; the caller decides whether sending again is safe (retryLostReply).
+ */
+function failUnfulfilledOnReconnect(redis: Redis): Redis {
+  if (redis.options.autoResendUnfulfilledCommands) return redis;
+  redis.on("reconnecting", () => {
+    const internals = redis as unknown as { prevCommandQueue: { length: number; shift(): { command: { reject(e: Error): void } } } | null };
+    const queue = internals.prevCommandQueue;
+    if (!queue) return;
+    internals.prevCommandQueue = null;
+    while (queue.length > 0) queue.shift().command.reject(Object.assign(new Error("Command aborted due to connection close"), { name: "AbortError" }));
+  });
+  return redis;
 }
 
 /** Parses `host:port,…` (as REDIS_CLUSTER_NODES is written) for tools that read env without the config module. */
@@ -191,6 +216,42 @@ export async function retryUnexecuted<T>(send: () => Promise<T>, attempts = UNEX
 }
 
 /**
+ * Errors after which a command may or may not have run: its connection went away before the reply
+ * came (ioredis' AbortError, a closed connection, the retries of a reconnect used up). Only a command
+ * that is safe to run twice may be sent again after one (see retryLostReply).
+ */
+export function isLostReply(err: unknown): boolean {
+  const e = err as { name?: string; code?: string; message?: string };
+  return (
+    e?.name === "MaxRetriesPerRequestError" ||
+    ["ECONNRESET", "EPIPE"].includes(e?.code ?? "") ||
+    /Command aborted due to connection close|Connection is closed|Stream isn't writeable/i.test(e?.message ?? "")
+  );
+}
+
+/** How long allocate keeps retrying a lost reply before the caller answers 503 store_unavailable. */
+export const LOST_REPLY_RETRY_BUDGET_MS = 3_000;
+
+/**
+ * Runs `send` again while its reply is lost (isLostReply), with a short backoff, for at most
+ * `budgetMs`. Only for a command that is idempotent as sent: allocate carries a request id, so its
+ * second run answers the hold of the first. A connection that stays lost ends in the last error,
+ * which isRedisUnavailable maps to 503.
+ */
+export async function retryLostReply<T>(send: () => Promise<T>, budgetMs = LOST_REPLY_RETRY_BUDGET_MS): Promise<T> {
+  const deadline = Date.now() + budgetMs;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await send();
+    } catch (err) {
+      const delay = Math.min(20 * 2 ** attempt, 250);
+      if (!isLostReply(err) || Date.now() + delay >= deadline) throw err;
+      await Bun.sleep(delay);
+    }
+  }
+}
+
+/**
  * Errors of a Redis that is (for a moment) not there: the request was fine, the store was not.
  * On a cluster that includes a slot without a master (CLUSTERDOWN after the retries, a failover
  * in progress) and a client that cannot reach any node. A MOVED or ASK that reaches the caller is
@@ -202,7 +263,7 @@ export function isRedisUnavailable(err: unknown): boolean {
     e?.name === "MaxRetriesPerRequestError" ||
     e?.name === "ClusterAllFailedError" ||
     ["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE"].includes(e?.code ?? "") ||
-    /Connection is closed|connect ECONNREFUSED|Stream isn't writeable|Command timed out|^CLUSTERDOWN|^TRYAGAIN|^MOVED |^ASK |^MASTERDOWN|^LOADING|Too many Cluster redirections|same slots allocation group|Failed to refresh slots cache|None of startup nodes is available|Cluster isn't ready/i.test(
+    /Connection is closed|Command aborted due to connection close|connect ECONNREFUSED|Stream isn't writeable|Command timed out|^CLUSTERDOWN|^TRYAGAIN|^MOVED |^ASK |^MASTERDOWN|^LOADING|Too many Cluster redirections|same slots allocation group|Failed to refresh slots cache|None of startup nodes is available|Cluster isn't ready/i.test(
       e?.message ?? "",
     )
   );

@@ -5,9 +5,9 @@
  */
 import { DomainError } from "../domain/errors.ts";
 import type { KeyLayout } from "../domain/keys.ts";
-import { DEFAULT_CURRENCY, DEFAULT_HOLD_RETENTION_SECONDS, DEFAULT_HOLD_SECONDS, DEFAULT_OUTBOX_MAX_LENGTH, IDEMPOTENCY_TTL_SECONDS } from "../domain/policy.ts";
+import { DEFAULT_CURRENCY, DEFAULT_HOLD_RETENTION_SECONDS, DEFAULT_HOLD_SECONDS, DEFAULT_OUTBOX_MAX_LENGTH, IDEMPOTENCY_TTL_SECONDS, REQUEST_RECORD_TTL_SECONDS } from "../domain/policy.ts";
 import { allocationViewFromHash, pairsToObject, stockViewFromHash, type AllocationView, type StockView } from "../domain/views.ts";
-import { retryUnexecuted, type RedisClient } from "./client.ts";
+import { retryLostReply, retryUnexecuted, type RedisClient } from "./client.ts";
 import { runScript, type ScriptArg, type ScriptReply } from "./scripts.ts";
 import { parseTraceparent } from "../trace.ts";
 
@@ -202,21 +202,26 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
       // What makes two requests "the same" for an Idempotency-Key: the user, the stock and the quantity.
       // The user is in it as well as in the key, so a record can never answer another user even if
       // two key names ever met; a JSON array cannot join two different tuples into one string.
-      const fingerprint = key === undefined ? "" : allocateFingerprint(input.userId, input.stockId, input.quantity);
-      const idemKey = key === undefined ? keys.noIdempotency(input.stockId) : keys.idempotency(input.stockId, input.userId, key);
-      const reply = await runScript(redis, "fsAllocate", [k.stock, k.buyers, keys.hold(allocationId), k.due, idemKey, k.outbox], [
+      const fingerprint = allocateFingerprint(input.userId, input.stockId, input.quantity);
+      // Without an Idempotency-Key the request still gets a record, under an id of its own: a reply
+      // lost with its connection is retried below with the very same arguments, and the script
+      // answers the hold it made the first time instead of making a second one (docs/design.md §3).
+      const recordKey = key === undefined ? keys.allocationRequest(input.stockId, crypto.randomUUID()) : keys.idempotency(input.stockId, input.userId, key);
+      const args = [
         input.stockId,
         input.userId,
         input.quantity,
         allocationId,
         newEventId(),
         fingerprint,
-        IDEMPOTENCY_TTL_SECONDS,
+        key === undefined ? REQUEST_RECORD_TTL_SECONDS : IDEMPOTENCY_TTL_SECONDS,
         outboxMaxLength,
         traceArg(input.traceparent),
-      ]);
+      ];
+      const reply = await retryLostReply(() => runScript(redis, "fsAllocate", [k.stock, k.buyers, keys.hold(allocationId), k.due, recordKey, k.outbox], args));
       if (reply[0] === "ok" || reply[0] === "replay") {
-        return { allocation: JSON.parse(String(reply[1])) as AllocationView, replayed: reply[0] === "replay" };
+        // A replay of our own request id is our retry finding its first run: a new hold to the caller.
+        return { allocation: JSON.parse(String(reply[1])) as AllocationView, replayed: reply[0] === "replay" && key !== undefined };
       }
       return fail(reply, { stockId: input.stockId });
     },

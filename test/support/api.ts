@@ -14,6 +14,7 @@ import { createRedis, deleteKeysByPrefix, parseClusterNodes, type RedisClient, t
 import { createStockCommands, type CommandOptions, type StockCommands } from "../../shared/redis/commands.ts";
 import { mintUserToken } from "../../scripts/mint-token.ts";
 import { stackEnv, uniqueName } from "./env.ts";
+import type { RedisOptions } from "ioredis";
 
 export const TEST_ADMIN_TOKEN = "test-admin-token-0123456789";
 export const TEST_JWT_SECRET = "test-jwt-secret-0123456789abcdef0123456789";
@@ -62,9 +63,18 @@ export interface TestApi {
 }
 
 export function createTestApi(
-  options: { shards?: number; prefix?: string; redis?: RedisTarget; app?: Partial<AppDeps>; workerMetricsUrls?: string[]; commands?: CommandOptions } = {},
+  options: {
+    shards?: number;
+    prefix?: string;
+    redis?: RedisTarget;
+    /** Client options, e.g. a connectionName by which a test finds (and kills) the api's connections. */
+    redisOptions?: RedisOptions;
+    app?: Partial<AppDeps>;
+    workerMetricsUrls?: string[];
+    commands?: CommandOptions;
+  } = {},
 ): TestApi {
-  const redis = createRedis(options.redis ?? { REDIS_URL: stackEnv.REDIS_URL });
+  const redis = createRedis(options.redis ?? { REDIS_URL: stackEnv.REDIS_URL }, options.redisOptions);
   const keys = createKeyLayout(options.prefix ?? uniqueName("api"), options.shards ?? 4);
   const commands = createStockCommands(redis, keys, options.commands);
   const registry = createMetricsRegistry("api");

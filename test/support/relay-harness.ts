@@ -53,6 +53,8 @@ export interface HarnessOptions {
   /** REDIS_CLUSTER_NODES of a Redis Cluster to run on (e.g. stackEnv.REDIS_CLUSTER_NODES); the single node when absent. */
   clusterNodes?: string;
   shards?: number;
+  /** KAFKA_BROKERS (comma-separated) of another Kafka, e.g. a private three-broker cluster; the stack's when absent. */
+  brokers?: string;
 }
 
 export function createHarness(label: string, options: HarnessOptions = {}): Harness {
@@ -63,11 +65,12 @@ export function createHarness(label: string, options: HarnessOptions = {}): Harn
   const redis = createRedis({ REDIS_URL: stackEnv.REDIS_URL, REDIS_CLUSTER_NODES: parseClusterNodes(options.clusterNodes) });
   redis.on("error", () => {});
   const logger = createLogger("relay-test", process.env.LOG_LEVEL ?? "silent");
-  const kafka = createKafka({ brokers: stackEnv.KAFKA_BROKERS.split(","), clientId: "relay-test", logger });
+  const brokers = options.brokers ?? stackEnv.KAFKA_BROKERS;
+  const kafka = createKafka({ brokers: brokers.split(","), clientId: "relay-test", logger });
   const relays: Relay[] = [];
   const baseEnv = {
     REDIS_URL: stackEnv.REDIS_URL,
-    KAFKA_BROKERS: stackEnv.KAFKA_BROKERS,
+    KAFKA_BROKERS: brokers,
     KAFKA_TOPIC: topic,
     KAFKA_PARTITIONS: String(PARTITIONS),
     OUTBOX_SHARDS: String(shards),
@@ -196,15 +199,23 @@ export async function outboxStats(h: Harness): Promise<{ length: number; pending
   return { length, pending };
 }
 
+/** Who holds each shard's lease right now (index = shard; null = nobody): the record a takeover is observed from. */
+export async function leaseHolders(h: Harness): Promise<(string | null)[]> {
+  return Promise.all(h.keys.allShards().map((s) => h.redis.get(h.keys.relayLease(s))));
+}
+
 /** Reads the topic from the beginning in the background, collecting every message. */
 export class TopicReader {
   readonly messages: TopicMessage[] = [];
   private readonly offsets = new Set<string>();
   private consumer: Consumer | undefined;
-  constructor(private readonly topic: string) {}
+  constructor(
+    private readonly topic: string,
+    private readonly brokers = stackEnv.KAFKA_BROKERS,
+  ) {}
 
   async start(): Promise<void> {
-    const kafka = new Kafka({ clientId: "relay-test-reader", brokers: stackEnv.KAFKA_BROKERS.split(","), logLevel: logLevel.NOTHING });
+    const kafka = new Kafka({ clientId: "relay-test-reader", brokers: this.brokers.split(","), logLevel: logLevel.NOTHING });
     // The relay creates the topic too (same partitions); whoever comes first wins.
     await ensureTopic(kafka, this.topic, PARTITIONS);
     this.consumer = kafka.consumer({ groupId: uniqueName("reader"), sessionTimeout: 30_000, retry: { retries: 100, maxRetryTime: 2_000 } });
@@ -370,7 +381,7 @@ export function relayTestFixtures(): {
     },
     setup(label, options) {
       const h = createHarness(label, options);
-      const reader = new TopicReader(h.topic);
+      const reader = new TopicReader(h.topic, options?.brokers);
       onCleanup(() => h.cleanup(), () => reader.stop());
       return { h, reader };
     },

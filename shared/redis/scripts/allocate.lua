@@ -5,12 +5,15 @@
   KEYS[2] stock buyers hash         <p>:{s}:stock:<id>:buyers   (userId -> units held or bought)
   KEYS[3] hold hash (new)           <p>:{s}:hold:<allocationId>
   KEYS[4] shard due-holds zset      <p>:{s}:holds:due           (allocationId scored by expiry ms)
-  KEYS[5] idempotency record        <p>:{s}:idem:<stock>:<len>.<user>:<len>.<key>  (unused when ARGV[6] is '')
+  KEYS[5] request record            <p>:{s}:idem:<stock>:<len>.<user>:<len>.<key>  (Idempotency-Key sent), or
+                                    <p>:{s}:req:<stock>:<request id>  (none sent: a UUID per HTTP request)
+          Either way a resend or retry of one request (a reply lost with its connection) finds the
+          record and gets the same hold back, never a second one. Unused when ARGV[6] is ''.
   KEYS[6] shard outbox stream       <p>:{s}:outbox
   ARGV[1] stock id   ARGV[2] user id   ARGV[3] quantity (integer >= 1)
   ARGV[4] allocation id (new)          ARGV[5] event id (UUIDv7)
-  ARGV[6] request fingerprint, or '' when no Idempotency-Key was sent
-  ARGV[7] idempotency record ttl seconds
+  ARGV[6] request fingerprint (user, stock, quantity), or '' for no record (benchmarks of the bare script)
+  ARGV[7] record ttl seconds (IDEMPOTENCY_TTL_SECONDS, or REQUEST_RECORD_TTL_SECONDS for a request id)
   ARGV[8] outbox max length: at or above it nothing is written and the answer is outbox_full
   ARGV[9] W3C traceparent of the request, or '' (stored with the event in the outbox)
   Returns { 'ok', <allocation view JSON> } | { 'replay', <allocation view JSON> }

@@ -38,15 +38,43 @@ const APP_SERVICES = SERVICE_NAMES;
 const ADMIN_PORTS: Record<string, number> = Object.fromEntries(WORKER_NAMES.map((n) => [n, SERVICES[n].adminPort]));
 const API_ADMIN_PORT = SERVICES.api.adminPort;
 const CLUSTER_NODES = [0, 1, 2, 3, 4, 5].map((i) => `redis-cluster-${i}`);
+const KAFKA_CLUSTER_NODES = [1, 2, 3].map((i) => `kafka-cluster-${i}`);
 const isOneShot = (s: Service) => s.restart === "no";
+const parseSeconds = (d: string | undefined) => Number(/^(\d+)s$/.exec(d ?? "")?.[1] ?? 0);
 const stackVersion = (name: string) => new RegExp(`^${name}=(\\S+)$`, "m").exec(stackScript)?.[1];
 
 describe("compose.yaml", () => {
   test("has the servers, the Kafka UI, the one-shot migrate and every service", () => {
     expect(Object.keys(services).sort()).toEqual(
       ["api", "elasticsearch", "expirer", "kafka", "kafka-ui", "migrate", "notifier", "postgres", "projector-postgres", "projector-search", "redis", "relay",
-        "prometheus", "grafana", ...CLUSTER_NODES, "redis-cluster-init"].sort(),
+        "prometheus", "grafana", ...CLUSTER_NODES, "redis-cluster-init", ...KAFKA_CLUSTER_NODES].sort(),
     );
+  });
+
+  test("the optional kafka-cluster profile: three KRaft brokers like stack.sh up kafka-cluster (RF 3, min ISR 2, no unclean election), opt-in for the apps", () => {
+    const kafkaCluster = readFileSync(join(ROOT, "scripts", "stack", "kafka-cluster.sh"), "utf8");
+    const voters = KAFKA_CLUSTER_NODES.map((n, i) => `${i + 1}@${n}:9093`).join(",");
+    for (const [i, name] of KAFKA_CLUSTER_NODES.entries()) {
+      const s = services[name]!;
+      const e = s.environment!;
+      const port = 9192 + i;
+      expect(s.profiles).toEqual(["kafka-cluster"]);
+      expect(s.image).toBe(services.kafka!.image!);
+      expect(e.KAFKA_NODE_ID).toBe(i + 1);
+      expect(e.KAFKA_CONTROLLER_QUORUM_VOTERS).toBe(voters);
+      expect(String(e.KAFKA_ADVERTISED_LISTENERS)).toBe(`INTERNAL://${name}:19092,EXTERNAL://127.0.0.1:${port}`);
+      expect(e.CLUSTER_ID).toBe(services["kafka-cluster-1"]!.environment!.CLUSTER_ID!);
+      expect([e.KAFKA_DEFAULT_REPLICATION_FACTOR, e.KAFKA_MIN_INSYNC_REPLICAS, e.KAFKA_UNCLEAN_LEADER_ELECTION_ENABLE]).toEqual([3, 2, "false"]);
+      expect([e.KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR, e.KAFKA_TRANSACTION_STATE_LOG_MIN_ISR, e.KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR]).toEqual([3, 2, 3]);
+      expect(s.ports).toEqual([`127.0.0.1:${port}:${port}`]);
+      expect(s.healthcheck!.test.join(" ")).toContain(`${name}:19092`);
+      expect(s.volumes).toEqual([`${name}-data:/var/lib/kafka/data`]);
+      // The native cluster's failure detection is the same.
+      expect(kafkaCluster).toContain(`broker.session.timeout.ms=${e.KAFKA_BROKER_SESSION_TIMEOUT_MS}`);
+    }
+    expect(stackScript).toContain('KAFKA_CLUSTER_BASE_PORT="${FLASHSALE_KAFKA_CLUSTER_BASE_PORT:-9192}"');
+    // The apps use the single broker unless KAFKA_BROKERS names the cluster's.
+    for (const name of APP_SERVICES) expect(services[name]!.environment!.KAFKA_BROKERS).toBe("${KAFKA_BROKERS:-kafka:19092}");
   });
 
   test("the optional cluster profile: 3 masters + 3 replicas like stack.sh up redis-cluster, created once, opt-in for the apps", () => {
@@ -111,6 +139,27 @@ describe("compose.yaml", () => {
     expect(services.migrate?.depends_on?.postgres?.condition).toBe("service_healthy");
   });
 
+  test("restart policies: every long-running container comes back when it exits on its own; one-shots do not", () => {
+    for (const [name, s] of Object.entries(services)) {
+      if (isOneShot(s)) continue;
+      expect(["unless-stopped", "always", "on-failure"], `${name} restart`).toContain(String(s.restart).split(":")[0]!);
+    }
+    for (const name of APP_SERVICES) expect(services[name]!.restart, name).toBe("unless-stopped");
+  });
+
+  test("each service waits for the servers it needs (shared/services.ts) to be healthy, and for migrate when it reads or writes PostgreSQL", () => {
+    for (const name of APP_SERVICES) {
+      const deps = services[name]!.depends_on ?? {};
+      const needs: readonly string[] = SERVICES[name].needs;
+      const expected: Record<string, { condition: string }> = Object.fromEntries(needs.map((server) => [server, { condition: "service_healthy" }]));
+      if (needs.includes("postgres")) expected.migrate = { condition: "service_completed_successfully" };
+      expect(deps, name).toEqual(expected);
+      // A first start on empty servers: a service stays not ready while it waits out a broker; the
+      // start period keeps compose from calling that unhealthy.
+      expect(parseSeconds(services[name]!.healthcheck!.start_period), `${name} start_period`).toBeGreaterThanOrEqual(30);
+    }
+  });
+
   test("no cycles in depends_on", () => {
     const visiting = new Set<string>();
     const done = new Set<string>();
@@ -159,7 +208,9 @@ describe("compose.yaml", () => {
       } else {
         expect(Number(env.ADMIN_PORT), `${name} ADMIN_PORT`).toBe(port);
       }
-      expect(s.healthcheck!.test.join(" ")).toContain(`127.0.0.1:${port}/healthz`);
+      // Health is readiness, on every port it serves (the api: public and operators' port).
+      for (const p of name === "api" ? [port, API_ADMIN_PORT] : [port]) expect(s.healthcheck!.test.join(" ")).toContain(`127.0.0.1:${p}/readyz`);
+      expect(s.healthcheck!.test.join(" ")).not.toContain("/healthz");
       expect(s.ports).toContain(`127.0.0.1:${port}:${port}`);
     }
     // Every service sees the same shard count, or the relay would miss outboxes.
@@ -185,7 +236,7 @@ describe("compose.yaml", () => {
     expect(k.KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR).toBe(1);
     expect(k.KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS).toBe(0);
     expect(String(k.KAFKA_ADVERTISED_LISTENERS)).toContain("kafka:19092");
-    for (const name of APP_SERVICES) expect(services[name]!.environment!.KAFKA_BROKERS).toBe("kafka:19092");
+    for (const name of APP_SERVICES) expect(services[name]!.environment!.KAFKA_BROKERS).toBe("${KAFKA_BROKERS:-kafka:19092}");
     const e = services.elasticsearch!.environment!;
     expect(e["discovery.type"]).toBe("single-node");
     expect(e["xpack.security.enabled"]).toBe("false");

@@ -1,14 +1,11 @@
-/** Pure logic: key layout, config validation, the Lua time formatter, event schema. */
+/** Pure logic: key layout, config validation, event schema, Kafka send splitting, problem bodies, tokens. */
 import { describe, expect, test } from "bun:test";
-import { Redis } from "ioredis";
 import { ConfigError, apiSchema, expirerSchema, parseConfig, relaySchema } from "../shared/config.ts";
 import { parseEvent } from "../shared/domain/events.ts";
 import { MAX_SEND_BYTES, messageBytes, splitForSend } from "../shared/kafka/producer.ts";
 import { createKeyLayout, fnv1a32 } from "../shared/domain/keys.ts";
-import { stackEnv } from "./support/env.ts";
 import { ApiProblem, problemBody } from "../services/api/problem.ts";
 import { mintUserToken } from "../scripts/mint-token.ts";
-import libLua from "../shared/redis/scripts/_lib.lua" with { type: "text" };
 import { retryUnexecuted, unexecutedRetryDelayMs } from "../shared/redis/client.ts";
 
 describe("key layout", () => {
@@ -106,18 +103,6 @@ describe("config", () => {
     const claims = JSON.parse(Buffer.from(token.split(".")[1]!, "base64url").toString()) as Record<string, unknown>;
     expect(claims).toMatchObject({ sub: "alice", iss: "https://id.example", aud: "flash-sale" });
     expect((claims.exp as number) - (claims.iat as number)).toBe(600);
-  });
-});
-
-describe("Lua iso8601 matches JavaScript's toISOString", () => {
-  test("over a spread of instants, leap days included", async () => {
-    const redis = new Redis(stackEnv.REDIS_URL);
-    const instants = [0, 951_782_400_000, 1_709_164_800_123, 4_107_542_399_999, 1_767_225_599_999];
-    for (let i = 0; i < 200; i++) instants.push(Math.floor(Math.random() * 4_102_444_800_000));
-    const script = `${libLua}\nlocal out = {}\nfor i, ms in ipairs(ARGV) do out[i] = iso8601(tonumber(ms)) end\nreturn out`;
-    const formatted = (await redis.eval(script, 0, ...instants.map(String))) as string[];
-    expect(formatted).toEqual(instants.map((ms) => new Date(ms).toISOString()));
-    redis.disconnect();
   });
 });
 

@@ -4,7 +4,10 @@
  */
 import { describe, expect, test } from "bun:test";
 import { DomainError } from "../shared/domain/errors.ts";
-import { TokenBuckets, trustedProxyMatcher } from "../services/api/rate-limit.ts";
+import { Hono } from "hono";
+import { ipv6Groups, plainAddress, rateLimitKey } from "../services/api/client-address.ts";
+import { ApiProblem, problemResponse } from "../services/api/problem.ts";
+import { ipRateLimit, TokenBuckets, trustedProxyMatcher } from "../services/api/rate-limit.ts";
 import { RefusalCache } from "../services/api/sold-out-cache.ts";
 import { cachedVerifier } from "../services/api/token-cache.ts";
 
@@ -27,13 +30,85 @@ describe("TokenBuckets", () => {
     expect(Array.from({ length: 6 }, () => buckets.take("u").ok)).toEqual([true, true, true, true, true, false]);
   });
 
-  test("keys beyond the bound drop the oldest", () => {
+  test("keys beyond the bound drop the least recently used", () => {
     const buckets = new TokenBuckets("ip", { limit: 1, windowSeconds: 60 }, 2, () => 0);
     expect(buckets.take("a").ok).toBe(true);
-    expect(buckets.take("a").ok).toBe(false);
     buckets.take("b");
-    buckets.take("c"); // evicts a
-    expect(buckets.take("a").ok).toBe(true);
+    expect(buckets.take("a").ok).toBe(false); // a is now the most recent
+    buckets.take("c"); // evicts b (idle the longest), not a (the oldest arrival)
+    expect(buckets.take("a").ok).toBe(false);
+    expect(buckets.take("b").ok).toBe(true); // came back with a full bucket; evicts c
+    expect(buckets.take("a").ok).toBe(false);
+  });
+
+  test("a client that keeps hammering is never the one evicted by a flood of new keys", () => {
+    // First-in first-out evicted the oldest arrival: the abuser, who arrived first, got a full
+    // bucket back every `maxKeys` new addresses. Least recently used keeps it, since it is always recent.
+    const buckets = new TokenBuckets("ip", { limit: 5, windowSeconds: 3600 }, 100, () => 0);
+    let allowed = 0;
+    for (let i = 0; i < 1_000; i++) {
+      if (buckets.take("abuser").ok) allowed++;
+      buckets.take(`spoofed-${i}`);
+    }
+    expect(allowed).toBe(5);
+  });
+});
+
+describe("client addresses for the IP rate limit", () => {
+  test("IPv6 parses in every spelling; what is not an address is null", () => {
+    expect(ipv6Groups("2001:db8::1")).toEqual([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1]);
+    expect(ipv6Groups("::")).toEqual([0, 0, 0, 0, 0, 0, 0, 0]);
+    expect(ipv6Groups("::1")).toEqual([0, 0, 0, 0, 0, 0, 0, 1]);
+    expect(ipv6Groups("fe80::1%eth0")).toEqual([0xfe80, 0, 0, 0, 0, 0, 0, 1]);
+    expect(ipv6Groups("[2001:DB8:0:0:1:2:3:4]")).toEqual([0x2001, 0xdb8, 0, 0, 1, 2, 3, 4]);
+    expect(ipv6Groups("::ffff:192.0.2.7")).toEqual([0, 0, 0, 0, 0, 0xffff, 0xc000, 0x0207]);
+    for (const bad of ["1.2.3.4", "1::2::3", "12345::", "1:2:3:4:5:6:7", "1:2:3:4:5:6:7:8:9", "::ffff:1.2.3", "g::1", "1:2:3:4::5:6:7:8"]) {
+      expect(ipv6Groups(bad)).toBeNull();
+    }
+  });
+
+  test("IPv6 is keyed on its /64, IPv4 and IPv4-mapped IPv6 on the full address", () => {
+    const key = rateLimitKey;
+    // One /64, four spellings and four hosts: one key.
+    expect(key("2001:db8:1:2::1")).toBe("2001:db8:1:2::/64");
+    expect(key("2001:0db8:0001:0002:ffff:ffff:ffff:ffff")).toBe("2001:db8:1:2::/64");
+    expect(key("2001:DB8:1:2:abcd::9")).toBe("2001:db8:1:2::/64");
+    expect(key("[2001:db8:1:2::7]")).toBe("2001:db8:1:2::/64");
+    // The next /64 is another client.
+    expect(key("2001:db8:1:3::1")).toBe("2001:db8:1:3::/64");
+    expect(key("::1")).toBe("0:0:0:0::/64");
+    // IPv4, plain or mapped (dotted or hex), is one host: the full address.
+    expect(key("192.0.2.7")).toBe("192.0.2.7");
+    expect(key("::ffff:192.0.2.7")).toBe("192.0.2.7");
+    expect(key("::ffff:c000:207")).toBe("192.0.2.7");
+    expect(key("192.0.2.8")).toBe("192.0.2.8");
+    // Not an address (a proxy's odd header entry): itself.
+    expect(key("unknown")).toBe("unknown");
+    expect(plainAddress("::ffff:127.0.0.1")).toBe("127.0.0.1");
+    expect(plainAddress("2001:db8::1")).toBe("2001:db8::1");
+  });
+
+  test("over real HTTP: every address of one /64 shares one bucket; another /64 and IPv4 hosts do not", async () => {
+    // The peer is 127.0.0.1, a trusted proxy, so the client is the X-Forwarded-For address.
+    const app = new Hono().use(ipRateLimit({ limit: 3, windowSeconds: 3600 }, ["127.0.0.1"])).get("/", (c) => c.text("ok"));
+    app.onError((err, c) => (err instanceof ApiProblem ? problemResponse(c, err) : c.text(String(err), 500)));
+    const server = Bun.serve({ port: 0, hostname: "127.0.0.1", fetch: app.fetch });
+    try {
+      const from = async (ip: string) => (await fetch(`http://127.0.0.1:${server.port}/`, { headers: { "x-forwarded-for": ip } })).status;
+      // Four hosts of 2001:db8:aa:bb::/64, each new address: the fourth is over the /64's limit of 3.
+      const sameSlash64 = [];
+      for (const ip of ["2001:db8:aa:bb::1", "2001:db8:aa:bb::2", "2001:db8:aa:bb:dead:beef:0:1", "2001:0db8:00aa:00bb:ffff:ffff:ffff:ffff"]) {
+        sameSlash64.push(await from(ip));
+      }
+      expect(sameSlash64).toEqual([200, 200, 200, 429]);
+      expect(await from("2001:db8:aa:bc::1")).toBe(200);
+      // IPv4 neighbours are separate hosts; the mapped spelling of one is the same host.
+      for (let i = 0; i < 3; i++) expect(await from("192.0.2.1")).toBe(200);
+      expect(await from("::ffff:192.0.2.1")).toBe(429);
+      expect(await from("192.0.2.2")).toBe(200);
+    } finally {
+      await server.stop(true);
+    }
   });
 });
 
