@@ -315,13 +315,23 @@ export const notifierSchema = z
     WEBHOOK_CONCURRENCY: positiveInt.max(256).default(64),
     /** How often a delivery loop checks whether waiting retries are due. */
     WEBHOOK_POLL_INTERVAL: duration.default(250),
+    /**
+     * The delivery lease's window (services/notifier/lease.ts): 4 × p99 of the measured renewal time,
+     * never below MIN nor above MAX. A paused holder is replaced after about the window.
+     */
+    NOTIFIER_LEASE_MIN: duration.default(5_000),
+    NOTIFIER_LEASE_MAX: duration.default(60_000),
   })
   .refine((c) => (c.WEBHOOK_URL === undefined) === (c.WEBHOOK_SECRET === undefined), {
     message: "set WEBHOOK_URL and WEBHOOK_SECRET together",
     path: ["WEBHOOK_SECRET"],
   })
   .refine((c) => c.WEBHOOK_RETRY_MAX >= c.WEBHOOK_RETRY_BASE, { message: "WEBHOOK_RETRY_MAX must be >= WEBHOOK_RETRY_BASE", path: ["WEBHOOK_RETRY_MAX"] })
-  .refine((c) => c.WEBHOOK_TIMEOUT >= c.WEBHOOK_CONNECT_TIMEOUT, { message: "WEBHOOK_TIMEOUT must be >= WEBHOOK_CONNECT_TIMEOUT", path: ["WEBHOOK_TIMEOUT"] });
+  .refine((c) => c.WEBHOOK_TIMEOUT >= c.WEBHOOK_CONNECT_TIMEOUT, { message: "WEBHOOK_TIMEOUT must be >= WEBHOOK_CONNECT_TIMEOUT", path: ["WEBHOOK_TIMEOUT"] })
+  .refine((c) => c.NOTIFIER_LEASE_MIN >= 300 && c.NOTIFIER_LEASE_MAX >= c.NOTIFIER_LEASE_MIN, {
+    message: "NOTIFIER_LEASE_MIN must be >= 300ms and NOTIFIER_LEASE_MAX >= NOTIFIER_LEASE_MIN",
+    path: ["NOTIFIER_LEASE_MAX"],
+  });
 
 /** `bun run webhook-secrets`: the database and the keys (the new one required). */
 export const webhookSecretsToolSchema = z.object({ ...postgres, ...webhookSecurity, WEBHOOK_SECRETS_KEY: secretsKey });

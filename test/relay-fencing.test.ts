@@ -12,6 +12,7 @@
 import { describe, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
 import { createStocks, REPO_ROOT, relayTestFixtures, steadyAllocations, stockVersions, verify, waitUntil } from "./support/relay-harness.ts";
+import { readJsonLines } from "./support/processes.ts";
 
 const { setup, track } = relayTestFixtures();
 
@@ -19,15 +20,7 @@ const { setup, track } = relayTestFixtures();
 function spawnLogged(env: Record<string, string>): { child: Subprocess; lines: Record<string, unknown>[] } {
   const child = Bun.spawn([process.execPath, "services/relay/main.ts"], { cwd: REPO_ROOT, env: { ...env, LOG_LEVEL: "info" }, stdout: "pipe", stderr: "inherit" });
   const lines: Record<string, unknown>[] = [];
-  void (async () => {
-    let buffered = "";
-    for await (const chunk of child.stdout as ReadableStream<Uint8Array>) {
-      buffered += new TextDecoder().decode(chunk);
-      const parts = buffered.split("\n");
-      buffered = parts.pop()!;
-      for (const line of parts) if (line.trim()) lines.push(JSON.parse(line) as Record<string, unknown>);
-    }
-  })();
+  readJsonLines(child.stdout as ReadableStream<Uint8Array>, (line) => lines.push(line));
   return { child: track(child), lines };
 }
 

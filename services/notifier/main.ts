@@ -21,6 +21,7 @@ await runProjector("notifier", notifierSchema, async ({ config, logger, registry
     send: { connectTimeoutMs: config.WEBHOOK_CONNECT_TIMEOUT, timeoutMs: config.WEBHOOK_TIMEOUT, allowPrivate: config.WEBHOOK_ALLOW_PRIVATE_NETWORKS },
     concurrency: config.WEBHOOK_CONCURRENCY,
     pollIntervalMs: config.WEBHOOK_POLL_INTERVAL,
+    leaseWindow: { minMs: config.NOTIFIER_LEASE_MIN, maxMs: config.NOTIFIER_LEASE_MAX },
   });
   return { projector: notifier, close: () => sql.end({ timeout: 5 }) };
 });

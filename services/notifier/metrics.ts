@@ -15,6 +15,7 @@ export interface NotifierMetrics {
   oldestPendingSeconds: prom.Gauge<"endpoint">;
   deadLetterBacklog: prom.Gauge<"endpoint">;
   deliveryLeader: prom.Gauge<string>;
+  leaseWindowSeconds: prom.Gauge<string>;
 }
 
 export function createNotifierMetrics(registry: Registry): NotifierMetrics {
@@ -51,6 +52,11 @@ export function createNotifierMetrics(registry: Registry): NotifierMetrics {
     }),
     deadLetterBacklog: new prom.Gauge({ name: "flashsale_notifier_dead_letter_backlog", help: "Dead letters waiting to be re-sent", labelNames: ["endpoint"], registers }),
     deliveryLeader: new prom.Gauge({ name: "flashsale_notifier_delivery_leader", help: "1 when this process holds the delivery lease", registers }),
+    leaseWindowSeconds: new prom.Gauge({
+      name: "flashsale_notifier_lease_window_seconds",
+      help: "The delivery lease's window: 4 x p99 of the measured renewal time, within NOTIFIER_LEASE_MIN..NOTIFIER_LEASE_MAX",
+      registers,
+    }),
   };
 }
 

@@ -22,6 +22,7 @@ import { syncConfiguredEndpoint } from "../../shared/webhooks/endpoints.ts";
 import type { SecretBox } from "../../shared/webhooks/secret-box.ts";
 import { createDelivery, type Delivery } from "./delivery.ts";
 import { logEvents } from "./delivery-log.ts";
+import type { LeaseWindow } from "./lease.ts";
 import { createNotifierMetrics, type NotifierMetrics } from "./metrics.ts";
 import type { RetrySchedule } from "./schedule.ts";
 import type { SendOptions } from "./sender.ts";
@@ -41,10 +42,12 @@ export interface NotifierOptions extends Omit<ProjectorKafkaOptions, "groupId"> 
   send: SendOptions;
   concurrency: number;
   pollIntervalMs: number;
-  /** Endpoint table re-read and lease check; default 2 s. */
+  /** Endpoint table re-read, and a standby's try for the lease; default 2 s. */
   refreshIntervalMs?: number;
-  /** Each delivery loop's re-read of its pending deliveries; default 2 s. */
+  /** Each delivery loop's re-read of its held stocks and page of the log; default 2 s. */
   rescanIntervalMs?: number;
+  /** Bounds of the delivery lease's window; default 5 s … 60 s. */
+  leaseWindow?: LeaseWindow;
 }
 
 export interface Notifier extends ConsumerWorker {
@@ -68,6 +71,7 @@ export function createNotifier(options: NotifierOptions): Notifier {
     pollIntervalMs: options.pollIntervalMs,
     refreshIntervalMs: options.refreshIntervalMs,
     rescanIntervalMs: options.rescanIntervalMs,
+    leaseWindow: options.leaseWindow,
     logger,
     metrics,
   });

@@ -39,3 +39,16 @@ export function serviceProcesses(name: string, env: () => Record<string, string>
     },
   };
 }
+
+/** Calls `onLine` with each JSON line a child writes to `stdout` (pino logs), as they come; other lines are skipped. */
+export function readJsonLines(stdout: ReadableStream<Uint8Array>, onLine: (line: Record<string, unknown>) => void): void {
+  void (async () => {
+    let buffered = "";
+    for await (const chunk of stdout) {
+      buffered += new TextDecoder().decode(chunk);
+      const parts = buffered.split("\n");
+      buffered = parts.pop()!;
+      for (const line of parts) if (line.startsWith("{")) onLine(JSON.parse(line) as Record<string, unknown>);
+    }
+  })();
+}

@@ -1,0 +1,128 @@
+/**
+ * A notifier paused past its delivery lease (SIGSTOP: what a long GC pause or a frozen VM looks like
+ * from outside) is replaced, and once it runs again (SIGCONT) it sends nothing it no longer owns
+ * (issue 21 §12; services/notifier/lease.ts). Real processes: notifiers A and B share a consumer group
+ * and a database; events keep coming; the receiver answers after 20 ms, so requests are in flight
+ * whenever a pause lands. Lease window 1 s (NOTIFIER_LEASE_MIN) in this test.
+ *
+ * Two cycles, each pausing the process that delivers at that moment:
+ *  - the other one logs "delivery lease taken" while the paused one is still stopped (the record of
+ *    the takeover: PostgreSQL ended the paused holder's idle session, which freed the lock);
+ *  - after SIGCONT, the paused one logs no "sending" (debug line before every request) until it
+ *    takes the lease again, and logs that it lost the lease;
+ *  - at the end every event was delivered, per stock in version order, and a webhook-id arrived twice
+ *    only if the paused process had sent it before its SIGSTOP (a request in flight at the pause).
+ */
+import { afterAll, expect, test } from "bun:test";
+import type { Subprocess } from "bun";
+import { generateSecret } from "../shared/webhooks/endpoints.ts";
+import { freePort } from "./support/env.ts";
+import { brokers, eventually, produceEvents, readSideFixtures, uniqueName } from "./support/read-side.ts";
+import { killChild, readJsonLines } from "./support/processes.ts";
+import { generateWorkload, StockSim } from "./support/stock-sim.ts";
+import { startReceiver } from "./support/webhook-receiver.ts";
+
+const REPO_ROOT = `${import.meta.dir}/..`;
+const fx = readSideFixtures({ database: "ntfpause" });
+const topic = fx.topic("ntfpause");
+const groupId = uniqueName("ntfpauseg");
+const secret = generateSecret();
+const receiver = startReceiver({ secret, respond: async () => (await Bun.sleep(20), 204) });
+const children: Subprocess[] = [];
+afterAll(async () => {
+  for (const c of children) await killChild(c);
+  await receiver.stop();
+});
+
+type LogLine = { time: number; msg: string; eventId?: string };
+
+/** A notifier child whose JSON log lines are kept. */
+function spawnNotifier(): { child: Subprocess; lines: LogLine[] } {
+  const child = Bun.spawn([process.execPath, "services/notifier/main.ts"], {
+    cwd: REPO_ROOT,
+    env: {
+      ...process.env,
+      DATABASE_URL: fx.db.url,
+      KAFKA_BROKERS: brokers.join(","),
+      KAFKA_TOPIC: topic,
+      NOTIFIER_GROUP_ID: groupId,
+      ADMIN_PORT: String(freePort()),
+      WEBHOOK_URL: receiver.url,
+      WEBHOOK_SECRET: secret,
+      WEBHOOK_ALLOW_PRIVATE_NETWORKS: "true", // the receiver is on loopback
+      WEBHOOK_CONCURRENCY: "16",
+      WEBHOOK_POLL_INTERVAL: "50ms",
+      NOTIFIER_LEASE_MIN: "1s",
+      NOTIFIER_LEASE_MAX: "10s",
+      LOG_LEVEL: "debug",
+    },
+    stdout: "pipe",
+    stderr: "inherit",
+  });
+  children.push(child);
+  const lines: LogLine[] = [];
+  readJsonLines(child.stdout as ReadableStream<Uint8Array>, (l) => {
+    const msg = String(l.msg ?? "");
+    if (msg === "sending" || msg.startsWith("delivery lease")) lines.push({ time: Date.parse(String(l.time)), msg, eventId: l.eventId as string | undefined });
+  });
+  return { child, lines };
+}
+
+const taken = (lines: LogLine[], after: number) => lines.find((l) => l.msg.startsWith("delivery lease taken") && l.time >= after);
+
+test("a notifier frozen past its lease is replaced, and sends nothing after SIGCONT", async () => {
+  const sim = new StockSim();
+  const events = generateWorkload(sim, { count: 6_000, stockCount: 60, prefix: uniqueName("pause") });
+  let produced = 0;
+  const producing = (async () => {
+    for (; produced < events.length; produced += 300) {
+      await produceEvents(fx.producer, topic, events.slice(produced, produced + 300));
+      await Bun.sleep(400);
+    }
+  })();
+
+  const a = spawnNotifier();
+  await eventually(async () => taken(a.lines, 0) && receiver.acknowledged.size > 200, { timeoutMs: 60_000, what: "A delivering" });
+  const b = spawnNotifier();
+  await Bun.sleep(3_000); // B consumes its share of the partitions and polls for the lease as a standby
+
+  const cycles: { paused: string; takeoverMs: number; sentAfterCont: number; lostLogged: boolean }[] = [];
+  const inFlightAtPause = new Set<string>();
+  let holder = a;
+  let standby = b;
+  for (let cycle = 0; cycle < 2; cycle++) {
+    const stoppedAt = Date.now();
+    holder.child.kill("SIGSTOP");
+    // The takeover, from the standby's own record, while the holder is still stopped.
+    const takeover = await eventually(async () => taken(standby.lines, stoppedAt), { timeoutMs: 20_000, intervalMs: 20, what: "the standby takes the lease while the holder is paused" });
+    await Bun.sleep(1_000); // the new holder delivers for a while, the paused one's work included
+    for (const l of holder.lines) if (l.msg === "sending" && l.time < stoppedAt && l.eventId) inFlightAtPause.add(l.eventId);
+    const continuedAt = Date.now();
+    holder.child.kill("SIGCONT");
+    await Bun.sleep(3_000);
+    const retaken = taken(holder.lines, continuedAt)?.time ?? Infinity;
+    const zombie = holder.lines.filter((l) => l.msg === "sending" && l.time >= continuedAt && l.time < retaken);
+    const lostLogged = holder.lines.some((l) => l.msg.startsWith("delivery lease lost") && l.time >= continuedAt);
+    cycles.push({ paused: holder === a ? "A" : "B", takeoverMs: takeover.time - stoppedAt, sentAfterCont: zombie.length, lostLogged });
+    [holder, standby] = [standby, holder];
+  }
+  await producing;
+  await eventually(async () => receiver.acknowledged.size === events.length, { timeoutMs: 90_000, intervalMs: 100, what: "every event delivered" });
+
+  const counts = new Map<string, number>();
+  for (const q of receiver.requests) if (q.status < 300) counts.set(q.webhookId, (counts.get(q.webhookId) ?? 0) + 1);
+  const duplicated = [...counts].filter(([, n]) => n > 1).map(([id]) => id);
+  console.log(
+    `[notifier-pause] ${JSON.stringify(cycles)}; ${events.length} events, ${receiver.requests.length} requests, ` +
+      `${duplicated.length} webhook-ids twice (in flight at a pause: ${inFlightAtPause.size} sent before the SIGSTOPs)`,
+  );
+  for (const c of cycles) {
+    expect(c.takeoverMs).toBeLessThan(10_000);
+    expect(c.sentAfterCont).toBe(0);
+    expect(c.lostLogged).toBe(true);
+  }
+  expect(receiver.invalid).toEqual([]);
+  expect(receiver.orderViolations).toEqual([]);
+  expect(new Set(receiver.acknowledged.keys())).toEqual(new Set(events.map((e) => e.eventId)));
+  for (const id of duplicated) expect(inFlightAtPause.has(id)).toBe(true);
+}, 240_000);
