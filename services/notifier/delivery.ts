@@ -68,8 +68,11 @@ export function createDelivery(options: DeliveryOptions): Delivery {
 
   const stopAll = () =>
     serially(async () => {
+      if (dispatchers.size === 0) return;
+      logger.info({ endpoints: dispatchers.size }, "delivery loops stopping (not the lease holder)");
       await Promise.all([...dispatchers.values()].map((d) => d.stop()));
       dispatchers.clear();
+      logger.info("delivery loops stopped");
     });
 
   const syncDispatchers = () =>
@@ -110,10 +113,15 @@ export function createDelivery(options: DeliveryOptions): Delivery {
   /** Holds the lease: renews it every W/3 while held, tries to take it every refresh interval otherwise. */
   async function leaseLoop(): Promise<void> {
     while (!stopping) {
-      const leader = await lease.tryHold();
-      metrics.deliveryLeader.set(leader ? 1 : 0);
-      metrics.leaseWindowSeconds.set(lease.windowMs() / 1000);
-      if (!leader && dispatchers.size > 0) await stopAll();
+      let leader = false;
+      try {
+        leader = await lease.tryHold();
+        metrics.deliveryLeader.set(leader ? 1 : 0);
+        metrics.leaseWindowSeconds.set(lease.windowMs() / 1000);
+        if (!leader && dispatchers.size > 0) await stopAll();
+      } catch (err) {
+        logger.error({ err }, "delivery lease loop failed, retrying");
+      }
       await pause(leader ? lease.renewEveryMs() : refreshMs);
     }
   }

@@ -22,11 +22,8 @@
  *
  * Crash safety: a send whose result was not committed is sent again after a restart, with the same
  * webhook-id (the event id). If recording fails (PostgreSQL down), results stay in memory and are
- * retried; their stocks stay in flight, so nothing is re-sent meanwhile and order holds.
- *
- * Lease: nothing is sent unless `mayDeliver()` says this process still holds the delivery lease
- * (lease.ts), checked right before each request: a process that was paused past its lease sends
- * nothing once it runs again.
+ * retried; their stocks stay in flight, so nothing is re-sent meanwhile and order holds. Nothing is
+ * sent unless `mayDeliver()` (the delivery lease, lease.ts) holds right before the request.
  */
 import type postgres from "postgres";
 import { backoffMs, sleep } from "../../shared/lifecycle.ts";
@@ -383,7 +380,8 @@ export function startDispatcher(options: DispatcherOptions): Dispatcher {
       const now = Date.now();
       for (const [stock, dueAt] of waiting) if (dueAt <= now) place(stock);
       pump();
-      if (refill.size === 0 && wanted.size === 0) {
+      // A refill waiting goes at once, unless the log could not be read (then the poll interval, at least).
+      if (attempt > 0 || (refill.size === 0 && wanted.size === 0)) {
         await new Promise<void>((resolve) => {
           const timer = setTimeout(done, options.pollIntervalMs);
           function done() {

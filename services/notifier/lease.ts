@@ -1,7 +1,7 @@
 /**
  * The delivery lease: one notifier process sends at a time (docs/webhooks.md "The delivery lease").
  *
- * A session advisory lock in PostgreSQL on a connection of its own. It goes with that connection, so
+ * A session advisory lock in PostgreSQL on a connection of its own (a one-connection client). It goes with that connection, so
  * a killed process loses it at once. A *paused* process (SIGSTOP, a long GC pause, a frozen VM) keeps
  * its connection open, though, and would keep the lock for ever; so the lease connection carries
  * `idle_session_timeout` = the window W: PostgreSQL ends the session (and frees the lock) when the
@@ -18,7 +18,7 @@
  * ended, so the lease is never believed longer here than PostgreSQL keeps it. A process that wakes
  * after a pause finds `valid()` false before it can send anything, whatever its timers do first.
  */
-import type postgres from "postgres";
+import postgres from "postgres";
 import type { Logger } from "../../shared/logger.ts";
 
 /** Fixed key of the delivery lease ("flashntf" in ASCII). */
@@ -54,8 +54,32 @@ export interface DeliveryLease {
   release(): Promise<void>;
 }
 
+/**
+ * The lease's own single-connection client, opened like `sql` (same server, database and role). Not a
+ * connection reserved from the pool: a pooled connection that PostgreSQL ended would go back to the
+ * pool dead (postgres.js then fails on it outside any promise), and a client reconnects silently, so
+ * every renewal checks that it still runs on the session that took the lock.
+ */
+function leaseClient(sql: postgres.Sql): postgres.Sql {
+  const o = sql.options as unknown as { host: string[]; port: number[]; database: string; user: string; pass: string | null; ssl: unknown };
+  return postgres({
+    host: o.host as unknown as string,
+    port: o.port as unknown as number,
+    database: o.database,
+    username: o.user,
+    password: o.pass ?? undefined,
+    ssl: o.ssl as postgres.Options<Record<string, never>>["ssl"],
+    max: 1,
+    connect_timeout: 5,
+    onnotice: () => {},
+    connection: { application_name: "notifier-lease" },
+  });
+}
+
 export function createDeliveryLease(sql: postgres.Sql, window: LeaseWindow, logger: Logger): DeliveryLease {
-  let conn: postgres.ReservedSql | null = null;
+  let client: postgres.Sql | null = null;
+  /** Backend pid of the session that holds the lock; null when not held. */
+  let pid: number | null = null;
   let validUntil = 0;
   let w = window.minMs;
   const samples: number[] = [];
@@ -64,60 +88,76 @@ export function createDeliveryLease(sql: postgres.Sql, window: LeaseWindow, logg
 
   const margin = () => Math.min(1_000, w / 4);
 
+  function drop(): void {
+    const dead = client;
+    client = null;
+    pid = null;
+    validUntil = 0;
+    void dead?.end({ timeout: 0 }).catch(() => {});
+  }
+
   function lost(err: unknown): void {
     logger.warn({ err }, "delivery lease lost or unavailable");
-    conn?.release();
-    conn = null;
-    validUntil = 0;
+    drop();
   }
 
   return {
     async tryHold() {
       const started = performance.now();
       try {
-        if (conn) {
+        client ??= leaseClient(sql);
+        if (pid !== null) {
           const next = leaseWindowMs(samples, window);
-          await conn`SELECT set_config('idle_session_timeout', ${`${next}ms`}, false)`;
+          const [row] = await client<{ mine: boolean }[]>`
+            SELECT pg_backend_pid() = ${pid} AS mine,
+                   CASE WHEN pg_backend_pid() = ${pid} THEN set_config('idle_session_timeout', ${`${next}ms`}, false) END`;
+          // A new session (the client reconnected after PostgreSQL ended ours) does not hold the lock.
+          if (!row?.mine) throw new Error("the lease session was ended (idle past the lease window, or PostgreSQL restarted)");
           const renewal = performance.now() - Math.min(started, dueAt || started);
           samples.push(renewal);
           if (samples.length > SAMPLES) samples.shift();
-          if (next !== w) logger.info({ windowMs: next, previousMs: w, p99RenewalMs: Math.round(renewal) }, "delivery lease window changed");
+          if (next !== w) logger.info({ windowMs: next, previousMs: w, renewalMs: Math.round(renewal) }, "delivery lease window changed");
           w = next;
           validUntil = started + w - margin();
           dueAt = performance.now() + w / 3;
           return true;
         }
-        const c = await sql.reserve();
-        // Only a session that got the lock gets the timeout: a refused one goes back to the pool unchanged.
-        const [row] = await c<{ locked: boolean }[]>`
-          SELECT l.locked, CASE WHEN l.locked THEN set_config('idle_session_timeout', ${`${w}ms`}, false) END
+        // Only a session that got the lock gets the timeout.
+        const [row] = await client<{ locked: boolean; pid: number }[]>`
+          SELECT l.locked, pg_backend_pid() AS pid, CASE WHEN l.locked THEN set_config('idle_session_timeout', ${`${w}ms`}, false) END
           FROM (SELECT pg_try_advisory_lock(${DELIVERY_LEASE_KEY.toString()}::bigint) AS locked) l`;
         if (!row?.locked) {
-          c.release();
+          logger.debug("delivery lease held by another process");
           return false;
         }
-        conn = c;
+        pid = row.pid;
         validUntil = started + w - margin();
         dueAt = performance.now() + w / 3;
         logger.info({ windowMs: w }, "delivery lease taken: this process delivers");
         return true;
       } catch (err) {
-        // The lease connection is gone (so is the lock: PostgreSQL ended an idle session, or it is down).
-        if (conn) lost(err);
+        // The lease session is gone (so is the lock: PostgreSQL ended an idle session, or it is down).
+        if (pid !== null) lost(err);
+        else {
+          logger.debug({ err }, "delivery lease: cannot try");
+          drop();
+        }
         return false;
       }
     },
-    valid: () => conn !== null && performance.now() < validUntil,
-    held: () => conn !== null,
+    valid: () => pid !== null && performance.now() < validUntil,
+    held: () => pid !== null,
     windowMs: () => w,
     renewEveryMs: () => Math.max(50, Math.floor(w / 3)),
     async release() {
-      if (!conn) return;
-      const c = conn;
-      conn = null;
+      const c = client;
+      const held = pid !== null;
+      client = null;
+      pid = null;
       validUntil = 0;
-      await c`SELECT pg_advisory_unlock(${DELIVERY_LEASE_KEY.toString()}::bigint), set_config('idle_session_timeout', '0', false)`.catch(() => {});
-      c.release();
+      if (!c) return;
+      if (held) await c`SELECT pg_advisory_unlock(${DELIVERY_LEASE_KEY.toString()}::bigint)`.catch(() => {});
+      await c.end({ timeout: 1 }).catch(() => {});
     },
   };
 }
