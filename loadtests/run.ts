@@ -20,7 +20,7 @@
  * the verifier scans every master), e.g. REDIS_CLUSTER_NODES=$(bash scripts/stack.sh env redis-cluster | cut -d= -f2).
  */
 import { parseArgs } from "node:util";
-import { stackEnv } from "../test/support/env.ts";
+import { stackEnv } from "../shared/dev/env.ts";
 import { existsSync } from "node:fs";
 import { unlink } from "node:fs/promises";
 import { join } from "node:path";
@@ -183,7 +183,8 @@ async function main(): Promise<number> {
     const WORKER_METRICS_URLS = workerMetrics.length > 0 ? workerMetrics.join(",") : `http://127.0.0.1:${apiAdminPort}/metrics`;
     const { child: api, baseUrl } = await startApi(loadRun, { name: "api", logDir: dir, adminPort: apiAdminPort, bunArgs, env: { ...serviceEnv, WORKER_METRICS_URLS } });
     children.push(api);
-    console.log(`[load] live dashboard: http://127.0.0.1:${apiAdminPort}/dashboard`);
+    // The dashboard asks for this run's admin token (docs/security.md); scripts/dashboard-screenshot.ts reads it here.
+    console.log(`[load] live dashboard: http://127.0.0.1:${apiAdminPort}/dashboard (admin token: ${adminToken})`);
 
     // --- stocks and buyers.
     const { stocks, buyers } = plan(scenario, prefix, {

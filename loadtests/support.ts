@@ -8,7 +8,7 @@ import { cpus, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import postgres from "postgres";
 import { z } from "zod";
-import { mintUserToken } from "../scripts/mint-token.ts";
+import { mintUserToken } from "../shared/dev/token.ts";
 import { migrate } from "../shared/stores/postgres/migrate.ts";
 import { MIGRATIONS_DIR } from "../shared/stores/postgres/migration-files.ts";
 

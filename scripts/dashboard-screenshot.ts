@@ -1,13 +1,14 @@
 /**
  * `bun scripts/dashboard-screenshot.ts [out.png] [-- load args]`: runs `bun run load spike --pipeline`
  * (or the load arguments given after --), opens the api's live dashboard in Debian's Chromium while
- * it runs, and writes a screenshot every second of the sale to loadtests/results/dashboard-shots/;
+ * it runs (signed in with the run's admin token, which the load runner prints with the dashboard's URL),
+ * and writes a screenshot every second of the sale to loadtests/results/dashboard-shots/;
  * the one with the most units held or sold while units were still moving is copied to out.png
  * (default loadtests/results/dashboard-spike.png). docs/img/dashboard.png was made this way.
  */
 import { copyFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { launchBrowser, RESULTS_DIR } from "../test/support/browser.ts";
+import { launchBrowser, RESULTS_DIR } from "../shared/dev/browser.ts";
 
 const split = process.argv.indexOf("--");
 const out = (split === 2 ? undefined : process.argv[2]) ?? join(RESULTS_DIR, "dashboard-spike.png");
@@ -43,8 +44,11 @@ const decoder = new TextDecoder();
 for await (const chunk of load.stdout as ReadableStream<Uint8Array>) {
   const text = decoder.decode(chunk);
   process.stdout.write(text);
-  const url = /\[load\] live dashboard: (\S+)/.exec(text)?.[1];
-  if (url && !shooting) {
+  const live = /\[load\] live dashboard: (\S+) \(admin token: (\S+)\)/.exec(text);
+  const url = live?.[1];
+  if (live && url && !shooting) {
+    // The page keeps the token in sessionStorage (its login form); put it there before the page runs.
+    await page.evaluateOnNewDocument((token: string) => sessionStorage.setItem("flashsale.adminToken", token), live[2]!);
     await page.goto(url, { waitUntil: "domcontentloaded" });
     shooting = shoot().catch(() => {});
   }

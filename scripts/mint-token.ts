@@ -4,24 +4,9 @@
  * Every token has `iat` and `exp` (the api refuses tokens without `exp` or living longer than
  * JWT_MAX_LIFETIME_SECONDS).
  */
-import { createSigner } from "fast-jwt";
 import { DEFAULT_JWT_MAX_LIFETIME_SECONDS } from "../shared/domain/policy.ts";
 import { USER_ID_PATTERN } from "../shared/domain/validation.ts";
-
-export interface MintOptions {
-  issuer?: string;
-  audience?: string;
-}
-
-export async function mintUserToken(userId: string, secret: string, ttlSeconds = 3600, options: MintOptions = {}): Promise<string> {
-  return createSigner({
-    key: secret,
-    algorithm: "HS256",
-    expiresIn: ttlSeconds * 1000,
-    ...(options.issuer ? { iss: options.issuer } : {}),
-    ...(options.audience ? { aud: options.audience } : {}),
-  })({ sub: userId });
-}
+import { mintUserToken } from "../shared/dev/token.ts";
 
 if (import.meta.main) {
   const [userId, ttl] = process.argv.slice(2);

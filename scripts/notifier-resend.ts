@@ -9,7 +9,7 @@ import { parseArgs } from "node:util";
 import postgres from "postgres";
 import { z } from "zod";
 import { loadConfigOrExit } from "../shared/config.ts";
-import { resendDeadLetters } from "../services/notifier/delivery-log.ts";
+import { resendDeadLetters } from "../shared/webhooks/dead-letters.ts";
 
 const config = loadConfigOrExit(z.object({ DATABASE_URL: z.string().url().default("postgres://flashsale:flashsale@127.0.0.1:5432/flashsale") }), "notifier-resend");
 const { values } = parseArgs({ options: { endpoint: { type: "string" } }, strict: true });

@@ -8,10 +8,10 @@
 #   4. the real servers: bash scripts/stack.sh up, and the Redis Cluster (stack.sh up redis-cluster)
 #      that the cluster tests run on (idempotent; servers already running are reused),
 #   5. bun run migrate,
-#   6. bun run typecheck,
+#   6. bun run lint (scripts/lint.sh: layer rules, dead code, types; it names the check that failed),
 #   7. the integration tier: bun test on every other test file, against the real servers.
 # With arguments, steps 3 and 7 are replaced by `bun test [your args...]`, e.g. bun run test test/stack.test.ts.
-# Exits non-zero if the typecheck or any test failed (every step runs even when an earlier one failed,
+# Exits non-zero if the lint or any test failed (every step runs even when an earlier one failed,
 # so one run shows everything).
 set -euo pipefail
 
@@ -62,10 +62,10 @@ bash scripts/stack.sh up redis-cluster
 step "migrate"
 bun run migrate
 
-# ---- 6. types
-step "typecheck"
-typecheck=0
-bun run typecheck || typecheck=$?
+# ---- 6. lint: layers, dead code, types (scripts/lint.sh ends with a line naming what failed)
+step "lint"
+lint=0
+bun run lint || lint=$?
 
 # ---- 7. the integration tier (or what you asked for)
 if (($# == 0)); then
@@ -78,7 +78,7 @@ fi
 sum() { grep -Eo "^ *[0-9]+ $1\$" "$report" | grep -Eo '[0-9]+' | awk '{ n += $1 } END { print n + 0 }'; }
 echo
 echo "tests: $(sum pass) passed, $(sum fail) failed"
-if ((typecheck != 0)); then echo "typecheck FAILED (exit $typecheck)"; fi
+if ((lint != 0)); then echo "lint FAILED (exit $lint): the 'lint FAILED:' line above names the check"; fi
 if ((tests != 0)); then echo "tests FAILED (exit $tests)"; fi
-if ((typecheck != 0 || tests != 0)); then exit 1; fi
-echo "typecheck and tests passed"
+if ((lint != 0 || tests != 0)); then exit 1; fi
+echo "lint and tests passed"

@@ -231,7 +231,7 @@ system_up() {
   cat <<EOF
 
 flash-sale is up in $((SECONDS - t0))s: every /readyz answers 200
-  api            http://$HOST:$API_PORT   (/docs, /openapi.json, /healthz, /readyz)  admin :$API_ADMIN_PORT (/metrics /healthz /readyz /dashboard)
+  api            http://$HOST:$API_PORT   (/docs, /openapi.json, /healthz, /readyz)  admin :$API_ADMIN_PORT (/metrics /healthz /readyz; /dashboard with the admin token)
   admin token    Authorization: Bearer $ADMIN_TOKEN
   user token     JWT_SECRET=$JWT_SECRET bun run token <userId>
   logs           $LOG_DIR/<service>.log
@@ -262,15 +262,16 @@ system_reset() {
   [[ "${1:-}" == --yes || "${1:-}" == -y ]] && yes=1
   if ((!yes)); then
     [[ -t 0 ]] || die "reset deletes every store's data in $STACK_DIR; not on a terminal, so it does not ask: pass --yes"
-    read -r -p "Stop everything and delete all data in $STACK_DIR (Redis, PostgreSQL, Kafka, Elasticsearch, Redis Cluster, Prometheus)? [y/N] " answer
+    read -r -p "Stop everything and delete all data in $STACK_DIR (Redis, PostgreSQL, Kafka, Elasticsearch, the Redis and Kafka clusters, Prometheus)? [y/N] " answer
     [[ "$answer" =~ ^[Yy]([Ee][Ss])?$ ]] || { say "nothing done"; return 1; }
   fi
   system_stop_services
   bash "$REPO_ROOT/scripts/stack.sh" down
   for d in redis postgres kafka elasticsearch prometheus; do port_open "$(port_of "$d")" && kept+=("$d on $HOST:$(port_of "$d")"); done
   for d in "${REDIS_CLUSTER_PORTS[@]}"; do port_open "$d" && kept+=("redis-cluster on $HOST:$d"); done
+  for d in "${KAFKA_CLUSTER_NODES[@]}"; do port_open "$(kc_port "$d")" && kept+=("kafka-cluster on $HOST:$(kc_port "$d")"); done
   # Only the stack's own subdirectories: FLASHSALE_STACK_DIR may point anywhere.
-  for d in redis postgres kafka elasticsearch redis-cluster prometheus logs run; do rm -rf "${STACK_DIR:?}/$d"; done
+  for d in redis postgres kafka elasticsearch redis-cluster kafka-cluster prometheus logs run; do rm -rf "${STACK_DIR:?}/$d"; done
   rm -rf "$(pg_socket_dir)"
   if ((${#kept[@]})); then
     die "reset incomplete: still answering, not started by this stack, so their data is not touched: ${kept[*]}"

@@ -6,7 +6,7 @@
  */
 import { z } from "zod";
 import { SERVICES, WORKER_NAMES } from "./services.ts";
-import { DEFAULT_HOLD_RETENTION_SECONDS, DEFAULT_JWT_MAX_LIFETIME_SECONDS, DEFAULT_OUTBOX_MAX_LENGTH } from "./domain/policy.ts";
+import { DEFAULT_HOLD_RETENTION_SECONDS, DEFAULT_JWT_MAX_LIFETIME_SECONDS, DEFAULT_OUTBOX_MAX_LENGTH, DEFAULT_SSE_MAX_CLIENTS } from "./domain/policy.ts";
 import { EVENT_TYPES } from "./domain/events.ts";
 
 const port = z.coerce.number().int().min(1).max(65535);
@@ -16,7 +16,7 @@ const positiveInt = z.coerce.number().int().positive();
  * `host:port,host:port,…`: some nodes of a Redis Cluster (any of them; the client discovers the
  * rest). Set, it replaces REDIS_URL (docs/design.md §11).
  */
-export const redisClusterNodes = z
+const redisClusterNodes = z
   .string()
   .transform((s, ctx) => {
     const nodes = s.split(",").map((n) => n.trim()).filter(Boolean).map((n) => {
@@ -61,7 +61,13 @@ const elasticsearch = {
   ELASTICSEARCH_INDEX_ALIAS: z.string().min(1).default("stocks"),
 };
 
-const adminPort = (fallback: number) => ({ ADMIN_PORT: port.default(fallback) });
+/**
+ * Every binary's operators' listener (shared/admin-server.ts). ADMIN_HOST is the address it binds:
+ * loopback by default, so health, metrics and the dashboard are not on the network unless an operator
+ * says so (a container sets 0.0.0.0 and publishes the port where it wants it). Whatever the host,
+ * only /healthz, /readyz and /metrics answer without `Authorization: Bearer <ADMIN_TOKEN>`.
+ */
+const adminPort = (fallback: number) => ({ ADMIN_PORT: port.default(fallback), ADMIN_HOST: z.string().min(1).default("127.0.0.1") });
 
 const flag = (fallback: "true" | "false") =>
   z
@@ -100,7 +106,7 @@ const webhookSecurity = {
  * A request-rate limit: `<requests>/<seconds>s` (a token bucket holding that many requests, refilled
  * evenly over the window, e.g. `20/10s`), or `off`. Parsed once into { limit, windowSeconds } | null.
  */
-export const rateLimitSpec = (fallback: string) =>
+const rateLimitSpec = (fallback: string) =>
   z
     .string()
     .regex(/^(off|\d{1,7}\/\d{1,5}s)$/, "a rate limit is `<requests>/<seconds>s` (e.g. 20/10s) or `off`")
@@ -172,6 +178,8 @@ export const apiSchema = z.object({
   RATE_LIMIT_ALLOCATE: rateLimitSpec("20/10s"),
   RATE_LIMIT_PURCHASE: rateLimitSpec("20/10s"),
   RATE_LIMIT_CANCEL: rateLimitSpec("20/10s"),
+  /** Waiting-room polls per user (GET /api/stocks/:id/queue/me): read only, so 10/s sustained, bursts of 100. */
+  RATE_LIMIT_QUEUE_POLL: rateLimitSpec("100/10s"),
   /**
    * Proxies whose X-Forwarded-For is believed (comma-separated IPs or IPv4 CIDRs, e.g.
    * `127.0.0.1,10.0.0.0/8`). The client IP is the right-most X-Forwarded-For entry that is not one
@@ -181,6 +189,12 @@ export const apiSchema = z.object({
     .string()
     .default("")
     .transform((s) => s.split(",").map((p) => p.trim()).filter(Boolean)),
+  /**
+   * Server-sent-event streams open at once, per process and per side (the dashboard on the admin
+   * port; any stream on the public port): one more is refused with 503 `too_many_streams` and
+   * Retry-After. Each stream costs a snapshot serialization per second and a socket.
+   */
+  SSE_MAX_CLIENTS: positiveInt.max(100_000).default(DEFAULT_SSE_MAX_CLIENTS),
   /** The workers' /metrics the dashboard scrapes (comma-separated); default: the ports `bun run up` gives them. */
   WORKER_METRICS_URLS: z
     .string()
@@ -227,6 +241,13 @@ export const relaySchema = z.object({
    * past it) is fenced by the new owner and cannot publish. `false` = plain idempotent producer.
    */
   RELAY_TRANSACTIONS: flag("true"),
+  /**
+   * Tests only: the relay freezes itself (SIGSTOP to its own pid) once, just before that claim step,
+   * so a test can pass the shard's lease to another relay inside the window and then SIGCONT it
+   * (test/relay-claim-fencing.test.ts). `acquire-claim`: taking over what a shard's previous owner
+   * left pending; `pending-claim`: re-reading (and, with replicas, re-claiming) its own pending entries.
+   */
+  RELAY_TEST_FREEZE_BEFORE: z.enum(["acquire-claim", "pending-claim"]).optional(),
 });
 
 const projector = {
@@ -353,12 +374,7 @@ export const downstreamSchema = z.object({ KAFKA_BROKERS: kafka.KAFKA_BROKERS, K
 /** The Kafka and projector variables, as parsed: what every projector binary shares (runProjector). */
 export type KafkaEnv = z.infer<z.ZodObject<typeof kafka>>;
 export type ProjectorEnv = z.infer<z.ZodObject<typeof projector>>;
-export type ApiConfig = z.infer<typeof apiSchema>;
-export type ExpirerConfig = z.infer<typeof expirerSchema>;
 export type RelayConfig = z.infer<typeof relaySchema>;
-export type ProjectorPostgresConfig = z.infer<typeof projectorPostgresSchema>;
-export type ProjectorSearchConfig = z.infer<typeof projectorSearchSchema>;
-export type NotifierConfig = z.infer<typeof notifierSchema>;
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {

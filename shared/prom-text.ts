@@ -36,7 +36,7 @@ export function sumOf(samples: readonly Sample[], name: string, where: Record<st
   return total;
 }
 
-export function matches(sample: Sample, where: Record<string, string>): boolean {
+function matches(sample: Sample, where: Record<string, string>): boolean {
   for (const [k, v] of Object.entries(where)) if (sample.labels[k] !== v) return false;
   return true;
 }

@@ -9,7 +9,7 @@
  * cannot see: a compose.yaml service, a Prometheus job, its config schema in shared/config.ts.
  */
 /** The servers of the stack a binary talks to (compose.yaml's depends_on is held to this). */
-export type StackServer = "redis" | "postgres" | "kafka" | "elasticsearch";
+type StackServer = "redis" | "postgres" | "kafka" | "elasticsearch";
 
 export interface ServiceSpec {
   /** Health, readiness and /metrics; the api's public port is separate (PORT, 3000). */
@@ -44,7 +44,7 @@ export type ServiceName = keyof typeof SERVICES;
  * itself). The registry's admin ports are consecutive, so a step of 1 put worker 1 on the
  * notifier's port and `bun run up` failed to start the notifier.
  */
-export const API_WORKER_ADMIN_PORT_STEP = 100;
+const API_WORKER_ADMIN_PORT_STEP = 100;
 export const apiWorkerAdminPort = (adminPort: number, worker: number) => adminPort + worker * API_WORKER_ADMIN_PORT_STEP;
 export const SERVICE_NAMES = Object.keys(SERVICES) as ServiceName[];
 

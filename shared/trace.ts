@@ -40,7 +40,7 @@ export function parseTraceparent(header: string | null | undefined): ParsedTrace
   return { traceId: match[1]!, parentId: match[2]!, flags: match[3]! };
 }
 
-export function formatTraceparent(traceId: string, spanId: string, flags = "01"): string {
+function formatTraceparent(traceId: string, spanId: string, flags = "01"): string {
   return `00-${traceId}-${spanId}-${flags}`;
 }
 

@@ -10,7 +10,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { createRedis } from "../shared/redis/client.ts";
 import { createTestApi, type TestApi } from "./support/api.ts";
-import { stackEnv, uniqueName } from "./support/env.ts";
+import { stackEnv, uniqueName } from "../shared/dev/env.ts";
 
 let api: TestApi | undefined;
 afterEach(async () => {

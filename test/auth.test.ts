@@ -10,9 +10,9 @@ import { webhookRoutes } from "../services/api/routes/webhooks.ts";
 import { createSecretBox } from "../shared/webhooks/secret-box.ts";
 import { createReaderSql } from "../shared/stores/postgres/client.ts";
 import { createReaderSearchClient } from "../shared/stores/search/mapping.ts";
-import { mintUserToken } from "../scripts/mint-token.ts";
+import { mintUserToken } from "../shared/dev/token.ts";
 import { TEST_JWT_SECRET, createTestApi } from "./support/api.ts";
-import { stackEnv, uniqueName } from "./support/env.ts";
+import { stackEnv, uniqueName } from "../shared/dev/env.ts";
 
 // The read routes are mounted so their guards are tested too; the refused requests never reach the stores.
 const sql = createReaderSql(stackEnv.DATABASE_URL);

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import Redis from "ioredis";
 import { deleteKeysByPrefix } from "../shared/redis/client.ts";
 import { buildService, REPO_ROOT } from "../scripts/build.ts";
-import { stackEnv, uniqueName } from "./support/env.ts";
+import { stackEnv, uniqueName } from "../shared/dev/env.ts";
 
 const hasApi = existsSync(join(REPO_ROOT, "services", "api", "main.ts"));
 const ADMIN_TOKEN = "binary-test-admin-token-0123456789";

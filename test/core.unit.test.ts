@@ -5,7 +5,7 @@ import { parseEvent } from "../shared/domain/events.ts";
 import { MAX_SEND_BYTES, messageBytes, splitForSend } from "../shared/kafka/producer.ts";
 import { createKeyLayout, fnv1a32 } from "../shared/domain/keys.ts";
 import { ApiProblem, problemBody } from "../services/api/problem.ts";
-import { mintUserToken } from "../scripts/mint-token.ts";
+import { mintUserToken } from "../shared/dev/token.ts";
 import { retryUnexecuted, unexecutedRetryDelayMs } from "../shared/redis/client.ts";
 
 describe("key layout", () => {

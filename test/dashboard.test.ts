@@ -1,24 +1,27 @@
 /**
  * The live dashboard in Debian's Chromium: an api (in-process, real Redis) and a real relay child
- * process that it scrapes; the page on the api's admin port; buyers allocate over HTTP while it is open. The page must load
- * without a console error, its numbers must move while allocations run, and once they stop it must
- * show exactly what GET /api/stocks/:id says. The screenshot goes to loadtests/results/dashboard.png.
+ * process that it scrapes; the page on the api's admin port; buyers allocate over HTTP while it is open. The page asks
+ * for the admin token (a login form; a wrong one is refused), then must run without a console error,
+ * its numbers must move while allocations run, and once they stop it must show exactly what
+ * GET /api/stocks/:id says. The screenshot goes to loadtests/results/dashboard.png.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
 import type { Browser } from "puppeteer-core";
 import { freePort } from "../loadtests/support.ts";
-import { createTestApi, type TestApi } from "./support/api.ts";
-import { launchBrowser, resultPath, watchedPage } from "./support/browser.ts";
+import { createTestApi, TEST_ADMIN_TOKEN, type TestApi } from "./support/api.ts";
+import { launchBrowser, resultPath, watchedPage } from "../shared/dev/browser.ts";
 import { createHarness, SHARDS, spawnRelay, type Harness } from "./support/relay-harness.ts";
 
 // page.evaluate callbacks run in the browser; the test program is type-checked without the DOM lib.
 interface El {
   textContent: string | null;
   querySelector(selector: string): El | null;
+  classList: { contains(name: string): boolean };
 }
 declare const document: El & { body: { dataset: Record<string, string | undefined> }; querySelectorAll(selector: string): { length: number } };
 declare const window: unknown;
+declare const sessionStorage: { getItem(key: string): string | null };
 
 let RELAY_ADMIN_PORT = 0;
 const UNITS = 400;
@@ -81,9 +84,29 @@ test("the dashboard follows a sale live and agrees with GET /api/stocks/:id", as
   // On the operators' port only, like /metrics: the public port does not have it.
   expect((await fetch(`${base}/dashboard`)).status).toBe(404);
 
-  const { page, problems } = await watchedPage(browser);
+  // Without the token the page is a login form and no data leaves the api; a wrong token is refused.
+  const stranger = await watchedPage(browser);
+  await stranger.page.goto(`${adminBase}/dashboard?stocks=${stockId}`, { waitUntil: "domcontentloaded" });
+  await stranger.page.waitForSelector("#login.shown", { timeout: 5_000 });
+  expect(await stranger.page.evaluate(() => document.querySelector("#main")!.classList.contains("hidden"))).toBe(true);
+  await stranger.page.type("#token", "not-the-admin-token-at-all");
+  await stranger.page.click("#login button[type=submit]");
+  await stranger.page.waitForFunction(() => document.querySelector("#login-error")?.textContent === "that token was refused", { timeout: 5_000 });
+  // The browser reports the refusal too: the one problem of that page.
+  expect(stranger.problems.filter((p) => !p.includes("status of 401"))).toEqual([`HTTP 401: ${adminBase}/dashboard/events?stocks=${stockId}`]);
+  expect(await stranger.page.evaluate(() => document.body.dataset.updates ?? "0")).toBe("0");
+  await stranger.page.screenshot({ path: resultPath("dashboard-login.png") });
+  await stranger.page.close();
+
+  const { page, problems, requests } = await watchedPage(browser);
   await page.goto(`${adminBase}/dashboard?stocks=${stockId}`, { waitUntil: "domcontentloaded" });
+  await page.waitForSelector("#login.shown", { timeout: 5_000 });
+  await page.type("#token", TEST_ADMIN_TOKEN);
+  await page.click("#login button[type=submit]");
   await page.waitForFunction(() => Number(document.body.dataset.updates ?? 0) >= 2, { timeout: 15_000 });
+  // Kept for this tab only, and never put in a URL.
+  expect(await page.evaluate(() => sessionStorage.getItem("flashsale.adminToken"))).toBe(TEST_ADMIN_TOKEN);
+  expect(requests.some((url) => url.includes(TEST_ADMIN_TOKEN))).toBe(false);
   expect(await shown(page, stockId)).toEqual({ available: UNITS, held: 0, sold: 0 });
 
   // Buyers over real HTTP, ~200/s, while the page is open; every third one buys what it held.

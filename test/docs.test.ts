@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { Browser } from "puppeteer-core";
 import { createTestApi } from "./support/api.ts";
-import { launchBrowser, resultPath, watchedPage } from "./support/browser.ts";
+import { launchBrowser, resultPath, watchedPage } from "../shared/dev/browser.ts";
 
 const api = createTestApi();
 let browser: Browser;

@@ -10,10 +10,11 @@
  *   - API_WORKERS=2 serves one port from two processes.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mintUserToken } from "../scripts/mint-token.ts";
+import { mintUserToken } from "../shared/dev/token.ts";
 import { createRedis, deleteKeysByPrefix, parseClusterNodes } from "../shared/redis/client.ts";
-import { stackEnv, uniqueName } from "./support/env.ts";
-import { FD_ADMIN_TOKEN, FD_JWT_SECRET, childPids, commandCalls, inParallel, startApi, startPrivateRedis, type Proc } from "./support/front-door.ts";
+import { stackEnv, uniqueName } from "../shared/dev/env.ts";
+import { FD_ADMIN_TOKEN, FD_JWT_SECRET, commandCalls, inParallel, startApi } from "./support/front-door.ts";
+import { childPids, startPrivateRedis, type Proc } from "../shared/dev/processes.ts";
 
 const REDIS_PORT = 3190;
 const CACHE_MS = 250;

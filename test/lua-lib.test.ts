@@ -5,7 +5,7 @@
 import { describe, expect, test } from "bun:test";
 import { Redis } from "ioredis";
 import libLua from "../shared/redis/scripts/_lib.lua" with { type: "text" };
-import { stackEnv } from "./support/env.ts";
+import { stackEnv } from "../shared/dev/env.ts";
 
 describe("Lua iso8601 matches JavaScript's toISOString", () => {
   test("over a spread of instants, leap days included", async () => {

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import postgres from "postgres";
 import { migrate, MigrationError, readMigrations } from "../shared/stores/postgres/migrate.ts";
-import { stackEnv, uniqueName } from "./support/env.ts";
+import { stackEnv, uniqueName } from "../shared/dev/env.ts";
 
 const REPO_MIGRATIONS = join(import.meta.dir, "..", "migrations");
 

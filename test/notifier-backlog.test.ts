@@ -15,9 +15,10 @@
 import { afterAll, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { generateSecret } from "../shared/webhooks/endpoints.ts";
-import { brokers, eventually, readSideFixtures, uniqueName } from "./support/read-side.ts";
+import { uniqueName } from "../shared/dev/env.ts";
+import { startReceiver } from "../shared/dev/webhook-receiver.ts";
+import { brokers, eventually, readSideFixtures } from "./support/read-side.ts";
 import { serviceProcesses } from "./support/processes.ts";
-import { startReceiver } from "./support/webhook-receiver.ts";
 
 const BACKLOG = Number(process.env.NOTIFIER_BACKLOG ?? 50_000);
 const VERSIONS_PER_STOCK = 100;

@@ -12,9 +12,11 @@ import { createRedis } from "../shared/redis/client.ts";
 import { createStockCommands } from "../shared/redis/commands.ts";
 import { createEndpoint, generateSecret } from "../shared/webhooks/endpoints.ts";
 import { createSecretBox } from "../shared/webhooks/secret-box.ts";
-import { brokers, eventually, produceEvents, readSideFixtures, stackEnv, testLogger, uniqueName } from "./support/read-side.ts";
-import { generateWorkload, StockSim } from "./support/stock-sim.ts";
-import { startReceiver, testSecretsKey } from "./support/webhook-receiver.ts";
+import { brokers, eventually, readSideFixtures, testLogger } from "./support/read-side.ts";
+import { produceEvents } from "../shared/dev/read-side.ts";
+import { stackEnv, uniqueName } from "../shared/dev/env.ts";
+import { generateWorkload, StockSim } from "../shared/dev/stock-sim.ts";
+import { startReceiver, testSecretsKey } from "../shared/dev/webhook-receiver.ts";
 
 const fx = readSideFixtures({ database: "ntfdead" });
 const box = await createSecretBox(testSecretsKey());

@@ -6,10 +6,12 @@
  */
 import { afterAll, expect, test } from "bun:test";
 import { generateSecret } from "../shared/webhooks/endpoints.ts";
-import { brokers, eventually, produceEvents, readSideFixtures, uniqueName } from "./support/read-side.ts";
-import { generateWorkload, StockSim } from "./support/stock-sim.ts";
+import { brokers, eventually, readSideFixtures } from "./support/read-side.ts";
+import { produceEvents } from "../shared/dev/read-side.ts";
+import { uniqueName } from "../shared/dev/env.ts";
+import { generateWorkload, StockSim } from "../shared/dev/stock-sim.ts";
 import { serviceProcesses } from "./support/processes.ts";
-import { startReceiver } from "./support/webhook-receiver.ts";
+import { startReceiver } from "../shared/dev/webhook-receiver.ts";
 
 const fx = readSideFixtures({ database: "ntfkill" });
 const topic = fx.topic("ntfkill");

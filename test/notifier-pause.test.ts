@@ -19,11 +19,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { generateSecret } from "../shared/webhooks/endpoints.ts";
-import { freePort } from "./support/env.ts";
-import { brokers, eventually, produceEvents, readSideFixtures, uniqueName } from "./support/read-side.ts";
+import { freePort, uniqueName } from "../shared/dev/env.ts";
+import { produceEvents } from "../shared/dev/read-side.ts";
+import { generateWorkload, StockSim } from "../shared/dev/stock-sim.ts";
+import { startReceiver } from "../shared/dev/webhook-receiver.ts";
+import { brokers, eventually, readSideFixtures } from "./support/read-side.ts";
 import { killChild } from "./support/processes.ts";
-import { generateWorkload, StockSim } from "./support/stock-sim.ts";
-import { startReceiver } from "./support/webhook-receiver.ts";
 
 const REPO_ROOT = `${import.meta.dir}/..`;
 const fx = readSideFixtures({ database: "ntfpause" });

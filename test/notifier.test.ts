@@ -1,5 +1,5 @@
 /**
- * The notifier against real Kafka, PostgreSQL and a real local receiver (test/support/webhook-receiver.ts)
+ * The notifier against real Kafka, PostgreSQL and a real local receiver (shared/dev/webhook-receiver.ts)
  * that verifies every request with the `standardwebhooks` library:
  *  - every event of a workload arrives, signature-valid, once per webhook-id (Kafka duplicates are
  *    absorbed), per stock in version order;
@@ -11,9 +11,11 @@ import { createNotifier, type Notifier } from "../services/notifier/notifier.ts"
 import type { StockEvent } from "../shared/domain/events.ts";
 import { createEndpoint, generateSecret, removeEndpoint } from "../shared/webhooks/endpoints.ts";
 import { createSecretBox } from "../shared/webhooks/secret-box.ts";
-import { brokers, eventually, produceEvents, readSideFixtures, testLogger, uniqueName } from "./support/read-side.ts";
-import { generateWorkload, StockSim } from "./support/stock-sim.ts";
-import { startReceiver, testSecretsKey, type Receiver } from "./support/webhook-receiver.ts";
+import { brokers, eventually, readSideFixtures, testLogger } from "./support/read-side.ts";
+import { produceEvents } from "../shared/dev/read-side.ts";
+import { uniqueName } from "../shared/dev/env.ts";
+import { generateWorkload, StockSim } from "../shared/dev/stock-sim.ts";
+import { startReceiver, testSecretsKey, type Receiver } from "../shared/dev/webhook-receiver.ts";
 
 const fx = readSideFixtures({ database: "ntf" });
 const box = await createSecretBox(testSecretsKey());

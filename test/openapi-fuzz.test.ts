@@ -16,7 +16,7 @@ import type { Subprocess } from "bun";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { mintUserToken } from "../scripts/mint-token.ts";
+import { mintUserToken } from "../shared/dev/token.ts";
 import { createKeyLayout } from "../shared/domain/keys.ts";
 import { OUTBOX_EVENT_FIELD, parseEvent, type StockEvent } from "../shared/domain/events.ts";
 import { createRedis, deleteKeysByPrefix } from "../shared/redis/client.ts";
@@ -24,7 +24,9 @@ import { applyEventsToPostgres } from "../shared/stores/postgres/writer.ts";
 import { ensureStockIndex } from "../shared/stores/search/mapping.ts";
 import { applyEventsToSearch } from "../shared/stores/search/writer.ts";
 import { TEST_ADMIN_TOKEN, TEST_JWT_SECRET } from "./support/api.ts";
-import { createTestDatabase, deleteIndices, eventually, stackEnv, testSearchClient, uniqueName, type TestDatabase } from "./support/read-side.ts";
+import { createTestDatabase, eventually, testSearchClient, type TestDatabase } from "./support/read-side.ts";
+import { deleteIndices } from "../shared/dev/read-side.ts";
+import { stackEnv, uniqueName } from "../shared/dev/env.ts";
 
 const REPO_ROOT = join(import.meta.dir, "..");
 /**

@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { mergeOrderStatus, planPostgresBatch, voidingSnapshot } from "../shared/stores/postgres/plan.ts";
-import { repairScenario, StockSim } from "./support/stock-sim.ts";
+import { repairScenario, StockSim } from "../shared/dev/stock-sim.ts";
 
 describe("planPostgresBatch: repair voids", () => {
   test("a repair snapshot voids only the held orders placed before it that Redis does not list, in any event order", () => {

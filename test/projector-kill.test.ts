@@ -5,9 +5,11 @@
  */
 import { expect, test } from "bun:test";
 import { waitForConvergence } from "../shared/verify/convergence.ts";
-import { brokers, eventually, produceEvents, readSideFixtures, uniqueName } from "./support/read-side.ts";
+import { brokers, eventually, readSideFixtures } from "./support/read-side.ts";
+import { produceEvents } from "../shared/dev/read-side.ts";
+import { uniqueName } from "../shared/dev/env.ts";
 import { serviceProcesses } from "./support/processes.ts";
-import { generateWorkload, StockSim } from "./support/stock-sim.ts";
+import { generateWorkload, StockSim } from "../shared/dev/stock-sim.ts";
 
 const fx = readSideFixtures({ database: "kill" });
 const topic = fx.topic("killtopic");

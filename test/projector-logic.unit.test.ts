@@ -5,7 +5,7 @@ import { projectBatch, SystemicRejection, type BatchControl, type ProjectionSink
 import { isPostgresOutage, RejectedEventError, StoreUnavailableError } from "../shared/projection/errors.ts";
 import { minuteOf, planPostgresBatch } from "../shared/stores/postgres/plan.ts";
 import { buildStockDocument, completeDocument, planSearchBatch } from "../shared/stores/search/documents.ts";
-import { StockSim } from "./support/stock-sim.ts";
+import { StockSim } from "../shared/dev/stock-sim.ts";
 
 const message = (value: string | StockEvent, offset: number): RawMessage => ({
   key: null,

@@ -22,8 +22,10 @@ import type { Projector } from "../shared/projection/projector.ts";
 import { readSearchCounters } from "../shared/verify/convergence.ts";
 import { STOCK_INDEX_BODY } from "../shared/stores/search/mapping.ts";
 import { probeSearch } from "../shared/stores/search/writer.ts";
-import { brokers, eventMessage, eventually, readSideFixtures, testLogger, uniqueName } from "./support/read-side.ts";
-import { StockSim } from "./support/stock-sim.ts";
+import { brokers, eventually, readSideFixtures, testLogger } from "./support/read-side.ts";
+import { eventMessage } from "../shared/kafka/event-message.ts";
+import { uniqueName } from "../shared/dev/env.ts";
+import { StockSim } from "../shared/dev/stock-sim.ts";
 
 const fx = readSideFixtures({ database: "poison", search: true });
 const alias = fx.alias("poisonstocks");
@@ -108,7 +110,7 @@ describe.each(targets)("$name: poison never stalls a partition", (target) => {
     const bad = poisonEvents(sim, 3);
     const stockId = uniqueName("good");
     const good = [sim.create(stockId, { total: 10 }), sim.allocate(stockId, "u1", 2)!];
-    await fx.producer.send({ topic, messages: [...bad, ...good].map(eventMessage) });
+    await fx.producer.send({ topic, messages: [...bad, ...good].map((e) => eventMessage(e)) });
 
     const projector = await target.start(topic);
     await eventually(async () => (await target.version(stockId)) === 2, { what: "the good events after the poison applied", timeoutMs: 45_000 });
@@ -124,7 +126,7 @@ describe.each(targets)("$name: poison never stalls a partition", (target) => {
     const topic = await fx.createTopic("poisonall", 1);
     const sim = new StockSim();
     const bad = poisonEvents(sim, 3);
-    await fx.producer.send({ topic, messages: bad.map(eventMessage) });
+    await fx.producer.send({ topic, messages: bad.map((e) => eventMessage(e)) });
     const projector = await target.start(topic);
     await waitForZeroLag(projector, "the all-poison batch committed");
     const dlq = await readDlq(fx.kafka, topic, 3);
@@ -132,7 +134,7 @@ describe.each(targets)("$name: poison never stalls a partition", (target) => {
     expect(dlq.every((m) => m.reason === "rejected")).toBe(true);
 
     const stockId = uniqueName("after");
-    await fx.producer.send({ topic, messages: [sim.create(stockId, { total: 10 }), sim.allocate(stockId, "u1", 1)!].map(eventMessage) });
+    await fx.producer.send({ topic, messages: [sim.create(stockId, { total: 10 }), sim.allocate(stockId, "u1", 1)!].map((e) => eventMessage(e)) });
     await eventually(async () => (await target.version(stockId)) === 2, { what: "good events after the poison batch applied", timeoutMs: 30_000 });
     expect((await projector.metrics.dlqMessages.get()).values.find((v) => v.labels.reason === "rejected")?.value).toBe(3);
     await fx.stopProjectors();

@@ -9,8 +9,10 @@ import type { StockEvent } from "../shared/domain/events.ts";
 import { DLQ_HEADERS } from "../shared/projection/dlq.ts";
 import type { Projector } from "../shared/projection/projector.ts";
 import { waitForConvergence } from "../shared/verify/convergence.ts";
-import { brokers, eventually, produceEvents, readSideFixtures, testLogger, uniqueName } from "./support/read-side.ts";
-import { generateWorkload, StockSim } from "./support/stock-sim.ts";
+import { brokers, eventually, readSideFixtures, testLogger } from "./support/read-side.ts";
+import { produceEvents } from "../shared/dev/read-side.ts";
+import { uniqueName } from "../shared/dev/env.ts";
+import { generateWorkload, StockSim } from "../shared/dev/stock-sim.ts";
 
 const fx = readSideFixtures({ database: "pg" });
 const topic = fx.topic("pgtopic");

@@ -11,8 +11,10 @@ import { createReaderSql } from "../shared/stores/postgres/client.ts";
 import { listOrdersForUser } from "../shared/stores/postgres/orders.ts";
 import { indicesOfAlias } from "../shared/stores/search/mapping.ts";
 import { searchStocks } from "../shared/stores/search/queries.ts";
-import { brokers, produceEvents, readSideFixtures, testLogger, uniqueName } from "./support/read-side.ts";
-import { generateWorkload, StockSim } from "./support/stock-sim.ts";
+import { brokers, readSideFixtures, testLogger } from "./support/read-side.ts";
+import { produceEvents } from "../shared/dev/read-side.ts";
+import { uniqueName } from "../shared/dev/env.ts";
+import { generateWorkload, StockSim } from "../shared/dev/stock-sim.ts";
 
 const fx = readSideFixtures({ database: "rb", search: true });
 const topic = fx.topic("rbtopic");

@@ -9,8 +9,10 @@ import type { Projector } from "../shared/projection/projector.ts";
 import { readSearchCounters, waitForConvergence } from "../shared/verify/convergence.ts";
 import { indicesOfAlias, type StockDocument } from "../shared/stores/search/mapping.ts";
 import { applyEventsToSearch } from "../shared/stores/search/writer.ts";
-import { brokers, eventually, produceEvents, readSideFixtures, testLogger, uniqueName } from "./support/read-side.ts";
-import { generateWorkload, StockSim } from "./support/stock-sim.ts";
+import { brokers, eventually, readSideFixtures, testLogger } from "./support/read-side.ts";
+import { produceEvents } from "../shared/dev/read-side.ts";
+import { uniqueName } from "../shared/dev/env.ts";
+import { generateWorkload, StockSim } from "../shared/dev/stock-sim.ts";
 
 const fx = readSideFixtures({ search: true });
 const topic = fx.topic("estopic");

@@ -10,8 +10,10 @@ import { createSearchProjector } from "../shared/stores/search/sink.ts";
 import { PROJECTOR_STAGES } from "../shared/projection/metrics.ts";
 import type { Projector } from "../shared/projection/projector.ts";
 import type { StockDocument } from "../shared/stores/search/mapping.ts";
-import { brokers, eventually, produceEvents, readSideFixtures, testLogger, uniqueName } from "./support/read-side.ts";
-import { StockSim } from "./support/stock-sim.ts";
+import { brokers, eventually, readSideFixtures, testLogger } from "./support/read-side.ts";
+import { produceEvents } from "../shared/dev/read-side.ts";
+import { uniqueName } from "../shared/dev/env.ts";
+import { StockSim } from "../shared/dev/stock-sim.ts";
 
 const fx = readSideFixtures({ database: "stages", search: true });
 

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { StockEvent } from "../shared/domain/events.ts";
 import { applyEventsToPostgres } from "../shared/stores/postgres/writer.ts";
 import { createTestDatabase, type TestDatabase } from "./support/read-side.ts";
-import { repairScenario, StockSim } from "./support/stock-sim.ts";
+import { repairScenario, StockSim } from "../shared/dev/stock-sim.ts";
 
 let db: TestDatabase;
 beforeAll(async () => {

@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { Client } from "@elastic/elasticsearch";
 import type postgres from "postgres";
-import { mintUserToken } from "../scripts/mint-token.ts";
+import { mintUserToken } from "../shared/dev/token.ts";
 import { createApp } from "../services/api/app.ts";
 import { createReadRoutes } from "../services/api/read-routes.ts";
 import { createPostgresProjector } from "../shared/stores/postgres/sink.ts";
@@ -21,7 +21,9 @@ import { createReaderSql } from "../shared/stores/postgres/client.ts";
 import { createReaderSearchClient } from "../shared/stores/search/mapping.ts";
 import { deleteTopics, dlqTopicOf } from "../shared/kafka/client.ts";
 import { TEST_ADMIN_TOKEN, TEST_JWT_SECRET } from "./support/api.ts";
-import { createTestDatabase, deleteIndices, eventually, stackEnv, testLogger, testSearchClient, uniqueName, type TestDatabase } from "./support/read-side.ts";
+import { createTestDatabase, eventually, testLogger, testSearchClient, type TestDatabase } from "./support/read-side.ts";
+import { deleteIndices } from "../shared/dev/read-side.ts";
+import { stackEnv, uniqueName } from "../shared/dev/env.ts";
 import { createHarness, type Harness } from "./support/relay-harness.ts";
 
 let h: Harness;

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Client } from "@elastic/elasticsearch";
 import type postgres from "postgres";
-import { mintUserToken } from "../scripts/mint-token.ts";
+import { mintUserToken } from "../shared/dev/token.ts";
 import { createApp } from "../services/api/app.ts";
 import { createReadRoutes } from "../services/api/read-routes.ts";
 import { createPostgresProjector } from "../shared/stores/postgres/sink.ts";
@@ -21,8 +21,10 @@ import { createRedis } from "../shared/redis/client.ts";
 import { createStockCommands } from "../shared/redis/commands.ts";
 import { TEST_ADMIN_TOKEN, TEST_JWT_SECRET } from "./support/api.ts";
 import { deleteKeysByPrefix } from "../shared/redis/client.ts";
-import { brokers, produceEvents, readSideFixtures, stackEnv, testLogger, uniqueName } from "./support/read-side.ts";
-import { StockSim } from "./support/stock-sim.ts";
+import { brokers, readSideFixtures, testLogger } from "./support/read-side.ts";
+import { produceEvents } from "../shared/dev/read-side.ts";
+import { stackEnv, uniqueName } from "../shared/dev/env.ts";
+import { StockSim } from "../shared/dev/stock-sim.ts";
 
 const fx = readSideFixtures({ database: "api", search: true });
 let readerSql: postgres.Sql;

@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createKeyLayout } from "../shared/domain/keys.ts";
 import { createRedis, parseClusterNodes, type RedisClient } from "../shared/redis/client.ts";
-import { stackEnv } from "./support/env.ts";
+import { stackEnv } from "../shared/dev/env.ts";
 import { runStack as run } from "./support/private-cluster.ts";
 
 const redis = createRedis({ REDIS_URL: stackEnv.REDIS_URL, REDIS_CLUSTER_NODES: parseClusterNodes(stackEnv.REDIS_CLUSTER_NODES) }) as RedisClient;

@@ -5,7 +5,7 @@
  * to 1 on a cluster with replicas). Failovers: test/relay-replicas.test.ts (a private cluster).
  */
 import { describe, expect, test } from "bun:test";
-import { stackEnv } from "./support/env.ts";
+import { stackEnv } from "../shared/dev/env.ts";
 import { allocate, createStocks, leaseHolders, outboxStats, relayTestFixtures, spawnRelay, stockVersions, verify, waitUntil } from "./support/relay-harness.ts";
 
 const { setup, track } = relayTestFixtures();

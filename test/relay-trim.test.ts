@@ -10,7 +10,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { RELAY_GROUP } from "../services/relay/stream.ts";
-import { stackEnv } from "./support/env.ts";
+import { stackEnv } from "../shared/dev/env.ts";
 import { allocate, allocatedEvent, createStocks, holdForeignEntry, outboxStats, relayTestFixtures, stockVersions, verify, waitUntil, type HarnessOptions } from "./support/relay-harness.ts";
 
 const { setup } = relayTestFixtures();

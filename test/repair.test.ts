@@ -20,7 +20,8 @@ import { readRedisCounters, waitForConvergence } from "../shared/verify/converge
 import { MAX_DUE_SCAN, repairStock } from "../shared/verify/repair.ts";
 import { verify } from "../shared/verify/verify.ts";
 import { main as repairMain } from "../scripts/repair.ts";
-import { brokers, readSideFixtures, stackEnv, testLogger, uniqueName } from "./support/read-side.ts";
+import { brokers, readSideFixtures, testLogger } from "./support/read-side.ts";
+import { stackEnv, uniqueName } from "../shared/dev/env.ts";
 import { createHarness } from "./support/relay-harness.ts";
 
 const fx = readSideFixtures({ database: "repair", search: true });

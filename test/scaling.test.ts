@@ -8,8 +8,9 @@
 import { expect, test } from "bun:test";
 import type { Subprocess } from "bun";
 import { readRedisCounters, waitForConvergence } from "../shared/verify/convergence.ts";
-import { freePort } from "./support/env.ts";
-import { brokers, readSideFixtures, uniqueName } from "./support/read-side.ts";
+import { freePort } from "../shared/dev/env.ts";
+import { brokers, readSideFixtures } from "./support/read-side.ts";
+import { uniqueName } from "../shared/dev/env.ts";
 import { createHarness, REPO_ROOT } from "./support/relay-harness.ts";
 
 const fx = readSideFixtures({ database: "scaling", search: true });

@@ -11,7 +11,7 @@ import { describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePort } from "./support/env.ts";
+import { freePort } from "../shared/dev/env.ts";
 
 const REPO_ROOT = join(import.meta.dir, "..");
 const BUN_VERSION = (await Bun.file(join(REPO_ROOT, "package.json")).json()).packageManager.replace("bun@", "");

@@ -14,7 +14,7 @@ import Redis from "ioredis";
 import { Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
 import { ACKS_ALL, splitForSend } from "../shared/kafka/producer.ts";
-import { stackEnv, uniqueName } from "./support/env.ts";
+import { stackEnv, uniqueName } from "../shared/dev/env.ts";
 
 const cleanups: Array<() => Promise<unknown>> = [];
 afterAll(async () => {

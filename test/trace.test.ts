@@ -10,7 +10,8 @@ import pino from "pino";
 import { OUTBOX_TRACE_FIELD } from "../shared/domain/events.ts";
 import { parseTraceparent } from "../shared/trace.ts";
 import { createTestApi, type TestApi } from "./support/api.ts";
-import { brokers, eventually, readSideFixtures, uniqueName } from "./support/read-side.ts";
+import { brokers, eventually, readSideFixtures } from "./support/read-side.ts";
+import { uniqueName } from "../shared/dev/env.ts";
 import { createHarness, REPO_ROOT, SHARDS, TopicReader, type Harness } from "./support/relay-harness.ts";
 
 const fx = readSideFixtures({ database: "trace" });

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { verify } from "../shared/verify/verify.ts";
 import { createTestApi } from "./support/api.ts";
-import { stackEnv, uniqueName } from "./support/env.ts";
+import { stackEnv, uniqueName } from "../shared/dev/env.ts";
 import { readOutbox } from "./support/invariants.ts";
 
 import { deleteTopics } from "../shared/kafka/client.ts";
@@ -198,7 +198,8 @@ describe("verifier, downstream layers", () => {
   let kafka: import("kafkajs").Kafka;
 
   beforeAll(async () => {
-    const { createTestDatabase, createTestKafka, createTopic, connectedProducer, produceEvents } = await import("./support/read-side.ts");
+    const { createTestDatabase, createTestKafka, createTopic, connectedProducer } = await import("./support/read-side.ts");
+    const { produceEvents } = await import("../shared/dev/read-side.ts");
     const { applyEventsToPostgres } = await import("../shared/stores/postgres/writer.ts");
     const events = await readOutbox(api.redis, api.keys);
     db = await createTestDatabase("vfdb");

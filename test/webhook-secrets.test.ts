@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { createEndpoint, generateSecret, listEndpoints, reencryptSecrets, syncConfiguredEndpoint } from "../shared/webhooks/endpoints.ts";
 import { createSecretBox } from "../shared/webhooks/secret-box.ts";
 import { createTestDatabase, type TestDatabase } from "./support/read-side.ts";
-import { testSecretsKey } from "./support/webhook-receiver.ts";
+import { testSecretsKey } from "../shared/dev/webhook-receiver.ts";
 
 let db: TestDatabase;
 beforeAll(async () => {

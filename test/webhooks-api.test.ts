@@ -16,10 +16,10 @@ import { createKeyLayout } from "../shared/domain/keys.ts";
 import type { Resolver } from "../shared/webhooks/address-policy.ts";
 import { generateSecret, syncConfiguredEndpoint } from "../shared/webhooks/endpoints.ts";
 import { createSecretBox } from "../shared/webhooks/secret-box.ts";
-import { testSecretsKey } from "./support/webhook-receiver.ts";
-import { mintUserToken } from "../scripts/mint-token.ts";
+import { testSecretsKey } from "../shared/dev/webhook-receiver.ts";
+import { mintUserToken } from "../shared/dev/token.ts";
 import { createTestDatabase, type TestDatabase } from "./support/read-side.ts";
-import { stackEnv, uniqueName } from "./support/env.ts";
+import { stackEnv, uniqueName } from "../shared/dev/env.ts";
 
 const ADMIN = "webhooks-test-admin-token-0123456789";
 const JWT_SECRET = "webhooks-test-jwt-secret-0123456789abcdef0123";

@@ -28,7 +28,7 @@
  * Results: loadtests/results/bench-<id>/ (summary.json, table.md, k6 summaries, server logs).
  */
 import { parseArgs } from "node:util";
-import { stackEnv } from "../../test/support/env.ts";
+import { stackEnv } from "../../shared/dev/env.ts";
 import { join } from "node:path";
 import { readFileSync } from "node:fs";
 import { unlink } from "node:fs/promises";

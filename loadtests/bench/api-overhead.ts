@@ -16,7 +16,7 @@ import { createLogger } from "../../shared/logger.ts";
 import { createMetricsRegistry } from "../../shared/metrics.ts";
 import { createRedis, deleteKeysByPrefix } from "../../shared/redis/client.ts";
 import { createStockCommands } from "../../shared/redis/commands.ts";
-import { mintUserToken } from "../../scripts/mint-token.ts";
+import { mintUserToken } from "../../shared/dev/token.ts";
 import { uniquePrefix } from "../support.ts";
 
 const { values } = parseArgs({ options: { n: { type: "string", default: "20000" }, only: { type: "string" } } });

@@ -10,8 +10,8 @@
 import { cpus } from "node:os";
 import { createRedis, deleteKeysByPrefix } from "../../shared/redis/client.ts";
 import { TokenBuckets } from "../../services/api/rate-limit.ts";
-import { childPids, startPrivateRedis } from "../../test/support/front-door.ts";
-import { mintUserToken } from "../../scripts/mint-token.ts";
+import { childPids, startPrivateRedis } from "../../shared/dev/processes.ts";
+import { mintUserToken } from "../../shared/dev/token.ts";
 import { adminPost, cpuSeconds, freePort, loadApiEnv, startProcess, uniquePrefix, waitHealthy } from "../support.ts";
 
 export interface K6RunsResult {

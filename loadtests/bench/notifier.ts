@@ -3,7 +3,7 @@
  * local receiver (Bun.serve in this process, port 3200-3299, verifying every request with the
  * `standardwebhooks` library as a receiver would). Not a test: it prints.
  *
- *  1. drain: BENCH_EVENTS events (a realistic mix over BENCH_STOCKS stocks; test/support/stock-sim.ts)
+ *  1. drain: BENCH_EVENTS events (a realistic mix over BENCH_STOCKS stocks; shared/dev/stock-sim.ts)
  *     are preloaded on a fresh topic; then the notifier binary (`bun services/notifier/main.ts`, its
  *     own process) delivers them all. Deliveries/s = events / time from the first acknowledged
  *     request to the last; plus the notifier's CPU seconds.
@@ -20,10 +20,11 @@ import { Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
 import { ACKS_ALL } from "../../shared/kafka/producer.ts";
 import { generateSecret } from "../../shared/webhooks/endpoints.ts";
-import { freePort, stackEnv } from "../../test/support/env.ts";
-import { eventMessage, produceEvents } from "../../test/support/read-side.ts";
-import { generateWorkload, StockSim } from "../../test/support/stock-sim.ts";
-import { startReceiver, type Receiver } from "../../test/support/webhook-receiver.ts";
+import { freePort, stackEnv } from "../../shared/dev/env.ts";
+import { eventMessage } from "../../shared/kafka/event-message.ts";
+import { produceEvents } from "../../shared/dev/read-side.ts";
+import { generateWorkload, StockSim } from "../../shared/dev/stock-sim.ts";
+import { startReceiver, type Receiver } from "../../shared/dev/webhook-receiver.ts";
 import { benchFlag, benchInt, benchRunId, cpuSeconds, createMigratedDatabase, fmt, percentile, readBenchEnv, REPO_ROOT } from "../support.ts";
 
 const settings = readBenchEnv({
@@ -161,7 +162,7 @@ async function lag(): Promise<void> {
       batch.push(event);
       produced++;
     }
-    if (batch.length > 0) await producer.send({ topic, acks: ACKS_ALL, messages: batch.map(eventMessage) });
+    if (batch.length > 0) await producer.send({ topic, acks: ACKS_ALL, messages: batch.map((e) => eventMessage(e)) });
     await Bun.sleep(Math.max(0, tickMs - ((performance.now() - startedAt) % tickMs)));
   }
   const rate = total / ((performance.now() - startedAt) / 1000);

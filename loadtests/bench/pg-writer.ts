@@ -1,7 +1,7 @@
 /**
  * PostgreSQL writer benchmark (`bun run bench:pg-writer`): the projector's store call alone, no Kafka,
  * so the statement shapes can be compared on the same noise. Each writer gets its own fresh,
- * migrated database; the same batches of a realistic stream (test/support/stock-sim.ts) are applied
+ * migrated database; the same batches of a realistic stream (shared/dev/stock-sim.ts) are applied
  * by the writers in turn (A, B, A, B …), at a small batch size (what a projector sees at 2,000
  * events/s) and a large one (a drain). Prints per writer and size: p50/p99 ms per batch, events/s,
  * and the CPU time per 1,000 events of the writer's PostgreSQL backend (/proc, same machine) and of
@@ -16,10 +16,10 @@ import postgres from "postgres";
 import type { StockEvent } from "../../shared/domain/events.ts";
 import { migrate } from "../../shared/stores/postgres/migrate.ts";
 import { MIGRATIONS_DIR } from "../../shared/stores/postgres/migration-files.ts";
-import { stackEnv } from "../../test/support/env.ts";
+import { stackEnv } from "../../shared/dev/env.ts";
 import { z } from "zod";
 import { benchInt, benchRunId, cpuSeconds, percentile, readBenchEnv } from "../support.ts";
-import { generateWorkload, StockSim } from "../../test/support/stock-sim.ts";
+import { generateWorkload, StockSim } from "../../shared/dev/stock-sim.ts";
 
 type Apply = (sql: postgres.Sql, events: readonly StockEvent[]) => Promise<unknown>;
 

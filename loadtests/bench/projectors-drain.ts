@@ -5,9 +5,9 @@
  * batch to its last (startup and group join are reported apart), plus the projector process's CPU.
  */
 import { fetchGroupOffsets, fetchHighWatermarks, remaining } from "../../shared/projection/offsets.ts";
-import { produceEvents } from "../../test/support/read-side.ts";
-import { generateWorkload, StockSim } from "../../test/support/stock-sim.ts";
-import { stackEnv } from "../../test/support/env.ts";
+import { produceEvents } from "../../shared/dev/read-side.ts";
+import { generateWorkload, StockSim } from "../../shared/dev/stock-sim.ts";
+import { stackEnv } from "../../shared/dev/env.ts";
 import { cpuSeconds, fmt } from "../support.ts";
 import type { DrainResult, Variant } from "./projector-report.ts";
 import { stop, type ProjectorBench } from "./projectors-stack.ts";

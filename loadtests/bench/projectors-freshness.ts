@@ -10,7 +10,7 @@ import { setPriority } from "node:os";
 import { createKeyLayout } from "../../shared/domain/keys.ts";
 import { createRedis, deleteKeysByPrefix } from "../../shared/redis/client.ts";
 import { createStockCommands, type StockCommands } from "../../shared/redis/commands.ts";
-import { stackEnv } from "../../test/support/env.ts";
+import { stackEnv } from "../../shared/dev/env.ts";
 import { cpuSeconds, fmt, percentile } from "../support.ts";
 import { formatFreshnessShares, formatStages, RELAY_STAGES, relayStageFigures, stageFigures, type FreshnessResult, type Variant } from "./projector-report.ts";
 import { AppendWatcher, ProbePollers, since, type Probe } from "./projectors-probes.ts";

@@ -8,8 +8,8 @@ import { Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
 import { createSearchClient } from "../../shared/stores/search/mapping.ts";
 import { parsePromText, type Sample } from "../../shared/prom-text.ts";
-import { deleteIndices } from "../../test/support/read-side.ts";
-import { stackEnv } from "../../test/support/env.ts";
+import { deleteIndices } from "../../shared/dev/read-side.ts";
+import { stackEnv } from "../../shared/dev/env.ts";
 import { z } from "zod";
 import { benchFlag, benchInt, benchRunId, createMigratedDatabase, readBenchEnv } from "../support.ts";
 

@@ -2,7 +2,7 @@
  * Projector benchmark (`bun run bench:projectors`), against the real stack. Not a test: it prints.
  *
  *  1. drain: BENCH_EVENTS events (a realistic mix over BENCH_STOCKS stocks, StockCreated first per
- *     stock; test/support/stock-sim.ts) are preloaded on a fresh topic; then each projector binary
+ *     stock; shared/dev/stock-sim.ts) are preloaded on a fresh topic; then each projector binary
  *     (`bun services/projector-<x>/main.ts`, its own process, one after the other) drains it.
  *     Rate = events / time from its first committed batch to its last (startup and group join are
  *     reported apart), plus the CPU seconds the projector process used.

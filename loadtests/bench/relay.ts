@@ -16,7 +16,7 @@ import { Kafka, logLevel } from "kafkajs";
 import { createKeyLayout } from "../../shared/domain/keys.ts";
 import { createRedis, deleteKeysByPrefix, parseClusterNodes } from "../../shared/redis/client.ts";
 import { deleteTopics } from "../../shared/kafka/client.ts";
-import { stackEnv } from "../../test/support/env.ts";
+import { stackEnv } from "../../shared/dev/env.ts";
 import { createStockCommands } from "../../shared/redis/commands.ts";
 import { benchInt, benchRunId, cpuSeconds, percentile, readBenchEnv } from "../support.ts";
 

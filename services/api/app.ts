@@ -11,7 +11,7 @@ import { isRedisUnavailable, type RedisClient } from "../../shared/redis/client.
 import type { Registry } from "prom-client";
 import { DomainError } from "../../shared/domain/errors.ts";
 import type { Logger } from "../../shared/logger.ts";
-import { DEFAULT_JWT_MAX_LIFETIME_SECONDS } from "../../shared/domain/policy.ts";
+import { DEFAULT_JWT_MAX_LIFETIME_SECONDS, DEFAULT_SSE_MAX_CLIENTS } from "../../shared/domain/policy.ts";
 import type { StockCommands } from "../../shared/redis/commands.ts";
 import { authenticate } from "./auth.ts";
 import { contractRoutes } from "./contract-routes.ts";
@@ -23,9 +23,13 @@ import { allowedMethods } from "./method-not-allowed.ts";
 import { ApiProblem, problemFromDomain, problemResponse } from "./problem.ts";
 import { ipRateLimit, userRateLimit, type RateLimits } from "./rate-limit.ts";
 import { front } from "./front.ts";
+import { StreamSlots } from "./sse-limit.ts";
 import { createRouter } from "./router.ts";
 import { allocationRoutes } from "./routes/allocations.ts";
 import { stockRoutes } from "./routes/stocks.ts";
+import { queueRoutes } from "./routes/queue.ts";
+import { createRoomCommands } from "../../shared/redis/room.ts";
+import { registerRoomMetrics } from "./room-metrics.ts";
 
 export interface AppDeps {
   commands: StockCommands;
@@ -52,6 +56,10 @@ export interface AppDeps {
   eventContract?: ContractOptions;
   /** Returns a reason while the process should not get traffic (e.g. shutting down). */
   notReadyReason?: () => string | null;
+  /** SSE_MAX_CLIENTS for the public port's event streams (default 100). */
+  sseMaxClients?: number;
+  /** The public port's stream slots, when the caller ends them on shutdown (main.ts); else the app's own. */
+  streams?: StreamSlots;
 }
 
 /** Errors of a client that cannot reach Redis: the request was fine, the store was not. */
@@ -77,13 +85,21 @@ function toProblem(err: unknown, c: Context<AppEnv>): ApiProblem {
 const DEFAULT_MAX_HEADER_BYTES = 8 * 1024;
 const JSON_TYPE = /^application\/([\w.+-]*\+)?json\b/i;
 
+/**
+ * The project is private (package.json): no open-source licence is granted. An SPDX LicenseRef names
+ * a licence outside the SPDX list (linters and generators want an identifier or a url). OpenAPI 3.1
+ * has `identifier`; doc31's info type is the 3.0 one, hence a variable rather than a literal.
+ */
+const LICENSE: { name: string; identifier: string } = { name: "Proprietary", identifier: "LicenseRef-Proprietary" };
+
 export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   const app = createRouter();
   const metrics = createApiMetrics(deps.registry);
 
   // Request id, trace context, 431 for oversized headers (before anything reads them: auth, logging;
   // Bun's own limit sits above ours, see MAX_HEADER_BYTES) and access metrics, in one layer (front.ts).
-  app.use(front({ logger: deps.logger, metrics, maxHeaderBytes: deps.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES }));
+  const streams = deps.streams ?? new StreamSlots(deps.sseMaxClients ?? DEFAULT_SSE_MAX_CLIENTS);
+  app.use(front({ logger: deps.logger, metrics, maxHeaderBytes: deps.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES, streams }));
 
   app.get("/healthz", (c) => c.json({ status: "ok" }));
   app.get("/readyz", async (c) => {
@@ -136,12 +152,17 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     if (deps.rateLimits.allocate) app.use("/api/stocks/:id/allocate", userRateLimit("allocate", deps.rateLimits.allocate));
     if (deps.rateLimits.purchase) app.use("/api/allocations/:id/purchase", userRateLimit("purchase", deps.rateLimits.purchase));
     if (deps.rateLimits.cancel) app.use("/api/allocations/:id/cancel", userRateLimit("cancel", deps.rateLimits.cancel));
+    // Waiting-room polls have their own budget, sized for >= 5 polls/s per buyer (they only read).
+    if (deps.rateLimits.queuePoll) app.use("/api/stocks/:id/queue/me", userRateLimit("queue_poll", deps.rateLimits.queuePoll));
   }
 
   // Read routes first: /api/stocks/search must win over /api/stocks/{id}.
   if (deps.readRoutes) app.route("/api", deps.readRoutes);
   if (deps.webhookRoutes) app.route("/api", deps.webhookRoutes);
   app.route("/api", stockRoutes(deps.commands, metrics));
+  const rooms = createRoomCommands(deps.redis, deps.commands.keys);
+  registerRoomMetrics(deps.registry, rooms, deps.commands.keys);
+  app.route("/api", queueRoutes(rooms, metrics));
   app.route("/api", allocationRoutes(deps.commands));
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
@@ -151,7 +172,15 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   });
   app.doc31("/openapi.json", {
     openapi: "3.1.0",
-    info: { title: "flash-sale api", version: "1", description: "Allocation of scarce stock under a stampede. Errors are RFC 9457 problem+json." },
+    info: {
+      title: "flash-sale api",
+      version: "1",
+      description: "Allocation of scarce stock under a stampede. Errors are RFC 9457 problem+json.",
+      license: LICENSE,
+    },
+    // Relative: the document describes the server that serves it, wherever it runs (generators resolve
+    // it against the document's own URL). `bun run up` serves it on http://127.0.0.1:3000.
+    servers: [{ url: "/", description: "the api that serves this document" }],
   });
   app.route("/", docsRoutes("/openapi.json"));
   app.route("/", contractRoutes(deps.eventContract ?? { topic: "flashsale.stock-events", dlqTopic: "flashsale.stock-events.dlq", partitions: 12 }));

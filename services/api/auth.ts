@@ -2,28 +2,15 @@
  * Who is calling: the admin (bearer ADMIN_TOKEN) or a user (bearer JWT, HS256, `sub` = user id).
  * `authenticate` only identifies; routes then say what they require with the guards below.
  */
-import { timingSafeEqual } from "node:crypto";
 import type { Context, MiddlewareHandler } from "hono";
 import { createVerifier } from "fast-jwt";
 import { USER_ID_PATTERN } from "../../shared/domain/validation.ts";
+import { secretMatcher } from "../../shared/secret.ts";
 import type { AppEnv, Principal } from "./env.ts";
 import { ApiProblem } from "./problem.ts";
 import { cachedVerifier } from "./token-cache.ts";
 
 const MAX_TOKEN_LENGTH = 4096;
-
-/**
- * Constant-time comparison with the admin token, whose bytes are prepared once. A token of another
- * length is told apart at once, as timingSafeEqual needs equal lengths anyway (the length was
- * never secret here); a user's JWT, far longer than any admin token, then costs no Buffer at all.
- */
-function secretMatcher(secret: string): (candidate: string) => boolean {
-  const expected = Buffer.from(secret);
-  return (candidate) => {
-    if (Buffer.byteLength(candidate) !== expected.length) return false;
-    return timingSafeEqual(Buffer.from(candidate), expected);
-  };
-}
 
 export interface TokenPolicy {
   jwtSecret: string;

@@ -14,6 +14,7 @@ import type { AppEnv } from "./env.ts";
 import type { ApiMetrics } from "./metrics.ts";
 import { ApiProblem, problemResponse } from "./problem.ts";
 import { requestObserver } from "./request-observer.ts";
+import { inStreamSlot, wantsStream, type StreamSlots } from "./sse-limit.ts";
 
 const REQUEST_ID_HEADER = "X-Request-Id";
 const REQUEST_ID_LIMIT = 128;
@@ -25,6 +26,8 @@ export interface FrontOptions {
   metrics: ApiMetrics;
   /** Request headers over this many bytes (names + values) are refused with 431. */
   maxHeaderBytes: number;
+  /** SSE_MAX_CLIENTS on this port: a request that asks for a stream runs in a slot (sse-limit.ts). */
+  streams?: StreamSlots;
 }
 
 function headerBytes(headers: Headers): number {
@@ -34,7 +37,7 @@ function headerBytes(headers: Headers): number {
 }
 
 export function front(options: FrontOptions): MiddlewareHandler<AppEnv> {
-  const { maxHeaderBytes } = options;
+  const { maxHeaderBytes, streams } = options;
   const observe = requestObserver(options.logger, options.metrics);
   return async (c, next) => {
     let id = c.req.header(REQUEST_ID_HEADER);
@@ -50,7 +53,12 @@ export function front(options: FrontOptions): MiddlewareHandler<AppEnv> {
       return res;
     }
     // Errors further in are answered by Hono's error handler at their own layer, so this returns.
-    await observe(c, next);
+    // A request for an event stream (Accept: text/event-stream) runs in one of SSE_MAX_CLIENTS slots.
+    const refused = streams !== undefined && wantsStream(c) ? await inStreamSlot(c, streams, () => observe(c, next)) : await observe(c, next);
+    if (refused) {
+      refused.headers.set(TRACEPARENT, trace.traceparent);
+      return refused;
+    }
     c.res.headers.set(TRACEPARENT, trace.traceparent);
   };
 }

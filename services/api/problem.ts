@@ -16,6 +16,7 @@ export type ProblemCode =
   | "unsupported_media_type"
   | "method_not_allowed"
   | "rate_limited"
+  | "too_many_streams"
   | "store_unavailable"
   | "webhook_configured"
   | "webhook_url_not_allowed"
@@ -25,7 +26,7 @@ export type ProblemCode =
  * The members every problem has (RFC 9457 plus ours). Extension members (`extra`) may never replace
  * them: domain context goes under its own name (e.g. `holdStatus`, not `status`).
  */
-export const PROBLEM_MEMBERS = ["type", "title", "status", "detail", "instance", "code", "requestId"] as const;
+const PROBLEM_MEMBERS = ["type", "title", "status", "detail", "instance", "code", "requestId"] as const;
 
 export class ApiProblem extends Error {
   constructor(
@@ -44,6 +45,7 @@ export class ApiProblem extends Error {
 const TITLES: Record<ProblemCode, string> = {
   not_found: "Not found",
   stock_exists: "Stock already exists",
+  stock_id_taken: "Stock id was used before",
   sold_out: "Sold out",
   limit_exceeded: "Per-user limit exceeded",
   not_started: "Sale not started",
@@ -53,6 +55,9 @@ const TITLES: Record<ProblemCode, string> = {
   forbidden: "Forbidden",
   idempotency_key_reused: "Idempotency key reused with a different request",
   outbox_full: "Event outbox full",
+  not_admitted: "Not admitted",
+  no_waiting_room: "No waiting room",
+  draw_not_ready: "Draw not ready",
   invalid_request: "Invalid request",
   unauthorized: "Unauthorized",
   payload_too_large: "Payload too large",
@@ -60,6 +65,7 @@ const TITLES: Record<ProblemCode, string> = {
   unsupported_media_type: "Unsupported media type",
   method_not_allowed: "Method not allowed",
   rate_limited: "Too many requests",
+  too_many_streams: "Too many event streams",
   store_unavailable: "Store unavailable",
   webhook_configured: "Endpoint comes from configuration",
   webhook_url_not_allowed: "Webhook URL not allowed",
@@ -111,6 +117,7 @@ export function problemResponse(c: Context, problem: ApiProblem): Response {
 const DOMAIN_STATUS: Record<DomainErrorCode, ContentfulStatusCode> = {
   not_found: 404,
   stock_exists: 409,
+  stock_id_taken: 409,
   sold_out: 409,
   limit_exceeded: 409,
   not_started: 409,
@@ -121,6 +128,9 @@ const DOMAIN_STATUS: Record<DomainErrorCode, ContentfulStatusCode> = {
   idempotency_key_reused: 422,
   invalid_request: 400,
   outbox_full: 503,
+  not_admitted: 403,
+  no_waiting_room: 404,
+  draw_not_ready: 409,
 };
 
 /**

@@ -120,7 +120,7 @@ export function trustedProxyMatcher(entries: string[]): (ip: string) => boolean 
  * X-Forwarded-For entry that is not a trusted proxy (entries to its left are the client's own claims).
  * Undefined when the app runs without a socket (in-process tests).
  */
-export function clientIp(c: Context, trusted: (ip: string) => boolean): string | undefined {
+function clientIp(c: Context, trusted: (ip: string) => boolean): string | undefined {
   let peer: string | undefined;
   try {
     peer = getConnInfo(c).remote.address;
@@ -143,6 +143,8 @@ export interface RateLimits {
   allocate: RateLimitSpec;
   purchase: RateLimitSpec;
   cancel: RateLimitSpec;
+  /** Waiting-room polls (GET /api/stocks/:id/queue/me), per user; off when absent. */
+  queuePoll?: RateLimitSpec;
   trustedProxies: string[];
 }
 

@@ -62,6 +62,7 @@ const salesReportSchema = z
 const ordersRoute = createRoute({
   method: "get",
   path: "/orders/user/{userId}",
+  operationId: "listUserOrders",
   tags: ["read side"],
   summary: "A user's order history, newest first (PostgreSQL, eventually consistent)",
   security: [{ bearer: [] }],
@@ -80,6 +81,9 @@ const ordersRoute = createRoute({
 const searchRoute = createRoute({
   method: "get",
   path: "/stocks/search",
+  operationId: "searchStocks",
+  // Public: anyone may read it, no token (an empty list overrides nothing, it states "none").
+  security: [],
   tags: ["read side"],
   summary: "Full-text stock search on name and description (Elasticsearch; counters as last projected)",
   request: {
@@ -101,6 +105,7 @@ const isoParam = (description: string) => isoInstant.optional().openapi({ descri
 const analyticsRoute = createRoute({
   method: "get",
   path: "/analytics/sales",
+  operationId: "getSalesAnalytics",
   tags: ["read side"],
   summary: "Sales analytics (admin): per stock and per minute (PostgreSQL)",
   description:

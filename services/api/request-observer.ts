@@ -21,7 +21,7 @@ const noop = () => {};
  * A Logger that becomes `parent.child(bindings)` the first time anything on it is used; a call at a
  * level that is off (the allocate route's debug line) is a no-op that creates nothing.
  */
-export function lazyChild(parent: Logger, bindings: Record<string, unknown>): Logger {
+function lazyChild(parent: Logger, bindings: Record<string, unknown>): Logger {
   let child: Logger | undefined;
   return new Proxy({} as Logger, {
     get(_target, prop) {

@@ -1,5 +1,6 @@
 /** Request and response schemas of the write-side endpoints: validation and OpenAPI from one source. */
 import { z } from "@hono/zod-openapi";
+import { DEFAULT_ADMISSION_TTL_SECONDS, MAX_ADMISSION_TTL_SECONDS, MIN_ADMISSION_TTL_SECONDS } from "../../shared/domain/room.ts";
 import { DEFAULT_HOLD_SECONDS, MAX_HOLD_SECONDS, MAX_PRICE, MAX_QUANTITY_PER_REQUEST, OUTBOX_FULL_RETRY_AFTER_SECONDS } from "../../shared/domain/policy.ts";
 import { ALLOCATION_STATUSES, allocationViewShape, stockViewShape } from "../../shared/domain/views.ts";
 import { IDEMPOTENCY_KEY_HEADER_PATTERN, RESERVED_STOCK_IDS, STOCK_ID_PATTERN, storableText } from "../../shared/domain/validation.ts";
@@ -30,6 +31,20 @@ export const allocationIdParam = z.object({
   id: z.string().min(1).max(64).openapi({ param: { name: "id", in: "path" }, example: "s2-01a2007c-efdd-7485-b66a-9911269a1a0c" }),
 });
 
+export const waitingRoomBody = z
+  .object({
+    enabled: z.literal(true),
+    admissionTtlSeconds: z
+      .number()
+      .int()
+      .min(MIN_ADMISSION_TTL_SECONDS)
+      .max(MAX_ADMISSION_TTL_SECONDS)
+      .default(DEFAULT_ADMISSION_TTL_SECONDS)
+      .openapi({ description: `seconds an admitted buyer has to allocate (default ${DEFAULT_ADMISSION_TTL_SECONDS})` }),
+  })
+  .strict()
+  .openapi("WaitingRoom", { description: "buyers queue and allocate only with an admission (docs/waiting-room.md)" });
+
 export const createStockBody = z
   .object({
     id: z
@@ -51,6 +66,7 @@ export const createStockBody = z
     holdSeconds: z.number().int().min(1).max(MAX_HOLD_SECONDS).optional().openapi({ description: `default ${DEFAULT_HOLD_SECONDS}` }),
     startsAt: isoInstant.optional(),
     endsAt: isoInstant.optional(),
+    waitingRoom: waitingRoomBody.optional(),
   })
   .strict()
   .refine((b) => !b.startsAt || !b.endsAt || Date.parse(b.endsAt) > Date.parse(b.startsAt), {
@@ -84,6 +100,14 @@ export const idempotencyHeader = z.object({
     }),
 });
 
+export const admissionHeader = z.object({
+  "admission-token": z
+    .string()
+    .max(256)
+    .optional()
+    .openapi({ description: "required on a stock with a waiting room: the `admissionToken` of your admitted ticket (GET /api/stocks/{id}/queue/me); single use" }),
+});
+
 /** The draft sends the key as a structured-field string ("..."); bare tokens are the same key. Input already matched the header pattern. */
 export function parseIdempotencyKey(raw: string | undefined): string | undefined {
   if (raw === undefined) return undefined;
@@ -98,7 +122,7 @@ export const allocationView = z.object(allocationViewShape).openapi("Allocation"
  * RFC 9457 members, always present, and the extension members some codes add. Domain context never
  * takes a member's name (the `status` stays the HTTP status).
  */
-export const problem = z
+const problem = z
   .object({
     type: z
       .string()

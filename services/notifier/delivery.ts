@@ -22,7 +22,6 @@ import type { NotifierMetrics } from "./metrics.ts";
 import type { RetrySchedule } from "./schedule.ts";
 import type { SendOptions } from "./sender.ts";
 
-export { DELIVERY_LEASE_KEY } from "./lease.ts";
 
 export interface DeliveryOptions {
   sql: postgres.Sql;

@@ -31,7 +31,7 @@ export function backoffDelayMs(schedule: RetrySchedule, attemptsDone: number, ra
   return Math.max(0, Math.round(capped * (1 - JITTER + 2 * JITTER * random())));
 }
 
-export const isSuccess = (status: number | null): boolean => status !== null && status >= 200 && status < 300;
+const isSuccess = (status: number | null): boolean => status !== null && status >= 200 && status < 300;
 
 /** After `attemptsDone` attempts (this one included), with this one's outcome. */
 export function decide(schedule: RetrySchedule, attemptsDone: number, outcome: AttemptOutcome, random: () => number = Math.random): Decision {

@@ -11,7 +11,7 @@ import { eventMessage } from "../../shared/kafka/event-message.ts";
 import { MAX_SEND_BYTES, messageBytes } from "../../shared/kafka/producer.ts";
 import { fieldValue, sniffField, type OutboxEntry } from "./stream.ts";
 
-export interface DeadLetter {
+interface DeadLetter {
   entry: OutboxEntry;
   reason: string;
   eventId?: string;
@@ -32,7 +32,7 @@ type Prepared = { message: Message; bytes: number } | DeadLetter | null;
  * Validates one entry: a Kafka message, a dead letter, or null (deleted while pending: only acknowledge it).
  * `relay` (the consumer name) goes into a header: which relay published a copy, for diagnosing duplicates and fencing.
  */
-export function prepare(entry: OutboxEntry, relay: string): Prepared {
+function prepare(entry: OutboxEntry, relay: string): Prepared {
   if (entry.fields === null) return null;
   const raw = fieldValue(entry.fields, OUTBOX_EVENT_FIELD);
   const parsed = parseEvent(raw);

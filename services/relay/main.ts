@@ -6,6 +6,7 @@ import { createKeyLayout } from "../../shared/domain/keys.ts";
 import { onShutdown } from "../../shared/lifecycle.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { createMetricsRegistry } from "../../shared/metrics.ts";
+import { exitOnFatalStart } from "../../shared/retry.ts";
 import { createRedis } from "../../shared/redis/client.ts";
 import { createRelay } from "./relay.ts";
 
@@ -29,7 +30,7 @@ const relay = createRelay({
   registry,
 });
 
-const admin = startAdminServer({ port: config.ADMIN_PORT, registry, notReadyReason: () => relay.notReadyReason() });
+const admin = startAdminServer({ port: config.ADMIN_PORT, hostname: config.ADMIN_HOST, registry, notReadyReason: () => relay.notReadyReason() });
 logger.info({ adminPort: admin.port, consumer: relay.consumerName }, "relay admin server listening");
 
 onShutdown(logger, async () => {
@@ -38,4 +39,8 @@ onShutdown(logger, async () => {
   redis.disconnect();
 });
 
-await relay.start();
+try {
+  await relay.start();
+} catch (err) {
+  exitOnFatalStart(logger, "relay", err);
+}

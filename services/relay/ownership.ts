@@ -25,7 +25,7 @@ import type { Logger } from "../../shared/logger.ts";
 import { runScript } from "../../shared/redis/scripts.ts";
 
 /** Shards assigned to `me` given the live members (same answer on every relay for the same set). */
-export function assignedShards(members: readonly string[], me: string, shards: number): Set<number> {
+function assignedShards(members: readonly string[], me: string, shards: number): Set<number> {
   const sorted = [...members].sort();
   const index = sorted.indexOf(me);
   const mine = new Set<number>();

@@ -3,7 +3,6 @@
  * Nothing here decides anything; the other relay files do.
  */
 export { pairs } from "../../shared/redis/replies.ts";
-import type { Redis } from "ioredis";
 
 export const RELAY_GROUP = "relay";
 
@@ -12,22 +11,6 @@ export interface OutboxEntry {
   shard: number;
   id: string;
   fields: string[] | null;
-}
-
-type RawEntry = [string, string[] | null];
-type RawStreams = [string, RawEntry[]][] | null;
-
-/** Flattens an XREADGROUP reply into entries, keeping each stream's order (streams in reply order). */
-export function parseStreams(reply: unknown, shardOfKey: ReadonlyMap<string, number>): OutboxEntry[] {
-  const streams = reply as RawStreams;
-  if (!streams) return [];
-  const out: OutboxEntry[] = [];
-  for (const [key, entries] of streams) {
-    const shard = shardOfKey.get(key);
-    if (shard === undefined) throw new Error(`XREADGROUP returned an unexpected stream ${key}`);
-    for (const [id, fields] of entries) out.push({ shard, id, fields });
-  }
-  return out;
 }
 
 /** Value of `field` in a flat [field, value, …] list. */

@@ -2,9 +2,11 @@
  * Domain outcomes that are not successes. The Lua scripts return short codes; the command
  * wrappers turn them into DomainError, and the api maps each code to an HTTP status once.
  */
-export const DOMAIN_ERROR_CODES = [
+const DOMAIN_ERROR_CODES = [
   "not_found",
   "stock_exists",
+  /** The id named a stock that existed once and has since expired: ids are never reused (docs/design.md §3). */
+  "stock_id_taken",
   "sold_out",
   "limit_exceeded",
   "not_started",
@@ -17,6 +19,12 @@ export const DOMAIN_ERROR_CODES = [
   "invalid_request",
   /** The shard's outbox is at OUTBOX_MAX_LENGTH: the relay is behind; nothing was written. */
   "outbox_full",
+  /** A waiting-room stock without a valid admission: no Admission-Token, or one invalid, expired, used, or not this user's or stock's. */
+  "not_admitted",
+  /** The stock has no waiting room (the queue routes). */
+  "no_waiting_room",
+  /** GET /queue/draw before the start (the seed is still secret). */
+  "draw_not_ready",
 ] as const;
 export type DomainErrorCode = (typeof DOMAIN_ERROR_CODES)[number];
 

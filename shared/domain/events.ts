@@ -17,7 +17,7 @@ const isoTime = z.string().datetime({ offset: true });
 /** Counters of the stock right after the event; every event carries them, so any read model can apply it alone. */
 const counters = { available: count, held: count, sold: count };
 
-export const stockCreatedPayload = z.object({
+const stockCreatedPayload = z.object({
   name: z.string(),
   description: z.string(),
   price: count,
@@ -30,7 +30,7 @@ export const stockCreatedPayload = z.object({
   ...counters,
 });
 
-export const stockAllocatedPayload = z.object({
+const stockAllocatedPayload = z.object({
   allocationId: z.string(),
   userId: z.string(),
   quantity: z.number().int().positive(),
@@ -38,7 +38,7 @@ export const stockAllocatedPayload = z.object({
   ...counters,
 });
 
-export const stockReleasedPayload = z.object({
+const stockReleasedPayload = z.object({
   allocationId: z.string(),
   userId: z.string(),
   quantity: z.number().int().positive(),
@@ -46,7 +46,7 @@ export const stockReleasedPayload = z.object({
   ...counters,
 });
 
-export const purchaseCompletedPayload = z.object({
+const purchaseCompletedPayload = z.object({
   allocationId: z.string(),
   userId: z.string(),
   quantity: z.number().int().positive(),
@@ -63,7 +63,7 @@ export const purchaseCompletedPayload = z.object({
 /** The most live holds a snapshot lists (snapshot.lua gets it from repair.ts; why 10,000: its header). */
 export const MAX_SNAPSHOT_LIVE_HOLDS = 10_000;
 
-export const stockSnapshotPayload = stockCreatedPayload.extend({
+const stockSnapshotPayload = stockCreatedPayload.extend({
   previousVersion: count,
   /**
    * The allocation ids of the stock's live holds in Redis at the snapshot (at most 10,000, sorted). A read

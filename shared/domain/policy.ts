@@ -20,8 +20,6 @@ export const MAX_QUANTITY_PER_REQUEST = 1000;
  * which is why the bound is here rather than amounts as strings.
  */
 export const MAX_PRICE = 99_999_999_999;
-/** Every amount a hold can have is below this (checked by create_stock.lua too). */
-export const MAX_EXACT_AMOUNT = 1e14;
 
 /** How long a finished (purchased, cancelled, expired) hold stays readable by its owner (HOLD_RETENTION_SECONDS). */
 export const DEFAULT_HOLD_RETENTION_SECONDS = 7 * 24 * 3600;
@@ -35,6 +33,9 @@ export const IDEMPOTENCY_TTL_SECONDS = 24 * 3600;
  * minute (3,500 allocations/s: ~40 MB at most).
  */
 export const REQUEST_RECORD_TTL_SECONDS = 60;
+
+/** Event streams open at once per side of an api process (SSE_MAX_CLIENTS). */
+export const DEFAULT_SSE_MAX_CLIENTS = 100;
 
 /** Longest JWT lifetime the api accepts (JWT_MAX_LIFETIME_SECONDS). */
 export const DEFAULT_JWT_MAX_LIFETIME_SECONDS = 24 * 3600;

@@ -14,9 +14,9 @@ export const CLOUDEVENTS_SPEC_VERSION = "1.0";
 export const CLOUDEVENTS_SOURCE = "/flashsale/stocks";
 export const EVENT_CONTENT_TYPE = "application/json";
 /** ce_type: reverse-DNS-like and versioned by schemaVersion, e.g. flashsale.stock.StockAllocated.v1. */
-export const cloudEventType = (event: Pick<StockEvent, "eventType" | "schemaVersion">) => `flashsale.stock.${event.eventType}.v${event.schemaVersion}`;
+const cloudEventType = (event: Pick<StockEvent, "eventType" | "schemaVersion">) => `flashsale.stock.${event.eventType}.v${event.schemaVersion}`;
 
-export const EVENT_HEADER_NAMES = [
+const EVENT_HEADER_NAMES = [
   "eventType",
   "schemaVersion",
   "eventId",
@@ -31,10 +31,10 @@ export const EVENT_HEADER_NAMES = [
   "relay",
 ] as const;
 
-export type EventHeaders = Record<Exclude<(typeof EVENT_HEADER_NAMES)[number], typeof TRACEPARENT | "relay">, string> & { traceparent?: string; relay?: string };
+type EventHeaders = Record<Exclude<(typeof EVENT_HEADER_NAMES)[number], typeof TRACEPARENT | "relay">, string> & { traceparent?: string; relay?: string };
 
 /** `relay`: the consumer name of the relay that published this copy (for diagnosing duplicates and fencing). */
-export function eventHeaders(event: StockEvent, traceparent?: string, relay?: string): EventHeaders {
+function eventHeaders(event: StockEvent, traceparent?: string, relay?: string): EventHeaders {
   const headers: EventHeaders = {
     eventType: event.eventType,
     schemaVersion: String(event.schemaVersion),

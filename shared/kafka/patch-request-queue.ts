@@ -36,4 +36,3 @@ if (proto && typeof proto.scheduleCheckPendingRequests === "function" && !proto.
   proto.__flashsalePatched = true;
 }
 
-export const requestQueuePatched = proto?.__flashsalePatched === true;

@@ -48,7 +48,7 @@ export interface ProjectionSink {
   whenVisible?(): Promise<void> | null;
 }
 
-export type PoisonReason = "unparseable" | "rejected";
+type PoisonReason = "unparseable" | "rejected";
 
 export interface PoisonMessage {
   message: RawMessage;

@@ -17,7 +17,7 @@ export const DLQ_HEADERS = {
   failedAt: "dlq-failed-at",
 } as const;
 
-export function toDlqMessage(poison: PoisonMessage, source: { topic: string; partition: number; groupId: string }): Message {
+function toDlqMessage(poison: PoisonMessage, source: { topic: string; partition: number; groupId: string }): Message {
   const headers: Record<string, Buffer | string | (Buffer | string)[]> = {};
   for (const [name, value] of Object.entries(poison.message.headers ?? {})) {
     if (value !== undefined) headers[name] = value;

@@ -10,6 +10,7 @@ export interface ProjectorMetrics {
   consumerLag: prom.Gauge<"partition">;
   dlqMessages: prom.Counter<"reason">;
   storeRetries: prom.Counter<string>;
+  consumerRestarts: prom.Counter<string>;
   freshnessSeconds: FastHistogram;
   stageSeconds: FastHistogram<ProjectorStage>;
 }
@@ -26,7 +27,7 @@ export interface ProjectorMetrics {
  *                     Elasticsearch: until the next refresh has completed)
  */
 export const PROJECTOR_STAGES = ["relay", "kafka_to_fetch", "fetch_to_commit", "commit_to_visible"] as const;
-export type ProjectorStage = (typeof PROJECTOR_STAGES)[number];
+type ProjectorStage = (typeof PROJECTOR_STAGES)[number];
 
 /** Fine enough around the 50–600 ms goals that a quantile from the buckets means something. */
 const STAGE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1, 1.5, 2.5, 5, 10, 30];
@@ -73,6 +74,11 @@ export function createProjectorMetrics(registry: Registry): ProjectorMetrics {
       help: "Batch attempts that failed because the store was unavailable (retried, not committed)",
       registers,
     }),
+    consumerRestarts: new prom.Counter({
+      name: "flashsale_projector_consumer_restarts_total",
+      help: "Kafka consumers restarted in-process after kafkajs crashed and gave up (crash with restart: false)",
+      registers,
+    }),
     freshnessSeconds: new FastHistogram({
       name: "flashsale_projector_freshness_seconds",
       help: "End-to-end freshness: commit time minus the event's occurredAt, per applied event",
@@ -99,7 +105,7 @@ export function createProjectorMetrics(registry: Registry): ProjectorMetrics {
  * (fetch_to_commit, commit_to_visible) are one call with a count. It registers as a custom metric:
  * the registry needs only name, help, type and get() (prom-client's MetricObject shape).
  */
-export class FastHistogram<L extends string = ""> {
+class FastHistogram<L extends string = ""> {
   readonly type = "histogram";
   readonly aggregator = "sum";
   readonly name: string;

@@ -220,7 +220,7 @@ export async function retryUnexecuted<T>(send: () => Promise<T>, attempts = UNEX
  * came (ioredis' AbortError, a closed connection, the retries of a reconnect used up). Only a command
  * that is safe to run twice may be sent again after one (see retryLostReply).
  */
-export function isLostReply(err: unknown): boolean {
+function isLostReply(err: unknown): boolean {
   const e = err as { name?: string; code?: string; message?: string };
   return (
     e?.name === "MaxRetriesPerRequestError" ||
@@ -230,7 +230,7 @@ export function isLostReply(err: unknown): boolean {
 }
 
 /** How long allocate keeps retrying a lost reply before the caller answers 503 store_unavailable. */
-export const LOST_REPLY_RETRY_BUDGET_MS = 3_000;
+const LOST_REPLY_RETRY_BUDGET_MS = 3_000;
 
 /**
  * Runs `send` again while its reply is lost (isLostReply), with a short backoff, for at most

@@ -24,7 +24,7 @@ const POLL_MS = 250;
 
 
 /** Entries not yet relayed (lag) plus entries delivered but not acknowledged (pending), per outbox. */
-export async function relayBacklog(redis: RedisClient, outboxKeys: string[]): Promise<{ backlog: number; missingGroup: string[] }> {
+async function relayBacklog(redis: RedisClient, outboxKeys: string[]): Promise<{ backlog: number; missingGroup: string[] }> {
   let backlog = 0;
   const missingGroup: string[] = [];
   for (const key of outboxKeys) {

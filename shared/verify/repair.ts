@@ -47,10 +47,10 @@ export interface RepairResult {
   liveHolds: number;
 }
 
-export class RepairError extends Error {}
+class RepairError extends Error {}
 
 /** The highest version of the stock that Kafka or a read model has. */
-export async function highestSeenVersion(options: RepairOptions): Promise<number> {
+async function highestSeenVersion(options: RepairOptions): Promise<number> {
   const { stockId } = options;
   let seen = 0;
   if (options.sql) seen = Math.max(seen, (await readPostgresCounters(options.sql, [stockId])).get(stockId)?.version ?? 0);

@@ -48,7 +48,7 @@ export function finding(layer: Finding["layer"], invariant: Invariant, stockId: 
 }
 
 /** Stock ids named by the findings, sorted, each once. */
-export function failedStocks(findings: readonly Finding[]): string[] {
+function failedStocks(findings: readonly Finding[]): string[] {
   return [...new Set(findings.map((f) => f.stockId).filter((s): s is string => s !== null))].sort();
 }
 

@@ -13,7 +13,7 @@ import { storableText } from "../domain/validation.ts";
 import type { SecretBox } from "./secret-box.ts";
 
 /** The id of the endpoint that comes from WEBHOOK_URL. */
-export const CONFIG_ENDPOINT_ID = "config";
+const CONFIG_ENDPOINT_ID = "config";
 
 /** Only http(s): a webhook URL is a place to POST events, never file:, data: or anything a fetch might resolve locally. */
 export const webhookUrl = z

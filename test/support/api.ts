@@ -5,15 +5,16 @@
 import { describe } from "bun:test";
 import { createApp, type AppDeps } from "../../services/api/app.ts";
 import { DashboardCollector } from "../../services/api/dashboard/collector.ts";
-import { dashboardRoutes } from "../../services/api/dashboard/routes.ts";
+import { DASHBOARD_OPEN_PATHS, dashboardRoutes } from "../../services/api/dashboard/routes.ts";
+import { StreamSlots } from "../../services/api/sse-limit.ts";
 import { createAdminApp } from "../../shared/admin-server.ts";
 import { createKeyLayout, type KeyLayout } from "../../shared/domain/keys.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { createMetricsRegistry } from "../../shared/metrics.ts";
 import { createRedis, deleteKeysByPrefix, parseClusterNodes, type RedisClient, type RedisTarget } from "../../shared/redis/client.ts";
 import { createStockCommands, type CommandOptions, type StockCommands } from "../../shared/redis/commands.ts";
-import { mintUserToken } from "../../scripts/mint-token.ts";
-import { stackEnv, uniqueName } from "./env.ts";
+import { mintUserToken } from "../../shared/dev/token.ts";
+import { stackEnv, uniqueName } from "../../shared/dev/env.ts";
 import type { RedisOptions } from "ioredis";
 
 export const TEST_ADMIN_TOKEN = "test-admin-token-0123456789";
@@ -27,7 +28,7 @@ export interface RedisUnderTest {
   deadTarget: RedisTarget;
 }
 
-export const REDIS_UNDER_TEST: readonly RedisUnderTest[] = [
+const REDIS_UNDER_TEST: readonly RedisUnderTest[] = [
   { name: "single node", target: { REDIS_URL: stackEnv.REDIS_URL }, deadTarget: { REDIS_URL: "redis://127.0.0.1:1" } },
   {
     name: "cluster",
@@ -50,6 +51,8 @@ export interface TestApi {
   redis: RedisClient;
   keys: KeyLayout;
   commands: StockCommands;
+  /** The dashboard's collector, when the test named workerMetricsUrls. */
+  dashboard?: DashboardCollector;
   admin: Record<string, string>;
   /** Headers for a user's requests (Authorization: Bearer <JWT>). */
   user(userId: string): Promise<Record<string, string>>;
@@ -72,6 +75,8 @@ export function createTestApi(
     app?: Partial<AppDeps>;
     workerMetricsUrls?: string[];
     commands?: CommandOptions;
+    /** SSE_MAX_CLIENTS of the admin side (the dashboard's streams); default 100. */
+    adminSseMaxClients?: number;
   } = {},
 ): TestApi {
   const redis = createRedis(options.redis ?? { REDIS_URL: stackEnv.REDIS_URL }, options.redisOptions);
@@ -100,6 +105,7 @@ export function createTestApi(
     redis,
     keys,
     commands,
+    dashboard,
     admin: { Authorization: `Bearer ${TEST_ADMIN_TOKEN}` },
     user: async (userId) => ({ Authorization: `Bearer ${await mintUserToken(userId, TEST_JWT_SECRET)}` }),
     request: (method, path, { headers = {}, body } = {}) =>
@@ -115,8 +121,14 @@ export function createTestApi(
       return `http://127.0.0.1:${server.port}`;
     },
     listenAdmin() {
-      // As main.ts wires it: /healthz, /readyz, /metrics and the dashboard on the operators' port.
-      const admin = createAdminApp({ registry, notReadyReason: () => null, routes: dashboard ? dashboardRoutes(dashboard) : undefined });
+      // As main.ts wires it: /healthz, /readyz, /metrics and the dashboard (behind the admin token) on the operators' port.
+      const admin = createAdminApp({
+        registry,
+        notReadyReason: () => null,
+        adminToken: TEST_ADMIN_TOKEN,
+        routes: dashboard ? dashboardRoutes(dashboard, new StreamSlots(options.adminSseMaxClients ?? 100)) : undefined,
+        openPaths: DASHBOARD_OPEN_PATHS,
+      });
       adminServer ??= Bun.serve({ port: 0, hostname: "127.0.0.1", fetch: admin.fetch });
       return `http://127.0.0.1:${adminServer.port}`;
     },

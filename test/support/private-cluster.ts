@@ -14,7 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Redis } from "ioredis";
 import type { RedisTarget } from "../../shared/redis/client.ts";
-import { stackEnv } from "./env.ts";
+import { stackEnv } from "../../shared/dev/env.ts";
 
 const REPO_ROOT = join(import.meta.dir, "..", "..");
 

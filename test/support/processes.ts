@@ -5,7 +5,7 @@
  */
 import { afterAll } from "bun:test";
 import type { Subprocess } from "bun";
-import { spawnService } from "./env.ts";
+import { spawnService } from "../../shared/dev/env.ts";
 
 /** Kills `child` if it still runs (SIGCONT first: a frozen process would not die until then) and waits for its exit. */
 export async function killChild(child: Subprocess): Promise<void> {
@@ -38,17 +38,4 @@ export function serviceProcesses(name: string, env: () => Record<string, string>
       return adminPort;
     },
   };
-}
-
-/** Calls `onLine` with each JSON line a child writes to `stdout` (pino logs), as they come; other lines are skipped. */
-export function readJsonLines(stdout: ReadableStream<Uint8Array>, onLine: (line: Record<string, unknown>) => void): void {
-  void (async () => {
-    let buffered = "";
-    for await (const chunk of stdout) {
-      buffered += new TextDecoder().decode(chunk);
-      const parts = buffered.split("\n");
-      buffered = parts.pop()!;
-      for (const line of parts) if (line.startsWith("{")) onLine(JSON.parse(line) as Record<string, unknown>);
-    }
-  })();
 }

@@ -6,16 +6,14 @@ import { afterAll, beforeAll } from "bun:test";
 import type { Client } from "@elastic/elasticsearch";
 import { Kafka, logLevel, type Producer } from "kafkajs";
 import postgres from "postgres";
-import type { StockEvent } from "../../shared/domain/events.ts";
 import { deleteTopics } from "../../shared/kafka/client.ts";
-import { eventMessage as buildEventMessage } from "../../shared/kafka/event-message.ts";
-import { ACKS_ALL, splitForSend } from "../../shared/kafka/producer.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { createProjectorSql } from "../../shared/stores/postgres/client.ts";
 import { migrate as runMigrations } from "../../shared/stores/postgres/migrate.ts";
 import { MIGRATIONS_DIR } from "../../shared/stores/postgres/migration-files.ts";
 import { createSearchClient } from "../../shared/stores/search/mapping.ts";
-import { stackEnv, uniqueName } from "./env.ts";
+import { stackEnv, uniqueName } from "../../shared/dev/env.ts";
+import { deleteIndices } from "../../shared/dev/read-side.ts";
 
 export const testLogger = createLogger("test", process.env.LOG_LEVEL ?? "silent");
 export const brokers = stackEnv.KAFKA_BROKERS.split(",");
@@ -82,22 +80,6 @@ export async function createTopic(kafka: Kafka, topic: string, partitions = 4): 
   }
 }
 
-/** Kafka message for an event, as the relay produces it (the one builder): key = stock id, headers. */
-export function eventMessage(event: StockEvent) {
-  return buildEventMessage(event);
-}
-
-/**
- * Produces events in order, in sends of at most `chunk` messages and MAX_SEND_BYTES (a count alone
- * is not enough: with few keys one partition's share of a send can pass the broker's
- * message.max.bytes, which is what made a 5,000-message send fail now and then).
- */
-export async function produceEvents(producer: Producer, topic: string, events: readonly StockEvent[], chunk = 2_000): Promise<void> {
-  for (const messages of splitForSend(events.map(eventMessage), chunk)) {
-    await producer.send({ topic, acks: ACKS_ALL, messages });
-  }
-}
-
 export async function connectedProducer(kafka: Kafka): Promise<Producer> {
   const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
   await producer.connect();
@@ -105,16 +87,6 @@ export async function connectedProducer(kafka: Kafka): Promise<Producer> {
 }
 
 export const testSearchClient = () => createSearchClient(stackEnv.ELASTICSEARCH_URL, { requestTimeoutMs: 10_000 });
-
-/**
- * Deletes the indices matching `pattern` (e.g. `<alias>-v*`). ES 8 refuses wildcard deletes
- * (action.destructive_requires_name), so the names are listed first.
- */
-export async function deleteIndices(es: Client, pattern: string): Promise<void> {
-  const rows = (await es.cat.indices({ index: pattern, format: "json", h: "index" }).catch(() => [])) as Array<{ index?: string }>;
-  const names = rows.flatMap((r) => (r.index ? [r.index] : []));
-  if (names.length > 0) await es.indices.delete({ index: names.join(","), ignore_unavailable: true });
-}
 
 /** Polls `check` until it returns a value other than undefined/false, or throws the last failure. */
 export async function eventually<T>(check: () => Promise<T | undefined | false>, options: { timeoutMs?: number; intervalMs?: number; what?: string } = {}): Promise<T> {
@@ -221,4 +193,3 @@ export function readSideFixtures(options: { database?: string; search?: boolean 
   return fx;
 }
 
-export { uniqueName, stackEnv };

@@ -16,12 +16,10 @@ import { StockCounters, type StockPanel } from "./stocks.ts";
 import { WorkerScraper, type ProjectorPanel, type ShardPanel, type TargetStatus, type WebhookPanel } from "./workers.ts";
 
 export { METRIC } from "./metric-names.ts";
-export { OUTCOMES, type Outcome } from "./outcomes.ts";
-export type { StockPanel } from "./stocks.ts";
-export type { ProjectorPanel, ShardPanel, TargetStatus, WebhookPanel } from "./workers.ts";
 
 export interface DashboardSnapshot {
   at: string;
+  /** Every sampled stock, busiest first; a view shows its own pins and the top of the rest (routes.ts). */
   stocks: StockPanel[];
   /** Per second, the last HISTORY samples of each outcome, oldest first. */
   outcomes: Record<Outcome, number[]>;
@@ -48,7 +46,8 @@ type Listener = (snapshot: DashboardSnapshot) => void;
 export class DashboardCollector {
   private readonly listeners = new Set<Listener>();
   private timer: ReturnType<typeof setInterval> | undefined;
-  private ticking = false;
+  /** The tick in flight, if any: at most one runs at a time. */
+  private ticking: Promise<void> | undefined;
   private last: DashboardSnapshot | undefined;
   private lastAt = 0;
   private readonly stocks: StockCounters;
@@ -69,9 +68,14 @@ export class DashboardCollector {
     this.stocks.registerGauges(registry);
   }
 
-  /** Stocks to show whatever the scan finds (a page opened with ?stocks=a,b). */
-  pin(stockIds: readonly string[]): void {
-    this.stocks.pin(stockIds);
+  /** Stocks to sample whatever the scan finds, for one view (a page's stream): call the result when it goes. */
+  pin(stockIds: readonly string[]): () => void {
+    return this.stocks.pin(stockIds);
+  }
+
+  /** Distinct stocks pinned by the open views. */
+  get pinnedCount(): number {
+    return this.stocks.pinnedCount;
   }
 
   subscribe(listener: Listener): () => void {
@@ -88,9 +92,10 @@ export class DashboardCollector {
     };
   }
 
-  /** A fresh snapshot (at most one interval old). */
-  async snapshot(): Promise<DashboardSnapshot> {
-    if (!this.last || Date.now() - this.lastAt > (this.deps.intervalMs ?? 1000)) await this.tick();
+  /** A fresh snapshot (at most one interval old; `now`: sampled now, e.g. for stocks just pinned). */
+  async snapshot(now = false): Promise<DashboardSnapshot> {
+    if (now && this.ticking) await this.ticking; // it may have started before the caller's pins
+    if (now || !this.last || Date.now() - this.lastAt > (this.deps.intervalMs ?? 1000)) await this.tick();
     return this.last!;
   }
 
@@ -100,32 +105,31 @@ export class DashboardCollector {
     this.listeners.clear();
   }
 
-  private async tick(): Promise<void> {
-    if (this.ticking) return;
-    this.ticking = true;
-    try {
-      const now = Date.now();
-      const dt = this.lastAt ? (now - this.lastAt) / 1000 : 0;
-      const [stocks, outcomes, workers, outboxDead] = await Promise.all([
-        this.stocks.panels(dt),
-        this.outcomes.collect(dt),
-        this.workers.collect(now),
-        this.stocks.countOutboxDead(),
-      ]);
-      this.last = {
-        at: new Date(now).toISOString(),
-        stocks,
-        outcomes,
-        shards: workers.shards,
-        projectors: workers.projectors,
-        webhooks: workers.webhooks,
-        dlq: { kafka: workers.projectors.reduce((n, p) => n + p.dlq, 0), outbox: outboxDead },
-        targets: workers.targets,
-      };
-      this.lastAt = now;
-      for (const listener of this.listeners) listener(this.last);
-    } finally {
-      this.ticking = false;
-    }
+  private tick(): Promise<void> {
+    this.ticking ??= this.sampleOnce().finally(() => (this.ticking = undefined));
+    return this.ticking;
+  }
+
+  private async sampleOnce(): Promise<void> {
+    const now = Date.now();
+    const dt = this.lastAt ? (now - this.lastAt) / 1000 : 0;
+    const [stocks, outcomes, workers, outboxDead] = await Promise.all([
+      this.stocks.panels(dt),
+      this.outcomes.collect(dt),
+      this.workers.collect(now),
+      this.stocks.countOutboxDead(),
+    ]);
+    this.last = {
+      at: new Date(now).toISOString(),
+      stocks,
+      outcomes,
+      shards: workers.shards,
+      projectors: workers.projectors,
+      webhooks: workers.webhooks,
+      dlq: { kafka: workers.projectors.reduce((n, p) => n + p.dlq, 0), outbox: outboxDead },
+      targets: workers.targets,
+    };
+    this.lastAt = now;
+    for (const listener of this.listeners) listener(this.last);
   }
 }

@@ -20,7 +20,7 @@ export const METRIC = {
 } as const;
 
 /** How many per-second samples a series keeps (the page's one-minute charts). */
-export const HISTORY = 60;
+const HISTORY = 60;
 
 /** Appends one per-second sample (rounded to 0.01) and keeps the last HISTORY. */
 export function pushSample(series: number[], value: number): void {

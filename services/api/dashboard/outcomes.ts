@@ -6,7 +6,7 @@ import type { Registry } from "prom-client";
 import { sumOf, type Sample } from "../../../shared/prom-text.ts";
 import { METRIC, pushSample } from "./metric-names.ts";
 
-export const OUTCOMES = ["201", "sold_out", "limit", "429", "5xx"] as const;
+const OUTCOMES = ["201", "sold_out", "limit", "429", "5xx"] as const;
 export type Outcome = (typeof OUTCOMES)[number];
 
 /** The outcome counters as they stand in `samples`. */

@@ -2,6 +2,10 @@
  * The dashboard's Redis source: per stock, the strong counters (the same read as GET /api/stocks/:id),
  * so the page agrees with the api to the unit; stocks are found by an incremental SCAN (a few hundred
  * keys per tick, never a full sweep at once) or pinned with ?stocks=. Also the outbox dead letters (XLEN).
+ *
+ * Pins belong to a view (a page's stream, one snapshot request) and last as long as it: each pin is
+ * counted, and given back when its view goes. They were one set that only grew: every ?stocks= a
+ * client ever sent stayed sampled from Redis every second, for ever.
  */
 import type { Registry } from "prom-client";
 import { keyHolders, type RedisClient } from "../../../shared/redis/client.ts";
@@ -10,7 +14,8 @@ import type { StockCommands } from "../../../shared/redis/commands.ts";
 import type { StockView } from "../../../shared/domain/views.ts";
 import { pushSample } from "./metric-names.ts";
 
-const MAX_STOCKS_SHOWN = 12;
+/** Stocks a view shows besides the ones it pins: the busiest. */
+export const MAX_STOCKS_SHOWN = 12;
 const MAX_STOCKS_KNOWN = 200;
 const SCAN_COUNT = 500;
 
@@ -22,7 +27,8 @@ export interface StockPanel extends Pick<StockView, "id" | "name" | "total" | "a
 }
 
 export class StockCounters {
-  private readonly pinned = new Set<string>();
+  /** Pinned stock id → how many open views pin it. */
+  private readonly pinned = new Map<string, number>();
   private readonly known = new Set<string>();
   private scanCursors = new Map<string, string>();
   private readonly stockState = new Map<string, { available: number; rate: number[]; soldOutAt: string | null }>();
@@ -64,12 +70,32 @@ export class StockCounters {
     });
   }
 
-  /** Stocks to show whatever the scan finds (a page opened with ?stocks=a,b). */
-  pin(stockIds: readonly string[]): void {
-    for (const id of stockIds) this.pinned.add(id);
+  /** Stocks sampled whatever the scan finds, until the returned function is called (the view is gone). */
+  pin(stockIds: readonly string[]): () => void {
+    const ids = [...new Set(stockIds)];
+    for (const id of ids) this.pinned.set(id, (this.pinned.get(id) ?? 0) + 1);
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      for (const id of ids) {
+        const left = (this.pinned.get(id) ?? 1) - 1;
+        if (left > 0) this.pinned.set(id, left);
+        else this.pinned.delete(id);
+      }
+    };
   }
 
-  /** The shown stocks' panels; `dt` (seconds since the last tick, 0 on the first) turns the drop of `available` into a rate. */
+  /** How many distinct stocks open views pin (bounded by SSE_MAX_CLIENTS × the per-view cap). */
+  get pinnedCount(): number {
+    return this.pinned.size;
+  }
+
+  /**
+   * The panels of every sampled stock (pinned by any view, or found by the scan), busiest first; each
+   * view then takes its own pins and the top of the rest (routes.ts). `dt` (seconds since the last
+   * tick, 0 on the first) turns the drop of `available` into a rate.
+   */
   async panels(dt: number): Promise<StockPanel[]> {
     const views = await this.sample();
     const panels = views.map((view) => {
@@ -79,12 +105,10 @@ export class StockCounters {
       const { id, name, total, available, held, sold, status, version } = view;
       return { id, name, total, available, held, sold, status, version, rate: [...state.rate], soldOutAt: state.soldOutAt };
     });
-    // Pinned first, then the busiest (recent units/s), then the newest changes (version).
+    // The busiest (recent units/s), then the newest changes (version).
     const recent = (p: StockPanel) => p.rate.slice(-10).reduce((a, b) => a + b, 0);
-    panels.sort(
-      (a, b) => Number(this.pinned.has(b.id)) - Number(this.pinned.has(a.id)) || recent(b) - recent(a) || b.version - a.version,
-    );
-    return panels.slice(0, Math.max(MAX_STOCKS_SHOWN, this.pinned.size));
+    panels.sort((a, b) => recent(b) - recent(a) || b.version - a.version);
+    return panels;
   }
 
   /** Outbox entries the relay refused (XLEN of every shard's dead-letter stream). */
@@ -113,7 +137,7 @@ export class StockCounters {
   /** The known stocks' views from Redis (one more SCAN step first); keeps their sold-out times. */
   private async sample(): Promise<StockView[]> {
     await this.discover().catch(() => {});
-    const ids = [...new Set([...this.pinned, ...this.known])];
+    const ids = [...new Set([...this.pinned.keys(), ...this.known])];
     const views = (await Promise.all(ids.map((id) => this.commands.getStock(id).catch(() => null)))).filter(
       (v): v is StockView => v !== null,
     );
@@ -123,6 +147,9 @@ export class StockCounters {
       if (view.available > 0) state.soldOutAt = null;
       this.stockState.set(view.id, state);
     }
+    // A stock no longer sampled (its views are gone, or it left Redis) takes its rate history with it.
+    const sampled = new Set(ids);
+    for (const id of this.stockState.keys()) if (!sampled.has(id)) this.stockState.delete(id);
     return views;
   }
 }

@@ -13,6 +13,7 @@ const notFound = [404, "`not_found`: no such allocation"] as const;
 const getAllocation = createRoute({
   method: "get",
   path: "/allocations/{id}",
+  operationId: "getAllocation",
   tags: ["allocations"],
   summary: "A hold's status (owner or admin), from Redis",
   security: [{ bearer: [] }],
@@ -29,6 +30,7 @@ const changeRoute = (action: "purchase" | "cancel", summary: string, conflicts: 
   createRoute({
     method: "post",
     path: `/allocations/{id}/${action}`,
+    operationId: action === "purchase" ? "purchaseAllocation" : "cancelAllocation",
     tags: ["allocations"],
     summary,
     security: [{ bearer: [] }],

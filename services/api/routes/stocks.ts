@@ -6,6 +6,7 @@ import { adminOnly, requireAdmin, requireUser, userOnly } from "../auth.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiProblem } from "../problem.ts";
 import {
+  admissionHeader,
   allocateBody,
   allocationView,
   createStockBody,
@@ -26,6 +27,7 @@ import { allocateFastPath, allocateFor } from "./allocate-fast-path.ts";
 const createStock = createRoute({
   method: "post",
   path: "/stocks",
+  operationId: "createStock",
   tags: ["stocks"],
   summary: "Create a sale item (admin); emits StockCreated",
   security: [{ bearer: [] }],
@@ -34,13 +36,16 @@ const createStock = createRoute({
   responses: {
     201: jsonContent(stockView, "created"),
     ...edgeProblems("post"),
-    ...problems(400, [401, "`unauthorized`: no admin token (checked before the body)"], [403, "`forbidden`: not the admin token"], [409, "`stock_exists`"], outboxFull),
+    ...problems(400, [401, "`unauthorized`: no admin token (checked before the body)"], [403, "`forbidden`: not the admin token"], [409, "`stock_exists`; `stock_id_taken`: the id named a stock that has expired (ids are never reused)"], outboxFull),
   },
 });
 
 const getStock = createRoute({
   method: "get",
   path: "/stocks/{id}",
+  operationId: "getStock",
+  // Public: anyone may read it, no token (an empty list overrides nothing, it states "none").
+  security: [],
   tags: ["stocks"],
   summary: "Strong read of a stock's counters and status, from Redis",
   request: { params: stockIdParam },
@@ -50,6 +55,7 @@ const getStock = createRoute({
 const allocateRoute = (fastPath: MiddlewareHandler<AppEnv>) => createRoute({
   method: "post",
   path: "/stocks/{id}/allocate",
+  operationId: "allocateStock",
   tags: ["allocations"],
   summary: "Hold units for the calling user; emits StockAllocated",
   description: "Answers 201 with the hold. A repeated Idempotency-Key answers the first response again (header Idempotent-Replayed: true); the same key with a different body is 422.",
@@ -58,7 +64,7 @@ const allocateRoute = (fastPath: MiddlewareHandler<AppEnv>) => createRoute({
   middleware: [userOnly, fastPath] as const,
   request: {
     params: stockIdParam,
-    headers: idempotencyHeader,
+    headers: idempotencyHeader.merge(admissionHeader),
     body: { required: false, content: { "application/json": { schema: allocateBody } } },
   },
   responses: {
@@ -70,7 +76,7 @@ const allocateRoute = (fastPath: MiddlewareHandler<AppEnv>) => createRoute({
     ...problems(
       400,
       [401, "`unauthorized`: no user token (checked before the body)"],
-      [403, "`forbidden`: the admin token (holds belong to users)"],
+      [403, "`forbidden`: the admin token (holds belong to users); `not_admitted`: a waiting-room stock without a valid Admission-Token"],
       [404, "`not_found`: no such stock"],
       [409, "`sold_out` (`available`), `limit_exceeded` (`remaining`), `not_started`, `ended`"],
       422,
@@ -90,6 +96,7 @@ export function stockRoutes(commands: StockCommands, metrics: ApiMetrics): OpenA
       ...body,
       startsAt: body.startsAt ? Date.parse(body.startsAt) : undefined,
       endsAt: body.endsAt ? Date.parse(body.endsAt) : undefined,
+      waitingRoom: body.waitingRoom ? { admissionTtlSeconds: body.waitingRoom.admissionTtlSeconds } : undefined,
       traceparent: c.get("trace").traceparent,
     });
     c.get("log").info({ stockId: stock.id, total: stock.total }, "stock created");
@@ -110,6 +117,7 @@ export function stockRoutes(commands: StockCommands, metrics: ApiMetrics): OpenA
       stockId: c.req.valid("param").id,
       quantity,
       idempotencyKey: parseIdempotencyKey(c.req.valid("header")["idempotency-key"]),
+      admissionToken: c.req.valid("header")["admission-token"],
     });
     return c.json(allocation, 201);
   });

@@ -58,6 +58,7 @@ const admin = [
 const createWebhook = createRoute({
   method: "post",
   path: "/webhooks",
+  operationId: "createWebhook",
   tags: ["webhooks"],
   summary: "Add a webhook endpoint (admin): every later event of the chosen types is POSTed to it as a Standard Webhook",
   security: [{ bearer: [] }],
@@ -77,6 +78,7 @@ const createWebhook = createRoute({
 const listWebhooks = createRoute({
   method: "get",
   path: "/webhooks",
+  operationId: "listWebhooks",
   tags: ["webhooks"],
   summary: "List the webhook endpoints (admin), without their secrets",
   security: [{ bearer: [] }],
@@ -91,6 +93,7 @@ const listWebhooks = createRoute({
 const deleteWebhook = createRoute({
   method: "delete",
   path: "/webhooks/{id}",
+  operationId: "deleteWebhook",
   tags: ["webhooks"],
   summary: "Remove a webhook endpoint (admin): nothing more is sent to it; its delivery log stays",
   security: [{ bearer: [] }],

@@ -36,7 +36,7 @@ export const stockSalesShape = {
   timeToUnavailableSeconds: z.number().nullable(),
   timeToSellOutSeconds: z.number().nullable(),
 };
-export type StockSales = z.infer<z.ZodObject<typeof stockSalesShape>>;
+type StockSales = z.infer<z.ZodObject<typeof stockSalesShape>>;
 
 export const minutePointShape = {
   minute: z.string(),
@@ -52,7 +52,7 @@ export const minutePointShape = {
   unitsVoided: int(),
   revenue: z.record(z.string(), int()).describe("per currency, minor units (different currencies are never added up)"),
 };
-export type MinutePoint = z.infer<z.ZodObject<typeof minutePointShape>>;
+type MinutePoint = z.infer<z.ZodObject<typeof minutePointShape>>;
 
 export interface SalesReport {
   generatedAt: string;

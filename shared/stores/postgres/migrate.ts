@@ -15,7 +15,7 @@ import { join } from "node:path";
 import type postgres from "postgres";
 
 /** Arbitrary, fixed key of the advisory lock every migrator takes ("flashmig" in ASCII). */
-export const MIGRATION_LOCK_KEY = 0x666c6173686d6967n;
+const MIGRATION_LOCK_KEY = 0x666c6173686d6967n;
 
 const FILE_PATTERN = /^(\d+)_([A-Za-z0-9_.-]+)\.sql$/;
 

@@ -23,7 +23,7 @@ export const orderViewShape = {
   releasedAt: z.string().nullable().describe("when the hold ended unbought: expired, cancelled, or voided by a repair"),
   updatedAt: z.string(),
 };
-export type OrderView = z.infer<z.ZodObject<typeof orderViewShape>>;
+type OrderView = z.infer<z.ZodObject<typeof orderViewShape>>;
 
 export interface OrderPage {
   items: OrderView[];

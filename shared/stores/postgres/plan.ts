@@ -17,7 +17,7 @@
 import type { EventOf, StockEvent } from "../../domain/events.ts";
 import type { AllocationStatus } from "../../domain/views.ts";
 
-export interface StockRow {
+interface StockRow {
   stock_id: string;
   /** Static fields: only when the batch holds the StockCreated. */
   name: string | null;
@@ -61,7 +61,7 @@ export interface OrderRow {
   updated_at: string;
 }
 
-export interface MinuteRow {
+interface MinuteRow {
   stock_id: string;
   minute: string;
   holds_placed: number;

@@ -55,7 +55,7 @@ const MISSING_STATIC: StaticFields = {
   complete: false,
 };
 
-export function staticFieldsOf(created: EventOf<"StockCreated">): StaticFields {
+function staticFieldsOf(created: EventOf<"StockCreated">): StaticFields {
   const p = created.payload;
   return {
     name: p.name,

@@ -59,7 +59,7 @@ export interface StockDocument {
  * refreshes right after its writes (refresher.ts); the interval is then the backstop for other
  * writers. Overridden by ELASTICSEARCH_REFRESH_INTERVAL.
  */
-export const REFRESH_INTERVAL = "250ms";
+const REFRESH_INTERVAL = "250ms";
 
 export const STOCK_INDEX_BODY = {
   settings: {
@@ -93,7 +93,7 @@ export const STOCK_INDEX_BODY = {
   },
 };
 
-export const indexNameFor = (alias: string, generation: number) => `${alias}-v${generation}`;
+const indexNameFor = (alias: string, generation: number) => `${alias}-v${generation}`;
 
 const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 

@@ -31,7 +31,7 @@ export const stockSearchHitShape = {
   projectedAt: z.string().describe("occurredAt of the newest event projected: how fresh these counters are"),
   score: z.number().nullable(),
 };
-export type StockSearchHit = z.infer<z.ZodObject<typeof stockSearchHitShape>>;
+type StockSearchHit = z.infer<z.ZodObject<typeof stockSearchHitShape>>;
 
 export interface StockSearchPage {
   items: StockSearchHit[];

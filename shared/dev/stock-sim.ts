@@ -3,9 +3,9 @@
  * versions +1 per stock from 1, counters after each event, allocation ids with a shard prefix.
  * Tests and the projector benchmark produce these straight to Kafka, without Redis or the relay.
  */
-import type { EventOf, StockEvent } from "../../shared/domain/events.ts";
-import type { StockCounters } from "../../shared/verify/convergence.ts";
-import type { AllocationStatus } from "../../shared/domain/views.ts";
+import type { EventOf, StockEvent } from "../domain/events.ts";
+import type { StockCounters } from "../verify/convergence.ts";
+import type { AllocationStatus } from "../domain/views.ts";
 
 export interface SimStock {
   id: string;

@@ -5,9 +5,9 @@
  * no version of a stock may arrive while an earlier one has not been acknowledged (2xx).
  */
 import { Webhook } from "standardwebhooks";
-import type { StockEvent } from "../../shared/domain/events.ts";
+import type { StockEvent } from "../domain/events.ts";
 
-export interface ReceivedRequest {
+interface ReceivedRequest {
   webhookId: string;
   event: StockEvent;
   /** What the receiver answered. */
