@@ -76,7 +76,7 @@ const flag = (fallback: "true" | "false") =>
     .transform((v) => v === "true" || v === "1");
 
 /** A WEBHOOK_SECRETS_KEY: the base64 of 32 random bytes (`openssl rand -base64 32`), an AES-256-GCM key. */
-export const secretsKey = z
+const secretsKey = z
   .string()
   .trim()
   .refine((k) => /^[A-Za-z0-9+/]{43}=$/.test(k) && Buffer.from(k, "base64").length === 32, "must be the base64 of 32 bytes (openssl rand -base64 32)");

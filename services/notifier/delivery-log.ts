@@ -11,7 +11,7 @@ import type { SinkResult } from "../../shared/projection/batch.ts";
  * the event envelope as `data`. A receiver built on the spec's tooling dispatches on `type` (our
  * eventType) and reads `timestamp` (when the event occurred, ISO 8601). Stored as sent (and signed).
  */
-export function webhookPayload(event: StockEvent): string {
+function webhookPayload(event: StockEvent): string {
   return JSON.stringify({ type: event.eventType, timestamp: event.occurredAt, data: event });
 }
 

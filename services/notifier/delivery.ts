@@ -52,7 +52,7 @@ export interface Delivery {
 const sameEndpoint = (a: Endpoint, b: Endpoint) =>
   a.url === b.url && a.secret === b.secret && JSON.stringify(a.eventTypes) === JSON.stringify(b.eventTypes);
 
-export const DEFAULT_LEASE_WINDOW: LeaseWindow = { minMs: 5_000, maxMs: 60_000 };
+const DEFAULT_LEASE_WINDOW: LeaseWindow = { minMs: 5_000, maxMs: 60_000 };
 
 export function createDelivery(options: DeliveryOptions): Delivery {
   const { sql, logger, metrics } = options;

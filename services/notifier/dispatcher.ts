@@ -39,8 +39,8 @@ import { sendWebhook, signedTarget, type SendOptions } from "./sender.ts";
  * most (plus what the consumer appends to stocks held in full, capped at MAX_HELD), a few MB; 1,024
  * stocks keep 256 requests in flight (the largest WEBHOOK_CONCURRENCY) with room for retries.
  */
-export const MAX_STOCKS_HELD = 1_024;
-export const PER_STOCK = 8;
+const MAX_STOCKS_HELD = 1_024;
+const PER_STOCK = 8;
 const MAX_HELD = MAX_STOCKS_HELD * PER_STOCK;
 /** Stocks per refill statement. */
 const REFILL_CHUNK = 256;

@@ -22,7 +22,7 @@ import postgres from "postgres";
 import type { Logger } from "../../shared/logger.ts";
 
 /** Fixed key of the delivery lease ("flashntf" in ASCII). */
-export const DELIVERY_LEASE_KEY = 0x666c6173686e7466n;
+const DELIVERY_LEASE_KEY = 0x666c6173686e7466n;
 /** W = K × p99 renewal time, within [min, max]. */
 export const LEASE_K = 4;
 const SAMPLES = 200;

@@ -48,7 +48,7 @@ function refusedV4(ip: string): string | null {
 }
 
 /** An IPv6 address as a 128-bit number (handles "::" and a trailing dotted IPv4; zone ids are cut). */
-export function v6ToBigInt(ip: string): bigint {
+function v6ToBigInt(ip: string): bigint {
   let text = ip.replace(/%.*$/, "").toLowerCase();
   const dotted = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
   if (dotted) {
@@ -77,7 +77,7 @@ function refusedV6(ip: string): string | null {
 const intToV4 = (n: number): string => [24, 16, 8, 0].map((s) => (n >>> s) & 255).join(".");
 
 /** Why this literal address is refused, or null when a webhook may go there. */
-export function refusedAddress(ip: string): string | null {
+function refusedAddress(ip: string): string | null {
   const bare = ip.replace(/^\[|\]$/g, "");
   const family = isIP(bare.replace(/%.*$/, ""));
   if (family === 4) return refusedV4(bare);
@@ -88,7 +88,7 @@ export function refusedAddress(ip: string): string | null {
 /** Host name → its addresses (A and AAAA). Injected in tests; the system resolver otherwise. */
 export type Resolver = (host: string) => Promise<string[]>;
 
-export const systemResolver: Resolver = async (host) => (await lookup(host, { all: true, verbatim: true })).map((a) => a.address);
+const systemResolver: Resolver = async (host) => (await lookup(host, { all: true, verbatim: true })).map((a) => a.address);
 
 export type UrlCheck =
   | { ok: true; address: string }

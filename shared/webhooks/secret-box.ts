@@ -26,9 +26,9 @@ export interface SecretBox {
 }
 
 /** What goes into the row: either the ciphertext and its key id, or (no key configured) the secret as is. */
-export type Sealed = { ciphertext: string; keyId: string; plain: null } | { ciphertext: null; keyId: null; plain: string };
+type Sealed = { ciphertext: string; keyId: string; plain: null } | { ciphertext: null; keyId: null; plain: string };
 
-export class SecretKeyUnknown extends Error {
+class SecretKeyUnknown extends Error {
   constructor(readonly keyId: string) {
     super(`webhook secret encrypted under key ${keyId}, which is neither WEBHOOK_SECRETS_KEY nor in WEBHOOK_SECRETS_OLD_KEYS`);
     this.name = "SecretKeyUnknown";
