@@ -89,7 +89,9 @@ export function createExpirer(options: ExpirerOptions): Expirer {
   let running = false;
   let stopRequested = false;
   let loop: Promise<void> | null = null;
-  let lastTickOk = true;
+  // Not ready until a pass has reached Redis (it may not be up yet at start).
+  let lastTickOk = false;
+  let failing = false;
 
   /**
    * Releases up to one batch of due holds of a shard; returns [released, holds looked at, due entries
@@ -154,11 +156,13 @@ export function createExpirer(options: ExpirerOptions): Expirer {
       const started = Date.now();
       try {
         await tick();
-        if (!lastTickOk) logger.info("redis reachable again, expiring");
+        if (failing) logger.info("redis reachable again, expiring");
         lastTickOk = true;
+        failing = false;
       } catch (err) {
-        if (lastTickOk) logger.error({ err: (err as Error).message }, "expirer tick failed; retrying");
+        if (!failing) logger.error({ err: (err as Error).message }, "expirer tick failed; retrying every interval (waiting for redis)");
         lastTickOk = false;
+        failing = true;
       }
       await sleep(Math.max(0, intervalMs - (Date.now() - started)));
     }

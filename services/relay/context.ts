@@ -9,6 +9,7 @@ import type { RelayMetrics } from "./metrics.ts";
 export type RelaySettings = Pick<
   RelayConfig,
   | "KAFKA_TOPIC"
+  | "KAFKA_DLQ_TOPIC"
   | "KAFKA_PARTITIONS"
   | "RELAY_BATCH_SIZE"
   | "RELAY_LINGER_MS"

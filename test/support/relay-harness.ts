@@ -13,7 +13,8 @@ import pino from "pino";
 import { createLogger, type Logger } from "../../shared/logger.ts";
 import { createRedis, deleteKeysByPrefix, parseClusterNodes, type RedisClient } from "../../shared/redis/client.ts";
 import { createStockCommands, type StockCommands } from "../../shared/redis/commands.ts";
-import { createKafka, deleteTopics, ensureTopic } from "../../shared/kafka/client.ts";
+import { createKafka, deleteTopics } from "../../shared/kafka/client.ts";
+import { ensureTopics, stockEventTopics } from "../../shared/kafka/topics.ts";
 import { createRelay, type Relay, type RelaySettings } from "../../services/relay/relay.ts";
 import { RELAY_GROUP } from "../../services/relay/stream.ts";
 import { freePort, stackEnv, uniqueName } from "../../shared/dev/env.ts";
@@ -103,7 +104,7 @@ export function createHarness(label: string, options: HarnessOptions = {}): Harn
     async cleanup() {
       await Promise.all(relays.map((r) => r.stop().catch(() => {})));
       await deleteKeysByPrefix(redis, prefix);
-      await deleteTopics(kafka, [topic]);
+      await deleteTopics(kafka, [topic], { withDlq: true });
       redis.disconnect();
     },
   };
@@ -217,7 +218,7 @@ export class TopicReader {
   async start(): Promise<void> {
     const kafka = new Kafka({ clientId: "relay-test-reader", brokers: this.brokers.split(","), logLevel: logLevel.NOTHING });
     // The relay creates the topic too (same partitions); whoever comes first wins.
-    await ensureTopic(kafka, this.topic, PARTITIONS);
+    await ensureTopics(kafka, stockEventTopics(this.topic, PARTITIONS));
     this.consumer = kafka.consumer({ groupId: uniqueName("reader"), sessionTimeout: 30_000, retry: { retries: 100, maxRetryTime: 2_000 } });
     await this.consumer.connect();
     await this.consumer.subscribe({ topic: this.topic, fromBeginning: true });
