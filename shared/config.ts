@@ -151,6 +151,8 @@ export const apiSchema = z.object({
   RATE_LIMIT_ALLOCATE: rateLimitSpec("20/10s"),
   RATE_LIMIT_PURCHASE: rateLimitSpec("20/10s"),
   RATE_LIMIT_CANCEL: rateLimitSpec("20/10s"),
+  /** Waiting-room polls per user (GET /api/stocks/:id/queue/me): read only, so 10/s sustained, bursts of 100. */
+  RATE_LIMIT_QUEUE_POLL: rateLimitSpec("100/10s"),
   /**
    * Proxies whose X-Forwarded-For is believed (comma-separated IPs or IPv4 CIDRs, e.g.
    * `127.0.0.1,10.0.0.0/8`). The client IP is the right-most X-Forwarded-For entry that is not one
@@ -215,6 +217,13 @@ export const relaySchema = z.object({
     .enum(["true", "false", "1", "0"])
     .default("true")
     .transform((v) => v === "true" || v === "1"),
+  /**
+   * Tests only: the relay freezes itself (SIGSTOP to its own pid) once, just before that claim step,
+   * so a test can pass the shard's lease to another relay inside the window and then SIGCONT it
+   * (test/relay-claim-fencing.test.ts). `acquire-claim`: taking over what a shard's previous owner
+   * left pending; `pending-claim`: re-reading (and, with replicas, re-claiming) its own pending entries.
+   */
+  RELAY_TEST_FREEZE_BEFORE: z.enum(["acquire-claim", "pending-claim"]).optional(),
 });
 
 const projector = {

@@ -41,11 +41,13 @@ export async function benchRedisBenchmark(ctx: RedisBenchContext): Promise<void>
     // REQUEST_RECORD_TTL_SECONDS); __rand_int__ makes each call a new user, allocation, request and
     // event (redis-benchmark draws each occurrence separately; it is 12 digits, a UUID's last group).
     const requestKey = keys.allocationRequest("hot", "0190a6c2-1f00-4000-8000-000000000000").replace(/0{12}$/, "__rand_int__");
+    const room = keys.room("hot"); // KEYS 7-10: the waiting room's, untouched by a stock without one
     const args = [
-      "EVALSHA", sha, "6",
+      "EVALSHA", sha, "10",
       stock, keys.stockBuyers("hot"), `${prefix}:{0}:hold:s0-__rand_int__`, keys.holdsDue(0), requestKey, keys.outbox(0),
+      room.room, room.line, room.admitted, room.tickets,
       "hot", "u__rand_int__", "1", "s0-__rand_int__", "0190a6c2-1f00-7000-8000-__rand_int__", allocateFingerprint("u__rand_int__", "hot", 1),
-      String(REQUEST_RECORD_TTL_SECONDS), String(DEFAULT_OUTBOX_MAX_LENGTH), "",
+      String(REQUEST_RECORD_TTL_SECONDS), String(DEFAULT_OUTBOX_MAX_LENGTH), "", "",
     ];
     const url = new URL(REDIS_URL);
     const proc = Bun.spawn(

@@ -27,6 +27,9 @@ import { StreamSlots } from "./sse-limit.ts";
 import { createRouter } from "./router.ts";
 import { allocationRoutes } from "./routes/allocations.ts";
 import { stockRoutes } from "./routes/stocks.ts";
+import { queueRoutes } from "./routes/queue.ts";
+import { createRoomCommands } from "../../shared/redis/room.ts";
+import { registerRoomMetrics } from "./room-metrics.ts";
 
 export interface AppDeps {
   commands: StockCommands;
@@ -55,6 +58,8 @@ export interface AppDeps {
   notReadyReason?: () => string | null;
   /** SSE_MAX_CLIENTS for the public port's event streams (default 100). */
   sseMaxClients?: number;
+  /** The public port's stream slots, when the caller ends them on shutdown (main.ts); else the app's own. */
+  streams?: StreamSlots;
 }
 
 /** Errors of a client that cannot reach Redis: the request was fine, the store was not. */
@@ -93,7 +98,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
 
   // Request id, trace context, 431 for oversized headers (before anything reads them: auth, logging;
   // Bun's own limit sits above ours, see MAX_HEADER_BYTES) and access metrics, in one layer (front.ts).
-  const streams = new StreamSlots(deps.sseMaxClients ?? DEFAULT_SSE_MAX_CLIENTS);
+  const streams = deps.streams ?? new StreamSlots(deps.sseMaxClients ?? DEFAULT_SSE_MAX_CLIENTS);
   app.use(front({ logger: deps.logger, metrics, maxHeaderBytes: deps.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES, streams }));
 
   app.get("/healthz", (c) => c.json({ status: "ok" }));
@@ -147,12 +152,17 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     if (deps.rateLimits.allocate) app.use("/api/stocks/:id/allocate", userRateLimit("allocate", deps.rateLimits.allocate));
     if (deps.rateLimits.purchase) app.use("/api/allocations/:id/purchase", userRateLimit("purchase", deps.rateLimits.purchase));
     if (deps.rateLimits.cancel) app.use("/api/allocations/:id/cancel", userRateLimit("cancel", deps.rateLimits.cancel));
+    // Waiting-room polls have their own budget, sized for >= 5 polls/s per buyer (they only read).
+    if (deps.rateLimits.queuePoll) app.use("/api/stocks/:id/queue/me", userRateLimit("queue_poll", deps.rateLimits.queuePoll));
   }
 
   // Read routes first: /api/stocks/search must win over /api/stocks/{id}.
   if (deps.readRoutes) app.route("/api", deps.readRoutes);
   if (deps.webhookRoutes) app.route("/api", deps.webhookRoutes);
   app.route("/api", stockRoutes(deps.commands, metrics));
+  const rooms = createRoomCommands(deps.redis, deps.commands.keys);
+  registerRoomMetrics(deps.registry, rooms, deps.commands.keys);
+  app.route("/api", queueRoutes(rooms, metrics));
   app.route("/api", allocationRoutes(deps.commands));
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {

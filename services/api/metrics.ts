@@ -44,6 +44,8 @@ export interface ApiMetrics {
   allocations: prom.Counter<"outcome">;
   /** Increments of `allocations`, keyed by outcome. */
   allocationCounts: PendingCounts<"outcome">;
+  /** Waiting-room answers that said sold_out (joins refused, polls of waiting tickets). */
+  roomSoldOutAnswers: prom.Counter;
 }
 
 function pendingCounter<L extends string>(config: { name: string; help: string; labelNames: L[]; registers: Registry[] }): [prom.Counter<L>, PendingCounts<L>] {
@@ -78,5 +80,10 @@ export function createApiMetrics(registry: Registry): ApiMetrics {
     }),
     allocations,
     allocationCounts,
+    roomSoldOutAnswers: new prom.Counter({
+      name: "flashsale_room_sold_out_answers_total",
+      help: "Waiting-room answers that said sold_out (a join refused, or a poll of a ticket that can no longer be served)",
+      registers: [registry],
+    }),
   };
 }

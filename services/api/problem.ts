@@ -54,6 +54,9 @@ const TITLES: Record<ProblemCode, string> = {
   forbidden: "Forbidden",
   idempotency_key_reused: "Idempotency key reused with a different request",
   outbox_full: "Event outbox full",
+  not_admitted: "Not admitted",
+  no_waiting_room: "No waiting room",
+  draw_not_ready: "Draw not ready",
   invalid_request: "Invalid request",
   unauthorized: "Unauthorized",
   payload_too_large: "Payload too large",
@@ -123,6 +126,9 @@ const DOMAIN_STATUS: Record<DomainErrorCode, ContentfulStatusCode> = {
   idempotency_key_reused: 422,
   invalid_request: 400,
   outbox_full: 503,
+  not_admitted: 403,
+  no_waiting_room: 404,
+  draw_not_ready: 409,
 };
 
 /**

@@ -143,6 +143,8 @@ export interface RateLimits {
   allocate: RateLimitSpec;
   purchase: RateLimitSpec;
   cancel: RateLimitSpec;
+  /** Waiting-room polls (GET /api/stocks/:id/queue/me), per user; off when absent. */
+  queuePoll?: RateLimitSpec;
   trustedProxies: string[];
 }
 

@@ -1,5 +1,6 @@
 /** Request and response schemas of the write-side endpoints: validation and OpenAPI from one source. */
 import { z } from "@hono/zod-openapi";
+import { DEFAULT_ADMISSION_TTL_SECONDS, MAX_ADMISSION_TTL_SECONDS, MIN_ADMISSION_TTL_SECONDS } from "../../shared/domain/room.ts";
 import { DEFAULT_HOLD_SECONDS, MAX_HOLD_SECONDS, MAX_PRICE, MAX_QUANTITY_PER_REQUEST, OUTBOX_FULL_RETRY_AFTER_SECONDS } from "../../shared/domain/policy.ts";
 import { ALLOCATION_STATUSES, allocationViewShape, stockViewShape } from "../../shared/domain/views.ts";
 import { IDEMPOTENCY_KEY_HEADER_PATTERN, RESERVED_STOCK_IDS, STOCK_ID_PATTERN, storableText } from "../../shared/domain/validation.ts";
@@ -30,6 +31,20 @@ export const allocationIdParam = z.object({
   id: z.string().min(1).max(64).openapi({ param: { name: "id", in: "path" }, example: "s2-01a2007c-efdd-7485-b66a-9911269a1a0c" }),
 });
 
+export const waitingRoomBody = z
+  .object({
+    enabled: z.literal(true),
+    admissionTtlSeconds: z
+      .number()
+      .int()
+      .min(MIN_ADMISSION_TTL_SECONDS)
+      .max(MAX_ADMISSION_TTL_SECONDS)
+      .default(DEFAULT_ADMISSION_TTL_SECONDS)
+      .openapi({ description: `seconds an admitted buyer has to allocate (default ${DEFAULT_ADMISSION_TTL_SECONDS})` }),
+  })
+  .strict()
+  .openapi("WaitingRoom", { description: "buyers queue and allocate only with an admission (docs/waiting-room.md)" });
+
 export const createStockBody = z
   .object({
     id: z
@@ -51,6 +66,7 @@ export const createStockBody = z
     holdSeconds: z.number().int().min(1).max(MAX_HOLD_SECONDS).optional().openapi({ description: `default ${DEFAULT_HOLD_SECONDS}` }),
     startsAt: isoInstant.optional(),
     endsAt: isoInstant.optional(),
+    waitingRoom: waitingRoomBody.optional(),
   })
   .strict()
   .refine((b) => !b.startsAt || !b.endsAt || Date.parse(b.endsAt) > Date.parse(b.startsAt), {
@@ -82,6 +98,14 @@ export const idempotencyHeader = z.object({
         'sent as a structured-field string (`"key"`) or bare (`key`); both spell the same key. Remembered for 24 h per user and stock.',
       example: '"8e03978e-40d5-43e8"',
     }),
+});
+
+export const admissionHeader = z.object({
+  "admission-token": z
+    .string()
+    .max(256)
+    .optional()
+    .openapi({ description: "required on a stock with a waiting room: the `admissionToken` of your admitted ticket (GET /api/stocks/{id}/queue/me); single use" }),
 });
 
 /** The draft sends the key as a structured-field string ("..."); bare tokens are the same key. Input already matched the header pattern. */

@@ -3,6 +3,9 @@
  * shard's due set, then run the expire script for each, pipelined. The script re-checks status
  * and expiry atomically, so several expirers may run at once: a hold is released exactly once,
  * and the others see `not_active`.
+ * Then it sweeps the shard's waiting rooms (docs/waiting-room.md): admissions unused for their TTL
+ * end and admit the next tickets, and a pre-queue is drawn once its start has passed (room_sweep.lua,
+ * room_draw.lua; both idempotent, so several expirers may sweep at once too).
  */
 import type { RedisClient } from "../../shared/redis/client.ts";
 import type { Registry } from "prom-client";
@@ -14,6 +17,7 @@ import { IDEMPOTENCY_TTL_SECONDS } from "../../shared/domain/policy.ts";
 import { expireCall } from "../../shared/redis/commands.ts";
 import { prepareScripts, queueScript, runScript } from "../../shared/redis/scripts.ts";
 import { continueTrace } from "../../shared/trace.ts";
+import { createRoomCommands } from "../../shared/redis/room.ts";
 
 export interface ExpirerOptions {
   redis: RedisClient;
@@ -59,10 +63,35 @@ export function createExpirer(options: ExpirerOptions): Expirer {
     },
   });
 
+  const rooms = createRoomCommands(redis, keys);
+  const roomAdmissionsExpired = new prom.Counter({
+    name: "flashsale_room_admissions_expired_total",
+    help: "Waiting-room admissions that ran out unused (their units went to the next tickets)",
+    registers: [options.registry],
+  });
+
+  /** One sweep of every room of a shard; a room that fails is logged and the others still swept. */
+  async function sweepRooms(shard: number): Promise<void> {
+    const ids = await rooms.roomsOf(shard);
+    await Promise.all(
+      ids.map(async (stockId) => {
+        try {
+          const { outcome, expired: ended } = await rooms.sweep(stockId, batchSize);
+          if (ended > 0) roomAdmissionsExpired.inc(ended);
+          if (outcome === "finished" || outcome === "gone") logger.info({ stockId, outcome }, "waiting room no longer swept");
+        } catch (err) {
+          logger.error({ err: (err as Error).message, stockId }, "waiting-room sweep failed");
+        }
+      }),
+    );
+  }
+
   let running = false;
   let stopRequested = false;
   let loop: Promise<void> | null = null;
-  let lastTickOk = true;
+  // Not ready until a pass has reached Redis (it may not be up yet at start).
+  let lastTickOk = false;
+  let failing = false;
 
   /**
    * Releases up to one batch of due holds of a shard; returns [released, holds looked at, due entries
@@ -112,6 +141,7 @@ export function createExpirer(options: ExpirerOptions): Expirer {
         // A full batch that settled nothing (holds not due yet, or refused) would come back the same: stop.
         if (seen < batchSize || settled === 0 || stopRequested) break;
       }
+      await sweepRooms(shard);
     }
     end();
     if (total > 0) {
@@ -126,11 +156,13 @@ export function createExpirer(options: ExpirerOptions): Expirer {
       const started = Date.now();
       try {
         await tick();
-        if (!lastTickOk) logger.info("redis reachable again, expiring");
+        if (failing) logger.info("redis reachable again, expiring");
         lastTickOk = true;
+        failing = false;
       } catch (err) {
-        if (lastTickOk) logger.error({ err: (err as Error).message }, "expirer tick failed; retrying");
+        if (!failing) logger.error({ err: (err as Error).message }, "expirer tick failed; retrying every interval (waiting for redis)");
         lastTickOk = false;
+        failing = true;
       }
       await sleep(Math.max(0, intervalMs - (Date.now() - started)));
     }

@@ -33,7 +33,7 @@ const admin = startAdminServer({
   port: config.ADMIN_PORT,
   hostname: config.ADMIN_HOST,
   registry,
-  notReadyReason: () => (stopping ? "shutting down" : expirer.isHealthy() ? null : "redis unreachable"),
+  notReadyReason: () => (stopping ? "shutting down" : expirer.isHealthy() ? null : "waiting for redis (no expiry pass has reached it yet, or the last one failed)"),
 });
 expirer.start();
 logger.info({ adminPort: admin.port, intervalMs: config.EXPIRER_INTERVAL_MS, shards: config.OUTBOX_SHARDS }, "expirer started");

@@ -19,6 +19,12 @@ const DOMAIN_ERROR_CODES = [
   "invalid_request",
   /** The shard's outbox is at OUTBOX_MAX_LENGTH: the relay is behind; nothing was written. */
   "outbox_full",
+  /** A waiting-room stock without a valid admission: no Admission-Token, or one invalid, expired, used, or not this user's or stock's. */
+  "not_admitted",
+  /** The stock has no waiting room (the queue routes). */
+  "no_waiting_room",
+  /** GET /queue/draw before the start (the seed is still secret). */
+  "draw_not_ready",
 ] as const;
 export type DomainErrorCode = (typeof DOMAIN_ERROR_CODES)[number];
 

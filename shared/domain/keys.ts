@@ -59,9 +59,28 @@ export interface KeyLayout {
   relayMembers(): string;
   /** The lease that makes one relay at a time the reader of a shard's outbox (keeps stocks in order). */
   relayLease(shard: number): string;
+  /**
+   * A stock's waiting room (docs/waiting-room.md), all in the stock's slot: the room hash (TTL, seed,
+   * commitment, counters), the pre-queue (joined before startsAt, drawn at the start), the line (after
+   * the draw, in admission order), the admitted tickets (scored by admission expiry), the tickets
+   * (id → record), the users (user id → ticket id) and the published draw (a list, in drawn order).
+   */
+  room(stockId: string): RoomKeys;
+  /** The shard's set of stock ids with a waiting room still to sweep (the expirer's TTL and draw tick). */
+  rooms(shard: number): string;
   newAllocationId(stockId: string): string;
   /** The shard an allocation id belongs to, or null when the id is malformed or out of range. */
   shardOfAllocation(allocationId: string): number | null;
+}
+
+export interface RoomKeys {
+  readonly room: string;
+  readonly pre: string;
+  readonly line: string;
+  readonly admitted: string;
+  readonly tickets: string;
+  readonly users: string;
+  readonly draw: string;
 }
 
 export function createKeyLayout(prefix: string, shards: number): KeyLayout {
@@ -91,6 +110,11 @@ export function createKeyLayout(prefix: string, shards: number): KeyLayout {
     outboxDeadLetter: (shard) => `${tag(shard)}:outbox:dead`,
     relayMembers: () => `${prefix}:relay:members`,
     relayLease: (shard) => `${tag(shard)}:outbox:relay-lease`,
+    room: (stockId) => {
+      const base = `${stockTag(stockId)}:room:${stockId}`;
+      return { room: base, pre: `${base}:pre`, line: `${base}:line`, admitted: `${base}:admitted`, tickets: `${base}:tickets`, users: `${base}:users`, draw: `${base}:draw` };
+    },
+    rooms: (shard) => `${tag(shard)}:rooms`,
     newAllocationId: (stockId) => `s${shardOf(stockId)}-${Bun.randomUUIDv7()}`,
     shardOfAllocation: (allocationId) => parseShard(allocationId, shards),
   };

@@ -38,6 +38,8 @@ export const stockViewShape = {
   endsAt: z.string().nullable(),
   status: z.enum(STOCK_STATUSES),
   version: int(),
+  /** Present when the stock sells through a waiting room (docs/waiting-room.md). */
+  waitingRoom: z.object({ enabled: z.literal(true), admissionTtlSeconds: int() }).optional(),
 };
 export type StockView = z.infer<z.ZodObject<typeof stockViewShape>>;
 
@@ -82,6 +84,7 @@ export function stockViewFromHash(id: string, hash: Record<string, string>, nowM
     endsAt: endsAtMs === null ? null : new Date(endsAtMs).toISOString(),
     status: stockStatus({ available, startsAtMs, endsAtMs }, nowMs),
     version: num("version"),
+    ...(hash.roomTtl === undefined ? {} : { waitingRoom: { enabled: true as const, admissionTtlSeconds: num("roomTtl") } }),
   };
 }
 

@@ -31,6 +31,8 @@ export interface CreateStockInput {
   startsAt?: number;
   /** Epoch ms; default never. */
   endsAt?: number;
+  /** A waiting room (docs/waiting-room.md): admission TTL seconds; absent for none. */
+  waitingRoom?: { admissionTtlSeconds: number };
   traceparent?: string;
 }
 
@@ -39,6 +41,8 @@ export interface AllocateInput {
   userId: string;
   quantity: number;
   idempotencyKey?: string;
+  /** The Admission-Token header: required (and checked by allocate.lua) on a waiting-room stock. */
+  admissionToken?: string;
   /** W3C traceparent of the request, stored with the event in the outbox (ignored when malformed). */
   traceparent?: string;
 }
@@ -81,6 +85,20 @@ export interface IdempotencyRecord {
   response: string;
 }
 
+const NOT_ADMITTED_REASONS: Record<string, string> = {
+  missing: "no Admission-Token, or a malformed one",
+  unknown: "no such admission for this user and stock",
+  waiting: "the ticket is still waiting",
+  expired: "the admission expired",
+  done: "the admission was already used",
+};
+
+/** A waiting room's 32-byte secret seed and its public commitment hex(sha256(seed bytes)) (docs/waiting-room.md). */
+export function newRoomSeed(): { seed: string; commitment: string } {
+  const bytes = crypto.getRandomValues(new Uint8Array(32));
+  return { seed: Buffer.from(bytes).toString("hex"), commitment: new Bun.CryptoHasher("sha256").update(bytes).digest("hex") };
+}
+
 function fail(reply: ScriptReply, context: Record<string, unknown>): never {
   const [code, detail, extra] = reply;
   switch (code) {
@@ -109,6 +127,8 @@ function fail(reply: ScriptReply, context: Record<string, unknown>): never {
     case "stock_missing":
       // The hold outlived its stock (deleted by hand): nothing is changed, and no counter hash re-created.
       throw new DomainError("not_found", "the stock of this allocation no longer exists", context);
+    case "not_admitted":
+      throw new DomainError("not_admitted", `this stock has a waiting room: allocate with the Admission-Token of your admitted ticket (${NOT_ADMITTED_REASONS[String(detail)] ?? "not admitted"})`, context);
     case "outbox_full":
       throw new DomainError("outbox_full", "the event pipeline is behind (outbox full); nothing was changed, retry shortly", context);
     default:
@@ -128,9 +148,15 @@ export interface ScriptCall {
 export function expireCall(keys: KeyLayout, allocationId: string, stockId: string, retainSeconds: number, traceparent?: string): ScriptCall {
   const shard = keys.shardOf(stockId);
   return {
-    keys: [keys.hold(allocationId), keys.stock(stockId), keys.stockBuyers(stockId), keys.holdsDue(shard), keys.outbox(shard), keys.released(shard)],
+    keys: [keys.hold(allocationId), keys.stock(stockId), keys.stockBuyers(stockId), keys.holdsDue(shard), keys.outbox(shard), keys.released(shard), ...roomReleaseKeys(keys, stockId)],
     args: [allocationId, newEventId(), retainSeconds, traceArg(traceparent)],
   };
+}
+
+/** KEYS 7-10 of allocate, cancel and expire: the stock's waiting room (untouched when it has none). */
+function roomReleaseKeys(keys: KeyLayout, stockId: string): string[] {
+  const room = keys.room(stockId);
+  return [room.room, room.line, room.admitted, room.tickets];
 }
 
 export function createStockCommands(redis: RedisClient, keys: KeyLayout, options: CommandOptions = {}): StockCommands {
@@ -158,7 +184,8 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
     if (stockId === null) throw new DomainError("not_found", "no such allocation", { allocationId: input.allocationId });
     const k = shardKeys(stockId);
     const hold = keys.hold(input.allocationId);
-    const scriptKeys = script === "fsPurchase" ? [hold, k.stock, k.due, k.outbox] : [hold, k.stock, k.buyers, k.due, k.outbox, k.released];
+    const scriptKeys =
+      script === "fsPurchase" ? [hold, k.stock, k.due, k.outbox] : [hold, k.stock, k.buyers, k.due, k.outbox, k.released, ...roomReleaseKeys(keys, stockId)];
     const reply = await runScript(redis, script, scriptKeys, [input.allocationId, input.userId, newEventId(), retainSeconds, traceArg(input.traceparent)]);
     if (reply[0] === "ok" || reply[0] === "unchanged") return JSON.parse(String(reply[1])) as AllocationView;
     return fail(reply, { allocationId: input.allocationId });
@@ -170,7 +197,9 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
     async createStock(input) {
       const stockId = input.id ?? Bun.randomUUIDv7();
       const k = shardKeys(stockId);
-      const reply = await runScript(redis, "fsCreateStock", [k.stock, k.outbox, keys.stockIdsTaken(keys.shardOf(stockId))], [
+      const room = input.waitingRoom ? newRoomSeed() : null;
+      const roomKeys = [keys.room(stockId).room, keys.rooms(keys.shardOf(stockId))];
+      const reply = await runScript(redis, "fsCreateStock", [k.stock, k.outbox, keys.stockIdsTaken(keys.shardOf(stockId)), ...roomKeys], [
         stockId,
         newEventId(),
         input.name,
@@ -185,6 +214,9 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
         outboxMaxLength,
         retainSeconds,
         traceArg(input.traceparent),
+        input.waitingRoom?.admissionTtlSeconds ?? "",
+        room?.seed ?? "",
+        room?.commitment ?? "",
       ]);
       if (reply[0] === "invalid") {
         // The caller's own input, which only the script can judge in full: an endsAt without startsAt
@@ -219,8 +251,10 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
         key === undefined ? REQUEST_RECORD_TTL_SECONDS : IDEMPOTENCY_TTL_SECONDS,
         outboxMaxLength,
         traceArg(input.traceparent),
+        input.admissionToken ?? "",
       ];
-      const reply = await retryLostReply(() => runScript(redis, "fsAllocate", [k.stock, k.buyers, keys.hold(allocationId), k.due, recordKey, k.outbox], args));
+      const scriptKeys = [k.stock, k.buyers, keys.hold(allocationId), k.due, recordKey, k.outbox, ...roomReleaseKeys(keys, input.stockId)];
+      const reply = await retryLostReply(() => runScript(redis, "fsAllocate", scriptKeys, args));
       if (reply[0] === "ok" || reply[0] === "replay") {
         // A replay of our own request id is our retry finding its first run: a new hold to the caller.
         return { allocation: JSON.parse(String(reply[1])) as AllocationView, replayed: reply[0] === "replay" && key !== undefined };

@@ -19,15 +19,29 @@ import relayLeaseAcquireLua from "./scripts/relay_lease_acquire.lua" with { type
 import relayLeaseReleaseLua from "./scripts/relay_lease_release.lua" with { type: "text" };
 import relayLeaseRenewLua from "./scripts/relay_lease_renew.lua" with { type: "text" };
 import relayEnsureGroupLua from "./scripts/relay_ensure_group.lua" with { type: "text" };
+import relayClaimLua from "./scripts/relay_claim.lua" with { type: "text" };
 import relayReadLua from "./scripts/relay_read.lua" with { type: "text" };
+import relayReadPendingLua from "./scripts/relay_read_pending.lua" with { type: "text" };
 import snapshotLua from "./scripts/snapshot.lua" with { type: "text" };
+import roomLua from "./scripts/_room.lua" with { type: "text" };
+import roomDrawLua from "./scripts/room_draw.lua" with { type: "text" };
+import roomJoinLua from "./scripts/room_join.lua" with { type: "text" };
+import roomStatusLua from "./scripts/room_status.lua" with { type: "text" };
+import roomSummaryLua from "./scripts/room_summary.lua" with { type: "text" };
+import roomSweepLua from "./scripts/room_sweep.lua" with { type: "text" };
 
+/** `room: true`: the waiting-room helpers (_room.lua) are prepended too, after _lib.lua. */
 const SCRIPTS = {
-  fsCreateStock: { source: createStockLua, keys: 3 },
-  fsAllocate: { source: allocateLua, keys: 6 },
+  fsCreateStock: { source: createStockLua, keys: 5 },
+  fsAllocate: { source: allocateLua, keys: 10, room: true },
   fsPurchase: { source: purchaseLua, keys: 4 },
-  fsCancel: { source: cancelLua, keys: 6 },
-  fsExpire: { source: expireLua, keys: 6 },
+  fsCancel: { source: cancelLua, keys: 10, room: true },
+  fsExpire: { source: expireLua, keys: 10, room: true },
+  fsRoomJoin: { source: roomJoinLua, keys: 7, room: true },
+  fsRoomStatus: { source: roomStatusLua, keys: 6, room: true },
+  fsRoomSummary: { source: roomSummaryLua, keys: 5, room: true },
+  fsRoomDraw: { source: roomDrawLua, keys: 7, room: true },
+  fsRoomSweep: { source: roomSweepLua, keys: 9, room: true },
   fsDueHolds: { source: dueHoldsLua, keys: 1 },
   fsRelayHeartbeat: { source: relayHeartbeatLua, keys: 1 },
   fsRelayLeaseAcquire: { source: relayLeaseAcquireLua, keys: 1 },
@@ -35,9 +49,11 @@ const SCRIPTS = {
   fsRelayLeaseRelease: { source: relayLeaseReleaseLua, keys: 1 },
   fsRelayDeleteIdleConsumers: { source: relayDeleteIdleConsumersLua, keys: 1 },
   fsRelayRead: { source: relayReadLua, keys: 2 },
+  fsRelayReadPending: { source: relayReadPendingLua, keys: 2 },
+  fsRelayClaim: { source: relayClaimLua, keys: 2 },
   fsRelayEnsureGroup: { source: relayEnsureGroupLua, keys: 1 },
   fsSnapshot: { source: snapshotLua, keys: 3 },
-} as const;
+} satisfies Record<string, { source: string; keys: number; room?: boolean }>;
 
 export type ScriptName = keyof typeof SCRIPTS;
 export type ScriptReply = [string, ...unknown[]];
@@ -45,7 +61,8 @@ export type ScriptArg = string | number;
 
 /** The full source Redis runs: the shared helpers followed by the script itself. */
 export function scriptSource(name: ScriptName): string {
-  return `${libLua}\n${SCRIPTS[name].source}`;
+  const script = SCRIPTS[name] as { source: string; room?: boolean };
+  return script.room ? `${libLua}\n${roomLua}\n${script.source}` : `${libLua}\n${script.source}`;
 }
 
 const defined = new WeakSet<RedisClient>();

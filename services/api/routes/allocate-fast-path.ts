@@ -16,7 +16,7 @@ import { requireUser } from "../auth.ts";
 import type { AppEnv } from "../env.ts";
 import type { ApiMetrics } from "../metrics.ts";
 import { problemFromDomain, problemResponse } from "../problem.ts";
-import { allocateBody, stockIdParam } from "../schemas.ts";
+import { admissionHeader, allocateBody, stockIdParam } from "../schemas.ts";
 import { refusalCacheOf } from "../sold-out-cache.ts";
 
 const JSON_TYPE = /^application\/json\s*(;|$)/i;
@@ -26,12 +26,12 @@ export async function allocateFor(
   c: Context<AppEnv>,
   commands: StockCommands,
   metrics: ApiMetrics,
-  input: { stockId: string; quantity: number; idempotencyKey: string | undefined },
+  input: { stockId: string; quantity: number; idempotencyKey: string | undefined; admissionToken: string | undefined },
 ): Promise<AllocationView> {
   const userId = requireUser(c);
-  const { stockId, quantity, idempotencyKey } = input;
+  const { stockId, quantity, idempotencyKey, admissionToken } = input;
   try {
-    const { allocation, replayed } = await commands.allocate({ stockId, userId, quantity, idempotencyKey, traceparent: c.get("trace").traceparent });
+    const { allocation, replayed } = await commands.allocate({ stockId, userId, quantity, idempotencyKey, admissionToken, traceparent: c.get("trace").traceparent });
     const outcome = replayed ? "replayed" : "held";
     metrics.allocationCounts.inc(outcome, () => ({ outcome }));
     if (replayed) c.header("Idempotent-Replayed", "true");
@@ -48,6 +48,8 @@ export function allocateFastPath(commands: StockCommands, metrics: ApiMetrics): 
   const cache = refusalCacheOf.get(commands);
   return async (c, next) => {
     if (c.req.header("idempotency-key") !== undefined) return next();
+    const admissionToken = c.req.header("admission-token");
+    if (admissionToken !== undefined && !admissionHeader.safeParse({ "admission-token": admissionToken }).success) return next();
     const id = c.req.param("id") ?? "";
     // Ids in the cache were validated by the route before, so a raw id found there is a valid one.
     const error = cache?.peek(id) ?? null;
@@ -66,7 +68,7 @@ export function allocateFastPath(commands: StockCommands, metrics: ApiMetrics): 
       if (!parsed.success) return next();
       quantity = parsed.data.quantity;
     }
-    if (error === null) return c.json(await allocateFor(c, commands, metrics, { stockId: id, quantity, idempotencyKey: undefined }), 201);
+    if (error === null) return c.json(await allocateFor(c, commands, metrics, { stockId: id, quantity, idempotencyKey: undefined, admissionToken }), 201);
     metrics.allocationCounts.inc(error.code, () => ({ outcome: error.code }));
     cache?.count(error.code);
     return problemResponse(c, problemFromDomain(error));

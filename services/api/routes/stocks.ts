@@ -6,6 +6,7 @@ import { adminOnly, requireAdmin, requireUser, userOnly } from "../auth.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiProblem } from "../problem.ts";
 import {
+  admissionHeader,
   allocateBody,
   allocationView,
   createStockBody,
@@ -63,7 +64,7 @@ const allocateRoute = (fastPath: MiddlewareHandler<AppEnv>) => createRoute({
   middleware: [userOnly, fastPath] as const,
   request: {
     params: stockIdParam,
-    headers: idempotencyHeader,
+    headers: idempotencyHeader.merge(admissionHeader),
     body: { required: false, content: { "application/json": { schema: allocateBody } } },
   },
   responses: {
@@ -75,7 +76,7 @@ const allocateRoute = (fastPath: MiddlewareHandler<AppEnv>) => createRoute({
     ...problems(
       400,
       [401, "`unauthorized`: no user token (checked before the body)"],
-      [403, "`forbidden`: the admin token (holds belong to users)"],
+      [403, "`forbidden`: the admin token (holds belong to users); `not_admitted`: a waiting-room stock without a valid Admission-Token"],
       [404, "`not_found`: no such stock"],
       [409, "`sold_out` (`available`), `limit_exceeded` (`remaining`), `not_started`, `ended`"],
       422,
@@ -95,6 +96,7 @@ export function stockRoutes(commands: StockCommands, metrics: ApiMetrics): OpenA
       ...body,
       startsAt: body.startsAt ? Date.parse(body.startsAt) : undefined,
       endsAt: body.endsAt ? Date.parse(body.endsAt) : undefined,
+      waitingRoom: body.waitingRoom ? { admissionTtlSeconds: body.waitingRoom.admissionTtlSeconds } : undefined,
       traceparent: c.get("trace").traceparent,
     });
     c.get("log").info({ stockId: stock.id, total: stock.total }, "stock created");
@@ -115,6 +117,7 @@ export function stockRoutes(commands: StockCommands, metrics: ApiMetrics): OpenA
       stockId: c.req.valid("param").id,
       quantity,
       idempotencyKey: parseIdempotencyKey(c.req.valid("header")["idempotency-key"]),
+      admissionToken: c.req.valid("header")["admission-token"],
     });
     return c.json(allocation, 201);
   });

@@ -1,6 +1,7 @@
 --[[
   allocate: holds `quantity` units of a stock for one user and appends StockAllocated.
-  Checks, in order: idempotency record, stock exists, sale window, stock left, per-user limit.
+  Checks, in order: idempotency record, stock exists, sale window, admission (waiting-room stocks
+  only), stock left, per-user limit.
   KEYS[1] stock hash                <p>:{s}:stock:<id>
   KEYS[2] stock buyers hash         <p>:{s}:stock:<id>:buyers   (userId -> units held or bought)
   KEYS[3] hold hash (new)           <p>:{s}:hold:<allocationId>
@@ -10,16 +11,22 @@
           Either way a resend or retry of one request (a reply lost with its connection) finds the
           record and gets the same hold back, never a second one. Unused when ARGV[6] is ''.
   KEYS[6] shard outbox stream       <p>:{s}:outbox
+  KEYS[7] room hash                 <p>:{s}:room:<id>            (KEYS 7-10 untouched when the stock has no room)
+  KEYS[8] room line zset            <p>:{s}:room:<id>:line
+  KEYS[9] room admitted zset        <p>:{s}:room:<id>:admitted
+  KEYS[10] room tickets hash        <p>:{s}:room:<id>:tickets
   ARGV[1] stock id   ARGV[2] user id   ARGV[3] quantity (integer >= 1)
   ARGV[4] allocation id (new)          ARGV[5] event id (UUIDv7)
   ARGV[6] request fingerprint (user, stock, quantity), or '' for no record (benchmarks of the bare script)
   ARGV[7] record ttl seconds (IDEMPOTENCY_TTL_SECONDS, or REQUEST_RECORD_TTL_SECONDS for a request id)
   ARGV[8] outbox max length: at or above it nothing is written and the answer is outbox_full
   ARGV[9] W3C traceparent of the request, or '' (stored with the event in the outbox)
+  ARGV[10] Admission-Token header, or '' (required when the stock has a waiting room: docs/waiting-room.md)
   Returns { 'ok', <allocation view JSON> } | { 'replay', <allocation view JSON> }
         | { 'idempotency_key_reused' } | { 'not_found' } | { 'not_started', <ms until the sale starts> } | { 'ended' }
         | { 'invalid', <argument> } | { 'corrupt', 'stock' } | { 'outbox_full', <length> }
         | { 'sold_out', <available>, <stock version> } | { 'limit_exceeded', <units the user may still take> }
+        | { 'not_admitted', missing | unknown | waiting | expired | done }
   The extras after sold_out and not_started let each api instance answer later refusals from memory
   (docs/design.md §12): the version orders a "sold out" against a "units released" message, and the
   time to start is Redis time, so api clocks that disagree with Redis do not matter.
@@ -42,7 +49,7 @@ if fingerprint ~= '' then
   end
 end
 
-local s = redis.call('HMGET', KEYS[1], 'available', 'perUserLimit', 'holdSeconds', 'startsAt', 'endsAt', 'version', 'keepUntil')
+local s = redis.call('HMGET', KEYS[1], 'available', 'perUserLimit', 'holdSeconds', 'startsAt', 'endsAt', 'version', 'keepUntil', 'roomTtl')
 if not s[1] then return { 'not_found' } end
 -- Every stock field the writes below use is read and checked here: Lua has no rollback.
 local available, per_user_limit, hold_seconds = tonumber(s[1]), tonumber(s[2]), tonumber(s[3])
@@ -59,6 +66,21 @@ end
 local now = now_ms()
 if now < starts_at then return { 'not_started', starts_at - now } end
 if ends_at and now >= ends_at then return { 'ended' } end
+-- A waiting-room stock sells only to an admitted ticket (token '<ticket id>.<secret>'), once, for at
+-- most the units it was admitted for. Another user's, another stock's (not in this room's tickets),
+-- a used or an expired token all fail here, before any write.
+local rk, ticket_id, ticket = nil, nil, nil
+if s[8] then
+  rk = { stock = KEYS[1], room = KEYS[7], line = KEYS[8], admitted = KEYS[9], tickets = KEYS[10] }
+  local secret
+  ticket_id, secret = string.match(ARGV[10] or '', '^(%x+)%.(%x+)$')
+  if not ticket_id then return { 'not_admitted', 'missing' } end
+  ticket = room_get_ticket(rk, ticket_id)
+  if not ticket or ticket.u ~= user_id or ticket.k ~= secret then return { 'not_admitted', 'unknown' } end
+  if ticket.s ~= 'admitted' then return { 'not_admitted', ticket.s } end
+  if now >= tonumber(ticket.x) then return { 'not_admitted', 'expired' } end
+  if quantity > tonumber(ticket.q) then return { 'limit_exceeded', tonumber(ticket.q) } end
+end
 if available < quantity then return { 'sold_out', available, stock_version } end
 local user_units = tonumber(redis.call('HGET', KEYS[2], user_id) or '0')
 if not user_units then return { 'corrupt', 'buyers' } end
@@ -86,6 +108,12 @@ emit(KEYS[6], event_id, 'StockAllocated', stock_id, version, now, {
   held = counters.held,
   sold = counters.sold,
 }, ARGV[9])
+
+if ticket then
+  -- The admission is used: its units not taken go to the next ticket in line.
+  room_resolve(rk, ticket_id, ticket, 'done')
+  room_fill(rk, now)
+end
 
 local response = allocation_view(allocation_id, hold)
 if fingerprint ~= '' then

@@ -9,6 +9,10 @@
   KEYS[4] shard due-holds zset   <p>:{s}:holds:due
   KEYS[5] shard outbox stream    <p>:{s}:outbox
   KEYS[6] shard released channel <p>:{s}:released   (sharded pub/sub: '<stock id> <version>' after the release)
+  KEYS[7] room hash              <p>:{s}:room:<id>    (KEYS 7-10: the stock's waiting room, if it has one:
+  KEYS[8] room line zset         <p>:{s}:room:<id>:line           the unit that came back admits the
+  KEYS[9] room admitted zset     <p>:{s}:room:<id>:admitted       next ticket in the same step)
+  KEYS[10] room tickets hash     <p>:{s}:room:<id>:tickets
   ARGV[1] allocation id   ARGV[2] user id (must own the hold)   ARGV[3] event id (UUIDv7)
   ARGV[4] seconds to keep the finished hold readable
   ARGV[5] W3C traceparent of the request, or '' (stored with the event in the outbox)
@@ -28,5 +32,8 @@ if not tonumber(hold.quantity) or not tonumber(hold.expiresAt) then return { 'co
 if redis.call('EXISTS', KEYS[2]) == 0 then return { 'stock_missing' } end
 
 local keys = { hold = KEYS[1], stock = KEYS[2], buyers = KEYS[3], due = KEYS[4], outbox = KEYS[5], released = KEYS[6] }
-release_hold(keys, allocation_id, hold, 'cancelled', now_ms(), ARGV[3], retain_seconds, ARGV[5])
+local rk = { stock = KEYS[2], room = KEYS[7], line = KEYS[8], admitted = KEYS[9], tickets = KEYS[10] }
+local now = now_ms()
+release_hold(keys, allocation_id, hold, 'cancelled', now, ARGV[3], retain_seconds, ARGV[5])
+room_fill(rk, now)
 return { 'ok', allocation_view(allocation_id, hold) }

@@ -3,6 +3,8 @@
   KEYS[1] stock hash          <p>:{s}:stock:<id>
   KEYS[2] shard outbox stream <p>:{s}:outbox
   KEYS[3] shard's taken ids   <p>:{s}:stock-ids   (hash id -> creation ms; never expires)
+  KEYS[4] room hash           <p>:{s}:room:<id>   (KEYS 4-5 untouched without a waiting room)
+  KEYS[5] shard rooms set     <p>:{s}:rooms       (stock ids whose rooms the expirer sweeps)
   ARGV[1] stock id       ARGV[2] event id (UUIDv7)
   ARGV[3] name           ARGV[4] description
   ARGV[5] price (minor units, integer >= 0)   ARGV[6] currency (ISO 4217)
@@ -12,6 +14,8 @@
   ARGV[12] outbox max length: at or above it nothing is written and the answer is outbox_full
   ARGV[13] seconds a finished hold is kept (HOLD_RETENTION_SECONDS)
   ARGV[14] W3C traceparent of the request, or '' (stored with the event in the outbox)
+  ARGV[15] waiting room admission TTL seconds (5-3600), or '' for no waiting room
+  ARGV[16] the room's secret seed (64 hex)   ARGV[17] its commitment, hex(sha256(seed bytes))
   A sale with an end is deleted by Redis once nothing can refer to it any more (keepUntil = endsAt +
   holdSeconds + retention: every hold of it has expired and outlived its own retention); a sale
   without an end is kept until an operator deletes it (docs/design.md §3).
@@ -40,6 +44,9 @@ if not starts_at then return { 'invalid', 'startsAt' } end
 if ARGV[11] ~= '' and (not ends_at or ends_at <= starts_at) then return { 'invalid', 'endsAt' } end
 if not outbox_max or outbox_max < 1 then return { 'invalid', 'outboxMaxLength' } end
 if not retain_seconds or retain_seconds < 1 then return { 'invalid', 'retainSeconds' } end
+local room_ttl = ARGV[15] ~= '' and tonumber(ARGV[15]) or nil
+if ARGV[15] ~= '' and (not room_ttl or room_ttl < 5 or room_ttl > 3600 or room_ttl % 1 ~= 0) then return { 'invalid', 'admissionTtlSeconds' } end
+if room_ttl and (not string.match(ARGV[16], '^%x+$') or #ARGV[16] ~= 64 or #ARGV[17] ~= 64) then return { 'invalid', 'seed' } end
 local outbox_length = redis.call('XLEN', KEYS[2])
 if outbox_length >= outbox_max then return { 'outbox_full', outbox_length } end
 
@@ -53,6 +60,13 @@ if ends_at then
   local keep_until = math.max(ends_at + (hold_seconds + retain_seconds) * 1000, now + retain_seconds * 1000)
   redis.call('HSET', KEYS[1], 'keepUntil', keep_until)
   redis.call('PEXPIREAT', KEYS[1], keep_until)
+end
+
+if room_ttl then
+  redis.call('HSET', KEYS[1], 'roomTtl', room_ttl)
+  redis.call('HSET', KEYS[4], 'ttl', room_ttl, 'seed', ARGV[16], 'commitment', ARGV[17], 'drawn', '0', 'seq', 0, 'reserved', 0)
+  if ends_at then redis.call('PEXPIREAT', KEYS[4], tonumber(redis.call('HGET', KEYS[1], 'keepUntil'))) end
+  redis.call('SADD', KEYS[5], stock_id)
 end
 
 emit(KEYS[2], event_id, 'StockCreated', stock_id, 1, now, {

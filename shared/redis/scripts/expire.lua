@@ -10,6 +10,10 @@
   KEYS[4] shard due-holds zset   <p>:{s}:holds:due
   KEYS[5] shard outbox stream    <p>:{s}:outbox
   KEYS[6] shard released channel <p>:{s}:released   (sharded pub/sub: '<stock id> <version>' after the release)
+  KEYS[7] room hash              <p>:{s}:room:<id>    (KEYS 7-10: the stock's waiting room, if it has one:
+  KEYS[8] room line zset         <p>:{s}:room:<id>:line           the unit that came back admits the
+  KEYS[9] room admitted zset     <p>:{s}:room:<id>:admitted       next ticket in the same step)
+  KEYS[10] room tickets hash     <p>:{s}:room:<id>:tickets
   ARGV[1] allocation id   ARGV[2] event id (UUIDv7)   ARGV[3] seconds to keep the finished hold readable
   ARGV[4] W3C traceparent (the expirer's), or '' (stored with the event in the outbox)
   Returns { 'expired' } | { 'not_due' } | { 'not_active' } (hold gone or finished; its due entry is dropped)
@@ -35,5 +39,7 @@ if redis.call('EXISTS', KEYS[2]) == 0 then
 end
 
 local keys = { hold = KEYS[1], stock = KEYS[2], buyers = KEYS[3], due = KEYS[4], outbox = KEYS[5], released = KEYS[6] }
+local rk = { stock = KEYS[2], room = KEYS[7], line = KEYS[8], admitted = KEYS[9], tickets = KEYS[10] }
 release_hold(keys, allocation_id, hold, 'expired', now, ARGV[2], retain_seconds, ARGV[4])
+room_fill(rk, now)
 return { 'expired' }
