@@ -10,7 +10,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { METRIC } from "../services/api/dashboard/collector.ts";
-import { freePort } from "../loadtests/support.ts";
+import { freePort } from "../shared/dev/env.ts";
 import { createTestApi } from "./support/api.ts";
 import { createHarness, REPO_ROOT, spawnRelay } from "./support/relay-harness.ts";
 

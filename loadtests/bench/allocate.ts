@@ -28,7 +28,7 @@
  * Results: loadtests/results/bench-<id>/ (summary.json, table.md, k6 summaries, server logs).
  */
 import { parseArgs } from "node:util";
-import { stackEnv } from "../../shared/dev/env.ts";
+import { freePort, stackEnv } from "../../shared/dev/env.ts";
 import { join } from "node:path";
 import { readFileSync } from "node:fs";
 import { unlink } from "node:fs/promises";
@@ -40,7 +40,7 @@ import { benchLuaCeiling, luaCeilingTable, type LuaCeilingRow } from "./allocate
 import { verify } from "../../shared/verify/verify.ts";
 import { formatReport } from "../../shared/verify/report.ts";
 import { benchApiSoldOut, benchApiWorkers, benchBuckets, type FrontDoorContext } from "./front-door.ts";
-import { adminPost, cpuSeconds, findK6, freePort, machine, mintTokens, newLoadRun, runK6, startApi, startProcess, uniquePrefix, waitHealthy, type K6Summary, type StartedApi } from "../support.ts";
+import { adminPost, cpuSeconds, findK6, machine, mintTokens, newLoadRun, runK6, startApi, startProcess, uniquePrefix, waitHealthy, type K6Summary, type StartedApi } from "../support.ts";
 
 const { REDIS_URL, DATABASE_URL, REDIS_CLUSTER_NODES } = stackEnv;
 const ALL_TARGETS = ["hono-bare", "redis", "ioredis", "api", "api-sold-out", "api-workers", "buckets", "pg-fn", "pg-tx", "lua", "api-cluster"] as const;

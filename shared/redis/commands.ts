@@ -94,7 +94,7 @@ const NOT_ADMITTED_REASONS: Record<string, string> = {
 };
 
 /** A waiting room's 32-byte secret seed and its public commitment hex(sha256(seed bytes)) (docs/waiting-room.md). */
-export function newRoomSeed(): { seed: string; commitment: string } {
+function newRoomSeed(): { seed: string; commitment: string } {
   const bytes = crypto.getRandomValues(new Uint8Array(32));
   return { seed: Buffer.from(bytes).toString("hex"), commitment: new Bun.CryptoHasher("sha256").update(bytes).digest("hex") };
 }
