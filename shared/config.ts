@@ -6,7 +6,7 @@
  */
 import { z } from "zod";
 import { SERVICES, WORKER_NAMES } from "./services.ts";
-import { DEFAULT_HOLD_RETENTION_SECONDS, DEFAULT_JWT_MAX_LIFETIME_SECONDS, DEFAULT_OUTBOX_MAX_LENGTH, DEFAULT_SSE_MAX_CLIENTS } from "./domain/policy.ts";
+import { DEFAULT_JWT_MAX_LIFETIME_SECONDS, DEFAULT_OUTBOX_MAX_LENGTH, DEFAULT_SSE_MAX_CLIENTS, IDEMPOTENCY_TTL_SECONDS } from "./domain/policy.ts";
 import { DURABILITY_PROFILES } from "./redis/durability.ts";
 import { EVENT_TYPES } from "./domain/events.ts";
 
@@ -89,8 +89,15 @@ export type RateLimitSpec = z.infer<ReturnType<typeof rateLimitSpec>>;
 
 /** Written by the api (purchase, cancel) and the expirer: one value for both. */
 const holds = {
-  /** Seconds a finished (purchased, cancelled, expired) hold stays readable; then Redis deletes it. */
-  HOLD_RETENTION_SECONDS: positiveInt.min(60).max(365 * 24 * 3600).default(DEFAULT_HOLD_RETENTION_SECONDS),
+  /**
+   * Seconds a finished (purchased, cancelled, expired) hold stays readable; then Redis deletes it. At
+   * least the Idempotency-Key window (a replay must never name a hold that is gone); the default is
+   * exactly that (shared/domain/policy.ts).
+   */
+  HOLD_RETENTION_SECONDS: positiveInt
+    .min(IDEMPOTENCY_TTL_SECONDS, `HOLD_RETENTION_SECONDS must be at least ${IDEMPOTENCY_TTL_SECONDS} (IDEMPOTENCY_TTL_SECONDS: an Idempotency-Key replay names the hold)`)
+    .max(365 * 24 * 3600)
+    .default(IDEMPOTENCY_TTL_SECONDS),
 };
 
 export const apiSchema = z.object({
