@@ -67,7 +67,7 @@ function errorCode(res) {
 export function allocate(stockId, token, options) {
   const opts = options || {};
   const quantity = opts.quantity || 1;
-  const headers = userHeaders(token, opts.idempotencyKey ? { "Idempotency-Key": `"${opts.idempotencyKey}"` } : undefined);
+  const headers = userHeaders(token, Object.assign(opts.idempotencyKey ? { "Idempotency-Key": `"${opts.idempotencyKey}"` } : {}, opts.headers || {}));
   const res = http.post(`${BASE_URL}/api/stocks/${stockId}/allocate`, JSON.stringify({ quantity }), {
     headers,
     tags: { name: "allocate" },
