@@ -47,6 +47,8 @@ interface StockSpec {
   holdSeconds: number;
   startsAt?: string;
   waitingRoom?: { enabled: true; admissionTtlSeconds: number };
+  /** Created by the scenario's own preparation rather than up front (the queue stock: its startsAt is relative to k6's start). */
+  createdLater?: boolean;
 }
 
 const WORDS = ["sneaker", "console", "headphones", "watch", "jacket", "camera", "backpack", "vinyl", "lamp", "keyboard"];
@@ -73,14 +75,13 @@ function plan(scenario: Scenario, prefix: string, o: { stocks: number; holdSecon
       };
     }
     case "queue": {
-      // The queue stock's pre-queue closes after the bench (10 s) and one second per 1,000 buyers to join.
+      // The queue stock is created by loadtests/queue-run.ts just before k6 starts (its startsAt closes the pre-queue).
       const buyers = o.buyers ?? 50_000;
-      const startsAt = new Date(Date.now() + (15 + Math.max(15, Math.ceil(buyers / 1000))) * 1000).toISOString();
-      const room = { enabled: true as const, admissionTtlSeconds: 10 };
+      const room = { enabled: true as const, admissionTtlSeconds: 60 };
       const base = { price: 19_900, perUserLimit: 1, holdSeconds: o.holdSeconds, waitingRoom: room };
       return {
         stocks: [
-          { ...base, id: `${prefix}-queued`, name: "Queued drop", description: "sold through the waiting room", quantity: o.units ?? 1000, startsAt },
+          { ...base, id: `${prefix}-queued`, name: "Queued drop", description: "sold through the waiting room", quantity: o.units ?? 1000, createdLater: true },
           { ...base, id: `${prefix}-bench`, name: "Bench room", description: "one unit, a long line: the poll bench", quantity: 1 },
         ],
         buyers,
@@ -210,7 +211,7 @@ async function main(): Promise<number> {
       units: values.units ? Number(values.units) : undefined,
       buyers: values.buyers ? Number(values.buyers) : undefined,
     });
-    for (const s of stocks) await adminPost(baseUrl, adminToken, "/api/stocks", s);
+    for (const { createdLater, ...s } of stocks) if (!createdLater) await adminPost(baseUrl, adminToken, "/api/stocks", s);
     const tokensFile = join(dir, "tokens.json");
     const t0 = performance.now();
     await mintTokens(tokensFile, buyers, loadRun.jwtSecret);
@@ -223,7 +224,7 @@ async function main(): Promise<number> {
       STOCK_IDS: stocks.map((s) => s.id).join(","),
     };
     if (scenario === "spike") Object.assign(k6Env, { BUYERS: String(buyers), UNITS: String(stocks[0]!.quantity) });
-    if (scenario === "queue") Object.assign(k6Env, await prepareQueue(baseUrl, tokensFile, stocks, buyers));
+    if (scenario === "queue") Object.assign(k6Env, await prepareQueue(baseUrl, adminToken, tokensFile, stocks, buyers));
     if (values.rate) k6Env.RATE = values.rate;
     if (scenario === "steady" && values.pipeline) k6Env.FRESHNESS = "1";
     if (values.duration) k6Env.DURATION = values.duration;

@@ -3,7 +3,7 @@
 //      ticket's poll), side by side for BENCH_SECONDS on the bench stock, so both see the same
 //      machine (shared, noisy): the poll's req/s against the stock read's.
 //   2. queue: BUYERS buyers (default 50,000) join the pre-queue of the queue stock (UNITS units, limit
-//      1) before START_AT, then poll with backoff (0.5 s doubling to 5 s, jittered); an admitted buyer
+//      1) before START_AT, then poll with backoff (0.5 s doubling to MAX_BACKOFF_MS, jittered); an admitted buyer
 //      allocates with its Admission-Token and purchases (CANCEL_PCT % cancel instead, IGNORE_PCT %
 //      let the admission expire), until every buyer's ticket is final (done, expired, sold_out).
 // Pass = every unit sold exactly once through an admission, no allocation refused (a token is
@@ -26,6 +26,8 @@ const BENCH_VUS = envInt("BENCH_VUS", 32);
 const BENCH_BUYERS = envInt("BENCH_BUYERS", 2000);
 const CANCEL_PCT = envInt("CANCEL_PCT", 5);
 const IGNORE_PCT = envInt("IGNORE_PCT", 1);
+const POLL_BATCH = envInt("POLL_BATCH", 20);
+const MAX_BACKOFF_MS = envInt("MAX_BACKOFF_MS", 5000);
 const [STOCK, BENCH_STOCK] = STOCK_IDS;
 if (!STOCK || !BENCH_STOCK) throw new Error("STOCK_IDS must name the queue stock and the bench stock");
 if (tokens.length < BUYERS) throw new Error(`need ${BUYERS} tokens, the tokens file has ${tokens.length}`);
@@ -86,18 +88,25 @@ function join(i) {
   if (Date.now() >= START_AT) lateJoins.add(1);
 }
 
-function poll(i) {
-  const res = http.get(`${BASE_URL}/api/stocks/${STOCK}/queue/me`, { headers: auth(i), tags: { name: "poll" } });
-  polls.add(1);
-  if (res.status !== 200) {
-    if (res.status >= 500 || res.status === 0) serverErrors.add(1, { status: String(res.status) });
-    else if (res.status !== 429) unexpected.add(1, { status: String(res.status), route: "poll" });
-    return null;
+/** An admitted buyer: allocate with its token, then buy (or cancel, or let the admission expire). */
+function serve(i, t, s) {
+  admitted.add(1);
+  waitToAdmit.add(Date.now() - s.joinedAt);
+  const roll = (i * 2654435761) % 100;
+  if (roll < IGNORE_PCT) {
+    s.ignored = true; // its admission expires; its unit goes to the next ticket
+    return;
   }
-  return res.json();
+  const view = allocate(STOCK, tokens[i], { quantity: 1, wantView: true, headers: { "Admission-Token": t.admissionToken } });
+  if (view === null) notAdmitted.add(1);
+  else changeHold(roll < IGNORE_PCT + CANCEL_PCT ? "cancel" : "purchase", view, tokens[i]);
 }
 
-/** One VU's buyers: i ≡ vu (mod VUS). Each is a small state machine driven by its next poll time. */
+/**
+ * One VU's buyers: i = share, share + VUS, ... Each is a small state machine driven by its next poll
+ * time; the polls that are due go out together (http.batch, at most POLL_BATCH in parallel), so one
+ * VU keeps up with its buyers' backoff even when answers are slow.
+ */
 export function queue() {
   const share = exec.scenario.iterationInTest;
   const mine = [];
@@ -105,48 +114,40 @@ export function queue() {
   for (const i of mine) join(i);
   const wait = Math.max(0, START_AT - Date.now()) / 1000;
   if (wait > 0) sleep(wait + Math.random());
-  const state = new Map(mine.map((i) => [i, { next: 0, backoff: 500, joinedAt: START_AT }]));
+  const state = new Map(mine.map((i) => [i, { next: 0, backoff: 500, joinedAt: START_AT, ignored: false }]));
   while (state.size > 0) {
     const now = Date.now();
-    let earliest = Infinity;
-    for (const [i, s] of state) {
-      if (s.next > now) {
-        earliest = Math.min(earliest, s.next);
-        continue;
-      }
-      const t = poll(i);
-      if (t === null) {
+    const due = [];
+    for (const [i, s] of state) if (s.next <= now && due.length < POLL_BATCH) due.push(i);
+    if (due.length === 0) {
+      let earliest = Infinity;
+      for (const s of state.values()) earliest = Math.min(earliest, s.next);
+      sleep(Math.min(1, Math.max(0.01, (earliest - Date.now()) / 1000)));
+      continue;
+    }
+    const answers = http.batch(due.map((i) => ["GET", `${BASE_URL}/api/stocks/${STOCK}/queue/me`, null, { headers: auth(i), tags: { name: "poll" } }]));
+    due.forEach((i, k) => {
+      const s = state.get(i);
+      const res = answers[k];
+      polls.add(1);
+      if (res.status !== 200) {
+        if (res.status >= 500 || res.status === 0) serverErrors.add(1, { status: String(res.status) });
+        else if (res.status !== 429) unexpected.add(1, { status: String(res.status), route: "poll" });
         s.next = Date.now() + s.backoff;
-        continue;
+        return;
       }
-      if (t.state === "admitted") {
-        admitted.add(1);
-        waitToAdmit.add(Date.now() - s.joinedAt);
-        const roll = (i * 2654435761) % 100;
-        if (roll < IGNORE_PCT) {
-          s.next = Date.now() + 2000; // lets the admission expire; its unit goes to the next ticket
-          s.backoff = 2000;
-          continue;
-        }
-        const view = allocate(STOCK, tokens[i], { quantity: 1, wantView: true, headers: { "Admission-Token": t.admissionToken } });
-        if (view === null) {
-          notAdmitted.add(1);
-        } else {
-          changeHold(roll < IGNORE_PCT + CANCEL_PCT ? "cancel" : "purchase", view, tokens[i]);
-        }
+      const t = res.json();
+      if (t.state === "admitted" && !s.ignored) {
+        serve(i, t, s);
         s.next = Date.now();
-        continue;
-      }
-      if (t.state !== "waiting") {
+      } else if (t.state === "waiting" || t.state === "admitted") {
+        s.backoff = Math.min(MAX_BACKOFF_MS, s.backoff * 2);
+        s.next = Date.now() + s.backoff * (0.5 + Math.random() / 2);
+      } else {
         finals.add(1, { state: t.state });
         state.delete(i);
-        continue;
       }
-      s.backoff = Math.min(5000, s.backoff * 2);
-      s.next = Date.now() + s.backoff * (0.5 + Math.random() / 2);
-      earliest = Math.min(earliest, s.next);
-    }
-    if (state.size > 0 && earliest > Date.now()) sleep(Math.min(1, (earliest - Date.now()) / 1000));
+    });
   }
 }
 
