@@ -97,7 +97,7 @@ function serve(i, t, s) {
     s.ignored = true; // its admission expires; its unit goes to the next ticket
     return;
   }
-  const view = allocate(STOCK, tokens[i], { quantity: 1, wantView: true, headers: { "Admission-Token": t.admissionToken } });
+  const view = allocate(STOCK, tokens[i], { quantity: 1, wantView: true, idempotencyKey: `queue-${i}`, retryLost: true, headers: { "Admission-Token": t.admissionToken } });
   if (view === null) notAdmitted.add(1);
   else changeHold(roll < IGNORE_PCT + CANCEL_PCT ? "cancel" : "purchase", view, tokens[i]);
 }
