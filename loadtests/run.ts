@@ -20,7 +20,7 @@
  * the verifier scans every master), e.g. REDIS_CLUSTER_NODES=$(bash scripts/stack.sh env redis-cluster | cut -d= -f2).
  */
 import { parseArgs } from "node:util";
-import { stackEnv } from "../shared/dev/env.ts";
+import { freePort, stackEnv } from "../shared/dev/env.ts";
 import { existsSync } from "node:fs";
 import { unlink } from "node:fs/promises";
 import { join } from "node:path";
@@ -28,7 +28,7 @@ import { redisTargetFromEnv } from "../shared/config.ts";
 import { createRedis, deleteKeysByPrefix, type RedisClient } from "../shared/redis/client.ts";
 import { formatReport, type Layer } from "../shared/verify/report.ts";
 import { verify, type VerifyOptions } from "../shared/verify/verify.ts";
-import { adminPost, cpuSeconds, createMigratedDatabase, dropDatabase, freePort, htmlReportOf, machine, mintTokens, newLoadRun, runK6, startApi, startProcess, uniquePrefix, waitHealthy, type Child, type K6Summary } from "./support.ts";
+import { adminPost, cpuSeconds, createMigratedDatabase, dropDatabase, htmlReportOf, machine, mintTokens, newLoadRun, runK6, startApi, startProcess, uniquePrefix, waitHealthy, type Child, type K6Summary } from "./support.ts";
 import { compareSpikes, createWarmupStock, runSpikeBaseline, warmUp } from "./spike-baseline.ts";
 import { prepareQueue, verifyQueue } from "./queue-run.ts";
 

@@ -6,7 +6,8 @@
  * stock whose sale has not started, so a freshly started server is not measured while its JIT compiles.
  */
 import { join } from "node:path";
-import { adminPost, cpuSeconds, freePort, runK6, startProcess, waitHealthy, type K6Summary } from "./support.ts";
+import { adminPost, cpuSeconds, runK6, startProcess, waitHealthy, type K6Summary } from "./support.ts";
+import { freePort } from "../shared/dev/env.ts";
 
 export interface SpikeRun {
   summary: K6Summary;

@@ -11,6 +11,7 @@ import { z } from "zod";
 import { mintUserToken } from "../shared/dev/token.ts";
 import { migrate } from "../shared/stores/postgres/migrate.ts";
 import { MIGRATIONS_DIR } from "../shared/stores/postgres/migration-files.ts";
+import { freePort } from "../shared/dev/env.ts";
 
 export const REPO_ROOT = resolve(import.meta.dir, "..");
 export const RESULTS_DIR = join(REPO_ROOT, "loadtests", "results");
@@ -127,13 +128,6 @@ export async function mintTokens(file: string, count: number, secret: string, tt
   }
   await Bun.write(file, JSON.stringify({ users, tokens }));
   return { users, tokens };
-}
-
-export async function freePort(): Promise<number> {
-  const server = Bun.serve({ port: 0, hostname: "127.0.0.1", fetch: () => new Response() });
-  const port = server.port!;
-  await server.stop(true);
-  return port;
 }
 
 /** A child process this run started; stopped by its own pid only. */

@@ -15,6 +15,7 @@ import { usageOnConfigError, parseConfig, relaySchema, redisTargetFromEnv } from
 import { createKeyLayout } from "../shared/domain/keys.ts";
 import { createRedis } from "../shared/redis/client.ts";
 import { openDownstream } from "../shared/verify/downstream.ts";
+import { READ_MODEL_NAMES } from "../shared/read-models.ts";
 import { repairStock, type RepairOptions } from "../shared/verify/repair.ts";
 
 const USAGE = "usage: bun run repair [--prefix <redis key prefix>] <stockId>… [--from kafka,postgres,search] [--seen-version <n>]";
@@ -47,7 +48,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (positionals.length === 0) usage("name at least one stock id");
   const from = new Set(values.from.split(",").map((s) => s.trim()).filter(Boolean));
-  for (const f of from) if (!["kafka", "postgres", "search"].includes(f)) usage(`--from: unknown ${f}`);
+  for (const f of from) if (f !== "kafka" && !READ_MODEL_NAMES.includes(f)) usage(`--from: unknown ${f} (known: kafka, ${READ_MODEL_NAMES.join(", ")})`);
   let seenVersion: number | undefined;
   if (values["seen-version"] !== undefined) {
     seenVersion = Number(values["seen-version"]);
@@ -63,9 +64,7 @@ export async function main(argv: string[]): Promise<number> {
     keys: createKeyLayout(config.REDIS_KEY_PREFIX, config.OUTBOX_SHARDS),
     seenVersion,
     kafka: downstream.kafka,
-    sql: downstream.sql,
-    es: downstream.es,
-    esIndex: downstream.esIndex,
+    readModels: downstream.readModels,
   };
   try {
     let failed = 0;

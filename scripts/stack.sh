@@ -10,6 +10,7 @@
 #   bash scripts/stack.sh logs [name]        tail the log files (follows when stdout is a terminal)
 #   bash scripts/stack.sh k6 [args...]       run the pinned k6 (built on first use)
 #   bash scripts/stack.sh kafka-topics ...   kafka-topics.sh against the stack's broker, e.g. --list
+#   bash scripts/stack.sh kafka-quorum ...   kafka-metadata-quorum.sh against the Kafka cluster, e.g. describe --status
 #   bash scripts/stack.sh env                print the client environment variables for this stack
 # names: redis postgres kafka elasticsearch (aliases: pg, es), and redis-cluster (not in the default set:
 #   3 masters + 3 replicas with cluster-enabled, docs/design.md §11; `env redis-cluster` prints
@@ -63,6 +64,11 @@ fi
 # How long a master may be unreachable before its replica takes over (Redis' default is 15 s; a
 # failover drill should not take that long, and 5 s still rides out a GC pause of a neighbour JVM).
 REDIS_CLUSTER_NODE_TIMEOUT="${FLASHSALE_REDIS_CLUSTER_NODE_TIMEOUT:-5000}"
+# Redis memory (docs/design.md §3): a limit, and noeviction, so at the limit writes are refused rather
+# than holds, stocks or outbox entries silently evicted. Sized for a shared dev box (24 GiB; the stack's
+# Redis holds ~200 MB after a day of everyone's tests); production sizes it to the host, alerting at 80 %.
+REDIS_MAXMEMORY="${FLASHSALE_REDIS_MAXMEMORY:-4gb}"
+REDIS_CLUSTER_MAXMEMORY="${FLASHSALE_REDIS_CLUSTER_MAXMEMORY:-1gb}"
 # Kafka cluster: 3 brokers on base..base+2, their controllers on base+3..base+5.
 KAFKA_CLUSTER_BASE_PORT="${FLASHSALE_KAFKA_CLUSTER_BASE_PORT:-9192}"
 
@@ -301,6 +307,12 @@ cmd_kafka_topics() {
   kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$HOST:$KAFKA_PORT" "$@"
 }
 
+# The KRaft quorum of the three-broker cluster: `describe --status` names the active controller (LeaderId).
+cmd_kafka_quorum() {
+  install_kafka
+  kafka_tool org.apache.kafka.tools.MetadataQuorumCommand --bootstrap-server "$(kc_bootstrap)" "$@"
+}
+
 cmd_k6() {
   install_k6 || die "k6 is not available"
   exec "$K6_BIN" "$@"
@@ -328,6 +340,7 @@ main() {
     env) cmd_env "$@" ;;
     k6) cmd_k6 "$@" ;;
     kafka-topics) cmd_kafka_topics "$@" ;;
+    kafka-quorum) cmd_kafka_quorum "$@" ;;
     -h | --help | help | "") usage ;;
     *) usage >&2; exit 2 ;;
   esac

@@ -81,8 +81,7 @@ export async function main(argv: string[]): Promise<number> {
     deadlineMs: deadlineSeconds * 1000,
     kafka: downstream.kafka,
     sql: downstream.sql,
-    es: downstream.es,
-    esIndex: downstream.esIndex,
+    readModels: downstream.readModels,
   };
   try {
     const report = await verify(options);

@@ -6,7 +6,8 @@
  */
 import { z } from "zod";
 import { SERVICES, WORKER_NAMES } from "./services.ts";
-import { DEFAULT_HOLD_RETENTION_SECONDS, DEFAULT_JWT_MAX_LIFETIME_SECONDS, DEFAULT_OUTBOX_MAX_LENGTH, DEFAULT_SSE_MAX_CLIENTS } from "./domain/policy.ts";
+import { DEFAULT_JWT_MAX_LIFETIME_SECONDS, DEFAULT_OUTBOX_MAX_LENGTH, DEFAULT_SSE_MAX_CLIENTS, IDEMPOTENCY_TTL_SECONDS } from "./domain/policy.ts";
+import { DURABILITY_PROFILES } from "./redis/durability.ts";
 import { EVENT_TYPES } from "./domain/events.ts";
 
 const port = z.coerce.number().int().min(1).max(65535);
@@ -88,8 +89,15 @@ export type RateLimitSpec = z.infer<ReturnType<typeof rateLimitSpec>>;
 
 /** Written by the api (purchase, cancel) and the expirer: one value for both. */
 const holds = {
-  /** Seconds a finished (purchased, cancelled, expired) hold stays readable; then Redis deletes it. */
-  HOLD_RETENTION_SECONDS: positiveInt.min(60).max(365 * 24 * 3600).default(DEFAULT_HOLD_RETENTION_SECONDS),
+  /**
+   * Seconds a finished (purchased, cancelled, expired) hold stays readable; then Redis deletes it. At
+   * least the Idempotency-Key window (a replay must never name a hold that is gone); the default is
+   * exactly that (shared/domain/policy.ts).
+   */
+  HOLD_RETENTION_SECONDS: positiveInt
+    .min(IDEMPOTENCY_TTL_SECONDS, `HOLD_RETENTION_SECONDS must be at least ${IDEMPOTENCY_TTL_SECONDS} (IDEMPOTENCY_TTL_SECONDS: an Idempotency-Key replay names the hold)`)
+    .max(365 * 24 * 3600)
+    .default(IDEMPOTENCY_TTL_SECONDS),
 };
 
 export const apiSchema = z.object({
@@ -115,6 +123,14 @@ export const apiSchema = z.object({
   JWT_MAX_LIFETIME_SECONDS: positiveInt.max(30 * 24 * 3600).default(DEFAULT_JWT_MAX_LIFETIME_SECONDS),
   /** A shard whose outbox holds more entries answers allocations and stock creation with 503 outbox_full. */
   OUTBOX_MAX_LENGTH: positiveInt.default(DEFAULT_OUTBOX_MAX_LENGTH),
+  /**
+   * What a write has survived before it is answered (shared/redis/durability.ts, docs/design.md §3):
+   * fast = Redis' reply (AOF fsync within a second); fsync = in the master's AOF on disk (WAITAOF 1 0 on
+   * Redis 7.2+, else the server must run appendfsync always); replica = on a replica (WAIT 1).
+   */
+  REDIS_DURABILITY: z.enum(DURABILITY_PROFILES).default("fast"),
+  /** Longest one WAIT / WAITAOF blocks; past it the writes are answered anyway, counted and alerted on. */
+  REDIS_DURABILITY_TIMEOUT_MS: positiveInt.max(10_000).default(500),
   /** Largest request body the api accepts, in bytes. */
   MAX_BODY_BYTES: positiveInt.default(16 * 1024),
   /**
@@ -210,6 +226,13 @@ export const relaySchema = z.object({
     .enum(["true", "false", "1", "0"])
     .default("true")
     .transform((v) => v === "true" || v === "1"),
+  /**
+   * Tests only: the relay freezes itself (SIGSTOP to its own pid) once, just before that claim step,
+   * so a test can pass the shard's lease to another relay inside the window and then SIGCONT it
+   * (test/relay-claim-fencing.test.ts). `acquire-claim`: taking over what a shard's previous owner
+   * left pending; `pending-claim`: re-reading (and, with replicas, re-claiming) its own pending entries.
+   */
+  RELAY_TEST_FREEZE_BEFORE: z.enum(["acquire-claim", "pending-claim"]).optional(),
 });
 
 const projector = {

@@ -7,9 +7,9 @@
  *
  * A new binary: add it here and create services/<name>/main.ts; then the places the type checker
  * cannot see: a compose.yaml service, a Prometheus job, its config schema in shared/config.ts.
+ * A new read model's projector is not added here but in shared/read-models.ts, which this spreads in.
  */
-/** The servers of the stack a binary talks to (compose.yaml's depends_on is held to this). */
-type StackServer = "redis" | "postgres" | "kafka" | "elasticsearch";
+import { READ_MODEL_SERVICES, type StackServer } from "./read-models.ts";
 
 export interface ServiceSpec {
   /** Health, readiness and /metrics; the api's public port is separate (PORT, 3000). */
@@ -32,8 +32,8 @@ export const SERVICES = {
   },
   relay: { adminPort: 9101, runtimeFlags: [], job: "outbox streams → Kafka, at-least-once, XACK after Kafka acknowledged", needs: ["redis", "kafka"] },
   expirer: { adminPort: 9102, runtimeFlags: [], job: "releases holds that time out", needs: ["redis"] },
-  "projector-postgres": { adminPort: 9103, runtimeFlags: [], job: "Kafka → PostgreSQL order history and analytics", needs: ["kafka", "postgres"] },
-  "projector-search": { adminPort: 9104, runtimeFlags: [], job: "Kafka → Elasticsearch stock search", needs: ["kafka", "elasticsearch"] },
+  // One projector binary per read model (projector-postgres 9103, projector-search 9104): shared/read-models.ts.
+  ...READ_MODEL_SERVICES,
   notifier: { adminPort: 9106, runtimeFlags: [], job: "Kafka → signed webhooks (Standard Webhooks)", needs: ["kafka", "postgres"] },
 } as const satisfies Record<string, ServiceSpec>;
 

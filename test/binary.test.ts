@@ -12,7 +12,7 @@ import { join } from "node:path";
 import Redis from "ioredis";
 import { deleteKeysByPrefix } from "../shared/redis/client.ts";
 import { buildService, REPO_ROOT } from "../scripts/build.ts";
-import { stackEnv, uniqueName } from "../shared/dev/env.ts";
+import { freePort, stackEnv, uniqueName } from "../shared/dev/env.ts";
 
 const hasApi = existsSync(join(REPO_ROOT, "services", "api", "main.ts"));
 const ADMIN_TOKEN = "binary-test-admin-token-0123456789";
@@ -22,13 +22,6 @@ let workDir = "";
 let binary = "";
 const prefix = uniqueName("bin").slice(0, 32);
 const redis = new Redis(stackEnv.REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 2 });
-
-function freePort(): number {
-  const s = Bun.serve({ port: 0, hostname: "127.0.0.1", fetch: () => new Response() });
-  const port = s.port!;
-  s.stop(true);
-  return port;
-}
 
 async function waitFor(url: string, ms: number, proc: Bun.Subprocess): Promise<Response> {
   const deadline = Date.now() + ms;

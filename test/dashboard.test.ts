@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
 import type { Browser } from "puppeteer-core";
-import { freePort } from "../loadtests/support.ts";
+import { freePort } from "../shared/dev/env.ts";
 import { createTestApi, TEST_ADMIN_TOKEN, type TestApi } from "./support/api.ts";
 import { launchBrowser, resultPath, watchedPage } from "../shared/dev/browser.ts";
 import { createHarness, SHARDS, spawnRelay, type Harness } from "./support/relay-harness.ts";

@@ -92,10 +92,10 @@ function row(table: string, name: string) {
 }
 const pidFile = (name: string) => join(dir, "run", `svc-${name}.child.pid`);
 const servicePid = (name: string) => (existsSync(pidFile(name)) ? Number(readFileSync(pidFile(name), "utf8").split(" ")[0]) : null);
+/** Running: it exists and is not a zombie (an exited supervisor waits a moment for init to reap it). */
 const alive = (pid: number) => {
   try {
-    process.kill(pid, 0);
-    return true;
+    return !/^\d+ \(.*\) Z /.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
   } catch {
     return false;
   }
@@ -103,14 +103,16 @@ const alive = (pid: number) => {
 async function answers(port: number, path: "/healthz" | "/readyz"): Promise<boolean> {
   return fetch(`http://127.0.0.1:${port}${path}`, { signal: AbortSignal.timeout(1_000) }).then((r) => r.ok, () => false);
 }
-/** Polls `check` every 50 ms until it holds; returns the milliseconds it took, or throws after `budgetMs`. */
+/** Polls `check` every 50 ms; returns the milliseconds until it held, or throws if that was more than `budgetMs`. */
 async function within(budgetMs: number, what: string, check: () => Promise<boolean>): Promise<number> {
   const t0 = performance.now();
-  while (!(await check())) {
-    if (performance.now() - t0 > budgetMs) throw new Error(`${what}: not within ${budgetMs} ms`);
+  const elapsed = () => Math.round(performance.now() - t0);
+  for (;;) {
+    const held = await check();
+    if (elapsed() > budgetMs) throw new Error(`${what}: not within ${budgetMs} ms (${held ? "held" : "still not"} after ${elapsed()} ms)`);
+    if (held) return elapsed();
     await Bun.sleep(50);
   }
-  return Math.round(performance.now() - t0);
 }
 
 const api = (path: string, init: RequestInit & { token: string }) =>

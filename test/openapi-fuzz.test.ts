@@ -26,7 +26,7 @@ import { applyEventsToSearch } from "../shared/stores/search/writer.ts";
 import { TEST_ADMIN_TOKEN, TEST_JWT_SECRET } from "./support/api.ts";
 import { createTestDatabase, eventually, testSearchClient, type TestDatabase } from "./support/read-side.ts";
 import { deleteIndices } from "../shared/dev/read-side.ts";
-import { stackEnv, uniqueName } from "../shared/dev/env.ts";
+import { freePort, stackEnv, uniqueName } from "../shared/dev/env.ts";
 
 const REPO_ROOT = join(import.meta.dir, "..");
 /**
@@ -78,20 +78,6 @@ function installSchemathesis(): string {
   return run.stdout.toString().trim().split("\n").pop()!;
 }
 
-/** A free port of this test's range (3400-3499, see the port plan), probed by binding it. */
-function freePort(taken: number[] = []): number {
-  for (const port of Array.from({ length: 100 }, (_, i) => 3400 + i).sort(() => Math.random() - 0.5)) {
-    if (taken.includes(port)) continue;
-    try {
-      Bun.serve({ port, hostname: "127.0.0.1", fetch: () => new Response() }).stop(true);
-      return port;
-    } catch {
-      // in use
-    }
-  }
-  throw new Error("no free port in 3400-3499");
-}
-
 beforeAll(async () => {
   schemathesisBin = installSchemathesis();
   db = await createTestDatabase("oafuzz");
@@ -107,7 +93,7 @@ beforeAll(async () => {
     env: {
       ...process.env,
       PORT: String(port),
-      ADMIN_PORT: String(freePort([port])),
+      ADMIN_PORT: String(freePort()),
       REDIS_URL: stackEnv.REDIS_URL,
       REDIS_KEY_PREFIX: prefix,
       OUTBOX_SHARDS: String(SHARDS),

@@ -4,7 +4,6 @@
  * The outage is made with a TCP proxy in front of the real PostgreSQL / Elasticsearch.
  */
 import { describe, expect, test } from "bun:test";
-import { connect, createServer, type Server, type Socket } from "node:net";
 import { createPostgresProjector } from "../shared/stores/postgres/sink.ts";
 import { createSearchProjector } from "../shared/stores/search/sink.ts";
 import type { StockEvent } from "../shared/domain/events.ts";
@@ -17,41 +16,7 @@ import { brokers, eventually, readSideFixtures, testLogger } from "./support/rea
 import { produceEvents } from "../shared/dev/read-side.ts";
 import { stackEnv, uniqueName } from "../shared/dev/env.ts";
 import { generateWorkload, StockSim } from "../shared/dev/stock-sim.ts";
-
-/** A TCP proxy that can be cut (every connection dropped, new ones refused) and restored. */
-class CuttableProxy {
-  private server: Server | null = null;
-  private sockets = new Set<Socket>();
-  port = 0;
-  constructor(private readonly target: { host: string; port: number }) {}
-
-  async open(): Promise<void> {
-    const server = createServer((client) => {
-      const upstream = connect(this.target.port, this.target.host);
-      this.sockets.add(client).add(upstream);
-      client.pipe(upstream).pipe(client);
-      const drop = () => {
-        client.destroy();
-        upstream.destroy();
-        this.sockets.delete(client);
-        this.sockets.delete(upstream);
-      };
-      client.on("error", drop).on("close", drop);
-      upstream.on("error", drop).on("close", drop);
-    });
-    await new Promise<void>((resolve) => server.listen(this.port, "127.0.0.1", resolve));
-    this.port = (server.address() as { port: number }).port;
-    this.server = server;
-  }
-
-  async cut(): Promise<void> {
-    const server = this.server;
-    this.server = null;
-    for (const s of this.sockets) s.destroy();
-    this.sockets.clear();
-    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
-  }
-}
+import { CuttableProxy } from "./support/proxy.ts";
 
 const fx = readSideFixtures({ database: "outage", search: true });
 

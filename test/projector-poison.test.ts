@@ -19,7 +19,7 @@ import { DLQ_HEADERS } from "../shared/projection/dlq.ts";
 import { isElasticOutage, isPostgresOutage } from "../shared/projection/errors.ts";
 import { PROBE_STOCK_PREFIX, probeEvents } from "../shared/projection/probe.ts";
 import type { Projector } from "../shared/projection/projector.ts";
-import { readSearchCounters } from "../shared/verify/convergence.ts";
+import { readSearchCounters } from "../shared/stores/search/queries.ts";
 import { STOCK_INDEX_BODY } from "../shared/stores/search/mapping.ts";
 import { probeSearch } from "../shared/stores/search/writer.ts";
 import { brokers, eventually, readSideFixtures, testLogger } from "./support/read-side.ts";

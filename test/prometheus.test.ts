@@ -10,8 +10,11 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { METRIC } from "../services/api/dashboard/collector.ts";
-import { freePort } from "../loadtests/support.ts";
-import { createTestApi } from "./support/api.ts";
+import { freePort } from "../shared/dev/env.ts";
+import { createMetricsRegistry } from "../shared/metrics.ts";
+import { createRedis, keyHolders } from "../shared/redis/client.ts";
+import { parseMemoryInfo, registerRedisMemoryGauges } from "../shared/redis/memory-metrics.ts";
+import { createTestApi, REDIS_UNDER_TEST } from "./support/api.ts";
 import { createHarness, REPO_ROOT, spawnRelay } from "./support/relay-harness.ts";
 
 const OPS = join(REPO_ROOT, "ops");
@@ -24,9 +27,12 @@ function run(...cmd: string[]): { code: number; out: string } {
   return { code: proc.exitCode, out: `${proc.stdout.toString()}${proc.stderr.toString()}` };
 }
 
+/** The alert rules of ops/prometheus/alerts.yml, counted from the file (every rule there is an alert). */
+const ALERT_COUNT = [...readFileSync(join(OPS, "prometheus", "alerts.yml"), "utf8").matchAll(/- alert: \w+/g)].length;
+
 test("promtool: the rules and both configs are valid", () => {
   const rules = run("promtool", "check", "rules", "alerts.yml");
-  expect(rules.out).toContain("SUCCESS: 9 rules found");
+  expect(rules.out).toContain(`SUCCESS: ${ALERT_COUNT} rules found`);
   expect(rules.code).toBe(0);
   const config = run("promtool", "check", "config", "prometheus.yml", "prometheus.compose.yml");
   expect(config.code).toBe(0);
@@ -108,6 +114,30 @@ async function query(expr: string): Promise<{ metric: Record<string, string>; va
   return body.data.result;
 }
 
+test("the Redis memory gauges read INFO memory from every master (single node and cluster)", async () => {
+  expect(parseMemoryInfo("# Memory\r\nused_memory:1048576\r\nmaxmemory:4294967296\r\nmaxmemory_policy:noeviction\r\n")).toEqual({
+    usedBytes: 1_048_576,
+    maxBytes: 4_294_967_296,
+    policy: "noeviction",
+  });
+  for (const target of REDIS_UNDER_TEST) {
+    const redis = createRedis(target.target);
+    try {
+      const registry = createMetricsRegistry("expirer");
+      registerRedisMemoryGauges(registry, redis);
+      const text = await registry.metrics();
+      const used = [...text.matchAll(/^flashsale_redis_used_memory_bytes\{[^}]*node="([^"]+)"[^}]*\} (\d+)$/gm)];
+      const masters = (await keyHolders(redis)).length;
+      expect({ target: target.name, nodes: used.length }).toEqual({ target: target.name, nodes: masters });
+      for (const m of used) expect(Number(m[2])).toBeGreaterThan(0);
+      expect(text).toMatch(/^flashsale_redis_maxmemory_bytes\{.*\} \d+$/m);
+      expect(text).toMatch(/^flashsale_redis_maxmemory_policy_info\{.*policy="[a-z-]+".*\} 1$/m);
+    } finally {
+      await redis.quit();
+    }
+  }
+});
+
 test("a real Prometheus scrapes the api and a relay and loads the alert rules", async () => {
   PROMETHEUS_PORT = await freePort();
   RELAY_ADMIN_PORT = await freePort();
@@ -151,6 +181,6 @@ test("a real Prometheus scrapes the api and a relay and loads the alert rules", 
     expect(((await res.json()) as { status: string }).status, expr).toBe("success");
   }
   const loaded = rules.data.groups.flatMap((g) => g.rules);
-  expect(loaded.length).toBe(9);
+  expect(loaded.length).toBe(ALERT_COUNT);
   for (const rule of loaded) expect(rule.health === "ok" || rule.health === "unknown", rule.name).toBe(true);
 });

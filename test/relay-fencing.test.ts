@@ -10,26 +10,9 @@
  * relay_read script refuses A's reads once the lease is B's. Three pause cycles.
  */
 import { describe, expect, test } from "bun:test";
-import type { Subprocess } from "bun";
-import { createStocks, REPO_ROOT, relayTestFixtures, steadyAllocations, stockVersions, verify, waitUntil } from "./support/relay-harness.ts";
+import { createStocks, relayTestFixtures, spawnLogged, steadyAllocations, stockVersions, verify, waitUntil } from "./support/relay-harness.ts";
 
 const { setup, track } = relayTestFixtures();
-
-/** A relay child process whose JSON log lines are kept (to see what it did after SIGCONT). */
-function spawnLogged(env: Record<string, string>): { child: Subprocess; lines: Record<string, unknown>[] } {
-  const child = Bun.spawn([process.execPath, "services/relay/main.ts"], { cwd: REPO_ROOT, env: { ...env, LOG_LEVEL: "info" }, stdout: "pipe", stderr: "inherit" });
-  const lines: Record<string, unknown>[] = [];
-  void (async () => {
-    let buffered = "";
-    for await (const chunk of child.stdout as ReadableStream<Uint8Array>) {
-      buffered += new TextDecoder().decode(chunk);
-      const parts = buffered.split("\n");
-      buffered = parts.pop()!;
-      for (const line of parts) if (line.trim()) lines.push(JSON.parse(line) as Record<string, unknown>);
-    }
-  })();
-  return { child: track(child), lines };
-}
 
 describe("relay fencing", () => {
   test(
@@ -38,11 +21,11 @@ describe("relay fencing", () => {
       const { h, reader } = setup("relayfence");
       const stocks = await createStocks(h, 16, 100_000);
       const env = { RELAY_LEASE_MS: "1000", RELAY_CLAIM_IDLE_MS: "2000", RELAY_BATCH_SIZE: "200" };
-      const { child: a, lines: aLog } = spawnLogged(h.env({ ...env, RELAY_CONSUMER_NAME: "relay-a" }));
+      const { child: a, lines: aLog } = spawnLogged(track, h.env({ ...env, RELAY_CONSUMER_NAME: "relay-a" }));
       await reader.start();
       const writer = steadyAllocations(h, stocks, { batch: 100, concurrency: 20, pauseMs: 20 });
       await reader.waitFor(() => reader.messages.length >= 500, 30_000, "relay A publishing");
-      const { child: b } = spawnLogged(h.env({ ...env, RELAY_CONSUMER_NAME: "relay-b" }));
+      const { child: b } = spawnLogged(track, h.env({ ...env, RELAY_CONSUMER_NAME: "relay-b" }));
       await reader.waitFor(() => reader.messages.some((m) => m.headers.relay === "relay-b"), 30_000, "relay B publishing too");
 
       // Freeze A past its lease, three times, each time while events keep flowing.

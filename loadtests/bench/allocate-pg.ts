@@ -6,8 +6,9 @@
 import { readFileSync } from "node:fs";
 import postgres from "postgres";
 import { checkPgBaseline, PG_BASELINE_SCHEMA } from "../baselines/pg-commands.ts";
-import { adminPost, cpuSeconds, freePort, startProcess, uniquePrefix, waitHealthy } from "../support.ts";
+import { adminPost, cpuSeconds, startProcess, uniquePrefix, waitHealthy } from "../support.ts";
 import type { Row } from "./allocate-report.ts";
+import { freePort } from "../../shared/dev/env.ts";
 
 export interface PgBenchContext {
   databaseUrl: string;

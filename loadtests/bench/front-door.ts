@@ -12,7 +12,8 @@ import { createRedis, deleteKeysByPrefix } from "../../shared/redis/client.ts";
 import { TokenBuckets } from "../../services/api/rate-limit.ts";
 import { childPids, startPrivateRedis } from "../../shared/dev/processes.ts";
 import { mintUserToken } from "../../shared/dev/token.ts";
-import { adminPost, cpuSeconds, freePort, loadApiEnv, startProcess, uniquePrefix, waitHealthy } from "../support.ts";
+import { adminPost, cpuSeconds, loadApiEnv, startProcess, uniquePrefix, waitHealthy } from "../support.ts";
+import { freePort } from "../../shared/dev/env.ts";
 
 export interface K6RunsResult {
   closed?: { rps: number; requests: number };

@@ -58,6 +58,8 @@ export interface AppDeps {
   notReadyReason?: () => string | null;
   /** SSE_MAX_CLIENTS for the public port's event streams (default 100). */
   sseMaxClients?: number;
+  /** The public port's stream slots, when the caller ends them on shutdown (main.ts); else the app's own. */
+  streams?: StreamSlots;
 }
 
 /** Errors of a client that cannot reach Redis: the request was fine, the store was not. */
@@ -96,7 +98,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
 
   // Request id, trace context, 431 for oversized headers (before anything reads them: auth, logging;
   // Bun's own limit sits above ours, see MAX_HEADER_BYTES) and access metrics, in one layer (front.ts).
-  const streams = new StreamSlots(deps.sseMaxClients ?? DEFAULT_SSE_MAX_CLIENTS);
+  const streams = deps.streams ?? new StreamSlots(deps.sseMaxClients ?? DEFAULT_SSE_MAX_CLIENTS);
   app.use(front({ logger: deps.logger, metrics, maxHeaderBytes: deps.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES, streams }));
 
   app.get("/healthz", (c) => c.json({ status: "ok" }));

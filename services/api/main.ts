@@ -3,11 +3,13 @@ import { apiWorkerAdminPort } from "../../shared/services.ts";
 import { startAdminServer } from "../../shared/admin-server.ts";
 import { apiSchema, loadConfigOrExit } from "../../shared/config.ts";
 import { createKeyLayout } from "../../shared/domain/keys.ts";
-import { onShutdown } from "../../shared/lifecycle.ts";
+import { onShutdown, sleep } from "../../shared/lifecycle.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { createMetricsRegistry } from "../../shared/metrics.ts";
 import { createRedis } from "../../shared/redis/client.ts";
 import { createStockCommands } from "../../shared/redis/commands.ts";
+import { startDurability } from "../../shared/redis/durability.ts";
+import { StartCancelledError } from "../../shared/retry.ts";
 import { createReaderSql } from "../../shared/stores/postgres/client.ts";
 import { createSearchClient } from "../../shared/stores/search/mapping.ts";
 import { dlqTopicOf } from "../../shared/kafka/client.ts";
@@ -40,16 +42,28 @@ const keys = createKeyLayout(config.REDIS_KEY_PREFIX, config.OUTBOX_SHARDS);
 const registry = createMetricsRegistry("api");
 const refusals = new RefusalCache({ ttlMs: config.SOLD_OUT_CACHE_MS, registry });
 const released = config.SOLD_OUT_CACHE_MS > 0 ? subscribeReleased(redis, keys, refusals, logger) : null;
-released?.ready.catch((err: Error) => logger.error({ err: err.message }, "released channels not subscribed: refusals not cached"));
+released?.ready.catch((err: Error) => {
+  if (!(err instanceof StartCancelledError)) logger.error({ err: err.message }, "released channels not subscribed: refusals not cached");
+});
+
+// REDIS_DURABILITY: what a write waits for before its answer; a Redis that cannot keep it stops the start.
+const durability = await startDurability(redis, { profile: config.REDIS_DURABILITY, timeoutMs: config.REDIS_DURABILITY_TIMEOUT_MS, registry, logger }).catch((err: Error) => {
+  // A configuration error, as loadConfigOrExit reports one: one line on stderr, exit 1.
+  console.error(JSON.stringify({ level: "fatal", service: "api", msg: `REDIS_DURABILITY cannot be kept by this Redis: ${err.message}` }));
+  process.exit(1);
+});
 
 let draining = false;
 const commands = withRefusalCache(
-  createStockCommands(redis, keys, { holdRetentionSeconds: config.HOLD_RETENTION_SECONDS, outboxMaxLength: config.OUTBOX_MAX_LENGTH }),
+  createStockCommands(redis, keys, { holdRetentionSeconds: config.HOLD_RETENTION_SECONDS, outboxMaxLength: config.OUTBOX_MAX_LENGTH, durability }),
   refusals,
   redis,
 );
 const dashboard = new DashboardCollector({ redis, commands, registry, workerMetricsUrls: config.WORKER_METRICS_URLS });
 dashboard.registerStockGauges(registry);
+// Event streams of each port, ended at once on shutdown (else server.stop() waits for them until the deadline).
+const publicStreams = new StreamSlots(config.SSE_MAX_CLIENTS);
+const adminStreams = new StreamSlots(config.SSE_MAX_CLIENTS);
 const app = createApp({
   commands,
   redis,
@@ -79,7 +93,7 @@ const app = createApp({
     brokers: config.KAFKA_BROKERS,
   },
   notReadyReason: () => (draining ? "shutting down" : null),
-  sseMaxClients: config.SSE_MAX_CLIENTS,
+  streams: publicStreams,
 });
 
 const server = Bun.serve({
@@ -100,15 +114,16 @@ const admin = startAdminServer({
   hostname: config.ADMIN_HOST,
   registry,
   adminToken: config.ADMIN_TOKEN,
-  routes: dashboardRoutes(dashboard, new StreamSlots(config.SSE_MAX_CLIENTS)),
+  routes: dashboardRoutes(dashboard, adminStreams),
   openPaths: DASHBOARD_OPEN_PATHS,
   notReadyReason: async () => {
     if (draining) return "shutting down";
     try {
-      await redis.ping();
+      // Bounded: with Redis down a PING waits out the client's reconnects (seconds), and a probe must answer.
+      await Promise.race([redis.ping(), sleep(1_000).then(() => Promise.reject(new Error("no answer to PING within 1 s")))]);
       return null;
-    } catch {
-      return "redis unreachable";
+    } catch (err) {
+      return `redis unreachable: ${err instanceof Error ? err.message : String(err)}`;
     }
   },
 });
@@ -116,6 +131,8 @@ logger.info({ port: server.port, adminPort: admin.port, shards: config.OUTBOX_SH
 
 onShutdown(logger, async () => {
   draining = true;
+  const ended = publicStreams.closeAll() + adminStreams.closeAll();
+  if (ended > 0) logger.info({ streams: ended }, "event streams ended");
   dashboard.stop();
   await server.stop(); // stop accepting, let in-flight requests finish
   await admin.stop();

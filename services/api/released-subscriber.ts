@@ -15,10 +15,11 @@
 import { Cluster, type Redis } from "ioredis";
 import type { KeyLayout } from "../../shared/domain/keys.ts";
 import type { Logger } from "../../shared/logger.ts";
+import { retryStart } from "../../shared/retry.ts";
 import type { RefusalCache } from "./sold-out-cache.ts";
 
 export interface ReleasedSubscriber {
-  /** Resolves once every channel is subscribed (or rejects when that fails at start). */
+  /** Resolves once every channel is subscribed (waiting for Redis if it is not up yet); rejects only on what retrying cannot fix, or on close() meanwhile. */
   ready: Promise<void>;
   close(): Promise<void>;
 }
@@ -59,7 +60,8 @@ export function subscribeReleased(client: Redis | Cluster, keys: KeyLayout, cach
     await sub.subscribe(...channels);
   }
 
-  const ready = subscribe().then(() => {
+  // Redis not up yet at the api's start: wait for it (a line per attempt) instead of giving the cache up for good.
+  const ready = retryStart(subscribe, { logger, what: "redis (released channels for the refusal cache)", stopped: () => closing }).then(() => {
     cache.setLive(true);
     // ioredis re-subscribes by itself after a reconnect, before "ready"; a PING answered after
     // those SSUBSCRIBEs (one connection, in order) says they are in place.

@@ -31,7 +31,7 @@ export const allocationIdParam = z.object({
   id: z.string().min(1).max(64).openapi({ param: { name: "id", in: "path" }, example: "s2-01a2007c-efdd-7485-b66a-9911269a1a0c" }),
 });
 
-export const waitingRoomBody = z
+const waitingRoomBody = z
   .object({
     enabled: z.literal(true),
     admissionTtlSeconds: z

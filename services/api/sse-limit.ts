@@ -7,6 +7,11 @@
  *
  * A slot is taken before the route runs (so concurrent opens cannot overshoot the cap) and given back
  * when the answer turns out not to be a stream, when the stream ends, or when its client goes away.
+ *
+ * Shutdown ends every open stream at once (closeAll). A stream lives as long as its client and Bun's
+ * server.stop() waits for every response in flight: with one dashboard open, SIGTERM used to wait out
+ * the 20 s deadline and exit 1 (issue 20). An ended stream is what a client sees on any restart: the
+ * page (or an EventSource) reconnects, to another instance or to this one when it is back.
  */
 import type { Context, Next } from "hono";
 import { ApiProblem, problemResponse } from "./problem.ts";
@@ -16,7 +21,29 @@ const STREAM_RETRY_AFTER_SECONDS = 5;
 
 export class StreamSlots {
   private open = 0;
+  private closing = false;
+  /** How to end each open stream (closeAll). */
+  private readonly enders = new Set<() => void>();
   constructor(readonly max: number) {}
+
+  /** Registers how to end an open stream; returns the function that forgets it. Ended at once after closeAll(). */
+  track(end: () => void): () => void {
+    if (this.closing) {
+      end();
+      return () => {};
+    }
+    this.enders.add(end);
+    return () => this.enders.delete(end);
+  }
+
+  /** Ends every open stream (their routes see the abort and return) and any opened later; returns how many were open. */
+  closeAll(): number {
+    this.closing = true;
+    const enders = [...this.enders];
+    this.enders.clear();
+    for (const end of enders) end();
+    return enders.length;
+  }
 
   get inUse(): number {
     return this.open;
@@ -60,26 +87,51 @@ export async function inStreamSlot(c: Context, slots: StreamSlots, next: Next): 
   }
   const body = c.res.body;
   if (!isStream(c.res) || body === null) return release();
-  // The client going away aborts its request; a stream that ends (or is cancelled) closes the body.
-  c.req.raw.signal.addEventListener("abort", release, { once: true });
   const reader = body.getReader();
+  let ended = false;
+  let forget = () => {};
+  const done = () => {
+    release();
+    forget();
+  };
+  // The client going away aborts its request; a stream that ends (or is cancelled) closes the body.
+  c.req.raw.signal.addEventListener("abort", done, { once: true });
   const watched = new ReadableStream<Uint8Array>({
+    start(controller) {
+      // Shutdown: cancelling the route's body aborts its stream (hono's onAbort); the client sees the end.
+      forget = slots.track(() => {
+        if (ended) return;
+        ended = true;
+        done();
+        void reader.cancel("server shutting down").catch(() => {});
+        try {
+          controller.close();
+        } catch {
+          // already closed or errored
+        }
+      });
+    },
     async pull(controller) {
       try {
-        const { done, value } = await reader.read();
-        if (done) {
-          release();
+        const next = await reader.read();
+        if (ended) return;
+        if (next.done) {
+          ended = true;
+          done();
           controller.close();
         } else {
-          controller.enqueue(value);
+          controller.enqueue(next.value);
         }
       } catch (err) {
-        release();
+        if (ended) return;
+        ended = true;
+        done();
         controller.error(err);
       }
     },
     cancel(reason) {
-      release();
+      ended = true;
+      done();
       return reader.cancel(reason);
     },
   });

@@ -13,7 +13,7 @@ import type { KeyLayout } from "../../shared/domain/keys.ts";
 import { sleep } from "../../shared/lifecycle.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { prom } from "../../shared/metrics.ts";
-import { DEFAULT_HOLD_RETENTION_SECONDS } from "../../shared/domain/policy.ts";
+import { IDEMPOTENCY_TTL_SECONDS } from "../../shared/domain/policy.ts";
 import { expireCall } from "../../shared/redis/commands.ts";
 import { prepareScripts, queueScript, runScript } from "../../shared/redis/scripts.ts";
 import { continueTrace } from "../../shared/trace.ts";
@@ -26,7 +26,7 @@ export interface ExpirerOptions {
   registry: Registry;
   intervalMs: number;
   batchSize: number;
-  /** HOLD_RETENTION_SECONDS: how long an expired hold stays readable; default the policy's. */
+  /** HOLD_RETENTION_SECONDS: how long an expired hold stays readable; default IDEMPOTENCY_TTL_SECONDS (the policy). */
   holdRetentionSeconds?: number;
 }
 
@@ -41,7 +41,7 @@ export interface Expirer {
 
 export function createExpirer(options: ExpirerOptions): Expirer {
   const { redis, keys, logger, intervalMs, batchSize } = options;
-  const retainSeconds = options.holdRetentionSeconds ?? DEFAULT_HOLD_RETENTION_SECONDS;
+  const retainSeconds = options.holdRetentionSeconds ?? IDEMPOTENCY_TTL_SECONDS;
   prepareScripts(redis);
   const expired = new prom.Counter({ name: "flashsale_holds_expired_total", help: "Holds released because they timed out", registers: [options.registry] });
   const tickSeconds = new prom.Histogram({
@@ -89,7 +89,9 @@ export function createExpirer(options: ExpirerOptions): Expirer {
   let running = false;
   let stopRequested = false;
   let loop: Promise<void> | null = null;
-  let lastTickOk = true;
+  // Not ready until a pass has reached Redis (it may not be up yet at start).
+  let lastTickOk = false;
+  let failing = false;
 
   /**
    * Releases up to one batch of due holds of a shard; returns [released, holds looked at, due entries
@@ -154,11 +156,13 @@ export function createExpirer(options: ExpirerOptions): Expirer {
       const started = Date.now();
       try {
         await tick();
-        if (!lastTickOk) logger.info("redis reachable again, expiring");
+        if (failing) logger.info("redis reachable again, expiring");
         lastTickOk = true;
+        failing = false;
       } catch (err) {
-        if (lastTickOk) logger.error({ err: (err as Error).message }, "expirer tick failed; retrying");
+        if (!failing) logger.error({ err: (err as Error).message }, "expirer tick failed; retrying every interval (waiting for redis)");
         lastTickOk = false;
+        failing = true;
       }
       await sleep(Math.max(0, intervalMs - (Date.now() - started)));
     }

@@ -6,6 +6,7 @@ import { onShutdown } from "../../shared/lifecycle.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { createMetricsRegistry } from "../../shared/metrics.ts";
 import { createRedis } from "../../shared/redis/client.ts";
+import { registerRedisMemoryGauges } from "../../shared/redis/memory-metrics.ts";
 import { createExpirer } from "./expirer.ts";
 
 const config = loadConfigOrExit(expirerSchema, "expirer");
@@ -24,12 +25,15 @@ const expirer = createExpirer({
   holdRetentionSeconds: config.HOLD_RETENTION_SECONDS,
 });
 
+// Redis memory against maxmemory, per master, for the RedisMemory* alerts (docs/design.md §3).
+registerRedisMemoryGauges(registry, redis);
+
 let stopping = false;
 const admin = startAdminServer({
   port: config.ADMIN_PORT,
   hostname: config.ADMIN_HOST,
   registry,
-  notReadyReason: () => (stopping ? "shutting down" : expirer.isHealthy() ? null : "redis unreachable"),
+  notReadyReason: () => (stopping ? "shutting down" : expirer.isHealthy() ? null : "waiting for redis (no expiry pass has reached it yet, or the last one failed)"),
 });
 expirer.start();
 logger.info({ adminPort: admin.port, intervalMs: config.EXPIRER_INTERVAL_MS, shards: config.OUTBOX_SHARDS }, "expirer started");

@@ -12,11 +12,11 @@
 import type postgres from "postgres";
 import type { Registry } from "prom-client";
 import type { EventType } from "../../shared/domain/events.ts";
-import { backoffMs, sleep } from "../../shared/lifecycle.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { prom } from "../../shared/metrics.ts";
 import { isPostgresOutage } from "../../shared/projection/errors.ts";
 import { probeEvents } from "../../shared/projection/probe.ts";
+import { retryStart } from "../../shared/retry.ts";
 import { type ConsumerWorker, createProjector, type Projector, type ProjectorKafkaOptions } from "../../shared/projection/projector.ts";
 import { syncConfiguredEndpoint } from "../../shared/webhooks/endpoints.ts";
 import { createDelivery, type Delivery } from "./delivery.ts";
@@ -72,6 +72,7 @@ export function createNotifier(options: NotifierOptions): Notifier {
     groupId: options.groupId ?? NOTIFIER_GROUP,
     registry,
     sink: {
+      store: "postgresql (webhook delivery log)",
       apply: async (events) => {
         const result = await logEvents(sql, events);
         if (result.deliveries.length > 0) delivery.offer(result.deliveries);
@@ -85,13 +86,20 @@ export function createNotifier(options: NotifierOptions): Notifier {
     },
   });
   let stopped = false;
+  let waiting: string | null = null;
   return {
     projector,
     delivery,
     metrics,
     registry,
     async start() {
-      const configured = await untilPostgresAnswers(() => syncConfiguredEndpoint(sql, options.configured ?? {}), logger, () => stopped);
+      // A database that is down at start is waited for (with backoff), like the consumer waits for it later.
+      const configured = await retryStart(() => syncConfiguredEndpoint(sql, options.configured ?? {}), {
+        logger,
+        what: "postgresql (webhook endpoints)",
+        stopped: () => stopped,
+        onWaiting: (reason) => (waiting = reason),
+      });
       if (configured) logger.info({ endpoint: configured.id, url: configured.url, eventTypes: configured.eventTypes }, "configured endpoint");
       await delivery.start();
       await projector.start();
@@ -102,22 +110,8 @@ export function createNotifier(options: NotifierOptions): Notifier {
       await projector.stop();
       await delivery.stop();
     },
-    notReadyReason: () => projector.notReadyReason(),
+    notReadyReason: async () => waiting ?? projector.notReadyReason(),
   };
-}
-
-/** A database that is down at start is waited for (with backoff), like the consumer waits for it later. */
-async function untilPostgresAnswers<T>(work: () => Promise<T>, logger: Logger, stopped: () => boolean): Promise<T> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await work();
-    } catch (err) {
-      if (!isPostgresOutage(err) || stopped()) throw err;
-      const wait = backoffMs(attempt, 200, 5_000);
-      if (attempt % 10 === 0) logger.warn({ err, wait }, "PostgreSQL unavailable at start, retrying");
-      await sleep(wait);
-    }
-  }
 }
 
 class ProbeRollback extends Error {}

@@ -6,6 +6,7 @@ import { createKeyLayout } from "../../shared/domain/keys.ts";
 import { onShutdown } from "../../shared/lifecycle.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { createMetricsRegistry } from "../../shared/metrics.ts";
+import { exitOnFatalStart } from "../../shared/retry.ts";
 import { createRedis } from "../../shared/redis/client.ts";
 import { createRelay } from "./relay.ts";
 
@@ -38,4 +39,8 @@ onShutdown(logger, async () => {
   redis.disconnect();
 });
 
-await relay.start();
+try {
+  await relay.start();
+} catch (err) {
+  exitOnFatalStart(logger, "relay", err);
+}

@@ -7,7 +7,8 @@
  *   the relay drops the shard). Scripts cannot BLOCK: when nothing is new, the reader waits with a
  *   plain `XREAD BLOCK` from the stream's newest id (it takes nothing, so even a paused relay's
  *   outstanding XREAD is harmless) and reads again when it wakes.
- * - This consumer's own pending entries of a shard (history, oldest first) are read directly.
+ * - This consumer's own pending entries of a shard (history, oldest first) go through the
+ *   relay_read_pending script, lease-checked in the same step like every read and every claim.
  * - Both on dedicated connections, so a block never delays acks, lease renewals or scrapes. A
  *   shard's recovery read goes on the same connection as its new-entry reads, so it runs after an
  *   abandoned read and sees what that read delivered.
@@ -22,8 +23,9 @@
  * - Replicas (docs/design.md §11): with RELAY_MIN_REPLICAS = n > 0, entries are handed over only
  *   after `WAIT n` on the very connection that read them returns ≥ n. The read (XREADGROUP moves
  *   the group's cursor and PEL) is a write, replicated after the XADDs it returned, so WAIT covers
- *   them. A history read is not a write, so it is followed by XCLAIM … JUSTID of the same entries
- *   (to ourselves: a no-op that is a write). WAIT is repeated until enough replicas have it; the
+ *   them. A history read is not a write, so relay_read_pending follows it with XCLAIM … JUSTID of the
+ *   same entries (to ourselves: a no-op that is a write), in the script: a separate XCLAIM sent by a
+ *   relay that paused between the two would take back entries the shard's new owner had claimed. WAIT is repeated until enough replicas have it; the
  *   entries stay pending meanwhile.
  *   Why WAIT on our own connection: WAIT waits for the caller connection's last write. On an ioredis
  *   Cluster client a keyless WAIT would go to a random node, not to the master that served the read.
@@ -31,10 +33,10 @@
 import { Cluster, Redis } from "ioredis";
 import { sleep } from "../../shared/lifecycle.ts";
 import { isCluster } from "../../shared/redis/client.ts";
-import type { RelayContext } from "./context.ts";
+import { freezeForTest, type RelayContext } from "./context.ts";
 import { errorMessage } from "./health.ts";
 import { prepareScripts, queueScript } from "../../shared/redis/scripts.ts";
-import { parseStreams, RELAY_GROUP, type OutboxEntry } from "./stream.ts";
+import { RELAY_GROUP, type OutboxEntry } from "./stream.ts";
 
 /** New entries read, and the shards whose lease turned out not to be ours (nothing was read from them). */
 export interface ReadResult {
@@ -68,12 +70,10 @@ export class OutboxReader {
   private readonly links = new Map<number, ShardLink>();
   /** Cluster: the read in flight per shard (at most one, so a shard's entries come in order). */
   private readonly inFlight = new Map<number, ShardRead>();
-  private readonly shardOfKey = new Map<string, number>();
   /** Resolved by init(). */
   minReplicas = 0;
 
   constructor(private readonly ctx: RelayContext) {
-    for (const s of ctx.keys.allShards()) this.shardOfKey.set(ctx.keys.outbox(s), s);
     if (isCluster(ctx.redis)) {
       this.cluster = ctx.redis;
     } else {
@@ -112,17 +112,19 @@ export class OutboxReader {
     return this.readRound(this.blocking!, shards, false);
   }
 
-  /** Up to RELAY_BATCH_SIZE of this consumer's pending entries of `shard` after id `from`, oldest first (on enough replicas). */
-  async readPending(shard: number, from: string): Promise<OutboxEntry[]> {
+  /**
+   * Up to RELAY_BATCH_SIZE of this consumer's pending entries of `shard` after id `from`, oldest first
+   * (on enough replicas), or null when the shard's lease is not ours any more (nothing was read).
+   */
+  async readPending(shard: number, from: string): Promise<OutboxEntry[] | null> {
     const { keys, consumerName, cfg } = this.ctx;
-    const key = keys.outbox(shard);
     const run = async (conn: Redis, asking: boolean) => {
-      const reply = await call(conn, asking, ["XREADGROUP", "GROUP", RELAY_GROUP, consumerName, "COUNT", cfg.RELAY_BATCH_SIZE, "STREAMS", key, from]);
-      const entries = parseStreams(reply, this.shardOfKey);
-      if (entries.length > 0 && this.minReplicas > 0) {
-        await call(conn, asking, ["XCLAIM", key, RELAY_GROUP, consumerName, 0, ...entries.map((e) => e.id), "JUSTID"]);
-        await this.replicated(conn, [shard]);
-      }
+      freezeForTest(this.ctx, "pending-claim", shard);
+      const claim = this.minReplicas > 0 ? "1" : "0";
+      const reply = (await guarded(conn, asking, "fsRelayReadPending", [keys.relayLease(shard), keys.outbox(shard)], [RELAY_GROUP, consumerName, cfg.RELAY_BATCH_SIZE, from, claim])) as [0] | [1, RawEntry[]];
+      if (reply[0] === 0) return null;
+      const entries = reply[1].map(([id, fields]) => ({ shard, id, fields }));
+      if (entries.length > 0) await this.replicated(conn, [shard]);
       return entries;
     };
     return this.cluster ? this.onShard(shard, run) : run(this.blocking!, false);
@@ -336,6 +338,17 @@ export class OutboxReader {
     prepareScripts(conn);
     return conn;
   }
+}
+
+/** One lease-guarded script, preceded by ASKING (in the same round trip) when following an ASK redirect. */
+async function guarded(conn: Redis, asking: boolean, name: "fsRelayReadPending", keys: string[], args: (string | number)[]): Promise<unknown> {
+  const p = conn.pipeline();
+  if (asking) p.call("ASKING");
+  queueScript(p, name, keys, args);
+  const results = (await p.exec()) ?? [];
+  const [err, reply] = results.at(-1) ?? [new Error("no reply")];
+  if (err) throw err;
+  return reply;
 }
 
 /** One command, preceded by ASKING (in the same round trip) when following an ASK redirect. */

@@ -33,6 +33,7 @@ import type { Kafka } from "kafkajs";
 import type { Registry } from "prom-client";
 import type { KeyLayout } from "../../shared/domain/keys.ts";
 import { backoffMs, sleep } from "../../shared/lifecycle.ts";
+import { retryStart, StartCancelledError } from "../../shared/retry.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { prom } from "../../shared/metrics.ts";
 import { Acker } from "./acker.ts";
@@ -63,7 +64,10 @@ export interface RelayDeps {
 export interface Relay {
   readonly consumerName: string;
   readonly metrics: RelayMetrics;
-  /** Creates groups and topic, connects, starts relaying. Retries (with backoff) until it succeeds or stop() is called. */
+  /**
+   * Creates groups and topics, connects, starts relaying. Retries (with backoff) until it succeeds or
+   * stop() is called; throws FatalStartError only on what retrying cannot fix (auth, bad settings).
+   */
   start(): Promise<void>;
   stop(): Promise<void>;
   /** null when ready; otherwise why not (for /readyz). */
@@ -133,29 +137,31 @@ class RelayImpl implements Relay {
     this.started = true;
     const { cfg, keys, log, stop, redisState, kafkaState } = this.ctx;
     log.info({ topic: cfg.KAFKA_TOPIC, shards: keys.shards, batchSize: cfg.RELAY_BATCH_SIZE, lingerMs: cfg.RELAY_LINGER_MS }, "relay starting");
-    this.phase = "connecting to redis";
-    for (let attempt = 0; !stop.stopping; attempt++) {
-      try {
+    // Each step waits out what is not ready yet (a line per attempt, /readyz says what) and throws
+    // only on what retrying cannot fix, or StartCancelledError when stopped meanwhile (shared/retry.ts).
+    const waitFor = (what: string, state: typeof redisState, step: () => Promise<void>) =>
+      retryStart(
+        () =>
+          step().catch((err: unknown) => {
+            state.markDown(err); // the up/down gauge shows it too
+            throw err;
+          }),
+        { logger: log, what, stopped: () => stop.stopping, onWaiting: (reason) => (this.phase = reason ?? this.phase) },
+      );
+    this.phase = "waiting for redis";
+    try {
+      await waitFor("redis (outbox consumer groups, shard membership)", redisState, async () => {
         await this.ensureGroups();
         await this.reader.init();
         await this.shards.ownership.startTimer();
-        redisState.markUp();
-        break;
-      } catch (err) {
-        redisState.markDown(err);
-        await stop.pause(backoffMs(attempt));
-      }
-    }
-    this.phase = "connecting to kafka";
-    for (let attempt = 0; !stop.stopping; attempt++) {
-      try {
-        await this.sender.connect();
-        kafkaState.markUp();
-        break;
-      } catch (err) {
-        kafkaState.markDown(err);
-        await stop.pause(backoffMs(attempt));
-      }
+      });
+      redisState.markUp();
+      this.phase = "waiting for kafka";
+      await waitFor(`kafka topics ${cfg.KAFKA_TOPIC} and its DLQ with partition leaders`, kafkaState, () => this.sender.connect());
+      kafkaState.markUp();
+    } catch (err) {
+      if (err instanceof StartCancelledError) return;
+      throw err;
     }
     if (stop.stopping) return;
     this.loop = this.run();
@@ -271,6 +277,11 @@ class RelayImpl implements Relay {
     let resent = 0;
     while (!stop.stopping && this.shards.isHeld(shard)) {
       const entries = await this.reader.readPending(shard, from);
+      if (entries === null) {
+        log.warn({ shard }, "shard lease is no longer ours (found by the pending read); shard dropped");
+        await this.shards.lose(shard);
+        return;
+      }
       const last = entries.at(-1);
       if (!last) {
         this.shards.markLive(shard);

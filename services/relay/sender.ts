@@ -20,7 +20,7 @@
  * transactions, one idempotent producer sends everything (the broker drops a re-sent copy it has).
  */
 import { Partitioners, type Kafka, type Message, type Producer } from "kafkajs";
-import { ensureTopic } from "../../shared/kafka/client.ts";
+import { ensureTopics, stockEventTopics } from "../../shared/kafka/topics.ts";
 import { ACKS_ALL, compressionOf, createIdempotentProducer, sendBatch } from "../../shared/kafka/producer.ts";
 import { backoffMs, sleep } from "../../shared/lifecycle.ts";
 import type { RelayContext } from "./context.ts";
@@ -88,9 +88,10 @@ export class KafkaSender {
     this.transactional = ctx.cfg.RELAY_TRANSACTIONS;
   }
 
-  /** Creates the topic if missing and connects the (non-transactional) producer. */
+  /** Creates the topics if missing (and waits for their leaders), connects the (non-transactional) producer. */
   async connect(): Promise<void> {
-    await ensureTopic(this.kafka, this.ctx.cfg.KAFKA_TOPIC, this.ctx.cfg.KAFKA_PARTITIONS);
+    const { KAFKA_TOPIC, KAFKA_PARTITIONS, KAFKA_DLQ_TOPIC } = this.ctx.cfg;
+    await ensureTopics(this.kafka, stockEventTopics(KAFKA_TOPIC, KAFKA_PARTITIONS, KAFKA_DLQ_TOPIC));
     if (this.transactional) return; // per shard, on acquire (fence)
     this.plain ??= { producer: createIdempotentProducer(this.kafka), connected: false };
     if (!this.plain.connected) {

@@ -5,7 +5,7 @@
  * consumers from the group now and then.
  */
 import { runScript } from "../../shared/redis/scripts.ts";
-import type { RelayContext } from "./context.ts";
+import { freezeForTest, type RelayContext } from "./context.ts";
 import { ShardOwnership } from "./ownership.ts";
 import { RELAY_GROUP } from "./stream.ts";
 
@@ -126,8 +126,14 @@ export class ShardState {
       for (const s of o.desired) {
         if (o.held.has(s) || !(await o.acquire(s))) continue;
         await this.hooks.acquired(s);
+        freezeForTest(this.ctx, "acquire-claim", s);
         // The lease says the previous owner is gone (or handed over): take over all it left pending.
         const claimed = await this.claim(s, 0);
+        if (claimed === null) {
+          // Paused between the acquire and the claim, past the lease: another relay owns it now.
+          await this.lose(s);
+          continue;
+        }
         this.recovering.add(s);
         log.info({ shard: s, claimed }, "shard acquired");
       }
@@ -135,16 +141,24 @@ export class ShardState {
     metrics.ownedShards.set(o.held.size);
   }
 
-  /** XAUTOCLAIM (ids only) every entry of the shard idle for at least minIdleMs into our PEL. */
-  private async claim(shard: number, minIdleMs: number): Promise<number> {
-    const { redis, keys, consumerName, stop, metrics } = this.ctx;
-    const key = keys.outbox(shard);
+  /**
+   * XAUTOCLAIM (ids only) every entry of the shard idle for at least minIdleMs into our PEL, 1,000 at
+   * a time, each step lease-checked in Redis (relay_claim.lua). Null when the lease turned out not to
+   * be ours: this relay was paused past it, and the new owner's entries are left alone.
+   */
+  private async claim(shard: number, minIdleMs: number): Promise<number | null> {
+    const { redis, keys, consumerName, stop, metrics, log } = this.ctx;
     let cursor = "0-0";
     let claimed = 0;
     do {
-      const reply = (await redis.call("XAUTOCLAIM", key, RELAY_GROUP, consumerName, minIdleMs, cursor, "COUNT", 1000, "JUSTID")) as [string, string[], string[]?];
-      cursor = reply[0];
-      claimed += reply[1].length;
+      const reply = await runScript<[0] | [1, string, number]>(redis, "fsRelayClaim", [keys.relayLease(shard), keys.outbox(shard)], [RELAY_GROUP, consumerName, minIdleMs, cursor, 1000]);
+      if (reply[0] === 0) {
+        log.warn({ shard, claimedBefore: claimed }, "shard lease is no longer ours (found by the claim); shard dropped");
+        if (claimed > 0) metrics.claimed.inc(claimed);
+        return null;
+      }
+      cursor = reply[1];
+      claimed += reply[2];
     } while (cursor !== "0-0" && !stop.stopping);
     if (claimed > 0) metrics.claimed.inc(claimed);
     return claimed;
@@ -158,6 +172,10 @@ export class ShardState {
       this.nextClaimAt = now + Math.min(30_000, Math.max(1_000, Math.floor(cfg.RELAY_CLAIM_IDLE_MS / 2)));
       for (const s of [...this.live]) {
         const claimed = await this.claim(s, cfg.RELAY_CLAIM_IDLE_MS);
+        if (claimed === null) {
+          await this.lose(s);
+          continue;
+        }
         if (claimed === 0) continue;
         log.warn({ shard: s, claimed, idleMs: cfg.RELAY_CLAIM_IDLE_MS }, "claimed entries left pending by another consumer");
         this.live.delete(s);

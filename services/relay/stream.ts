@@ -13,22 +13,6 @@ export interface OutboxEntry {
   fields: string[] | null;
 }
 
-type RawEntry = [string, string[] | null];
-type RawStreams = [string, RawEntry[]][] | null;
-
-/** Flattens an XREADGROUP reply into entries, keeping each stream's order (streams in reply order). */
-export function parseStreams(reply: unknown, shardOfKey: ReadonlyMap<string, number>): OutboxEntry[] {
-  const streams = reply as RawStreams;
-  if (!streams) return [];
-  const out: OutboxEntry[] = [];
-  for (const [key, entries] of streams) {
-    const shard = shardOfKey.get(key);
-    if (shard === undefined) throw new Error(`XREADGROUP returned an unexpected stream ${key}`);
-    for (const [id, fields] of entries) out.push({ shard, id, fields });
-  }
-  return out;
-}
-
 /** Value of `field` in a flat [field, value, …] list. */
 export function fieldValue(fields: string[] | null, field: string): string | undefined {
   if (!fields) return undefined;

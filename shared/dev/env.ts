@@ -38,8 +38,9 @@ export interface ServiceProcess {
 /**
  * Starts `bun services/<name>/main.ts` with this process's environment plus `env`, on a free
  * ADMIN_PORT, quiet unless LOG_LEVEL asks for more (its errors still reach the test's stderr).
+ * `stdout: "pipe"` keeps its log lines (pino, on stdout) for the test to read.
  */
-export function spawnService(name: string, env: Record<string, string>): ServiceProcess {
+export function spawnService(name: string, env: Record<string, string>, options: { stdout?: "pipe" | "ignore" } = {}): ServiceProcess {
   const adminPort = freePort();
   const child = Bun.spawn([process.execPath, `services/${name}/main.ts`], {
     cwd: `${import.meta.dir}/../..`,
@@ -49,7 +50,8 @@ export function spawnService(name: string, env: Record<string, string>): Service
       LOG_LEVEL: process.env.LOG_LEVEL === "silent" ? "error" : (process.env.LOG_LEVEL ?? "error"),
       ...env,
     },
-    stdout: "ignore",
+    // The services log to stdout (pino): FLASHSALE_TEST_CHILD_LOGS=<dir> keeps each child's log there.
+    stdout: options.stdout ?? (process.env.FLASHSALE_TEST_CHILD_LOGS ? Bun.file(`${process.env.FLASHSALE_TEST_CHILD_LOGS}/${name}-${Date.now()}.log`) : "ignore"),
     stderr: "inherit",
   });
   return { child, adminPort };

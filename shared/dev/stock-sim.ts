@@ -4,7 +4,7 @@
  * Tests and the projector benchmark produce these straight to Kafka, without Redis or the relay.
  */
 import type { EventOf, StockEvent } from "../domain/events.ts";
-import type { StockCounters } from "../verify/convergence.ts";
+import type { StockCounters } from "../domain/views.ts";
 import type { AllocationStatus } from "../domain/views.ts";
 
 export interface SimStock {

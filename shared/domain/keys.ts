@@ -73,7 +73,7 @@ export interface KeyLayout {
   shardOfAllocation(allocationId: string): number | null;
 }
 
-export interface RoomKeys {
+interface RoomKeys {
   readonly room: string;
   readonly pre: string;
   readonly line: string;

@@ -10,7 +10,7 @@ export const MIN_ADMISSION_TTL_SECONDS = 5;
 export const MAX_ADMISSION_TTL_SECONDS = 3600;
 export const DEFAULT_ADMISSION_TTL_SECONDS = 60;
 
-export const TICKET_STATES = ["waiting", "admitted", "sold_out", "expired", "done"] as const;
+const TICKET_STATES = ["waiting", "admitted", "sold_out", "expired", "done"] as const;
 export type TicketState = (typeof TICKET_STATES)[number];
 
 const int = () => z.number().int();
@@ -47,7 +47,7 @@ export type DrawView = z.infer<z.ZodObject<typeof drawViewShape>>;
 const sha256Hex = (text: string) => createHash("sha256").update(text).digest("hex");
 
 /** The draw's sort key of one ticket: hex(sha256(hex(seed) + ":" + ticketId)). */
-export function drawKey(seedHex: string, ticketId: string): string {
+function drawKey(seedHex: string, ticketId: string): string {
   return sha256Hex(`${seedHex}:${ticketId}`);
 }
 

@@ -111,3 +111,12 @@ export function allocationViewFromHash(allocationId: string, hash: Record<string
   }
   return view;
 }
+
+/** A stock's counters and version as one store has them (the verifier compares every read model's with Redis's). */
+export interface StockCounters {
+  stockId: string;
+  available: number;
+  held: number;
+  sold: number;
+  version: number;
+}

@@ -1,5 +1,5 @@
 /** kafkajs client factory: brokers from config, kafkajs' own logs routed into pino. */
-import { type Admin, Kafka, logLevel, type LogEntry } from "kafkajs";
+import { type Admin, type AdminConfig, Kafka, logLevel, type LogEntry } from "kafkajs";
 import "./patch-request-queue.ts"; // stops kafkajs' idle 1 ms timer loop (see the file)
 import type { Logger } from "../logger.ts";
 
@@ -28,26 +28,14 @@ export function createKafka(options: { brokers: string[]; clientId: string; logg
 }
 
 /** Runs `work` with a connected admin client and always disconnects it. */
-export async function withKafkaAdmin<T>(kafka: Kafka, work: (admin: Admin) => Promise<T>): Promise<T> {
-  const admin = kafka.admin();
+export async function withKafkaAdmin<T>(kafka: Kafka, work: (admin: Admin) => Promise<T>, config?: AdminConfig): Promise<T> {
+  const admin = kafka.admin(config);
   await admin.connect();
   try {
     return await work(admin);
   } finally {
     await admin.disconnect();
   }
-}
-
-/**
- * Creates the topic if it is missing (idempotent; several starters may race). Replication factor -1 =
- * the broker default. Retention is unlimited: the topic is the event log that read models are rebuilt
- * from (`bun run rebuild`), so time-based deletion would silently make a rebuild incomplete.
- */
-export function ensureTopic(kafka: Kafka, topic: string, numPartitions: number): Promise<void> {
-  return withKafkaAdmin(kafka, async (admin) => {
-    if ((await admin.listTopics()).includes(topic)) return;
-    await admin.createTopics({ topics: [{ topic, numPartitions, replicationFactor: -1, configEntries: [{ name: "retention.ms", value: "-1" }] }], waitForLeaders: true });
-  });
 }
 
 /** Deletes topics (and their DLQs with `withDlq`), ignoring ones that do not exist: for throwaway topics of tests and benches. */

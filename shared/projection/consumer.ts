@@ -4,12 +4,19 @@
  * to the DLQ, then the offsets committed — only after the store has the batch. A store outage keeps
  * the batch in a retry loop (heartbeating, not ready, nothing committed); stop() lets the batch in
  * hand finish and commit, or abandons it uncommitted if the store is down, then leaves the group.
+ *
+ * Start (docs/design.md §13): topics with leaders (ensureTopics), the DLQ producer, then the group,
+ * each step retried while Kafka is not ready (shared/retry.ts), /readyz saying what is awaited.
+ * A consumer that kafkajs gives up on (`crash` with restart: false) is replaced in this process
+ * after a backoff, and the process is not ready until the new one has joined: a projector that
+ * consumes nothing never answers ready. What retrying cannot fix goes to onFatal (the binary exits 1).
  */
-import type { Consumer, Kafka, Producer } from "kafkajs";
-import { ensureTopic } from "../kafka/client.ts";
+import type { Consumer, EachBatchPayload, Kafka, Producer } from "kafkajs";
+import { ensureTopics, stockEventTopics } from "../kafka/topics.ts";
 import { createIdempotentProducer } from "../kafka/producer.ts";
 import { backoffMs, sleep } from "../lifecycle.ts";
 import type { Logger } from "../logger.ts";
+import { classifyStartError, FatalStartError, retryStart, StartCancelledError } from "../retry.ts";
 import { projectBatch, type BatchOutcome, type ProjectionSink } from "./batch.ts";
 import { sendToDlq } from "./dlq.ts";
 import type { ProjectorMetrics } from "./metrics.ts";
@@ -19,6 +26,8 @@ import { TRACEPARENT, traceIdOf } from "../trace.ts";
 export interface ProjectionSinkWithPing extends ProjectionSink {
   /** Cheap reachability check for /readyz; throws when the store is down. */
   ping(): Promise<void>;
+  /** The store in words, for the start's log lines and /readyz ("postgresql"). */
+  readonly store?: string;
 }
 
 export interface ProjectionConsumerOptions {
@@ -41,6 +50,8 @@ export interface ProjectionConsumerOptions {
   maxDataAttempts?: number;
   /** Backoff cap while the store is down. */
   maxOutageBackoffMs?: number;
+  /** Called when the consumer cannot go on and retrying cannot help (default: log it; the binary exits 1). */
+  onFatal?: (err: unknown) => void;
 }
 
 export interface ProjectionConsumer {
@@ -61,6 +72,11 @@ export function createProjectionConsumer(options: ProjectionConsumerOptions): Pr
   let producer: Producer | null = null;
   let joined = false;
   let stopping = false;
+  /** What the start (or a restart after a crash) is waiting for; null once the consumer runs. */
+  let waiting: string | null = "starting";
+  /** Set when kafkajs gave up on the consumer; cleared when the replacement joins its group. */
+  let crashed: string | null = null;
+  let crashesInARow = 0;
   let outage: string | null = null;
   let lagTimer: ReturnType<typeof setInterval> | null = null;
   const committed = new Map<number, bigint>();
@@ -119,106 +135,159 @@ export function createProjectionConsumer(options: ProjectionConsumerOptions): Pr
     }
   }
 
+  const retry = <T>(what: string, step: () => Promise<T>) =>
+    retryStart(step, {
+      logger,
+      what,
+      stopped: () => stopping,
+      onWaiting: (reason) => {
+        waiting = reason;
+      },
+    });
+
+  /** A new kafkajs consumer, joined to the group and running (retried until Kafka lets it). */
+  async function runConsumer(): Promise<void> {
+    await retry(`kafka consumer group ${groupId} on ${topic}`, async () => {
+      const c = newConsumer();
+      consumer = c;
+      try {
+        await c.connect();
+        await c.subscribe({ topic, fromBeginning: true });
+        await c.run({
+          autoCommit: false,
+          eachBatchAutoResolve: false,
+          partitionsConsumedConcurrently: options.partitionsConsumedConcurrently ?? 16,
+          eachBatch,
+        });
+      } catch (err) {
+        await c.disconnect().catch(() => {});
+        throw err;
+      }
+    });
+    waiting = null;
+    if (stopping) await consumer?.disconnect();
+  }
+
+  function newConsumer(): Consumer {
+    const c = kafka.consumer({
+      groupId,
+      allowAutoTopicCreation: false,
+      maxWaitTimeInMs: options.fetchMaxWaitMs ?? 250,
+      minBytes: options.fetchMinBytes ?? 1,
+      maxBytesPerPartition: options.maxBytesPerPartition ?? 2 * 1024 * 1024,
+      maxBytes: 32 * 1024 * 1024,
+      // A crashed projector's partitions move to a live one after this long. Batches take well under
+      // a second and the outage retry loop heartbeats between attempts, so 10 s is safe.
+      sessionTimeout: 10_000,
+      heartbeatInterval: 2_000,
+    });
+    c.on(c.events.GROUP_JOIN, (e) => {
+      if (c !== consumer) return;
+      joined = true;
+      crashed = null;
+      logger.info({ groupId, memberId: e.payload.memberId, assignment: e.payload.memberAssignment }, "joined consumer group");
+    });
+    c.on(c.events.CRASH, (e) => {
+      if (c !== consumer) return;
+      joined = false;
+      const { error, restart } = e.payload;
+      if (restart || stopping) {
+        logger.warn({ err: error, restart }, "consumer crashed; kafkajs restarts it");
+        return;
+      }
+      crashed = `kafka consumer crashed and was given up (${classifyStartError(error).reason}); restarting it`;
+      metrics.consumerRestarts.inc();
+      const wait = backoffMs(crashesInARow++, 500, 10_000);
+      logger.error({ err: error, retryInMs: wait, crashesInARow }, "kafka consumer crashed and kafkajs gave up on it; restarting it in this process");
+      void sleep(wait)
+        .then(() => (stopping || c !== consumer ? undefined : runConsumer()))
+        .catch((err: unknown) => {
+          if (err instanceof StartCancelledError) return;
+          crashed = `kafka consumer could not be restarted: ${err instanceof Error ? err.message : String(err)}`;
+          (options.onFatal ?? ((e: unknown) => logger.fatal({ err: e }, "kafka consumer cannot be restarted")))(err instanceof FatalStartError ? err : new FatalStartError(crashed, { cause: err }));
+        });
+    });
+    return c;
+  }
+
+  async function eachBatch({ batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale }: EachBatchPayload): Promise<void> {
+    if (batch.messages.length === 0) return;
+    const started = performance.now();
+    const fetchedAt = Date.now();
+    const partition = batch.partition;
+    const abandon = () => !isRunning() || isStale();
+    const outcome = await projectBatch(batch.messages, sink, {
+      maxDataAttempts,
+      shouldAbort: () => stopping || abandon(),
+      waitAfterOutage: async (err, attempt) => {
+        outage = err instanceof Error ? err.message : String(err);
+        metrics.storeRetries.inc();
+        const wait = backoffMs(attempt, 100, options.maxOutageBackoffMs ?? 5_000);
+        if (attempt === 0 || attempt % 10 === 0) logger.warn({ err, attempt, wait, partition }, "store unavailable, retrying batch (not committing)");
+        await sleep(wait);
+        try {
+          await heartbeat();
+        } catch (hbErr) {
+          logger.warn({ err: hbErr }, "heartbeat failed while waiting for the store");
+        }
+      },
+      recovered: () => {
+        logger.info({ partition }, "store available again");
+        outage = null;
+      },
+      waitAfterDataError: async (err, attempt) => {
+        logger.warn({ err, attempt, partition }, "batch rejected by the store, retrying");
+        await sleep(backoffMs(attempt, 50, 500));
+      },
+    });
+    if (outcome.status === "aborted") {
+      logger.info({ partition, firstOffset: batch.firstOffset() }, "batch abandoned uncommitted (stopping or rebalancing)");
+      return;
+    }
+    const storedAt = Date.now();
+    observeStages(outcome, fetchedAt, storedAt);
+    if (outcome.poison.length > 0) {
+      await sendToDlq(producer!, dlqTopic, outcome.poison, { topic, partition, groupId });
+      for (const p of outcome.poison) {
+        metrics.dlqMessages.inc({ reason: p.reason });
+        const ids = { eventId: headerText(p.message.headers, "eventId"), traceId: traceIdOf(headerText(p.message.headers, TRACEPARENT)) };
+        logger.error({ partition, offset: p.message.offset, ...ids, reason: p.reason, error: p.error }, "message sent to the DLQ");
+      }
+    }
+    const last = batch.lastOffset();
+    const next = (BigInt(last) + 1n).toString();
+    resolveOffset(last);
+    await commitOffsetsIfNecessary({ topics: [{ topic, partitions: [{ partition, offset: next }] }] });
+    committed.set(partition, BigInt(next));
+    // One line per event at debug (follow a request by its trace id); skipped cheaply otherwise.
+    if (logger.isLevelEnabled("debug")) {
+      for (const m of batch.messages) {
+        const ids = { eventId: headerText(m.headers, "eventId"), traceId: traceIdOf(headerText(m.headers, TRACEPARENT)) };
+        logger.debug({ partition, offset: m.offset, ...ids }, "event committed");
+      }
+    }
+
+    const now = Date.now();
+    metrics.eventsApplied.inc(outcome.applied.length);
+    metrics.duplicatesSkipped.inc(outcome.duplicates);
+    metrics.batchSize.observe(batch.messages.length);
+    metrics.batchSeconds.observe((performance.now() - started) / 1000);
+    for (const event of outcome.applied) metrics.freshnessSeconds.observe("", Math.max(0, now - Date.parse(event.occurredAt)) / 1000);
+    const high = BigInt(batch.highWatermark);
+    metrics.consumerLag.set({ partition: String(partition) }, Number(high > BigInt(next) ? high - BigInt(next) : 0n));
+    crashesInARow = 0;
+  }
+
   return {
     async start() {
-      await ensureTopic(kafka, topic, options.topicPartitions ?? 12);
-      await ensureTopic(kafka, dlqTopic, 1);
+      // The store takes a known-good batch (rolled back): reachable, and set up (a missing table is
+      // a missing migration, which retrying cannot fix: classifyStartError says so).
+      await retry(`${sink.store ?? "the store"} (probe write)`, () => sink.probe());
+      await retry(`kafka topics ${topic} and ${dlqTopic} with partition leaders`, () =>
+ensureTopics(kafka, stockEventTopics(topic, options.topicPartitions ?? 12, dlqTopic)));
       producer = createIdempotentProducer(kafka);
-      await producer.connect();
-      const c = kafka.consumer({
-        groupId,
-        allowAutoTopicCreation: false,
-        maxWaitTimeInMs: options.fetchMaxWaitMs ?? 250,
-        minBytes: options.fetchMinBytes ?? 1,
-        maxBytesPerPartition: options.maxBytesPerPartition ?? 2 * 1024 * 1024,
-        maxBytes: 32 * 1024 * 1024,
-        // A crashed projector's partitions move to a live one after this long. Batches take well under
-        // a second and the outage retry loop heartbeats between attempts, so 10 s is safe.
-        sessionTimeout: 10_000,
-        heartbeatInterval: 2_000,
-      });
-      consumer = c;
-      c.on(c.events.GROUP_JOIN, (e) => {
-        joined = true;
-        logger.info({ groupId, memberId: e.payload.memberId, assignment: e.payload.memberAssignment }, "joined consumer group");
-      });
-      c.on(c.events.CRASH, (e) => {
-        joined = false;
-        logger.error({ err: e.payload.error, restart: e.payload.restart }, "consumer crashed");
-      });
-      await c.connect();
-      await c.subscribe({ topic, fromBeginning: true });
-      await c.run({
-        autoCommit: false,
-        eachBatchAutoResolve: false,
-        partitionsConsumedConcurrently: options.partitionsConsumedConcurrently ?? 16,
-        eachBatch: async ({ batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale }) => {
-          if (batch.messages.length === 0) return;
-          const started = performance.now();
-          const fetchedAt = Date.now();
-          const partition = batch.partition;
-          const abandon = () => !isRunning() || isStale();
-          const outcome = await projectBatch(batch.messages, sink, {
-            maxDataAttempts,
-            shouldAbort: () => stopping || abandon(),
-            waitAfterOutage: async (err, attempt) => {
-              outage = err instanceof Error ? err.message : String(err);
-              metrics.storeRetries.inc();
-              const wait = backoffMs(attempt, 100, options.maxOutageBackoffMs ?? 5_000);
-              if (attempt === 0 || attempt % 10 === 0) logger.warn({ err, attempt, wait, partition }, "store unavailable, retrying batch (not committing)");
-              await sleep(wait);
-              try {
-                await heartbeat();
-              } catch (hbErr) {
-                logger.warn({ err: hbErr }, "heartbeat failed while waiting for the store");
-              }
-            },
-            recovered: () => {
-              logger.info({ partition }, "store available again");
-              outage = null;
-            },
-            waitAfterDataError: async (err, attempt) => {
-              logger.warn({ err, attempt, partition }, "batch rejected by the store, retrying");
-              await sleep(backoffMs(attempt, 50, 500));
-            },
-          });
-          if (outcome.status === "aborted") {
-            logger.info({ partition, firstOffset: batch.firstOffset() }, "batch abandoned uncommitted (stopping or rebalancing)");
-            return;
-          }
-          const storedAt = Date.now();
-          observeStages(outcome, fetchedAt, storedAt);
-          if (outcome.poison.length > 0) {
-            await sendToDlq(producer!, dlqTopic, outcome.poison, { topic, partition, groupId });
-            for (const p of outcome.poison) {
-              metrics.dlqMessages.inc({ reason: p.reason });
-              const ids = { eventId: headerText(p.message.headers, "eventId"), traceId: traceIdOf(headerText(p.message.headers, TRACEPARENT)) };
-              logger.error({ partition, offset: p.message.offset, ...ids, reason: p.reason, error: p.error }, "message sent to the DLQ");
-            }
-          }
-          const last = batch.lastOffset();
-          const next = (BigInt(last) + 1n).toString();
-          resolveOffset(last);
-          await commitOffsetsIfNecessary({ topics: [{ topic, partitions: [{ partition, offset: next }] }] });
-          committed.set(partition, BigInt(next));
-          // One line per event at debug (follow a request by its trace id); skipped cheaply otherwise.
-          if (logger.isLevelEnabled("debug")) {
-            for (const m of batch.messages) {
-              const ids = { eventId: headerText(m.headers, "eventId"), traceId: traceIdOf(headerText(m.headers, TRACEPARENT)) };
-              logger.debug({ partition, offset: m.offset, ...ids }, "event committed");
-            }
-          }
-
-          const now = Date.now();
-          metrics.eventsApplied.inc(outcome.applied.length);
-          metrics.duplicatesSkipped.inc(outcome.duplicates);
-          metrics.batchSize.observe(batch.messages.length);
-          metrics.batchSeconds.observe((performance.now() - started) / 1000);
-          for (const event of outcome.applied) metrics.freshnessSeconds.observe("", Math.max(0, now - Date.parse(event.occurredAt)) / 1000);
-          const high = BigInt(batch.highWatermark);
-          metrics.consumerLag.set({ partition: String(partition) }, Number(high > BigInt(next) ? high - BigInt(next) : 0n));
-        },
-      });
+      await retry("kafka (DLQ producer)", () => producer!.connect());
+      await runConsumer();
       lagTimer = setInterval(() => void refreshLagGauge(), 5_000);
       lagTimer.unref?.();
     },
@@ -235,7 +304,9 @@ export function createProjectionConsumer(options: ProjectionConsumerOptions): Pr
 
     async notReadyReason() {
       if (stopping) return "shutting down";
-      if (!joined) return "not in the consumer group yet";
+      if (crashed) return crashed;
+      if (waiting) return waiting;
+      if (!joined) return `not in the consumer group ${groupId} yet`;
       if (outage) return `store unavailable: ${outage}`;
       try {
         await Promise.race([sink.ping(), sleep(1_500).then(() => Promise.reject(new Error("ping timed out")))]);

@@ -56,7 +56,7 @@ function codeOf(err: unknown): string | undefined {
   return typeof code === "string" ? code : undefined;
 }
 
-function isNetworkError(err: unknown): boolean {
+export function isNetworkError(err: unknown): boolean {
   const code = codeOf(err);
   if (code !== undefined && NETWORK_CODES.has(code)) return true;
   const message = (err as { message?: unknown })?.message;

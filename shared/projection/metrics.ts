@@ -10,6 +10,7 @@ export interface ProjectorMetrics {
   consumerLag: prom.Gauge<"partition">;
   dlqMessages: prom.Counter<"reason">;
   storeRetries: prom.Counter<string>;
+  consumerRestarts: prom.Counter<string>;
   freshnessSeconds: FastHistogram;
   stageSeconds: FastHistogram<ProjectorStage>;
 }
@@ -71,6 +72,11 @@ export function createProjectorMetrics(registry: Registry): ProjectorMetrics {
     storeRetries: new prom.Counter({
       name: "flashsale_projector_store_retries_total",
       help: "Batch attempts that failed because the store was unavailable (retried, not committed)",
+      registers,
+    }),
+    consumerRestarts: new prom.Counter({
+      name: "flashsale_projector_consumer_restarts_total",
+      help: "Kafka consumers restarted in-process after kafkajs crashed and gave up (crash with restart: false)",
       registers,
     }),
     freshnessSeconds: new FastHistogram({

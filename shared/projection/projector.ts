@@ -29,6 +29,8 @@ export interface ProjectorKafkaOptions {
   /** kafkajs maxWaitTimeInMs (default 250) and minBytes (default 1). */
   fetchMaxWaitMs?: number;
   fetchMinBytes?: number;
+  /** The consumer cannot go on and retrying cannot help (runProjector exits 1). */
+  onFatal?: (err: unknown) => void;
 }
 
 /** What runProjector runs: a projector, or another consumer of the same life (the notifier). */
@@ -67,6 +69,7 @@ export function createProjector(
     maxOutageBackoffMs: options.maxOutageBackoffMs,
     fetchMaxWaitMs: options.fetchMaxWaitMs,
     fetchMinBytes: options.fetchMinBytes,
+    onFatal: options.onFatal,
   });
   let started = false;
   let stopped = false;

@@ -2,7 +2,8 @@
  * The whole life of a projector binary (or of another Kafka consumer binary, the notifier), so each
  * main.ts only says what it writes: typed config (fail fast), logger, metrics, the admin server with readiness from
  * the consumer, graceful SIGTERM (stop consuming, finish and commit the batch, close the store,
- * then the admin server), and exit 1 when it cannot start.
+ * then the admin server). A start waits out what is not ready yet (shared/retry.ts, /readyz says what)
+ * and exits 1, with one line, only on what retrying cannot fix.
  */
 import type { Registry } from "prom-client";
 import type { z } from "zod";
@@ -11,6 +12,7 @@ import { type KafkaEnv, loadConfigOrExit, type ProjectorEnv } from "../config.ts
 import { onShutdown } from "../lifecycle.ts";
 import { createLogger, type Logger } from "../logger.ts";
 import { createMetricsRegistry } from "../metrics.ts";
+import { exitOnFatalStart, StartCancelledError } from "../retry.ts";
 import type { ConsumerWorker, ProjectorKafkaOptions } from "./projector.ts";
 
 /** What every consumer binary's config has; the projector variables are there for projectors only. */
@@ -47,6 +49,8 @@ export async function runProjector<S extends z.ZodType<ConsumerConfig>>(
     partitionsConsumedConcurrently: config.PROJECTOR_CONCURRENCY,
     fetchMaxWaitMs: config.PROJECTOR_FETCH_MAX_WAIT_MS,
     fetchMinBytes: config.PROJECTOR_FETCH_MIN_BYTES,
+    // A consumer that can be neither kept nor restarted: exit, so the supervisor starts a new process.
+    onFatal: (err: unknown) => exitOnFatalStart(logger, name, err),
   };
   const { projector, close } = build({ config, logger, registry, kafka });
 
@@ -62,7 +66,7 @@ export async function runProjector<S extends z.ZodType<ConsumerConfig>>(
   try {
     await projector.start();
   } catch (err) {
-    logger.fatal({ err }, `${name} failed to start`);
-    process.exit(1);
+    if (err instanceof StartCancelledError) return; // SIGTERM while waiting: onShutdown exits 0
+    exitOnFatalStart(logger, name, err);
   }
 }

@@ -5,9 +5,10 @@
  */
 import { DomainError } from "../domain/errors.ts";
 import type { KeyLayout } from "../domain/keys.ts";
-import { DEFAULT_CURRENCY, DEFAULT_HOLD_RETENTION_SECONDS, DEFAULT_HOLD_SECONDS, DEFAULT_OUTBOX_MAX_LENGTH, IDEMPOTENCY_TTL_SECONDS, REQUEST_RECORD_TTL_SECONDS } from "../domain/policy.ts";
+import { DEFAULT_CURRENCY, DEFAULT_HOLD_SECONDS, DEFAULT_OUTBOX_MAX_LENGTH, IDEMPOTENCY_TTL_SECONDS, REQUEST_RECORD_TTL_SECONDS } from "../domain/policy.ts";
 import { allocationViewFromHash, pairsToObject, stockViewFromHash, type AllocationView, type StockView } from "../domain/views.ts";
 import { retryLostReply, retryUnexecuted, type RedisClient } from "./client.ts";
+import { FAST, type Durability } from "./durability.ts";
 import { runScript, type ScriptArg, type ScriptReply } from "./scripts.ts";
 import { parseTraceparent } from "../trace.ts";
 
@@ -16,6 +17,8 @@ export interface CommandOptions {
   holdRetentionSeconds?: number;
   /** OUTBOX_MAX_LENGTH: above this many entries in its shard's outbox, allocate and create answer outbox_full. */
   outboxMaxLength?: number;
+  /** REDIS_DURABILITY: what a write waits for before it is answered (durability.ts); default fast (nothing). */
+  durability?: Durability;
 }
 
 export interface CreateStockInput {
@@ -94,7 +97,7 @@ const NOT_ADMITTED_REASONS: Record<string, string> = {
 };
 
 /** A waiting room's 32-byte secret seed and its public commitment hex(sha256(seed bytes)) (docs/waiting-room.md). */
-export function newRoomSeed(): { seed: string; commitment: string } {
+function newRoomSeed(): { seed: string; commitment: string } {
   const bytes = crypto.getRandomValues(new Uint8Array(32));
   return { seed: Buffer.from(bytes).toString("hex"), commitment: new Bun.CryptoHasher("sha256").update(bytes).digest("hex") };
 }
@@ -160,8 +163,9 @@ function roomReleaseKeys(keys: KeyLayout, stockId: string): string[] {
 }
 
 export function createStockCommands(redis: RedisClient, keys: KeyLayout, options: CommandOptions = {}): StockCommands {
-  const retainSeconds = options.holdRetentionSeconds ?? DEFAULT_HOLD_RETENTION_SECONDS;
+  const retainSeconds = options.holdRetentionSeconds ?? IDEMPOTENCY_TTL_SECONDS;
   const outboxMaxLength = options.outboxMaxLength ?? DEFAULT_OUTBOX_MAX_LENGTH;
+  const durability = options.durability ?? FAST;
   const shardKeys = (stockId: string) => {
     const shard = keys.shardOf(stockId);
     return {
@@ -187,7 +191,10 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
     const scriptKeys =
       script === "fsPurchase" ? [hold, k.stock, k.due, k.outbox] : [hold, k.stock, k.buyers, k.due, k.outbox, k.released, ...roomReleaseKeys(keys, stockId)];
     const reply = await runScript(redis, script, scriptKeys, [input.allocationId, input.userId, newEventId(), retainSeconds, traceArg(input.traceparent)]);
-    if (reply[0] === "ok" || reply[0] === "unchanged") return JSON.parse(String(reply[1])) as AllocationView;
+    if (reply[0] === "ok" || reply[0] === "unchanged") {
+      await durability.afterWrite(hold);
+      return JSON.parse(String(reply[1])) as AllocationView;
+    }
     return fail(reply, { allocationId: input.allocationId });
   }
 
@@ -226,6 +233,7 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
         throw new DomainError("invalid_request", `body.${field}: ${message}`, { errors: [{ in: "json", path: field, message }] });
       }
       if (reply[0] !== "ok") return fail(reply, { stockId });
+      await durability.afterWrite(k.stock);
       return stockViewFromHash(stockId, pairsToObject(reply[1] as unknown[])) as StockView;
     },
 
@@ -256,6 +264,8 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
       const scriptKeys = [k.stock, k.buyers, keys.hold(allocationId), k.due, recordKey, k.outbox, ...roomReleaseKeys(keys, input.stockId)];
       const reply = await retryLostReply(() => runScript(redis, "fsAllocate", scriptKeys, args));
       if (reply[0] === "ok" || reply[0] === "replay") {
+        // A replay is waited for too: its first run may be the one whose reply was lost, not yet durable.
+        await durability.afterWrite(k.stock);
         // A replay of our own request id is our retry finding its first run: a new hold to the caller.
         return { allocation: JSON.parse(String(reply[1])) as AllocationView, replayed: reply[0] === "replay" && key !== undefined };
       }

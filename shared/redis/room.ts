@@ -10,13 +10,13 @@ import { drawOrder, estimateWaitSeconds, type DrawView, type RoomView, type Tick
 import { retryUnexecuted, type RedisClient } from "./client.ts";
 import { runScript, type ScriptArg } from "./scripts.ts";
 
-export interface JoinResult {
+interface JoinResult {
   ticket: TicketView;
   /** False when the user already had a ticket (answered 200 with it). */
   created: boolean;
 }
 
-export type SweepOutcome = "swept" | "draw_due" | "before_start" | "finished" | "gone";
+type SweepOutcome = "swept" | "draw_due" | "before_start" | "finished" | "gone";
 
 export interface RoomCommands {
   join(stockId: string, userId: string): Promise<JoinResult>;
@@ -36,7 +36,7 @@ const randomHex = (bytes: number) => Buffer.from(crypto.getRandomValues(new Uint
 const noRoom = (stockId: string) => new DomainError("no_waiting_room", "this stock has no waiting room", { stockId });
 
 /** Ticket ids and their secrets: 128 random bits each, hex (the token is `<ticket id>.<secret>`). */
-export const newTicketId = () => randomHex(16);
+const newTicketId = () => randomHex(16);
 
 export function createRoomCommands(redis: RedisClient, keys: KeyLayout): RoomCommands {
   const k = (stockId: string) => ({ stock: keys.stock(stockId), ...keys.room(stockId) });

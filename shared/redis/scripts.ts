@@ -19,7 +19,9 @@ import relayLeaseAcquireLua from "./scripts/relay_lease_acquire.lua" with { type
 import relayLeaseReleaseLua from "./scripts/relay_lease_release.lua" with { type: "text" };
 import relayLeaseRenewLua from "./scripts/relay_lease_renew.lua" with { type: "text" };
 import relayEnsureGroupLua from "./scripts/relay_ensure_group.lua" with { type: "text" };
+import relayClaimLua from "./scripts/relay_claim.lua" with { type: "text" };
 import relayReadLua from "./scripts/relay_read.lua" with { type: "text" };
+import relayReadPendingLua from "./scripts/relay_read_pending.lua" with { type: "text" };
 import snapshotLua from "./scripts/snapshot.lua" with { type: "text" };
 import roomLua from "./scripts/_room.lua" with { type: "text" };
 import roomDrawLua from "./scripts/room_draw.lua" with { type: "text" };
@@ -47,6 +49,8 @@ const SCRIPTS = {
   fsRelayLeaseRelease: { source: relayLeaseReleaseLua, keys: 1 },
   fsRelayDeleteIdleConsumers: { source: relayDeleteIdleConsumersLua, keys: 1 },
   fsRelayRead: { source: relayReadLua, keys: 2 },
+  fsRelayReadPending: { source: relayReadPendingLua, keys: 2 },
+  fsRelayClaim: { source: relayClaimLua, keys: 2 },
   fsRelayEnsureGroup: { source: relayEnsureGroupLua, keys: 1 },
   fsSnapshot: { source: snapshotLua, keys: 3 },
 } satisfies Record<string, { source: string; keys: number; room?: boolean }>;

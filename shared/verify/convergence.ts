@@ -6,19 +6,16 @@ import type { Client } from "@elastic/elasticsearch";
 import type { RedisClient } from "../redis/client.ts";
 import type postgres from "postgres";
 import type { KeyLayout } from "../domain/keys.ts";
-import type { StockDocument } from "../stores/search/mapping.ts";
+import type { ReadModelReader } from "../read-models.ts";
+import type { StockCounters } from "../domain/views.ts";
+import { readPostgresCounters } from "../stores/postgres/analytics.ts";
+import { readSearchCounters } from "../stores/search/queries.ts";
 
-export interface StockCounters {
-  stockId: string;
-  available: number;
-  held: number;
-  sold: number;
-  version: number;
-}
 
 export interface CounterMismatch {
   stockId: string;
-  store: "postgres" | "elasticsearch";
+  /** "postgres" and "elasticsearch" for the two built in; a reader's name for any other read model. */
+  store: string;
   expected: StockCounters;
   /** null when the store has no row/document for the stock. */
   actual: StockCounters | null;
@@ -46,31 +43,6 @@ export async function readRedisCounters(redis: RedisClient, keys: KeyLayout, sto
   return out;
 }
 
-export async function readPostgresCounters(sql: postgres.Sql, stockIds: readonly string[]): Promise<Map<string, StockCounters>> {
-  const out = new Map<string, StockCounters>();
-  for (const part of chunks(stockIds)) {
-    const rows = await sql<StockCounters[]>`
-      SELECT stock_id AS "stockId", available, held, sold, version FROM stocks WHERE stock_id = ANY(${part as string[]})`;
-    for (const row of rows) out.set(row.stockId, { ...row });
-  }
-  return out;
-}
-
-/** Realtime mget (does not wait for a refresh). */
-export async function readSearchCounters(es: Client, index: string, stockIds: readonly string[]): Promise<Map<string, StockCounters>> {
-  const out = new Map<string, StockCounters>();
-  for (const part of chunks(stockIds)) {
-    const result = await es.mget<StockDocument>({ index, ids: part, realtime: true, _source_includes: ["available", "held", "sold", "version"] });
-    for (const doc of result.docs) {
-      if ("found" in doc && doc.found && doc._source) {
-        const s = doc._source;
-        out.set(doc._id, { stockId: doc._id, available: s.available, held: s.held, sold: s.sold, version: s.version });
-      }
-    }
-  }
-  return out;
-}
-
 const same = (a: StockCounters, b: StockCounters | undefined) =>
   b !== undefined && a.available === b.available && a.held === b.held && a.sold === b.sold && a.version === b.version;
 
@@ -80,6 +52,8 @@ export interface CompareOptions {
   es?: Client;
   /** Alias or index to read from; required with `es`. */
   index?: string;
+  /** Any read model of the registry (shared/read-models.ts), opened by its `open()`. */
+  readers?: readonly Pick<ReadModelReader, "name" | "counters">[];
 }
 
 /** Every stock whose read-model counters differ from `expected`; empty when converged. */
@@ -92,6 +66,7 @@ export async function compareReadModels(options: CompareOptions): Promise<Counte
     if (!options.index) throw new Error("compareReadModels: `index` is required with `es`");
     stores.push(["elasticsearch", readSearchCounters(options.es, options.index, ids)]);
   }
+  for (const reader of options.readers ?? []) stores.push([reader.name, reader.counters(ids)]);
   for (const [store, pending] of stores) {
     const actual = await pending;
     for (const expected of options.expected) {

@@ -1,17 +1,17 @@
 /**
  * The downstream stores an operator's tool reads (`bun run verify`, `bun run repair`): Kafka's
- * address, a small PostgreSQL pool and an Elasticsearch client, only for the layers asked for,
- * from the one typed config (shared/config.ts `downstreamSchema`). close() ends what was opened.
+ * address, and every read model of the registry (shared/read-models.ts) that `layers` names, opened
+ * by its own `open()` from the one typed config (shared/config.ts `downstreamSchema`). PostgreSQL also
+ * gets a small pool of its own for verify's detail check (event rows, orders). close() ends what was opened.
  */
-import type { Client } from "@elastic/elasticsearch";
 import type postgres from "postgres";
 import { downstreamSchema, parseConfig } from "../config.ts";
+import { readModelsNamed, type ReadModelReader } from "../read-models.ts";
 
 export interface Downstream {
   kafka?: { brokers: string[]; topic: string };
   sql?: postgres.Sql;
-  es?: Client;
-  esIndex?: string;
+  readModels: ReadModelReader[];
   close(): Promise<void>;
 }
 
@@ -21,23 +21,22 @@ export async function openDownstream(layers: Iterable<string>, env: Record<strin
   const config = parseConfig(downstreamSchema, env);
   const closers: Array<() => Promise<unknown>> = [];
   const out: Downstream = {
+    readModels: [],
     async close() {
       for (const close of closers) await close().catch(() => {});
     },
   };
   if (wanted.has("kafka")) out.kafka = { brokers: config.KAFKA_BROKERS, topic: config.KAFKA_TOPIC };
+  for (const model of readModelsNamed(wanted)) {
+    const reader = await model.open(config);
+    out.readModels.push(reader);
+    closers.push(() => reader.close());
+  }
   if (wanted.has("postgres")) {
     const { default: connect } = await import("postgres");
     const sql = connect(config.DATABASE_URL, { max: 2, onnotice: () => {} });
     out.sql = sql;
     closers.push(() => sql.end({ timeout: 2 }));
-  }
-  if (wanted.has("search")) {
-    const { createSearchClient } = await import("../stores/search/mapping.ts");
-    const es = createSearchClient(config.ELASTICSEARCH_URL, { requestTimeoutMs: 10_000 });
-    out.es = es;
-    out.esIndex = config.ELASTICSEARCH_INDEX_ALIAS;
-    closers.push(() => es.close());
   }
   return out;
 }

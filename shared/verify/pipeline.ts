@@ -16,7 +16,9 @@ import type postgres from "postgres";
 import { parseEvent } from "../domain/events.ts";
 import { sleep } from "../lifecycle.ts";
 import { pairs } from "../redis/replies.ts";
-import { compareReadModels, type StockCounters } from "./convergence.ts";
+import { compareReadModels } from "./convergence.ts";
+import type { StockCounters } from "../domain/views.ts";
+import type { ReadModelReader } from "../read-models.ts";
 import { finding, type Finding, type StockState } from "./report.ts";
 
 const RELAY_GROUP = "relay";
@@ -177,6 +179,8 @@ export interface ReadModelCheckOptions {
   sql?: postgres.Sql;
   es?: Client;
   index?: string;
+  /** Read models beyond the two built in (shared/read-models.ts); each finding names its layer. */
+  readers?: readonly Pick<ReadModelReader, "name" | "counters">[];
   deadline: number;
 }
 
@@ -184,11 +188,11 @@ export interface ReadModelCheckOptions {
 export async function checkReadModels(options: ReadModelCheckOptions): Promise<Finding[]> {
   const expected = options.stocks.map(countersOf);
   for (;;) {
-    const mismatches = await compareReadModels({ expected, sql: options.sql, es: options.es, index: options.index });
+    const mismatches = await compareReadModels({ expected, sql: options.sql, es: options.es, index: options.index, readers: options.readers });
     if (mismatches.length === 0 || Date.now() > options.deadline) {
       return mismatches.map((m) =>
         finding(
-          m.store === "postgres" ? "postgres" : "search",
+          m.store === "elasticsearch" ? "search" : m.store,
           "I6",
           m.stockId,
           `${m.store} has ${describe(m.actual)}, Redis has ${describe(m.expected)} (available/held/sold version)` +

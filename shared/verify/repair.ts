@@ -16,8 +16,10 @@ import { MAX_SNAPSHOT_LIVE_HOLDS } from "../domain/events.ts";
 import type { KeyLayout } from "../domain/keys.ts";
 import type { RedisClient } from "../redis/client.ts";
 import { runScript } from "../redis/scripts.ts";
-import { readPostgresCounters, readSearchCounters } from "./convergence.ts";
+import { readPostgresCounters } from "../stores/postgres/analytics.ts";
+import { readSearchCounters } from "../stores/search/queries.ts";
 import { checkKafka } from "./pipeline.ts";
+import type { ReadModelReader } from "../read-models.ts";
 import { readStocks } from "./redis.ts";
 
 export interface RepairOptions {
@@ -29,6 +31,8 @@ export interface RepairOptions {
   sql?: postgres.Sql;
   es?: Client;
   esIndex?: string;
+  /** Any read model of the registry, opened (shared/read-models.ts). */
+  readModels?: readonly Pick<ReadModelReader, "name" | "counters">[];
   /** Skip the look-up: the snapshot goes above this version (and above Redis's). */
   seenVersion?: number;
   /** Most entries of the shard's due-holds set the snapshot scans (default MAX_DUE_SCAN; why: snapshot.lua). */
@@ -55,6 +59,7 @@ async function highestSeenVersion(options: RepairOptions): Promise<number> {
   let seen = 0;
   if (options.sql) seen = Math.max(seen, (await readPostgresCounters(options.sql, [stockId])).get(stockId)?.version ?? 0);
   if (options.es && options.esIndex) seen = Math.max(seen, (await readSearchCounters(options.es, options.esIndex, [stockId])).get(stockId)?.version ?? 0);
+  for (const reader of options.readModels ?? []) seen = Math.max(seen, (await reader.counters([stockId])).get(stockId)?.version ?? 0);
   if (options.kafka) {
     const [state] = await readStocks(options.redis, new Map([[stockId, options.keys.stock(stockId)]]));
     if (state) {

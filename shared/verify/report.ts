@@ -2,9 +2,11 @@
  * What the verifier reports: one finding per broken invariant, naming the stock, so a failed load
  * test says exactly which stock and which rule, not just "mismatch".
  */
+import { READ_MODEL_NAMES } from "../read-models.ts";
 
-export type Layer = "redis" | "kafka" | "postgres" | "search";
-export const ALL_LAYERS: readonly Layer[] = ["redis", "kafka", "postgres", "search"];
+/** redis, kafka, or a read model's name (shared/read-models.ts: postgres, search, …). */
+export type Layer = string;
+export const ALL_LAYERS: readonly Layer[] = ["redis", "kafka", ...READ_MODEL_NAMES];
 
 /** I1 no oversell, I2 no lost event, I4 per-user limit, I6 convergence; "k6" = what the load test saw. */
 export type Invariant = "I1" | "I2" | "I4" | "I6" | "k6";

@@ -13,6 +13,7 @@ import type { Client } from "@elastic/elasticsearch";
 import type { RedisClient } from "../redis/client.ts";
 import type postgres from "postgres";
 import type { StockEvent } from "../domain/events.ts";
+import type { ReadModelReader } from "../read-models.ts";
 import { checkKafka, checkPostgresDetail, checkReadModels, waitForRelayDrain } from "./pipeline.ts";
 import { checkStockEvents, checkStockState, expiredUnitsFromHolds, findOutboxKeys, findStockKeys, outboxIsRelayed, readOutboxEvents, readStocks } from "./redis.ts";
 import { finding, type Finding, type Layer, type StockState, type VerifyReport } from "./report.ts";
@@ -46,6 +47,9 @@ export interface VerifyOptions {
   /** Needed for layer search. */
   es?: Client;
   esIndex?: string;
+  /** Read models of the registry, opened (shared/read-models.ts); checked when `layers` names them. A reader
+   *  named postgres or search replaces `sql` / `es` for the counters (`sql` still serves the detail check). */
+  readModels?: readonly ReadModelReader[];
   /** Holds may have expired during the run: count their units from the hold hashes (else from a full outbox). */
   countExpiredHolds?: boolean;
   /** How long to wait for the pipeline to drain and converge (ms). */
@@ -149,15 +153,22 @@ export async function verify(options: VerifyOptions): Promise<VerifyReport> {
       findings.push(...k.findings);
       notes.push(`kafka: ${k.messages} message(s) in ${options.kafka.topic}, ${k.duplicates} duplicate(s) (allowed, I3), every version of every stock looked for`);
     }
+    const readers = (options.readModels ?? []).filter((r) => options.layers.includes(r.name));
+    const byReader = new Set(readers.map((r) => r.name));
     const wantPg = options.layers.includes("postgres");
-    const wantEs = options.layers.includes("search");
-    if (wantPg && !options.sql) throw new Error("layer postgres needs a database connection");
-    if (wantEs && (!options.es || !options.esIndex)) throw new Error("layer search needs an Elasticsearch client and index alias");
-    if (wantPg || wantEs) {
-      const rm = await checkReadModels({ stocks, sql: wantPg ? options.sql : undefined, es: wantEs ? options.es : undefined, index: options.esIndex, deadline });
+    const pgDirect = wantPg && !byReader.has("postgres");
+    const esDirect = options.layers.includes("search") && !byReader.has("search");
+    if (pgDirect && !options.sql) throw new Error("layer postgres needs a database connection");
+    if (esDirect && (!options.es || !options.esIndex)) throw new Error("layer search needs an Elasticsearch client and index alias");
+    for (const l of options.layers) {
+      if (l !== "redis" && l !== "kafka" && l !== "postgres" && l !== "search" && !byReader.has(l)) throw new Error(`layer ${l} needs its read model opened (readModels)`);
+    }
+    const checked = options.layers.filter((l) => l !== "redis" && l !== "kafka");
+    if (checked.length > 0) {
+      const rm = await checkReadModels({ stocks, sql: pgDirect ? options.sql : undefined, es: esDirect ? options.es : undefined, index: options.esIndex, readers, deadline });
       findings.push(...rm);
       if (wantPg && options.sql && !rm.some((f) => f.layer === "postgres")) findings.push(...(await checkPostgresDetail(options.sql, stocks)));
-      notes.push(`read models: ${[wantPg && "postgres", wantEs && "search"].filter(Boolean).join(" and ")} compared with Redis stock by stock (counters, version${wantPg ? ", event rows, orders" : ""}) after ${Date.now() - started} ms`);
+      notes.push(`read models: ${checked.join(" and ")} compared with Redis stock by stock (counters, version${wantPg && options.sql ? ", event rows, orders" : ""}) after ${Date.now() - started} ms`);
     }
   }
 

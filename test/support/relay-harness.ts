@@ -13,7 +13,8 @@ import pino from "pino";
 import { createLogger, type Logger } from "../../shared/logger.ts";
 import { createRedis, deleteKeysByPrefix, parseClusterNodes, type RedisClient } from "../../shared/redis/client.ts";
 import { createStockCommands, type StockCommands } from "../../shared/redis/commands.ts";
-import { createKafka, deleteTopics, ensureTopic } from "../../shared/kafka/client.ts";
+import { createKafka, deleteTopics } from "../../shared/kafka/client.ts";
+import { ensureTopics, stockEventTopics } from "../../shared/kafka/topics.ts";
 import { createRelay, type Relay, type RelaySettings } from "../../services/relay/relay.ts";
 import { RELAY_GROUP } from "../../services/relay/stream.ts";
 import { freePort, stackEnv, uniqueName } from "../../shared/dev/env.ts";
@@ -103,7 +104,7 @@ export function createHarness(label: string, options: HarnessOptions = {}): Harn
     async cleanup() {
       await Promise.all(relays.map((r) => r.stop().catch(() => {})));
       await deleteKeysByPrefix(redis, prefix);
-      await deleteTopics(kafka, [topic]);
+      await deleteTopics(kafka, [topic], { withDlq: true });
       redis.disconnect();
     },
   };
@@ -217,7 +218,7 @@ export class TopicReader {
   async start(): Promise<void> {
     const kafka = new Kafka({ clientId: "relay-test-reader", brokers: this.brokers.split(","), logLevel: logLevel.NOTHING });
     // The relay creates the topic too (same partitions); whoever comes first wins.
-    await ensureTopic(kafka, this.topic, PARTITIONS);
+    await ensureTopics(kafka, stockEventTopics(this.topic, PARTITIONS));
     this.consumer = kafka.consumer({ groupId: uniqueName("reader"), sessionTimeout: 30_000, retry: { retries: 100, maxRetryTime: 2_000 } });
     await this.consumer.connect();
     await this.consumer.subscribe({ topic: this.topic, fromBeginning: true });
@@ -342,9 +343,25 @@ export function spawnRelay(env: Record<string, string>): Subprocess {
   return Bun.spawn([process.execPath, "services/relay/main.ts"], {
     cwd: REPO_ROOT,
     env,
-    stdout: process.env.RELAY_CHILD_LOG_LEVEL ? "inherit" : "ignore",
+    stdout: process.env.FLASHSALE_TEST_CHILD_LOGS ? Bun.file(`${process.env.FLASHSALE_TEST_CHILD_LOGS}/relay-${Date.now()}.log`) : process.env.RELAY_CHILD_LOG_LEVEL ? "inherit" : "ignore",
     stderr: "inherit",
   });
+}
+
+/** A relay child process whose JSON log lines are kept (to see what it did after a SIGCONT); `track` kills it after the test. */
+export function spawnLogged(track: (child: Subprocess) => Subprocess, env: Record<string, string>): { child: Subprocess; lines: Record<string, unknown>[] } {
+  const child = Bun.spawn([process.execPath, "services/relay/main.ts"], { cwd: REPO_ROOT, env: { ...env, LOG_LEVEL: "info" }, stdout: "pipe", stderr: "inherit" });
+  const lines: Record<string, unknown>[] = [];
+  void (async () => {
+    let buffered = "";
+    for await (const chunk of child.stdout as ReadableStream<Uint8Array>) {
+      buffered += new TextDecoder().decode(chunk);
+      const parts = buffered.split("\n");
+      buffered = parts.pop()!;
+      for (const line of parts) if (line.trim()) lines.push(JSON.parse(line) as Record<string, unknown>);
+    }
+  })();
+  return { child: track(child), lines };
 }
 
 export const disruptiveSkipped = process.env.SKIP_DISRUPTIVE === "1";

@@ -15,7 +15,7 @@ import { ApiProblem } from "../problem.ts";
 import { createRouter } from "../router.ts";
 import { edgeProblems, jsonContent, problems, stockIdParam } from "../schemas.ts";
 
-export const ticketView = z.object(ticketViewShape).openapi("Ticket");
+const ticketView = z.object(ticketViewShape).openapi("Ticket");
 const roomView = z.object(roomViewShape).openapi("WaitingRoomFigures");
 const drawView = z.object(drawViewShape).openapi("Draw");
 
@@ -29,6 +29,7 @@ const noRoom = [404, "`not_found`: no such stock; `no_waiting_room`: the stock s
 const join = createRoute({
   method: "post",
   path: "/stocks/{id}/queue",
+  operationId: "joinQueue",
   tags: ["waiting room"],
   summary: "Take a ticket in the stock's waiting room (one per user; joining again answers the same ticket with 200)",
   description: "Before startsAt the ticket joins the pre-queue, drawn at the start; after it, the back of the line.",
@@ -46,6 +47,7 @@ const join = createRoute({
 const me = createRoute({
   method: "get",
   path: "/stocks/{id}/queue/me",
+  operationId: "getMyTicket",
   tags: ["waiting room"],
   summary: "The caller's ticket: state, position, wait estimate, and the admission token while admitted (read only)",
   description:
@@ -66,6 +68,9 @@ const me = createRoute({
 const figures = createRoute({
   method: "get",
   path: "/stocks/{id}/queue",
+  operationId: "getWaitingRoom",
+  // Public: anyone may read it, no token.
+  security: [],
   tags: ["waiting room"],
   summary: "The room's public figures and the draw's commitment (and the seed once revealed)",
   request: { params: stockIdParam },
@@ -75,6 +80,9 @@ const figures = createRoute({
 const draw = createRoute({
   method: "get",
   path: "/stocks/{id}/queue/draw",
+  operationId: "getQueueDraw",
+  // Public: anyone may read it, no token.
+  security: [],
   tags: ["waiting room"],
   summary: "The pre-queue in drawn order with the revealed seed, so anyone can check it (after the start)",
   request: { params: stockIdParam },

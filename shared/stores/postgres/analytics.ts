@@ -6,6 +6,7 @@
  */
 import type postgres from "postgres";
 import { z } from "zod";
+import type { StockCounters } from "../../domain/views.ts";
 
 const int = () => z.number().int();
 const byReason = z.object({ expired: int(), cancelled: int() });
@@ -227,4 +228,19 @@ export async function salesReport(sql: postgres.Sql, query: SalesQuery, nowMs = 
     stocks,
     series: [...byMinute.values()],
   };
+}
+
+/** Stocks per query when reading counters back (the verifier reads thousands). */
+const COUNTER_CHUNK = 1_000;
+
+/** The counters of these stocks as the read model has them (the verifier's I6, repair's highest version seen). */
+export async function readPostgresCounters(sql: postgres.Sql, stockIds: readonly string[]): Promise<Map<string, StockCounters>> {
+  const out = new Map<string, StockCounters>();
+  for (let i = 0; i < stockIds.length; i += COUNTER_CHUNK) {
+    const part = stockIds.slice(i, i + COUNTER_CHUNK);
+    const rows = await sql<StockCounters[]>`
+      SELECT stock_id AS "stockId", available, held, sold, version FROM stocks WHERE stock_id = ANY(${part as string[]})`;
+    for (const row of rows) out.set(row.stockId, { ...row });
+  }
+  return out;
 }

@@ -27,6 +27,7 @@ export function createPostgresProjector(options: PostgresProjectorOptions): Proj
     ...options,
     groupId: options.groupId ?? POSTGRES_PROJECTOR_GROUP,
     sink: {
+      store: "postgresql",
       apply: (events) => applyEventsToPostgres(sql, events),
       isOutage: isPostgresOutage,
       probe: () => probePostgres(sql),

@@ -6,7 +6,7 @@
  */
 import type { Client, estypes } from "@elastic/elasticsearch";
 import { z } from "zod";
-import { STOCK_STATUSES, type StockStatus } from "../../domain/views.ts";
+import { STOCK_STATUSES, type StockCounters, type StockStatus } from "../../domain/views.ts";
 import { decodeCursor, encodeCursor } from "../cursor.ts";
 import { statusAt } from "./documents.ts";
 import type { StockDocument } from "./mapping.ts";
@@ -137,4 +137,23 @@ export async function searchStocks(es: Client, index: string, query: StockSearch
     }),
     nextCursor: hits.length > query.limit && last?.sort ? encodeCursor(last.sort) : null,
   };
+}
+
+/** Stocks per mget when reading counters back (the verifier reads thousands). */
+const COUNTER_CHUNK = 1_000;
+
+/** The counters of these stocks as the index has them: a realtime mget (does not wait for a refresh). */
+export async function readSearchCounters(es: Client, index: string, stockIds: readonly string[]): Promise<Map<string, StockCounters>> {
+  const out = new Map<string, StockCounters>();
+  for (let i = 0; i < stockIds.length; i += COUNTER_CHUNK) {
+    const part = stockIds.slice(i, i + COUNTER_CHUNK);
+    const result = await es.mget<StockDocument>({ index, ids: part, realtime: true, _source_includes: ["available", "held", "sold", "version"] });
+    for (const doc of result.docs) {
+      if ("found" in doc && doc.found && doc._source) {
+        const s = doc._source;
+        out.set(doc._id, { stockId: doc._id, available: s.available, held: s.held, sold: s.sold, version: s.version });
+      }
+    }
+  }
+  return out;
 }

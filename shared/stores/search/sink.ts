@@ -6,7 +6,6 @@
  */
 import type { Client } from "@elastic/elasticsearch";
 import type { Registry } from "prom-client";
-import { backoffMs, sleep } from "../../lifecycle.ts";
 import type { Logger } from "../../logger.ts";
 import { isElasticOutage } from "../../projection/errors.ts";
 import { createProjector, type Projector, type ProjectorKafkaOptions } from "../../projection/projector.ts";
@@ -14,6 +13,7 @@ import { ensureStockIndex } from "./mapping.ts";
 import { createRefresher } from "./refresher.ts";
 import type { StaticFields } from "./documents.ts";
 import { probeEvents } from "../../projection/probe.ts";
+import { retryStart } from "../../retry.ts";
 import { applyEventsToSearch, probeSearch } from "./writer.ts";
 
 export const SEARCH_PROJECTOR_GROUP = "projector-search";
@@ -48,6 +48,7 @@ export function createSearchProjector(options: SearchProjectorOptions): Projecto
     ...options,
     groupId: options.groupId ?? SEARCH_PROJECTOR_GROUP,
     sink: {
+      store: "elasticsearch",
       apply: async (events) => {
         const result = await applyEventsToSearch({ es, index, requireAlias, logger, knownStatics }, events);
         if (refresher && result.applied.length > 0) {
@@ -65,22 +66,27 @@ export function createSearchProjector(options: SearchProjectorOptions): Projecto
       },
     },
   });
+  let waiting: string | null = null;
+  let stopped = false;
   return {
     ...projector,
     async start() {
-      // A cluster that is still starting is an outage like any other: wait for it.
-      for (let attempt = 0; requireAlias; attempt++) {
-        try {
-          const concrete = await ensureStockIndex(es, index, options.refreshInterval);
-          logger.info({ alias: index, index: concrete }, "search index ready");
-          break;
-        } catch (err) {
-          if (!isElasticOutage(err)) throw err;
-          logger.warn({ err, attempt }, "elasticsearch unavailable at start, retrying");
-          await sleep(backoffMs(attempt));
-        }
+      // A cluster that is still starting (connection refused, 503) is waited for; 401/403 is not.
+      if (requireAlias) {
+        const concrete = await retryStart(() => ensureStockIndex(es, index, options.refreshInterval), {
+          logger,
+          what: `elasticsearch index behind alias ${index}`,
+          stopped: () => stopped,
+          onWaiting: (reason) => (waiting = reason),
+        });
+        logger.info({ alias: index, index: concrete }, "search index ready");
       }
       await projector.start();
     },
+    async stop() {
+      stopped = true;
+      await projector.stop();
+    },
+    notReadyReason: async () => waiting ?? projector.notReadyReason(),
   };
 }
