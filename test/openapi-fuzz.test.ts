@@ -254,4 +254,18 @@ describe("schemathesis against /openapi.json", () => {
       expect(result.tests).toBeGreaterThanOrEqual(OPERATIONS); // every operation of the document was run
     }, RUN_BUDGET_MS + 10_000);
   }
+
+  /**
+   * A fuzzer's URL may name any host, and a notifier started later on this database would deliver to
+   * it: every endpoint the runs registered is deleted through the api, and none is left live.
+   */
+  test("every webhook endpoint the fuzzer registered is deleted", async () => {
+    const listed = async () => ((await (await call("GET", "/api/webhooks", TEST_ADMIN_TOKEN)).json()) as { items: { id: string; url: string; source: string }[] }).items;
+    const registered = await listed();
+    console.log(`[openapi-fuzz] ${registered.length} webhook endpoint(s) registered by the runs: ${registered.map((e) => e.url).slice(0, 5).join(" ")}`);
+    for (const e of registered) expect((await call("DELETE", `/api/webhooks/${e.id}`, TEST_ADMIN_TOKEN)).status).toBe(204);
+    expect(await listed()).toEqual([]);
+    const [live] = await db.sql`SELECT count(*)::int AS n FROM webhook_endpoints WHERE removed_at IS NULL`;
+    expect(live!.n).toBe(0);
+  });
 });
