@@ -10,6 +10,7 @@
 #   bash scripts/stack.sh logs [name]        tail the log files (follows when stdout is a terminal)
 #   bash scripts/stack.sh k6 [args...]       run the pinned k6 (built on first use)
 #   bash scripts/stack.sh kafka-topics ...   kafka-topics.sh against the stack's broker, e.g. --list
+#   bash scripts/stack.sh kafka-quorum ...   kafka-metadata-quorum.sh against the Kafka cluster, e.g. describe --status
 #   bash scripts/stack.sh env                print the client environment variables for this stack
 # names: redis postgres kafka elasticsearch (aliases: pg, es), and redis-cluster (not in the default set:
 #   3 masters + 3 replicas with cluster-enabled, docs/design.md §11; `env redis-cluster` prints
@@ -301,6 +302,12 @@ cmd_kafka_topics() {
   kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$HOST:$KAFKA_PORT" "$@"
 }
 
+# The KRaft quorum of the three-broker cluster: `describe --status` names the active controller (LeaderId).
+cmd_kafka_quorum() {
+  install_kafka
+  kafka_tool org.apache.kafka.tools.MetadataQuorumCommand --bootstrap-server "$(kc_bootstrap)" "$@"
+}
+
 cmd_k6() {
   install_k6 || die "k6 is not available"
   exec "$K6_BIN" "$@"
@@ -328,6 +335,7 @@ main() {
     env) cmd_env "$@" ;;
     k6) cmd_k6 "$@" ;;
     kafka-topics) cmd_kafka_topics "$@" ;;
+    kafka-quorum) cmd_kafka_quorum "$@" ;;
     -h | --help | help | "") usage ;;
     *) usage >&2; exit 2 ;;
   esac

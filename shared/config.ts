@@ -7,6 +7,7 @@
 import { z } from "zod";
 import { SERVICES, WORKER_NAMES } from "./services.ts";
 import { DEFAULT_HOLD_RETENTION_SECONDS, DEFAULT_JWT_MAX_LIFETIME_SECONDS, DEFAULT_OUTBOX_MAX_LENGTH, DEFAULT_SSE_MAX_CLIENTS } from "./domain/policy.ts";
+import { DURABILITY_PROFILES } from "./redis/durability.ts";
 import { EVENT_TYPES } from "./domain/events.ts";
 
 const port = z.coerce.number().int().min(1).max(65535);
@@ -115,6 +116,14 @@ export const apiSchema = z.object({
   JWT_MAX_LIFETIME_SECONDS: positiveInt.max(30 * 24 * 3600).default(DEFAULT_JWT_MAX_LIFETIME_SECONDS),
   /** A shard whose outbox holds more entries answers allocations and stock creation with 503 outbox_full. */
   OUTBOX_MAX_LENGTH: positiveInt.default(DEFAULT_OUTBOX_MAX_LENGTH),
+  /**
+   * What a write has survived before it is answered (shared/redis/durability.ts, docs/design.md §3):
+   * fast = Redis' reply (AOF fsync within a second); fsync = in the master's AOF on disk (WAITAOF 1 0 on
+   * Redis 7.2+, else the server must run appendfsync always); replica = on a replica (WAIT 1).
+   */
+  REDIS_DURABILITY: z.enum(DURABILITY_PROFILES).default("fast"),
+  /** Longest one WAIT / WAITAOF blocks; past it the writes are answered anyway, counted and alerted on. */
+  REDIS_DURABILITY_TIMEOUT_MS: positiveInt.max(10_000).default(500),
   /** Largest request body the api accepts, in bytes. */
   MAX_BODY_BYTES: positiveInt.default(16 * 1024),
   /**

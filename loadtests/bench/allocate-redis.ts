@@ -6,7 +6,7 @@
 import { createKeyLayout } from "../../shared/domain/keys.ts";
 import { DEFAULT_OUTBOX_MAX_LENGTH, REQUEST_RECORD_TTL_SECONDS } from "../../shared/domain/policy.ts";
 import { createRedis, deleteKeysByPrefix } from "../../shared/redis/client.ts";
-import { allocateFingerprint, createStockCommands } from "../../shared/redis/commands.ts";
+import { allocateFingerprint, createStockCommands, type StockCommands } from "../../shared/redis/commands.ts";
 import { scriptSource } from "../../shared/redis/scripts.ts";
 import { formatReport } from "../../shared/verify/report.ts";
 import { verify } from "../../shared/verify/verify.ts";
@@ -77,6 +77,25 @@ export async function benchRedisBenchmark(ctx: RedisBenchContext): Promise<void>
   }
 }
 
+/** `inflight` loops of commands.allocate() on random stocks and buyers for `ms`: how many, and each one's latency (sorted). */
+export async function allocationLoop(commands: StockCommands, stockIds: string[], inflight: number, ms: number): Promise<{ n: number; latencies: number[] }> {
+  const latencies: number[] = [];
+  const until = performance.now() + ms;
+  let n = 0;
+  await Promise.all(
+    Array.from({ length: inflight }, async () => {
+      while (performance.now() < until) {
+        const t = performance.now();
+        await commands.allocate({ stockId: stockIds[Math.floor(Math.random() * stockIds.length)]!, userId: `b${Math.floor(Math.random() * 10_000)}`, quantity: 1 });
+        latencies.push(performance.now() - t);
+        n++;
+      }
+    }),
+  );
+  latencies.sort((a, b) => a - b);
+  return { n, latencies };
+}
+
 /** Our Redis path without HTTP: commands.allocate() in a loop with 64 calls in flight (auto-pipelined). */
 export async function benchIoredis(ctx: RedisBenchContext, stockCount: number): Promise<void> {
   const { redisUrl: REDIS_URL, vus: VUS, warmupSeconds, durationSeconds, stockSpecs, record } = ctx;
@@ -87,27 +106,11 @@ export async function benchIoredis(ctx: RedisBenchContext, stockCount: number): 
     const commands = createStockCommands(redis, keys);
     const stocks = stockSpecs(prefix, stockCount);
     for (const s of stocks) await commands.createStock(s);
-    const run = async (ms: number) => {
-      const latencies: number[] = [];
-      const until = performance.now() + ms;
-      let n = 0;
-      await Promise.all(
-        Array.from({ length: Number(VUS) }, async () => {
-          while (performance.now() < until) {
-            const t = performance.now();
-            await commands.allocate({ stockId: stocks[Math.floor(Math.random() * stocks.length)]!.id, userId: `b${Math.floor(Math.random() * 10_000)}`, quantity: 1 });
-            latencies.push(performance.now() - t);
-            n++;
-          }
-        }),
-      );
-      return { n, latencies };
-    };
-    await run(warmupSeconds * 1000);
+    const ids = stocks.map((s) => s.id);
+    await allocationLoop(commands, ids, Number(VUS), warmupSeconds * 1000);
     const t0 = cpuSeconds(process.pid);
-    const { n, latencies } = await run(durationSeconds * 1000);
+    const { n, latencies } = await allocationLoop(commands, ids, Number(VUS), durationSeconds * 1000);
     const t1 = cpuSeconds(process.pid);
-    latencies.sort((a, b) => a - b);
     const report = await verify({ redis, prefix, layers: ["redis"], outbox: "full" });
     if (!report.ok) {
       ctx.fail();

@@ -13,6 +13,8 @@
  *               DRIVERS processes × INFLIGHT calls of commands.allocate(), ratio and CPU per call
  *               (masters, replicas, drivers)                                  loadtests/bench/allocate-cluster.ts
  *   api-cluster our api with REDIS_CLUSTER_NODES (the same runs as api, against the cluster)
+ *   durability  each REDIS_DURABILITY profile (fast, fsync, replica) on a private master + replica, with
+ *               throughput and p99 as ratios of fast's from the same run    loadtests/bench/allocate-durability.ts
  * api and pg-* run on one hot stock and on 100 stocks. Each HTTP target gets a freshly started
  * server, a warm-up, then two measured k6 runs (loadtests/k6/bench.js):
  *   closed  VUS virtual users, as fast as answers come, for DURATION → throughput and its latency
@@ -22,7 +24,7 @@
  *
  *   bun run bench:allocate [--vus 64] [--duration 20s] [--rate 1000] [--open-duration 15s] [--warmup 5s]
  *                          [--targets hono-bare,redis,ioredis,api,pg-fn,pg-tx,lua,api-cluster] [--pool 8] [--sync off,on] [--repeat 1]
- *                          [--drivers 2] [--inflight 64]   (lua)
+ *                          [--drivers 2] [--inflight 64]   (lua, durability)   [--durability fast,fsync,replica]
  * PostgreSQL runs with synchronous_commit off (the durability of our Redis default, appendfsync
  * everysec) and on (PostgreSQL's default, every commit flushed before the row lock is released).
  * Results: loadtests/results/bench-<id>/ (summary.json, table.md, k6 summaries, server logs).
@@ -38,12 +40,13 @@ import { benchPg, type PgBenchContext } from "./allocate-pg.ts";
 import { benchIoredis, benchRedisBenchmark, type RedisBenchContext } from "./allocate-redis.ts";
 import { benchLuaCeiling, luaCeilingTable, type LuaCeilingRow } from "./allocate-cluster.ts";
 import { verify } from "../../shared/verify/verify.ts";
+import { benchDurability, durabilityRatios, parseProfiles } from "./allocate-durability.ts";
 import { formatReport } from "../../shared/verify/report.ts";
 import { benchApiSoldOut, benchApiWorkers, benchBuckets, type FrontDoorContext } from "./front-door.ts";
 import { adminPost, cpuSeconds, findK6, machine, mintTokens, newLoadRun, runK6, startApi, startProcess, uniquePrefix, waitHealthy, type K6Summary, type StartedApi } from "../support.ts";
 
 const { REDIS_URL, DATABASE_URL, REDIS_CLUSTER_NODES } = stackEnv;
-const ALL_TARGETS = ["hono-bare", "redis", "ioredis", "api", "api-sold-out", "api-workers", "buckets", "pg-fn", "pg-tx", "lua", "api-cluster"] as const;
+const ALL_TARGETS = ["hono-bare", "redis", "ioredis", "api", "api-sold-out", "api-workers", "buckets", "pg-fn", "pg-tx", "lua", "api-cluster", "durability"] as const;
 type Target = (typeof ALL_TARGETS)[number];
 
 const UNITS = 5_000_000;
@@ -66,6 +69,7 @@ const { values } = parseArgs({
     "redis-requests": { type: "string", default: "200000" },
     drivers: { type: "string", default: "2" },
     inflight: { type: "string", default: "64" },
+    durability: { type: "string", default: process.env.REDIS_DURABILITY ?? "fast,fsync,replica" },
     help: { type: "boolean", default: false },
   },
 });
@@ -333,6 +337,18 @@ async function main(): Promise<number> {
           case "lua":
             await benchLua();
             break;
+          case "durability":
+            await benchDurability({
+              profiles: parseProfiles(values.durability!),
+              inflight: Number(values.inflight),
+              warmupSeconds: seconds(values.warmup!),
+              durationSeconds: seconds(DURATION),
+              units: UNITS,
+              perUserLimit: PER_USER_LIMIT,
+              record,
+              fail: () => void failures++,
+            });
+            break;
           case "pg-fn":
           case "pg-tx":
             for (const sync of syncModes) {
@@ -349,7 +365,8 @@ async function main(): Promise<number> {
   }
   const final = mergeRows(rows);
   const load = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
-  const md = reportTable(final, { vus: VUS, rate: RATE, many: MANY, syncModes, luaTable });
+  const durabilityTable = durabilityRatios(final);
+  const md = reportTable(final, { vus: VUS, rate: RATE, many: MANY, syncModes, luaTable }) + (durabilityTable ? `\n\nDurability profiles (REDIS_DURABILITY), ratios vs fast from this run:\n\n${durabilityTable}\n` : "");
   const command = `bun run bench:allocate ${process.argv.slice(2).join(" ")}`.trim();
   const header =
     `Machine: ${m.nproc} vCPU (${m.cpu}), ${m.memoryGiB} GiB RAM, Linux ${m.kernel}, Bun ${m.bun}; k6, servers, Redis and PostgreSQL all on the same box.\n` +

@@ -8,6 +8,7 @@ import { createLogger } from "../../shared/logger.ts";
 import { createMetricsRegistry } from "../../shared/metrics.ts";
 import { createRedis } from "../../shared/redis/client.ts";
 import { createStockCommands } from "../../shared/redis/commands.ts";
+import { startDurability } from "../../shared/redis/durability.ts";
 import { StartCancelledError } from "../../shared/retry.ts";
 import { createReaderSql } from "../../shared/stores/postgres/client.ts";
 import { createSearchClient } from "../../shared/stores/search/mapping.ts";
@@ -45,8 +46,15 @@ released?.ready.catch((err: Error) => {
   if (!(err instanceof StartCancelledError)) logger.error({ err: err.message }, "released channels not subscribed: refusals not cached");
 });
 
+// REDIS_DURABILITY: what a write waits for before its answer; a Redis that cannot keep it stops the start.
+const durability = await startDurability(redis, { profile: config.REDIS_DURABILITY, timeoutMs: config.REDIS_DURABILITY_TIMEOUT_MS, registry, logger }).catch((err: Error) => {
+  // A configuration error, as loadConfigOrExit reports one: one line on stderr, exit 1.
+  console.error(JSON.stringify({ level: "fatal", service: "api", msg: `REDIS_DURABILITY cannot be kept by this Redis: ${err.message}` }));
+  process.exit(1);
+});
+
 let draining = false;
-const commands = createStockCommands(redis, keys, { holdRetentionSeconds: config.HOLD_RETENTION_SECONDS, outboxMaxLength: config.OUTBOX_MAX_LENGTH });
+const commands = createStockCommands(redis, keys, { holdRetentionSeconds: config.HOLD_RETENTION_SECONDS, outboxMaxLength: config.OUTBOX_MAX_LENGTH, durability });
 const dashboard = new DashboardCollector({ redis, commands, registry, workerMetricsUrls: config.WORKER_METRICS_URLS });
 dashboard.registerStockGauges(registry);
 // Event streams of each port, ended at once on shutdown (else server.stop() waits for them until the deadline).

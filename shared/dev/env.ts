@@ -50,7 +50,8 @@ export function spawnService(name: string, env: Record<string, string>, options:
       LOG_LEVEL: process.env.LOG_LEVEL === "silent" ? "error" : (process.env.LOG_LEVEL ?? "error"),
       ...env,
     },
-    stdout: options.stdout ?? "ignore",
+    // The services log to stdout (pino): FLASHSALE_TEST_CHILD_LOGS=<dir> keeps each child's log there.
+    stdout: options.stdout ?? (process.env.FLASHSALE_TEST_CHILD_LOGS ? Bun.file(`${process.env.FLASHSALE_TEST_CHILD_LOGS}/${name}-${Date.now()}.log`) : "ignore"),
     stderr: "inherit",
   });
   return { child, adminPort };

@@ -8,6 +8,7 @@ import type { KeyLayout } from "../domain/keys.ts";
 import { DEFAULT_CURRENCY, DEFAULT_HOLD_RETENTION_SECONDS, DEFAULT_HOLD_SECONDS, DEFAULT_OUTBOX_MAX_LENGTH, IDEMPOTENCY_TTL_SECONDS, REQUEST_RECORD_TTL_SECONDS } from "../domain/policy.ts";
 import { allocationViewFromHash, pairsToObject, stockViewFromHash, type AllocationView, type StockView } from "../domain/views.ts";
 import { retryLostReply, retryUnexecuted, type RedisClient } from "./client.ts";
+import { FAST, type Durability } from "./durability.ts";
 import { runScript, type ScriptArg, type ScriptReply } from "./scripts.ts";
 import { parseTraceparent } from "../trace.ts";
 
@@ -16,6 +17,8 @@ export interface CommandOptions {
   holdRetentionSeconds?: number;
   /** OUTBOX_MAX_LENGTH: above this many entries in its shard's outbox, allocate and create answer outbox_full. */
   outboxMaxLength?: number;
+  /** REDIS_DURABILITY: what a write waits for before it is answered (durability.ts); default fast (nothing). */
+  durability?: Durability;
 }
 
 export interface CreateStockInput {
@@ -192,6 +195,7 @@ function roomReleaseKeys(keys: KeyLayout, stockId: string): string[] {
 export function createStockCommands(redis: RedisClient, keys: KeyLayout, options: CommandOptions = {}): StockCommands {
   const retainSeconds = options.holdRetentionSeconds ?? DEFAULT_HOLD_RETENTION_SECONDS;
   const outboxMaxLength = options.outboxMaxLength ?? DEFAULT_OUTBOX_MAX_LENGTH;
+  const durability = options.durability ?? FAST;
   const shardKeys = (stockId: string) => {
     const shard = keys.shardOf(stockId);
     return {
@@ -217,7 +221,10 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
     const scriptKeys =
       script === "fsPurchase" ? [hold, k.stock, k.due, k.outbox] : [hold, k.stock, k.buyers, k.due, k.outbox, k.released, ...roomReleaseKeys(keys, stockId)];
     const reply = await runScript(redis, script, scriptKeys, [input.allocationId, input.userId, newEventId(), retainSeconds, traceArg(input.traceparent)]);
-    if (reply[0] === "ok" || reply[0] === "unchanged") return JSON.parse(String(reply[1])) as AllocationView;
+    if (reply[0] === "ok" || reply[0] === "unchanged") {
+      await durability.afterWrite(hold);
+      return JSON.parse(String(reply[1])) as AllocationView;
+    }
     return fail(reply, { allocationId: input.allocationId });
   }
 
@@ -256,6 +263,7 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
         throw new DomainError("invalid_request", `body.${field}: ${message}`, { errors: [{ in: "json", path: field, message }] });
       }
       if (reply[0] !== "ok") return fail(reply, { stockId });
+      await durability.afterWrite(k.stock);
       return stockViewFromHash(stockId, pairsToObject(reply[1] as unknown[])) as StockView;
     },
 
@@ -264,6 +272,8 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
       // A lost reply is retried with the very same call: the request record makes the retry find its first run.
       const reply = await retryLostReply(() => runScript(redis, "fsAllocate", call.keys, call.args));
       if (reply[0] === "ok" || reply[0] === "replay") {
+        // A replay is waited for too: its first run may be the one whose reply was lost, not yet durable.
+        await durability.afterWrite(keys.stock(input.stockId));
         // A replay of our own request id is our retry finding its first run: a new hold to the caller.
         return { allocation: JSON.parse(String(reply[1])) as AllocationView, replayed: reply[0] === "replay" && input.idempotencyKey !== undefined };
       }

@@ -343,7 +343,7 @@ export function spawnRelay(env: Record<string, string>): Subprocess {
   return Bun.spawn([process.execPath, "services/relay/main.ts"], {
     cwd: REPO_ROOT,
     env,
-    stdout: process.env.RELAY_CHILD_LOG_LEVEL ? "inherit" : "ignore",
+    stdout: process.env.FLASHSALE_TEST_CHILD_LOGS ? Bun.file(`${process.env.FLASHSALE_TEST_CHILD_LOGS}/relay-${Date.now()}.log`) : process.env.RELAY_CHILD_LOG_LEVEL ? "inherit" : "ignore",
     stderr: "inherit",
   });
 }
