@@ -64,6 +64,11 @@ fi
 # How long a master may be unreachable before its replica takes over (Redis' default is 15 s; a
 # failover drill should not take that long, and 5 s still rides out a GC pause of a neighbour JVM).
 REDIS_CLUSTER_NODE_TIMEOUT="${FLASHSALE_REDIS_CLUSTER_NODE_TIMEOUT:-5000}"
+# Redis memory (docs/design.md §3): a limit, and noeviction, so at the limit writes are refused rather
+# than holds, stocks or outbox entries silently evicted. Sized for a shared dev box (24 GiB; the stack's
+# Redis holds ~200 MB after a day of everyone's tests); production sizes it to the host, alerting at 80 %.
+REDIS_MAXMEMORY="${FLASHSALE_REDIS_MAXMEMORY:-4gb}"
+REDIS_CLUSTER_MAXMEMORY="${FLASHSALE_REDIS_CLUSTER_MAXMEMORY:-1gb}"
 # Kafka cluster: 3 brokers on base..base+2, their controllers on base+3..base+5.
 KAFKA_CLUSTER_BASE_PORT="${FLASHSALE_KAFKA_CLUSTER_BASE_PORT:-9192}"
 

@@ -6,7 +6,7 @@
  */
 import { z } from "zod";
 import { SERVICES, WORKER_NAMES } from "./services.ts";
-import { DEFAULT_HOLD_RETENTION_SECONDS, DEFAULT_JWT_MAX_LIFETIME_SECONDS, DEFAULT_OUTBOX_MAX_LENGTH, DEFAULT_SSE_MAX_CLIENTS } from "./domain/policy.ts";
+import { DEFAULT_JWT_MAX_LIFETIME_SECONDS, DEFAULT_OUTBOX_MAX_LENGTH, DEFAULT_SSE_MAX_CLIENTS, IDEMPOTENCY_TTL_SECONDS } from "./domain/policy.ts";
 import { DURABILITY_PROFILES } from "./redis/durability.ts";
 import { EVENT_TYPES } from "./domain/events.ts";
 
@@ -70,6 +70,39 @@ const elasticsearch = {
  */
 const adminPort = (fallback: number) => ({ ADMIN_PORT: port.default(fallback), ADMIN_HOST: z.string().min(1).default("127.0.0.1") });
 
+const flag = (fallback: "true" | "false") =>
+  z
+    .enum(["true", "false", "1", "0"])
+    .default(fallback)
+    .transform((v) => v === "true" || v === "1");
+
+/** A WEBHOOK_SECRETS_KEY: the base64 of 32 random bytes (`openssl rand -base64 32`), an AES-256-GCM key. */
+const secretsKey = z
+  .string()
+  .trim()
+  .refine((k) => /^[A-Za-z0-9+/]{43}=$/.test(k) && Buffer.from(k, "base64").length === 32, "must be the base64 of 32 bytes (openssl rand -base64 32)");
+
+/** What the api and the notifier share about webhooks: where they may go, and how their secrets are kept (docs/webhooks.md). */
+const webhookSecurity = {
+  /**
+   * Off: webhook URLs that are, or resolve to, loopback, link-local, private, unspecified, multicast
+   * or broadcast addresses are refused at registration (400 webhook_url_not_allowed) and at every
+   * send (SSRF). On: local receivers are allowed (development, tests); the notifier warns at start.
+   */
+  WEBHOOK_ALLOW_PRIVATE_NETWORKS: flag("false"),
+  /**
+   * Encrypts webhook secrets at rest (AES-256-GCM, key id stored beside each ciphertext). Unset: new
+   * secrets are stored in plain text, with a warning at start; set it in production.
+   */
+  WEBHOOK_SECRETS_KEY: secretsKey.optional(),
+  /** Earlier keys, comma-separated, still accepted for decryption during a rotation (`bun run webhook-secrets`). */
+  WEBHOOK_SECRETS_OLD_KEYS: z
+    .string()
+    .transform((s) => s.split(",").map((k) => k.trim()).filter(Boolean))
+    .pipe(z.array(secretsKey))
+    .optional(),
+};
+
 /**
  * A request-rate limit: `<requests>/<seconds>s` (a token bucket holding that many requests, refilled
  * evenly over the window, e.g. `20/10s`), or `off`. Parsed once into { limit, windowSeconds } | null.
@@ -89,13 +122,21 @@ export type RateLimitSpec = z.infer<ReturnType<typeof rateLimitSpec>>;
 
 /** Written by the api (purchase, cancel) and the expirer: one value for both. */
 const holds = {
-  /** Seconds a finished (purchased, cancelled, expired) hold stays readable; then Redis deletes it. */
-  HOLD_RETENTION_SECONDS: positiveInt.min(60).max(365 * 24 * 3600).default(DEFAULT_HOLD_RETENTION_SECONDS),
+  /**
+   * Seconds a finished (purchased, cancelled, expired) hold stays readable; then Redis deletes it. At
+   * least the Idempotency-Key window (a replay must never name a hold that is gone); the default is
+   * exactly that (shared/domain/policy.ts).
+   */
+  HOLD_RETENTION_SECONDS: positiveInt
+    .min(IDEMPOTENCY_TTL_SECONDS, `HOLD_RETENTION_SECONDS must be at least ${IDEMPOTENCY_TTL_SECONDS} (IDEMPOTENCY_TTL_SECONDS: an Idempotency-Key replay names the hold)`)
+    .max(365 * 24 * 3600)
+    .default(IDEMPOTENCY_TTL_SECONDS),
 };
 
 export const apiSchema = z.object({
   ...common,
   ...postgres,
+  ...webhookSecurity,
   ...elasticsearch,
   ...holds,
   // The topic the event contract (/asyncapi.json) describes; the api itself never talks to Kafka.
@@ -215,10 +256,7 @@ export const relaySchema = z.object({
    * Kafka transactions with a transactionalId per shard, so a relay that lost its lease (e.g. paused
    * past it) is fenced by the new owner and cannot publish. `false` = plain idempotent producer.
    */
-  RELAY_TRANSACTIONS: z
-    .enum(["true", "false", "1", "0"])
-    .default("true")
-    .transform((v) => v === "true" || v === "1"),
+  RELAY_TRANSACTIONS: flag("true"),
   /**
    * Tests only: the relay freezes itself (SIGSTOP to its own pid) once, just before that claim step,
    * so a test can pass the shard's lease to another relay inside the window and then SIGCONT it
@@ -285,6 +323,7 @@ export const notifierSchema = z
     ...kafka,
     ...postgres,
     ...adminPort(SERVICES.notifier.adminPort),
+    ...webhookSecurity,
     /** Consumer group on the stock-events topic (its own: it sees every event, whatever the projectors do). */
     NOTIFIER_GROUP_ID: z.string().min(1).default("notifier"),
     /** The endpoint from config (optional; more are added with POST /api/webhooks). http(s) only. */
@@ -313,13 +352,34 @@ export const notifierSchema = z
     WEBHOOK_CONCURRENCY: positiveInt.max(256).default(64),
     /** How often a delivery loop checks whether waiting retries are due. */
     WEBHOOK_POLL_INTERVAL: duration.default(250),
+    /**
+     * The delivery lease's window (services/notifier/lease.ts): 4 × p99 of the measured renewal time,
+     * never below MIN nor above MAX. A paused holder is replaced after about the window.
+     */
+    NOTIFIER_LEASE_MIN: duration.default(5_000),
+    NOTIFIER_LEASE_MAX: duration.default(60_000),
   })
   .refine((c) => (c.WEBHOOK_URL === undefined) === (c.WEBHOOK_SECRET === undefined), {
     message: "set WEBHOOK_URL and WEBHOOK_SECRET together",
     path: ["WEBHOOK_SECRET"],
   })
   .refine((c) => c.WEBHOOK_RETRY_MAX >= c.WEBHOOK_RETRY_BASE, { message: "WEBHOOK_RETRY_MAX must be >= WEBHOOK_RETRY_BASE", path: ["WEBHOOK_RETRY_MAX"] })
-  .refine((c) => c.WEBHOOK_TIMEOUT >= c.WEBHOOK_CONNECT_TIMEOUT, { message: "WEBHOOK_TIMEOUT must be >= WEBHOOK_CONNECT_TIMEOUT", path: ["WEBHOOK_TIMEOUT"] });
+  .refine((c) => c.WEBHOOK_TIMEOUT >= c.WEBHOOK_CONNECT_TIMEOUT, { message: "WEBHOOK_TIMEOUT must be >= WEBHOOK_CONNECT_TIMEOUT", path: ["WEBHOOK_TIMEOUT"] })
+  .refine((c) => c.NOTIFIER_LEASE_MIN >= 300 && c.NOTIFIER_LEASE_MAX >= c.NOTIFIER_LEASE_MIN, {
+    message: "NOTIFIER_LEASE_MIN must be >= 300ms and NOTIFIER_LEASE_MAX >= NOTIFIER_LEASE_MIN",
+    path: ["NOTIFIER_LEASE_MAX"],
+  });
+
+/** `bun run webhook-secrets`: the database and the keys (the new one required). */
+export const webhookSecretsToolSchema = z.object({ ...postgres, ...webhookSecurity, WEBHOOK_SECRETS_KEY: secretsKey });
+
+/** `bun run retention` (shared/stores/postgres/retention.ts): how long what grows for ever is kept; 0 = for ever. */
+export const retentionSchema = z.object({
+  ...postgres,
+  RETENTION_STOCK_EVENTS_DAYS: z.coerce.number().int().min(0).max(36_500).default(90),
+  RETENTION_WEBHOOK_DAYS: z.coerce.number().int().min(0).max(36_500).default(30),
+  RETENTION_BATCH: positiveInt.max(100_000).default(5_000),
+});
 
 /** Just where Redis is, for tools (verify, benches, load runner) that need nothing else from the config. */
 export const redisTargetSchema = z.object({ REDIS_URL: common.REDIS_URL, REDIS_CLUSTER_NODES: common.REDIS_CLUSTER_NODES });

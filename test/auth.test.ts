@@ -7,6 +7,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { createSigner } from "fast-jwt";
 import { createReadRoutes } from "../services/api/read-routes.ts";
 import { webhookRoutes } from "../services/api/routes/webhooks.ts";
+import { createSecretBox } from "../shared/webhooks/secret-box.ts";
 import { createReaderSql } from "../shared/stores/postgres/client.ts";
 import { createReaderSearchClient } from "../shared/stores/search/mapping.ts";
 import { mintUserToken } from "../shared/dev/token.ts";
@@ -17,7 +18,7 @@ import { stackEnv, uniqueName } from "../shared/dev/env.ts";
 const sql = createReaderSql(stackEnv.DATABASE_URL);
 const es = createReaderSearchClient(stackEnv.ELASTICSEARCH_URL);
 const readRoutes = createReadRoutes({ sql, es, esAlias: uniqueName("auth") });
-const api = createTestApi({ shards: 2, app: { jwtMaxLifetimeSeconds: 3600, readRoutes, webhookRoutes: webhookRoutes(sql) } });
+const api = createTestApi({ shards: 2, app: { jwtMaxLifetimeSeconds: 3600, readRoutes, webhookRoutes: webhookRoutes(sql, { box: await createSecretBox(undefined), allowPrivate: false }) } });
 const strict = createTestApi({ shards: 2, app: { jwtIssuer: "https://id.example", jwtAudience: "flash-sale" } });
 afterAll(async () => {
   await api.close();

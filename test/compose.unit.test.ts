@@ -87,6 +87,7 @@ describe("compose.yaml", () => {
       expect(cmd).toContain(`--port ${port}`);
       expect(cmd).toContain("--cluster-enabled yes");
       expect(cmd).toContain("--appendonly yes --appendfsync everysec");
+      expect(cmd).toContain("--maxmemory-policy noeviction");
       expect(cmd).toContain(`--cluster-announce-hostname ${name}`);
       expect(s.ports).toEqual([`127.0.0.1:${port}:${port}`]);
       expect(s.healthcheck!.test).toEqual(["CMD", "redis-cli", "-p", String(port), "ping"]);
@@ -230,6 +231,11 @@ describe("compose.yaml", () => {
 
   test("server settings match docs/design.md: AOF everysec, KRaft single node, ES single-node without security", () => {
     expect(services.redis?.command).toEqual(expect.arrayContaining(["--appendonly", "yes", "--appendfsync", "everysec"]));
+    // A limit, and writes refused at it rather than holds and events evicted (docs/design.md §3), here and in the native stack.
+    expect(services.redis?.command).toEqual(expect.arrayContaining(["--maxmemory", "--maxmemory-policy", "noeviction"]));
+    for (const script of ["servers.sh", "redis-cluster.sh"]) {
+      expect(readFileSync(join(ROOT, "scripts", "stack", script), "utf8")).toMatch(/--maxmemory "\$REDIS(_CLUSTER)?_MAXMEMORY" --maxmemory-policy noeviction/);
+    }
     const k = services.kafka!.environment!;
     expect(k.KAFKA_PROCESS_ROLES).toBe("broker,controller");
     expect(k.KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR).toBe(1);

@@ -84,10 +84,12 @@ describe("config", () => {
 
   test("the api's hardening knobs: defaults, and bad values named", () => {
     const config = parseConfig(apiSchema, valid);
-    expect(config).toMatchObject({ ADMIN_PORT: 9105, JWT_MAX_LIFETIME_SECONDS: 86_400, OUTBOX_MAX_LENGTH: 1_000_000, HOLD_RETENTION_SECONDS: 604_800 });
+    expect(config).toMatchObject({ ADMIN_PORT: 9105, JWT_MAX_LIFETIME_SECONDS: 86_400, OUTBOX_MAX_LENGTH: 1_000_000, HOLD_RETENTION_SECONDS: 86_400 });
     expect(config.JWT_ISSUER).toBeUndefined();
     expect(config.JWT_AUDIENCE).toBeUndefined();
-    expect(parseConfig(expirerSchema, { HOLD_RETENTION_SECONDS: "3600" }).HOLD_RETENTION_SECONDS).toBe(3600);
+    expect(parseConfig(expirerSchema, { HOLD_RETENTION_SECONDS: "172800" }).HOLD_RETENTION_SECONDS).toBe(172_800);
+    // Below the Idempotency-Key window a replay could name a hold already deleted.
+    expect(() => parseConfig(expirerSchema, { HOLD_RETENTION_SECONDS: "3600" })).toThrow(/IDEMPOTENCY_TTL_SECONDS/);
     const bad = { ...valid, ADMIN_PORT: "0", JWT_MAX_LIFETIME_SECONDS: "-1", OUTBOX_MAX_LENGTH: "lots", HOLD_RETENTION_SECONDS: "5" };
     try {
       parseConfig(apiSchema, bad);

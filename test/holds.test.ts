@@ -3,6 +3,7 @@ import { afterAll, describe, expect, setSystemTime, test } from "bun:test";
 import { createExpirer } from "../services/expirer/expirer.ts";
 import { createLogger } from "../shared/logger.ts";
 import { createMetricsRegistry } from "../shared/metrics.ts";
+import { IDEMPOTENCY_TTL_SECONDS } from "../shared/domain/policy.ts";
 import { createTestApi, describeEachRedis } from "./support/api.ts";
 import { conservationBreach, readCounters, readOutbox } from "./support/invariants.ts";
 
@@ -156,6 +157,43 @@ describeEachRedis((target) => {
   });
 
   describe("retention (HOLD_RETENTION_SECONDS)", () => {
+    test("by default a finished hold is kept exactly as long as idempotency needs it: IDEMPOTENCY_TTL_SECONDS, not a week", async () => {
+      // The api's and the expirer's defaults, as a deployment that sets nothing has them.
+      const stock = await api.commands.createStock({ name: "Churn", price: 100, quantity: 10, perUserLimit: 10, holdSeconds: 1 });
+      const allocate = async (userId: string, key?: string) => {
+        const headers = { ...(await api.user(userId)), ...(key ? { "Idempotency-Key": key } : {}) };
+        const res = await api.request("POST", `/api/stocks/${stock.id}/allocate`, { headers, body: { quantity: 1 } });
+        expect(res.status).toBe(201);
+        return ((await res.json()) as { allocationId: string }).allocationId;
+      };
+      const cancelled = await allocate("churner", "churn-key-1");
+      const bought = await allocate("buyer");
+      const expired = await allocate("sleeper");
+      expect((await api.request("POST", `/api/allocations/${cancelled}/cancel`, { headers: await api.user("churner") })).status).toBe(200);
+      expect((await api.request("POST", `/api/allocations/${bought}/purchase`, { headers: await api.user("buyer") })).status).toBe(200);
+      await Bun.sleep(1_100); // the 1 s hold is due
+      expect(await expirerFor(api).tick()).toBe(1);
+      const ttls = Object.fromEntries(
+        await Promise.all(Object.entries({ cancelled, bought, expired }).map(async ([name, id]) => [name, await api.redis.ttl(api.keys.hold(id))] as const)),
+      );
+      console.log(`[retention] finished holds' TTL (s): ${JSON.stringify(ttls)}; IDEMPOTENCY_TTL_SECONDS = ${IDEMPOTENCY_TTL_SECONDS}`);
+      for (const ttl of Object.values(ttls)) {
+        expect(ttl).toBeGreaterThan(IDEMPOTENCY_TTL_SECONDS - 10);
+        expect(ttl).toBeLessThanOrEqual(IDEMPOTENCY_TTL_SECONDS);
+      }
+      // The Idempotency-Key record that names the cancelled hold dies no later than the hold: a replay
+      // always finds the hold it names (and a retried cancel answers it again, not 404).
+      const recordTtl = await api.redis.ttl(api.keys.idempotency(stock.id, "churner", "churn-key-1"));
+      expect(recordTtl).toBeGreaterThan(0);
+      expect(recordTtl).toBeLessThanOrEqual(ttls.cancelled!);
+      expect(await allocate("churner", "churn-key-1")).toBe(cancelled);
+      const again = await api.request("POST", `/api/allocations/${cancelled}/cancel`, { headers: await api.user("churner") });
+      expect(again.status).toBe(200);
+      expect(await again.json()).toMatchObject({ status: "cancelled" });
+      const bytes = await api.redis.call("MEMORY", "USAGE", api.keys.hold(cancelled));
+      console.log(`[retention] one cancelled hold: ${String(bytes)} bytes (MEMORY USAGE)`);
+    });
+
     test("purchased, cancelled and expired holds get the configured TTL, from the api and from the expirer", async () => {
       const short = createTestApi({ shards: 2, redis: target.target, commands: { holdRetentionSeconds: 120 } });
       try {

@@ -11,13 +11,15 @@ import { createMetricsRegistry } from "../shared/metrics.ts";
 import { createRedis } from "../shared/redis/client.ts";
 import { createStockCommands } from "../shared/redis/commands.ts";
 import { createEndpoint, generateSecret } from "../shared/webhooks/endpoints.ts";
+import { createSecretBox } from "../shared/webhooks/secret-box.ts";
 import { brokers, eventually, readSideFixtures, testLogger } from "./support/read-side.ts";
 import { produceEvents } from "../shared/dev/read-side.ts";
 import { stackEnv, uniqueName } from "../shared/dev/env.ts";
 import { generateWorkload, StockSim } from "../shared/dev/stock-sim.ts";
-import { startReceiver } from "../shared/dev/webhook-receiver.ts";
+import { startReceiver, testSecretsKey } from "../shared/dev/webhook-receiver.ts";
 
 const fx = readSideFixtures({ database: "ntfdead" });
+const box = await createSecretBox(testSecretsKey());
 const topic = fx.topic("ntfdead");
 // Each dead delivery takes at least 0.8·(300 + 600 + 1000) ms ≈ 1.5 s; a stock's versions die one after another.
 const schedule = { baseMs: 300, maxMs: 1_000, maxAttempts: 4 };
@@ -33,11 +35,12 @@ test("always-410 dead-letters after the schedule, a healthy endpoint is not held
   let goneAnswers = 410;
   const gone = startReceiver({ secret: goneSecret, respond: () => goneAnswers });
   cleanups.push(() => healthy.stop(), () => gone.stop());
-  const goneEndpoint = await createEndpoint(fx.db.sql, { url: gone.url, secret: goneSecret });
+  const goneEndpoint = await createEndpoint(fx.db.sql, box, { url: gone.url, secret: goneSecret });
 
   const sim = new StockSim();
   const events = generateWorkload(sim, { count: 60, stockCount: 20, prefix: uniqueName("dead") });
   const notifier = createNotifier({
+    box,
     brokers,
     topic,
     groupId: uniqueName("ntfdeadg"),
@@ -45,7 +48,7 @@ test("always-410 dead-letters after the schedule, a healthy endpoint is not held
     logger: testLogger,
     configured: { url: healthy.url, secret: healthySecret },
     schedule,
-    send: { connectTimeoutMs: 15_000, timeoutMs: 20_000 }, // generous: a timeout under load would be an extra attempt
+    send: { connectTimeoutMs: 15_000, timeoutMs: 20_000, allowPrivate: true }, // generous: a timeout under load would be an extra attempt
     concurrency: 16,
     pollIntervalMs: 50,
     refreshIntervalMs: 500,

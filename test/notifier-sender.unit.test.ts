@@ -1,11 +1,15 @@
 /**
  * One webhook attempt against real local HTTP servers (ports 3200-3299): the request verifies under the
  * `standardwebhooks` library, redirects are not followed, the deadlines hold against a receiver that
- * never answers or never finishes its body, only a short excerpt of a response is kept, Retry-After is read.
+ * never answers or never finishes its body, only a short excerpt of a response is kept (at most 1 KiB),
+ * Retry-After is read. SSRF at send time, with an injected resolver (no packet leaves loopback): an
+ * address that is refused now is not contacted, whatever it was at registration (DNS rebinding), and
+ * the request goes to the very address that was checked.
  */
-import { afterAll, expect, test } from "bun:test";
+import { afterAll, describe, expect, test } from "bun:test";
 import { Webhook } from "standardwebhooks";
-import { EXCERPT_BYTES, sendWebhook, signedTarget } from "../services/notifier/sender.ts";
+import { EXCERPT_BYTES, EXCERPT_MAX_BYTES, sendWebhook, signedTarget } from "../services/notifier/sender.ts";
+import type { Resolver } from "../shared/webhooks/address-policy.ts";
 import { generateSecret } from "../shared/webhooks/endpoints.ts";
 
 const secret = generateSecret();
@@ -25,7 +29,8 @@ afterAll(() => {
   for (const s of servers) s.stop(true);
 });
 const message = { id: "01938a5e-7c1d-7e4f-9a2b-3c4d5e6f7a8b", body: JSON.stringify({ eventId: "01938a5e-7c1d-7e4f-9a2b-3c4d5e6f7a8b", note: "ünïcode ✓" }) };
-const options = { connectTimeoutMs: 1_000, timeoutMs: 2_000 };
+// The receivers here are on loopback: allowed only with the flag (WEBHOOK_ALLOW_PRIVATE_NETWORKS).
+const options = { connectTimeoutMs: 1_000, timeoutMs: 2_000, allowPrivate: true };
 
 test("a signed POST that the standardwebhooks verifier accepts; 2xx keeps no excerpt", async () => {
   let seen: { headers: Record<string, string>; body: string; method: string } | undefined;
@@ -92,4 +97,58 @@ test("only a short single-line excerpt of a failure is kept; Retry-After is read
   expect(result.retryAfterMs).toBe(7_000);
   expect(result.excerpt!.length).toBe(EXCERPT_BYTES);
   expect(result.excerpt!.startsWith("line one line two x")).toBe(true);
+});
+
+test("the stored excerpt is at most 1 KiB of UTF-8, whatever the characters", async () => {
+  const url = serve(() => new Response("𝔘".repeat(5_000), { status: 500 }));
+  const result = await sendWebhook(signedTarget(url, secret), message, options);
+  expect(result.status).toBe(500);
+  expect(Buffer.byteLength(result.excerpt!)).toBeLessThanOrEqual(EXCERPT_MAX_BYTES);
+  expect(result.excerpt!.length).toBeGreaterThan(0);
+});
+
+describe("SSRF at send time (injected resolver)", () => {
+  /** A name that resolved to a public address at registration and now answers with loopback (DNS rebinding). */
+  const answers = new Map<string, string[]>();
+  const resolve: Resolver = async (host) => {
+    const a = answers.get(host);
+    if (!a) throw Object.assign(new Error(`getaddrinfo ENOTFOUND ${host}`), { code: "ENOTFOUND" });
+    return a;
+  };
+
+  test("a name that now resolves to loopback is refused and never contacted; so are literal inside addresses", async () => {
+    let calls = 0;
+    const url = serve(() => {
+      calls++;
+      return new Response("ok");
+    });
+    const port = new URL(url).port;
+    answers.set("rebind.test", ["127.0.0.1"]);
+    const strict = { ...options, allowPrivate: false, resolve };
+    const rebound = await sendWebhook(signedTarget(`http://rebind.test:${port}/hook`, secret), message, strict);
+    expect(rebound).toMatchObject({ status: null, failure: "refused" });
+    expect(rebound.excerpt).toContain("rebind.test resolves to 127.0.0.1: loopback");
+    // One private address among public ones is enough to refuse the name.
+    answers.set("mixed.test", ["93.184.215.14", "::ffff:169.254.169.254"]);
+    expect(await sendWebhook(signedTarget(`http://mixed.test:${port}/hook`, secret), message, strict)).toMatchObject({ failure: "refused" });
+    for (const literal of [url, `http://[::1]:${port}/hook`, "http://169.254.169.254/latest/meta-data/", `http://[::ffff:7f00:1]:${port}/hook`, `http://2130706433:${port}/hook`]) {
+      expect((await sendWebhook(signedTarget(literal, secret), message, strict)).failure).toBe("refused");
+    }
+    expect(await sendWebhook(signedTarget(`http://nowhere.test:${port}/hook`, secret), message, strict)).toMatchObject({ failure: "refused" });
+    expect(calls).toBe(0);
+  });
+
+  test("the request goes to the address that was checked, with the URL's name as Host", async () => {
+    let host = null as string | null;
+    const url = serve((req) => {
+      host = req.headers.get("host");
+      return new Response("ok");
+    });
+    const port = new URL(url).port;
+    // "pinned.test" exists only in this resolver: the request can only arrive here through the checked address.
+    answers.set("pinned.test", ["127.0.0.1"]);
+    const result = await sendWebhook(signedTarget(`http://pinned.test:${port}/hook`, secret), message, { ...options, allowPrivate: true, resolve });
+    expect(result.status).toBe(200);
+    expect(host).toBe(`pinned.test:${port}`);
+  });
 });

@@ -10,13 +10,15 @@ import { afterEach, expect, test } from "bun:test";
 import { createNotifier, type Notifier } from "../services/notifier/notifier.ts";
 import type { StockEvent } from "../shared/domain/events.ts";
 import { createEndpoint, generateSecret, removeEndpoint } from "../shared/webhooks/endpoints.ts";
+import { createSecretBox } from "../shared/webhooks/secret-box.ts";
 import { brokers, eventually, readSideFixtures, testLogger } from "./support/read-side.ts";
 import { produceEvents } from "../shared/dev/read-side.ts";
 import { uniqueName } from "../shared/dev/env.ts";
 import { generateWorkload, StockSim } from "../shared/dev/stock-sim.ts";
-import { startReceiver, type Receiver } from "../shared/dev/webhook-receiver.ts";
+import { startReceiver, testSecretsKey, type Receiver } from "../shared/dev/webhook-receiver.ts";
 
 const fx = readSideFixtures({ database: "ntf" });
+const box = await createSecretBox(testSecretsKey());
 const topicAll = fx.topic("ntfall");
 const topicOutage = fx.topic("ntfout");
 const topicTwo = fx.topic("ntftwo");
@@ -38,6 +40,7 @@ function start(
   groupId = uniqueName("ntfgroup"),
 ): Notifier {
   notifier = createNotifier({
+    box,
     brokers,
     topic,
     groupId,
@@ -47,7 +50,7 @@ function start(
     schedule,
     // Generous: on a loaded 2-core CI machine a local answer can take seconds, and a timeout is a (correct) retry
     // that would show up as an extra attempt or a duplicate in the exact counts below.
-    send: { connectTimeoutMs: 15_000, timeoutMs: 20_000 },
+    send: { connectTimeoutMs: 15_000, timeoutMs: 20_000, allowPrivate: true },
     concurrency: 16,
     pollIntervalMs: 100,
     refreshIntervalMs: 500,
@@ -81,6 +84,7 @@ test("every event arrives once per webhook-id, signature-valid, in version order
   const r = receiver;
   expect(r.invalid).toEqual([]);
   expect(r.idMismatches).toEqual([]);
+  expect(r.malformed).toEqual([]);
   expect(new Set(r.acknowledged.keys())).toEqual(new Set(events.map((e) => e.eventId)));
   // Bodies are the envelopes as produced.
   for (const e of events.slice(0, 50)) expect(r.acknowledged.get(e.eventId)).toEqual(e);
@@ -190,7 +194,7 @@ test("two notifiers: both consume, one delivers (the lease), the other takes ove
     const extraSecret = generateSecret();
     const extra = startReceiver({ secret: extraSecret });
     try {
-      const endpoint = await createEndpoint(fx.db.sql, { url: extra.url, secret: extraSecret, eventTypes: ["StockCreated"] });
+      const endpoint = await createEndpoint(fx.db.sql, box, { url: extra.url, secret: extraSecret, eventTypes: ["StockCreated"] });
       await Bun.sleep(1_500); // the endpoint table is re-read every 500 ms here
       const fresh = new StockSim();
       const third = generateWorkload(fresh, { count: 200, stockCount: 10, prefix: uniqueName("extra") });

@@ -92,12 +92,27 @@ describe("webhook config and inputs", () => {
 });
 
 describe("rebuild", () => {
-  test("the notifier's migration is skipped by the read-model rebuild, the read models' is not", async () => {
+  test("the notifier's migrations are skipped by the read-model rebuild, the read models' is not", async () => {
     const { readMigrations } = await import("../shared/stores/postgres/migrate.ts");
     const { isSkippedByRebuild, MIGRATIONS_DIR } = await import("../shared/stores/postgres/migration-files.ts");
     const files = await readMigrations(MIGRATIONS_DIR);
     const skipped = files.filter((f) => isSkippedByRebuild(f.sql)).map((f) => f.file);
-    expect(skipped).toEqual(["002_webhooks.sql"]);
+    expect(skipped).toEqual(["002_webhooks.sql", "004_webhook_hardening.sql"]);
     expect(isSkippedByRebuild("CREATE TABLE t (id int);\n-- rebuild: skip\n")).toBe(false); // only as the first line
+  });
+});
+
+describe("delivery lease window", () => {
+  test("4 × p99 of the measured renewal times, within the bounds", async () => {
+    const { leaseWindowMs, LEASE_K } = await import("../services/notifier/lease.ts");
+    const bounds = { minMs: 5_000, maxMs: 60_000 };
+    expect(LEASE_K).toBe(4);
+    expect(leaseWindowMs([], bounds)).toBe(5_000); // nothing measured yet: the floor
+    expect(leaseWindowMs(Array(200).fill(8), bounds)).toBe(5_000); // a healthy database: the floor
+    // A slow PostgreSQL answer or a GC pause in 2 % of renewals: the window follows the p99.
+    const slow = [...Array(196).fill(10), 2_000, 2_100, 2_200, 2_300];
+    expect(leaseWindowMs(slow, bounds)).toBe(4 * 2_100); // the 198th of 200
+    expect(leaseWindowMs([...Array(99).fill(10), 3_000], bounds)).toBe(5_000); // one outlier in 100 is not the p99
+    expect(leaseWindowMs(Array(50).fill(30_000), bounds)).toBe(60_000); // capped
   });
 });

@@ -7,6 +7,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { createReadRoutes } from "../services/api/read-routes.ts";
 import { webhookRoutes } from "../services/api/routes/webhooks.ts";
+import { createSecretBox } from "../shared/webhooks/secret-box.ts";
 import { createReaderSql } from "../shared/stores/postgres/client.ts";
 import { createReaderSearchClient } from "../shared/stores/search/mapping.ts";
 import { createTestApi, type TestApi } from "./support/api.ts";
@@ -25,7 +26,7 @@ const es = createReaderSearchClient(stackEnv.ELASTICSEARCH_URL);
 
 beforeAll(async () => {
   // The read and webhook routes are mounted for the document; no test here reaches their stores.
-  api = createTestApi({ app: { readRoutes: createReadRoutes({ sql, es, esAlias: "unused" }), webhookRoutes: webhookRoutes(sql) } });
+  api = createTestApi({ app: { readRoutes: createReadRoutes({ sql, es, esAlias: "unused" }), webhookRoutes: webhookRoutes(sql, { box: await createSecretBox(undefined), allowPrivate: false }) } });
   doc = (await (await api.request("GET", "/openapi.json")).json()) as typeof doc;
   await api.request("POST", "/api/stocks", { headers: api.admin, body: { id: "idem", name: "Idem", price: 100, quantity: 100, perUserLimit: 100 } });
 });

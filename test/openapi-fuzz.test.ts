@@ -154,6 +154,9 @@ async function seed(): Promise<void> {
   const orders = (await (await call("GET", `/api/orders/user/${USER}`, user)).json()) as { items: unknown[] };
   const found = (await (await call("GET", "/api/stocks/search?q=sneaker", user)).json()) as { items: unknown[] };
   expect([orders.items.length, found.items.length]).toEqual([3, 1]);
+  // A webhook endpoint, so the list has an item to check and the clean-up below has one to delete at least
+  // (198.51.100.0/24 is a documentation range: public by the SSRF rule, routed nowhere; no notifier runs here).
+  expect((await call("POST", "/api/webhooks", TEST_ADMIN_TOKEN, { url: "https://198.51.100.7/hooks" })).status).toBe(201);
 }
 
 afterAll(async () => {
@@ -254,4 +257,19 @@ describe("schemathesis against /openapi.json", () => {
       expect(result.tests).toBeGreaterThanOrEqual(OPERATIONS); // every operation of the document was run
     }, RUN_BUDGET_MS + 10_000);
   }
+
+  /**
+   * A fuzzer's URL may name any host, and a notifier started later on this database would deliver to
+   * it: every endpoint the runs registered is deleted through the api, and none is left live.
+   */
+  test("every webhook endpoint the fuzzer registered is deleted", async () => {
+    const listed = async () => ((await (await call("GET", "/api/webhooks", TEST_ADMIN_TOKEN)).json()) as { items: { id: string; url: string; source: string }[] }).items;
+    const registered = await listed();
+    console.log(`[openapi-fuzz] ${registered.length} webhook endpoint(s) live after the runs, deleted now: ${registered.map((e) => e.url).slice(0, 5).join(" ")}`);
+    for (const e of registered) expect((await call("DELETE", `/api/webhooks/${e.id}`, TEST_ADMIN_TOKEN)).status).toBe(204);
+    expect(await listed()).toEqual([]);
+    const [rows] = await db.sql`SELECT count(*)::int AS n, count(*) FILTER (WHERE removed_at IS NULL)::int AS live FROM webhook_endpoints`;
+    expect(rows!.n).toBeGreaterThanOrEqual(1); // the seeded one at least was registered
+    expect(rows!.live).toBe(0);
+  });
 });

@@ -11,7 +11,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { METRIC } from "../services/api/dashboard/collector.ts";
 import { freePort } from "../shared/dev/env.ts";
-import { createTestApi } from "./support/api.ts";
+import { createMetricsRegistry } from "../shared/metrics.ts";
+import { createRedis, keyHolders } from "../shared/redis/client.ts";
+import { parseMemoryInfo, registerRedisMemoryGauges } from "../shared/redis/memory-metrics.ts";
+import { createTestApi, REDIS_UNDER_TEST } from "./support/api.ts";
 import { createHarness, REPO_ROOT, spawnRelay } from "./support/relay-harness.ts";
 
 const OPS = join(REPO_ROOT, "ops");
@@ -110,6 +113,30 @@ async function query(expr: string): Promise<{ metric: Record<string, string>; va
   const body = (await res.json()) as { data: { result: { metric: Record<string, string>; value: [number, string] }[] } };
   return body.data.result;
 }
+
+test("the Redis memory gauges read INFO memory from every master (single node and cluster)", async () => {
+  expect(parseMemoryInfo("# Memory\r\nused_memory:1048576\r\nmaxmemory:4294967296\r\nmaxmemory_policy:noeviction\r\n")).toEqual({
+    usedBytes: 1_048_576,
+    maxBytes: 4_294_967_296,
+    policy: "noeviction",
+  });
+  for (const target of REDIS_UNDER_TEST) {
+    const redis = createRedis(target.target);
+    try {
+      const registry = createMetricsRegistry("expirer");
+      registerRedisMemoryGauges(registry, redis);
+      const text = await registry.metrics();
+      const used = [...text.matchAll(/^flashsale_redis_used_memory_bytes\{[^}]*node="([^"]+)"[^}]*\} (\d+)$/gm)];
+      const masters = (await keyHolders(redis)).length;
+      expect({ target: target.name, nodes: used.length }).toEqual({ target: target.name, nodes: masters });
+      for (const m of used) expect(Number(m[2])).toBeGreaterThan(0);
+      expect(text).toMatch(/^flashsale_redis_maxmemory_bytes\{.*\} \d+$/m);
+      expect(text).toMatch(/^flashsale_redis_maxmemory_policy_info\{.*policy="[a-z-]+".*\} 1$/m);
+    } finally {
+      await redis.quit();
+    }
+  }
+});
 
 test("a real Prometheus scrapes the api and a relay and loads the alert rules", async () => {
   PROMETHEUS_PORT = await freePort();

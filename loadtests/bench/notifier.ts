@@ -74,6 +74,7 @@ function spawnNotifier(topic: string, databaseUrl: string, receiver: Receiver, s
       ADMIN_PORT: String(freePort()),
       WEBHOOK_URL: receiver.url,
       WEBHOOK_SECRET: secret,
+      WEBHOOK_ALLOW_PRIVATE_NETWORKS: "true", // the receiver is on loopback
       WEBHOOK_CONCURRENCY: String(CONCURRENCY),
       LOG_LEVEL: "warn",
     },

@@ -21,6 +21,7 @@ start_redis_cluster_node() { # start_redis_cluster_node <port>
     --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout "$REDIS_CLUSTER_NODE_TIMEOUT" \
     --cluster-require-full-coverage no \
     --appendonly yes --appendfsync everysec --appendfilename appendonly.aof \
+    --maxmemory "$REDIS_CLUSTER_MAXMEMORY" --maxmemory-policy noeviction \
     --daemonize yes --pidfile "$RUN_DIR/$name.server.pid" --logfile "$(log_file_of "$name")" \
     --save "" --protected-mode yes --maxclients 10000 || return 1
   local i

@@ -7,6 +7,7 @@ start_redis() {
   mkdir -p "$STACK_DIR/redis"
   redis-server --bind "$HOST" --port "$REDIS_PORT" --dir "$STACK_DIR/redis" \
     --appendonly yes --appendfsync everysec --appendfilename appendonly.aof \
+    --maxmemory "$REDIS_MAXMEMORY" --maxmemory-policy noeviction \
     --daemonize yes --pidfile "$RUN_DIR/redis-server.pid" --logfile "$(log_file_of redis)" \
     --save "" --protected-mode yes --maxclients 10000
   local i

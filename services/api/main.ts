@@ -35,7 +35,9 @@ redis.on("error", (err) => logger.warn({ err: err.message }, "redis connection e
 const sql = createReaderSql(config.DATABASE_URL);
 const es = createSearchClient(config.ELASTICSEARCH_URL, { requestTimeoutMs: 2_000, maxRetries: 0 });
 
-const webhooks = webhookRoutesFromConfig(config);
+const webhooks = await webhookRoutesFromConfig(config);
+if (!webhooks.encrypted) logger.warn("WEBHOOK_SECRETS_KEY is unset: new webhook secrets are stored in plain text (docs/webhooks.md)");
+if (config.WEBHOOK_ALLOW_PRIVATE_NETWORKS) logger.warn("WEBHOOK_ALLOW_PRIVATE_NETWORKS is on: webhook URLs may name loopback and private addresses");
 
 // Refusals from memory (docs/design.md §12), kept fresh by the scripts' "released" messages.
 const keys = createKeyLayout(config.REDIS_KEY_PREFIX, config.OUTBOX_SHARDS);

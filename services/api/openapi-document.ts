@@ -4,6 +4,7 @@
  * store is reached. `bun services/api/openapi-document.ts` prints it; `bun run lint` hands it to
  * `redocly lint` (scripts/lint.sh), so the linted document is the served one, not a copy.
  */
+import { createSecretBox } from "../../shared/webhooks/secret-box.ts";
 import { createKeyLayout } from "../../shared/domain/keys.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { createMetricsRegistry } from "../../shared/metrics.ts";
@@ -30,7 +31,7 @@ export async function servedOpenApiDocument(): Promise<unknown> {
       jwtSecret: "unused-jwt-secret-0123456789abcdef0123456789",
       maxBodyBytes: 16 * 1024,
       readRoutes: createReadRoutes({ sql, es, esAlias: "stocks" }),
-      webhookRoutes: webhookRoutes(sql),
+      webhookRoutes: webhookRoutes(sql, { box: await createSecretBox(undefined), allowPrivate: false }),
     });
     const response = await app.request("/openapi.json");
     if (response.status !== 200) throw new Error(`/openapi.json answered ${response.status}`);

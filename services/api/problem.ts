@@ -19,6 +19,7 @@ export type ProblemCode =
   | "too_many_streams"
   | "store_unavailable"
   | "webhook_configured"
+  | "webhook_url_not_allowed"
   | "internal_error";
 
 /**
@@ -67,6 +68,7 @@ const TITLES: Record<ProblemCode, string> = {
   too_many_streams: "Too many event streams",
   store_unavailable: "Store unavailable",
   webhook_configured: "Endpoint comes from configuration",
+  webhook_url_not_allowed: "Webhook URL not allowed",
   internal_error: "Internal error",
 };
 

@@ -13,7 +13,7 @@ import type { KeyLayout } from "../../shared/domain/keys.ts";
 import { sleep } from "../../shared/lifecycle.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { prom } from "../../shared/metrics.ts";
-import { DEFAULT_HOLD_RETENTION_SECONDS } from "../../shared/domain/policy.ts";
+import { IDEMPOTENCY_TTL_SECONDS } from "../../shared/domain/policy.ts";
 import { expireCall } from "../../shared/redis/commands.ts";
 import { prepareScripts, queueScript, runScript } from "../../shared/redis/scripts.ts";
 import { continueTrace } from "../../shared/trace.ts";
@@ -26,7 +26,7 @@ export interface ExpirerOptions {
   registry: Registry;
   intervalMs: number;
   batchSize: number;
-  /** HOLD_RETENTION_SECONDS: how long an expired hold stays readable; default the policy's. */
+  /** HOLD_RETENTION_SECONDS: how long an expired hold stays readable; default IDEMPOTENCY_TTL_SECONDS (the policy). */
   holdRetentionSeconds?: number;
 }
 
@@ -41,7 +41,7 @@ export interface Expirer {
 
 export function createExpirer(options: ExpirerOptions): Expirer {
   const { redis, keys, logger, intervalMs, batchSize } = options;
-  const retainSeconds = options.holdRetentionSeconds ?? DEFAULT_HOLD_RETENTION_SECONDS;
+  const retainSeconds = options.holdRetentionSeconds ?? IDEMPOTENCY_TTL_SECONDS;
   prepareScripts(redis);
   const expired = new prom.Counter({ name: "flashsale_holds_expired_total", help: "Holds released because they timed out", registers: [options.registry] });
   const tickSeconds = new prom.Histogram({

@@ -6,6 +6,7 @@ import { onShutdown } from "../../shared/lifecycle.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { createMetricsRegistry } from "../../shared/metrics.ts";
 import { createRedis } from "../../shared/redis/client.ts";
+import { registerRedisMemoryGauges } from "../../shared/redis/memory-metrics.ts";
 import { createExpirer } from "./expirer.ts";
 
 const config = loadConfigOrExit(expirerSchema, "expirer");
@@ -23,6 +24,9 @@ const expirer = createExpirer({
   batchSize: config.EXPIRER_BATCH_SIZE,
   holdRetentionSeconds: config.HOLD_RETENTION_SECONDS,
 });
+
+// Redis memory against maxmemory, per master, for the RedisMemory* alerts (docs/design.md §3).
+registerRedisMemoryGauges(registry, redis);
 
 let stopping = false;
 const admin = startAdminServer({

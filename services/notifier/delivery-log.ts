@@ -7,6 +7,15 @@ import type { StockEvent } from "../../shared/domain/events.ts";
 import type { SinkResult } from "../../shared/projection/batch.ts";
 
 /**
+ * The body of a webhook: the Standard Webhooks payload structure, `{ type, timestamp, data }`, with
+ * the event envelope as `data`. A receiver built on the spec's tooling dispatches on `type` (our
+ * eventType) and reads `timestamp` (when the event occurred, ISO 8601). Stored as sent (and signed).
+ */
+function webhookPayload(event: StockEvent): string {
+  return JSON.stringify({ type: event.eventType, timestamp: event.occurredAt, data: event });
+}
+
+/**
  * Logs each event once (dedupe by event id: a Kafka redelivery changes nothing) and, in the same
  * statement, a pending delivery for every live endpoint that subscribes to its type. One statement
  * is one transaction: after it returns the events are safe and the offsets may be committed.
@@ -16,7 +25,7 @@ export async function logEvents(
   events: readonly StockEvent[],
 ): Promise<SinkResult & { deliveries: { endpointId: string; delivery: PendingDelivery }[] }> {
   if (events.length === 0) return { applied: [], duplicates: 0, deliveries: [] };
-  const bodies = events.map((e) => JSON.stringify(e));
+  const bodies = events.map(webhookPayload);
   const rows = await sql<{ endpoint_id: string | null; event_id: string; next_attempt_at: Date | null }[]>`
     WITH ev AS (
       INSERT INTO webhook_events (event_id, event_type, stock_id, version, occurred_at, body)
@@ -72,20 +81,72 @@ export interface PendingDelivery {
   body?: string;
 }
 
-/** Every pending delivery of an endpoint (the delivery loop's start and its periodic re-scan). */
-export async function pendingDeliveries(sql: postgres.Sql, endpointId: string): Promise<PendingDelivery[]> {
-  const rows = await sql<{ event_id: string; stock_id: string; version: number; attempts: number; next_attempt_at: Date; occurred_at: Date }[]>`
-    SELECT d.event_id::text, d.stock_id, d.version, d.attempts, d.next_attempt_at, ev.occurred_at
-    FROM webhook_deliveries d JOIN webhook_events ev ON ev.event_id = d.event_id
-    WHERE d.endpoint_id = ${endpointId} AND d.status = 'pending'`;
-  return rows.map((r) => ({
-    eventId: r.event_id,
-    stockId: r.stock_id,
-    version: r.version,
-    attempts: r.attempts,
-    dueAt: r.next_attempt_at.getTime(),
-    occurredAt: r.occurred_at.getTime(),
-  }));
+interface PendingRow {
+  stock_id: string;
+  event_id: string;
+  version: number;
+  attempts: number;
+  next_attempt_at: Date;
+  occurred_at: Date;
+}
+
+const toPending = (r: PendingRow): PendingDelivery => ({
+  eventId: r.event_id,
+  stockId: r.stock_id,
+  version: r.version,
+  attempts: r.attempts,
+  dueAt: r.next_attempt_at.getTime(),
+  occurredAt: r.occurred_at.getTime(),
+});
+
+/**
+ * The next `stocks` stocks with pending deliveries of an endpoint after `after` (by stock id, skipping
+ * `skip`), each with its `perStock` lowest pending versions: the delivery loop's page. Stocks are found
+ * by a loose index scan (one index probe per stock, however many deliveries each has) on
+ * webhook_deliveries_pending_stock, so a page costs the same with 10 or 10 million pending.
+ * `last` is the last stock id the scan passed (the next page's `after`), null when it reached the end.
+ */
+export async function pendingPage(
+  sql: postgres.Sql,
+  endpointId: string,
+  options: { after: string; stocks: number; perStock: number; skip: readonly string[] },
+): Promise<{ deliveries: PendingDelivery[]; last: string | null }> {
+  const rows = await sql<(PendingRow & { scanned: string })[]>`
+    WITH RECURSIVE s(stock_id) AS (
+      (SELECT stock_id FROM webhook_deliveries
+       WHERE endpoint_id = ${endpointId} AND status = 'pending' AND stock_id > ${options.after} ORDER BY stock_id LIMIT 1)
+      UNION ALL
+      SELECT (SELECT d.stock_id FROM webhook_deliveries d
+              WHERE d.endpoint_id = ${endpointId} AND d.status = 'pending' AND d.stock_id > s.stock_id ORDER BY d.stock_id LIMIT 1)
+      FROM s WHERE s.stock_id IS NOT NULL
+    ), picked AS (
+      SELECT stock_id FROM s WHERE stock_id IS NOT NULL AND stock_id <> ALL (${options.skip as string[]}::text[]) LIMIT ${options.stocks}
+    )
+    SELECT p.stock_id, d.event_id::text, d.version, d.attempts, d.next_attempt_at, ev.occurred_at
+    FROM picked p
+    CROSS JOIN LATERAL (
+      SELECT event_id, version, attempts, next_attempt_at FROM webhook_deliveries
+      WHERE endpoint_id = ${endpointId} AND status = 'pending' AND stock_id = p.stock_id ORDER BY version LIMIT ${options.perStock}
+    ) d
+    JOIN webhook_events ev ON ev.event_id = d.event_id`;
+  const deliveries = rows.map(toPending);
+  const stocks = new Set(deliveries.map((d) => d.stockId));
+  const last = stocks.size < options.stocks ? null : [...stocks].sort().at(-1)!;
+  return { deliveries, last };
+}
+
+/** The `perStock` lowest pending versions of each of `stocks` (a refill of stocks already held). */
+export async function pendingPrefixes(sql: postgres.Sql, endpointId: string, stocks: readonly string[], perStock: number): Promise<PendingDelivery[]> {
+  if (stocks.length === 0) return [];
+  const rows = await sql<PendingRow[]>`
+    SELECT p.stock_id, d.event_id::text, d.version, d.attempts, d.next_attempt_at, ev.occurred_at
+    FROM unnest(${stocks as string[]}::text[]) AS p(stock_id)
+    CROSS JOIN LATERAL (
+      SELECT event_id, version, attempts, next_attempt_at FROM webhook_deliveries
+      WHERE endpoint_id = ${endpointId} AND status = 'pending' AND stock_id = p.stock_id ORDER BY version LIMIT ${perStock}
+    ) d
+    JOIN webhook_events ev ON ev.event_id = d.event_id`;
+  return rows.map(toPending);
 }
 
 /** The bodies to send, by event id. */

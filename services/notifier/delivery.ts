@@ -3,35 +3,39 @@
  * table (added, removed or changed endpoints are picked up within a few seconds), and the backlog
  * gauges.
  *
- * One process delivers at a time: the one holding a session advisory lock in PostgreSQL (the delivery
- * lease). Several notifier processes may consume (each logs the events of its partitions); only the
- * lease holder sends, so two processes never send the same delivery or break a stock's order. The
- * lease goes with its connection: a killed process loses it at once, a standby takes it within one
- * lease check.
+ * One process delivers at a time: the one holding the delivery lease (lease.ts: a session advisory
+ * lock whose window follows the measured renewal time). Several notifier processes may consume (each
+ * logs the events of its partitions); only the lease holder sends, so two processes never send the
+ * same delivery or break a stock's order. A killed process loses the lease at once, a paused one after
+ * the window; a standby takes it at its next poll. The lease is renewed on its own timer, apart from
+ * the slower endpoint and backlog queries, and every request checks it first.
  */
 import type postgres from "postgres";
 import { sleep } from "../../shared/lifecycle.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { listEndpoints, type Endpoint } from "../../shared/webhooks/endpoints.ts";
+import type { SecretBox } from "../../shared/webhooks/secret-box.ts";
 import { backlog, type PendingDelivery } from "./delivery-log.ts";
 import { startDispatcher, type Dispatcher } from "./dispatcher.ts";
+import { createDeliveryLease, type DeliveryLease, type LeaseWindow } from "./lease.ts";
 import type { NotifierMetrics } from "./metrics.ts";
 import type { RetrySchedule } from "./schedule.ts";
 import type { SendOptions } from "./sender.ts";
 
-/** Fixed key of the delivery lease ("flashntf" in ASCII). */
-const DELIVERY_LEASE_KEY = 0x666c6173686e7466n;
 
 export interface DeliveryOptions {
   sql: postgres.Sql;
+  box: SecretBox;
   schedule: RetrySchedule;
   send: SendOptions;
   concurrency: number;
   pollIntervalMs: number;
-  /** How often each loop re-reads its pending deliveries from the log (other processes', re-sent dead letters). */
+  /** How often each loop re-reads its held stocks and takes a page of the log (other processes', re-sent dead letters). */
   rescanIntervalMs?: number;
-  /** How often the endpoint table is re-read and the lease checked. */
+  /** How often the endpoint table is re-read, and a standby tries to take the lease. */
   refreshIntervalMs?: number;
+  /** Bounds of the lease window (NOTIFIER_LEASE_MIN / NOTIFIER_LEASE_MAX); default 5 s … 60 s. */
+  leaseWindow?: LeaseWindow;
   logger: Logger;
   metrics: NotifierMetrics;
 }
@@ -42,64 +46,53 @@ export interface Delivery {
   offer(deliveries: readonly { endpointId: string; delivery: PendingDelivery }[]): void;
   stop(): Promise<void>;
   isLeader(): boolean;
+  readonly lease: DeliveryLease;
 }
 
 const sameEndpoint = (a: Endpoint, b: Endpoint) =>
   a.url === b.url && a.secret === b.secret && JSON.stringify(a.eventTypes) === JSON.stringify(b.eventTypes);
 
+const DEFAULT_LEASE_WINDOW: LeaseWindow = { minMs: 5_000, maxMs: 60_000 };
+
 export function createDelivery(options: DeliveryOptions): Delivery {
   const { sql, logger, metrics } = options;
   const refreshMs = options.refreshIntervalMs ?? 2_000;
+  const lease = createDeliveryLease(sql, options.leaseWindow ?? DEFAULT_LEASE_WINDOW, logger);
   const dispatchers = new Map<string, Dispatcher>();
-  let lease: postgres.ReservedSql | null = null;
   let stopping = false;
-  let loop: Promise<void> | null = null;
+  let loops: Promise<unknown> | null = null;
+  /** Dispatcher changes one at a time (the lease loop stops them, the refresh loop starts them). */
+  let changing: Promise<void> = Promise.resolve();
+  const serially = (work: () => Promise<void>) => (changing = changing.then(work, work));
 
-  async function holdLease(): Promise<boolean> {
-    try {
-      if (lease) {
-        await lease`SELECT 1`;
-        return true;
-      }
-      const conn = await sql.reserve();
-      const [row] = await conn<{ locked: boolean }[]>`SELECT pg_try_advisory_lock(${DELIVERY_LEASE_KEY.toString()}::bigint) AS locked`;
-      if (row?.locked) {
-        lease = conn;
-        logger.info("delivery lease taken: this process delivers");
-        return true;
-      }
-      conn.release();
-      return false;
-    } catch (err) {
-      // The lease connection is gone (so is the lock): stop sending until it is ours again.
-      logger.warn({ err }, "delivery lease lost or unavailable");
-      lease?.release();
-      lease = null;
-      return false;
-    }
-  }
+  const stopAll = () =>
+    serially(async () => {
+      if (dispatchers.size === 0) return;
+      logger.info({ endpoints: dispatchers.size }, "delivery loops stopping (not the lease holder)");
+      await Promise.all([...dispatchers.values()].map((d) => d.stop()));
+      dispatchers.clear();
+      logger.info("delivery loops stopped");
+    });
 
-  async function stopAll(): Promise<void> {
-    await Promise.all([...dispatchers.values()].map((d) => d.stop()));
-    dispatchers.clear();
-  }
-
-  async function syncDispatchers(): Promise<void> {
-    const live = new Map((await listEndpoints(sql)).map((e) => [e.id, e]));
-    for (const [id, d] of dispatchers) {
-      const now = live.get(id);
-      if (!now || !sameEndpoint(now, d.endpoint)) {
-        dispatchers.delete(id);
-        await d.stop();
-        logger.info({ endpoint: id }, now ? "endpoint changed, restarting its delivery loop" : "endpoint removed, its delivery loop stopped");
+  const syncDispatchers = () =>
+    serially(async () => {
+      if (!lease.valid()) return;
+      const undecryptable = (id: string, err: unknown) => logger.error({ endpoint: id, err }, "cannot decrypt the endpoint's secret: not delivering to it");
+      const live = new Map((await listEndpoints(sql, options.box, undecryptable)).map((e) => [e.id, e]));
+      for (const [id, d] of dispatchers) {
+        const now = live.get(id);
+        if (!now || !sameEndpoint(now, d.endpoint)) {
+          dispatchers.delete(id);
+          await d.stop();
+          logger.info({ endpoint: id }, now ? "endpoint changed, restarting its delivery loop" : "endpoint removed, its delivery loop stopped");
+        }
       }
-    }
-    for (const [id, endpoint] of live) {
-      if (dispatchers.has(id)) continue;
-      dispatchers.set(id, startDispatcher({ ...options, rescanIntervalMs: options.rescanIntervalMs ?? 2_000, endpoint }));
-      logger.info({ endpoint: id, url: endpoint.url, eventTypes: endpoint.eventTypes }, "delivering to endpoint");
-    }
-  }
+      for (const [id, endpoint] of live) {
+        if (dispatchers.has(id) || !lease.valid()) continue;
+        dispatchers.set(id, startDispatcher({ ...options, rescanIntervalMs: options.rescanIntervalMs ?? 2_000, endpoint, mayDeliver: lease.valid }));
+        logger.info({ endpoint: id, url: endpoint.url, eventTypes: endpoint.eventTypes }, "delivering to endpoint");
+      }
+    });
 
   async function refreshGauges(): Promise<void> {
     const now = Date.now();
@@ -111,25 +104,45 @@ export function createDelivery(options: DeliveryOptions): Delivery {
     }
   }
 
-  async function run(): Promise<void> {
+  const pause = async (ms: number) => {
+    const until = Date.now() + ms;
+    while (!stopping && Date.now() < until) await sleep(Math.min(100, until - Date.now()));
+  };
+
+  /** Holds the lease: renews it every W/3 while held, tries to take it every refresh interval otherwise. */
+  async function leaseLoop(): Promise<void> {
     while (!stopping) {
-      const leader = await holdLease();
-      metrics.deliveryLeader.set(leader ? 1 : 0);
+      let leader = false;
       try {
-        if (leader) await syncDispatchers();
+        leader = await lease.tryHold();
+        metrics.deliveryLeader.set(leader ? 1 : 0);
+        metrics.leaseWindowSeconds.set(lease.windowMs() / 1000);
+        if (!leader && dispatchers.size > 0) await stopAll();
+      } catch (err) {
+        logger.error({ err }, "delivery lease loop failed, retrying");
+      }
+      await pause(leader ? lease.renewEveryMs() : refreshMs);
+    }
+  }
+
+  /** The endpoint table and the backlog gauges. */
+  async function refreshLoop(): Promise<void> {
+    while (!stopping) {
+      try {
+        if (lease.valid()) await syncDispatchers();
         else if (dispatchers.size > 0) await stopAll();
         await refreshGauges();
       } catch (err) {
         logger.warn({ err }, "cannot refresh endpoints or backlog, retrying");
       }
-      const until = Date.now() + refreshMs;
-      while (!stopping && Date.now() < until) await sleep(Math.min(100, until - Date.now()));
+      await pause(refreshMs);
     }
   }
 
   return {
+    lease,
     async start() {
-      loop = run();
+      loops = Promise.all([leaseLoop(), refreshLoop()]);
     },
     offer(deliveries) {
       const byEndpoint = new Map<string, PendingDelivery[]>();
@@ -138,20 +151,16 @@ export function createDelivery(options: DeliveryOptions): Delivery {
         if (list) list.push(delivery);
         else byEndpoint.set(endpointId, [delivery]);
       }
-      // Not the leader, or an endpoint whose loop is not started yet: its re-scan finds them in the log.
+      // Not the leader, or an endpoint whose loop is not started yet: its pages find them in the log.
       for (const [id, list] of byEndpoint) dispatchers.get(id)?.offer(list);
     },
     async stop() {
       stopping = true;
-      await loop;
+      await loops;
       await stopAll();
-      if (lease) {
-        await lease`SELECT pg_advisory_unlock(${DELIVERY_LEASE_KEY.toString()}::bigint)`.catch(() => {});
-        lease.release();
-        lease = null;
-      }
+      await lease.release();
       metrics.deliveryLeader.set(0);
     },
-    isLeader: () => lease !== null,
+    isLeader: () => lease.valid(),
   };
 }

@@ -1,31 +1,49 @@
 /**
- * The delivery loop of one endpoint. The log in PostgreSQL is the truth; the loop keeps the pending
- * deliveries of its endpoint in memory as one queue per stock, sorted by version, fed three ways: a
- * full load at start, the consumer handing over what it has just logged (offer), and a periodic
- * re-scan that picks up what other processes logged and re-sent dead letters.
+ * The delivery loop of one endpoint. The log in PostgreSQL is the truth; the loop holds a bounded
+ * window of it in memory: at most MAX_STOCKS_HELD stocks, each with its PER_STOCK lowest pending
+ * versions (a stock's queue, sorted by version), so memory is flat however large the backlog
+ * (test/notifier-backlog.test.ts: 200,000 pending). The window is fed four ways:
+ *  - a page: the next stocks with pending deliveries after a cursor (by stock id, wrapping around at
+ *    the end), taken whenever there is room, and at least every re-scan interval;
+ *  - a refill: a stock whose held versions are all done but which had more pending reads its next ones;
+ *  - the consumer handing over what it has just logged (offer): appended to a stock held in full, or,
+ *    for a stock not held, a prompt refill of that stock when there is room;
+ *  - a refresh of the held stocks every re-scan interval, which picks up what other processes logged
+ *    and re-sent dead letters.
+ * Every read is done by the loop, one at a time.
  *
  * Order: only a stock's head (its lowest pending version) is ever sent, and the stock stays "in
  * flight" until the attempt's result is committed. So a receiver never gets a version while an
  * earlier one is still being retried; the stock's next version waits behind it, while other stocks
- * (up to `concurrency` requests at once) and other endpoints (their own loops) go on. The in-memory
- * head is the true head: a stock's events are logged in version order by one consumer at a time, so
- * when a version is visible, every earlier pending one is too.
+ * (up to `concurrency` requests at once) and other endpoints (their own loops) go on. The held head is
+ * the true head: a stock enters the window only through a read of its lowest pending versions, and
+ * later versions are appended only to a stock held in full (a stock's events are logged in version
+ * order by one consumer at a time).
  *
  * Crash safety: a send whose result was not committed is sent again after a restart, with the same
  * webhook-id (the event id). If recording fails (PostgreSQL down), results stay in memory and are
- * retried; their stocks stay in flight, so nothing is re-sent meanwhile and order holds.
+ * retried; their stocks stay in flight, so nothing is re-sent meanwhile and order holds. Nothing is
+ * sent unless `mayDeliver()` (the delivery lease, lease.ts) holds right before the request.
  */
 import type postgres from "postgres";
 import { backoffMs, sleep } from "../../shared/lifecycle.ts";
 import type { Logger } from "../../shared/logger.ts";
 import type { Endpoint } from "../../shared/webhooks/endpoints.ts";
-import { eventBodies, pendingDeliveries, recordAttempts, type AttemptRecord, type PendingDelivery } from "./delivery-log.ts";
+import { eventBodies, pendingPage, pendingPrefixes, recordAttempts, type AttemptRecord, type PendingDelivery } from "./delivery-log.ts";
 import { failureReason, type NotifierMetrics } from "./metrics.ts";
 import { decide, type RetrySchedule } from "./schedule.ts";
 import { sendWebhook, signedTarget, type SendOptions } from "./sender.ts";
 
-/** Pending deliveries above which bodies are not kept in memory. */
-const MAX_BODIES_HELD = 20_000;
+/**
+ * The window's bounds: stocks held, and versions read per stock. 1,024 × 8 = 8,192 deliveries at
+ * most (plus what the consumer appends to stocks held in full, capped at MAX_HELD), a few MB; 1,024
+ * stocks keep 256 requests in flight (the largest WEBHOOK_CONCURRENCY) with room for retries.
+ */
+const MAX_STOCKS_HELD = 1_024;
+const PER_STOCK = 8;
+const MAX_HELD = MAX_STOCKS_HELD * PER_STOCK;
+/** Stocks per refill statement. */
+const REFILL_CHUNK = 256;
 
 export interface DispatcherOptions {
   sql: postgres.Sql;
@@ -35,10 +53,12 @@ export interface DispatcherOptions {
   concurrency: number;
   /** How often waiting retries are checked for being due. */
   pollIntervalMs: number;
-  /** How often the log is re-scanned for pending deliveries this loop has not seen. */
+  /** How often the held stocks are re-read and a page is taken even without room appearing. */
   rescanIntervalMs: number;
   logger: Logger;
   metrics: NotifierMetrics;
+  /** True while this process holds the delivery lease (checked before every request). */
+  mayDeliver: () => boolean;
 }
 
 export interface Dispatcher {
@@ -51,13 +71,20 @@ export interface Dispatcher {
   stop(): Promise<void>;
 }
 
+interface StockQueue {
+  /** Pending deliveries, by version; the first is the head. */
+  items: PendingDelivery[];
+  /** True when `items` holds every pending delivery of the stock (the last read found fewer than PER_STOCK). */
+  complete: boolean;
+}
+
 export function startDispatcher(options: DispatcherOptions): Dispatcher {
   const { sql, endpoint, schedule, logger, metrics } = options;
   const log = logger.child({ endpoint: endpoint.id });
   const target = signedTarget(endpoint.url, endpoint.secret);
   const labels = { endpoint: endpoint.id };
 
-  const queues = new Map<string, PendingDelivery[]>();
+  const stocks = new Map<string, StockQueue>();
   const known = new Set<string>();
   const inFlight = new Set<string>();
   const ready: string[] = [];
@@ -65,22 +92,28 @@ export function startDispatcher(options: DispatcherOptions): Dispatcher {
   /** Stocks whose head waits for a retry, with its due time. */
   const waiting = new Map<string, number>();
   const toRecord: { stockId: string; item: PendingDelivery; record: AttemptRecord }[] = [];
+  /** Held stocks whose queue ran empty while more were pending; stocks offered while not held. */
+  const refill = new Set<string>();
+  const wanted = new Set<string>();
+  let cursor = "";
   let sending = 0;
   let stopping = false;
   let flushing: Promise<void> | null = null;
+  let wake: (() => void) | null = null;
   /**
-   * Deliveries finished (delivered or dead) while a re-scan may be reading: its snapshot can still
-   * show them pending, and they must not be taken again. Keyed by event id, valued by a counter.
+   * Deliveries finished (delivered or dead) while a read may be running: its snapshot can still show
+   * them pending, and they must not be taken again. Keyed by event id, valued by a counter.
    */
   const completed = new Map<string, number>();
   let completions = 0;
 
+  const nudge = () => wake?.();
+
   /** Puts a stock where its head belongs: ready now, waiting for a retry, or nowhere (empty, in flight). */
   function place(stock: string): void {
     if (inFlight.has(stock) || readySet.has(stock)) return;
-    const head = queues.get(stock)?.[0];
+    const head = stocks.get(stock)?.items[0];
     if (!head) {
-      queues.delete(stock);
       waiting.delete(stock);
       return;
     }
@@ -93,34 +126,80 @@ export function startDispatcher(options: DispatcherOptions): Dispatcher {
     }
   }
 
-  function add(items: readonly PendingDelivery[]): void {
-    const touched = new Set<string>();
+  /** Inserts one delivery into its stock's queue (by version; never in front of a head in flight). */
+  function insert(queue: StockQueue, item: PendingDelivery): void {
+    known.add(item.eventId);
+    const items = queue.items;
+    let at = items.length;
+    // Nearly always an append (events come in version order); a re-sent dead letter goes before later versions.
+    while (at > 0 && items[at - 1]!.version > item.version) at--;
+    if (at === 0 && inFlight.has(item.stockId) && items.length > 0) at = 1;
+    items.splice(at, 0, item);
+  }
+
+  /**
+   * What a read of the log returned: for each stock, its lowest pending versions (up to `perStock`).
+   * Held stocks and new ones alike take the rows they do not know; `complete` follows the read.
+   */
+  function merge(rows: readonly PendingDelivery[], read: readonly string[], perStock: number): void {
+    const byStock = new Map<string, PendingDelivery[]>(read.map((s) => [s, []]));
+    for (const r of rows) byStock.get(r.stockId)?.push(r);
+    for (const [stock, list] of byStock) {
+      let queue = stocks.get(stock);
+      if (!queue) {
+        if (list.length === 0) continue;
+        stocks.set(stock, (queue = { items: [], complete: false }));
+      }
+      for (const item of list) if (!known.has(item.eventId) && !completed.has(item.eventId)) insert(queue, item);
+      queue.complete = list.length < perStock;
+      refill.delete(stock);
+      settle(stock);
+    }
+  }
+
+  /** A stock with nothing held leaves the window when nothing more is pending, or waits for a refill. */
+  function settle(stock: string): void {
+    const queue = stocks.get(stock);
+    if (!queue) return;
+    if (queue.items.length === 0 && !inFlight.has(stock)) {
+      if (queue.complete) {
+        stocks.delete(stock);
+        waiting.delete(stock);
+      } else refill.add(stock);
+      nudge();
+      return;
+    }
+    place(stock);
+  }
+
+  function offer(items: readonly PendingDelivery[]): void {
     for (const item of items) {
       if (known.has(item.eventId)) continue;
-      known.add(item.eventId);
-      // Bodies handed over by the consumer are kept while the backlog is small; a large one reads them back when sending.
-      if (known.size > MAX_BODIES_HELD) delete item.body;
-      let queue = queues.get(item.stockId);
-      if (!queue) queues.set(item.stockId, (queue = []));
-      // Nearly always an append (events come in version order); a re-sent dead letter goes before later versions.
-      let at = queue.length;
-      while (at > 0 && queue[at - 1]!.version > item.version) at--;
-      // Never in front of the head in flight: it is being sent and leaves the queue when recorded.
-      if (at === 0 && inFlight.has(item.stockId) && queue.length > 0) at = 1;
-      queue.splice(at, 0, item);
-      touched.add(item.stockId);
+      const queue = stocks.get(item.stockId);
+      if (!queue) {
+        // Earlier versions of it may be pending too: only a read of its lowest versions may bring it in.
+        if (stocks.size + wanted.size < MAX_STOCKS_HELD) wanted.add(item.stockId);
+        continue;
+      }
+      if (!queue.complete) continue; // its next refill reads them
+      if (known.size >= MAX_HELD) {
+        queue.complete = false;
+        continue;
+      }
+      insert(queue, item);
+      place(item.stockId);
     }
-    for (const stock of touched) place(stock);
+    if (wanted.size > 0) nudge();
     pump();
   }
 
   function pump(): void {
-    if (stopping) return;
+    if (stopping || !options.mayDeliver()) return;
     const batch: PendingDelivery[] = [];
     while (sending + batch.length < options.concurrency && ready.length > 0) {
       const stock = ready.shift()!;
       readySet.delete(stock);
-      const head = queues.get(stock)?.[0];
+      const head = stocks.get(stock)?.items[0];
       if (!head || inFlight.has(stock)) continue;
       if (head.dueAt > Date.now()) {
         place(stock);
@@ -149,6 +228,12 @@ export function startDispatcher(options: DispatcherOptions): Dispatcher {
     await Promise.all(
       batch.map(async (item) => {
         try {
+          // The lease is checked again right before the request: the body read may have taken a while.
+          if (!options.mayDeliver()) {
+            inFlight.delete(item.stockId);
+            place(item.stockId);
+            return;
+          }
           await deliver(item, item.body ?? bodies.get(item.eventId));
         } catch (err) {
           log.error({ err, eventId: item.eventId }, "delivery attempt failed unexpectedly");
@@ -162,6 +247,7 @@ export function startDispatcher(options: DispatcherOptions): Dispatcher {
 
   async function deliver(item: PendingDelivery, body: string | undefined): Promise<void> {
     if (body === undefined) throw new Error(`event ${item.eventId} has no body in webhook_events`);
+    log.debug({ eventId: item.eventId, stockId: item.stockId, version: item.version }, "sending");
     const result = await sendWebhook(target, { id: item.eventId, body }, options.send);
     const attemptsDone = item.attempts + 1;
     const decision = decide(schedule, attemptsDone, result);
@@ -209,18 +295,18 @@ export function startDispatcher(options: DispatcherOptions): Dispatcher {
           continue;
         }
         for (const { stockId, item, record } of batch) {
-          const queue = queues.get(stockId);
+          const queue = stocks.get(stockId);
           if (record.status === "pending") {
             item.attempts += 1;
             item.dueAt = record.nextAttemptAt!.getTime();
           } else {
-            const at = queue?.indexOf(item) ?? -1;
-            if (at >= 0) queue!.splice(at, 1);
+            const at = queue?.items.indexOf(item) ?? -1;
+            if (at >= 0) queue!.items.splice(at, 1);
             known.delete(item.eventId);
             completed.set(item.eventId, completions++);
           }
           inFlight.delete(stockId);
-          place(stockId);
+          settle(stockId);
         }
         pump();
       }
@@ -230,40 +316,92 @@ export function startDispatcher(options: DispatcherOptions): Dispatcher {
     return flushing;
   }
 
-  async function rescan(): Promise<void> {
+  /** One read of the log, with the completions that raced it filtered out (reads are serialized in the loop). */
+  async function read(work: () => Promise<void>): Promise<void> {
     const since = completions;
-    const rows = await pendingDeliveries(sql, endpoint.id);
-    add(rows.filter((r) => !completed.has(r.eventId)));
-    // Completions from before this scan cannot show up as pending in later scans; newer ones are kept for one more.
+    await work();
+    // Completions from before this read cannot show up as pending in later reads; newer ones are kept for one more.
     for (const [id, n] of completed) if (n < since) completed.delete(id);
   }
 
+  async function refillStocks(): Promise<void> {
+    const room = MAX_STOCKS_HELD - stocks.size;
+    const chosen = [...refill, ...[...wanted].filter((s) => !stocks.has(s)).slice(0, Math.max(0, room))].slice(0, REFILL_CHUNK);
+    wanted.clear();
+    if (chosen.length === 0) return;
+    for (const s of chosen) refill.delete(s);
+    await read(async () => merge(await pendingPrefixes(sql, endpoint.id, chosen, PER_STOCK), chosen, PER_STOCK));
+  }
+
+  /** The next stocks after the cursor, as many as there is room for. Returns whether the scan reached the end. */
+  async function takePage(): Promise<boolean> {
+    const room = MAX_STOCKS_HELD - stocks.size;
+    if (room <= 0) return false;
+    let reachedEnd = false;
+    await read(async () => {
+      const page = await pendingPage(sql, endpoint.id, { after: cursor, stocks: room, perStock: PER_STOCK, skip: [...stocks.keys()] });
+      merge(page.deliveries, [...new Set(page.deliveries.map((d) => d.stockId))], PER_STOCK);
+      reachedEnd = page.last === null;
+      cursor = page.last ?? "";
+    });
+    return reachedEnd;
+  }
+
+  /** Re-reads the held stocks: what other processes logged, re-sent dead letters. */
+  async function refreshHeld(): Promise<void> {
+    const held = [...stocks.keys()];
+    for (let i = 0; i < held.length; i += REFILL_CHUNK) {
+      const chunk = held.slice(i, i + REFILL_CHUNK);
+      await read(async () => merge(await pendingPrefixes(sql, endpoint.id, chunk, PER_STOCK), chunk.filter((s) => stocks.has(s)), PER_STOCK));
+    }
+  }
+
   const loop = (async () => {
-    let lastScan = 0;
+    let lastRescan = 0;
+    let pageAfter = 0;
     let attempt = 0;
     while (!stopping) {
-      if (Date.now() - lastScan >= options.rescanIntervalMs) {
-        try {
-          await rescan();
-          lastScan = Date.now();
-          attempt = 0;
-        } catch (err) {
-          if (attempt++ % 10 === 0) log.warn({ err }, "cannot read the delivery log, retrying");
+      try {
+        if (refill.size > 0 || wanted.size > 0) await refillStocks();
+        const now = Date.now();
+        if (now - lastRescan >= options.rescanIntervalMs) {
+          await refreshHeld();
+          const reachedEnd = await takePage();
+          lastRescan = Date.now();
+          // More pages wait behind this one: take them as room appears, not only at the next re-scan.
+          pageAfter = reachedEnd ? Infinity : 0;
+        } else if (pageAfter <= now && stocks.size < MAX_STOCKS_HELD) {
+          if (await takePage()) pageAfter = Infinity;
         }
+        attempt = 0;
+      } catch (err) {
+        if (attempt++ % 10 === 0) log.warn({ err }, "cannot read the delivery log, retrying");
       }
       const now = Date.now();
       for (const [stock, dueAt] of waiting) if (dueAt <= now) place(stock);
       pump();
-      await sleep(options.pollIntervalMs);
+      // A refill waiting goes at once, unless the log could not be read (then the poll interval, at least).
+      if (attempt > 0 || (refill.size === 0 && wanted.size === 0)) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(done, options.pollIntervalMs);
+          function done() {
+            clearTimeout(timer);
+            wake = null;
+            resolve();
+          }
+          wake = done;
+        });
+      }
     }
   })();
 
   return {
     endpoint,
-    offer: (deliveries) => add(deliveries),
+    offer,
     size: () => known.size,
     async stop() {
       stopping = true;
+      nudge();
       await loop;
       // Sends in flight end within the attempt timeout; their results are recorded before we return.
       while (sending > 0) await sleep(10);

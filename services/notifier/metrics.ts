@@ -15,6 +15,7 @@ export interface NotifierMetrics {
   oldestPendingSeconds: prom.Gauge<"endpoint">;
   deadLetterBacklog: prom.Gauge<"endpoint">;
   deliveryLeader: prom.Gauge<string>;
+  leaseWindowSeconds: prom.Gauge<string>;
 }
 
 export function createNotifierMetrics(registry: Registry): NotifierMetrics {
@@ -23,7 +24,7 @@ export function createNotifierMetrics(registry: Registry): NotifierMetrics {
     deliveries: new prom.Counter({ name: "flashsale_notifier_deliveries_total", help: "Webhooks delivered (2xx)", labelNames: ["endpoint"], registers }),
     failures: new prom.Counter({
       name: "flashsale_notifier_delivery_failures_total",
-      help: "Failed attempts (each is retried or dead-lettered): reason http_3xx|http_4xx|http_5xx|timeout|network",
+      help: "Failed attempts (each is retried or dead-lettered): reason http_3xx|http_4xx|http_5xx|timeout|network|refused (an address webhooks may not reach)",
       labelNames: ["endpoint", "reason"],
       registers,
     }),
@@ -51,10 +52,15 @@ export function createNotifierMetrics(registry: Registry): NotifierMetrics {
     }),
     deadLetterBacklog: new prom.Gauge({ name: "flashsale_notifier_dead_letter_backlog", help: "Dead letters waiting to be re-sent", labelNames: ["endpoint"], registers }),
     deliveryLeader: new prom.Gauge({ name: "flashsale_notifier_delivery_leader", help: "1 when this process holds the delivery lease", registers }),
+    leaseWindowSeconds: new prom.Gauge({
+      name: "flashsale_notifier_lease_window_seconds",
+      help: "The delivery lease's window: 4 x p99 of the measured renewal time, within NOTIFIER_LEASE_MIN..NOTIFIER_LEASE_MAX",
+      registers,
+    }),
   };
 }
 
-export function failureReason(status: number | null, failure: "timeout" | "network" | null): string {
+export function failureReason(status: number | null, failure: "timeout" | "network" | "refused" | null): string {
   if (status === null) return failure ?? "network";
   if (status >= 500) return "http_5xx";
   if (status >= 400) return "http_4xx";

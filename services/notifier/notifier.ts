@@ -19,8 +19,10 @@ import { probeEvents } from "../../shared/projection/probe.ts";
 import { retryStart } from "../../shared/retry.ts";
 import { type ConsumerWorker, createProjector, type Projector, type ProjectorKafkaOptions } from "../../shared/projection/projector.ts";
 import { syncConfiguredEndpoint } from "../../shared/webhooks/endpoints.ts";
+import type { SecretBox } from "../../shared/webhooks/secret-box.ts";
 import { createDelivery, type Delivery } from "./delivery.ts";
 import { logEvents } from "./delivery-log.ts";
+import type { LeaseWindow } from "./lease.ts";
 import { createNotifierMetrics, type NotifierMetrics } from "./metrics.ts";
 import type { RetrySchedule } from "./schedule.ts";
 import type { SendOptions } from "./sender.ts";
@@ -32,16 +34,20 @@ export interface NotifierOptions extends Omit<ProjectorKafkaOptions, "groupId"> 
   sql: postgres.Sql;
   logger: Logger;
   registry?: Registry;
+  /** Decrypts the stored secrets, encrypts the configured one (shared/webhooks/secret-box.ts). */
+  box: SecretBox;
   /** The endpoint from config (WEBHOOK_URL…); unset removes a previously configured one. */
   configured?: { url?: string; secret?: string; eventTypes?: EventType[] };
   schedule: RetrySchedule;
   send: SendOptions;
   concurrency: number;
   pollIntervalMs: number;
-  /** Endpoint table re-read and lease check; default 2 s. */
+  /** Endpoint table re-read, and a standby's try for the lease; default 2 s. */
   refreshIntervalMs?: number;
-  /** Each delivery loop's re-read of its pending deliveries; default 2 s. */
+  /** Each delivery loop's re-read of its held stocks and page of the log; default 2 s. */
   rescanIntervalMs?: number;
+  /** Bounds of the delivery lease's window; default 5 s … 60 s. */
+  leaseWindow?: LeaseWindow;
 }
 
 export interface Notifier extends ConsumerWorker {
@@ -58,12 +64,14 @@ export function createNotifier(options: NotifierOptions): Notifier {
   const metrics = createNotifierMetrics(registry);
   const delivery = createDelivery({
     sql,
+    box: options.box,
     schedule: options.schedule,
     send: options.send,
     concurrency: options.concurrency,
     pollIntervalMs: options.pollIntervalMs,
     refreshIntervalMs: options.refreshIntervalMs,
     rescanIntervalMs: options.rescanIntervalMs,
+    leaseWindow: options.leaseWindow,
     logger,
     metrics,
   });
@@ -94,13 +102,15 @@ export function createNotifier(options: NotifierOptions): Notifier {
     registry,
     async start() {
       // A database that is down at start is waited for (with backoff), like the consumer waits for it later.
-      const configured = await retryStart(() => syncConfiguredEndpoint(sql, options.configured ?? {}), {
+      const configured = await retryStart(() => syncConfiguredEndpoint(sql, options.box, options.configured ?? {}), {
         logger,
         what: "postgresql (webhook endpoints)",
         stopped: () => stopped,
         onWaiting: (reason) => (waiting = reason),
       });
       if (configured) logger.info({ endpoint: configured.id, url: configured.url, eventTypes: configured.eventTypes }, "configured endpoint");
+      if (options.send.allowPrivate) logger.warn("WEBHOOK_ALLOW_PRIVATE_NETWORKS is on: webhooks may go to loopback and private addresses (development only)");
+      if (!options.box.currentKeyId) logger.warn("WEBHOOK_SECRETS_KEY is unset: webhook secrets are stored in plain text (docs/webhooks.md)");
       await delivery.start();
       await projector.start();
     },

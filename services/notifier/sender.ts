@@ -4,15 +4,24 @@
  * on every attempt: verifiers reject timestamps older than 5 minutes) and webhook-signature
  * (`v1,<base64 HMAC-SHA256 of id.timestamp.body>`); the body is the event envelope.
  *
+ * Where it may go (SSRF, shared/webhooks/address-policy.ts): the host is resolved at every attempt, every
+ * address checked, and the request goes to the checked address itself (Host header and TLS server name
+ * keep the URL's name), so a name that re-binds to an inside address between check and connect cannot
+ * redirect it; a refused address is a failed attempt ("refused"), retried through the schedule.
  * Redirects are not followed (a 3xx is a failed attempt); a deadline bounds the wait for the response
- * headers (this includes the connect) and another the whole attempt. Both are raced in JS as well as
+ * headers (this includes resolving and the connect) and another the whole attempt. Both are raced in JS as well as
  * signalled to fetch: Bun's fetch does not always honour an abort while it is still connecting. Only a
  * short excerpt of the response body is read and kept.
  */
+import { isIP } from "node:net";
 import { Webhook } from "standardwebhooks";
+import { checkWebhookUrl, pinnedUrl, type Resolver } from "../../shared/webhooks/address-policy.ts";
 import { parseRetryAfter } from "./schedule.ts";
 
+/** Characters of a response kept (single line); never more than EXCERPT_MAX_BYTES of UTF-8. */
 export const EXCERPT_BYTES = 200;
+/** The stored excerpt's bound in bytes (issue 21: 1 KiB). */
+export const EXCERPT_MAX_BYTES = 1024;
 /** Bytes of a response body read at most (so the connection can be reused); the rest is cancelled. */
 const DRAIN_BYTES = 64 * 1024;
 const USER_AGENT = "flash-sale-notifier/1 (Standard Webhooks)";
@@ -29,6 +38,10 @@ export function signedTarget(url: string, secret: string): SignedTarget {
 export interface SendOptions {
   connectTimeoutMs: number;
   timeoutMs: number;
+  /** WEBHOOK_ALLOW_PRIVATE_NETWORKS: loopback and private receivers allowed (development, tests). */
+  allowPrivate: boolean;
+  /** Host name → addresses; the system resolver by default (tests inject one). */
+  resolve?: Resolver;
 }
 
 export interface SendResult {
@@ -36,7 +49,7 @@ export interface SendResult {
   retryAfterMs: number | null;
   /** Short excerpt of the response body (non-2xx) or of the error; null when there is nothing to say. */
   excerpt: string | null;
-  failure: "timeout" | "network" | null;
+  failure: "timeout" | "network" | "refused" | null;
   ms: number;
 }
 
@@ -78,9 +91,11 @@ async function readExcerpt(response: Response): Promise<string> {
   return excerpt(new TextDecoder().decode(Buffer.concat(chunks).subarray(0, EXCERPT_BYTES)));
 }
 
-/** Printable, single-line, at most EXCERPT_BYTES characters. */
+/** Printable, single-line, at most EXCERPT_BYTES characters and EXCERPT_MAX_BYTES bytes of UTF-8. */
 export function excerpt(text: string): string {
-  return text.replace(/[\u0000-\u001f\u007f]+/g, " ").trim().slice(0, EXCERPT_BYTES);
+  let cut = text.replace(/[\u0000-\u001f\u007f]+/g, " ").trim().slice(0, EXCERPT_BYTES);
+  while (Buffer.byteLength(cut) > EXCERPT_MAX_BYTES) cut = cut.slice(0, -1);
+  return cut;
 }
 
 export async function sendWebhook(target: SignedTarget, message: { id: string; body: string }, options: SendOptions): Promise<SendResult> {
@@ -91,13 +106,21 @@ export async function sendWebhook(target: SignedTarget, message: { id: string; b
   const totalLeft = () => options.timeoutMs - (performance.now() - started);
   const elapsed = () => Math.round(performance.now() - started);
   try {
+    const connectMs = Math.min(options.connectTimeoutMs, options.timeoutMs);
+    const check = await race(checkWebhookUrl(target.url, { allowPrivate: options.allowPrivate, resolve: options.resolve }), connectMs, "resolve", () => {});
+    if (!check.ok) return { status: null, retryAfterMs: null, excerpt: excerpt(check.reason), failure: "refused", ms: elapsed() };
+    const { host, hostname, protocol } = new URL(target.url);
+    const name = hostname.replace(/^\[|\]$/g, "");
     const response = await race(
-      fetch(target.url, {
+      fetch(pinnedUrl(target.url, check.address), {
         method: "POST",
         body: message.body,
         redirect: "manual",
         signal: controller.signal,
+        // The checked address is what we connect to; the URL's name still goes in Host and in TLS (SNI, certificate).
+        ...(protocol === "https:" && !isIP(name) ? { tls: { serverName: name } } : {}),
         headers: {
+          host,
           "content-type": "application/json",
           "user-agent": USER_AGENT,
           "webhook-id": message.id,
@@ -105,7 +128,7 @@ export async function sendWebhook(target: SignedTarget, message: { id: string; b
           "webhook-signature": target.webhook.sign(message.id, now, message.body),
         },
       }),
-      Math.min(options.connectTimeoutMs, options.timeoutMs),
+      connectMs - (performance.now() - started),
       "connect and response headers",
       abort,
     );

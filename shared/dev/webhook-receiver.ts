@@ -1,7 +1,7 @@
 /**
  * A real local webhook receiver for the notifier tests and bench: Bun.serve on a port of the
  * notifier's range (3200-3299), verifying every request with the spec's own library
- * (`standardwebhooks` Webhook.verify), and checking per-stock order the way a receiver would see it:
+ * (`standardwebhooks` Webhook.verify) and its payload structure ({ type, timestamp, data }), and checking per-stock order the way a receiver would see it:
  * no version of a stock may arrive while an earlier one has not been acknowledged (2xx).
  */
 import { Webhook } from "standardwebhooks";
@@ -28,6 +28,8 @@ export interface Receiver {
   readonly orderViolations: string[];
   /** Requests whose webhook-id differs from the event id in the body. */
   readonly idMismatches: string[];
+  /** Bodies that are not the Standard Webhooks payload { type = data.eventType, timestamp = data.occurredAt, data }. */
+  readonly malformed: string[];
   /** Acknowledged count per webhook-id above 1 = duplicates. */
   duplicates(): number;
   stop(): Promise<void>;
@@ -36,6 +38,11 @@ export interface Receiver {
 export type Responder = (event: StockEvent, request: Request) => number | Response | Promise<number | Response>;
 
 const PORT_RANGE = { from: 3200, to: 3299 };
+
+/** A fresh WEBHOOK_SECRETS_KEY (the base64 of 32 random bytes), for tests that store endpoints. */
+export function testSecretsKey(): string {
+  return Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64");
+}
 
 /** Stocks' versions are expected to start at 1 and to be subscribed to in full (every event type). */
 export function startReceiver(options: { secret: string; respond?: Responder; path?: string }): Receiver {
@@ -46,6 +53,7 @@ export function startReceiver(options: { secret: string; respond?: Responder; pa
   const invalid: string[] = [];
   const orderViolations: string[] = [];
   const idMismatches: string[] = [];
+  const malformed: string[] = [];
   /** Per stock: highest version acknowledged with every earlier one acknowledged too. */
   const ackedUpTo = new Map<string, number>();
   const ackedVersions = new Map<string, Set<number>>();
@@ -55,7 +63,10 @@ export function startReceiver(options: { secret: string; respond?: Responder; pa
     const headers = Object.fromEntries(request.headers);
     let event: StockEvent;
     try {
-      event = webhook.verify(body, headers) as StockEvent;
+      // The Standard Webhooks payload structure: { type, timestamp, data }, the envelope as data.
+      const payload = webhook.verify(body, headers) as { type?: unknown; timestamp?: unknown; data: StockEvent };
+      event = payload.data;
+      if (payload.type !== event?.eventType || payload.timestamp !== event.occurredAt) malformed.push(body.slice(0, 200));
     } catch (err) {
       invalid.push((err as Error).message);
       return new Response("invalid signature", { status: 400 });
@@ -99,6 +110,7 @@ export function startReceiver(options: { secret: string; respond?: Responder; pa
     invalid,
     orderViolations,
     idMismatches,
+    malformed,
     duplicates: () => [...ackCount.values()].reduce((n, c) => n + c - 1, 0),
     stop: async () => {
       await server.stop(true);

@@ -35,7 +35,7 @@ export interface BuiltProjector {
 export async function runProjector<S extends z.ZodType<ConsumerConfig>>(
   name: string,
   schema: S,
-  build: (wiring: ProjectorWiring<z.infer<S>>) => BuiltProjector,
+  build: (wiring: ProjectorWiring<z.infer<S>>) => BuiltProjector | Promise<BuiltProjector>,
 ): Promise<void> {
   const config = loadConfigOrExit(schema, name);
   const logger = createLogger(name, config.LOG_LEVEL as Parameters<typeof createLogger>[1]);
@@ -52,7 +52,7 @@ export async function runProjector<S extends z.ZodType<ConsumerConfig>>(
     // A consumer that can be neither kept nor restarted: exit, so the supervisor starts a new process.
     onFatal: (err: unknown) => exitOnFatalStart(logger, name, err),
   };
-  const { projector, close } = build({ config, logger, registry, kafka });
+  const { projector, close } = await build({ config, logger, registry, kafka });
 
   const admin = startAdminServer({ port: config.ADMIN_PORT, hostname: config.ADMIN_HOST, registry, notReadyReason: () => projector.notReadyReason() });
   logger.info({ adminPort: admin.port }, "admin server listening");

@@ -256,6 +256,9 @@ export async function retryLostReply<T>(send: () => Promise<T>, budgetMs = LOST_
  * On a cluster that includes a slot without a master (CLUSTERDOWN after the retries, a failover
  * in progress) and a client that cannot reach any node. A MOVED or ASK that reaches the caller is
  * one ioredis could not follow (it retries them first): the slot's new owner is not reachable yet.
+ * Also a Redis that is full (`OOM` at maxmemory with noeviction, docs/design.md §3): a script refused
+ * for OOM wrote nothing, since Redis refuses a script's first write and our scripts check everything
+ * before their first write.
  */
 export function isRedisUnavailable(err: unknown): boolean {
   const e = err as { name?: string; code?: string; message?: string };
@@ -263,7 +266,7 @@ export function isRedisUnavailable(err: unknown): boolean {
     e?.name === "MaxRetriesPerRequestError" ||
     e?.name === "ClusterAllFailedError" ||
     ["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE"].includes(e?.code ?? "") ||
-    /Connection is closed|Command aborted due to connection close|connect ECONNREFUSED|Stream isn't writeable|Command timed out|^CLUSTERDOWN|^TRYAGAIN|^MOVED |^ASK |^MASTERDOWN|^LOADING|Too many Cluster redirections|same slots allocation group|Failed to refresh slots cache|None of startup nodes is available|Cluster isn't ready/i.test(
+    /Connection is closed|Command aborted due to connection close|connect ECONNREFUSED|Stream isn't writeable|Command timed out|^CLUSTERDOWN|^TRYAGAIN|^MOVED |^ASK |^MASTERDOWN|^LOADING|^OOM |Too many Cluster redirections|same slots allocation group|Failed to refresh slots cache|None of startup nodes is available|Cluster isn't ready/i.test(
       e?.message ?? "",
     )
   );

@@ -5,7 +5,7 @@
  */
 import { DomainError } from "../domain/errors.ts";
 import type { KeyLayout } from "../domain/keys.ts";
-import { DEFAULT_CURRENCY, DEFAULT_HOLD_RETENTION_SECONDS, DEFAULT_HOLD_SECONDS, DEFAULT_OUTBOX_MAX_LENGTH, IDEMPOTENCY_TTL_SECONDS, REQUEST_RECORD_TTL_SECONDS } from "../domain/policy.ts";
+import { DEFAULT_CURRENCY, DEFAULT_HOLD_SECONDS, DEFAULT_OUTBOX_MAX_LENGTH, IDEMPOTENCY_TTL_SECONDS, REQUEST_RECORD_TTL_SECONDS } from "../domain/policy.ts";
 import { allocationViewFromHash, pairsToObject, stockViewFromHash, type AllocationView, type StockView } from "../domain/views.ts";
 import { retryLostReply, retryUnexecuted, type RedisClient } from "./client.ts";
 import { FAST, type Durability } from "./durability.ts";
@@ -193,7 +193,7 @@ function roomReleaseKeys(keys: KeyLayout, stockId: string): string[] {
 }
 
 export function createStockCommands(redis: RedisClient, keys: KeyLayout, options: CommandOptions = {}): StockCommands {
-  const retainSeconds = options.holdRetentionSeconds ?? DEFAULT_HOLD_RETENTION_SECONDS;
+  const retainSeconds = options.holdRetentionSeconds ?? IDEMPOTENCY_TTL_SECONDS;
   const outboxMaxLength = options.outboxMaxLength ?? DEFAULT_OUTBOX_MAX_LENGTH;
   const durability = options.durability ?? FAST;
   const shardKeys = (stockId: string) => {

@@ -28,7 +28,7 @@ export interface RedisUnderTest {
   deadTarget: RedisTarget;
 }
 
-const REDIS_UNDER_TEST: readonly RedisUnderTest[] = [
+export const REDIS_UNDER_TEST: readonly RedisUnderTest[] = [
   { name: "single node", target: { REDIS_URL: stackEnv.REDIS_URL }, deadTarget: { REDIS_URL: "redis://127.0.0.1:1" } },
   {
     name: "cluster",

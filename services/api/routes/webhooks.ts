@@ -7,7 +7,9 @@
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import postgres from "postgres";
 import { isPostgresOutage } from "../../../shared/projection/errors.ts";
-import { createEndpoint, eventTypes, listEndpoints, removeEndpoint, webhookSecret, webhookUrl, type Endpoint } from "../../../shared/webhooks/endpoints.ts";
+import { checkWebhookUrl, type Resolver } from "../../../shared/webhooks/address-policy.ts";
+import { createEndpoint, eventTypes, listEndpointViews, removeEndpoint, webhookSecret, webhookUrl, type EndpointView } from "../../../shared/webhooks/endpoints.ts";
+import { secretBoxFromConfig, type SecretBox } from "../../../shared/webhooks/secret-box.ts";
 import { storableText } from "../../../shared/domain/validation.ts";
 import { adminOnly } from "../auth.ts";
 import type { AppEnv } from "../env.ts";
@@ -19,7 +21,10 @@ const createWebhookBody = z
   .object({
     // The shared schemas are plain zod (the notifier uses them too), so no .openapi() on them: it only
     // exists on schemas made after @hono/zod-openapi extended zod; .describe() is zod's own.
-    url: webhookUrl.describe("http(s) URL the events are POSTed to; redirects are not followed"),
+    url: webhookUrl.describe(
+      "http(s) URL the events are POSTed to; redirects are not followed. Refused (400 webhook_url_not_allowed) when its host is, " +
+        "or resolves to, a loopback, link-local, private, unspecified, multicast or broadcast address (unless the deployment allows private networks)",
+    ),
     secret: webhookSecret.optional().describe("Standard Webhooks secret (whsec_…); generated when omitted"),
     eventTypes: eventTypes.optional().describe("event types to deliver; all when omitted"),
     description: z.string().trim().max(500).refine(storableText("multiline"), "must not contain NUL or other control characters").optional(),
@@ -62,7 +67,11 @@ const createWebhook = createRoute({
   responses: {
     201: jsonContent(createdWebhookView, "added; the secret is shown only in this answer"),
     ...edgeProblems("post"),
-    ...problems(400, ...admin, [503, "`store_unavailable`: PostgreSQL is down or slow"]),
+    ...problems(
+      [400, "`invalid_request`: a bad body; `webhook_url_not_allowed`: the URL's host is, or resolves to, an address webhooks may not reach, or does not resolve"],
+      ...admin,
+      [503, "`store_unavailable`: PostgreSQL is down or slow"],
+    ),
   },
 });
 
@@ -103,7 +112,7 @@ const deleteWebhook = createRoute({
   },
 });
 
-const view = (e: Endpoint) => ({
+const view = (e: EndpointView) => ({
   id: e.id,
   url: e.url,
   eventTypes: e.eventTypes,
@@ -121,19 +130,31 @@ async function fromPostgres<T>(work: () => Promise<T>): Promise<T> {
   }
 }
 
+export interface WebhookRouteOptions {
+  /** Encrypts the secrets stored (no key: plain text, see shared/webhooks/secret-box.ts). */
+  box: SecretBox;
+  /** WEBHOOK_ALLOW_PRIVATE_NETWORKS: local receivers allowed (development, tests). */
+  allowPrivate: boolean;
+  /** Host name → addresses; the system resolver by default (tests inject one). */
+  resolve?: Resolver;
+}
+
 /** `sql` must be writable (not the api's read-only reader). */
-export function webhookRoutes(sql: postgres.Sql): OpenAPIHono<AppEnv> {
+export function webhookRoutes(sql: postgres.Sql, options: WebhookRouteOptions): OpenAPIHono<AppEnv> {
   const app = createRouter();
 
   app.openapi(createWebhook, async (c) => {
     const body = c.req.valid("json");
-    const endpoint = await fromPostgres(() => createEndpoint(sql, body));
+    // SSRF: the URL may not name the inside (docs/webhooks.md "Security"); the notifier checks again at every send.
+    const check = await checkWebhookUrl(body.url, { allowPrivate: options.allowPrivate, resolve: options.resolve });
+    if (!check.ok) throw new ApiProblem(400, "webhook_url_not_allowed", `webhook URL not allowed: ${check.reason}`);
+    const endpoint = await fromPostgres(() => createEndpoint(sql, options.box, body));
     c.get("log").info({ endpoint: endpoint.id, url: endpoint.url }, "webhook endpoint added");
     return c.json({ ...view(endpoint), secret: endpoint.secret }, 201);
   });
 
   app.openapi(listWebhooks, async (c) => {
-    const items = await fromPostgres(() => listEndpoints(sql));
+    const items = await fromPostgres(() => listEndpointViews(sql));
     return c.json({ items: items.map(view) }, 200);
   });
 
@@ -152,7 +173,12 @@ export function webhookRoutes(sql: postgres.Sql): OpenAPIHono<AppEnv> {
 }
 
 /** For services/api/main.ts: the routes with their own small writable pool (fails fast, like the readers), and how to close it. */
-export function webhookRoutesFromConfig(config: { DATABASE_URL: string }): { routes: OpenAPIHono<AppEnv>; close(): Promise<void> } {
+export async function webhookRoutesFromConfig(config: {
+  DATABASE_URL: string;
+  WEBHOOK_ALLOW_PRIVATE_NETWORKS: boolean;
+  WEBHOOK_SECRETS_KEY?: string;
+  WEBHOOK_SECRETS_OLD_KEYS?: string[];
+}): Promise<{ routes: OpenAPIHono<AppEnv>; close(): Promise<void>; encrypted: boolean }> {
   const sql = postgres(config.DATABASE_URL, {
     max: 2,
     connect_timeout: 2,
@@ -160,5 +186,10 @@ export function webhookRoutesFromConfig(config: { DATABASE_URL: string }): { rou
     onnotice: () => {},
     connection: { application_name: "api-webhooks", statement_timeout: 2_000 },
   });
-  return { routes: webhookRoutes(sql), close: () => sql.end({ timeout: 5 }) };
+  const box = await secretBoxFromConfig(config);
+  return {
+    routes: webhookRoutes(sql, { box, allowPrivate: config.WEBHOOK_ALLOW_PRIVATE_NETWORKS }),
+    close: () => sql.end({ timeout: 5 }),
+    encrypted: box.currentKeyId !== null,
+  };
 }

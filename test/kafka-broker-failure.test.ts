@@ -1,0 +1,271 @@
+/**
+ * Broker failure under load, on a private three-broker Kafka (test/support/private-kafka.ts, ports
+ * 19292-19297, started by `stack.sh up kafka-cluster`): the whole pipeline runs as processes (relay,
+ * projector-postgres, projector-search, notifier) while ~2,000 allocations/s go into Redis.
+ *   1. no fault yet: read_committed already holds every event once (the kafkajs retry that re-sent a
+ *      batch to a broker whose produce was still in flight; patches/kafkajs@2.2.4.patch);
+ *   2. kill -9 of the broker that leads most partitions of the events topic; `up` restarts it 10 s
+ *      later and it catches up (every partition's ISR is 3 again);
+ *   3. kill -9 of the active controller (the KRaft quorum leader, also a broker), restarted the same way.
+ * Then: the topic (read_committed) holds every event exactly once per (stock, version), in version
+ * order per stock; PostgreSQL, search and the notifier's deliveries converge with Redis (shared/verify);
+ * every shard's publishing resumed within 10 s of each fault (the gap is printed).
+ *
+ * Opt-in (FLASHSALE_BROKER_FAILURE=1): three more JVMs and ~7 minutes. On the shared 2-core machine
+ * (load average ~20) it has not passed yet: the relay moved 175-700 events/s to three brokers, so
+ * 2,000/s piled up a backlog it could not drain in the budget, and a run with the harness' 2 s lease
+ * lost its leases and re-sent (docs/guarantees.md, "Measured"). KBF_RATE sets the rate.
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import type { Client } from "@elastic/elasticsearch";
+import { formatReport } from "../shared/verify/report.ts";
+import { verify as verifyPipeline } from "../shared/verify/verify.ts";
+import { generateSecret } from "../shared/webhooks/endpoints.ts";
+import { serviceProcesses } from "./support/processes.ts";
+import { startPrivateKafkaCluster, type PrivateKafkaCluster } from "./support/private-kafka.ts";
+import { deleteIndices } from "../shared/dev/read-side.ts";
+import { uniqueName } from "../shared/dev/env.ts";
+import { createTestDatabase, testSearchClient, type TestDatabase } from "./support/read-side.ts";
+import { deleteKeysByPrefix } from "../shared/redis/client.ts";
+import { createHarness, createStocks, spawnRelay, stockVersions, TopicReader, verify, waitUntil, type Harness, type TopicMessage } from "./support/relay-harness.ts";
+import { killChild } from "./support/processes.ts";
+import { startReceiver, type Receiver } from "../shared/dev/webhook-receiver.ts";
+
+const PARTITIONS = 12;
+const SHARDS = 8;
+const STOCKS = 48;
+/** Allocations per second asked for (KBF_RATE); what the machine managed is printed, and must be at least a quarter of it. */
+const RATE = Number(process.env.KBF_RATE ?? 2_000);
+const PURCHASE_EVERY = 10; // every 10th allocation is purchased (the notifier's events)
+const RESUME_BUDGET_MS = 10_000;
+
+let kafka: PrivateKafkaCluster;
+let h: Harness;
+let reader: TopicReader;
+let db: TestDatabase;
+let es: Client;
+let receiver: Receiver;
+const alias = uniqueName("kbfstocks");
+const secret = generateSecret();
+// The relay with production's lease and claim timings (the harness' 2 s lease is for takeover tests): on a
+// loaded 2-core machine a 2 s lease expired under the relay's feet, which dropped and re-claimed its
+// shards and re-sent batches Kafka already had (duplicates that were not the brokers' doing).
+const childEnv = () => ({
+  ...h.env(),
+  RELAY_LEASE_MS: "10000",
+  RELAY_CLAIM_IDLE_MS: "30000",
+  KAFKA_PARTITIONS: String(PARTITIONS),
+  DATABASE_URL: db.url,
+  ELASTICSEARCH_INDEX_ALIAS: alias,
+});
+const projectorsPg = serviceProcesses("projector-postgres", () => ({ ...childEnv(), PROJECTOR_GROUP_ID: uniqueName("kbfpg") }));
+const projectorsEs = serviceProcesses("projector-search", () => ({ ...childEnv(), PROJECTOR_GROUP_ID: uniqueName("kbfes") }));
+const notifiers = serviceProcesses("notifier", () => ({
+  ...childEnv(),
+  NOTIFIER_GROUP_ID: uniqueName("kbfntf"),
+  WEBHOOK_URL: receiver.url,
+  WEBHOOK_SECRET: secret,
+  WEBHOOK_EVENTS: "PurchaseCompleted",
+  WEBHOOK_RETRY_BASE: "200ms",
+  WEBHOOK_RETRY_MAX: "1s",
+  WEBHOOK_POLL_INTERVAL: "50ms",
+}));
+
+beforeAll(async () => {
+  if (process.env.FLASHSALE_BROKER_FAILURE !== "1") return;
+  kafka = await startPrivateKafkaCluster(19292);
+  h = createHarness("kbf", { brokers: kafka.brokers, shards: SHARDS });
+  await kafka.createTopic(h.topic, PARTITIONS);
+  db = await createTestDatabase("kbf");
+  es = testSearchClient();
+  receiver = startReceiver({ secret });
+}, 120_000);
+
+afterAll(async () => {
+  // The brokers first (stack.sh down, in parallel), then the rest; one failing step does not skip the others.
+  await Promise.all([
+    kafka?.stop(),
+    reader?.stop(),
+    receiver?.stop(),
+    (async () => {
+      await deleteIndices(es, `${alias}-v*`).catch(() => {});
+      await es?.close();
+    })(),
+  ]).catch((err) => console.error(String(err)));
+  if (h) {
+    await deleteKeysByPrefix(h.redis, h.prefix).catch(() => {});
+    h.redis.disconnect();
+  }
+  await db?.drop().catch(() => {});
+}, 120_000);
+
+/**
+ * Allocations at `rate`/s on the given stocks until stop(): every 20 ms a tick's share, sent
+ * concurrently (ioredis pipelines them); every PURCHASE_EVERY-th is purchased right away.
+ */
+function paceLoad(stocks: string[], rate: number) {
+  let running = true;
+  let sent = 0;
+  let failed = 0;
+  const inFlight = new Set<Promise<void>>();
+  const one = async (i: number) => {
+    try {
+      const { allocation } = await h.commands.allocate({ stockId: stocks[i % stocks.length]!, userId: `u${i}`, quantity: 1 });
+      if (i % PURCHASE_EVERY === 0) await h.commands.purchase({ allocationId: allocation.allocationId, userId: `u${i}` });
+    } catch {
+      failed++;
+    }
+  };
+  const startedAt = Date.now();
+  const done = (async () => {
+    while (running) {
+      const due = Math.floor(((Date.now() - startedAt) * rate) / 1000);
+      // Never more than a second's worth outstanding: a stalled Redis must not pile up promises.
+      while (sent < due && inFlight.size < rate) {
+        const p = one(sent++).finally(() => inFlight.delete(p));
+        inFlight.add(p);
+      }
+      await Bun.sleep(20);
+    }
+    await Promise.all(inFlight);
+  })();
+  return {
+    get sent() {
+      return sent;
+    },
+    failed: () => failed,
+    async stop() {
+      running = false;
+      await done;
+      return { sent, seconds: (Date.now() - startedAt) / 1000 };
+    },
+  };
+}
+
+/**
+ * Per shard, the longest pause in publishing around `faultAt`: the largest gap between consecutive
+ * committed messages (by the relay's send time) that ends after the fault, and when it ended.
+ */
+function publishingGap(messages: readonly TopicMessage[], faultAt: number): { gapMs: number; resumedAfterMs: number; shard: number } {
+  const byShard = new Map<number, number[]>();
+  for (const m of messages) {
+    if (m.timestamp < faultAt - 5_000 || m.timestamp > faultAt + 60_000) continue;
+    const shard = h.keys.shardOf(m.aggregateId);
+    (byShard.get(shard) ?? byShard.set(shard, []).get(shard)!).push(m.timestamp);
+  }
+  let worst = { gapMs: 0, resumedAfterMs: 0, shard: -1 };
+  for (const [shard, times] of byShard) {
+    times.sort((a, b) => a - b);
+    for (let i = 1; i < times.length; i++) {
+      const [from, to] = [times[i - 1]!, times[i]!];
+      if (to < faultAt) continue;
+      if (to - from > worst.gapMs) worst = { gapMs: to - from, resumedAfterMs: to - faultAt, shard };
+      if (from > faultAt) break; // publishing was back after the first post-fault message
+    }
+  }
+  return worst;
+}
+
+/** Copies of one event on the topic so far (whatever the relay's backlog). */
+function duplicatesSoFar(): { messages: number; duplicates: number } {
+  return { messages: reader.messages.length, duplicates: reader.messages.length - reader.uniqueIds().size };
+}
+
+/** kill -9 of a node, `up` 10 s later, then until every partition has its three replicas in sync again. */
+async function killAndRestart(node: number): Promise<{ killedAt: number; upMs: number; inSyncMs: number }> {
+  const killedAt = Date.now();
+  await kafka.kill(node);
+  await Bun.sleep(10_000);
+  const upAt = Date.now();
+  await kafka.up(); // restarts only the dead node
+  const syncAt = Date.now();
+  await kafka.waitFullIsr(h.topic, 120_000);
+  return { killedAt, upMs: syncAt - upAt, inSyncMs: Date.now() - syncAt };
+}
+
+test.skipIf(process.env.FLASHSALE_BROKER_FAILURE !== "1")("kill -9 of the busiest leader, then of the active controller, under 2,000 allocations/s: exactly once, in order, converged, resumed ≤ 10 s", async () => {
+  // The topic as production runs it.
+  const parts = await kafka.partitions(h.topic);
+  expect(parts.length).toBe(PARTITIONS);
+  expect(parts.every((p) => p.replicas.length === 3)).toBe(true);
+  expect(await kafka.topicConfig(h.topic, ["min.insync.replicas", "unclean.leader.election.enable"])).toEqual({
+    "min.insync.replicas": "2",
+    "unclean.leader.election.enable": "false",
+  });
+
+  const stocks = await createStocks(h, STOCKS, 10_000_000);
+  reader = new TopicReader(h.topic, kafka.brokers);
+  await reader.start();
+  const relay = spawnRelay({ ...childEnv() });
+  try {
+    const children = { relay, "projector-postgres": projectorsPg.start(), "projector-search": projectorsEs.start(), notifier: notifiers.start() };
+    // The pipeline runs: the StockCreated events are on the topic.
+    await waitUntil(() => reader.uniqueIds().size >= STOCKS, 60_000, "the StockCreated events on the topic");
+
+    const load = paceLoad(stocks, RATE);
+    await Bun.sleep(6_000);
+    const beforeFaults = duplicatesSoFar();
+
+    // Fault 1: the broker that leads most partitions of the events topic.
+    const leaders = new Map<number, number>();
+    for (const p of await kafka.partitions(h.topic)) leaders.set(p.leader, (leaders.get(p.leader) ?? 0) + 1);
+    const [victim, led] = [...leaders].sort((a, b) => b[1] - a[1])[0]!;
+    const fault1 = await killAndRestart(victim);
+    // Fault 2: the active controller (the KRaft quorum leader; a broker too, combined node).
+    const controller = await kafka.activeController();
+    const fault2 = await killAndRestart(controller);
+    const newController = await kafka.activeController();
+    await Bun.sleep(3_000);
+    const { sent, seconds } = await load.stop();
+    // Every worker rode the faults out (none exited: a retriable error never kills a process, §13).
+    const exited = Object.entries(children).filter(([, c]) => c.exitCode !== null || c.signalCode !== null).map(([n, c]) => `${n} (exit ${c.exitCode ?? c.signalCode})`);
+
+    // Kafka, read_committed: every event once, in order per stock.
+    const versions = await stockVersions(h, stocks);
+    const total = [...versions.values()].reduce((a, b) => a + b, 0);
+    await waitUntil(() => verify(reader.messages, versions).missing.length === 0, 120_000, `all ${total} events on the topic`);
+    await Bun.sleep(1_000); // a late copy would arrive now
+    const verdict = verify(reader.messages, versions);
+    const gaps = [publishingGap(reader.messages, fault1.killedAt), publishingGap(reader.messages, fault2.killedAt)];
+    console.log(
+      `[broker-failure] load: ${sent} allocations in ${seconds.toFixed(1)} s (${Math.round(sent / seconds)}/s asked ${RATE}/s, ${load.failed()} failed); ` +
+        `before any fault ${beforeFaults.messages} messages, ${beforeFaults.duplicates} duplicates; workers that exited: ${exited.join(", ") || "none"}\n` +
+        `[broker-failure] fault 1: kill -9 of broker ${victim} (led ${led} of ${PARTITIONS} partitions); up took ${fault1.upMs} ms, all ISRs full ${fault1.inSyncMs} ms later; ` +
+        `longest shard pause ${gaps[0]!.gapMs} ms (shard ${gaps[0]!.shard}), publishing again ${gaps[0]!.resumedAfterMs} ms after the kill\n` +
+        `[broker-failure] fault 2: kill -9 of the active controller ${controller} (quorum leader now ${newController}); up took ${fault2.upMs} ms, ISRs full ${fault2.inSyncMs} ms later; ` +
+        `longest shard pause ${gaps[1]!.gapMs} ms (shard ${gaps[1]!.shard}), publishing again ${gaps[1]!.resumedAfterMs} ms after the kill\n` +
+        `[broker-failure] topic (read_committed): ${reader.messages.length} messages for ${total} events; ${verdict.duplicates} duplicates, ${verdict.missing.length} missing, ${verdict.outOfOrder.length} stocks out of order`,
+    );
+    expect(exited).toEqual([]);
+    expect(beforeFaults.duplicates).toBe(0);
+    expect(load.failed()).toBe(0);
+    expect(sent / seconds).toBeGreaterThan(RATE / 4);
+    expect(newController).not.toBe(controller);
+    expect(verdict).toEqual({ missing: [], duplicates: 0, outOfOrder: [], unexpected: [] });
+    // Publishing resumed after each fault.
+    for (const g of gaps) expect(g.resumedAfterMs).toBeLessThanOrEqual(RESUME_BUDGET_MS);
+
+    // The read side converges with Redis (I6), and the notifier delivered every purchase.
+    const report = await verifyPipeline({
+      redis: h.redis,
+      prefix: h.prefix,
+      layers: ["redis", "kafka", "postgres", "search"],
+      kafka: { brokers: kafka.brokers.split(","), topic: h.topic },
+      sql: db.sql,
+      es,
+      esIndex: alias,
+      outbox: "tail",
+      deadlineMs: 120_000,
+    });
+    if (!report.ok) console.log(formatReport(report));
+    expect(report.ok).toBe(true);
+    const purchases = new Set(reader.messages.filter((m) => m.headers.eventType === "PurchaseCompleted").map((m) => m.eventId));
+    expect(purchases.size).toBeGreaterThan(sent / PURCHASE_EVERY / 2);
+    await waitUntil(() => receiver.acknowledged.size >= purchases.size, 90_000, `${purchases.size} purchases delivered`);
+    expect(new Set(receiver.acknowledged.keys())).toEqual(purchases);
+    expect(receiver.invalid).toEqual([]);
+    console.log(`[broker-failure] read side converged (${report.stocks} stocks); notifier: ${receiver.acknowledged.size} purchases delivered, ${receiver.duplicates()} re-deliveries`);
+  } finally {
+    await killChild(relay);
+  }
+}, 420_000);
