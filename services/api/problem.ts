@@ -134,7 +134,7 @@ const DOMAIN_STATUS: Record<DomainErrorCode, ContentfulStatusCode> = {
 };
 
 /**
- * The refusal cache (sold-out-cache.ts) throws the same DomainError for every doomed request: its
+ * The refusal cache (allocate/sold-out-cache.ts, through allocate/allocator.ts) throws the same DomainError for every doomed request: its
  * ApiProblem (an Error, whose construction captures a stack) is built once, not once per request.
  */
 const problemOf = new WeakMap<DomainError, ApiProblem>();
