@@ -38,7 +38,7 @@ const TRANSACTION_TIMEOUT_MS = 30_000;
  * "Latency of one event"). 20 ms doubling 7 times still covers ~2.5 s of a broker blip (100 ms × 5
  * covered ~3 s). Fencing is unaffected: INVALID_PRODUCER_EPOCH / PRODUCER_FENCED are not retried.
  */
-export const TRANSACTIONAL_SEND_RETRY = { retries: 7, initialRetryTime: 20, maxRetryTime: 2_000 } as const;
+const TRANSACTIONAL_SEND_RETRY = { retries: 7, initialRetryTime: 20, maxRetryTime: 2_000 } as const;
 const ABANDONED = Symbol("abandoned");
 
 export type SendOutcome = "sent" | "abandoned" | "fenced";
