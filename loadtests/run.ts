@@ -8,7 +8,7 @@
  *   5. runs the verifier (shared/verify) on every stock, with what k6 saw
  *   6. stops what it started, removes what it created (unless --keep), exits non-zero on any failure
  *
- * scenarios: spike | steady | browse | ramp      (see loadtests/README.md)
+ * scenarios: spike | steady | browse | ramp | queue   (see loadtests/README.md; queue always starts the expirer)
  * options:   --rate N  --duration 60s  --stocks N  --pipeline  --expirer  --hold-seconds N
  *            --env K=V (repeatable, passed to k6)  --keep  --log-level info  --profile (CPU profile of the api)
  *            --baseline (spike only: first the same k6 script against bare Hono answering the same
@@ -30,8 +30,9 @@ import { formatReport, type Layer } from "../shared/verify/report.ts";
 import { verify, type VerifyOptions } from "../shared/verify/verify.ts";
 import { adminPost, cpuSeconds, createMigratedDatabase, dropDatabase, htmlReportOf, machine, mintTokens, newLoadRun, runK6, startApi, startProcess, uniquePrefix, waitHealthy, type Child, type K6Summary } from "./support.ts";
 import { compareSpikes, createWarmupStock, runSpikeBaseline, warmUp } from "./spike-baseline.ts";
+import { prepareQueue, verifyQueue } from "./queue-run.ts";
 
-const SCENARIOS = ["spike", "steady", "browse", "ramp"] as const;
+const SCENARIOS = ["spike", "steady", "browse", "ramp", "queue"] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 const { REDIS_URL, DATABASE_URL, KAFKA_BROKERS, ELASTICSEARCH_URL } = stackEnv;
@@ -44,6 +45,10 @@ interface StockSpec {
   quantity: number;
   perUserLimit: number;
   holdSeconds: number;
+  startsAt?: string;
+  waitingRoom?: { enabled: true; admissionTtlSeconds: number };
+  /** Created by the scenario's own preparation rather than up front (the queue stock: its startsAt is relative to k6's start). */
+  createdLater?: boolean;
 }
 
 const WORDS = ["sneaker", "console", "headphones", "watch", "jacket", "camera", "backpack", "vinyl", "lamp", "keyboard"];
@@ -67,6 +72,19 @@ function plan(scenario: Scenario, prefix: string, o: { stocks: number; holdSecon
       return {
         stocks: [{ id: `${prefix}-hot`, name: "Hot drop sneaker", description: "the one everyone wants", price: 19_900, quantity: units, perUserLimit: 1, holdSeconds: o.holdSeconds }],
         buyers: o.buyers ?? 10_000,
+      };
+    }
+    case "queue": {
+      // The queue stock is created by loadtests/queue-run.ts just before k6 starts (its startsAt closes the pre-queue).
+      const buyers = o.buyers ?? 50_000;
+      const room = { enabled: true as const, admissionTtlSeconds: 60 };
+      const base = { price: 19_900, perUserLimit: 1, holdSeconds: o.holdSeconds, waitingRoom: room };
+      return {
+        stocks: [
+          { ...base, id: `${prefix}-queued`, name: "Queued drop", description: "sold through the waiting room", quantity: o.units ?? 1000, createdLater: true },
+          { ...base, id: `${prefix}-bench`, name: "Bench room", description: "one unit, a long line: the poll bench", quantity: 1 },
+        ],
+        buyers,
       };
     }
     case "steady":
@@ -166,7 +184,7 @@ async function main(): Promise<number> {
       layers.push("kafka", "postgres", "search");
       console.log(`[load] pipeline up: topic ${topic}, database ${dbName}, alias ${alias}`);
     }
-    if (values.expirer) {
+    if (values.expirer || scenario === "queue") {
       const port = await freePort();
       workerMetrics.push(`http://127.0.0.1:${port}/metrics`);
       const child = startProcess("expirer", [process.execPath, "services/expirer/main.ts"], { ...serviceEnv, ADMIN_PORT: String(port) }, dir);
@@ -193,7 +211,7 @@ async function main(): Promise<number> {
       units: values.units ? Number(values.units) : undefined,
       buyers: values.buyers ? Number(values.buyers) : undefined,
     });
-    for (const s of stocks) await adminPost(baseUrl, adminToken, "/api/stocks", s);
+    for (const { createdLater, ...s } of stocks) if (!createdLater) await adminPost(baseUrl, adminToken, "/api/stocks", s);
     const tokensFile = join(dir, "tokens.json");
     const t0 = performance.now();
     await mintTokens(tokensFile, buyers, loadRun.jwtSecret);
@@ -206,6 +224,7 @@ async function main(): Promise<number> {
       STOCK_IDS: stocks.map((s) => s.id).join(","),
     };
     if (scenario === "spike") Object.assign(k6Env, { BUYERS: String(buyers), UNITS: String(stocks[0]!.quantity) });
+    if (scenario === "queue") Object.assign(k6Env, await prepareQueue(baseUrl, adminToken, tokensFile, stocks, buyers));
     if (values.rate) k6Env.RATE = values.rate;
     if (scenario === "steady" && values.pipeline) k6Env.FRESHNESS = "1";
     if (values.duration) k6Env.DURATION = values.duration;
@@ -245,7 +264,7 @@ async function main(): Promise<number> {
       layers,
       expect: k6.summary?.expect,
       deadlineMs: Number(values["verify-deadline"]) * 1000,
-      countExpiredHolds: values.expirer,
+      countExpiredHolds: values.expirer || scenario === "queue",
     };
     if (values.pipeline) {
       const { default: postgres } = await import("postgres");
@@ -256,6 +275,11 @@ async function main(): Promise<number> {
       options.esIndex = serviceEnv.ELASTICSEARCH_INDEX_ALIAS!;
     }
     const report = await verify(options);
+    if (scenario === "queue") {
+      const room = await verifyQueue(redis, prefix, stocks[0]!, k6.summary);
+      console.log(room.lines.join("\n"));
+      if (room.breaches.length > 0) report.ok = false;
+    }
     await options.sql?.end({ timeout: 2 });
     await options.es?.close();
     console.log(formatReport(report));

@@ -7,10 +7,10 @@
  * Before the fix (ioredis re-sent unfulfilled commands after the reconnect, no request id in
  * allocate.lua) the same run held more units than it answered 201 for, and answered some 500s.
  */
-import { afterEach, describe, expect, test } from "bun:test";
-import { createRedis } from "../shared/redis/client.ts";
-import { createTestApi, type TestApi } from "./support/api.ts";
-import { stackEnv, uniqueName } from "../shared/dev/env.ts";
+import { afterEach, expect, test } from "bun:test";
+import { createRedis, keyHolders } from "../shared/redis/client.ts";
+import { createTestApi, describeEachRedis, type TestApi } from "./support/api.ts";
+import { uniqueName } from "../shared/dev/env.ts";
 
 let api: TestApi | undefined;
 afterEach(async () => {
@@ -18,12 +18,14 @@ afterEach(async () => {
   api = undefined;
 });
 
-describe("allocate when the api's Redis connection is killed under load", () => {
+// On the cluster too: there ioredis' Cluster client itself sends a command again when its node's
+// connection closed (retryDelayOnFailover), so the request record is what keeps it to one hold.
+describeEachRedis((target) => {
   test(
     "units held equal the 201 answers; no 500 (CLIENT KILL every 100 ms, 40 clients, 8 s or 8,000 requests)",
     async () => {
       const connectionName = uniqueName("apikill");
-      api = createTestApi({ shards: 4, redisOptions: { connectionName } });
+      api = createTestApi({ shards: 4, redis: target.target, redisOptions: { connectionName } });
       api.redis.on("error", () => {}); // the kills are the point; each is logged by ioredis otherwise
       const base = api.listen();
       const stock = await api.request("POST", "/api/stocks", { headers: api.admin, body: { id: "killed", name: "Killed", price: 100, quantity: 1_000_000, perUserLimit: 1_000 } });
@@ -31,17 +33,21 @@ describe("allocate when the api's Redis connection is killed under load", () => 
       // One buyer per client (the per-user limit is at most 1,000; a client sends at most ~250).
       const users = await Promise.all(Array.from({ length: 40 }, (_, i) => api!.user(`buyer${i}`)));
 
-      const killer = createRedis(stackEnv.REDIS_URL);
+      // Another client, on every node that holds keys (the masters of a cluster), kills the api's connections by name.
+      const killer = createRedis(target.target);
+      const nodes = await keyHolders(killer);
       let kills = 0;
       let loading = true;
       const killing = (async () => {
         while (loading) {
           await Bun.sleep(100);
-          const list = String(await killer.call("CLIENT", "LIST", "TYPE", "normal"));
-          for (const line of list.split("\n")) {
-            if (!line.includes(` name=${connectionName} `)) continue;
-            const id = /\bid=(\d+)/.exec(line)?.[1];
-            if (id && Number(await killer.call("CLIENT", "KILL", "ID", id)) === 1) kills++;
+          for (const node of nodes) {
+            const list = String(await node.call("CLIENT", "LIST", "TYPE", "normal"));
+            for (const line of list.split("\n")) {
+              if (!line.includes(` name=${connectionName} `)) continue;
+              const id = /\bid=(\d+)/.exec(line)?.[1];
+              if (id && Number(await node.call("CLIENT", "KILL", "ID", id)) === 1) kills++;
+            }
           }
         }
       })();
@@ -66,7 +72,7 @@ describe("allocate when the api's Redis connection is killed under load", () => 
 
       const view = (await (await api.request("GET", "/api/stocks/killed")).json()) as { available: number; held: number; sold: number; total: number };
       const created = statuses.get(201) ?? 0;
-      console.log(`[allocate under CLIENT KILL] ${sent} requests, ${kills} connections killed; answers ${JSON.stringify(Object.fromEntries(statuses))}; refusals ${JSON.stringify(Object.fromEntries(codes))}; units held ${view.held}`);
+      console.log(`[allocate under CLIENT KILL, ${target.name}] ${sent} requests, ${kills} connections killed; answers ${JSON.stringify(Object.fromEntries(statuses))}; refusals ${JSON.stringify(Object.fromEntries(codes))}; units held ${view.held}`);
       expect(kills).toBeGreaterThanOrEqual(10);
       expect(created).toBeGreaterThan(1_000);
       expect(statuses.get(500) ?? 0).toBe(0);

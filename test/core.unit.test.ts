@@ -180,11 +180,13 @@ describe("problem details (RFC 9457)", () => {
 describe("sending again what Redis did not execute (shared/redis/client.ts)", () => {
   const replyError = (message: string) => Object.assign(new Error(message), { name: "ReplyError" });
 
-  test("TRYAGAIN, MOVED, ASK and ioredis' regroup refusal are sent again; anything else is not", () => {
+  test("TRYAGAIN, MOVED, ASK, READONLY and ioredis' regroup refusal are sent again; anything else is not", () => {
     expect(unexecutedRetryDelayMs(replyError("TRYAGAIN Multiple keys request during rehashing of slot"))).toBe(100);
     expect(unexecutedRetryDelayMs(replyError("MOVED 1584 127.0.0.1:7007"))).toBe(10);
     expect(unexecutedRetryDelayMs(replyError("ASK 1584 127.0.0.1:7007"))).toBe(10);
     expect(unexecutedRetryDelayMs(new Error("All keys in the pipeline should belong to the same slots allocation group"))).toBe(0);
+    // A replica refused the script's first write (ioredis sent it to a random node after a connection closed).
+    expect(unexecutedRetryDelayMs(replyError("READONLY You can't write against a read only replica. script: 23e8, on @user_script:61."))).toBe(50);
     // A command that may have run (or a store that is down) is never repeated here.
     for (const m of ["Command timed out", "Connection is closed.", "CLUSTERDOWN The cluster is down", "ERR Error running script", "MOVEDX"]) {
       expect(unexecutedRetryDelayMs(replyError(m))).toBeNull();

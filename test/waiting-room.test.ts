@@ -7,6 +7,7 @@ import { drawOrder, seedMatchesCommitment, type DrawView, type RoomView } from "
 import { createTestApi, describeEachRedis } from "./support/api.ts";
 import { conservationBreach, readCounters, readOutbox } from "./support/invariants.ts";
 import { roomHelpers, waitFor } from "./support/room.ts";
+import { StockCounters } from "../services/api/dashboard/stocks.ts";
 
 describeEachRedis((target) => {
   const api = createTestApi({ shards: 8, redis: target.target });
@@ -31,7 +32,9 @@ describeEachRedis((target) => {
       const plainId = ((await plain.json()) as { id: string }).id;
       expect((await get<{ waitingRoom?: unknown }>(`/api/stocks/${plainId}`)).body.waitingRoom).toBeUndefined();
       const [buyer] = await room.buyers(1, "plain");
-      expect((await room.join(plainId, buyer!)).body.code).toBe("no_waiting_room");
+      const refused = await room.join(plainId, buyer!);
+      // 409: the stock exists; its state (no room) refuses the join. A 404 read as "the stock is gone".
+      expect({ status: refused.status, code: refused.body.code }).toEqual({ status: 409, code: "no_waiting_room" });
       expect((await room.allocate(plainId, buyer!, undefined)).status).toBe(201);
     });
   });
@@ -147,9 +150,11 @@ describeEachRedis((target) => {
 
       // While a hold is live, bob keeps waiting (a unit may come back); the cancel admits him in the same script.
       expect(await room.poll(id, bob!)).toMatchObject({ state: "waiting", position: 1 });
+      const cancelledAt = performance.now();
       await api.request("POST", `/api/allocations/${uses[winner]!.body.allocationId}/cancel`, { headers: alice!.headers });
       const bobTicket = await room.poll(id, bob!);
-      expect(bobTicket.state).toBe("admitted");
+      expect(bobTicket.state).toBe("admitted"); // no wait: the cancel script admitted him
+      console.log(`[room] unit returned by a cancel -> next ticket read admitted: ${(performance.now() - cancelledAt).toFixed(1)} ms (cancel + one poll)`);
       await room.expectSound(id);
     });
   });
@@ -176,6 +181,19 @@ describeEachRedis((target) => {
       text = await metrics();
       expect(Number(/^flashsale_room_sold_out_answers_total(?:\{[^}]*\})? (\S+)$/m.exec(text)?.[1]) - before).toBe(2);
     });
+  });
+
+  test("the dashboard shows the room beside its stock", async () => {
+    const id = await room.createRoomStock({ quantity: 2 });
+    for (const b of await room.buyers(5, "dash")) await room.join(id, b);
+    const counters = new StockCounters(api.redis, api.commands);
+    counters.pin([id]);
+    const panel = (await counters.panels(0)).find((p) => p.id === id);
+    expect(panel?.room).toMatchObject({ waiting: 3, admitted: 2, soldOut: false });
+    const plain = await api.request("POST", "/api/stocks", { headers: api.admin, body: { name: "plain", price: 1, quantity: 1 } });
+    const plainId = ((await plain.json()) as { id: string }).id;
+    counters.pin([plainId]);
+    expect((await counters.panels(1)).find((p) => p.id === plainId)?.room).toBeUndefined();
   });
 
   describe("tied to live stock", () => {

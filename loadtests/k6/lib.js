@@ -67,12 +67,19 @@ function errorCode(res) {
 export function allocate(stockId, token, options) {
   const opts = options || {};
   const quantity = opts.quantity || 1;
-  const headers = userHeaders(token, opts.idempotencyKey ? { "Idempotency-Key": `"${opts.idempotencyKey}"` } : undefined);
-  const res = http.post(`${BASE_URL}/api/stocks/${stockId}/allocate`, JSON.stringify({ quantity }), {
-    headers,
-    tags: { name: "allocate" },
-    responseCallback: http.expectedStatuses(201, 409),
-  });
+  const headers = userHeaders(token, Object.assign(opts.idempotencyKey ? { "Idempotency-Key": `"${opts.idempotencyKey}"` } : {}, opts.headers || {}));
+  const send = () =>
+    http.post(`${BASE_URL}/api/stocks/${stockId}/allocate`, JSON.stringify({ quantity }), {
+      headers,
+      tags: { name: "allocate" },
+      responseCallback: http.expectedStatuses(201, 409),
+    });
+  let res = send();
+  // A keep-alive connection the server closed while this VU slept answers "connection reset" (status
+  // 0); with an Idempotency-Key the request is safe to send again (the replay answers the same hold,
+  // which this client then sees for the first time: counted as granted).
+  const retried = res.status === 0 && opts.idempotencyKey && opts.retryLost;
+  if (retried) res = send();
   if (res.status >= 500 || res.status === 0) serverErrors.add(1, { status: String(res.status) });
   let code;
   let expected = false;
@@ -80,7 +87,7 @@ export function allocate(stockId, token, options) {
     // A 201 holds exactly the quantity asked for; the body is only parsed when the caller needs it
     // (k6's JavaScript is the scarcest CPU on a shared box).
     expected = true;
-    if (res.headers["Idempotent-Replayed"] !== "true") {
+    if (res.headers["Idempotent-Replayed"] !== "true" || retried) {
       allocationsOk.add(1, { stock: stockId });
       unitsAllocated.add(quantity, { stock: stockId });
     }
@@ -98,11 +105,16 @@ export function allocate(stockId, token, options) {
 
 /** POST /api/allocations/:id/purchase or /cancel by the hold's owner. */
 export function changeHold(action, view, token) {
-  const res = http.post(`${BASE_URL}/api/allocations/${view.allocationId}/${action}`, null, {
-    headers: { Authorization: `Bearer ${token}` },
-    tags: { name: action },
-    responseCallback: http.expectedStatuses(200, 409),
-  });
+  const send = () =>
+    http.post(`${BASE_URL}/api/allocations/${view.allocationId}/${action}`, null, {
+      headers: { Authorization: `Bearer ${token}` },
+      tags: { name: action },
+      responseCallback: http.expectedStatuses(200, 409),
+    });
+  let res = send();
+  // Purchase and cancel are safe to repeat (a second one answers the hold as it is): a keep-alive
+  // connection closed under the VU (status 0) is worth one more try.
+  if (res.status === 0) res = send();
   if (res.status >= 500 || res.status === 0) serverErrors.add(1, { status: String(res.status) });
   const code = res.status === 409 ? errorCode(res) : undefined;
   // 409 hold_expired / hold_not_active can happen legitimately when a short hold expired first.

@@ -13,6 +13,7 @@ import { prom } from "../../../shared/metrics.ts";
 import type { StockCommands } from "../../../shared/redis/commands.ts";
 import type { StockView } from "../../../shared/domain/views.ts";
 import { pushSample } from "./metric-names.ts";
+import { createRoomCommands, type RoomCommands } from "../../../shared/redis/room.ts";
 
 /** Stocks a view shows besides the ones it pins: the busiest. */
 export const MAX_STOCKS_SHOWN = 12;
@@ -24,6 +25,18 @@ export interface StockPanel extends Pick<StockView, "id" | "name" | "total" | "a
   rate: number[];
   /** When the dashboard first saw it sold out (1 s resolution); null while units are left. */
   soldOutAt: string | null;
+  /** Its waiting room's figures, when it has one (docs/waiting-room.md). */
+  room?: RoomPanel;
+}
+
+export interface RoomPanel {
+  waiting: number;
+  admitted: number;
+  soldOut: boolean;
+  /** Admissions per second since the last tick. */
+  admittedPerSecond: number;
+  /** Mean time from join to admission, over every admission so far. */
+  meanWaitSeconds: number;
 }
 
 export class StockCounters {
@@ -32,11 +45,30 @@ export class StockCounters {
   private readonly known = new Set<string>();
   private scanCursors = new Map<string, string>();
   private readonly stockState = new Map<string, { available: number; rate: number[]; soldOutAt: string | null }>();
+  private readonly roomAdmissions = new Map<string, number>();
+  private readonly rooms: RoomCommands;
 
   constructor(
     private readonly redis: RedisClient,
     private readonly commands: StockCommands,
-  ) {}
+  ) {
+    this.rooms = createRoomCommands(redis, commands.keys);
+  }
+
+  /** A waiting-room stock's figures; admissions per second from the change since the last tick. */
+  private async roomPanel(id: string, dt: number): Promise<RoomPanel | undefined> {
+    const view = await this.rooms.summary(id).catch(() => null);
+    if (!view) return undefined;
+    const before = this.roomAdmissions.get(id);
+    this.roomAdmissions.set(id, view.admissions);
+    return {
+      waiting: view.waiting,
+      admitted: view.admitted,
+      soldOut: view.soldOut,
+      admittedPerSecond: dt > 0 && before !== undefined ? Math.max(0, view.admissions - before) / dt : 0,
+      meanWaitSeconds: view.admissions > 0 ? view.waitedSeconds / view.admissions : 0,
+    };
+  }
 
   /**
    * Exports the shown stocks' counters and sold-out times to Prometheus (the Grafana dashboard's stock
@@ -98,13 +130,16 @@ export class StockCounters {
    */
   async panels(dt: number): Promise<StockPanel[]> {
     const views = await this.sample();
-    const panels = views.map((view) => {
-      const state = this.stockState.get(view.id)!;
-      if (dt > 0) pushSample(state.rate, Math.max(0, state.available - view.available) / dt);
-      state.available = view.available;
-      const { id, name, total, available, held, sold, status, version } = view;
-      return { id, name, total, available, held, sold, status, version, rate: [...state.rate], soldOutAt: state.soldOutAt };
-    });
+    const panels = await Promise.all(
+      views.map(async (view): Promise<StockPanel> => {
+        const state = this.stockState.get(view.id)!;
+        if (dt > 0) pushSample(state.rate, Math.max(0, state.available - view.available) / dt);
+        state.available = view.available;
+        const { id, name, total, available, held, sold, status, version } = view;
+        const room = view.waitingRoom ? await this.roomPanel(id, dt) : undefined;
+        return { id, name, total, available, held, sold, status, version, rate: [...state.rate], soldOutAt: state.soldOutAt, ...(room ? { room } : {}) };
+      }),
+    );
     // The busiest (recent units/s), then the newest changes (version).
     const recent = (p: StockPanel) => p.rate.slice(-10).reduce((a, b) => a + b, 0);
     panels.sort((a, b) => recent(b) - recent(a) || b.version - a.version);
