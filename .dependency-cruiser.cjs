@@ -58,7 +58,7 @@ module.exports = {
       from: { path: "^(scripts|loadtests)/" },
       to: {
         path: "^(services|test)/|^(scripts|loadtests)/",
-        pathNot: ["^$1/", "^services/api/(app|rate-limit|released-subscriber|sold-out-cache)\\.ts$"],
+        pathNot: ["^$1/", "^services/api/(app|rate-limit|released-subscriber|allocate/sold-out-cache)\\.ts$"],
       },
     },
     {

@@ -8,7 +8,7 @@ import { Hono } from "hono";
 import { ipv6Groups, plainAddress, rateLimitKey } from "../services/api/client-address.ts";
 import { ApiProblem, problemResponse } from "../services/api/problem.ts";
 import { ipRateLimit, TokenBuckets, trustedProxyMatcher } from "../services/api/rate-limit.ts";
-import { RefusalCache } from "../services/api/sold-out-cache.ts";
+import { RefusalCache } from "../services/api/allocate/sold-out-cache.ts";
 import { cachedVerifier } from "../services/api/token-cache.ts";
 
 describe("TokenBuckets", () => {

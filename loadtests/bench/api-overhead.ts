@@ -10,7 +10,7 @@ import { parseArgs } from "node:util";
 import { Hono } from "hono";
 import { createApp } from "../../services/api/app.ts";
 import { subscribeReleased } from "../../services/api/released-subscriber.ts";
-import { RefusalCache, withRefusalCache } from "../../services/api/sold-out-cache.ts";
+import { RefusalCache } from "../../services/api/allocate/sold-out-cache.ts";
 import { createKeyLayout } from "../../shared/domain/keys.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { createMetricsRegistry } from "../../shared/metrics.ts";
@@ -30,9 +30,9 @@ const logger = createLogger("api", "info");
 const refusals = new RefusalCache({ ttlMs: 250, registry: createMetricsRegistry("api") });
 const released = subscribeReleased(redis, keys, refusals, logger);
 await released.ready;
-const commands = withRefusalCache(createStockCommands(redis, keys), refusals, redis);
+const commands = createStockCommands(redis, keys);
 const app = createApp({
-  commands, redis, logger, registry: createMetricsRegistry("api"), adminToken: ADMIN, jwtSecret: SECRET, maxBodyBytes: 16384,
+  commands, refusals, redis, logger, registry: createMetricsRegistry("api"), adminToken: ADMIN, jwtSecret: SECRET, maxBodyBytes: 16384,
   rateLimits: { ip: null, allocate: { limit: 1_000_000, windowSeconds: 10 }, purchase: null, cancel: null, trustedProxies: [] },
 });
 

@@ -27,12 +27,17 @@ import { StreamSlots } from "./sse-limit.ts";
 import { createRouter } from "./router.ts";
 import { allocationRoutes } from "./routes/allocations.ts";
 import { stockRoutes } from "./routes/stocks.ts";
+import { allocateRoutes } from "./allocate/route.ts";
+import { createAllocator } from "./allocate/allocator.ts";
+import type { RefusalCache } from "./allocate/sold-out-cache.ts";
 import { queueRoutes } from "./routes/queue.ts";
 import { createRoomCommands } from "../../shared/redis/room.ts";
 import { registerRoomMetrics } from "./room-metrics.ts";
 
 export interface AppDeps {
   commands: StockCommands;
+  /** Refusals from memory for allocate (allocate/sold-out-cache.ts, fed by released-subscriber.ts); none: every allocate goes to Redis. */
+  refusals?: RefusalCache;
   redis: RedisClient;
   logger: Logger;
   registry: Registry;
@@ -159,7 +164,8 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   // Read routes first: /api/stocks/search must win over /api/stocks/{id}.
   if (deps.readRoutes) app.route("/api", deps.readRoutes);
   if (deps.webhookRoutes) app.route("/api", deps.webhookRoutes);
-  app.route("/api", stockRoutes(deps.commands, metrics));
+  app.route("/api", stockRoutes(deps.commands));
+  app.route("/api", allocateRoutes(createAllocator(deps.commands, deps.redis, deps.refusals), metrics));
   const rooms = createRoomCommands(deps.redis, deps.commands.keys);
   registerRoomMetrics(deps.registry, rooms, deps.commands.keys);
   app.route("/api", queueRoutes(rooms, metrics));

@@ -19,7 +19,7 @@ import { DASHBOARD_OPEN_PATHS, dashboardRoutes } from "./dashboard/routes.ts";
 import { createReadRoutes } from "./read-routes.ts";
 import { webhookRoutesFromConfig } from "./routes/webhooks.ts";
 import { subscribeReleased } from "./released-subscriber.ts";
-import { RefusalCache, withRefusalCache } from "./sold-out-cache.ts";
+import { RefusalCache } from "./allocate/sold-out-cache.ts";
 import { StreamSlots } from "./sse-limit.ts";
 import { exitWithSupervisor, superviseWorkers, workerIndex } from "./workers.ts";
 
@@ -56,11 +56,7 @@ const durability = await startDurability(redis, { profile: config.REDIS_DURABILI
 });
 
 let draining = false;
-const commands = withRefusalCache(
-  createStockCommands(redis, keys, { holdRetentionSeconds: config.HOLD_RETENTION_SECONDS, outboxMaxLength: config.OUTBOX_MAX_LENGTH, durability }),
-  refusals,
-  redis,
-);
+const commands = createStockCommands(redis, keys, { holdRetentionSeconds: config.HOLD_RETENTION_SECONDS, outboxMaxLength: config.OUTBOX_MAX_LENGTH, durability });
 const dashboard = new DashboardCollector({ redis, commands, registry, workerMetricsUrls: config.WORKER_METRICS_URLS });
 dashboard.registerStockGauges(registry);
 // Event streams of each port, ended at once on shutdown (else server.stop() waits for them until the deadline).
@@ -68,6 +64,7 @@ const publicStreams = new StreamSlots(config.SSE_MAX_CLIENTS);
 const adminStreams = new StreamSlots(config.SSE_MAX_CLIENTS);
 const app = createApp({
   commands,
+  refusals,
   redis,
   logger,
   registry,

@@ -129,12 +129,12 @@ const DOMAIN_STATUS: Record<DomainErrorCode, ContentfulStatusCode> = {
   invalid_request: 400,
   outbox_full: 503,
   not_admitted: 403,
-  no_waiting_room: 404,
+  no_waiting_room: 409,
   draw_not_ready: 409,
 };
 
 /**
- * The refusal cache (sold-out-cache.ts) throws the same DomainError for every doomed request: its
+ * The refusal cache (allocate/sold-out-cache.ts, through allocate/allocator.ts) throws the same DomainError for every doomed request: its
  * ApiProblem (an Error, whose construction captures a stack) is built once, not once per request.
  */
 const problemOf = new WeakMap<DomainError, ApiProblem>();

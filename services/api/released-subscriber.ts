@@ -16,7 +16,7 @@ import { Cluster, type Redis } from "ioredis";
 import type { KeyLayout } from "../../shared/domain/keys.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { retryStart } from "../../shared/retry.ts";
-import type { RefusalCache } from "./sold-out-cache.ts";
+import type { RefusalCache } from "./allocate/sold-out-cache.ts";
 
 export interface ReleasedSubscriber {
   /** Resolves once every channel is subscribed (waiting for Redis if it is not up yet); rejects only on what retrying cannot fix, or on close() meanwhile. */

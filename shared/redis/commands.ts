@@ -156,6 +156,36 @@ export function expireCall(keys: KeyLayout, allocationId: string, stockId: strin
   };
 }
 
+/** allocate.lua's calling convention (see its header): KEYS 1-10 and ARGV 1-10, built once per request. */
+export function allocateCall(keys: KeyLayout, input: AllocateInput, outboxMaxLength: number): ScriptCall {
+  const shard = keys.shardOf(input.stockId);
+  const allocationId = keys.newAllocationId(input.stockId);
+  const key = input.idempotencyKey;
+  // What makes two requests "the same" for an Idempotency-Key: the user, the stock and the quantity.
+  // The user is in it as well as in the key, so a record can never answer another user even if
+  // two key names ever met; a JSON array cannot join two different tuples into one string.
+  const fingerprint = allocateFingerprint(input.userId, input.stockId, input.quantity);
+  // Without an Idempotency-Key the request still gets a record, under an id of its own: a reply
+  // lost with its connection is retried with the very same call, and the script answers the hold
+  // it made the first time instead of making a second one (docs/design.md §3).
+  const recordKey = key === undefined ? keys.allocationRequest(input.stockId, crypto.randomUUID()) : keys.idempotency(input.stockId, input.userId, key);
+  return {
+    keys: [keys.stock(input.stockId), keys.stockBuyers(input.stockId), keys.hold(allocationId), keys.holdsDue(shard), recordKey, keys.outbox(shard), ...roomReleaseKeys(keys, input.stockId)],
+    args: [
+      input.stockId,
+      input.userId,
+      input.quantity,
+      allocationId,
+      newEventId(),
+      fingerprint,
+      key === undefined ? REQUEST_RECORD_TTL_SECONDS : IDEMPOTENCY_TTL_SECONDS,
+      outboxMaxLength,
+      traceArg(input.traceparent),
+      input.admissionToken ?? "",
+    ],
+  };
+}
+
 /** KEYS 7-10 of allocate, cancel and expire: the stock's waiting room (untouched when it has none). */
 function roomReleaseKeys(keys: KeyLayout, stockId: string): string[] {
   const room = keys.room(stockId);
@@ -238,36 +268,14 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
     },
 
     async allocate(input) {
-      const k = shardKeys(input.stockId);
-      const allocationId = keys.newAllocationId(input.stockId);
-      const key = input.idempotencyKey;
-      // What makes two requests "the same" for an Idempotency-Key: the user, the stock and the quantity.
-      // The user is in it as well as in the key, so a record can never answer another user even if
-      // two key names ever met; a JSON array cannot join two different tuples into one string.
-      const fingerprint = allocateFingerprint(input.userId, input.stockId, input.quantity);
-      // Without an Idempotency-Key the request still gets a record, under an id of its own: a reply
-      // lost with its connection is retried below with the very same arguments, and the script
-      // answers the hold it made the first time instead of making a second one (docs/design.md §3).
-      const recordKey = key === undefined ? keys.allocationRequest(input.stockId, crypto.randomUUID()) : keys.idempotency(input.stockId, input.userId, key);
-      const args = [
-        input.stockId,
-        input.userId,
-        input.quantity,
-        allocationId,
-        newEventId(),
-        fingerprint,
-        key === undefined ? REQUEST_RECORD_TTL_SECONDS : IDEMPOTENCY_TTL_SECONDS,
-        outboxMaxLength,
-        traceArg(input.traceparent),
-        input.admissionToken ?? "",
-      ];
-      const scriptKeys = [k.stock, k.buyers, keys.hold(allocationId), k.due, recordKey, k.outbox, ...roomReleaseKeys(keys, input.stockId)];
-      const reply = await retryLostReply(() => runScript(redis, "fsAllocate", scriptKeys, args));
+      const call = allocateCall(keys, input, outboxMaxLength);
+      // A lost reply is retried with the very same call: the request record makes the retry find its first run.
+      const reply = await retryLostReply(() => runScript(redis, "fsAllocate", call.keys, call.args));
       if (reply[0] === "ok" || reply[0] === "replay") {
         // A replay is waited for too: its first run may be the one whose reply was lost, not yet durable.
-        await durability.afterWrite(k.stock);
+        await durability.afterWrite(keys.stock(input.stockId));
         // A replay of our own request id is our retry finding its first run: a new hold to the caller.
-        return { allocation: JSON.parse(String(reply[1])) as AllocationView, replayed: reply[0] === "replay" && key !== undefined };
+        return { allocation: JSON.parse(String(reply[1])) as AllocationView, replayed: reply[0] === "replay" && input.idempotencyKey !== undefined };
       }
       return fail(reply, { stockId: input.stockId });
     },

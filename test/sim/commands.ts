@@ -8,7 +8,7 @@ import fc from "fast-check";
 import type { ModelHold, WriteSideModel, Expected } from "./model.ts";
 import type { SimSystem } from "./system.ts";
 
-export const USERS = ["ua", "ub", "uc"] as const;
+const USERS = ["ua", "ub", "uc"] as const;
 const MAX_STOCKS = 5;
 
 export class SimMismatch extends Error {

@@ -9,7 +9,7 @@
  * (scoped, as in Redis, by stock and user): the request's fingerprint and the first answer (I5).
  */
 
-export type HoldStatus = "held" | "purchased" | "cancelled" | "expired";
+type HoldStatus = "held" | "purchased" | "cancelled" | "expired";
 
 export interface ModelEvent {
   type: "StockCreated" | "StockAllocated" | "PurchaseCompleted" | "StockReleased";
@@ -175,4 +175,4 @@ export class WriteSideModel {
   }
 }
 
-export const idemKey = (stockId: string, userId: string, key: string) => `${stockId}\u0000${userId}\u0000${key}`;
+const idemKey = (stockId: string, userId: string, key: string) => `${stockId}\u0000${userId}\u0000${key}`;

@@ -14,16 +14,12 @@
  * answer; the probe's answer refreshes or drops the entry. So a stampede on a sold-out stock costs
  * Redis about 1000 / SOLD_OUT_CACHE_MS scripts per second per instance, whatever the request rate.
  *
- * Idempotency (I5) stays exact: a request with an Idempotency-Key whose record exists gets its first
- * answer again. A refusal from memory for such a request first reads the record (one GET, no Lua):
- * replayed when it matches, 422 when it does not, the cached refusal when there is none.
+ * This module is the cache alone: plain state, no I/O. allocator.ts consults and teaches it around
+ * each allocation; released-subscriber.ts feeds it the "released" messages.
  */
-import type { RedisClient } from "../../shared/redis/client.ts";
-import { DomainError } from "../../shared/domain/errors.ts";
+import type { DomainError } from "../../../shared/domain/errors.ts";
 import type { Registry } from "prom-client";
-import { prom } from "../../shared/metrics.ts";
-import { allocateFingerprint, type AllocateInput, type AllocateResult, type IdempotencyRecord, type StockCommands } from "../../shared/redis/commands.ts";
-import type { AllocationView } from "../../shared/domain/views.ts";
+import { prom } from "../../../shared/metrics.ts";
 
 type CachedCode = "sold_out" | "not_started" | "ended";
 
@@ -165,54 +161,4 @@ function bounded<V>(map: Map<string, V>, key: string, value: V, max: number): vo
   map.delete(key);
   map.set(key, value);
   if (map.size > max) map.delete(map.keys().next().value as string);
-}
-
-/**
- * The same StockCommands, with allocate answered from the cache where it can. Everything else is
- * passed through unchanged.
- */
-/** The cache behind commands made by withRefusalCache (for the allocate route's fast path). */
-export const refusalCacheOf = new WeakMap<StockCommands, RefusalCache>();
-
-export function withRefusalCache(commands: StockCommands, cache: RefusalCache, redis: RedisClient): StockCommands {
-  const keys = commands.keys;
-
-  /** The first answer of an Idempotency-Key, read without running the script (as allocate.lua does first). */
-  async function replay(input: AllocateInput & { idempotencyKey: string }): Promise<AllocateResult | null> {
-    const stored = await redis.get(keys.idempotency(input.stockId, input.userId, input.idempotencyKey));
-    if (stored === null) return null;
-    const record = JSON.parse(stored) as IdempotencyRecord;
-    if (record.fingerprint !== allocateFingerprint(input.userId, input.stockId, input.quantity)) {
-      throw new DomainError("idempotency_key_reused", "Idempotency-Key was used for a different request", { stockId: input.stockId });
-    }
-    return { allocation: JSON.parse(record.response) as AllocationView, replayed: true };
-  }
-
-  const cached: StockCommands = {
-    ...commands,
-    async allocate(input) {
-      const hit = cache.lookup(input.stockId);
-      if ("error" in hit) {
-        if (input.idempotencyKey !== undefined) {
-          const first = await replay(input as AllocateInput & { idempotencyKey: string });
-          if (first) return first;
-        }
-        cache.count(hit.error.code);
-        throw hit.error;
-      }
-      try {
-        const result = await commands.allocate(input);
-        // A replay says nothing about the stock (the script answers it before looking at the stock).
-        if (result.replayed) cache.probeFailed(input.stockId);
-        else cache.learn(input.stockId, null);
-        return result;
-      } catch (err) {
-        if (err instanceof DomainError && err.code !== "idempotency_key_reused") cache.learn(input.stockId, err);
-        else cache.probeFailed(input.stockId);
-        throw err;
-      }
-    },
-  };
-  refusalCacheOf.set(cached, cache);
-  return cached;
 }

@@ -3,7 +3,7 @@
  * answered here, before Hono's validator chain for params, headers and body (measured about a
  * quarter of the api's CPU on a refusal from memory, and ~10 % of a live allocation in-process):
  * from the refusal cache when it holds a fresh answer for the stock, else by the same allocation
- * the route's handler makes (`allocateFor`, shared with it). "Would accept" is decided by the
+ * the route's handler makes (`allocateFor`, shared with it, through allocator.ts). "Would accept" is decided by the
  * same zod schemas, applied directly: anything that is not plainly valid (an Idempotency-Key, a
  * body that is not a valid `{ quantity }`, a content type the route does not declare) takes the
  * normal path, so every 400/415/422 and every replay is exactly what the route answers. Runs after
@@ -11,27 +11,26 @@
  */
 import type { Context, MiddlewareHandler } from "hono";
 import type { AllocationView } from "../../../shared/domain/views.ts";
-import type { StockCommands } from "../../../shared/redis/commands.ts";
 import { requireUser } from "../auth.ts";
 import type { AppEnv } from "../env.ts";
 import type { ApiMetrics } from "../metrics.ts";
 import { problemFromDomain, problemResponse } from "../problem.ts";
 import { admissionHeader, allocateBody, stockIdParam } from "../schemas.ts";
-import { refusalCacheOf } from "../sold-out-cache.ts";
+import type { Allocator } from "./allocator.ts";
 
 const JSON_TYPE = /^application\/json\s*(;|$)/i;
 
 /** The route's work once its input is known valid: allocate and count the outcome (the caller answers 201). */
 export async function allocateFor(
   c: Context<AppEnv>,
-  commands: StockCommands,
+  allocator: Allocator,
   metrics: ApiMetrics,
   input: { stockId: string; quantity: number; idempotencyKey: string | undefined; admissionToken: string | undefined },
 ): Promise<AllocationView> {
   const userId = requireUser(c);
   const { stockId, quantity, idempotencyKey, admissionToken } = input;
   try {
-    const { allocation, replayed } = await commands.allocate({ stockId, userId, quantity, idempotencyKey, admissionToken, traceparent: c.get("trace").traceparent });
+    const { allocation, replayed } = await allocator.allocate({ stockId, userId, quantity, idempotencyKey, admissionToken, traceparent: c.get("trace").traceparent });
     const outcome = replayed ? "replayed" : "held";
     metrics.allocationCounts.inc(outcome, () => ({ outcome }));
     if (replayed) c.header("Idempotent-Replayed", "true");
@@ -44,15 +43,14 @@ export async function allocateFor(
   }
 }
 
-export function allocateFastPath(commands: StockCommands, metrics: ApiMetrics): MiddlewareHandler<AppEnv> {
-  const cache = refusalCacheOf.get(commands);
+export function allocateFastPath(allocator: Allocator, metrics: ApiMetrics): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     if (c.req.header("idempotency-key") !== undefined) return next();
     const admissionToken = c.req.header("admission-token");
     if (admissionToken !== undefined && !admissionHeader.safeParse({ "admission-token": admissionToken }).success) return next();
     const id = c.req.param("id") ?? "";
     // Ids in the cache were validated by the route before, so a raw id found there is a valid one.
-    const error = cache?.peek(id) ?? null;
+    const error = allocator.cachedRefusal(id);
     if (error === null && !stockIdParam.safeParse({ id }).success) return next();
     let quantity = 1; // no body means one unit, as in the route
     const type = c.req.header("content-type");
@@ -68,9 +66,9 @@ export function allocateFastPath(commands: StockCommands, metrics: ApiMetrics): 
       if (!parsed.success) return next();
       quantity = parsed.data.quantity;
     }
-    if (error === null) return c.json(await allocateFor(c, commands, metrics, { stockId: id, quantity, idempotencyKey: undefined, admissionToken }), 201);
+    if (error === null) return c.json(await allocateFor(c, allocator, metrics, { stockId: id, quantity, idempotencyKey: undefined, admissionToken }), 201);
     metrics.allocationCounts.inc(error.code, () => ({ outcome: error.code }));
-    cache?.count(error.code);
+    allocator.countFromMemory(error.code);
     return problemResponse(c, problemFromDomain(error));
   };
 }
