@@ -57,8 +57,8 @@ const RUN_BUDGET_MS = 150_000;
 /** The user of the user-token run: the document's example user id, so its examples reach 200s. */
 const USER = "alice";
 const SHARDS = 4;
-/** Operations in /openapi.json (write side 6, read side 3, webhooks 3). */
-const OPERATIONS = 12;
+/** Operations in /openapi.json (write side 6, read side 3, webhooks 3, waiting room 4). */
+const OPERATIONS = 16;
 
 let schemathesisBin: string;
 let db: TestDatabase;

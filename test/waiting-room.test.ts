@@ -32,7 +32,9 @@ describeEachRedis((target) => {
       const plainId = ((await plain.json()) as { id: string }).id;
       expect((await get<{ waitingRoom?: unknown }>(`/api/stocks/${plainId}`)).body.waitingRoom).toBeUndefined();
       const [buyer] = await room.buyers(1, "plain");
-      expect((await room.join(plainId, buyer!)).body.code).toBe("no_waiting_room");
+      const refused = await room.join(plainId, buyer!);
+      // 409: the stock exists; its state (no room) refuses the join. A 404 read as "the stock is gone".
+      expect({ status: refused.status, code: refused.body.code }).toEqual({ status: 409, code: "no_waiting_room" });
       expect((await room.allocate(plainId, buyer!, undefined)).status).toBe(201);
     });
   });

@@ -129,7 +129,7 @@ const DOMAIN_STATUS: Record<DomainErrorCode, ContentfulStatusCode> = {
   invalid_request: 400,
   outbox_full: 503,
   not_admitted: 403,
-  no_waiting_room: 404,
+  no_waiting_room: 409,
   draw_not_ready: 409,
 };
 

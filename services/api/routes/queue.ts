@@ -24,7 +24,14 @@ const SSE_INTERVAL_MS = 250;
 const SSE_MAX_MS = 10 * 60_000;
 const FINAL_STATES = new Set(["sold_out", "expired", "done"]);
 
-const noRoom = [404, "`not_found`: no such stock; `no_waiting_room`: the stock sells without a waiting room"] as const;
+const noStock = [404, "`not_found`: no such stock"] as const;
+/**
+ * A stock that sells without a waiting room is a 409, not a 404: the stock is there, its state (no room)
+ * is what refuses the request, like `not_started` or `ended` on allocate. (A 404 also read, to a client
+ * and to schemathesis' stateful checks, as "the stock you just created is gone".)
+ */
+const NO_ROOM = "`no_waiting_room`: the stock sells without a waiting room";
+const noRoom = [409, NO_ROOM] as const;
 
 const join = createRoute({
   method: "post",
@@ -40,7 +47,7 @@ const join = createRoute({
     201: jsonContent(ticketView, "joined"),
     200: jsonContent(ticketView, "the user's existing ticket"),
     ...edgeProblems("post"),
-    ...problems(400, [401, "`unauthorized`: no user token"], [403, "`forbidden`: the admin token"], noRoom, [409, "`sold_out`: nothing left and nothing can come back; `ended`"]),
+    ...problems(400, [401, "`unauthorized`: no user token"], [403, "`forbidden`: the admin token"], noStock, [409, `\`sold_out\`: nothing left and nothing can come back; \`ended\`; ${NO_ROOM}`]),
   },
 });
 
@@ -61,7 +68,7 @@ const me = createRoute({
       content: { "application/json": { schema: ticketView }, "text/event-stream": { schema: z.string().openapi({ description: "`event: ticket` / `data: <Ticket JSON>`" }) } },
     },
     ...edgeProblems("get"),
-    ...problems(400, [401, "`unauthorized`: no user token"], [403, "`forbidden`: the admin token"], [404, "`not_found`: no ticket (join first) or no such stock; `no_waiting_room`"], [429, "`rate_limited`: over RATE_LIMIT_QUEUE_POLL"]),
+    ...problems(400, [401, "`unauthorized`: no user token"], [403, "`forbidden`: the admin token"], [404, "`not_found`: no ticket (join first) or no such stock"], noRoom, [429, "`rate_limited`: over RATE_LIMIT_QUEUE_POLL"]),
   },
 });
 
@@ -74,7 +81,7 @@ const figures = createRoute({
   tags: ["waiting room"],
   summary: "The room's public figures and the draw's commitment (and the seed once revealed)",
   request: { params: stockIdParam },
-  responses: { 200: jsonContent(roomView, "the room"), ...edgeProblems("get"), ...problems(400, noRoom) },
+  responses: { 200: jsonContent(roomView, "the room"), ...edgeProblems("get"), ...problems(400, noStock, noRoom) },
 });
 
 const draw = createRoute({
@@ -86,7 +93,7 @@ const draw = createRoute({
   tags: ["waiting room"],
   summary: "The pre-queue in drawn order with the revealed seed, so anyone can check it (after the start)",
   request: { params: stockIdParam },
-  responses: { 200: jsonContent(drawView, "the draw"), ...edgeProblems("get"), ...problems(400, noRoom, [409, "`draw_not_ready`: before startsAt"]) },
+  responses: { 200: jsonContent(drawView, "the draw"), ...edgeProblems("get"), ...problems(400, noStock, [409, `\`draw_not_ready\`: before startsAt; ${NO_ROOM}`]) },
 });
 
 export function queueRoutes(rooms: RoomCommands, metrics: ApiMetrics): OpenAPIHono<AppEnv> {
