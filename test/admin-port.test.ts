@@ -5,7 +5,6 @@
  * (SSE_MAX_CLIENTS, 503 with Retry-After). Real Redis behind the api; a real worker binary for the bind.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { networkInterfaces } from "node:os";
 import { Hono } from "hono";
 import { streamSSE } from "hono/streaming";
 import { Registry } from "prom-client";
@@ -16,12 +15,11 @@ import { createTestApi, TEST_ADMIN_TOKEN, type TestApi } from "./support/api.ts"
 import { killChild } from "./support/processes.ts";
 import { spawnService, stackEnv, uniqueName } from "../shared/dev/env.ts";
 
-/** An address of this machine that is not loopback (where a port bound to 0.0.0.0 answers too), if it has one. */
-function ownNonLoopbackAddress(): string | undefined {
-  return Object.values(networkInterfaces())
-    .flat()
-    .find((a) => a && a.family === "IPv4" && !a.internal)?.address;
-}
+/**
+ * Another address of the loopback range: a port bound to 0.0.0.0 answers there too, one bound to
+ * 127.0.0.1 does not. So the test tells the two binds apart without a packet leaving loopback.
+ */
+const OTHER_LOOPBACK = "127.0.0.2";
 
 async function reachable(url: string): Promise<boolean> {
   return fetch(url, { signal: AbortSignal.timeout(2_000) }).then(
@@ -36,9 +34,14 @@ describe("ADMIN_HOST", () => {
     expect(parseConfig(relaySchema, { ADMIN_HOST: "0.0.0.0" }).ADMIN_HOST).toBe("0.0.0.0");
   });
 
-  test("a worker binary (the expirer) answers on loopback only, not on the machine's other address", async () => {
-    const other = ownNonLoopbackAddress();
-    expect(other).toBeDefined(); // without one, this test could not tell 0.0.0.0 from 127.0.0.1
+  test("a worker binary (the expirer) answers on 127.0.0.1 only, not on every address (0.0.0.0)", async () => {
+    // The check has teeth: a server bound to 0.0.0.0 does answer on the other loopback address.
+    const wide = Bun.serve({ hostname: "0.0.0.0", port: 0, fetch: () => new Response("ok") });
+    try {
+      expect(await reachable(`http://${OTHER_LOOPBACK}:${wide.port}/`)).toBe(true);
+    } finally {
+      await wide.stop(true);
+    }
     const { child, adminPort } = spawnService("expirer", { REDIS_URL: stackEnv.REDIS_URL, REDIS_KEY_PREFIX: uniqueName("adm"), OUTBOX_SHARDS: "1" });
     try {
       let up = false;
@@ -47,7 +50,7 @@ describe("ADMIN_HOST", () => {
         if (!up) await Bun.sleep(100);
       }
       expect(up).toBe(true);
-      expect(await reachable(`http://${other}:${adminPort}/healthz`)).toBe(false);
+      expect(await reachable(`http://${OTHER_LOOPBACK}:${adminPort}/healthz`)).toBe(false);
     } finally {
       await killChild(child);
     }

@@ -120,9 +120,13 @@ describe("REDIS_DURABILITY", () => {
     try {
       const version = /redis_version:(\d+)\.(\d+)/.exec(await redis.info("server"))!;
       if (Number(version[1]) > 7 || (Number(version[1]) === 7 && Number(version[2]) >= 2)) {
-        const { registry, commands } = await setUp("fsync", 2_000);
-        await commands.allocate({ stockId: "durable", userId: "u4", quantity: 1 });
-        expect(await counter(registry, "flashsale_redis_durability_wait_seconds_count", { profile: "fsync" })).toBeGreaterThan(0);
+        const { registry, commands, redis: own } = await setUp("fsync", 2_000);
+        try {
+          await commands.allocate({ stockId: "durable", userId: "u4", quantity: 1 });
+          expect(await counter(registry, "flashsale_redis_durability_wait_seconds_count", { profile: "fsync" })).toBeGreaterThan(0);
+        } finally {
+          own.disconnect();
+        }
         return;
       }
       expect(await redis.config("GET", "appendfsync")).toEqual(["appendfsync", "everysec"]);
@@ -140,8 +144,12 @@ describe("REDIS_DURABILITY", () => {
       expect(await api.exited).toBe(1);
       expect(err).toContain("REDIS_DURABILITY cannot be kept by this Redis");
       await redis.config("SET", "appendfsync", "always");
-      const { commands } = await setUp("fsync", 500);
-      expect((await commands.allocate({ stockId: "durable", userId: "u5", quantity: 1 })).allocation.status).toBe("held");
+      const always = await setUp("fsync", 500);
+      try {
+        expect((await always.commands.allocate({ stockId: "durable", userId: "u5", quantity: 1 })).allocation.status).toBe("held");
+      } finally {
+        always.redis.disconnect(); // else it reconnects to the stopped private server for the rest of the run
+      }
     } finally {
       await redis.config("SET", "appendfsync", "everysec");
       redis.disconnect();

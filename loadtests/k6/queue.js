@@ -88,18 +88,25 @@ function join(i) {
   if (Date.now() >= START_AT) lateJoins.add(1);
 }
 
-/** An admitted buyer: allocate with its token, then buy (or cancel, or let the admission expire). */
-function serve(i, t, s) {
+/**
+ * An admitted buyer allocates with its token (or, IGNORE_PCT of them, lets the admission expire: its unit goes to the
+ * next ticket). Returns the hold to settle after the batch's other allocations, or null.
+ */
+function claim(i, t, s) {
   admitted.add(1);
   waitToAdmit.add(Date.now() - s.joinedAt);
-  const roll = (i * 2654435761) % 100;
-  if (roll < IGNORE_PCT) {
-    s.ignored = true; // its admission expires; its unit goes to the next ticket
-    return;
+  if ((i * 2654435761) % 100 < IGNORE_PCT) {
+    s.ignored = true;
+    return null;
   }
   const view = allocate(STOCK, tokens[i], { quantity: 1, wantView: true, idempotencyKey: `queue-${i}`, retryLost: true, headers: { "Admission-Token": t.admissionToken } });
   if (view === null) notAdmitted.add(1);
-  else changeHold(roll < IGNORE_PCT + CANCEL_PCT ? "cancel" : "purchase", view, tokens[i]);
+  return view;
+}
+
+/** Buys the hold (CANCEL_PCT of buyers cancel it instead: a returned unit admits the next ticket). */
+function settle(i, view) {
+  changeHold((i * 2654435761) % 100 < IGNORE_PCT + CANCEL_PCT ? "cancel" : "purchase", view, tokens[i]);
 }
 
 /**
@@ -126,6 +133,9 @@ export function queue() {
       continue;
     }
     const answers = http.batch(due.map((i) => ["GET", `${BASE_URL}/api/stocks/${STOCK}/queue/me`, null, { headers: auth(i), tags: { name: "poll" } }]));
+    // Every admitted buyer of the batch allocates first, then the holds are settled: a purchase never
+    // delays another buyer's allocate (an admission lasts its TTL from the moment it was given).
+    const holds = [];
     due.forEach((i, k) => {
       const s = state.get(i);
       const res = answers[k];
@@ -138,7 +148,8 @@ export function queue() {
       }
       const t = res.json();
       if (t.state === "admitted" && !s.ignored) {
-        serve(i, t, s);
+        const view = claim(i, t, s);
+        if (view !== null) holds.push([i, view]);
         s.next = Date.now();
       } else if (t.state === "waiting" || t.state === "admitted") {
         s.backoff = Math.min(MAX_BACKOFF_MS, s.backoff * 2);
@@ -148,6 +159,7 @@ export function queue() {
         state.delete(i);
       }
     });
+    for (const [i, view] of holds) settle(i, view);
   }
 }
 

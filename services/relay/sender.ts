@@ -30,6 +30,15 @@ import { errorMessage } from "./health.ts";
 export const STOP_SEND_GRACE_MS = 5_000;
 /** Broker-side limit of an open transaction: a relay killed mid-transaction holds back read-committed consumers of its partitions at most this long (less when the next owner initialises first). */
 const TRANSACTION_TIMEOUT_MS = 30_000;
+/**
+ * kafkajs' retry of a transactional send. Back-to-back transactions of one producer meet the
+ * previous commit still writing its markers: AddPartitionsToTxn answers CONCURRENT_TRANSACTIONS,
+ * and kafkajs retries the whole send after initialRetryTime (±20 %, doubling, capped). The Java
+ * client waits ~20 ms for this; at 100 ms each hit cost ~100–600 ms of latency (docs/relay.md,
+ * "Latency of one event"). 20 ms doubling 7 times still covers ~2.5 s of a broker blip (100 ms × 5
+ * covered ~3 s). Fencing is unaffected: INVALID_PRODUCER_EPOCH / PRODUCER_FENCED are not retried.
+ */
+const TRANSACTIONAL_SEND_RETRY = { retries: 7, initialRetryTime: 20, maxRetryTime: 2_000 } as const;
 const ABANDONED = Symbol("abandoned");
 
 export type SendOutcome = "sent" | "abandoned" | "fenced";
@@ -143,7 +152,7 @@ export class KafkaSender {
       allowAutoTopicCreation: false,
       // The same (Java-compatible murmur2) partitioner as every other producer: a stock keeps its partition.
       createPartitioner: Partitioners.DefaultPartitioner,
-      retry: { retries: 5, initialRetryTime: 100, maxRetryTime: 2_000 },
+      retry: TRANSACTIONAL_SEND_RETRY,
     });
     try {
       await producer.connect();
