@@ -82,6 +82,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
+  if (kafka && process.env.FLASHSALE_TEST_CHILD_LOGS) kafka.keepLogs(`${process.env.FLASHSALE_TEST_CHILD_LOGS}/kafka-cluster`);
   // The brokers first (stack.sh down, in parallel), then the rest; one failing step does not skip the others.
   await Promise.all([
     kafka?.stop(),
@@ -182,6 +183,53 @@ async function waitWhileProgressing(progress: () => number, done: () => boolean,
   }
 }
 
+/**
+ * Where the events stopped, for a drain that made no progress: per partition how far the reader got
+ * against the last stable offset (a reader behind it stalled; an LSO that stops short of the relay's
+ * sends is held back by an open transaction), the outbox per shard (entries, pending on the relay),
+ * and the cluster's open and hanging transactions.
+ */
+async function stallReport(): Promise<string> {
+  const lines: string[] = [];
+  const readTo = new Map<number, number>();
+  for (const m of reader.messages) readTo.set(m.partition, Math.max(readTo.get(m.partition) ?? 0, Number(m.offset) + 1));
+  const ends = await kafka.committedEnds(h.topic).catch((err) => new Map([[-1, String(err)]]));
+  lines.push(`partition: read to / last stable offset: ${[...ends].map(([p, lso]) => `${p}: ${readTo.get(p) ?? 0}/${lso}`).join(", ")}`);
+  const outbox = await Promise.all(
+    h.keys.allShards().map(async (s) => `${s}: ${await h.redis.xlen(h.keys.outbox(s))} entries, ${((await h.redis.xpending(h.keys.outbox(s), "relay")) as [number])[0]} pending`),
+  );
+  lines.push(`outbox: ${outbox.join("; ")}`);
+  lines.push(await kafka.transactions("list").catch((err) => String(err)));
+  // The missing events: does a fresh read_committed reader see them (our reader skipped them), or a
+  // read_uncommitted one (they are there, in an aborted transaction)?
+  const missing = new Set(verify(reader.messages, await stockVersions(h, [...new Set(reader.messages.map((m) => m.aggregateId))])).missing);
+  const key = (m: TopicMessage) => `${m.aggregateId}@${m.version}`;
+  lines.push(`missing: ${missing.size} (${[...missing].slice(0, 5).join(", ")}…)`);
+  for (const uncommitted of [false, true]) {
+    const fresh = new TopicReader(h.topic, kafka.brokers, uncommitted);
+    await fresh.start();
+    await waitUntil(() => fresh.messages.length >= reader.messages.length, 30_000, "the fresh reader").catch(() => {});
+    await Bun.sleep(2_000);
+    const found = fresh.messages.filter((m) => missing.has(key(m)));
+    lines.push(
+      `a fresh ${uncommitted ? "read_uncommitted" : "read_committed"} reader: ${fresh.messages.length} messages, ${found.length} of the missing ` +
+        `(${found.slice(0, 5).map((m) => `${key(m)} p${m.partition}@${m.offset} t+${m.timestamp - reader.messages[0]!.timestamp}`).join(", ")})`,
+    );
+    await fresh.stop();
+  }
+  for (const node of [1, 2, 3]) lines.push(`find-hanging ${node}: ${await kafka.transactions("find-hanging", "--broker-id", String(node)).catch((err) => String(err))}`);
+  return lines.join("\n");
+}
+
+/** Every 10 s while the test runs: allocations sent, events on the topic (unique). */
+function progressLog(load: { readonly sent: number }): () => void {
+  const startedAt = Date.now();
+  const timer = setInterval(() => {
+    console.log(`[broker-failure] +${Math.round((Date.now() - startedAt) / 1000)} s: ${load.sent} allocations sent, ${reader.uniqueIds().size} events read (${reader.messages.length} messages)`);
+  }, 10_000);
+  return () => clearInterval(timer);
+}
+
 /** kill -9 of a node, `up` 10 s later, then until every partition has its three replicas in sync again. */
 async function killAndRestart(node: number): Promise<{ killedAt: number; upMs: number; inSyncMs: number }> {
   const killedAt = Date.now();
@@ -214,6 +262,7 @@ test.skipIf(process.env.FLASHSALE_BROKER_FAILURE !== "1")("kill -9 of the busies
     await waitUntil(() => reader.uniqueIds().size >= STOCKS, 60_000, "the StockCreated events on the topic");
 
     const load = paceLoad(stocks, RATE);
+    const stopProgress = progressLog(load);
     await Bun.sleep(6_000);
     const beforeFaults = duplicatesSoFar();
 
@@ -235,7 +284,14 @@ test.skipIf(process.env.FLASHSALE_BROKER_FAILURE !== "1")("kill -9 of the busies
     const versions = await stockVersions(h, stocks);
     const total = [...versions.values()].reduce((a, b) => a + b, 0);
     // As long as the relay makes progress: a slow machine drains slowly (three brokers cost it), a stuck relay stops.
-    await waitWhileProgressing(() => reader.uniqueIds().size, () => verify(reader.messages, versions).missing.length === 0, 30_000, `all ${total} events on the topic`);
+    try {
+      await waitWhileProgressing(() => reader.uniqueIds().size, () => verify(reader.messages, versions).missing.length === 0, 30_000, `all ${total} events on the topic`);
+    } catch (err) {
+      console.log(`[broker-failure] stalled:\n${await stallReport()}`);
+      throw err;
+    } finally {
+      stopProgress();
+    }
     await Bun.sleep(1_000); // a late copy would arrive now
     const verdict = verify(reader.messages, versions);
     const gaps = [publishingGap(reader.messages, fault1.killedAt), publishingGap(reader.messages, fault2.killedAt)];
