@@ -167,6 +167,16 @@ function publishingGap(messages: readonly TopicMessage[], faultAt: number): { ga
   return worst;
 }
 
+/** Messages committed per 5 s around a fault, by the relay's send time (`-5:n` is the 5 s before it): the shape of the pause. */
+function publishedAround(messages: readonly TopicMessage[], faultAt: number): string {
+  const buckets = new Map<number, number>();
+  for (const m of messages) {
+    const b = Math.floor((m.timestamp - faultAt) / 5_000) * 5;
+    if (b >= -10 && b <= 60) buckets.set(b, (buckets.get(b) ?? 0) + 1);
+  }
+  return [...buckets].sort((a, b) => a[0] - b[0]).map(([b, n]) => `${b}:${n}`).join(" ");
+}
+
 /** Copies of one event on the topic so far (whatever the relay's backlog). */
 function duplicatesSoFar(): { messages: number; duplicates: number } {
   return { messages: reader.messages.length, duplicates: reader.messages.length - reader.uniqueIds().size };
@@ -255,7 +265,7 @@ test.skipIf(process.env.FLASHSALE_BROKER_FAILURE !== "1")("kill -9 of the busies
   const stocks = await createStocks(h, STOCKS, 10_000_000);
   reader = new TopicReader(h.topic, kafka.brokers);
   await reader.start();
-  const relay = spawnRelay({ ...childEnv() });
+  const relay = spawnRelay({ ...childEnv(), LOG_LEVEL: "info" });
   try {
     const children = { relay, "projector-postgres": projectorsPg.start(), "projector-search": projectorsEs.start(), notifier: notifiers.start() };
     // The pipeline runs: the StockCreated events are on the topic.
@@ -302,6 +312,7 @@ test.skipIf(process.env.FLASHSALE_BROKER_FAILURE !== "1")("kill -9 of the busies
         `longest shard pause ${gaps[0]!.gapMs} ms (shard ${gaps[0]!.shard}), publishing again ${gaps[0]!.resumedAfterMs} ms after the kill\n` +
         `[broker-failure] fault 2: kill -9 of the active controller ${controller} (quorum leader now ${newController}); up took ${fault2.upMs} ms, ISRs full ${fault2.inSyncMs} ms later; ` +
         `longest shard pause ${gaps[1]!.gapMs} ms (shard ${gaps[1]!.shard}), publishing again ${gaps[1]!.resumedAfterMs} ms after the kill\n` +
+        `[broker-failure] committed per 5 s from the kills (s:messages): fault 1 ${publishedAround(reader.messages, fault1.killedAt)}; fault 2 ${publishedAround(reader.messages, fault2.killedAt)}\n` +
         `[broker-failure] topic (read_committed): ${reader.messages.length} messages for ${total} events; ${verdict.duplicates} duplicates, ${verdict.missing.length} missing, ${verdict.outOfOrder.length} stocks out of order`,
     );
     expect(exited).toEqual([]);
