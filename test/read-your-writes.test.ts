@@ -5,65 +5,22 @@
  * and says `fresh` (and shows the write) or `stale` (the wait ran out, current data, still 200).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import type { Client } from "@elastic/elasticsearch";
-import type postgres from "postgres";
-import { mintUserToken } from "../shared/dev/token.ts";
-import { createApp } from "../services/api/app.ts";
-import { createReadRoutes } from "../services/api/read-routes.ts";
 import { createReadConsistency } from "../services/api/consistency/stores.ts";
 import { decodeConsistencyToken, encodeConsistencyToken } from "../services/api/consistency/token.ts";
-import { createPostgresProjector } from "../shared/stores/postgres/sink.ts";
 import { notifyProgress } from "../shared/stores/postgres/progress.ts";
-import { createSearchProjector } from "../shared/stores/search/sink.ts";
-import type { Relay } from "../services/relay/relay.ts";
-import { createMetricsRegistry } from "../shared/metrics.ts";
-import type { Projector } from "../shared/projection/projector.ts";
-import { createReaderSql } from "../shared/stores/postgres/client.ts";
-import { createReaderSearchClient } from "../shared/stores/search/mapping.ts";
-import { deleteTopics, dlqTopicOf } from "../shared/kafka/client.ts";
-import { TEST_ADMIN_TOKEN, TEST_JWT_SECRET } from "./support/api.ts";
-import { createTestDatabase, testLogger, testSearchClient, type TestDatabase } from "./support/read-side.ts";
-import { deleteIndices } from "../shared/dev/read-side.ts";
-import { stackEnv, uniqueName } from "../shared/dev/env.ts";
-import { createHarness, type Harness } from "./support/relay-harness.ts";
+import { testLogger } from "./support/read-side.ts";
+import { uniqueName } from "../shared/dev/env.ts";
+import { startPipeline, type Pipeline } from "./support/pipeline.ts";
 
-let h: Harness;
-let db: TestDatabase;
-let es: Client;
-let readerSql: postgres.Sql;
-let readerEs: Client;
-let relay: Relay;
-let app: ReturnType<typeof createApp>;
-let consistency: ReturnType<typeof createReadConsistency>;
-const alias = uniqueName("rywstocks");
-const pgGroup = uniqueName("rywpg");
-const esGroup = uniqueName("rywes");
-let projectors: Projector[] = [];
-const admin = { Authorization: `Bearer ${TEST_ADMIN_TOKEN}` };
+let p: Pipeline;
 const json = { "content-type": "application/json" };
-const userTokens = new Map<string, string>();
-async function as(userId: string) {
-  if (!userTokens.has(userId)) userTokens.set(userId, await mintUserToken(userId, TEST_JWT_SECRET));
-  return { Authorization: `Bearer ${userTokens.get(userId)}` };
-}
-
-async function startProjectors() {
-  projectors = [
-    createPostgresProjector({ brokers: stackEnv.KAFKA_BROKERS.split(","), topic: h.topic, groupId: pgGroup, sql: db.sql, logger: testLogger }),
-    createSearchProjector({ brokers: stackEnv.KAFKA_BROKERS.split(","), topic: h.topic, groupId: esGroup, es, index: alias, logger: testLogger, refresh: "after-write" }),
-  ];
-  await Promise.all(projectors.map((p) => p.start()));
-}
-
-async function stopProjectors() {
-  await Promise.all(projectors.map((p) => p.stop()));
-  projectors = [];
-}
+const as = (userId: string) => p.as(userId);
+const request = (path: string, init?: RequestInit) => p.app.request(path, init);
 
 async function createStock(name: string, quantity: number): Promise<{ id: string; token: string }> {
-  const res = await app.request("/api/stocks", {
+  const res = await request("/api/stocks", {
     method: "POST",
-    headers: { ...admin, ...json },
+    headers: { ...p.admin, ...json },
     body: JSON.stringify({ id: uniqueName("ryw"), name, description: "read your writes", price: 300, quantity, perUserLimit: quantity }),
   });
   expect(res.status).toBe(201);
@@ -73,7 +30,7 @@ async function createStock(name: string, quantity: number): Promise<{ id: string
 }
 
 async function allocate(stockId: string, userId: string): Promise<{ allocationId: string; token: string }> {
-  const res = await app.request(`/api/stocks/${stockId}/allocate`, { method: "POST", headers: { ...(await as(userId)), ...json }, body: "{}" });
+  const res = await request(`/api/stocks/${stockId}/allocate`, { method: "POST", headers: { ...(await as(userId)), ...json }, body: "{}" });
   expect(res.status).toBe(201);
   const token = res.headers.get("Consistency-Token");
   expect(token).toBeTruthy();
@@ -82,42 +39,17 @@ async function allocate(stockId: string, userId: string): Promise<{ allocationId
 
 type Order = { allocationId: string; status: string };
 async function history(userId: string, headers: Record<string, string> = {}) {
-  const res = await app.request(`/api/orders/user/${userId}?limit=5`, { headers: { ...(await as(userId)), ...headers } });
+  const res = await request(`/api/orders/user/${userId}?limit=5`, { headers: { ...(await as(userId)), ...headers } });
   return { res, items: res.status === 200 ? ((await res.json()) as { items: Order[] }).items : [] };
 }
 
 beforeAll(async () => {
-  h = createHarness("ryw");
-  db = await createTestDatabase("ryw");
-  es = testSearchClient();
-  readerSql = createReaderSql(db.url);
-  readerEs = createReaderSearchClient(stackEnv.ELASTICSEARCH_URL);
-  consistency = createReadConsistency({ sql: readerSql, es: readerEs, esAlias: alias, logger: testLogger });
-  app = createApp({
-    commands: h.commands,
-    redis: h.redis,
-    logger: testLogger,
-    registry: createMetricsRegistry("api"),
-    adminToken: TEST_ADMIN_TOKEN,
-    jwtSecret: TEST_JWT_SECRET,
-    maxBodyBytes: 16 * 1024,
-    readRoutes: createReadRoutes({ sql: readerSql, es: readerEs, esAlias: alias, consistency }),
-  });
-  relay = h.relay();
-  await relay.start();
-  await startProjectors();
+  // Search refreshed after each bulk (PROJECTOR_SEARCH_REFRESH=after-write), as in the freshness bench.
+  p = await startPipeline("ryw", { searchRefresh: "after-write" });
 }, 60_000);
 
 afterAll(async () => {
-  await stopProjectors();
-  await consistency.close();
-  await h?.cleanup();
-  await deleteTopics(h.kafka, [dlqTopicOf(h.topic)]);
-  await deleteIndices(es, `${alias}-v*`).catch(() => {});
-  await es.close();
-  await readerEs.close();
-  await readerSql.end();
-  await db?.drop();
+  await p?.cleanup();
 }, 30_000);
 
 describe("with the projectors running", () => {
@@ -142,8 +74,8 @@ describe("with the projectors running", () => {
       }),
     );
     waits.sort((a, b) => a - b);
-    const p = (q: number) => waits[Math.min(waits.length - 1, Math.floor(q * waits.length))]!.toFixed(0);
-    console.log(`history with token: ${waits.length} reads, wait p50 ${p(0.5)} ms, p99 ${p(0.99)} ms, max ${p(1)} ms; store reads ${consistency.postgresProgress.reads}`);
+    const pct = (q: number) => waits[Math.min(waits.length - 1, Math.floor(q * waits.length))]!.toFixed(0);
+    console.log(`history with token: ${waits.length} reads, wait p50 ${pct(0.5)} ms, p99 ${pct(0.99)} ms, max ${pct(1)} ms; store reads ${p.consistency.postgresProgress.reads}`);
     expect(failures).toEqual([]);
     expect(waits.length).toBe(1_000);
   }, 180_000);
@@ -153,8 +85,8 @@ describe("with the projectors running", () => {
     const userId = uniqueName("rywpc");
     const bought = await allocate(stockId, userId);
     const dropped = await allocate(stockId, userId);
-    const purchase = await app.request(`/api/allocations/${bought.allocationId}/purchase`, { method: "POST", headers: await as(userId) });
-    const cancel = await app.request(`/api/allocations/${dropped.allocationId}/cancel`, { method: "POST", headers: await as(userId) });
+    const purchase = await request(`/api/allocations/${bought.allocationId}/purchase`, { method: "POST", headers: await as(userId) });
+    const cancel = await request(`/api/allocations/${dropped.allocationId}/cancel`, { method: "POST", headers: await as(userId) });
     expect([purchase.status, cancel.status]).toEqual([200, 200]);
     const purchaseToken = decodeConsistencyToken(purchase.headers.get("Consistency-Token") ?? "")!;
     const cancelToken = decodeConsistencyToken(cancel.headers.get("Consistency-Token") ?? "")!;
@@ -169,7 +101,7 @@ describe("with the projectors running", () => {
       ]),
     );
     // A repeated purchase answers the hold again, and a token at least as late.
-    const again = await app.request(`/api/allocations/${bought.allocationId}/purchase`, { method: "POST", headers: await as(userId) });
+    const again = await request(`/api/allocations/${bought.allocationId}/purchase`, { method: "POST", headers: await as(userId) });
     expect(decodeConsistencyToken(again.headers.get("Consistency-Token") ?? "")!.version).toBeGreaterThanOrEqual(4);
   }, 30_000);
 
@@ -178,20 +110,20 @@ describe("with the projectors running", () => {
     const created = await createStock(name, 20);
     // Up to 5 s: right after the 1,000 allocations above, the search projector may still be indexing them.
     const wait = { Prefer: "wait=5" };
-    const search = await app.request(`/api/stocks/search?q=${encodeURIComponent(name)}`, { headers: { ...wait, "Consistency-Token": created.token } });
+    const search = await request(`/api/stocks/search?q=${encodeURIComponent(name)}`, { headers: { ...wait, "Consistency-Token": created.token } });
     expect(search.status).toBe(200);
     expect(search.headers.get("Consistency-Status")).toBe("fresh");
     expect(((await search.json()) as { items: Array<{ id: string }> }).items.map((i) => i.id)).toContain(created.id);
 
     const { token } = await allocate(created.id, uniqueName("rywsa"));
     const { version } = decodeConsistencyToken(token)!;
-    const again = await app.request(`/api/stocks/search?q=${encodeURIComponent(name)}`, { headers: { ...wait, "Consistency-Token": token } });
+    const again = await request(`/api/stocks/search?q=${encodeURIComponent(name)}`, { headers: { ...wait, "Consistency-Token": token } });
     expect(again.headers.get("Consistency-Status")).toBe("fresh");
     const hit = ((await again.json()) as { items: Array<{ id: string; version: number; held: number }> }).items.find((i) => i.id === created.id);
     expect(hit?.version).toBeGreaterThanOrEqual(version);
     expect(hit?.held).toBe(1);
 
-    const analytics = await app.request(`/api/analytics/sales?stockId=${created.id}`, { headers: { ...admin, ...wait, "Consistency-Token": token } });
+    const analytics = await request(`/api/analytics/sales?stockId=${created.id}`, { headers: { ...p.admin, ...wait, "Consistency-Token": token } });
     expect(analytics.status).toBe(200);
     expect(analytics.headers.get("Consistency-Status")).toBe("fresh");
     const report = (await analytics.json()) as { stocks: Array<{ stockId: string; held: number; holdsPlaced: number }> };
@@ -200,7 +132,7 @@ describe("with the projectors running", () => {
 
   test("the api learns PostgreSQL's progress from the projector's NOTIFY, not by reading again", async () => {
     // A tracker whose backstop read never comes in this test: only the first (batched) check and NOTIFY can answer.
-    const own = createReadConsistency({ sql: readerSql, es: readerEs, esAlias: alias, logger: testLogger, postgresBackstopMs: 600_000 });
+    const own = createReadConsistency({ sql: p.readerSql, es: p.readerEs, esAlias: p.alias, logger: testLogger, postgresBackstopMs: 600_000 });
     try {
       const point = { stockId: uniqueName("nostock"), version: 7 };
       const waiting = own.postgres.waitFor(point, 5_000);
@@ -208,7 +140,7 @@ describe("with the projectors running", () => {
       await Bun.sleep(200);
       expect(own.postgresProgress.waiting).toBe(1);
       const started = performance.now();
-      await notifyProgress(db.sql, [{ aggregateId: point.stockId, version: 7 }]);
+      await notifyProgress(p.db.sql, [{ aggregateId: point.stockId, version: 7 }]);
       expect(await waiting).toBe(true);
       expect(performance.now() - started).toBeLessThan(500);
       expect(own.postgresProgress.reads).toBe(1);
@@ -244,9 +176,9 @@ describe("a malformed token", () => {
     for (const [path, headers] of [
       ["/api/orders/user/mallory", await as("mallory")],
       ["/api/stocks/search", {}],
-      ["/api/analytics/sales", admin],
+      ["/api/analytics/sales", p.admin],
     ] as const) {
-      const res = await app.request(path, { headers: { ...headers, "Consistency-Token": token } });
+      const res = await request(path, { headers: { ...headers, "Consistency-Token": token } });
       expect(res.status).toBe(400);
       expect(res.headers.get("content-type")).toContain("application/problem+json");
       const body = (await res.json()) as { code: string; status: number; type: string; title: string };
@@ -255,7 +187,7 @@ describe("a malformed token", () => {
   });
 
   test("authentication runs first: no credentials with a malformed token is 401", async () => {
-    const res = await app.request("/api/orders/user/mallory", { headers: { "Consistency-Token": "garbage!" } });
+    const res = await request("/api/orders/user/mallory", { headers: { "Consistency-Token": "garbage!" } });
     expect(res.status).toBe(401);
     expect(((await res.json()) as { code: string }).code).toBe("unauthorized");
   });
@@ -267,7 +199,7 @@ describe("with the projectors stopped", () => {
     const userId = uniqueName("rywstale");
     const first = await allocate(stockId, userId);
     expect((await history(userId, { "Consistency-Token": first.token })).res.headers.get("Consistency-Status")).toBe("fresh");
-    await stopProjectors();
+    await p.stopProjectors();
     try {
       const second = await allocate(stockId, userId);
       const timed = async (headers: Record<string, string>, run: (headers: Record<string, string>) => Promise<Response>) => {
@@ -296,21 +228,21 @@ describe("with the projectors stopped", () => {
       expect(none.ms).toBeLessThan(500);
 
       // More than 5 s is capped at 5 (search and analytics wait the same way).
-      const search = await timed({ "Consistency-Token": second.token, Prefer: "wait=30" }, async (hd) => await app.request("/api/stocks/search?q=stool", { headers: hd }));
+      const search = await timed({ "Consistency-Token": second.token, Prefer: "wait=30" }, async (hd) => await request("/api/stocks/search?q=stool", { headers: hd }));
       expect([search.res.status, search.res.headers.get("Consistency-Status"), search.res.headers.get("Preference-Applied")]).toEqual([200, "stale", "wait=5"]);
       expect(search.ms).toBeGreaterThanOrEqual(4_990);
       expect(search.ms).toBeLessThan(5_800);
-      const analytics = await timed({ ...admin, "Consistency-Token": second.token, Prefer: "wait=1" }, async (hd) => await app.request(`/api/analytics/sales?stockId=${stockId}`, { headers: hd }));
+      const analytics = await timed({ ...p.admin, "Consistency-Token": second.token, Prefer: "wait=1" }, async (hd) => await request(`/api/analytics/sales?stockId=${stockId}`, { headers: hd }));
       expect([analytics.res.status, analytics.res.headers.get("Consistency-Status")]).toEqual([200, "stale"]);
       expect(analytics.ms).toBeLessThan(1_800);
 
       // Projectors back: the same token is fresh, and the second hold is there.
-      await startProjectors();
+      await p.startProjectors();
       const back = await history(userId, { "Consistency-Token": second.token, Prefer: "wait=5" });
       expect(back.res.headers.get("Consistency-Status")).toBe("fresh");
       expect(back.items.map((o) => o.allocationId).sort()).toEqual([first.allocationId, second.allocationId].sort());
     } finally {
-      if (projectors.length === 0) await startProjectors();
+      if (!p.projectorsRunning) await p.startProjectors();
     }
   }, 60_000);
 });
