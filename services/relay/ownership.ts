@@ -27,6 +27,7 @@
 import type { RedisClient } from "./context.ts";
 import type { KeyLayout } from "../../shared/domain/keys.ts";
 import type { Logger } from "../../shared/logger.ts";
+import { relayHeartbeatCall, relayLeaseAcquireCall, relayLeaseConfirmCall, relayLeaseReleaseCall, relayLeaseRenewCall } from "../../shared/redis/calls.ts";
 import { runScript } from "../../shared/redis/scripts.ts";
 
 /** Shards assigned to `me` given the live members (same answer on every relay for the same set). */
@@ -81,7 +82,7 @@ export class ShardOwnership {
   }
 
   private async beat(): Promise<void> {
-    const members = (await runScript<string[]>(this.redis, "fsRelayHeartbeat", [this.keys.relayMembers()], [this.consumer, this.leaseMs])) as string[];
+    const members = await runScript(this.redis, relayHeartbeatCall(this.keys, this.consumer, this.leaseMs));
     const desired = assignedShards(members, this.consumer, this.keys.shards);
     if (members.join(",") !== this.members.join(",")) {
       this.logger.info({ members, shards: [...desired] }, "relay membership changed");
@@ -89,9 +90,7 @@ export class ShardOwnership {
     this.members = [...members].sort();
     this.desired = desired;
     const held = [...this.held];
-    const renewed = await Promise.all(
-      held.map((s) => runScript<number>(this.redis, "fsRelayLeaseRenew", [this.keys.relayLease(s)], [this.consumer, this.leaseMs])),
-    );
+    const renewed = await Promise.all(held.map((s) => runScript(this.redis, relayLeaseRenewCall(this.keys, s, this.consumer, this.leaseMs))));
     held.forEach((s, i) => {
       if (renewed[i] === 1 || !this.held.has(s)) return;
       this.held.delete(s);
@@ -106,7 +105,7 @@ export class ShardOwnership {
    * producer, then confirmHolder(), before reading the shard.
    */
   async acquire(shard: number): Promise<{ ok: boolean; previous: string }> {
-    const reply = await runScript<[0] | [1, string]>(this.redis, "fsRelayLeaseAcquire", [this.keys.relayLease(shard), this.keys.relayLeaseHolder(shard)], [this.consumer, this.leaseMs]);
+    const reply = await runScript(this.redis, relayLeaseAcquireCall(this.keys, shard, this.consumer, this.leaseMs));
     if (reply[0] !== 1) return { ok: false, previous: "" };
     this.held.add(shard);
     return { ok: true, previous: reply[1] };
@@ -114,7 +113,7 @@ export class ShardOwnership {
 
   /** After fencing the previous holder: the lease is still ours (renewed) and we are recorded as its holder. False (and forgotten) otherwise. */
   async confirmHolder(shard: number): Promise<boolean> {
-    const ok = (await runScript<number>(this.redis, "fsRelayLeaseConfirm", [this.keys.relayLease(shard), this.keys.relayLeaseHolder(shard)], [this.consumer, this.leaseMs])) === 1;
+    const ok = (await runScript(this.redis, relayLeaseConfirmCall(this.keys, shard, this.consumer, this.leaseMs))) === 1;
     if (!ok) this.held.delete(shard);
     return ok;
   }
@@ -126,7 +125,7 @@ export class ShardOwnership {
    */
   async release(shard: number, clean = true): Promise<void> {
     this.held.delete(shard);
-    await runScript(this.redis, "fsRelayLeaseRelease", [this.keys.relayLease(shard), this.keys.relayLeaseHolder(shard)], [this.consumer, clean ? "1" : "0"]);
+    await runScript(this.redis, relayLeaseReleaseCall(this.keys, shard, this.consumer, clean));
   }
 
   /** Releases every lease and leaves the membership, so the others take over at once. */
