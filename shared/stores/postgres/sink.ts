@@ -11,7 +11,7 @@ import { createProjector, type Projector, type ProjectorKafkaOptions } from "../
 import { probeEvents } from "../../projection/probe.ts";
 import { applyEventsInTransaction, applyEventsToPostgres } from "./writer.ts";
 
-export const POSTGRES_PROJECTOR_GROUP = "projector-postgres";
+const POSTGRES_PROJECTOR_GROUP = "projector-postgres";
 
 export interface PostgresProjectorOptions extends Omit<ProjectorKafkaOptions, "groupId"> {
   groupId?: string;
