@@ -14,6 +14,7 @@ import type { ApiMetrics } from "../metrics.ts";
 import { createRouter } from "../router.ts";
 import { admissionHeader, allocateBody, allocationView, edgeProblems, idempotencyHeader, jsonContent, outboxFull, parseIdempotencyKey, problems, stockIdParam, userRateLimited } from "../schemas.ts";
 import type { Allocator } from "./allocator.ts";
+import { consistencyTokenResponseHeader } from "../consistency/token.ts";
 import { allocateFastPath, allocateFor } from "./fast-path.ts";
 
 const allocateRoute = (fastPath: MiddlewareHandler<AppEnv>) => createRoute({
@@ -34,7 +35,10 @@ const allocateRoute = (fastPath: MiddlewareHandler<AppEnv>) => createRoute({
   responses: {
     201: {
       ...jsonContent(allocationView, "held (or, with a repeated Idempotency-Key, the first answer again)"),
-      headers: { "Idempotent-Replayed": { description: "`true` when this is the remembered answer of an earlier request", schema: { type: "string", enum: ["true"] } } },
+      headers: {
+        "Idempotent-Replayed": { description: "`true` when this is the remembered answer of an earlier request", schema: { type: "string", enum: ["true"] } },
+        ...consistencyTokenResponseHeader,
+      },
     },
     ...edgeProblems("post"),
     ...problems(
