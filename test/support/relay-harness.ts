@@ -366,6 +366,12 @@ export function spawnLogged(track: (child: Subprocess) => Subprocess, env: Recor
   return { child: track(child), lines };
 }
 
+/** A process's state letter from /proc (`T` = stopped by SIGSTOP). */
+export async function processState(pid: number): Promise<string> {
+  const stat = await Bun.file(`/proc/${pid}/stat`).text();
+  return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+}
+
 export const disruptiveSkipped = process.env.SKIP_DISRUPTIVE === "1";
 
 /** A logger that keeps its JSON lines in memory, for asserting what a relay logged. */
