@@ -50,6 +50,13 @@ const TRANSACTION_TIMEOUT_MS = 30_000;
  * covered ~3 s). Fencing is unaffected: INVALID_PRODUCER_EPOCH / PRODUCER_FENCED are not retried.
  */
 const TRANSACTIONAL_SEND_RETRY = { retries: 7, initialRetryTime: 20, maxRetryTime: 2_000 } as const;
+/**
+ * Cap of the pause between two attempts of one batch. An attempt already waits out kafkajs' own
+ * retries (~2.5 s, TRANSACTIONAL_SEND_RETRY), so this pause only has to keep a dead Kafka from being
+ * hammered; with the default 5 s cap, the attempt after a partition's new leader was elected could
+ * start up to 5 s late (publishing resumed 11 s after a broker kill -9, docs/guarantees.md).
+ */
+const SEND_BACKOFF_CAP_MS = 1_000;
 const ABANDONED = Symbol("abandoned");
 
 /** "reset": our producer was fenced or had to be replaced; every shard must be acquired again. */
@@ -301,7 +308,7 @@ export class KafkaSender {
         kafkaState.markDown(err, startedAt);
         log.debug({ err: errorMessage(err), attempt, events, firstEventId }, "kafka send failed");
         if (needsNewProducer(err)) await this.replacePlain(err);
-        await stop.pause(backoffMs(attempt));
+        await stop.pause(backoffMs(attempt, 100, SEND_BACKOFF_CAP_MS));
       }
     }
   }

@@ -213,13 +213,15 @@ export class TopicReader {
   constructor(
     private readonly topic: string,
     private readonly brokers = stackEnv.KAFKA_BROKERS,
+    /** Also aborted transactions' messages (for a diagnosis: is a missing event there, aborted?). */
+    private readonly readUncommitted = false,
   ) {}
 
   async start(): Promise<void> {
     const kafka = new Kafka({ clientId: "relay-test-reader", brokers: this.brokers.split(","), logLevel: logLevel.NOTHING });
     // The relay creates the topic too (same partitions); whoever comes first wins.
     await ensureTopics(kafka, stockEventTopics(this.topic, PARTITIONS));
-    this.consumer = kafka.consumer({ groupId: uniqueName("reader"), sessionTimeout: 30_000, retry: { retries: 100, maxRetryTime: 2_000 } });
+    this.consumer = kafka.consumer({ groupId: uniqueName("reader"), sessionTimeout: 30_000, retry: { retries: 100, maxRetryTime: 2_000 }, readUncommitted: this.readUncommitted });
     await this.consumer.connect();
     await this.consumer.subscribe({ topic: this.topic, fromBeginning: true });
     await this.consumer.run({
