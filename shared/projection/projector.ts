@@ -62,15 +62,16 @@ export function createProjector(
   const registry = options.registry ?? new prom.Registry();
   const metrics = createProjectorMetrics(registry);
   const kafka = createKafka({ brokers: options.brokers, clientId: options.clientId ?? options.groupId, logger: options.logger });
-  // Group commit: the batches of one fetch (one per partition) become one store call; the
-  // members share the sink, so a member's call waits while the other's is in the store.
-  const sink = combiningSink(timedSink(options.sink, metrics), { maxEvents: options.maxEventsPerApply });
+  // Group commit: the batches of one fetch (one per partition) become one store call. Each member
+  // has its own (own transaction, own connection): their partitions, hence their stocks and rows, are
+  // disjoint, so two store calls can run at once without waiting on each other's locks.
+  const timed = timedSink(options.sink, metrics);
   const members = Array.from({ length: Math.max(1, options.consumers ?? 1) }, (_, i) => createProjectionConsumer({
     kafka,
     topic: options.topic,
     dlqTopic: dlqTopicOf(options.topic, options.dlqTopic),
     groupId: options.groupId,
-    sink,
+    sink: combiningSink(timed, { maxEvents: options.maxEventsPerApply }),
     logger: options.logger,
     metrics,
     topicPartitions: options.topicPartitions,
