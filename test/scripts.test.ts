@@ -147,7 +147,7 @@ describeEachRedis((target) => {
       const stock = await newStock({ price: MAX_PRICE, quantity: MAX_QUANTITY_PER_REQUEST, perUserLimit: MAX_QUANTITY_PER_REQUEST });
       const quantity = MAX_QUANTITY_PER_REQUEST - 1; // 99,899,999,999,001: 14 significant digits, none of them zero to hide rounding
       const { allocation } = await api.commands.allocate({ stockId: stock.id, userId: "rich", quantity });
-      const bought = await api.commands.purchase({ allocationId: allocation.allocationId, userId: "rich" });
+      const { allocation: bought } = await api.commands.purchase({ allocationId: allocation.allocationId, userId: "rich" });
       const exact = BigInt(MAX_PRICE) * BigInt(quantity);
       expect(exact).toBeLessThan(10n ** 14n);
       expect(BigInt(bought.amount!)).toBe(exact);

@@ -18,6 +18,7 @@ import relayHeartbeatLua from "./scripts/relay_heartbeat.lua" with { type: "text
 import relayLeaseAcquireLua from "./scripts/relay_lease_acquire.lua" with { type: "text" };
 import relayLeaseReleaseLua from "./scripts/relay_lease_release.lua" with { type: "text" };
 import relayLeaseRenewLua from "./scripts/relay_lease_renew.lua" with { type: "text" };
+import relayLeaseConfirmLua from "./scripts/relay_lease_confirm.lua" with { type: "text" };
 import relayEnsureGroupLua from "./scripts/relay_ensure_group.lua" with { type: "text" };
 import relayClaimLua from "./scripts/relay_claim.lua" with { type: "text" };
 import relayReadLua from "./scripts/relay_read.lua" with { type: "text" };
@@ -44,9 +45,10 @@ const SCRIPTS = {
   fsRoomSweep: { source: roomSweepLua, keys: 9, room: true },
   fsDueHolds: { source: dueHoldsLua, keys: 1 },
   fsRelayHeartbeat: { source: relayHeartbeatLua, keys: 1 },
-  fsRelayLeaseAcquire: { source: relayLeaseAcquireLua, keys: 1 },
+  fsRelayLeaseAcquire: { source: relayLeaseAcquireLua, keys: 2 },
   fsRelayLeaseRenew: { source: relayLeaseRenewLua, keys: 1 },
-  fsRelayLeaseRelease: { source: relayLeaseReleaseLua, keys: 1 },
+  fsRelayLeaseConfirm: { source: relayLeaseConfirmLua, keys: 2 },
+  fsRelayLeaseRelease: { source: relayLeaseReleaseLua, keys: 2 },
   fsRelayDeleteIdleConsumers: { source: relayDeleteIdleConsumersLua, keys: 1 },
   fsRelayRead: { source: relayReadLua, keys: 2 },
   fsRelayReadPending: { source: relayReadPendingLua, keys: 2 },
@@ -75,19 +77,35 @@ function ensureDefined(redis: RedisClient): void {
   defined.add(redis);
 }
 
+/**
+ * One script's KEYS and ARGV, built by its args builder in calls.ts (the only place that knows the
+ * order); `Reply` is what the script answers.
+ */
+export interface ScriptCall<Reply = ScriptReply> {
+  readonly script: ScriptName;
+  readonly keys: string[];
+  readonly args: ScriptArg[];
+  /** Never set: carries the reply's type from the builder to runScript. */
+  readonly reply?: Reply;
+}
+
 /** Runs one script on a client. Keys must all carry the same hash tag (checked by the key layout). */
-export function runScript<Reply = ScriptReply>(redis: RedisClient, name: ScriptName, keys: string[], args: ScriptArg[]): Promise<Reply> {
+export function runScript<Reply>(redis: RedisClient, call: ScriptCall<Reply>): Promise<Reply> {
   ensureDefined(redis);
+  const { script: name, keys, args } = call;
   if (keys.length !== SCRIPTS[name].keys) throw new Error(`${name} takes ${SCRIPTS[name].keys} keys, got ${keys.length}`);
   const command = (redis as unknown as Record<ScriptName, (...a: ScriptArg[]) => Promise<Reply>>)[name];
   return retryUnexecuted(() => command.call(redis, ...keys, ...args));
 }
 
 /** Queues one script on a pipeline of a client that ran `prepareScripts`. */
-export function queueScript(pipeline: ChainableCommander, name: ScriptName, keys: string[], args: ScriptArg[]): void {
-  const command = (pipeline as unknown as Record<ScriptName, (...a: ScriptArg[]) => ChainableCommander>)[name];
-  command.call(pipeline, ...keys, ...args);
+export function queueScript(pipeline: ChainableCommander, call: ScriptCall<unknown>): void {
+  const command = (pipeline as unknown as Record<ScriptName, (...a: ScriptArg[]) => ChainableCommander>)[call.script];
+  command.call(pipeline, ...call.keys, ...call.args);
 }
+
+/** How many KEYS each script takes, as Redis is told (held to the builders by test/script-calls.unit.test.ts). */
+export const scriptKeyCount = (name: ScriptName): number => SCRIPTS[name].keys;
 
 /** Defines the scripts on a client up front (needed before building pipelines). */
 export function prepareScripts(redis: RedisClient): void {

@@ -10,7 +10,8 @@
 import { DomainError } from "../../../shared/domain/errors.ts";
 import type { AllocationView } from "../../../shared/domain/views.ts";
 import type { RedisClient } from "../../../shared/redis/client.ts";
-import { allocateFingerprint, type AllocateInput, type AllocateResult, type IdempotencyRecord, type StockCommands } from "../../../shared/redis/commands.ts";
+import { allocateFingerprint } from "../../../shared/redis/calls.ts";
+import type { AllocateInput, AllocateResult, IdempotencyRecord, StockCommands } from "../../../shared/redis/commands.ts";
 import type { RefusalCache } from "./sold-out-cache.ts";
 
 export interface Allocator {
@@ -34,7 +35,8 @@ export function createAllocator(commands: StockCommands, redis: RedisClient, ref
     if (record.fingerprint !== allocateFingerprint(input.userId, input.stockId, input.quantity)) {
       throw new DomainError("idempotency_key_reused", "Idempotency-Key was used for a different request", { stockId: input.stockId });
     }
-    return { allocation: JSON.parse(record.response) as AllocationView, replayed: true };
+    // A record written before versions were kept: no token (the stock's version is not read here).
+    return { allocation: JSON.parse(record.response) as AllocationView, replayed: true, version: record.version ?? null };
   }
 
   return {

@@ -3,7 +3,7 @@
  *   route.ts (this: the contract and the validated handler)
  *   → fast-path.ts (plainly valid requests answered before the validators; `allocateFor`, the outcome metrics)
  *   → allocator.ts (the refusal cache of sold-out-cache.ts, then the typed command, the answer taught back)
- *   → shared/redis/commands.ts `allocate` (its KEYS/ARGV from `allocateCall`)
+ *   → shared/redis/commands.ts `allocate` (its KEYS/ARGV from `allocateCall`, shared/redis/calls.ts)
  *   → shared/redis/scripts/allocate.lua (stock, hold, admission, outbox XADD, atomically).
  */
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
@@ -14,6 +14,7 @@ import type { ApiMetrics } from "../metrics.ts";
 import { createRouter } from "../router.ts";
 import { admissionHeader, allocateBody, allocationView, edgeProblems, idempotencyHeader, jsonContent, outboxFull, parseIdempotencyKey, problems, stockIdParam, userRateLimited } from "../schemas.ts";
 import type { Allocator } from "./allocator.ts";
+import { consistencyTokenResponseHeader } from "../consistency/token.ts";
 import { allocateFastPath, allocateFor } from "./fast-path.ts";
 
 const allocateRoute = (fastPath: MiddlewareHandler<AppEnv>) => createRoute({
@@ -34,7 +35,10 @@ const allocateRoute = (fastPath: MiddlewareHandler<AppEnv>) => createRoute({
   responses: {
     201: {
       ...jsonContent(allocationView, "held (or, with a repeated Idempotency-Key, the first answer again)"),
-      headers: { "Idempotent-Replayed": { description: "`true` when this is the remembered answer of an earlier request", schema: { type: "string", enum: ["true"] } } },
+      headers: {
+        "Idempotent-Replayed": { description: "`true` when this is the remembered answer of an earlier request", schema: { type: "string", enum: ["true"] } },
+        ...consistencyTokenResponseHeader,
+      },
     },
     ...edgeProblems("post"),
     ...problems(

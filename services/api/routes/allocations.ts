@@ -5,9 +5,11 @@ import type { StockCommands } from "../../../shared/redis/commands.ts";
 import { requireOwnerOrAdmin, requireUser, signedIn, userOnly } from "../auth.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiProblem } from "../problem.ts";
+import { consistencyTokenResponseHeader, setConsistencyToken } from "../consistency/token.ts";
 import { allocationIdParam, allocationView, edgeProblems, jsonContent, problems, userRateLimited } from "../schemas.ts";
 
 const ok = { 200: jsonContent(allocationView, "the allocation") };
+const changed = { 200: { ...jsonContent(allocationView, "the allocation"), headers: consistencyTokenResponseHeader } };
 const notFound = [404, "`not_found`: no such allocation"] as const;
 
 const getAllocation = createRoute({
@@ -37,7 +39,7 @@ const changeRoute = (action: "purchase" | "cancel", summary: string, conflicts: 
     middleware: [userOnly] as const,
     request: { params: allocationIdParam },
     responses: {
-      ...ok,
+      ...changed,
       ...edgeProblems("post"),
       ...problems(
         400,
@@ -77,7 +79,8 @@ export function allocationRoutes(commands: StockCommands): OpenAPIHono<AppEnv> {
   ] as const) {
     app.openapi(route, async (c) => {
       const userId = requireUser(c);
-      const allocation = await run({ allocationId: c.req.valid("param").id, userId, traceparent: c.get("trace").traceparent });
+      const { allocation, version } = await run({ allocationId: c.req.valid("param").id, userId, traceparent: c.get("trace").traceparent });
+      setConsistencyToken(c, allocation.stockId, version);
       c.get("log").info({ allocationId: allocation.allocationId, stockId: allocation.stockId, status: allocation.status }, "hold changed");
       return c.json(allocation, 200);
     });

@@ -5,6 +5,7 @@ import type { StockCommands } from "../../../shared/redis/commands.ts";
 import { adminOnly, requireAdmin } from "../auth.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiProblem } from "../problem.ts";
+import { consistencyTokenResponseHeader, setConsistencyToken } from "../consistency/token.ts";
 import {
   createStockBody,
   edgeProblems,
@@ -25,7 +26,7 @@ const createStock = createRoute({
   middleware: [adminOnly] as const,
   request: { body: { required: true, content: { "application/json": { schema: createStockBody } } } },
   responses: {
-    201: jsonContent(stockView, "created"),
+    201: { ...jsonContent(stockView, "created"), headers: consistencyTokenResponseHeader },
     ...edgeProblems("post"),
     ...problems(400, [401, "`unauthorized`: no admin token (checked before the body)"], [403, "`forbidden`: not the admin token"], [409, "`stock_exists`; `stock_id_taken`: the id named a stock that has expired (ids are never reused)"], outboxFull),
   },
@@ -57,6 +58,7 @@ export function stockRoutes(commands: StockCommands): OpenAPIHono<AppEnv> {
       traceparent: c.get("trace").traceparent,
     });
     c.get("log").info({ stockId: stock.id, total: stock.total }, "stock created");
+    setConsistencyToken(c, stock.id, stock.version);
     return c.json(stock, 201);
   });
 

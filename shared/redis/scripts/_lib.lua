@@ -105,6 +105,7 @@ local function announce_released(channel_key, stock_id, version)
 end
 
 -- Gives a live hold's units back to the stock and the user's limit: shared by cancel and expire.
+-- Returns the stock version the release produced.
 local function release_hold(keys, allocation_id, hold, reason, now, event_id, retain_seconds, traceparent)
   local quantity = tonumber(hold.quantity)
   local counters, version = apply_to_stock(keys.stock, quantity, -quantity, 0)
@@ -125,4 +126,5 @@ local function release_hold(keys, allocation_id, hold, reason, now, event_id, re
     sold = counters.sold,
   }, traceparent)
   announce_released(keys.released, hold.stockId, version)
+  return version
 end

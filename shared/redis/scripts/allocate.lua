@@ -22,7 +22,7 @@
   ARGV[8] outbox max length: at or above it nothing is written and the answer is outbox_full
   ARGV[9] W3C traceparent of the request, or '' (stored with the event in the outbox)
   ARGV[10] Admission-Token header, or '' (required when the stock has a waiting room: docs/waiting-room.md)
-  Returns { 'ok', <allocation view JSON> } | { 'replay', <allocation view JSON> }
+  Returns { 'ok', <allocation view JSON>, <stock version> } | { 'replay', <allocation view JSON>, <stock version> }
         | { 'idempotency_key_reused' } | { 'not_found' } | { 'not_started', <ms until the sale starts> } | { 'ended' }
         | { 'invalid', <argument> } | { 'corrupt', 'stock' } | { 'outbox_full', <length> }
         | { 'sold_out', <available>, <stock version> } | { 'limit_exceeded', <units the user may still take> }
@@ -30,6 +30,8 @@
   The extras after sold_out and not_started let each api instance answer later refusals from memory
   (docs/design.md §12): the version orders a "sold out" against a "units released" message, and the
   time to start is Redis time, so api clocks that disagree with Redis do not matter.
+  The version after ok and replay is the stock version this hold produced (the api's Consistency-Token);
+  a record written before it was kept answers the stock's current version (later, so still safe to wait for).
   A replay and every refusal write nothing, so they are answered even when the outbox is full.
 ]]
 local stock_id, user_id, quantity = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -45,7 +47,7 @@ if fingerprint ~= '' then
   if stored then
     local record = cjson.decode(stored)
     if record.fingerprint ~= fingerprint then return { 'idempotency_key_reused' } end
-    return { 'replay', record.response }
+    return { 'replay', record.response, record.version or tonumber(redis.call('HGET', KEYS[1], 'version')) }
   end
 end
 
@@ -117,6 +119,6 @@ end
 
 local response = allocation_view(allocation_id, hold)
 if fingerprint ~= '' then
-  redis.call('SET', KEYS[5], cjson.encode({ fingerprint = fingerprint, response = response }), 'EX', idempotency_ttl)
+  redis.call('SET', KEYS[5], cjson.encode({ fingerprint = fingerprint, response = response, version = version }), 'EX', idempotency_ttl)
 end
-return { 'ok', response }
+return { 'ok', response, version }

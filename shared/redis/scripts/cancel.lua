@@ -16,8 +16,10 @@
   ARGV[1] allocation id   ARGV[2] user id (must own the hold)   ARGV[3] event id (UUIDv7)
   ARGV[4] seconds to keep the finished hold readable
   ARGV[5] W3C traceparent of the request, or '' (stored with the event in the outbox)
-  Returns { 'ok', <view JSON> } | { 'unchanged', <view JSON> } | { 'not_found' } | { 'forbidden' }
+  Returns { 'ok', <view JSON>, <stock version> } | { 'unchanged', <view JSON>, <stock version> } | { 'not_found' } | { 'forbidden' }
         | { 'hold_not_active', <status> } | { 'stock_missing' } | { 'invalid', <argument> } | { 'corrupt', 'hold' }
+  The version is the stock's after this release (unchanged: its current one, later than the release's),
+  for the api's Consistency-Token.
 ]]
 local allocation_id, user_id = ARGV[1], ARGV[2]
 local retain_seconds = tonumber(ARGV[4])
@@ -26,7 +28,9 @@ if not retain_seconds or retain_seconds < 1 then return { 'invalid', 'retainSeco
 local hold = read_hold(KEYS[1])
 if not hold then return { 'not_found' } end
 if hold.userId ~= user_id then return { 'forbidden' } end
-if hold.status == 'cancelled' then return { 'unchanged', allocation_view(allocation_id, hold) } end
+if hold.status == 'cancelled' then
+  return { 'unchanged', allocation_view(allocation_id, hold), tonumber(redis.call('HGET', KEYS[2], 'version')) }
+end
 if hold.status ~= 'held' then return { 'hold_not_active', hold.status } end
 if not tonumber(hold.quantity) or not tonumber(hold.expiresAt) then return { 'corrupt', 'hold' } end
 if redis.call('EXISTS', KEYS[2]) == 0 then return { 'stock_missing' } end
@@ -34,6 +38,6 @@ if redis.call('EXISTS', KEYS[2]) == 0 then return { 'stock_missing' } end
 local keys = { hold = KEYS[1], stock = KEYS[2], buyers = KEYS[3], due = KEYS[4], outbox = KEYS[5], released = KEYS[6] }
 local rk = { stock = KEYS[2], room = KEYS[7], line = KEYS[8], admitted = KEYS[9], tickets = KEYS[10] }
 local now = now_ms()
-release_hold(keys, allocation_id, hold, 'cancelled', now, ARGV[3], retain_seconds, ARGV[5])
+local version = release_hold(keys, allocation_id, hold, 'cancelled', now, ARGV[3], retain_seconds, ARGV[5])
 room_fill(rk, now)
-return { 'ok', allocation_view(allocation_id, hold) }
+return { 'ok', allocation_view(allocation_id, hold), version }

@@ -10,9 +10,11 @@
   ARGV[1] allocation id   ARGV[2] user id (must own the hold)   ARGV[3] event id (UUIDv7)
   ARGV[4] seconds to keep the finished hold readable
   ARGV[5] W3C traceparent of the request, or '' (stored with the event in the outbox)
-  Returns { 'ok', <view JSON> } | { 'unchanged', <view JSON> } | { 'not_found' } | { 'forbidden' }
+  Returns { 'ok', <view JSON>, <stock version> } | { 'unchanged', <view JSON>, <stock version> } | { 'not_found' } | { 'forbidden' }
         | { 'hold_not_active', <status> } | { 'hold_expired' } | { 'stock_missing' } | { 'invalid', <argument> }
         | { 'corrupt', 'hold' | 'stock' | 'amount' }
+  The version is the stock's after this purchase (unchanged: its current one, later than the purchase's),
+  for the api's Consistency-Token.
 ]]
 local allocation_id, user_id, event_id = ARGV[1], ARGV[2], ARGV[3]
 local retain_seconds = tonumber(ARGV[4])
@@ -21,7 +23,9 @@ if not retain_seconds or retain_seconds < 1 then return { 'invalid', 'retainSeco
 local hold = read_hold(KEYS[1])
 if not hold then return { 'not_found' } end
 if hold.userId ~= user_id then return { 'forbidden' } end
-if hold.status == 'purchased' then return { 'unchanged', allocation_view(allocation_id, hold) } end
+if hold.status == 'purchased' then
+  return { 'unchanged', allocation_view(allocation_id, hold), tonumber(redis.call('HGET', KEYS[2], 'version')) }
+end
 if hold.status == 'expired' then return { 'hold_expired' } end
 if hold.status ~= 'held' then return { 'hold_not_active', hold.status } end
 local quantity, expires_at = tonumber(hold.quantity), tonumber(hold.expiresAt)
@@ -54,4 +58,4 @@ emit(KEYS[4], event_id, 'PurchaseCompleted', hold.stockId, version, now, {
   held = counters.held,
   sold = counters.sold,
 }, ARGV[5])
-return { 'ok', allocation_view(allocation_id, hold) }
+return { 'ok', allocation_view(allocation_id, hold), version }
