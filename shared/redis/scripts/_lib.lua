@@ -1,9 +1,7 @@
---[[
-  Helpers prepended to every flash-sale script when it is loaded (see shared/redis/scripts.ts).
-  Redis Lua has no `os` library, so time comes from TIME and is formatted here.
-  Every script keeps the same discipline: read and validate everything first, write only after
-  the last check (Lua has no rollback), and append exactly one event per state change.
-]]
+-- Helpers prepended to every flash-sale script when it is loaded (see shared/redis/scripts.ts).
+-- Redis Lua has no `os` library, so time comes from TIME and is formatted here.
+-- Every script keeps the same discipline: read and validate everything first, write only after
+-- the last check (Lua has no rollback), and append exactly one event per state change.
 
 local function now_ms()
   local t = redis.call('TIME')

@@ -1,21 +1,19 @@
---[[
-  purchase: turns a live hold into a purchase and appends PurchaseCompleted.
-  Buying a hold that is already purchased answers its view again, with no new event. A hold past its
-  expiry answers hold_expired whether or not the expirer has released it yet (one code for one situation).
-  Not refused when the outbox is full: it finishes a hold admitted under the limit (one event per hold).
-  KEYS[1] hold hash              <p>:{s}:hold:<allocationId>
-  KEYS[2] stock hash             <p>:{s}:stock:<id>   (the hold's stock)
-  KEYS[3] shard due-holds zset   <p>:{s}:holds:due
-  KEYS[4] shard outbox stream    <p>:{s}:outbox
-  ARGV[1] allocation id   ARGV[2] user id (must own the hold)   ARGV[3] event id (UUIDv7)
-  ARGV[4] seconds to keep the finished hold readable
-  ARGV[5] W3C traceparent of the request, or '' (stored with the event in the outbox)
-  Returns { 'ok', <view JSON>, <stock version> } | { 'unchanged', <view JSON>, <stock version> } | { 'not_found' } | { 'forbidden' }
-        | { 'hold_not_active', <status> } | { 'hold_expired' } | { 'stock_missing' } | { 'invalid', <argument> }
-        | { 'corrupt', 'hold' | 'stock' | 'amount' }
-  The version is the stock's after this purchase (unchanged: its current one, later than the purchase's),
-  for the api's Consistency-Token.
-]]
+-- purchase: turns a live hold into a purchase and appends PurchaseCompleted.
+-- Buying a hold that is already purchased answers its view again, with no new event. A hold past its
+-- expiry answers hold_expired whether or not the expirer has released it yet (one code for one situation).
+-- Not refused when the outbox is full: it finishes a hold admitted under the limit (one event per hold).
+-- KEYS[1] hold hash              <p>:{s}:hold:<allocationId>
+-- KEYS[2] stock hash             <p>:{s}:stock:<id>   (the hold's stock)
+-- KEYS[3] shard due-holds zset   <p>:{s}:holds:due
+-- KEYS[4] shard outbox stream    <p>:{s}:outbox
+-- ARGV[1] allocation id   ARGV[2] user id (must own the hold)   ARGV[3] event id (UUIDv7)
+-- ARGV[4] seconds to keep the finished hold readable
+-- ARGV[5] W3C traceparent of the request, or '' (stored with the event in the outbox)
+-- Returns { 'ok', <view JSON>, <stock version> } | { 'unchanged', <view JSON>, <stock version> } | { 'not_found' } | { 'forbidden' }
+--       | { 'hold_not_active', <status> } | { 'hold_expired' } | { 'stock_missing' } | { 'invalid', <argument> }
+--       | { 'corrupt', 'hold' | 'stock' | 'amount' }
+-- The version is the stock's after this purchase (unchanged: its current one, later than the purchase's),
+-- for the api's Consistency-Token.
 local allocation_id, user_id, event_id = ARGV[1], ARGV[2], ARGV[3]
 local retain_seconds = tonumber(ARGV[4])
 if not retain_seconds or retain_seconds < 1 then return { 'invalid', 'retainSeconds' } end
