@@ -89,6 +89,18 @@ local function read_hold(hold_key)
   for i, field in ipairs(HOLD_FIELDS) do hold[field] = values[i] or '' end
   return hold
 end
+-- purchase.lua and cancel.lua: the hold at KEYS[1] (its stock at KEYS[2]) that `user_id` asks to change,
+-- or nil and the reply that ends the script: not_found, forbidden, or, when the hold is already
+-- `done_status` (the same request again), its view unchanged with the stock's current version.
+local function hold_to_change(allocation_id, user_id, done_status)
+  local hold = read_hold(KEYS[1])
+  if not hold then return nil, { 'not_found' } end
+  if hold.userId ~= user_id then return nil, { 'forbidden' } end
+  if hold.status == done_status then
+    return nil, { 'unchanged', allocation_view(allocation_id, hold), tonumber(redis.call('HGET', KEYS[2], 'version')) }
+  end
+  return hold
+end
 
 -- Tells every api instance that units of a stock came back (docs/design.md §12): the message is
 -- '<stock id> <version>', so an instance drops its "sold out at version v" entry when v < version.

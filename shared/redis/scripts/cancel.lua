@@ -23,12 +23,8 @@ local allocation_id, user_id = ARGV[1], ARGV[2]
 local retain_seconds = tonumber(ARGV[4])
 if not retain_seconds or retain_seconds < 1 then return { 'invalid', 'retainSeconds' } end
 
-local hold = read_hold(KEYS[1])
-if not hold then return { 'not_found' } end
-if hold.userId ~= user_id then return { 'forbidden' } end
-if hold.status == 'cancelled' then
-  return { 'unchanged', allocation_view(allocation_id, hold), tonumber(redis.call('HGET', KEYS[2], 'version')) }
-end
+local hold, refusal = hold_to_change(allocation_id, user_id, 'cancelled')
+if not hold then return refusal end
 if hold.status ~= 'held' then return { 'hold_not_active', hold.status } end
 if not tonumber(hold.quantity) or not tonumber(hold.expiresAt) then return { 'corrupt', 'hold' } end
 if redis.call('EXISTS', KEYS[2]) == 0 then return { 'stock_missing' } end
