@@ -56,12 +56,13 @@ export const relaySchema = z.object({
    */
   RELAY_TRANSACTIONS: flag("true"),
   /**
-   * Tests only: the relay freezes itself (SIGSTOP to its own pid) once, just before that claim step,
-   * so a test can pass the shard's lease to another relay inside the window and then SIGCONT it
-   * (test/relay-claim-fencing.test.ts). `acquire-claim`: taking over what a shard's previous owner
-   * left pending; `pending-claim`: re-reading (and, with replicas, re-claiming) its own pending entries.
+   * Tests only: the relay freezes itself (SIGSTOP to its own pid) once, just before that step, so a
+   * test can pass the shard's lease to another relay inside the window and then SIGCONT it
+   * (test/relay-claim-fencing.test.ts, test/relay-fencing.test.ts). `acquire-claim`: taking over what
+   * a shard's previous owner left pending; `pending-claim`: re-reading (and, with replicas,
+   * re-claiming) its own pending entries; `send`: sending its first transaction (entries read, nothing sent yet).
    */
-  RELAY_TEST_FREEZE_BEFORE: z.enum(["acquire-claim", "pending-claim"]).optional(),
+  RELAY_TEST_FREEZE_BEFORE: z.enum(["acquire-claim", "pending-claim", "send"]).optional(),
 });
 
 export const projectorPostgresSchema = z.object({

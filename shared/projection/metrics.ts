@@ -11,6 +11,8 @@ export interface ProjectorMetrics {
   dlqMessages: prom.Counter<"reason">;
   storeRetries: prom.Counter<string>;
   consumerRestarts: prom.Counter<string>;
+  /** Where a projector's time goes, summed over batches: parse, store, commit (bench:projectors' drain breakdown). */
+  busySeconds: prom.Counter<"step">;
   freshnessSeconds: FastHistogram;
   stageSeconds: FastHistogram<ProjectorStage>;
 }
@@ -42,6 +44,11 @@ export function createProjectorMetrics(registry: Registry): ProjectorMetrics {
     consumerLag: m.gauge("flashsale_projector_consumer_lag", "Messages between the committed offset and the partition's high watermark", ["partition"]),
     dlqMessages: m.counter("flashsale_projector_dlq_messages_total", "Messages sent to the dead-letter topic", ["reason"]),
     storeRetries: m.counter("flashsale_projector_store_retries_total", "Batch attempts that failed because the store was unavailable (retried, not committed)"),
+    busySeconds: m.counter(
+      "flashsale_projector_busy_seconds_total",
+      "Seconds spent per step, summed over batches: parse (decode + validate the messages), store (the store calls), commit (DLQ + offset commit)",
+      ["step"],
+    ),
     consumerRestarts: m.counter(
       "flashsale_projector_consumer_restarts_total",
       "Kafka consumers restarted in-process after kafkajs crashed and gave up (crash with restart: false)",
