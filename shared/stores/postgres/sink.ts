@@ -13,7 +13,7 @@ import { probeEvents } from "../../projection/probe.ts";
 import { notifyProgress } from "./progress.ts";
 import { applyEventsInTransaction, applyEventsToPostgres } from "./writer.ts";
 
-export const POSTGRES_PROJECTOR_GROUP = "projector-postgres";
+const POSTGRES_PROJECTOR_GROUP = "projector-postgres";
 
 export interface PostgresProjectorOptions extends Omit<ProjectorKafkaOptions, "groupId"> {
   groupId?: string;
