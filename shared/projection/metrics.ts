@@ -11,6 +11,8 @@ export interface ProjectorMetrics {
   dlqMessages: prom.Counter<"reason">;
   storeRetries: prom.Counter<string>;
   consumerRestarts: prom.Counter<string>;
+  /** Where a projector's time goes, summed over batches: parse, store, commit (bench:projectors' drain breakdown). */
+  busySeconds: prom.Counter<"step">;
   freshnessSeconds: FastHistogram;
   stageSeconds: FastHistogram<ProjectorStage>;
 }
@@ -72,6 +74,12 @@ export function createProjectorMetrics(registry: Registry): ProjectorMetrics {
     storeRetries: new prom.Counter({
       name: "flashsale_projector_store_retries_total",
       help: "Batch attempts that failed because the store was unavailable (retried, not committed)",
+      registers,
+    }),
+    busySeconds: new prom.Counter({
+      name: "flashsale_projector_busy_seconds_total",
+      help: "Seconds spent per step, summed over batches: parse (decode + validate the messages), store (the store calls), commit (DLQ + offset commit)",
+      labelNames: ["step"],
       registers,
     }),
     consumerRestarts: new prom.Counter({
