@@ -20,6 +20,7 @@
 import { describe, expect, test } from "bun:test";
 import { stackEnv } from "../shared/dev/env.ts";
 import { allocate, createStocks, type Harness, relayTestFixtures, spawnLogged, spawnRelay, stockVersions, verify, waitUntil } from "./support/relay-harness.ts";
+import { relayEnsureGroupCall } from "../shared/redis/calls.ts";
 import { runScript } from "../shared/redis/scripts.ts";
 import { RELAY_GROUP } from "../services/relay/stream.ts";
 
@@ -33,7 +34,7 @@ async function pendingByConsumer(h: Harness, shard: number): Promise<Record<stri
 
 /** A relay that died mid-batch: `count` entries read by a consumer that will never acknowledge them. */
 async function leavePending(h: Harness, shard: number, consumer: string, count: number): Promise<number> {
-  await runScript(h.redis, "fsRelayEnsureGroup", [h.keys.outbox(shard)], [RELAY_GROUP]);
+  await runScript(h.redis, relayEnsureGroupCall(h.keys, shard, RELAY_GROUP));
   const read = (await h.redis.eval(
     "local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'STREAMS', KEYS[1], '>') return r and #r[1][2] or 0",
     1,

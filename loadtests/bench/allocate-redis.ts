@@ -6,7 +6,8 @@
 import { createKeyLayout } from "../../shared/domain/keys.ts";
 import { DEFAULT_OUTBOX_MAX_LENGTH, REQUEST_RECORD_TTL_SECONDS } from "../../shared/domain/policy.ts";
 import { createRedis, deleteKeysByPrefix } from "../../shared/redis/client.ts";
-import { allocateFingerprint, createStockCommands, type StockCommands } from "../../shared/redis/commands.ts";
+import { allocateFingerprint } from "../../shared/redis/calls.ts";
+import { createStockCommands, type StockCommands } from "../../shared/redis/commands.ts";
 import { scriptSource } from "../../shared/redis/scripts.ts";
 import { formatReport } from "../../shared/verify/report.ts";
 import { verify } from "../../shared/verify/verify.ts";

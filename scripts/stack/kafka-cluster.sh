@@ -15,9 +15,9 @@
 #   broker.heartbeat.interval.ms 1500 (default 2000).
 # The controllers' own election keeps its defaults (controller.quorum.election.timeout.ms 1000,
 # fetch timeout 2000).
-# The internal topics get 12 partitions instead of 50 each (__consumer_offsets, __transaction_state):
-# a broker restarted after kill -9 recovers and re-syncs every replica it holds, and 300 replicas
-# per node made that take over a minute on a loaded 2-core machine.
+# The internal topics get 12 partitions instead of 50 each (servers.sh, for every node): a broker
+# restarted after kill -9 recovers and re-syncs every replica it holds, and 300 replicas per node
+# made that take over a minute on a loaded 2-core machine.
 KAFKA_CLUSTER_NODES=(1 2 3)
 
 kc_port() { echo $((KAFKA_CLUSTER_BASE_PORT + $1 - 1)); }            # broker listener of node n
@@ -27,7 +27,7 @@ kc_bootstrap() { local n out=(); for n in "${KAFKA_CLUSTER_NODES[@]}"; do out+=(
 
 start_kafka_cluster_node() { # start_kafka_cluster_node <n> <cluster id>
   local n="$1" dir="$STACK_DIR/kafka-cluster/$1"
-  KAFKA_EXTRA_CONFIG=$'broker.session.timeout.ms=6000\nbroker.heartbeat.interval.ms=1500\noffsets.topic.num.partitions=12\ntransaction.state.log.num.partitions=12' \
+  KAFKA_EXTRA_CONFIG=$'broker.session.timeout.ms=6000\nbroker.heartbeat.interval.ms=1500' \
     write_kafka_config "$dir" "$n" "$(kc_port "$n")" "$(kc_voters)" "$(kc_controller_port "$n")" 3 2
   format_kafka_storage "kafka-cluster-$n" "$dir" "$2"
   launch_kafka "kafka-cluster-$n" "$dir" "$KAFKA_CLUSTER_HEAP"

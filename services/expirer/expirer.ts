@@ -14,7 +14,7 @@ import { sleep } from "../../shared/lifecycle.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { prom } from "../../shared/metrics.ts";
 import { IDEMPOTENCY_TTL_SECONDS } from "../../shared/domain/policy.ts";
-import { expireCall } from "../../shared/redis/commands.ts";
+import { dueHoldsCall, expireCall } from "../../shared/redis/calls.ts";
 import { prepareScripts, queueScript, runScript } from "../../shared/redis/scripts.ts";
 import { continueTrace } from "../../shared/trace.ts";
 import { createRoomCommands } from "../../shared/redis/room.ts";
@@ -99,7 +99,7 @@ export function createExpirer(options: ExpirerOptions): Expirer {
    */
   async function expireBatch(shard: number): Promise<[number, number, number]> {
     const due = keys.holdsDue(shard);
-    const ids = await runScript<string[]>(redis, "fsDueHolds", [due], [batchSize]);
+    const ids = await runScript(redis, dueHoldsCall(keys, shard, batchSize));
     if (ids.length === 0) return [0, 0, 0];
     const lookup = redis.pipeline();
     for (const id of ids) lookup.hget(keys.hold(id), "stockId");
@@ -112,8 +112,7 @@ export function createExpirer(options: ExpirerOptions): Expirer {
       const stockId = stockIds[i]?.[1] as string | null;
       // A due entry without its hold has nothing to release: drop the index entry.
       if (!stockId) return void release.zrem(due, id);
-      const call = expireCall(keys, id, stockId, retainSeconds, trace.traceparent);
-      queueScript(release, "fsExpire", call.keys, call.args);
+      queueScript(release, expireCall(keys, id, stockId, retainSeconds, trace.traceparent));
     });
     const results = (await release.exec()) ?? [];
     let released = 0;

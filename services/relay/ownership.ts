@@ -22,6 +22,7 @@
 import type { RedisClient } from "./context.ts";
 import type { KeyLayout } from "../../shared/domain/keys.ts";
 import type { Logger } from "../../shared/logger.ts";
+import { relayHeartbeatCall, relayLeaseAcquireCall, relayLeaseReleaseCall, relayLeaseRenewCall } from "../../shared/redis/calls.ts";
 import { runScript } from "../../shared/redis/scripts.ts";
 
 /** Shards assigned to `me` given the live members (same answer on every relay for the same set). */
@@ -76,7 +77,7 @@ export class ShardOwnership {
   }
 
   private async beat(): Promise<void> {
-    const members = (await runScript<string[]>(this.redis, "fsRelayHeartbeat", [this.keys.relayMembers()], [this.consumer, this.leaseMs])) as string[];
+    const members = await runScript(this.redis, relayHeartbeatCall(this.keys, this.consumer, this.leaseMs));
     const desired = assignedShards(members, this.consumer, this.keys.shards);
     if (members.join(",") !== this.members.join(",")) {
       this.logger.info({ members, shards: [...desired] }, "relay membership changed");
@@ -84,9 +85,7 @@ export class ShardOwnership {
     this.members = [...members].sort();
     this.desired = desired;
     const held = [...this.held];
-    const renewed = await Promise.all(
-      held.map((s) => runScript<number>(this.redis, "fsRelayLeaseRenew", [this.keys.relayLease(s)], [this.consumer, this.leaseMs])),
-    );
+    const renewed = await Promise.all(held.map((s) => runScript(this.redis, relayLeaseRenewCall(this.keys, s, this.consumer, this.leaseMs))));
     held.forEach((s, i) => {
       if (renewed[i] === 1 || !this.held.has(s)) return;
       this.held.delete(s);
@@ -96,21 +95,21 @@ export class ShardOwnership {
   }
 
   async acquire(shard: number): Promise<boolean> {
-    const ok = (await runScript<number>(this.redis, "fsRelayLeaseAcquire", [this.keys.relayLease(shard)], [this.consumer, this.leaseMs])) === 1;
+    const ok = (await runScript(this.redis, relayLeaseAcquireCall(this.keys, shard, this.consumer, this.leaseMs))) === 1;
     if (ok) this.held.add(shard);
     return ok;
   }
 
   /** Renews the lease if this relay still holds it (read in Redis now); a lost one is forgotten. */
   async confirm(shard: number): Promise<boolean> {
-    const ok = (await runScript<number>(this.redis, "fsRelayLeaseRenew", [this.keys.relayLease(shard)], [this.consumer, this.leaseMs])) === 1;
+    const ok = (await runScript(this.redis, relayLeaseRenewCall(this.keys, shard, this.consumer, this.leaseMs))) === 1;
     if (!ok) this.held.delete(shard);
     return ok;
   }
 
   async release(shard: number): Promise<void> {
     this.held.delete(shard);
-    await runScript(this.redis, "fsRelayLeaseRelease", [this.keys.relayLease(shard)], [this.consumer]);
+    await runScript(this.redis, relayLeaseReleaseCall(this.keys, shard, this.consumer));
   }
 
   /** Releases every lease and leaves the membership, so the others take over at once. */

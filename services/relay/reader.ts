@@ -35,7 +35,8 @@ import { sleep } from "../../shared/lifecycle.ts";
 import { isCluster } from "../../shared/redis/client.ts";
 import { freezeForTest, type RelayContext } from "./context.ts";
 import { errorMessage } from "./health.ts";
-import { prepareScripts, queueScript } from "../../shared/redis/scripts.ts";
+import { relayReadCall, relayReadPendingCall } from "../../shared/redis/calls.ts";
+import { prepareScripts, queueScript, type ScriptCall } from "../../shared/redis/scripts.ts";
 import { RELAY_GROUP, type OutboxEntry } from "./stream.ts";
 
 /** New entries read, and the shards whose lease turned out not to be ours (nothing was read from them). */
@@ -120,8 +121,8 @@ export class OutboxReader {
     const { keys, consumerName, cfg } = this.ctx;
     const run = async (conn: Redis, asking: boolean) => {
       freezeForTest(this.ctx, "pending-claim", shard);
-      const claim = this.minReplicas > 0 ? "1" : "0";
-      const reply = (await guarded(conn, asking, "fsRelayReadPending", [keys.relayLease(shard), keys.outbox(shard)], [RELAY_GROUP, consumerName, cfg.RELAY_BATCH_SIZE, from, claim])) as [0] | [1, RawEntry[]];
+      const call = relayReadPendingCall(keys, shard, { group: RELAY_GROUP, consumer: consumerName, count: cfg.RELAY_BATCH_SIZE, from, claim: this.minReplicas > 0 });
+      const reply = (await guarded(conn, asking, call)) as [0] | [1, RawEntry[]];
       if (reply[0] === 0) return null;
       const entries = reply[1].map(([id, fields]) => ({ shard, id, fields }));
       if (entries.length > 0) await this.replicated(conn, [shard]);
@@ -150,7 +151,7 @@ export class OutboxReader {
     const { keys, consumerName } = this.ctx;
     const p = conn.pipeline();
     if (asking) p.call("ASKING");
-    for (const s of shards) queueScript(p, "fsRelayRead", [keys.relayLease(s), keys.outbox(s)], [RELAY_GROUP, consumerName, count]);
+    for (const s of shards) queueScript(p, relayReadCall(keys, s, RELAY_GROUP, consumerName, count));
     const results = ((await p.exec()) ?? []).slice(asking ? 1 : 0);
     const out = { entries: [] as OutboxEntry[], lost: [] as number[], idle: new Map<number, string>() };
     shards.forEach((shard, i) => {
@@ -341,10 +342,10 @@ export class OutboxReader {
 }
 
 /** One lease-guarded script, preceded by ASKING (in the same round trip) when following an ASK redirect. */
-async function guarded(conn: Redis, asking: boolean, name: "fsRelayReadPending", keys: string[], args: (string | number)[]): Promise<unknown> {
+async function guarded(conn: Redis, asking: boolean, call: ScriptCall<unknown>): Promise<unknown> {
   const p = conn.pipeline();
   if (asking) p.call("ASKING");
-  queueScript(p, name, keys, args);
+  queueScript(p, call);
   const results = (await p.exec()) ?? [];
   const [err, reply] = results.at(-1) ?? [new Error("no reply")];
   if (err) throw err;

@@ -45,6 +45,7 @@ import { OutboxReader, type ReadResult } from "./reader.ts";
 import { KafkaSender, STOP_SEND_GRACE_MS, type SendOutcome } from "./sender.ts";
 import { ShardState } from "./shards.ts";
 import { readSnapshot } from "./snapshot.ts";
+import { relayEnsureGroupCall } from "../../shared/redis/calls.ts";
 import { runScript } from "../../shared/redis/scripts.ts";
 import { idTimeMs, isNoGroup, RELAY_GROUP, type OutboxEntry } from "./stream.ts";
 
@@ -203,7 +204,7 @@ class RelayImpl implements Relay {
 
   private async ensureGroups(): Promise<void> {
     const { redis, keys } = this.ctx;
-    await Promise.all(keys.allShards().map((s) => runScript(redis, "fsRelayEnsureGroup", [keys.outbox(s)], [RELAY_GROUP])));
+    await Promise.all(keys.allShards().map((s) => runScript(redis, relayEnsureGroupCall(keys, s, RELAY_GROUP))));
     this.groupsReady = true;
   }
 

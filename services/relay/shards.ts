@@ -4,6 +4,7 @@
  * of ownership.ts between batches, claims what other consumers left pending, and removes dead
  * consumers from the group now and then.
  */
+import { relayClaimCall, relayDeleteIdleConsumersCall } from "../../shared/redis/calls.ts";
 import { runScript } from "../../shared/redis/scripts.ts";
 import { freezeForTest, type RelayContext } from "./context.ts";
 import { ShardOwnership } from "./ownership.ts";
@@ -151,7 +152,7 @@ export class ShardState {
     let cursor = "0-0";
     let claimed = 0;
     do {
-      const reply = await runScript<[0] | [1, string, number]>(redis, "fsRelayClaim", [keys.relayLease(shard), keys.outbox(shard)], [RELAY_GROUP, consumerName, minIdleMs, cursor, 1000]);
+      const reply = await runScript(redis, relayClaimCall(keys, shard, { group: RELAY_GROUP, consumer: consumerName, minIdleMs, cursor, count: 1000 }));
       if (reply[0] === 0) {
         log.warn({ shard, claimedBefore: claimed }, "shard lease is no longer ours (found by the claim); shard dropped");
         if (claimed > 0) metrics.claimed.inc(claimed);
@@ -186,7 +187,7 @@ export class ShardState {
     if (now >= this.nextConsumerCleanupAt) {
       this.nextConsumerCleanupAt = now + 300_000;
       for (const s of this.live) {
-        await runScript(redis, "fsRelayDeleteIdleConsumers", [keys.outbox(s)], [RELAY_GROUP, DEAD_CONSUMER_IDLE_MS, consumerName]);
+        await runScript(redis, relayDeleteIdleConsumersCall(keys, s, RELAY_GROUP, DEAD_CONSUMER_IDLE_MS, consumerName));
       }
     }
   }

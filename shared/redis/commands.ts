@@ -5,12 +5,12 @@
  */
 import { DomainError } from "../domain/errors.ts";
 import type { KeyLayout } from "../domain/keys.ts";
-import { DEFAULT_CURRENCY, DEFAULT_HOLD_SECONDS, DEFAULT_OUTBOX_MAX_LENGTH, IDEMPOTENCY_TTL_SECONDS, REQUEST_RECORD_TTL_SECONDS } from "../domain/policy.ts";
+import { DEFAULT_OUTBOX_MAX_LENGTH, IDEMPOTENCY_TTL_SECONDS } from "../domain/policy.ts";
 import { allocationViewFromHash, pairsToObject, stockViewFromHash, type AllocationView, type StockView } from "../domain/views.ts";
 import { retryLostReply, retryUnexecuted, type RedisClient } from "./client.ts";
 import { FAST, type Durability } from "./durability.ts";
-import { runScript, type ScriptArg, type ScriptReply } from "./scripts.ts";
-import { parseTraceparent } from "../trace.ts";
+import { allocateCall, cancelCall, createStockCall, expireCall, purchaseCall, type AllocateArgs, type HoldChangeArgs, type StockSpec } from "./calls.ts";
+import { runScript, type ScriptReply } from "./scripts.ts";
 
 export interface CommandOptions {
   /** HOLD_RETENTION_SECONDS: how long a finished hold stays readable (then Redis deletes it). */
@@ -21,34 +21,14 @@ export interface CommandOptions {
   durability?: Durability;
 }
 
-export interface CreateStockInput {
+export interface CreateStockInput extends StockSpec {
   id?: string;
-  name: string;
-  description?: string;
-  price: number;
-  currency?: string;
-  quantity: number;
-  perUserLimit?: number;
-  holdSeconds?: number;
-  /** Epoch ms; default now. */
-  startsAt?: number;
-  /** Epoch ms; default never. */
-  endsAt?: number;
   /** A waiting room (docs/waiting-room.md): admission TTL seconds; absent for none. */
   waitingRoom?: { admissionTtlSeconds: number };
-  traceparent?: string;
 }
 
-export interface AllocateInput {
-  stockId: string;
-  userId: string;
-  quantity: number;
-  idempotencyKey?: string;
-  /** The Admission-Token header: required (and checked by allocate.lua) on a waiting-room stock. */
-  admissionToken?: string;
-  /** W3C traceparent of the request, stored with the event in the outbox (ignored when malformed). */
-  traceparent?: string;
-}
+/** An allocation request: calls.ts AllocateArgs (the Admission-Token is required, and checked by allocate.lua, on a waiting-room stock). */
+export type AllocateInput = AllocateArgs;
 
 export interface AllocateResult {
   allocation: AllocationView;
@@ -56,11 +36,7 @@ export interface AllocateResult {
   replayed: boolean;
 }
 
-interface HoldChangeInput {
-  allocationId: string;
-  userId: string;
-  traceparent?: string;
-}
+type HoldChangeInput = HoldChangeArgs;
 
 type ExpireOutcome = "expired" | "not_due" | "not_active" | "stock_missing";
 
@@ -76,13 +52,6 @@ export interface StockCommands {
   getStock(stockId: string): Promise<StockView | null>;
   getAllocation(allocationId: string): Promise<AllocationView | null>;
 }
-
-const newEventId = () => Bun.randomUUIDv7();
-/** The script argument for a trace header: the header when well-formed, else '' (none). */
-const traceArg = (traceparent: string | undefined) => (traceparent && parseTraceparent(traceparent) ? traceparent : "");
-
-/** What makes two allocate requests "the same" for an Idempotency-Key: the stock and the quantity. */
-export const allocateFingerprint = (userId: string, stockId: string, quantity: number) => JSON.stringify(["allocate", userId, stockId, quantity]);
 
 /** The stored record of an allocation made with an Idempotency-Key (written by allocate.lua). */
 export interface IdempotencyRecord {
@@ -143,72 +112,10 @@ function fail(reply: ScriptReply, context: Record<string, unknown>): never {
   }
 }
 
-/** A script call: the KEYS and ARGV one script takes, built in one place for single calls and pipelines alike. */
-export interface ScriptCall {
-  keys: string[];
-  args: ScriptArg[];
-}
-
-/** expire.lua's calling convention (see its header); the expirer queues these in a pipeline. */
-export function expireCall(keys: KeyLayout, allocationId: string, stockId: string, retainSeconds: number, traceparent?: string): ScriptCall {
-  const shard = keys.shardOf(stockId);
-  return {
-    keys: [keys.hold(allocationId), keys.stock(stockId), keys.stockBuyers(stockId), keys.holdsDue(shard), keys.outbox(shard), keys.released(shard), ...roomReleaseKeys(keys, stockId)],
-    args: [allocationId, newEventId(), retainSeconds, traceArg(traceparent)],
-  };
-}
-
-/** allocate.lua's calling convention (see its header): KEYS 1-10 and ARGV 1-10, built once per request. */
-export function allocateCall(keys: KeyLayout, input: AllocateInput, outboxMaxLength: number): ScriptCall {
-  const shard = keys.shardOf(input.stockId);
-  const allocationId = keys.newAllocationId(input.stockId);
-  const key = input.idempotencyKey;
-  // What makes two requests "the same" for an Idempotency-Key: the user, the stock and the quantity.
-  // The user is in it as well as in the key, so a record can never answer another user even if
-  // two key names ever met; a JSON array cannot join two different tuples into one string.
-  const fingerprint = allocateFingerprint(input.userId, input.stockId, input.quantity);
-  // Without an Idempotency-Key the request still gets a record, under an id of its own: a reply
-  // lost with its connection is retried with the very same call, and the script answers the hold
-  // it made the first time instead of making a second one (docs/design.md §3).
-  const recordKey = key === undefined ? keys.allocationRequest(input.stockId, crypto.randomUUID()) : keys.idempotency(input.stockId, input.userId, key);
-  return {
-    keys: [keys.stock(input.stockId), keys.stockBuyers(input.stockId), keys.hold(allocationId), keys.holdsDue(shard), recordKey, keys.outbox(shard), ...roomReleaseKeys(keys, input.stockId)],
-    args: [
-      input.stockId,
-      input.userId,
-      input.quantity,
-      allocationId,
-      newEventId(),
-      fingerprint,
-      key === undefined ? REQUEST_RECORD_TTL_SECONDS : IDEMPOTENCY_TTL_SECONDS,
-      outboxMaxLength,
-      traceArg(input.traceparent),
-      input.admissionToken ?? "",
-    ],
-  };
-}
-
-/** KEYS 7-10 of allocate, cancel and expire: the stock's waiting room (untouched when it has none). */
-function roomReleaseKeys(keys: KeyLayout, stockId: string): string[] {
-  const room = keys.room(stockId);
-  return [room.room, room.line, room.admitted, room.tickets];
-}
-
 export function createStockCommands(redis: RedisClient, keys: KeyLayout, options: CommandOptions = {}): StockCommands {
   const retainSeconds = options.holdRetentionSeconds ?? IDEMPOTENCY_TTL_SECONDS;
   const outboxMaxLength = options.outboxMaxLength ?? DEFAULT_OUTBOX_MAX_LENGTH;
   const durability = options.durability ?? FAST;
-  const shardKeys = (stockId: string) => {
-    const shard = keys.shardOf(stockId);
-    return {
-      stock: keys.stock(stockId),
-      buyers: keys.stockBuyers(stockId),
-      due: keys.holdsDue(shard),
-      outbox: keys.outbox(shard),
-      released: keys.released(shard),
-    };
-  };
-
   /** The stock an allocation belongs to, read from its hold; null when the hold does not exist. */
   async function stockOfHold(allocationId: string): Promise<string | null> {
     if (keys.shardOfAllocation(allocationId) === null) return null;
@@ -218,13 +125,10 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
   async function changeHold(script: "fsPurchase" | "fsCancel", input: HoldChangeInput): Promise<AllocationView> {
     const stockId = await stockOfHold(input.allocationId);
     if (stockId === null) throw new DomainError("not_found", "no such allocation", { allocationId: input.allocationId });
-    const k = shardKeys(stockId);
-    const hold = keys.hold(input.allocationId);
-    const scriptKeys =
-      script === "fsPurchase" ? [hold, k.stock, k.due, k.outbox] : [hold, k.stock, k.buyers, k.due, k.outbox, k.released, ...roomReleaseKeys(keys, stockId)];
-    const reply = await runScript(redis, script, scriptKeys, [input.allocationId, input.userId, newEventId(), retainSeconds, traceArg(input.traceparent)]);
+    const build = script === "fsPurchase" ? purchaseCall : cancelCall;
+    const reply = await runScript(redis, build(keys, stockId, input, retainSeconds));
     if (reply[0] === "ok" || reply[0] === "unchanged") {
-      await durability.afterWrite(hold);
+      await durability.afterWrite(keys.hold(input.allocationId));
       return JSON.parse(String(reply[1])) as AllocationView;
     }
     return fail(reply, { allocationId: input.allocationId });
@@ -236,28 +140,8 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
 
     async createStock(input) {
       const stockId = input.id ?? Bun.randomUUIDv7();
-      const k = shardKeys(stockId);
-      const room = input.waitingRoom ? newRoomSeed() : null;
-      const roomKeys = [keys.room(stockId).room, keys.rooms(keys.shardOf(stockId))];
-      const reply = await runScript(redis, "fsCreateStock", [k.stock, k.outbox, keys.stockIdsTaken(keys.shardOf(stockId)), ...roomKeys], [
-        stockId,
-        newEventId(),
-        input.name,
-        input.description ?? "",
-        input.price,
-        input.currency ?? DEFAULT_CURRENCY,
-        input.quantity,
-        input.perUserLimit ?? input.quantity,
-        input.holdSeconds ?? DEFAULT_HOLD_SECONDS,
-        input.startsAt ?? "",
-        input.endsAt ?? "",
-        outboxMaxLength,
-        retainSeconds,
-        traceArg(input.traceparent),
-        input.waitingRoom?.admissionTtlSeconds ?? "",
-        room?.seed ?? "",
-        room?.commitment ?? "",
-      ]);
+      const room = input.waitingRoom ? { admissionTtlSeconds: input.waitingRoom.admissionTtlSeconds, ...newRoomSeed() } : undefined;
+      const reply = await runScript(redis, createStockCall(keys, { ...input, stockId, outboxMaxLength, retainSeconds, room }));
       if (reply[0] === "invalid") {
         // The caller's own input, which only the script can judge in full: an endsAt without startsAt
         // is compared with Redis' clock (startsAt defaults to now), so it is a 400, not a bug.
@@ -266,14 +150,14 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
         throw new DomainError("invalid_request", `body.${field}: ${message}`, { errors: [{ in: "json", path: field, message }] });
       }
       if (reply[0] !== "ok") return fail(reply, { stockId });
-      await durability.afterWrite(k.stock);
+      await durability.afterWrite(keys.stock(stockId));
       return stockViewFromHash(stockId, pairsToObject(reply[1] as unknown[])) as StockView;
     },
 
     async allocate(input) {
       const call = allocateCall(keys, input, outboxMaxLength);
       // A lost reply is retried with the very same call: the request record makes the retry find its first run.
-      const reply = await retryLostReply(() => runScript(redis, "fsAllocate", call.keys, call.args));
+      const reply = await retryLostReply(() => runScript(redis, call));
       if (reply[0] === "ok" || reply[0] === "replay") {
         // A replay is waited for too: its first run may be the one whose reply was lost, not yet durable.
         await durability.afterWrite(keys.stock(input.stockId));
@@ -287,8 +171,7 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
     cancel: (input) => changeHold("fsCancel", input),
 
     async expire(allocationId, stockId, traceparent) {
-      const call = expireCall(keys, allocationId, stockId, retainSeconds, traceparent);
-      const reply = await runScript(redis, "fsExpire", call.keys, call.args);
+      const reply = await runScript(redis, expireCall(keys, allocationId, stockId, retainSeconds, traceparent));
       return reply[0] as ExpireOutcome;
     },
 

@@ -1,6 +1,6 @@
 /**
  * The waiting room's commands (docs/waiting-room.md): join, the poll's read, the public figures, the
- * draw, and the expirer's sweep. One args builder per script, so the KEYS order lives here only.
+ * draw, and the expirer's sweep. Each script's KEYS and ARGV come from its args builder in calls.ts.
  * Admission itself happens inside the scripts that change what is free: allocate, cancel, expire,
  * room_join, room_draw and room_sweep (the _room.lua helpers).
  */
@@ -8,8 +8,9 @@ import { DomainError } from "../domain/errors.ts";
 import type { KeyLayout } from "../domain/keys.ts";
 import { drawOrder, estimateWaitSeconds, type DrawView, type RoomView, type TicketState, type TicketView } from "../domain/room.ts";
 import { retryUnexecuted, type RedisClient } from "./client.ts";
+import { roomDrawCall, roomJoinCall, roomStatusCall, roomSummaryCall, roomSweepCall } from "./calls.ts";
 import { FAST, type Durability } from "./durability.ts";
-import { runScript, type ScriptArg } from "./scripts.ts";
+import { runScript, type ScriptCall } from "./scripts.ts";
 
 interface JoinResult {
   ticket: TicketView;
@@ -46,11 +47,10 @@ const newTicketId = () => randomHex(16);
  */
 export function createRoomCommands(redis: RedisClient, keys: KeyLayout, durability: Durability = FAST): RoomCommands {
   const k = (stockId: string) => ({ stock: keys.stock(stockId), ...keys.room(stockId) });
-  const run = (name: Parameters<typeof runScript>[1], scriptKeys: string[], args: ScriptArg[]) => runScript(redis, name, scriptKeys, args);
+  const run = (call: ScriptCall) => runScript(redis, call);
 
   async function status(stockId: string, userId: string): Promise<TicketView | null> {
-    const r = k(stockId);
-    const reply = await run("fsRoomStatus", [r.stock, r.room, r.pre, r.line, r.tickets, r.users], [userId]);
+    const reply = await run(roomStatusCall(keys, stockId, userId));
     if (reply[0] === "none") return null;
     if (reply[0] === "corrupt") throw new Error(`room_status: corrupt ${String(reply[1])}`);
     const [state, ticketId, position, token, now, startsAt, admissions, firstAdmitAt, free, ttl] = reply as [string, string, number, string, number, number, number, string, number, number];
@@ -86,7 +86,7 @@ export function createRoomCommands(redis: RedisClient, keys: KeyLayout, durabili
         [unknown, string[]],
       ];
       if (seed === null || drawn === "1") return false;
-      const reply = await run("fsRoomDraw", [r.stock, r.room, r.pre, r.line, r.admitted, r.tickets, r.draw], drawOrder(seed, ids));
+      const reply = await run(roomDrawCall(keys, stockId, drawOrder(seed, ids)));
       if (reply[0] === "drawn") return true;
       if (reply[0] !== "changed") return false; // already, not_started, no_room
     }
@@ -95,14 +95,13 @@ export function createRoomCommands(redis: RedisClient, keys: KeyLayout, durabili
 
   return {
     async join(stockId, userId) {
-      const r = k(stockId);
-      const reply = await run("fsRoomJoin", [r.stock, r.room, r.pre, r.line, r.admitted, r.tickets, r.users], [userId, newTicketId(), randomHex(16)]);
+      const reply = await run(roomJoinCall(keys, stockId, userId, newTicketId(), randomHex(16)));
       switch (reply[0]) {
         case "joined":
         case "existing": {
           if (reply[0] === "joined" && Number(reply[2]) === 1) await ensureDrawn(stockId);
           // "existing" too: the ticket answered may be one whose own join has not passed the barrier yet.
-          await durability.afterWrite(r.room);
+          await durability.afterWrite(keys.room(stockId).room);
           const ticket = await status(stockId, userId);
           if (!ticket) throw new Error(`room_join: ticket of ${userId} not found after joining`);
           return { ticket, created: reply[0] === "joined" };
@@ -124,7 +123,7 @@ export function createRoomCommands(redis: RedisClient, keys: KeyLayout, durabili
 
     async summary(stockId) {
       const r = k(stockId);
-      const reply = await run("fsRoomSummary", [r.stock, r.room, r.pre, r.line, r.admitted], []);
+      const reply = await run(roomSummaryCall(keys, stockId));
       if (reply[0] === "none") {
         if ((await retryUnexecuted(() => redis.exists(r.stock))) === 0) throw new DomainError("not_found", "no such stock", { stockId });
         throw noRoom(stockId);
@@ -162,13 +161,10 @@ export function createRoomCommands(redis: RedisClient, keys: KeyLayout, durabili
     },
 
     async sweep(stockId, maxExpire) {
-      const r = k(stockId);
-      const shard = keys.shardOf(stockId);
-      const scriptKeys = [r.stock, r.room, r.pre, r.line, r.admitted, r.tickets, r.users, r.draw, keys.rooms(shard)];
-      let reply = await run("fsRoomSweep", scriptKeys, [stockId, maxExpire]);
+      let reply = await run(roomSweepCall(keys, stockId, maxExpire));
       if (reply[0] === "draw_due") {
         await ensureDrawn(stockId);
-        reply = await run("fsRoomSweep", scriptKeys, [stockId, maxExpire]);
+        reply = await run(roomSweepCall(keys, stockId, maxExpire));
       }
       if (reply[0] === "invalid") throw new Error(`room_sweep: invalid ${String(reply[1])}`);
       return { outcome: reply[0] as SweepOutcome, expired: Number(reply[1] ?? 0), admitted: Number(reply[2] ?? 0) };

@@ -75,19 +75,35 @@ function ensureDefined(redis: RedisClient): void {
   defined.add(redis);
 }
 
+/**
+ * One script's KEYS and ARGV, built by its args builder in calls.ts (the only place that knows the
+ * order); `Reply` is what the script answers.
+ */
+export interface ScriptCall<Reply = ScriptReply> {
+  readonly script: ScriptName;
+  readonly keys: string[];
+  readonly args: ScriptArg[];
+  /** Never set: carries the reply's type from the builder to runScript. */
+  readonly reply?: Reply;
+}
+
 /** Runs one script on a client. Keys must all carry the same hash tag (checked by the key layout). */
-export function runScript<Reply = ScriptReply>(redis: RedisClient, name: ScriptName, keys: string[], args: ScriptArg[]): Promise<Reply> {
+export function runScript<Reply>(redis: RedisClient, call: ScriptCall<Reply>): Promise<Reply> {
   ensureDefined(redis);
+  const { script: name, keys, args } = call;
   if (keys.length !== SCRIPTS[name].keys) throw new Error(`${name} takes ${SCRIPTS[name].keys} keys, got ${keys.length}`);
   const command = (redis as unknown as Record<ScriptName, (...a: ScriptArg[]) => Promise<Reply>>)[name];
   return retryUnexecuted(() => command.call(redis, ...keys, ...args));
 }
 
 /** Queues one script on a pipeline of a client that ran `prepareScripts`. */
-export function queueScript(pipeline: ChainableCommander, name: ScriptName, keys: string[], args: ScriptArg[]): void {
-  const command = (pipeline as unknown as Record<ScriptName, (...a: ScriptArg[]) => ChainableCommander>)[name];
-  command.call(pipeline, ...keys, ...args);
+export function queueScript(pipeline: ChainableCommander, call: ScriptCall<unknown>): void {
+  const command = (pipeline as unknown as Record<ScriptName, (...a: ScriptArg[]) => ChainableCommander>)[call.script];
+  command.call(pipeline, ...call.keys, ...call.args);
 }
+
+/** How many KEYS each script takes, as Redis is told (held to the builders by test/script-calls.unit.test.ts). */
+export const scriptKeyCount = (name: ScriptName): number => SCRIPTS[name].keys;
 
 /** Defines the scripts on a client up front (needed before building pipelines). */
 export function prepareScripts(redis: RedisClient): void {

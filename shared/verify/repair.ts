@@ -15,6 +15,7 @@ import type postgres from "postgres";
 import { MAX_SNAPSHOT_LIVE_HOLDS } from "../domain/events.ts";
 import type { KeyLayout } from "../domain/keys.ts";
 import type { RedisClient } from "../redis/client.ts";
+import { snapshotCall } from "../redis/calls.ts";
 import { runScript } from "../redis/scripts.ts";
 import { readPostgresCounters } from "../stores/postgres/analytics.ts";
 import { readSearchCounters } from "../stores/search/queries.ts";
@@ -73,13 +74,7 @@ async function highestSeenVersion(options: RepairOptions): Promise<number> {
 export async function repairStock(options: RepairOptions): Promise<RepairResult> {
   const { redis, keys, stockId } = options;
   const seenVersion = options.seenVersion ?? (await highestSeenVersion(options));
-  const shard = keys.shardOf(stockId);
-  const reply = await runScript(
-    redis,
-    "fsSnapshot",
-    [keys.stock(stockId), keys.outbox(shard), keys.holdsDue(shard)],
-    [stockId, Bun.randomUUIDv7(), seenVersion, keys.holdKeyPrefix(shard), MAX_SNAPSHOT_LIVE_HOLDS, options.maxDueScan ?? MAX_DUE_SCAN],
-  );
+  const reply = await runScript(redis, snapshotCall(keys, stockId, { seenVersion, maxLiveHolds: MAX_SNAPSHOT_LIVE_HOLDS, maxDueScan: options.maxDueScan ?? MAX_DUE_SCAN }));
   if (reply[0] === "not_found") throw new RepairError(`no stock ${stockId} in Redis (prefix ${keys.prefix})`);
   if (reply[0] === "too_many_holds") {
     const [, count, scope] = reply;

@@ -10,7 +10,8 @@
 import { DomainError } from "../../../shared/domain/errors.ts";
 import type { AllocationView } from "../../../shared/domain/views.ts";
 import type { RedisClient } from "../../../shared/redis/client.ts";
-import { allocateFingerprint, type AllocateInput, type AllocateResult, type IdempotencyRecord, type StockCommands } from "../../../shared/redis/commands.ts";
+import { allocateFingerprint } from "../../../shared/redis/calls.ts";
+import type { AllocateInput, AllocateResult, IdempotencyRecord, StockCommands } from "../../../shared/redis/commands.ts";
 import type { RefusalCache } from "./sold-out-cache.ts";
 
 export interface Allocator {

@@ -3,7 +3,7 @@
  *   route.ts (this: the contract and the validated handler)
  *   → fast-path.ts (plainly valid requests answered before the validators; `allocateFor`, the outcome metrics)
  *   → allocator.ts (the refusal cache of sold-out-cache.ts, then the typed command, the answer taught back)
- *   → shared/redis/commands.ts `allocate` (its KEYS/ARGV from `allocateCall`)
+ *   → shared/redis/commands.ts `allocate` (its KEYS/ARGV from `allocateCall`, shared/redis/calls.ts)
  *   → shared/redis/scripts/allocate.lua (stock, hold, admission, outbox XADD, atomically).
  */
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
