@@ -13,10 +13,10 @@ import { mintUserToken } from "../shared/dev/token.ts";
 import { createKeyLayout } from "../shared/domain/keys.ts";
 import { freePort, uniqueName } from "../shared/dev/env.ts";
 import { createRedis, type RedisClient } from "../shared/redis/client.ts";
-import { TEST_ADMIN_TOKEN, TEST_JWT_SECRET } from "./support/api.ts";
+import { TEST_JWT_SECRET } from "./support/api.ts";
 import { startPrivateCluster, type PrivateCluster } from "./support/private-cluster.ts";
 import { serviceProcesses } from "./support/processes.ts";
-import { roomSale } from "./support/room-sale.ts";
+import { roomSale, saleEnv, waitReady } from "./support/room-sale.ts";
 
 const SHARDS = 4;
 const UNITS = 15;
@@ -30,19 +30,8 @@ const keys = createKeyLayout(prefix, SHARDS);
 let cluster: PrivateCluster;
 let redis: RedisClient;
 
-const env = () => ({
-  REDIS_URL: cluster.target.REDIS_URL,
-  REDIS_CLUSTER_NODES: cluster.nodesEnv,
-  REDIS_KEY_PREFIX: prefix,
-  REDIS_DURABILITY: "replica",
-  REDIS_DURABILITY_TIMEOUT_MS: "1000",
-  OUTBOX_SHARDS: String(SHARDS),
-  PORT: String(port),
-  ADMIN_TOKEN: TEST_ADMIN_TOKEN,
-  JWT_SECRET: TEST_JWT_SECRET,
-  RATE_LIMIT_IP: "off",
-  EXPIRER_INTERVAL_MS: "100",
-});
+// REDIS_DURABILITY_TIMEOUT_MS: a new master has no replica until the old one comes back; its writes wait 1 s, then go degraded.
+const env = () => saleEnv(cluster.target, { prefix, port, shards: SHARDS }, { REDIS_DURABILITY: "replica", REDIS_DURABILITY_TIMEOUT_MS: "1000" });
 const apis = serviceProcesses("api", env);
 const expirers = serviceProcesses("expirer", env);
 
@@ -57,19 +46,11 @@ afterAll(async () => {
   await cluster?.stop();
 });
 
-const ready = async (url: string) => {
-  for (let i = 0; i < 600; i++) {
-    if (await fetch(url).then((r) => r.ok, () => false)) return;
-    await Bun.sleep(50);
-  }
-  throw new Error(`${url} never ready`);
-};
-
 test("kill -9 of the room's master mid-sale: the replica takes over, no ticket lost or doubled, every unit sold through an admission", async () => {
   apis.start();
   expirers.start();
-  await ready(`${base}/readyz`);
-  await ready(`http://127.0.0.1:${expirers.adminPort}/readyz`);
+  await waitReady(`${base}/readyz`);
+  await waitReady(`http://127.0.0.1:${expirers.adminPort}/readyz`);
   const sale = roomSale(base);
   const slot = Number(await redis.call("CLUSTER", "KEYSLOT", keys.stock("drop")));
   const startsAt = Date.now() + 2_000;

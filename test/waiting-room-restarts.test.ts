@@ -11,9 +11,9 @@ import { mintUserToken } from "../shared/dev/token.ts";
 import { createKeyLayout } from "../shared/domain/keys.ts";
 import { freePort, uniqueName } from "../shared/dev/env.ts";
 import { createRedis, deleteKeysByPrefix } from "../shared/redis/client.ts";
-import { describeEachRedis, TEST_ADMIN_TOKEN, TEST_JWT_SECRET } from "./support/api.ts";
+import { describeEachRedis, TEST_JWT_SECRET } from "./support/api.ts";
 import { killChild, serviceProcesses } from "./support/processes.ts";
-import { roomSale } from "./support/room-sale.ts";
+import { roomSale, saleEnv, waitReady } from "./support/room-sale.ts";
 
 const SHARDS = 8;
 const UNITS = 15;
@@ -25,17 +25,7 @@ describeEachRedis((target) => {
   const base = `http://127.0.0.1:${port}`;
   const redis = createRedis(target.target);
   const keys = createKeyLayout(prefix, SHARDS);
-  const env = () => ({
-    REDIS_URL: target.target.REDIS_URL,
-    ...(target.target.REDIS_CLUSTER_NODES ? { REDIS_CLUSTER_NODES: target.target.REDIS_CLUSTER_NODES.map((n) => `${n.host}:${n.port}`).join(",") } : {}),
-    REDIS_KEY_PREFIX: prefix,
-    OUTBOX_SHARDS: String(SHARDS),
-    PORT: String(port),
-    ADMIN_TOKEN: TEST_ADMIN_TOKEN,
-    JWT_SECRET: TEST_JWT_SECRET,
-    RATE_LIMIT_IP: "off",
-    EXPIRER_INTERVAL_MS: "100",
-  });
+  const env = () => saleEnv(target.target, { prefix, port, shards: SHARDS });
   const apis = serviceProcesses("api", env);
   const expirers = serviceProcesses("expirer", env);
   afterAll(async () => {
@@ -43,20 +33,13 @@ describeEachRedis((target) => {
     await redis.quit();
   });
 
-  const ready = async (url: string) => {
-    for (let i = 0; i < 300; i++) {
-      if (await fetch(url).then((r) => r.ok, () => false)) return;
-      await Bun.sleep(50);
-    }
-    throw new Error(`${url} never ready`);
-  };
   const sale = roomSale(base);
 
   test("kill -9 of the api and of the expirer mid-sale: no ticket lost or doubled, every unit sold through an admission", async () => {
     let api: Subprocess = apis.start();
     let expirer: Subprocess = expirers.start();
-    await ready(`${base}/readyz`);
-    await ready(`http://127.0.0.1:${expirers.adminPort}/readyz`);
+    await waitReady(`${base}/readyz`);
+    await waitReady(`http://127.0.0.1:${expirers.adminPort}/readyz`);
     const startsAt = Date.now() + 2_000;
     await sale.createStock({ id: "drop", name: "Drop", price: 100, quantity: UNITS, perUserLimit: 1, holdSeconds: 2, startsAt: new Date(startsAt).toISOString(), waitingRoom: { enabled: true, admissionTtlSeconds: 5 } });
     const auth = await Promise.all(Array.from({ length: BUYERS }, async (_, i) => ({ Authorization: `Bearer ${await mintUserToken(`r${i}`, TEST_JWT_SECRET)}` })));
@@ -70,19 +53,19 @@ describeEachRedis((target) => {
       await killChild(expirer);
       await Bun.sleep(Math.max(0, startsAt - Date.now()) + 1_000);
       expirer = expirers.start();
-      await ready(`http://127.0.0.1:${expirers.adminPort}/readyz`);
+      await waitReady(`http://127.0.0.1:${expirers.adminPort}/readyz`);
       restarts.push(`expirer back ${Date.now() - startsAt} ms after the start`);
       await Bun.sleep(1_500);
       await killChild(api);
       await Bun.sleep(500);
       api = apis.start();
-      await ready(`${base}/readyz`);
+      await waitReady(`${base}/readyz`);
       restarts.push(`api back ${Date.now() - startsAt} ms after the start`);
       await Bun.sleep(1_500);
       await killChild(expirer);
       await Bun.sleep(1_000);
       expirer = expirers.start();
-      await ready(`http://127.0.0.1:${expirers.adminPort}/readyz`);
+      await waitReady(`http://127.0.0.1:${expirers.adminPort}/readyz`);
       restarts.push(`expirer back again ${Date.now() - startsAt} ms after the start`);
     })();
     await Promise.all([crashes, ...buyers]);

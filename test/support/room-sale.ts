@@ -6,10 +6,34 @@
 import { expect } from "bun:test";
 import type { KeyLayout } from "../../shared/domain/keys.ts";
 import type { TicketView } from "../../shared/domain/room.ts";
-import type { RedisClient } from "../../shared/redis/client.ts";
+import type { RedisClient, RedisTarget } from "../../shared/redis/client.ts";
 import { checkRoom } from "../../shared/verify/room.ts";
-import { TEST_ADMIN_TOKEN } from "./api.ts";
+import { TEST_ADMIN_TOKEN, TEST_JWT_SECRET } from "./api.ts";
 import { readCounters, readOutbox } from "./invariants.ts";
+
+/** The environment of the api and the expirer a sale runs on: `target` (a cluster's nodes when it is one), `extra` on top. */
+export function saleEnv(target: RedisTarget, sale: { prefix: string; port: number; shards: number }, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    REDIS_URL: target.REDIS_URL,
+    ...(target.REDIS_CLUSTER_NODES ? { REDIS_CLUSTER_NODES: target.REDIS_CLUSTER_NODES.map((n) => `${n.host}:${n.port}`).join(",") } : {}),
+    REDIS_KEY_PREFIX: sale.prefix,
+    OUTBOX_SHARDS: String(sale.shards),
+    PORT: String(sale.port),
+    ADMIN_TOKEN: TEST_ADMIN_TOKEN,
+    JWT_SECRET: TEST_JWT_SECRET,
+    RATE_LIMIT_IP: "off",
+    EXPIRER_INTERVAL_MS: "100",
+    ...extra,
+  };
+}
+
+/** Resolves once `url` answers 2xx (a started binary's /readyz); fails after `timeoutMs`. */
+export async function waitReady(url: string, timeoutMs = 30_000): Promise<void> {
+  for (const deadline = Date.now() + timeoutMs; Date.now() < deadline; await Bun.sleep(50)) {
+    if (await fetch(url).then((r) => r.ok, () => false)) return;
+  }
+  throw new Error(`${url} never ready`);
+}
 
 export function roomSale(base: string) {
   /** What the buyers were told: ticket ids at join, at their last poll, final states, allocations (201), purchases too late (409 hold_expired), allocations refused 403 (with when). */
