@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # One image per binary (DESIGN §7), all from this file:
 #   docker build --build-arg SERVICE=api -t flash-sale/api .
-# SERVICE: api | relay | expirer | projector-postgres | projector-search | notifier | migrate
+# SERVICE: a binary of shared/services.ts (api, relay, expirer, projector-<store> for each read model of
+#          shared/read-models.ts, notifier), or migrate
 # compose.yaml builds each of them.
 
 ARG BUN_VERSION=1.4.5

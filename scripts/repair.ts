@@ -6,7 +6,7 @@
  *
  * Reads the usual environment (docs/design.md §10): REDIS_URL / REDIS_CLUSTER_NODES, OUTBOX_SHARDS,
  * KAFKA_BROKERS, KAFKA_TOPIC, DATABASE_URL, ELASTICSEARCH_URL, ELASTICSEARCH_INDEX_ALIAS. --from names
- * where to look for the highest version seen downstream (default: all three). Exit 0 when every
+ * where to look for the highest version seen downstream (default: Kafka and every read model of shared/read-models.ts). Exit 0 when every
  * snapshot was appended (the relay publishes it, the projectors apply it), 1 on a refusal (e.g. more live
  * holds than one snapshot lists: retry when they have drained), 2 on a usage error.
  */
@@ -18,7 +18,8 @@ import { openDownstream } from "../shared/verify/downstream.ts";
 import { READ_MODEL_NAMES } from "../shared/read-models.ts";
 import { repairStock, type RepairOptions } from "../shared/verify/repair.ts";
 
-const USAGE = "usage: bun run repair [--prefix <redis key prefix>] <stockId>… [--from kafka,postgres,search] [--seen-version <n>]";
+const SOURCES = ["kafka", ...READ_MODEL_NAMES].join(",");
+const USAGE = `usage: bun run repair [--prefix <redis key prefix>] <stockId>… [--from ${SOURCES}] [--seen-version <n>]`;
 
 function usage(message: string): never {
   console.error(`${message}\n${USAGE}`);
@@ -33,7 +34,7 @@ export async function main(argv: string[]): Promise<number> {
       allowPositionals: true,
       options: {
         prefix: { type: "string", default: process.env.REDIS_KEY_PREFIX ?? "fs" },
-        from: { type: "string", default: "kafka,postgres,search" },
+        from: { type: "string", default: SOURCES },
         "seen-version": { type: "string" },
         help: { type: "boolean", default: false },
       },

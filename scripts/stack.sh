@@ -11,6 +11,7 @@
 #   bash scripts/stack.sh k6 [args...]       run the pinned k6 (built on first use)
 #   bash scripts/stack.sh kafka-topics ...   kafka-topics.sh against the stack's broker, e.g. --list
 #   bash scripts/stack.sh kafka-quorum ...   kafka-metadata-quorum.sh against the Kafka cluster, e.g. describe --status
+#   bash scripts/stack.sh kafka-transactions ...   kafka-transactions.sh against the Kafka cluster, e.g. list, find-hanging --broker-id 1
 #   bash scripts/stack.sh env                print the client environment variables for this stack
 # names: redis postgres kafka elasticsearch (aliases: pg, es), and redis-cluster (not in the default set:
 #   3 masters + 3 replicas with cluster-enabled, docs/design.md §11; `env redis-cluster` prints
@@ -313,6 +314,13 @@ cmd_kafka_quorum() {
   kafka_tool org.apache.kafka.tools.MetadataQuorumCommand --bootstrap-server "$(kc_bootstrap)" "$@"
 }
 
+# Transactions on the three-broker cluster: `list` (state per transactional id), `find-hanging --broker-id n`
+# (data of a transaction its coordinator does not know, which holds back read_committed consumers).
+cmd_kafka_transactions() {
+  install_kafka
+  kafka_tool org.apache.kafka.tools.TransactionsCommand --bootstrap-server "$(kc_bootstrap)" "$@"
+}
+
 cmd_k6() {
   install_k6 || die "k6 is not available"
   exec "$K6_BIN" "$@"
@@ -341,6 +349,7 @@ main() {
     k6) cmd_k6 "$@" ;;
     kafka-topics) cmd_kafka_topics "$@" ;;
     kafka-quorum) cmd_kafka_quorum "$@" ;;
+    kafka-transactions) cmd_kafka_transactions "$@" ;;
     -h | --help | help | "") usage ;;
     *) usage >&2; exit 2 ;;
   esac

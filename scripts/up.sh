@@ -241,8 +241,10 @@ EOF
 
 system_stop_services() {
   local i
-  # Producers of work first (api, expirer), then the pipeline, so the relay and projectors drain.
-  for i in api expirer relay projector-postgres projector-search notifier; do stop_service "$i"; done
+  # Producers of work first (api, expirer), then the pipeline in shared/services.ts' order (relay, one
+  # projector per read model, notifier), so the relay and projectors drain.
+  for i in api expirer; do stop_service "$i"; done
+  for i in "${SERVICES[@]}"; do [[ "$i" == api || "$i" == expirer ]] || stop_service "$i"; done
 }
 
 system_status() {

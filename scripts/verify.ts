@@ -17,7 +17,7 @@ import { openDownstream } from "../shared/verify/downstream.ts";
 import { ALL_LAYERS, formatReport, type Layer } from "../shared/verify/report.ts";
 import { expectationFromSummary, verify, type LoadExpectation, type VerifyOptions } from "../shared/verify/verify.ts";
 
-const USAGE = `usage: bun run verify --prefix <redis key prefix> [--layers redis,kafka,postgres,search]
+const USAGE = `usage: bun run verify --prefix <redis key prefix> [--layers ${ALL_LAYERS.join(",")}]
        [--k6-summary <k6 summary json>] [--expect-units <n>] [--stocks <id,id>] [--outbox auto|full|tail|skip]
        [--deadline <seconds>] [--json]`;
 

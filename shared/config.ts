@@ -9,9 +9,11 @@
  */
 import { z } from "zod";
 import { SERVICES } from "./services.ts";
+import { parseConfig } from "./config/parse.ts";
 import { adminPort, common, elasticsearch, flag, holds, kafka, positiveInt, postgres, projector, secretsKey, webhookSecurity } from "./config/fields.ts";
 
 export { apiSchema } from "./config/api.ts";
+export { ConfigError, loadConfigOrExit, parseConfig, usageOnConfigError } from "./config/parse.ts";
 export { notifierSchema, WEBHOOK_SECRET_PATTERN } from "./config/notifier.ts";
 export type { RateLimitSpec } from "./config/fields.ts";
 
@@ -54,12 +56,13 @@ export const relaySchema = z.object({
    */
   RELAY_TRANSACTIONS: flag("true"),
   /**
-   * Tests only: the relay freezes itself (SIGSTOP to its own pid) once, just before that claim step,
-   * so a test can pass the shard's lease to another relay inside the window and then SIGCONT it
-   * (test/relay-claim-fencing.test.ts). `acquire-claim`: taking over what a shard's previous owner
-   * left pending; `pending-claim`: re-reading (and, with replicas, re-claiming) its own pending entries.
+   * Tests only: the relay freezes itself (SIGSTOP to its own pid) once, just before that step, so a
+   * test can pass the shard's lease to another relay inside the window and then SIGCONT it
+   * (test/relay-claim-fencing.test.ts, test/relay-fencing.test.ts). `acquire-claim`: taking over what
+   * a shard's previous owner left pending; `pending-claim`: re-reading (and, with replicas,
+   * re-claiming) its own pending entries; `send`: sending its first transaction (entries read, nothing sent yet).
    */
-  RELAY_TEST_FREEZE_BEFORE: z.enum(["acquire-claim", "pending-claim"]).optional(),
+  RELAY_TEST_FREEZE_BEFORE: z.enum(["acquire-claim", "pending-claim", "send"]).optional(),
 });
 
 export const projectorPostgresSchema = z.object({
@@ -105,46 +108,15 @@ export const redisTargetSchema = z.object({ REDIS_URL: common.REDIS_URL, REDIS_C
 /** Where the downstream stores are, for the operator's tools that read them (verify, repair). */
 export const downstreamSchema = z.object({ KAFKA_BROKERS: kafka.KAFKA_BROKERS, KAFKA_TOPIC: kafka.KAFKA_TOPIC, ...postgres, ...elasticsearch });
 
+/** `bun run rebuild <read model>`: the stores, the topic and its DLQ, and the live projector's group (default its name). */
+export const rebuildSchema = downstreamSchema.extend({ KAFKA_DLQ_TOPIC: kafka.KAFKA_DLQ_TOPIC, PROJECTOR_GROUP_ID: projector.PROJECTOR_GROUP_ID });
+
 /** The Kafka and projector variables, as parsed: what every projector binary shares (runProjector). */
 export type KafkaEnv = z.infer<z.ZodObject<typeof kafka>>;
 export type ProjectorEnv = z.infer<z.ZodObject<typeof projector>>;
 export type RelayConfig = z.infer<typeof relaySchema>;
 
-export class ConfigError extends Error {
-  constructor(readonly problems: string[]) {
-    super(`invalid configuration:\n  ${problems.join("\n  ")}`);
-    this.name = "ConfigError";
-  }
-}
-
-/** Parses `env` with `schema`; throws ConfigError listing every bad variable. */
-export function parseConfig<S extends z.ZodType>(schema: S, env: Record<string, string | undefined> = process.env): z.infer<S> {
-  // Treat empty strings as unset so `FOO=` in a compose file falls back to the default.
-  const cleaned = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ""));
-  const result = schema.safeParse(cleaned);
-  if (result.success) return result.data;
-  throw new ConfigError(result.error.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`));
-}
-
 /** REDIS_URL / REDIS_CLUSTER_NODES from `env` (validated; throws ConfigError), for createRedis. */
 export function redisTargetFromEnv(env: Record<string, string | undefined> = process.env): z.infer<typeof redisTargetSchema> {
   return parseConfig(redisTargetSchema, env);
-}
-
-/** For main.ts: parse or print the problems and exit 1 (fail fast, before connecting anywhere). */
-/** For a command-line tool's entry point: a bad variable is a usage error (its message, exit 2, no stack trace). */
-export function usageOnConfigError(err: unknown): number {
-  if (!(err instanceof ConfigError)) throw err;
-  console.error(err.message);
-  return 2;
-}
-
-export function loadConfigOrExit<S extends z.ZodType>(schema: S, service: string): z.infer<S> {
-  try {
-    return parseConfig(schema);
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    console.error(JSON.stringify({ level: "fatal", service, msg: err.message, problems: err.problems }));
-    process.exit(1);
-  }
 }

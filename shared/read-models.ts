@@ -5,7 +5,8 @@
  *     scripts/build.ts, scripts/up.sh, compose.yaml's and Prometheus' checks in test/compose.unit.test.ts,
  *     the dashboard's worker list and its lag panel follow);
  *   - `bun run verify --layers <name>` (I6: the read model's counters against Redis, shared/verify/) and
- *     `bun run repair --from <name>` (the highest version it has seen), through `open(env).counters()`.
+ *     `bun run repair --from <name>` (the highest version it has seen), through `open(env).counters()`;
+ *   - `bun run rebuild <name>` (scripts/rebuild.ts rebuildModel → shared/projection/rebuild.ts), through `rebuild()`.
  * A third read model: its store under shared/stores/<store>/ (a sink for createProjector that also reads
  * counters back), one entry below, and a compose.yaml service (test/compose.unit.test.ts fails until it
  * exists); its services/projector-<store>/main.ts is one runProjector call. docs/design.md §14 (c).
@@ -14,6 +15,7 @@
  * what it needs when a tool asks.
  */
 import type { StockCounters } from "./domain/views.ts";
+import type { RebuildCommon } from "./projection/rebuild.ts";
 
 /**
  * What `open` gets: the downstream part of the typed config (shared/config.ts `downstreamSchema`, parsed
@@ -47,11 +49,20 @@ export interface ReadModel<Service extends string = string> {
   readonly needs: readonly StackServer[];
   /** Opens the store for verify and repair. */
   open(config: DownstreamConfig): Promise<ReadModelReader>;
+  /**
+   * `bun run rebuild <name>`: fills a fresh copy from the whole topic and swaps readers to it, through
+   * shared/projection/rebuild.ts rebuildReadModel (its store part: a RebuildStore). Returns what the
+   * operator is told.
+   */
+  rebuild(config: DownstreamConfig, common: RebuildCommon): Promise<string>;
 }
 
-const postgresReadModel: ReadModel<"projector-postgres"> = {
-  name: "postgres",
-  service: "projector-postgres",
+/** A read model named `name`; its projector binary is services/projector-<name>/. */
+export function defineReadModel<const N extends string>(name: N, spec: Omit<ReadModel, "name" | "service">): ReadModel<`projector-${N}`> {
+  return { name, service: `projector-${name}`, ...spec };
+}
+
+const postgresReadModel = defineReadModel("postgres", {
   adminPort: 9103,
   job: "Kafka → PostgreSQL order history and analytics",
   needs: ["kafka", "postgres"],
@@ -60,11 +71,13 @@ const postgresReadModel: ReadModel<"projector-postgres"> = {
     const sql = connect(config.DATABASE_URL, { max: 2, onnotice: () => {} });
     return { name: "postgres", counters: (ids) => readPostgresCounters(sql, ids), close: () => sql.end({ timeout: 2 }) };
   },
-};
+  async rebuild(config, common) {
+    const { rebuildPostgres, describePostgresRebuild } = await import("./stores/postgres/rebuild.ts");
+    return describePostgresRebuild(await rebuildPostgres({ ...common, databaseUrl: config.DATABASE_URL }));
+  },
+});
 
-const searchReadModel: ReadModel<"projector-search"> = {
-  name: "search",
-  service: "projector-search",
+const searchReadModel = defineReadModel("search", {
   adminPort: 9104,
   job: "Kafka → Elasticsearch stock search",
   needs: ["kafka", "elasticsearch"],
@@ -73,7 +86,17 @@ const searchReadModel: ReadModel<"projector-search"> = {
     const es = createSearchClient(config.ELASTICSEARCH_URL, { requestTimeoutMs: 10_000 });
     return { name: "search", counters: (ids) => readSearchCounters(es, config.ELASTICSEARCH_INDEX_ALIAS, ids), close: () => es.close() };
   },
-};
+  async rebuild(config, common) {
+    const [{ createSearchClient }, { rebuildSearch, describeSearchRebuild }] = await Promise.all([import("./stores/search/mapping.ts"), import("./stores/search/rebuild.ts")]);
+    const es = createSearchClient(config.ELASTICSEARCH_URL);
+    try {
+      const alias = config.ELASTICSEARCH_INDEX_ALIAS;
+      return describeSearchRebuild(await rebuildSearch({ ...common, es, alias }), alias, common.dropOld ?? false);
+    } finally {
+      await es.close();
+    }
+  },
+});
 
 /** Every read model of the product, in the order tools report them. */
 export const READ_MODELS = [postgresReadModel, searchReadModel] as const;

@@ -12,7 +12,7 @@
  * while dying on it is the failure this file exists to prevent. Programmer errors are not retried.
  */
 import { errors as esErrors } from "@elastic/elasticsearch";
-import { ConfigError } from "./config.ts";
+import { ConfigError } from "./config/parse.ts";
 import { backoffMs, sleep } from "./lifecycle.ts";
 import type { Logger } from "./logger.ts";
 import { TopicsNotReadyError } from "./kafka/topics.ts";

@@ -82,6 +82,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
+  if (kafka && process.env.FLASHSALE_TEST_CHILD_LOGS) kafka.keepLogs(`${process.env.FLASHSALE_TEST_CHILD_LOGS}/kafka-cluster`);
   // The brokers first (stack.sh down, in parallel), then the rest; one failing step does not skip the others.
   await Promise.all([
     kafka?.stop(),
@@ -166,6 +167,16 @@ function publishingGap(messages: readonly TopicMessage[], faultAt: number): { ga
   return worst;
 }
 
+/** Messages committed per 5 s around a fault, by the relay's send time (`-5:n` is the 5 s before it): the shape of the pause. */
+function publishedAround(messages: readonly TopicMessage[], faultAt: number): string {
+  const buckets = new Map<number, number>();
+  for (const m of messages) {
+    const b = Math.floor((m.timestamp - faultAt) / 5_000) * 5;
+    if (b >= -10 && b <= 60) buckets.set(b, (buckets.get(b) ?? 0) + 1);
+  }
+  return [...buckets].sort((a, b) => a[0] - b[0]).map(([b, n]) => `${b}:${n}`).join(" ");
+}
+
 /** Copies of one event on the topic so far (whatever the relay's backlog). */
 function duplicatesSoFar(): { messages: number; duplicates: number } {
   return { messages: reader.messages.length, duplicates: reader.messages.length - reader.uniqueIds().size };
@@ -180,6 +191,53 @@ async function waitWhileProgressing(progress: () => number, done: () => boolean,
     await Bun.sleep(500);
     if (progress() !== last) [last, movedAt] = [progress(), Date.now()];
   }
+}
+
+/**
+ * Where the events stopped, for a drain that made no progress: per partition how far the reader got
+ * against the last stable offset (a reader behind it stalled; an LSO that stops short of the relay's
+ * sends is held back by an open transaction), the outbox per shard (entries, pending on the relay),
+ * and the cluster's open and hanging transactions.
+ */
+async function stallReport(): Promise<string> {
+  const lines: string[] = [];
+  const readTo = new Map<number, number>();
+  for (const m of reader.messages) readTo.set(m.partition, Math.max(readTo.get(m.partition) ?? 0, Number(m.offset) + 1));
+  const ends = await kafka.committedEnds(h.topic).catch((err) => new Map([[-1, String(err)]]));
+  lines.push(`partition: read to / last stable offset: ${[...ends].map(([p, lso]) => `${p}: ${readTo.get(p) ?? 0}/${lso}`).join(", ")}`);
+  const outbox = await Promise.all(
+    h.keys.allShards().map(async (s) => `${s}: ${await h.redis.xlen(h.keys.outbox(s))} entries, ${((await h.redis.xpending(h.keys.outbox(s), "relay")) as [number])[0]} pending`),
+  );
+  lines.push(`outbox: ${outbox.join("; ")}`);
+  lines.push(await kafka.transactions("list").catch((err) => String(err)));
+  // The missing events: does a fresh read_committed reader see them (our reader skipped them), or a
+  // read_uncommitted one (they are there, in an aborted transaction)?
+  const missing = new Set(verify(reader.messages, await stockVersions(h, [...new Set(reader.messages.map((m) => m.aggregateId))])).missing);
+  const key = (m: TopicMessage) => `${m.aggregateId}@${m.version}`;
+  lines.push(`missing: ${missing.size} (${[...missing].slice(0, 5).join(", ")}…)`);
+  for (const uncommitted of [false, true]) {
+    const fresh = new TopicReader(h.topic, kafka.brokers, uncommitted);
+    await fresh.start();
+    await waitUntil(() => fresh.messages.length >= reader.messages.length, 30_000, "the fresh reader").catch(() => {});
+    await Bun.sleep(2_000);
+    const found = fresh.messages.filter((m) => missing.has(key(m)));
+    lines.push(
+      `a fresh ${uncommitted ? "read_uncommitted" : "read_committed"} reader: ${fresh.messages.length} messages, ${found.length} of the missing ` +
+        `(${found.slice(0, 5).map((m) => `${key(m)} p${m.partition}@${m.offset} t+${m.timestamp - reader.messages[0]!.timestamp}`).join(", ")})`,
+    );
+    await fresh.stop();
+  }
+  for (const node of [1, 2, 3]) lines.push(`find-hanging ${node}: ${await kafka.transactions("find-hanging", "--broker-id", String(node)).catch((err) => String(err))}`);
+  return lines.join("\n");
+}
+
+/** Every 10 s while the test runs: allocations sent, events on the topic (unique). */
+function progressLog(load: { readonly sent: number }): () => void {
+  const startedAt = Date.now();
+  const timer = setInterval(() => {
+    console.log(`[broker-failure] +${Math.round((Date.now() - startedAt) / 1000)} s: ${load.sent} allocations sent, ${reader.uniqueIds().size} events read (${reader.messages.length} messages)`);
+  }, 10_000);
+  return () => clearInterval(timer);
 }
 
 /** kill -9 of a node, `up` 10 s later, then until every partition has its three replicas in sync again. */
@@ -207,13 +265,14 @@ test.skipIf(process.env.FLASHSALE_BROKER_FAILURE !== "1")("kill -9 of the busies
   const stocks = await createStocks(h, STOCKS, 10_000_000);
   reader = new TopicReader(h.topic, kafka.brokers);
   await reader.start();
-  const relay = spawnRelay({ ...childEnv() });
+  const relay = spawnRelay({ ...childEnv(), LOG_LEVEL: "info" });
   try {
     const children = { relay, "projector-postgres": projectorsPg.start(), "projector-search": projectorsEs.start(), notifier: notifiers.start() };
     // The pipeline runs: the StockCreated events are on the topic.
     await waitUntil(() => reader.uniqueIds().size >= STOCKS, 60_000, "the StockCreated events on the topic");
 
     const load = paceLoad(stocks, RATE);
+    const stopProgress = progressLog(load);
     await Bun.sleep(6_000);
     const beforeFaults = duplicatesSoFar();
 
@@ -235,7 +294,14 @@ test.skipIf(process.env.FLASHSALE_BROKER_FAILURE !== "1")("kill -9 of the busies
     const versions = await stockVersions(h, stocks);
     const total = [...versions.values()].reduce((a, b) => a + b, 0);
     // As long as the relay makes progress: a slow machine drains slowly (three brokers cost it), a stuck relay stops.
-    await waitWhileProgressing(() => reader.uniqueIds().size, () => verify(reader.messages, versions).missing.length === 0, 30_000, `all ${total} events on the topic`);
+    try {
+      await waitWhileProgressing(() => reader.uniqueIds().size, () => verify(reader.messages, versions).missing.length === 0, 30_000, `all ${total} events on the topic`);
+    } catch (err) {
+      console.log(`[broker-failure] stalled:\n${await stallReport()}`);
+      throw err;
+    } finally {
+      stopProgress();
+    }
     await Bun.sleep(1_000); // a late copy would arrive now
     const verdict = verify(reader.messages, versions);
     const gaps = [publishingGap(reader.messages, fault1.killedAt), publishingGap(reader.messages, fault2.killedAt)];
@@ -246,6 +312,7 @@ test.skipIf(process.env.FLASHSALE_BROKER_FAILURE !== "1")("kill -9 of the busies
         `longest shard pause ${gaps[0]!.gapMs} ms (shard ${gaps[0]!.shard}), publishing again ${gaps[0]!.resumedAfterMs} ms after the kill\n` +
         `[broker-failure] fault 2: kill -9 of the active controller ${controller} (quorum leader now ${newController}); up took ${fault2.upMs} ms, ISRs full ${fault2.inSyncMs} ms later; ` +
         `longest shard pause ${gaps[1]!.gapMs} ms (shard ${gaps[1]!.shard}), publishing again ${gaps[1]!.resumedAfterMs} ms after the kill\n` +
+        `[broker-failure] committed per 5 s from the kills (s:messages): fault 1 ${publishedAround(reader.messages, fault1.killedAt)}; fault 2 ${publishedAround(reader.messages, fault2.killedAt)}\n` +
         `[broker-failure] topic (read_committed): ${reader.messages.length} messages for ${total} events; ${verdict.duplicates} duplicates, ${verdict.missing.length} missing, ${verdict.outOfOrder.length} stocks out of order`,
     );
     expect(exited).toEqual([]);

@@ -152,3 +152,16 @@ describe("SSRF at send time (injected resolver)", () => {
     expect(host).toBe(`pinned.test:${port}`);
   });
 });
+
+test("the node:crypto signature is the standardwebhooks library's, for any secret, id, time and body", () => {
+  const bodies = ["", "{}", message.body, "x".repeat(10_000), JSON.stringify({ emoji: "🚀", nul: "\u0000", quote: '"' })];
+  for (const s of [secret, generateSecret(), generateSecret().replace(/^whsec_/, "")]) {
+    const ours = signedTarget("http://127.0.0.1:1/hook", s);
+    const theirs = new Webhook(s);
+    for (const body of bodies) {
+      const at = new Date(1_700_000_000_000 + Math.floor(Math.random() * 1e9));
+      expect(ours.sign(message.id, at, body)).toBe(theirs.sign(message.id, at, body));
+    }
+  }
+  expect(() => signedTarget("http://127.0.0.1:1/hook", "")).toThrow();
+});

@@ -212,6 +212,20 @@ describe("isPostgresOutage", () => {
 });
 
 describe("planPostgresBatch", () => {
+  test("earliest and latest times compare instants, whatever their offset (the text fast path is for UTC only)", () => {
+    const sim = new StockSim({ now: () => Date.parse("2030-01-01T10:00:30.000Z") });
+    sim.create("s1", { total: 3 });
+    const held = sim.allocate("s1", "alice", 1)!;
+    const bought = sim.purchase(held.payload.allocationId);
+    // 11:00+02:00 is 09:00Z: earlier than the hold at 10:00:30Z though it sorts later as text.
+    const purchase = { ...bought, occurredAt: "2030-01-01T11:00:00.000+02:00" };
+    const [order] = planPostgresBatch([held, purchase]).orders;
+    expect(order).toMatchObject({ placed_at: purchase.occurredAt, updated_at: held.occurredAt });
+    const both = planPostgresBatch([held, { ...bought, occurredAt: "2030-01-01T10:00:31.000Z" }], { minutes: false });
+    expect(both.orders[0]).toMatchObject({ placed_at: held.occurredAt, updated_at: "2030-01-01T10:00:31.000Z" });
+    expect(both.minutes).toEqual([]);
+  });
+
   test("one row per stock (newest counters), per allocation (merged), per stock-minute (summed)", () => {
     const sim = new StockSim({ now: () => Date.parse("2030-01-01T10:00:30.000Z") });
     const created = sim.create("s1", { total: 3, price: 100 });

@@ -3,7 +3,8 @@
  * keep reading: readers never fail and never see a counter go back; afterwards everything matches.
  */
 import { expect, test } from "bun:test";
-import { rebuildPostgres, rebuildSearch } from "../scripts/rebuild.ts";
+import { rebuildPostgres } from "../shared/stores/postgres/rebuild.ts";
+import { rebuildSearch } from "../shared/stores/search/rebuild.ts";
 import { createPostgresProjector } from "../shared/stores/postgres/sink.ts";
 import { createSearchProjector } from "../shared/stores/search/sink.ts";
 import { waitForConvergence } from "../shared/verify/convergence.ts";

@@ -6,62 +6,19 @@
  *   3. projectors stopped, 5,000 allocations, purchases and cancels, projectors started → all there.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import type { Client } from "@elastic/elasticsearch";
-import type postgres from "postgres";
-import { mintUserToken } from "../shared/dev/token.ts";
-import { createApp } from "../services/api/app.ts";
-import { createReadRoutes } from "../services/api/read-routes.ts";
-import { createPostgresProjector } from "../shared/stores/postgres/sink.ts";
-import { createSearchProjector } from "../shared/stores/search/sink.ts";
-import type { Relay } from "../services/relay/relay.ts";
-import { createMetricsRegistry } from "../shared/metrics.ts";
-import type { Projector } from "../shared/projection/projector.ts";
 import { readRedisCounters, waitForConvergence } from "../shared/verify/convergence.ts";
-import { createReaderSql } from "../shared/stores/postgres/client.ts";
-import { createReaderSearchClient } from "../shared/stores/search/mapping.ts";
-import { deleteTopics, dlqTopicOf } from "../shared/kafka/client.ts";
-import { TEST_ADMIN_TOKEN, TEST_JWT_SECRET } from "./support/api.ts";
-import { createTestDatabase, eventually, testLogger, testSearchClient, type TestDatabase } from "./support/read-side.ts";
-import { deleteIndices } from "../shared/dev/read-side.ts";
-import { stackEnv, uniqueName } from "../shared/dev/env.ts";
-import { createHarness, type Harness } from "./support/relay-harness.ts";
+import { eventually } from "./support/read-side.ts";
+import { uniqueName } from "../shared/dev/env.ts";
+import { startPipeline, type Pipeline } from "./support/pipeline.ts";
 
-let h: Harness;
-let db: TestDatabase;
-let es: Client;
-let readerSql: postgres.Sql;
-let readerEs: Client;
-let relay: Relay;
-let app: ReturnType<typeof createApp>;
-const alias = uniqueName("e2estocks");
-const pgGroup = uniqueName("e2epg");
-const esGroup = uniqueName("e2ees");
-let projectors: Projector[] = [];
-const admin = { Authorization: `Bearer ${TEST_ADMIN_TOKEN}` };
-const tokens = new Map<string, string>();
-async function as(userId: string) {
-  if (!tokens.has(userId)) tokens.set(userId, await mintUserToken(userId, TEST_JWT_SECRET));
-  return { Authorization: `Bearer ${tokens.get(userId)}` };
-}
+let p: Pipeline;
 const json = { "content-type": "application/json" };
-
-async function startProjectors() {
-  projectors = [
-    createPostgresProjector({ brokers: stackEnv.KAFKA_BROKERS.split(","), topic: h.topic, groupId: pgGroup, sql: db.sql, logger: testLogger }),
-    createSearchProjector({ brokers: stackEnv.KAFKA_BROKERS.split(","), topic: h.topic, groupId: esGroup, es, index: alias, logger: testLogger }),
-  ];
-  await Promise.all(projectors.map((p) => p.start()));
-}
-
-async function stopProjectors() {
-  await Promise.all(projectors.map((p) => p.stop()));
-  projectors = [];
-}
+const as = (userId: string) => p.as(userId);
 
 async function createStock(name: string, quantity: number): Promise<string> {
-  const res = await app.request("/api/stocks", {
+  const res = await p.app.request("/api/stocks", {
     method: "POST",
-    headers: { ...admin, ...json },
+    headers: { ...p.admin, ...json },
     body: JSON.stringify({ id: uniqueName("e"), name, description: "end to end", price: 250, quantity, perUserLimit: quantity }),
   });
   expect(res.status).toBe(201);
@@ -69,7 +26,7 @@ async function createStock(name: string, quantity: number): Promise<string> {
 }
 
 async function allocate(stockId: string, userId: string): Promise<string> {
-  const res = await app.request(`/api/stocks/${stockId}/allocate`, { method: "POST", headers: { ...(await as(userId)), ...json }, body: "{}" });
+  const res = await p.app.request(`/api/stocks/${stockId}/allocate`, { method: "POST", headers: { ...(await as(userId)), ...json }, body: "{}" });
   expect(res.status).toBe(201);
   return ((await res.json()) as { allocationId: string }).allocationId;
 }
@@ -78,7 +35,7 @@ async function history(userId: string): Promise<Array<{ allocationId: string; st
   const items: Array<{ allocationId: string; status: string }> = [];
   let cursor: string | null = null;
   do {
-    const res: Response = await app.request(`/api/orders/user/${userId}?limit=100${cursor ? `&cursor=${cursor}` : ""}`, { headers: admin });
+    const res: Response = await p.app.request(`/api/orders/user/${userId}?limit=100${cursor ? `&cursor=${cursor}` : ""}`, { headers: p.admin });
     expect(res.status).toBe(200);
     const page = (await res.json()) as { items: typeof items; nextCursor: string | null };
     items.push(...page.items);
@@ -88,35 +45,11 @@ async function history(userId: string): Promise<Array<{ allocationId: string; st
 }
 
 beforeAll(async () => {
-  h = createHarness("e2e");
-  db = await createTestDatabase("e2e");
-  es = testSearchClient();
-  readerSql = createReaderSql(db.url);
-  readerEs = createReaderSearchClient(stackEnv.ELASTICSEARCH_URL);
-  app = createApp({
-    commands: h.commands,
-    redis: h.redis,
-    logger: testLogger,
-    registry: createMetricsRegistry("api"),
-    adminToken: TEST_ADMIN_TOKEN,
-    jwtSecret: TEST_JWT_SECRET,
-    maxBodyBytes: 16 * 1024,
-    readRoutes: createReadRoutes({ sql: readerSql, es: readerEs, esAlias: alias }),
-  });
-  relay = h.relay();
-  await relay.start();
-  await startProjectors();
+  p = await startPipeline("e2e");
 }, 60_000);
 
 afterAll(async () => {
-  await stopProjectors();
-  await h?.cleanup();
-  await deleteTopics(h.kafka, [dlqTopicOf(h.topic)]);
-  await deleteIndices(es, `${alias}-v*`).catch(() => {});
-  await es.close();
-  await readerEs.close();
-  await readerSql.end();
-  await db?.drop();
+  await p?.cleanup();
 }, 30_000);
 
 test("1. allocate → within 2 s the order is in the history and the search counters match Redis", async () => {
@@ -127,10 +60,10 @@ test("1. allocate → within 2 s the order is in the history and the search coun
   await eventually(async () => (await history("erin")).some((o) => o.allocationId === allocationId), { timeoutMs: 2_000, intervalMs: 20, what: "order in history" });
   const inHistoryMs = performance.now() - started;
 
-  const strong = (await (await app.request(`/api/stocks/${stockId}`)).json()) as { available: number; held: number; sold: number; version: number };
+  const strong = (await (await p.app.request(`/api/stocks/${stockId}`)).json()) as { available: number; held: number; sold: number; version: number };
   await eventually(
     async () => {
-      const res = await app.request(`/api/stocks/search?q=${encodeURIComponent(name)}`);
+      const res = await p.app.request(`/api/stocks/search?q=${encodeURIComponent(name)}`);
       const page = (await res.json()) as { items: Array<{ id: string; available: number; held: number; sold: number; version: number }> };
       const hit = page.items.find((i) => i.id === stockId);
       return hit && hit.available === strong.available && hit.held === strong.held && hit.sold === strong.sold && hit.version === strong.version;
@@ -150,7 +83,7 @@ test("2. right after allocating the history may lag; it converges", async () => 
   const converged = await eventually(async () => (await history("lars")).find((o) => o.allocationId === allocationId), { what: "converged" });
   expect(converged.status).toBe("held");
   // A purchase shows up the same way.
-  const res = await app.request(`/api/allocations/${allocationId}/purchase`, { method: "POST", headers: await as("lars") });
+  const res = await p.app.request(`/api/allocations/${allocationId}/purchase`, { method: "POST", headers: await as("lars") });
   expect(res.status).toBe(200);
   await eventually(async () => (await history("lars")).find((o) => o.allocationId === allocationId)?.status === "purchased", { what: "purchase projected" });
   console.log(`history had the order immediately: ${immediately}`);
@@ -158,8 +91,8 @@ test("2. right after allocating the history may lag; it converges", async () => 
 
 test("3. projectors stopped, 5,000 allocations + purchases + cancels, projectors restarted → nothing lost", async () => {
   const stocks = await Promise.all(Array.from({ length: 20 }, (_, i) => createStock(`Bulk item ${i}`, 1_000)));
-  await eventually(async () => (await readRedisCounters(h.redis, h.keys, stocks)).size === stocks.length);
-  await stopProjectors();
+  await eventually(async () => (await readRedisCounters(p.h.redis, p.h.keys, stocks)).size === stocks.length);
+  await p.stopProjectors();
 
   const expected = new Map<string, { userId: string; status: string }>();
   const users = Array.from({ length: 50 }, (_, i) => `bulk${i}`);
@@ -171,11 +104,11 @@ test("3. projectors stopped, 5,000 allocations + purchases + cancels, projectors
       const allocationId = await allocate(stocks[i % stocks.length]!, userId);
       let status = "held";
       if (i % 5 < 2) {
-        const res = await app.request(`/api/allocations/${allocationId}/purchase`, { method: "POST", headers: await as(userId) });
+        const res = await p.app.request(`/api/allocations/${allocationId}/purchase`, { method: "POST", headers: await as(userId) });
         expect(res.status).toBe(200);
         status = "purchased";
       } else if (i % 5 === 2) {
-        const res = await app.request(`/api/allocations/${allocationId}/cancel`, { method: "POST", headers: await as(userId) });
+        const res = await p.app.request(`/api/allocations/${allocationId}/cancel`, { method: "POST", headers: await as(userId) });
         expect(res.status).toBe(200);
         status = "cancelled";
       }
@@ -185,17 +118,17 @@ test("3. projectors stopped, 5,000 allocations + purchases + cancels, projectors
   await Promise.all(Array.from({ length: 32 }, worker));
   expect(expected.size).toBe(5_000);
 
-  await startProjectors();
+  await p.startProjectors();
   const mismatches = await waitForConvergence({
-    expected: async () => [...(await readRedisCounters(h.redis, h.keys, stocks)).values()],
-    sql: readerSql,
-    es: readerEs,
-    index: alias,
+    expected: async () => [...(await readRedisCounters(p.h.redis, p.h.keys, stocks)).values()],
+    sql: p.readerSql,
+    es: p.readerEs,
+    index: p.alias,
     timeoutMs: 60_000,
   });
   expect(mismatches).toEqual([]);
 
-  const rows = await db.sql<{ allocation_id: string; user_id: string; status: string }[]>`
+  const rows = await p.db.sql<{ allocation_id: string; user_id: string; status: string }[]>`
     SELECT allocation_id, user_id, status FROM orders WHERE stock_id = ANY(${stocks})`;
   expect(rows.length).toBe(5_000);
   for (const row of rows) expect({ userId: row.user_id, status: row.status }).toEqual(expected.get(row.allocation_id)!);

@@ -19,7 +19,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { stackEnv } from "../shared/dev/env.ts";
-import { allocate, createStocks, type Harness, relayTestFixtures, spawnLogged, spawnRelay, stockVersions, verify, waitUntil } from "./support/relay-harness.ts";
+import { allocate, createStocks, type Harness, processState, relayTestFixtures, spawnLogged, spawnRelay, stockVersions, verify, waitUntil } from "./support/relay-harness.ts";
 import { relayEnsureGroupCall } from "../shared/redis/calls.ts";
 import { runScript } from "../shared/redis/scripts.ts";
 import { RELAY_GROUP } from "../services/relay/stream.ts";
@@ -59,11 +59,6 @@ async function takeOverAs(h: Harness, shard: number, consumer: string): Promise<
     consumer,
   )) as number;
   return claimed < 0 ? null : claimed;
-}
-
-async function processState(pid: number): Promise<string> {
-  const stat = await Bun.file(`/proc/${pid}/stat`).text();
-  return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
 }
 
 async function pausedRelayLeavesClaimsAlone(label: string, point: "acquire-claim" | "pending-claim", clusterNodes?: string): Promise<void> {

@@ -12,6 +12,7 @@ import {
   verify,
   waitUntil,
   relayTestFixtures,
+  spawnLogged,
 } from "./support/relay-harness.ts";
 
 const { setup, track } = relayTestFixtures();
@@ -35,7 +36,7 @@ describe("relay failover", () => {
       await first.exited;
       const atKill = await outboxStats(h);
 
-      const second = track(spawnRelay(h.env()));
+      const { child: second, lines: secondLog } = spawnLogged(track, h.env());
       await writing;
       const versions = await stockVersions(h, stocks);
       await reader.waitFor(() => reader.uniqueIds().size >= total(versions), 60_000, "every event after the crash");
@@ -51,6 +52,9 @@ describe("relay failover", () => {
       await waitUntil(async () => (await outboxStats(h)).length === 0, 15_000, "outbox trimmed after the crash");
       expect(await outboxStats(h)).toEqual({ length: 0, pending: 0 });
 
+      // SIGTERM once it runs (a first relay that drained everything before the kill leaves the test
+      // nothing to wait for, and a SIGTERM before main.ts installed its handler exits 143).
+      await waitUntil(() => secondLog.some((l) => l.msg === "relay running"), 30_000, "the second relay running");
       second.kill("SIGTERM");
       expect(await second.exited).toBe(0);
     },

@@ -8,9 +8,16 @@
  * SIGCONT and A's next "shard acquired": in that window A only believes it owns shards. A did try
  * (its log shows the refused attempts): B's transactional producer had fenced A's, and the
  * relay_read script refuses A's reads once the lease is B's. Three pause cycles.
+ *
+ * The second test puts the pause where only the Kafka fence can help (one transactional producer per
+ * relay process, docs/relay.md): A freezes itself (RELAY_TEST_FREEZE_BEFORE=send) with the entries of
+ * its first transaction read and nothing sent. B takes the shards over after A's lease expired: the
+ * shards' holder records name A, so B first initialises A's transactionalId (a new epoch), then
+ * relays everything, and newer versions. Resumed, A's send must be refused: unfenced, A would publish
+ * its old versions after B's newer ones.
  */
 import { describe, expect, test } from "bun:test";
-import { createStocks, relayTestFixtures, spawnLogged, steadyAllocations, stockVersions, verify, waitUntil } from "./support/relay-harness.ts";
+import { allocate, createStocks, processState, relayTestFixtures, spawnLogged, steadyAllocations, stockVersions, verify, waitUntil } from "./support/relay-harness.ts";
 
 const { setup, track } = relayTestFixtures();
 
@@ -70,5 +77,48 @@ describe("relay fencing", () => {
       expect(await b.exited).toBe(0);
     },
     180_000,
+  );
+
+  test(
+    "a relay frozen with entries read and not yet sent is fenced by the relay that takes its shards: nothing of it is published",
+    async () => {
+      const { h, reader } = setup("relayfencesend");
+      const stocks = await createStocks(h, 8, 10_000);
+      await allocate(h, stocks, 200, { concurrency: 20 });
+      await reader.start();
+      const env = { RELAY_LEASE_MS: "1000", RELAY_CLAIM_IDLE_MS: "60000" };
+      const { child: a, lines: aLog } = spawnLogged(track, h.env({ ...env, RELAY_CONSUMER_NAME: "relay-a", RELAY_TEST_FREEZE_BEFORE: "send" }));
+      await waitUntil(() => aLog.some((l) => l.msg === "test hook: freezing before the send"), 30_000, "relay A read its first entries");
+      await waitUntil(async () => (await processState(a.pid)) === "T", 5_000, "relay A stopped before its send");
+
+      const { child: b, lines: bLog } = spawnLogged(track, h.env({ ...env, RELAY_CONSUMER_NAME: "relay-b" }));
+      await reader.waitFor(() => reader.messages.some((m) => m.headers.relay === "relay-b"), 30_000, "relay B took A's shards over");
+      await allocate(h, stocks, 200, { concurrency: 20, start: 200 }); // B publishes newer versions of A's stocks
+      const versions = await stockVersions(h, stocks);
+      const expected = [...versions.values()].reduce((x, y) => x + y, 0);
+      await reader.waitFor(() => reader.uniqueIds().size >= expected, 60_000, "every event on the topic, by B");
+
+      const resumedAt = aLog.length;
+      a.kill("SIGCONT");
+      const byA = () => reader.messages.filter((m) => m.headers.relay === "relay-a");
+      // Either A's send is refused (fenced), or, unfenced, A's transaction shows up on the topic.
+      await waitUntil(() => aLog.slice(resumedAt).some((l) => /^fenced/.test(String(l.msg))) || byA().length > 0, 15_000, "relay A's send refused or published");
+      await Bun.sleep(1_000); // a send that got through is on the topic by now
+      const fencedByB = bLog.filter((l) => l.msg === "fenced the previous holder's Kafka producer" && l.relay === "relay-a").length;
+      const verdict = verify(reader.messages, versions);
+      console.log(
+        `[relay fencing, frozen before its send] ${reader.messages.length} messages for ${expected} events (${verdict.duplicates} duplicates); ` +
+          `B fenced A ${fencedByB} time(s); A after SIGCONT: ${aLog.slice(resumedAt).map((l) => l.msg).filter((m) => /fenced|lease|acquired/.test(String(m))).join(" | ")}; ` +
+          `published by A: ${byA().length}`,
+      );
+      expect(byA().map((m) => `${m.aggregateId}@${m.version}`)).toEqual([]);
+      expect(fencedByB).toBeGreaterThan(0);
+      expect(verdict.missing).toEqual([]);
+      expect(verdict.outOfOrder).toEqual([]);
+      a.kill("SIGTERM");
+      b.kill("SIGTERM");
+      expect(await b.exited).toBe(0);
+    },
+    120_000,
   );
 });

@@ -2,7 +2,8 @@
 import { describe, expect, test } from "bun:test";
 import { OUTBOX_EVENT_FIELD, SCHEMA_VERSION } from "../shared/domain/events.ts";
 import { toBatches } from "../services/relay/batches.ts";
-import { isFenced, needsNewProducer, transactionalIdOf, FencedError } from "../services/relay/sender.ts";
+import { isFenced, needsNewProducer, toSends, transactionalIdOf } from "../services/relay/sender.ts";
+import { MAX_SEND_BYTES } from "../shared/kafka/producer.ts";
 import type { OutboxEntry } from "../services/relay/stream.ts";
 
 const created = (stockId: string, version: number) =>
@@ -33,19 +34,31 @@ describe("relay batches", () => {
     expect(batches[1]!.messages.length + batches[1]!.dead.length).toBe(0); // deleted while pending: only acked
     expect(batches[2]!.messages[0]!.headers).toMatchObject({ relay: "relay-x", eventType: "StockCreated" });
   });
+
+  test("one transaction's sends: batches of any shards joined in order, each send within MAX_SEND_BYTES, empty batches skipped", () => {
+    const entries = Array.from({ length: 9 }, (_, i) => entry(i % 3, `${i + 1}-0`, created(`s${i % 3}`, Math.floor(i / 3) + 1)));
+    const batches = toBatches(entries, 1, "relay-x");
+    const perMessage = batches[0]!.bytes;
+    batches.forEach((b, i) => (b.bytes = i === 4 ? MAX_SEND_BYTES : perMessage)); // the fifth fills a send by itself
+    batches[7]!.messages = [];
+    const sends = toSends(batches);
+    const ids = (ms: { headers?: unknown }[]) => ms.map((m) => (m.headers as Record<string, string>).eventId);
+    expect(sends.map((s) => s.length)).toEqual([4, 1, 3]);
+    expect(sends.flatMap(ids)).toEqual(batches.flatMap((b) => ids(b.messages)));
+  });
 });
 
 describe("relay fencing", () => {
-  test("a newer epoch (kafkajs INVALID_PRODUCER_EPOCH, PRODUCER_FENCED code 90, nested) or a lost lease is fencing; an outage is not", () => {
+  test("a newer epoch (kafkajs INVALID_PRODUCER_EPOCH, PRODUCER_FENCED code 90, nested) is fencing; an outage is not", () => {
     expect(isFenced({ type: "INVALID_PRODUCER_EPOCH" })).toBe(true);
     expect(isFenced({ name: "KafkaJSNumberOfRetriesExceeded", originalError: { type: "UNKNOWN", code: 90 } })).toBe(true);
-    expect(isFenced(new FencedError(3, "lease lost"))).toBe(true);
     expect(isFenced({ type: "REQUEST_TIMED_OUT" })).toBe(false);
     expect(isFenced(new Error("Connection error: ECONNREFUSED"))).toBe(false);
     expect(needsNewProducer({ cause: { type: "OUT_OF_ORDER_SEQUENCE_NUMBER" } })).toBe(true);
   });
 
-  test("transactionalId belongs to the deployment's prefix and the shard", () => {
-    expect(transactionalIdOf("fs", 7)).toBe("fs-relay-shard-7");
+  test("transactionalId belongs to the deployment's prefix and the relay process (its consumer name)", () => {
+    expect(transactionalIdOf("fs", "host-42-abc")).toBe("fs-relay-host-42-abc");
   });
+
 });

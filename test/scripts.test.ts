@@ -7,8 +7,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { DomainError } from "../shared/domain/errors.ts";
 import { MAX_PRICE, MAX_QUANTITY_PER_REQUEST } from "../shared/domain/policy.ts";
 import { createTestApi, describeEachRedis } from "./support/api.ts";
-import { scanKeys } from "../shared/redis/client.ts";
-import { readOutbox } from "./support/invariants.ts";
+import { readOutbox, snapshotKeys } from "./support/invariants.ts";
 
 describeEachRedis((target) => {
   // One shard: every stock of this file shares one outbox, so its length is easy to steer.
@@ -16,21 +15,7 @@ describeEachRedis((target) => {
   afterAll(() => api.close());
 
   /** Every key under the prefix with its content: what "changed nothing" is compared with. */
-  async function snapshot(on: typeof api = api): Promise<string> {
-    // Every master of a cluster; not the per-request allocation records (`…:req:…`), which expire by
-    // themselves 60 s after an allocation and may do so between two snapshots of a slow run.
-    const keys = (await scanKeys(on.redis, `${on.keys.prefix}:*`)).filter((k) => !/:\{\d+\}:req:/.test(k)).sort();
-    const values = await Promise.all(
-      keys.map(async (key) => {
-        const type = await on.redis.type(key);
-        if (type === "hash") return [key, await on.redis.hgetall(key)];
-        if (type === "zset") return [key, await on.redis.zrange(key, 0, -1, "WITHSCORES")];
-        if (type === "stream") return [key, await on.redis.xlen(key)];
-        return [key, await on.redis.get(key)];
-      }),
-    );
-    return JSON.stringify(values);
-  }
+  const snapshot = (on: typeof api = api) => snapshotKeys(on.redis, on.keys);
 
   async function rejects(work: Promise<unknown>): Promise<unknown> {
     try {
@@ -147,7 +132,7 @@ describeEachRedis((target) => {
       const stock = await newStock({ price: MAX_PRICE, quantity: MAX_QUANTITY_PER_REQUEST, perUserLimit: MAX_QUANTITY_PER_REQUEST });
       const quantity = MAX_QUANTITY_PER_REQUEST - 1; // 99,899,999,999,001: 14 significant digits, none of them zero to hide rounding
       const { allocation } = await api.commands.allocate({ stockId: stock.id, userId: "rich", quantity });
-      const bought = await api.commands.purchase({ allocationId: allocation.allocationId, userId: "rich" });
+      const { allocation: bought } = await api.commands.purchase({ allocationId: allocation.allocationId, userId: "rich" });
       const exact = BigInt(MAX_PRICE) * BigInt(quantity);
       expect(exact).toBeLessThan(10n ** 14n);
       expect(BigInt(bought.amount!)).toBe(exact);

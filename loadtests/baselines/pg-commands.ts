@@ -253,7 +253,7 @@ export function createPgStockCommands(sql: postgres.Sql, mode: PgMode): StockCom
           status: "held",
           expiresAt: expiresAt.toISOString(),
         };
-        return { allocation, replayed: false };
+        return { allocation, replayed: false, version: null }; // a baseline: no Consistency-Token
       } catch (err) {
         if (err instanceof Rejected) throw domainError(err.message, input.stockId);
         throw err;

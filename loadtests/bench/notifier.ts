@@ -18,6 +18,7 @@
 import type { Subprocess } from "bun";
 import { Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
+import { z } from "zod";
 import { ACKS_ALL } from "../../shared/kafka/producer.ts";
 import { generateSecret } from "../../shared/webhooks/endpoints.ts";
 import { freePort, stackEnv } from "../../shared/dev/env.ts";
@@ -35,6 +36,8 @@ const settings = readBenchEnv({
   WEBHOOK_CONCURRENCY: benchInt(64, 1),
   BENCH_SKIP_DRAIN: benchFlag,
   BENCH_SKIP_LAG: benchFlag,
+  /** A directory: the notifier writes a CPU profile there on exit (Bun's --cpu-prof-md). */
+  BENCH_CPU_PROF: z.string().optional(),
 });
 const { BENCH_EVENTS: EVENTS, BENCH_STOCKS: STOCKS, BENCH_RATE: RATE, BENCH_SECONDS: SECONDS, WEBHOOK_CONCURRENCY: CONCURRENCY } = settings;
 const { KAFKA_BROKERS: BROKERS, DATABASE_URL } = stackEnv;
@@ -63,7 +66,8 @@ async function createTopic(label: string): Promise<string> {
 }
 
 function spawnNotifier(topic: string, databaseUrl: string, receiver: Receiver, secret: string): Subprocess {
-  const child = Bun.spawn([process.execPath, "services/notifier/main.ts"], {
+  const profile = settings.BENCH_CPU_PROF ? ["--cpu-prof-md", `--cpu-prof-dir=${settings.BENCH_CPU_PROF}`] : [];
+  const child = Bun.spawn([process.execPath, ...profile, "services/notifier/main.ts"], {
     cwd: REPO_ROOT,
     env: {
       ...process.env,
@@ -174,6 +178,7 @@ async function lag(): Promise<void> {
       `p99 ${fmt(percentile(sorted, 99))} ms, max ${fmt(sorted.at(-1)!)} ms (occurredAt → the receiver's 2xx); ` +
       `invalid ${receiver.invalid.length}, order violations ${receiver.orderViolations.length}`,
   );
+  for (const v of receiver.orderViolations.slice(0, 5)) log(`  order violation: ${v}`);
   // Where the time goes, from the delivery log: occurredAt → logged in PostgreSQL (Kafka fetch + the consumer's
   // transaction: what any projector pays) and logged → delivered (the notifier's own share).
   const pg = postgres(db, { max: 1, onnotice: () => {} });

@@ -4,6 +4,9 @@
  * it, one after the other, once per variant and round. Rate = events / time from its first committed
  * batch to its last (startup and group join are reported apart), plus the projector process's CPU.
  */
+import type { Subprocess } from "bun";
+import postgres from "postgres";
+import { sumOf } from "../../shared/prom-text.ts";
 import { fetchGroupOffsets, fetchHighWatermarks, remaining } from "../../shared/projection/offsets.ts";
 import { produceEvents } from "../../shared/dev/read-side.ts";
 import { generateWorkload, StockSim } from "../../shared/dev/stock-sim.ts";
@@ -79,6 +82,7 @@ async function drainOnce(bench: ProjectorBench, { topic, end, service, variant, 
   }
   const done = performance.now();
   const cpu = cpuSeconds(child.pid);
+  const breakdown = await drainBreakdown(bench, child, service === "projector-postgres" ? databaseUrl : null);
   await stop(child);
   const overall = EVENTS / ((done - started) / 1000);
   // Drained within one offset poll: no steady-state span to measure (use more BENCH_EVENTS).
@@ -88,5 +92,25 @@ async function drainOnce(bench: ProjectorBench, { topic, end, service, variant, 
       `${fmt(overall)} events/s including start and group join (${((firstAt - started) / 1000).toFixed(1)} s); ` +
       `projector CPU ${cpu.toFixed(1)} s`,
   );
+  const perEvent = (seconds: number) => `${((seconds * 1e6) / EVENTS).toFixed(1)} µs`;
+  bench.log(
+    `[${variant.name}] ${service} per event: wall ${perEvent((done - firstAt) / 1000 / ((EVENTS - firstDone) / EVENTS))}; ` +
+      `busy (summed over batches, the members overlap): parse ${perEvent(breakdown.parse)}, store ${perEvent(breakdown.store)}, commit ${perEvent(breakdown.commit)}; ` +
+      `CPU: projector ${perEvent(cpu)}` + (breakdown.storeCpu === null ? "" : `, PostgreSQL backends ${perEvent(breakdown.storeCpu)}`),
+  );
   return { variant: variant.name, service, rate: firstDone < EVENTS ? (EVENTS - firstDone) / ((done - firstAt) / 1000) : NaN, cpu };
+}
+
+/** The drained projector's busy seconds per step (its metrics) and, for PostgreSQL, its backends' CPU (/proc, same machine). */
+async function drainBreakdown(bench: ProjectorBench, child: Subprocess, databaseUrl: string | null) {
+  const samples = await bench.scrape(child);
+  const step = (name: string) => sumOf(samples, "flashsale_projector_busy_seconds_total", { step: name });
+  let storeCpu: number | null = null;
+  if (databaseUrl) {
+    const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+    const backends = await sql<{ pid: number }[]>`SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`;
+    await sql.end();
+    storeCpu = backends.reduce((total, b) => total + (cpuSeconds(b.pid) || 0), 0);
+  }
+  return { parse: step("parse"), store: step("store"), commit: step("commit"), storeCpu };
 }

@@ -33,6 +33,7 @@ export function readProjectorBenchSettings() {
     BENCH_ROUNDS: benchInt(1, 1),
     BENCH_NICE: benchInt(0, -20, 19),
     BENCH_CHILD_LOG_LEVEL: z.string().default("warn"),
+    BENCH_CPU_PROF: z.string().optional(),
   });
 }
 
@@ -88,7 +89,9 @@ export class ProjectorBench {
     const adminPort = 19_000 + Math.floor(Math.random() * 1_000);
     const { REDIS_URL, KAFKA_BROKERS, DATABASE_URL, ELASTICSEARCH_URL } = stackEnv;
     // BENCH_REPO in a variant runs that checkout's projectors (e.g. the code before a change), same run.
-    const child = Bun.spawn([process.execPath, `services/${service}/main.ts`], {
+    // BENCH_CPU_PROF=<dir>: each service writes a CPU profile (markdown, Bun's --cpu-prof-md) there on exit.
+    const profile = this.settings.BENCH_CPU_PROF ? ["--cpu-prof-md", `--cpu-prof-dir=${this.settings.BENCH_CPU_PROF}`] : [];
+    const child = Bun.spawn([process.execPath, ...profile, `services/${service}/main.ts`], {
       cwd: (service.startsWith("projector-") ? variant.BENCH_REPO : undefined) ?? `${import.meta.dir}/../..`,
       env: {
         ...(process.env as Record<string, string>),

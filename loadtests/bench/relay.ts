@@ -9,8 +9,12 @@
  *     message.timestamp.type=LogAppendTime, so the broker stamps the append) − occurredAt (Redis
  *     TIME in the Lua script). Broker and Redis share this machine's clock.
  *
+ *  3. the per-stage breakdown of the latency phase (relay-stages.ts): read, encode, send, commit, ack.
+ *
+ * Runs at the service defaults (OUTBOX_SHARDS 16, RELAY_TRANSACTIONS on) unless told otherwise.
  * Env: REDIS_URL or REDIS_CLUSTER_NODES (a Redis Cluster, e.g. the stack's), KAFKA_BROKERS, BENCH_EVENTS (200000), BENCH_RATE (2000), BENCH_SECONDS (25),
- * BENCH_STOCKS (400), OUTBOX_SHARDS (4), KAFKA_PARTITIONS (12), and any RELAY_* knob, passed to the relay.
+ * BENCH_STOCKS (400), BENCH_RELAYS (1: relay processes splitting the shards), OUTBOX_SHARDS (16), KAFKA_PARTITIONS (12),
+ * and any RELAY_* knob, passed to the relays.
  */
 import { Kafka, logLevel } from "kafkajs";
 import { createKeyLayout } from "../../shared/domain/keys.ts";
@@ -19,6 +23,7 @@ import { deleteTopics } from "../../shared/kafka/client.ts";
 import { stackEnv } from "../../shared/dev/env.ts";
 import { createStockCommands } from "../../shared/redis/commands.ts";
 import { benchInt, benchRunId, cpuSeconds, percentile, readBenchEnv } from "../support.ts";
+import { addScrapes, parseHistograms, stageRows, type Scrape } from "./relay-stages.ts";
 
 const {
   BENCH_EVENTS: EVENTS,
@@ -27,17 +32,20 @@ const {
   BENCH_STOCKS: STOCKS,
   OUTBOX_SHARDS: SHARDS,
   KAFKA_PARTITIONS: PARTITIONS,
+  BENCH_RELAYS: RELAYS,
 } = readBenchEnv({
   BENCH_EVENTS: benchInt(200_000, 1),
   BENCH_RATE: benchInt(2_000, 1),
   BENCH_SECONDS: benchInt(25, 1),
   BENCH_STOCKS: benchInt(400, 1),
-  OUTBOX_SHARDS: benchInt(4, 1),
+  OUTBOX_SHARDS: benchInt(16, 1),
   KAFKA_PARTITIONS: benchInt(12, 1),
+  BENCH_RELAYS: benchInt(1, 1, 8),
 });
 const REDIS_URL = stackEnv.REDIS_URL;
 const BROKERS = stackEnv.KAFKA_BROKERS.split(",");
-const ADMIN_PORT = 19_000 + Math.floor(Math.random() * 1_000);
+const ADMIN_PORT = 19_000 + Math.floor(Math.random() * 900);
+const adminPorts = Array.from({ length: RELAYS }, (_, i) => ADMIN_PORT + i * 7);
 
 const run = benchRunId();
 const prefix = `benchrelay${run}`;
@@ -59,34 +67,18 @@ async function outboxLeft(): Promise<number> {
   return lengths.reduce((sum, n) => sum + n, 0);
 }
 
-/** The relay's batch-duration histogram (cumulative bucket counts), from one /metrics scrape. */
-async function batchHistogram(): Promise<Map<number, number>> {
-  const text = await fetch(`http://127.0.0.1:${ADMIN_PORT}/metrics`).then((r) => r.text());
-  const buckets = new Map<number, number>();
-  for (const m of text.matchAll(/^flashsale_relay_batch_duration_seconds_bucket\{le="([^"]+)"[^}]*\} (\d+)/gm)) {
-    buckets.set(m[1] === "+Inf" ? Infinity : Number(m[1]), Number(m[2]));
-  }
-  return buckets;
-}
-
-/** Upper bound (ms) of the bucket holding the p-th percentile of the batches between two scrapes. */
-function histogramPercentile(before: Map<number, number>, after: Map<number, number>, p: number): string {
-  const total = (after.get(Infinity) ?? 0) - (before.get(Infinity) ?? 0);
-  for (const [le, count] of [...after].sort((a, b) => a[0] - b[0])) {
-    if (count - (before.get(le) ?? 0) >= (p / 100) * total) return le === Infinity ? "> 10 s" : `≤ ${le * 1000} ms`;
-  }
-  return "n/a";
+/** Every relay's histograms, summed (one /metrics scrape each). */
+async function scrapeRelays(): Promise<Scrape> {
+  return addScrapes(await Promise.all(adminPorts.map((port) => fetch(`http://127.0.0.1:${port}/metrics`).then(async (r) => parseHistograms(await r.text())))));
 }
 
 let nextUser = 0;
 const stockIds = Array.from({ length: STOCKS }, (_, i) => `bench${i}`);
 const allocateOne = () => commands.allocate({ stockId: stockIds[nextUser % STOCKS]!, userId: `u${nextUser++}`, quantity: 1 });
 
-async function cleanup(relay?: ReturnType<typeof Bun.spawn>) {
-  if (relay && relay.exitCode === null) {
-    relay.kill("SIGTERM");
-    await relay.exited;
-  }
+async function cleanup(relays: ReturnType<typeof Bun.spawn>[]) {
+  for (const relay of relays) if (relay.exitCode === null) relay.kill("SIGTERM");
+  await Promise.all(relays.map((r) => r.exited));
   await deleteKeysByPrefix(redis, prefix);
   await deleteTopics(kafka, [topic]);
   redis.disconnect();
@@ -107,7 +99,7 @@ await Promise.all(stockIds.map((id) => commands.createStock({ id, name: `bench $
 // ---------------------------------------------------------------- 1. drain
 log(
   `preloading ${EVENTS} allocations over ${STOCKS} stocks, ${SHARDS} shards on ${CLUSTER_NODES ? "the Redis Cluster" : "the single node"}; ` +
-    `RELAY_MIN_REPLICAS=${process.env.RELAY_MIN_REPLICAS ?? "default"} RELAY_TRANSACTIONS=${process.env.RELAY_TRANSACTIONS ?? "default (true)"} ...`,
+    `${RELAYS} relay process(es); RELAY_MIN_REPLICAS=${process.env.RELAY_MIN_REPLICAS ?? "default"} RELAY_TRANSACTIONS=${process.env.RELAY_TRANSACTIONS ?? "default (true)"} ...`,
 );
 let t = performance.now();
 for (let done = 0; done < EVENTS; ) {
@@ -119,9 +111,10 @@ let outboxLength = 0;
 for (const s of keys.allShards()) outboxLength += await redis.xlen(keys.outbox(s));
 log(`preloaded in ${((performance.now() - t) / 1000).toFixed(1)} s; outbox holds ${outboxLength} entries (incl. ${STOCKS} StockCreated)`);
 
-const relay = Bun.spawn([process.execPath, "services/relay/main.ts"], {
-  cwd: new URL("../..", import.meta.url).pathname,
-  env: {
+const relays = adminPorts.map((port) =>
+  Bun.spawn([process.execPath, "services/relay/main.ts"], {
+    cwd: new URL("../..", import.meta.url).pathname,
+    env: {
     ...process.env,
     REDIS_URL,
     KAFKA_BROKERS: BROKERS.join(","),
@@ -129,36 +122,45 @@ const relay = Bun.spawn([process.execPath, "services/relay/main.ts"], {
     KAFKA_PARTITIONS: String(PARTITIONS),
     REDIS_KEY_PREFIX: prefix,
     OUTBOX_SHARDS: String(SHARDS),
-    ADMIN_PORT: String(ADMIN_PORT),
+    ADMIN_PORT: String(port),
     LOG_LEVEL: process.env.LOG_LEVEL ?? "warn",
   },
-  stdout: "inherit",
-  stderr: "inherit",
-});
+    stdout: "inherit",
+    stderr: "inherit",
+  }),
+);
+const relaysCpu = () => relays.reduce((sum, r) => sum + cpuSeconds(r.pid), 0);
+
+/** Every relay answers /readyz 200 (connected, producer initialised, loop running). */
+async function relaysReady(): Promise<boolean> {
+  const answers = await Promise.all(adminPorts.map((port) => fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false)));
+  return answers.every(Boolean);
+}
 
 try {
+  // Drain, timed from the moment every relay is ready (process start and connect are printed apart):
+  // one transaction can carry a whole read round (16 shards × RELAY_BATCH_SIZE), so "from the first
+  // trim" would leave out the first ~30k events.
   const spawnedAt = performance.now();
-  let firstAt = 0;
+  while (!(await relaysReady())) {
+    await Bun.sleep(10);
+    if (performance.now() - spawnedAt > 60_000) throw new Error("relays not ready in 60 s");
+  }
+  const readyAt = performance.now();
+  const cpuAtReady = relaysCpu();
   let left = outboxLength;
-  let cpuAtFirst = 0;
-  let leftAtFirst = 0;
   while (left > 0) {
     await Bun.sleep(10);
     left = await outboxLeft();
-    if (left < outboxLength && firstAt === 0) {
-      firstAt = performance.now();
-      leftAtFirst = left;
-      cpuAtFirst = cpuSeconds(relay.pid);
-    }
     if (performance.now() - spawnedAt > 180_000) throw new Error(`drain did not finish in 180 s (${left} of ${outboxLength} left)`);
   }
   const doneAt = performance.now();
-  const cpuPerEventUs = ((cpuSeconds(relay.pid) - cpuAtFirst) / leftAtFirst) * 1e6;
-  const drainRate = leftAtFirst / ((doneAt - firstAt) / 1000);
+  const cpuPerEventUs = ((relaysCpu() - cpuAtReady) / outboxLength) * 1e6;
+  const drainRate = outboxLength / ((doneAt - readyAt) / 1000);
   const withStartup = outboxLength / ((doneAt - spawnedAt) / 1000);
   log(
-    `drain: ${outboxLength} events; ${leftAtFirst} in ${((doneAt - firstAt) / 1000).toFixed(2)} s after the first trim = ${Math.round(drainRate)} events/s ` +
-      `(${Math.round(withStartup)} events/s including process start and connect); relay CPU ${cpuPerEventUs.toFixed(1)} µs/event`,
+    `drain: ${outboxLength} events in ${((doneAt - readyAt) / 1000).toFixed(2)} s from ready = ${Math.round(drainRate)} events/s ` +
+      `(${Math.round(withStartup)} events/s including process start and connect, ${((readyAt - spawnedAt) / 1000).toFixed(1)} s); relay CPU ${cpuPerEventUs.toFixed(1)} µs/event`,
   );
 
   // ---------------------------------------------------------------- 2. latency at a steady rate
@@ -186,7 +188,7 @@ try {
   await Bun.sleep(1_000);
 
   log(`latency: ${RATE} allocations/s for ${SECONDS} s ...`);
-  const histogramBefore = await batchHistogram();
+  const stagesBefore = await scrapeRelays();
   const loadBefore = (await Bun.file("/proc/loadavg").text()).split(" ")[0];
   phaseStart = Date.now();
   const total = RATE * SECONDS;
@@ -207,9 +209,9 @@ try {
   const deadline = Date.now() + 60_000;
   while (latencies.length < total && Date.now() < deadline) await Bun.sleep(100);
   await consumer.disconnect();
-  const histogramAfter = await batchHistogram();
+  const stagesAfter = await scrapeRelays();
   const loadAfter = (await Bun.file("/proc/loadavg").text()).split(" ")[0];
-  const batches = (histogramAfter.get(Infinity) ?? 0) - (histogramBefore.get(Infinity) ?? 0);
+  const stages = stageRows(stagesBefore, stagesAfter);
 
   const sorted = [...latencies].sort((a, b) => a - b);
   const seen = [...visible].sort((a, b) => a - b);
@@ -218,10 +220,8 @@ try {
       `occurredAt → Kafka LogAppendTime: p50 ${percentile(sorted, 50)} ms, p90 ${percentile(sorted, 90)} ms, p99 ${percentile(sorted, 99)} ms, max ${sorted.at(-1)} ms; ` +
       `occurredAt → consumed (read committed): p50 ${percentile(seen, 50)} ms, p99 ${percentile(seen, 99)} ms`,
   );
-  log(
-    `latency: relay batches (read → Kafka ack → XACK): ${batches}, p50 ${histogramPercentile(histogramBefore, histogramAfter, 50)}, ` +
-      `p99 ${histogramPercentile(histogramBefore, histogramAfter, 99)}; machine load average ${loadBefore} → ${loadAfter} (2 cores)`,
-  );
+  log(`latency phase, per stage (${RELAYS} relay(s); machine load average ${loadBefore} → ${loadAfter}, 2 cores, shared):`);
+  console.table(stages);
   console.log(
     JSON.stringify({
       drainEventsPerSecond: Math.round(drainRate),
@@ -234,9 +234,12 @@ try {
       consumedP50Ms: percentile(seen, 50),
       consumedP99Ms: percentile(seen, 99),
       loadAverage: loadAfter,
+      relays: RELAYS,
+      shards: SHARDS,
+      stages: Object.fromEntries(stages.map((r) => [r.stage.split(" ")[0], { n: r.count, meanMs: r.meanMs, p50: r.p50, p99: r.p99 }])),
       relayEnv: Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith("RELAY_"))),
     }),
   );
 } finally {
-  await cleanup(relay);
+  await cleanup(relays);
 }

@@ -17,6 +17,7 @@ import { createApp } from "./app.ts";
 import { DashboardCollector } from "./dashboard/collector.ts";
 import { DASHBOARD_OPEN_PATHS, dashboardRoutes } from "./dashboard/routes.ts";
 import { createReadRoutes } from "./read-routes.ts";
+import { createReadConsistency } from "./consistency/stores.ts";
 import { webhookRoutesFromConfig } from "./routes/webhooks.ts";
 import { subscribeReleased } from "./released-subscriber.ts";
 import { RefusalCache } from "./allocate/sold-out-cache.ts";
@@ -34,6 +35,8 @@ redis.on("error", (err) => logger.warn({ err: err.message }, "redis connection e
 // Read side: fail fast when a store is down (503), so allocation never waits on it.
 const sql = createReaderSql(config.DATABASE_URL);
 const es = createSearchClient(config.ELASTICSEARCH_URL, { requestTimeoutMs: 2_000, maxRetries: 0 });
+// Read-your-writes: one LISTEN and one search watermark poller for the whole process (consistency/stores.ts).
+const consistency = createReadConsistency({ sql, es, esAlias: config.ELASTICSEARCH_INDEX_ALIAS, logger });
 
 const webhooks = await webhookRoutesFromConfig(config);
 if (!webhooks.encrypted) logger.warn("WEBHOOK_SECRETS_KEY is unset: new webhook secrets are stored in plain text (docs/webhooks.md)");
@@ -75,7 +78,7 @@ const app = createApp({
   jwtMaxLifetimeSeconds: config.JWT_MAX_LIFETIME_SECONDS,
   maxBodyBytes: config.MAX_BODY_BYTES,
   maxHeaderBytes: config.MAX_HEADER_BYTES,
-  readRoutes: createReadRoutes({ sql, es, esAlias: config.ELASTICSEARCH_INDEX_ALIAS }),
+  readRoutes: createReadRoutes({ sql, es, esAlias: config.ELASTICSEARCH_INDEX_ALIAS, consistency }),
   webhookRoutes: webhooks.routes,
   rateLimits: {
     ip: config.RATE_LIMIT_IP,
@@ -136,5 +139,6 @@ onShutdown(logger, async () => {
   await server.stop(); // stop accepting, let in-flight requests finish
   await admin.stop();
   await released?.close();
+  await consistency.close();
   await Promise.allSettled([redis.quit(), sql.end({ timeout: 5 }), es.close(), webhooks.close()]);
 });

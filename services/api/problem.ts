@@ -10,6 +10,7 @@ import { OUTBOX_FULL_RETRY_AFTER_SECONDS } from "../../shared/domain/policy.ts";
 export type ProblemCode =
   | DomainErrorCode
   | "invalid_request"
+  | "invalid_consistency_token"
   | "unauthorized"
   | "payload_too_large"
   | "headers_too_large"
@@ -59,6 +60,7 @@ const TITLES: Record<ProblemCode, string> = {
   no_waiting_room: "No waiting room",
   draw_not_ready: "Draw not ready",
   invalid_request: "Invalid request",
+  invalid_consistency_token: "Invalid consistency token",
   unauthorized: "Unauthorized",
   payload_too_large: "Payload too large",
   headers_too_large: "Request header fields too large",

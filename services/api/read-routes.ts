@@ -3,6 +3,9 @@
  * analytics from PostgreSQL, stock search from Elasticsearch. Mounted by app.ts under /api, after
  * `authenticate` and before the write-side routes (so /stocks/search wins over /stocks/{id}).
  *
+ * With a Consistency-Token header a read first waits, bounded, for its store to have that write
+ * (consistency/: read-your-writes); without one it is what it always was.
+ *
  * A read store that is down answers 503 store_unavailable quickly (the clients made by
  * createReaderSql / createReaderSearchClient have short timeouts); allocation, which only needs
  * Redis, keeps working.
@@ -17,10 +20,13 @@ import { InvalidSearchCursorError, searchStocks, stockSearchHitShape } from "../
 import { USER_ID_PATTERN } from "../../shared/domain/validation.ts";
 import { STOCK_STATUSES } from "../../shared/domain/views.ts";
 import { STOCK_ID_PATTERN } from "../../shared/domain/keys.ts";
-import { adminOnly, requireAdmin, requireOwnerOrAdmin, signedIn } from "./auth.ts";
+import { adminOnly, bearer, requireAdmin, requireOwnerOrAdmin, signedIn } from "./auth.ts";
 import type { AppEnv } from "./env.ts";
 import { ApiProblem } from "./problem.ts";
 import { createRouter } from "./router.ts";
+import { awaitReadConsistency, consistencyRequestHeaders, consistencyResponseHeaders } from "./consistency/read-consistency.ts";
+import { createReadConsistency, type ReadConsistency } from "./consistency/stores.ts";
+import type { Logger } from "../../shared/logger.ts";
 import { edgeProblems, isoInstant, jsonContent, problems } from "./schemas.ts";
 
 export interface ReadRoutesDeps {
@@ -28,7 +34,20 @@ export interface ReadRoutesDeps {
   es: Client;
   /** The search alias (ELASTICSEARCH_INDEX_ALIAS). */
   esAlias: string;
+  /** What the reads with a Consistency-Token wait on; default: made from sql and es (consistency/stores.ts). */
+  consistency?: ReadConsistency;
+  /** For the consistency trackers' background failures. */
+  logger?: Logger;
 }
+
+/** 200 with the read-your-writes headers, and the 400 that also covers a malformed Consistency-Token. */
+const readOk = <T extends Parameters<typeof jsonContent>[0]>(schema: T, description: string) => ({
+  200: { ...jsonContent(schema, description), headers: consistencyResponseHeaders },
+});
+const badRead = [
+  400,
+  "`invalid_request`: a path, query or header value fails the schema (details in `errors[]`); `invalid_consistency_token`: a Consistency-Token this api did not issue",
+] as const;
 
 const cursorParam = z
   .string()
@@ -65,16 +84,16 @@ const ordersRoute = createRoute({
   operationId: "listUserOrders",
   tags: ["read side"],
   summary: "A user's order history, newest first (PostgreSQL, eventually consistent)",
-  security: [{ bearer: [] }],
-  middleware: [signedIn] as const,
+  ...bearer(signedIn),
   request: {
     params: z.object({ userId: z.string().regex(USER_ID_PATTERN).openapi({ param: { name: "userId", in: "path" }, example: "alice" }) }),
     query: z.object({ limit: limitParam(20, 100), cursor: cursorParam }),
+    headers: consistencyRequestHeaders,
   },
   responses: {
-    200: jsonContent(orderPage, "one page of orders; `nextCursor` is null on the last"),
+    ...readOk(orderPage, "one page of orders; `nextCursor` is null on the last"),
     ...edgeProblems("get"),
-    ...problems(400, [401, "`unauthorized`: no token"], [403, "`forbidden`: another user's history"], [503, "`store_unavailable`: PostgreSQL is down or slow"]),
+    ...problems(badRead, [401, "`unauthorized`: no token"], [403, "`forbidden`: another user's history"], [503, "`store_unavailable`: PostgreSQL is down or slow"]),
   },
 });
 
@@ -93,11 +112,12 @@ const searchRoute = createRoute({
       limit: limitParam(20, 100),
       cursor: cursorParam,
     }),
+    headers: consistencyRequestHeaders,
   },
   responses: {
-    200: jsonContent(searchPage, "one page of stocks; `nextCursor` is null on the last"),
+    ...readOk(searchPage, "one page of stocks; `nextCursor` is null on the last"),
     ...edgeProblems("get"),
-    ...problems(400, [503, "`store_unavailable`: Elasticsearch is down or slow"]),
+    ...problems(badRead, [503, "`store_unavailable`: Elasticsearch is down or slow"]),
   },
 });
 
@@ -112,8 +132,7 @@ const analyticsRoute = createRoute({
     "Per stock (all time): units sold, revenue, holds released by reason, sell-through, time to sell-out. " +
     "Series: per minute in the window [from, to), revenue per currency. The window defaults to the hour before `to` (and `to` to now); " +
     "`from` must be before `to` and the window at most 24 hours long, else 400 `invalid_request`.",
-  security: [{ bearer: [] }],
-  middleware: [adminOnly] as const,
+  ...bearer(adminOnly),
   request: {
     query: z.object({
       stockId: z.string().regex(STOCK_ID_PATTERN).optional().openapi({ description: "only this stock (stocks and series)" }),
@@ -121,12 +140,17 @@ const analyticsRoute = createRoute({
       to: isoParam("end of the series window, exclusive (ISO 8601 with offset, 1970-9999); default now; at most 24 h after `from`"),
       limit: limitParam(100, 1000).openapi({ description: "how many stocks, 1-1000 (default 100)" }),
     }),
+    headers: consistencyRequestHeaders,
   },
   responses: {
-    200: jsonContent(salesReportSchema, "the report"),
+    ...readOk(salesReportSchema, "the report"),
     ...edgeProblems("get"),
     ...problems(
-      [400, "`invalid_request`: a query value fails the schema, `from` not before `to`, or a window over 24 hours"],
+      [
+        400,
+        "`invalid_request`: a query value fails the schema, `from` not before `to`, or a window over 24 hours; " +
+          "`invalid_consistency_token`: a Consistency-Token this api did not issue",
+      ],
       [401, "`unauthorized`: no admin token"],
       [403, "`forbidden`: not the admin token"],
       [503, "`store_unavailable`: PostgreSQL is down or slow"],
@@ -162,10 +186,13 @@ async function fromElasticsearch<T>(work: () => Promise<T>): Promise<T> {
 
 export function createReadRoutes(deps: ReadRoutesDeps): OpenAPIHono<AppEnv> {
   const app = createRouter();
+  // Read-your-writes (consistency/): each route waits on its own store before its query.
+  const consistency = deps.consistency ?? createReadConsistency({ sql: deps.sql, es: deps.es, esAlias: deps.esAlias, logger: deps.logger });
 
   app.openapi(ordersRoute, async (c) => {
     const { userId } = c.req.valid("param");
     requireOwnerOrAdmin(c, userId);
+    await awaitReadConsistency(c, consistency.postgres);
     const { limit, cursor } = c.req.valid("query");
     const page = await fromPostgres(() => listOrdersForUser(deps.sql, userId, { limit, cursor }));
     return c.json(page, 200);
@@ -173,12 +200,14 @@ export function createReadRoutes(deps: ReadRoutesDeps): OpenAPIHono<AppEnv> {
 
   app.openapi(searchRoute, async (c) => {
     const { q, status, limit, cursor } = c.req.valid("query");
+    await awaitReadConsistency(c, consistency.search);
     const page = await fromElasticsearch(() => searchStocks(deps.es, deps.esAlias, { q, status, limit, cursor }));
     return c.json(page, 200);
   });
 
   app.openapi(analyticsRoute, async (c) => {
     requireAdmin(c);
+    await awaitReadConsistency(c, consistency.postgres);
     const { stockId, from, to, limit } = c.req.valid("query");
     const report = await fromPostgres(() =>
       salesReport(deps.sql, { stockId, limit, from: from ? new Date(from) : undefined, to: to ? new Date(to) : undefined }),

@@ -5,6 +5,8 @@
 import type postgres from "postgres";
 import type { StockEvent } from "../../shared/domain/events.ts";
 import type { SinkResult } from "../../shared/projection/batch.ts";
+import { backoffMs, sleep } from "../../shared/lifecycle.ts";
+import type { Logger } from "../../shared/logger.ts";
 
 /**
  * The body of a webhook: the Standard Webhooks payload structure, `{ type, timestamp, data }`, with
@@ -147,6 +149,19 @@ export async function pendingPrefixes(sql: postgres.Sql, endpointId: string, sto
     ) d
     JOIN webhook_events ev ON ev.event_id = d.event_id`;
   return rows.map(toPending);
+}
+
+/** eventBodies, retried (with backoff) until PostgreSQL answers: a send cannot go without its body. */
+export async function eventBodiesRetrying(sql: postgres.Sql, eventIds: string[], log: Logger): Promise<Map<string, string>> {
+  for (let attempt = 0; eventIds.length > 0; attempt++) {
+    try {
+      return await eventBodies(sql, eventIds);
+    } catch (err) {
+      if (attempt === 0 || attempt % 10 === 0) log.warn({ err }, "cannot read event bodies, retrying");
+      await sleep(backoffMs(attempt, 100, 5_000));
+    }
+  }
+  return new Map();
 }
 
 /** The bodies to send, by event id. */

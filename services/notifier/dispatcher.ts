@@ -13,15 +13,19 @@
  * Every read is done by the loop, one at a time.
  *
  * Order: only a stock's head (its lowest pending version) is ever sent, and the stock stays "in
- * flight" until the attempt's result is committed. So a receiver never gets a version while an
- * earlier one is still being retried; the stock's next version waits behind it, while other stocks
+ * flight" until the receiver acknowledged it (then its next version may go while the result is being
+ * committed: the commit is off the stock's path) or, for a failed attempt, until its retry time is
+ * committed. So a receiver never gets a version while an earlier one is still being retried; the
+ * stock's next version waits behind it, while other stocks
  * (up to `concurrency` requests at once) and other endpoints (their own loops) go on. The held head is
  * the true head: a stock enters the window only through a read of its lowest pending versions, and
  * later versions are appended only to a stock held in full (a stock's events are logged in version
  * order by one consumer at a time).
  *
  * Crash safety: a send whose result was not committed is sent again after a restart, with the same
- * webhook-id (the event id). If recording fails (PostgreSQL down), results stay in memory and are
+ * webhook-id (the event id), after any later version it let go: a duplicate of an acknowledged
+ * version, never one out of order. Until committed, a delivered event stays `known`, so no read
+ * brings it back. If recording fails (PostgreSQL down), results stay in memory and are
  * retried; their stocks stay in flight, so nothing is re-sent meanwhile and order holds. Nothing is
  * sent unless `mayDeliver()` (the delivery lease, lease.ts) holds right before the request.
  */
@@ -29,9 +33,11 @@ import type postgres from "postgres";
 import { backoffMs, sleep } from "../../shared/lifecycle.ts";
 import type { Logger } from "../../shared/logger.ts";
 import type { Endpoint } from "../../shared/webhooks/endpoints.ts";
-import { eventBodies, pendingPage, pendingPrefixes, recordAttempts, type AttemptRecord, type PendingDelivery } from "./delivery-log.ts";
-import { failureReason, type NotifierMetrics } from "./metrics.ts";
-import { decide, type RetrySchedule } from "./schedule.ts";
+import { eventBodiesRetrying, pendingPage, pendingPrefixes, recordAttempts, type AttemptRecord, type PendingDelivery } from "./delivery-log.ts";
+import type { NotifierMetrics } from "./metrics.ts";
+import { attemptRecord } from "./attempt.ts";
+import { insertByVersion, type StockQueue } from "./stock-queue.ts";
+import type { RetrySchedule } from "./schedule.ts";
 import { sendWebhook, signedTarget, type SendOptions } from "./sender.ts";
 
 /**
@@ -71,13 +77,6 @@ export interface Dispatcher {
   stop(): Promise<void>;
 }
 
-interface StockQueue {
-  /** Pending deliveries, by version; the first is the head. */
-  items: PendingDelivery[];
-  /** True when `items` holds every pending delivery of the stock (the last read found fewer than PER_STOCK). */
-  complete: boolean;
-}
-
 export function startDispatcher(options: DispatcherOptions): Dispatcher {
   const { sql, endpoint, schedule, logger, metrics } = options;
   const log = logger.child({ endpoint: endpoint.id });
@@ -91,7 +90,8 @@ export function startDispatcher(options: DispatcherOptions): Dispatcher {
   const readySet = new Set<string>();
   /** Stocks whose head waits for a retry, with its due time. */
   const waiting = new Map<string, number>();
-  const toRecord: { stockId: string; item: PendingDelivery; record: AttemptRecord }[] = [];
+  /** Results not yet committed; `released`: the stock moved on at once (delivered), not at the commit. */
+  const toRecord: { stockId: string; item: PendingDelivery; record: AttemptRecord; released: boolean }[] = [];
   /** Held stocks whose queue ran empty while more were pending; stocks offered while not held. */
   const refill = new Set<string>();
   const wanted = new Set<string>();
@@ -106,6 +106,10 @@ export function startDispatcher(options: DispatcherOptions): Dispatcher {
    */
   const completed = new Map<string, number>();
   let completions = 0;
+  /** offer() calls so far, their count when the read in progress began (reads are serialized), and per stock at its last passed-over offer. */
+  let offers = 0;
+  let readStartedAtOffer = 0;
+  const passedOver = new Map<string, number>();
 
   const nudge = () => wake?.();
 
@@ -126,15 +130,9 @@ export function startDispatcher(options: DispatcherOptions): Dispatcher {
     }
   }
 
-  /** Inserts one delivery into its stock's queue (by version; never in front of a head in flight). */
   function insert(queue: StockQueue, item: PendingDelivery): void {
     known.add(item.eventId);
-    const items = queue.items;
-    let at = items.length;
-    // Nearly always an append (events come in version order); a re-sent dead letter goes before later versions.
-    while (at > 0 && items[at - 1]!.version > item.version) at--;
-    if (at === 0 && inFlight.has(item.stockId) && items.length > 0) at = 1;
-    items.splice(at, 0, item);
+    insertByVersion(queue, item, inFlight.has(item.stockId));
   }
 
   /**
@@ -151,7 +149,10 @@ export function startDispatcher(options: DispatcherOptions): Dispatcher {
         stocks.set(stock, (queue = { items: [], complete: false }));
       }
       for (const item of list) if (!known.has(item.eventId) && !completed.has(item.eventId)) insert(queue, item);
-      queue.complete = list.length < perStock;
+      // Not complete if an offer of it was passed over since this read began: the read's snapshot may
+      // predate that offer's commit, and the next version offered would go first (an order violation).
+      queue.complete = list.length < perStock && (passedOver.get(stock) ?? 0) <= readStartedAtOffer;
+      if (queue.complete) passedOver.delete(stock);
       refill.delete(stock);
       settle(stock);
     }
@@ -173,15 +174,20 @@ export function startDispatcher(options: DispatcherOptions): Dispatcher {
   }
 
   function offer(items: readonly PendingDelivery[]): void {
+    offers += 1;
     for (const item of items) {
       if (known.has(item.eventId)) continue;
       const queue = stocks.get(item.stockId);
       if (!queue) {
         // Earlier versions of it may be pending too: only a read of its lowest versions may bring it in.
         if (stocks.size + wanted.size < MAX_STOCKS_HELD) wanted.add(item.stockId);
+        passedOver.set(item.stockId, offers);
         continue;
       }
-      if (!queue.complete) continue; // its next refill reads them
+      if (!queue.complete) {
+        passedOver.set(item.stockId, offers); // its next refill reads them
+        continue;
+      }
       if (known.size >= MAX_HELD) {
         queue.complete = false;
         continue;
@@ -214,17 +220,7 @@ export function startDispatcher(options: DispatcherOptions): Dispatcher {
   }
 
   async function sendBatch(batch: PendingDelivery[]): Promise<void> {
-    let bodies = new Map<string, string>();
-    const missing = batch.filter((b) => b.body === undefined).map((b) => b.eventId);
-    for (let attempt = 0; missing.length > 0; attempt++) {
-      try {
-        bodies = await eventBodies(sql, missing);
-        break;
-      } catch (err) {
-        if (attempt === 0 || attempt % 10 === 0) log.warn({ err }, "cannot read event bodies, retrying");
-        await sleep(backoffMs(attempt, 100, 5_000));
-      }
-    }
+    const bodies = await eventBodiesRetrying(sql, batch.filter((b) => b.body === undefined).map((b) => b.eventId), log);
     await Promise.all(
       batch.map(async (item) => {
         try {
@@ -249,34 +245,18 @@ export function startDispatcher(options: DispatcherOptions): Dispatcher {
     if (body === undefined) throw new Error(`event ${item.eventId} has no body in webhook_events`);
     log.debug({ eventId: item.eventId, stockId: item.stockId, version: item.version }, "sending");
     const result = await sendWebhook(target, { id: item.eventId, body }, options.send);
-    const attemptsDone = item.attempts + 1;
-    const decision = decide(schedule, attemptsDone, result);
-    const at = new Date();
-    metrics.attemptSeconds.observe(labels, result.ms / 1000);
-    if (decision.status === "delivered") {
-      metrics.deliveries.inc(labels);
-      metrics.lagSeconds.observe(labels, Math.max(0, at.getTime() - item.occurredAt) / 1000);
-    } else {
-      metrics.failures.inc({ ...labels, reason: failureReason(result.status, result.failure) });
-      if (decision.status === "dead") {
-        metrics.deadLetters.inc(labels);
-        log.warn({ eventId: item.eventId, stockId: item.stockId, version: item.version, attempts: attemptsDone, status: result.status }, "delivery dead after the last attempt");
-      } else if (item.attempts === 0) {
-        log.info({ eventId: item.eventId, status: result.status, failure: result.failure, retryInMs: decision.delayMs }, "delivery failed, will retry");
-      }
+    const record = attemptRecord(item, result, schedule, { metrics, labels, log });
+    // Delivered: the stock's next version may go now, while this result is recorded (header, "Order").
+    const released = record.status === "delivered";
+    toRecord.push({ stockId: item.stockId, item, record, released });
+    if (released) {
+      const queue = stocks.get(item.stockId);
+      const at = queue?.items.indexOf(item) ?? -1;
+      if (at >= 0) queue!.items.splice(at, 1);
+      inFlight.delete(item.stockId);
+      settle(item.stockId);
+      pump();
     }
-    toRecord.push({
-      stockId: item.stockId,
-      item,
-      record: {
-        eventId: item.eventId,
-        status: decision.status,
-        httpStatus: result.status,
-        error: decision.status === "delivered" ? null : result.excerpt,
-        at,
-        nextAttemptAt: decision.status === "pending" ? new Date(at.getTime() + decision.delayMs) : null,
-      },
-    });
   }
 
   /** Commits the results gathered so far; only then do their stocks move on. */
@@ -294,7 +274,13 @@ export function startDispatcher(options: DispatcherOptions): Dispatcher {
           await sleep(wait);
           continue;
         }
-        for (const { stockId, item, record } of batch) {
+        for (const { stockId, item, record, released } of batch) {
+          if (released) {
+            // Left its queue when it was delivered; the stock may have a later version in flight now.
+            known.delete(item.eventId);
+            completed.set(item.eventId, completions++);
+            continue;
+          }
           const queue = stocks.get(stockId);
           if (record.status === "pending") {
             item.attempts += 1;
@@ -319,6 +305,7 @@ export function startDispatcher(options: DispatcherOptions): Dispatcher {
   /** One read of the log, with the completions that raced it filtered out (reads are serialized in the loop). */
   async function read(work: () => Promise<void>): Promise<void> {
     const since = completions;
+    readStartedAtOffer = offers;
     await work();
     // Completions from before this read cannot show up as pending in later reads; newer ones are kept for one more.
     for (const [id, n] of completed) if (n < since) completed.delete(id);

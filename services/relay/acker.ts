@@ -1,6 +1,7 @@
 /**
  * After Kafka acknowledged a batch: dead letters, XACK and trimming, retried until Redis takes
- * them. Acks run in batch order with at most one in flight, overlapping the next read and send;
+ * them. Acks run one transaction's batches at a time (shards in parallel, each shard's in order),
+ * overlapping the next read and send;
  * the relay waits for all of them (flush) before ownership changes and claims.
  *
  * Trimming also runs on its own for owned shards that went quiet with acknowledged entries possibly
@@ -49,34 +50,51 @@ export class Acker {
   }
 
   /**
-   * Queues the ack of a batch Kafka has, behind the previous one, and returns the *previous* ack's
-   * outcome: so the caller runs one batch ahead, and stops (false) if an earlier ack gave up.
+   * Queues the acks of batches Kafka has (one transaction's: any shards), behind the previous group,
+   * and returns the *previous* group's outcome: so the caller runs one transaction ahead, and stops
+   * (false) if an earlier ack gave up. Within a group the shards are acknowledged in parallel (one
+   * round trip each, pipelined), each shard's batches in order.
    */
-  enqueue(batch: Batch, startedAt: number): Promise<boolean> {
-    const { metrics, log } = this.ctx;
+  enqueue(batches: readonly Batch[], startedAt: number): Promise<boolean> {
     const previous = this.inFlight;
     this.inFlight = previous.then(async (previousOk) => {
-      if (!previousOk || !(await this.ackWithRetry(batch))) return false;
-      for (const d of batch.dead) {
-        log.error({ shard: d.entry.shard, entryId: d.entry.id, eventId: d.eventId, reason: d.reason }, "outbox entry failed validation; moved to dead-letter stream");
-      }
-      metrics.deadLetters.inc(batch.dead.length);
-      metrics.relayed.inc(batch.messages.length);
-      metrics.batches.inc();
-      metrics.batchSize.observe(batch.entries.length);
-      const seconds = (performance.now() - startedAt) / 1000;
-      metrics.batchSeconds.observe(seconds);
-      log.debug(
-        { events: batch.messages.length, firstEventId: eventIdOf(batch.messages[0]), lastEventId: eventIdOf(batch.messages.at(-1)), ms: Math.round(seconds * 1000) },
-        "batch relayed",
+      if (!previousOk) return false;
+      const ackStarted = performance.now();
+      const byShard = new Map<number, Batch[]>();
+      for (const b of batches) byShard.set(b.shard, [...(byShard.get(b.shard) ?? []), b]);
+      const results = await Promise.all(
+        [...byShard.values()].map(async (list) => {
+          for (const batch of list) if (!(await this.ackWithRetry(batch))) return false;
+          return true;
+        }),
       );
-      // One line per event at debug (follow a request by its trace id); skipped cheaply otherwise.
-      if (log.isLevelEnabled("debug")) {
-        for (const m of batch.messages) log.debug({ eventId: eventIdOf(m), traceId: traceIdOf(headerText(m.headers, TRACEPARENT)) }, "event relayed");
-      }
+      if (results.includes(false)) return false;
+      this.ctx.metrics.stepSeconds.observe({ step: "ack" }, (performance.now() - ackStarted) / 1000);
+      for (const batch of batches) this.acknowledged(batch, startedAt);
       return true;
     });
     return previous;
+  }
+
+  private acknowledged(batch: Batch, startedAt: number): void {
+    const { metrics, log } = this.ctx;
+    for (const d of batch.dead) {
+      log.error({ shard: d.entry.shard, entryId: d.entry.id, eventId: d.eventId, reason: d.reason }, "outbox entry failed validation; moved to dead-letter stream");
+    }
+    metrics.deadLetters.inc(batch.dead.length);
+    metrics.relayed.inc(batch.messages.length);
+    metrics.batches.inc();
+    metrics.batchSize.observe(batch.entries.length);
+    const seconds = (performance.now() - startedAt) / 1000;
+    metrics.batchSeconds.observe(seconds);
+    log.debug(
+      { events: batch.messages.length, firstEventId: eventIdOf(batch.messages[0]), lastEventId: eventIdOf(batch.messages.at(-1)), ms: Math.round(seconds * 1000) },
+      "batch relayed",
+    );
+    // One line per event at debug (follow a request by its trace id); skipped cheaply otherwise.
+    if (log.isLevelEnabled("debug")) {
+      for (const m of batch.messages) log.debug({ eventId: eventIdOf(m), traceId: traceIdOf(headerText(m.headers, TRACEPARENT)) }, "event relayed");
+    }
   }
 
   /**
@@ -133,7 +151,10 @@ export class Acker {
 
   /**
    * Dead letters + XACK + XINFO GROUPS + XPENDING in one round trip, then XTRIM in a second (all
-   * keys carry the shard's hash tag, so on a cluster both go to the shard's master).
+   * keys carry the shard's hash tag, so on a cluster both go to the shard's master). The ack is done
+   * after the first: the XTRIM is not awaited (it is safe whenever it runs, see trim(); commands on
+   * one connection run in order, so a later trim never lands before an earlier one), so the relay's
+   * next transaction waits for one round trip per ack, not two.
    */
   private async ackAndTrim({ shard, entries, dead }: Batch): Promise<void> {
     const { redis, keys, consumerName } = this.ctx;
@@ -153,7 +174,7 @@ export class Acker {
     let acked = ids[0]!;
     for (const id of ids) if (compareIds(id, acked) > 0) acked = id;
     // Trimming is housekeeping: a failure here loses nothing; tidy() (or the next batch) trims again.
-    await this.trim(shard, results[dead.length + 1]![1], results[dead.length + 2]![1], acked).catch((err: unknown) => {
+    void this.trim(shard, results[dead.length + 1]![1], results[dead.length + 2]![1], acked).catch((err: unknown) => {
       this.untrimmed.set(shard, Date.now());
       this.ctx.log.debug({ shard, err: errorMessage(err) }, "outbox trim failed");
     });

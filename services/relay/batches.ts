@@ -1,8 +1,8 @@
 /**
  * Turning outbox entries into Kafka batches (pure: no I/O). Each entry becomes a Kafka message,
  * a dead letter (fails validation, or too large for Kafka), or nothing (deleted while pending: it
- * is only acknowledged). Batches keep the entries' order, hold one shard each (one shard = one
- * transactional producer, see sender.ts) and stay within RELAY_BATCH_SIZE entries and
+ * is only acknowledged). Batches keep the entries' order, hold one shard each (acknowledged with one
+ * XACK on that shard's stream, acker.ts) and stay within RELAY_BATCH_SIZE entries and
  * MAX_SEND_BYTES of messages.
  */
 import type { Message } from "kafkajs";
@@ -24,6 +24,8 @@ export interface Batch {
   entries: OutboxEntry[];
   messages: Message[];
   dead: DeadLetter[];
+  /** Upper bound of the messages' size in a record batch (messageBytes). */
+  bytes: number;
 }
 
 type Prepared = { message: Message; bytes: number } | DeadLetter | null;
@@ -50,21 +52,19 @@ function prepare(entry: OutboxEntry, relay: string): Prepared {
 /** Splits entries, in order, into one-shard batches of at most `maxEntries` entries and MAX_SEND_BYTES of messages. */
 export function toBatches(entries: readonly OutboxEntry[], maxEntries: number, relay: string): Batch[] {
   const batches: Batch[] = [];
-  let batch: Batch = { shard: entries[0]?.shard ?? 0, entries: [], messages: [], dead: [] };
-  let bytes = 0;
+  let batch: Batch = { shard: entries[0]?.shard ?? 0, entries: [], messages: [], dead: [], bytes: 0 };
   for (const entry of entries) {
     const item = prepare(entry, relay);
     const size = item && "message" in item ? item.bytes : 0;
-    const full = batch.entries.length >= maxEntries || (batch.messages.length > 0 && bytes + size > MAX_SEND_BYTES);
+    const full = batch.entries.length >= maxEntries || (batch.messages.length > 0 && batch.bytes + size > MAX_SEND_BYTES);
     if (batch.entries.length > 0 && (full || entry.shard !== batch.shard)) {
       batches.push(batch);
-      batch = { shard: entry.shard, entries: [], messages: [], dead: [] };
-      bytes = 0;
+      batch = { shard: entry.shard, entries: [], messages: [], dead: [], bytes: 0 };
     }
     batch.entries.push(entry);
     if (item && "message" in item) {
       batch.messages.push(item.message);
-      bytes += size;
+      batch.bytes += size;
     } else if (item) {
       batch.dead.push(item);
     }

@@ -34,10 +34,10 @@ let frozenOnce = false;
  * (SIGSTOP to itself), as a pause by the kernel, a GC or a stalled VM would, at the worst moment.
  * A test sees the line, moves the lease, and resumes it with SIGCONT. Never set in production.
  */
-export function freezeForTest(ctx: Pick<RelayContext, "cfg" | "log">, point: NonNullable<RelaySettings["RELAY_TEST_FREEZE_BEFORE"]>, shard: number): void {
+export function freezeForTest(ctx: Pick<RelayContext, "cfg" | "log">, point: NonNullable<RelaySettings["RELAY_TEST_FREEZE_BEFORE"]>, shard?: number): void {
   if (ctx.cfg.RELAY_TEST_FREEZE_BEFORE !== point || frozenOnce) return;
   frozenOnce = true;
-  ctx.log.warn({ point, shard }, "test hook: freezing before the claim");
+  ctx.log.warn({ point, shard }, point === "send" ? "test hook: freezing before the send" : "test hook: freezing before the claim");
   ctx.log.flush();
   process.kill(process.pid, "SIGSTOP");
 }

@@ -47,6 +47,13 @@ export function createRelayMetrics(registry: Registry, snapshot: () => Promise<S
       buckets: STAGE_SECONDS_BUCKETS,
       registers,
     }),
+    stepSeconds: new prom.Histogram({
+      name: "flashsale_relay_step_seconds",
+      help: "Per transaction (one read round, all its shards): encode = entries → Kafka messages (parse, validate, headers); send = the produce requests (kafkajs encoding included); commit = EndTxn; ack = XACK + trim of every shard in it",
+      labelNames: ["step"] as const,
+      buckets: STAGE_SECONDS_BUCKETS,
+      registers,
+    }),
     replicaWaitSeconds: new prom.Histogram({
       name: "flashsale_relay_replica_wait_seconds",
       help: "Time WAIT took until RELAY_MIN_REPLICAS replicas had the entries just read",
@@ -60,7 +67,7 @@ export function createRelayMetrics(registry: Registry, snapshot: () => Promise<S
     }),
     fenced: new prom.Counter({
       name: "flashsale_relay_fenced_total",
-      help: "Batches not published because another relay's producer fenced this one (the shard moved on)",
+      help: "Transactions not published because another relay fenced this relay's producer (or it had to be replaced); every shard is then acquired again",
       registers,
     }),
     deadLetters: new prom.Counter({ name: "flashsale_relay_dead_letters_total", help: "Outbox entries moved to the dead-letter stream (failed validation)", registers }),

@@ -16,13 +16,18 @@
  *   A relay that dies stops renewing: its member entry and leases expire after lease_ms and the
  *   survivors take its shards over.
  *
- * Keys: `keys.relayMembers()` and, per shard, `keys.relayLease(shard)`, which carries the shard's
- * hash tag like the stream it guards. Scripts: shared/redis/scripts/relay_*.lua.
+ * - Holder record (fencing, sender.ts): `keys.relayLeaseHolder(shard)` names the relay that holds or
+ *   last held the lease and has not released it cleanly. A relay that acquires a shard whose record
+ *   names another relay fences that relay's Kafka producer before it reads the shard, then records
+ *   itself (relay_lease_confirm, which checks the lease again after the fence).
+ *
+ * Keys: `keys.relayMembers()` and, per shard, `keys.relayLease(shard)` and `keys.relayLeaseHolder(shard)`,
+ * which carry the shard's hash tag like the stream they guard. Scripts: shared/redis/scripts/relay_*.lua.
  */
 import type { RedisClient } from "./context.ts";
 import type { KeyLayout } from "../../shared/domain/keys.ts";
 import type { Logger } from "../../shared/logger.ts";
-import { relayHeartbeatCall, relayLeaseAcquireCall, relayLeaseReleaseCall, relayLeaseRenewCall } from "../../shared/redis/calls.ts";
+import { relayHeartbeatCall, relayLeaseAcquireCall, relayLeaseConfirmCall, relayLeaseReleaseCall, relayLeaseRenewCall } from "../../shared/redis/calls.ts";
 import { runScript } from "../../shared/redis/scripts.ts";
 
 /** Shards assigned to `me` given the live members (same answer on every relay for the same set). */
@@ -94,28 +99,39 @@ export class ShardOwnership {
     this.afterBeat(this.held);
   }
 
-  async acquire(shard: number): Promise<boolean> {
-    const ok = (await runScript(this.redis, relayLeaseAcquireCall(this.keys, shard, this.consumer, this.leaseMs))) === 1;
-    if (ok) this.held.add(shard);
-    return ok;
+  /**
+   * Takes the shard's lease if it is free (or already ours). `previous` names the relay that held it
+   * last and did not release it cleanly ("" for none or us): the caller fences that relay's Kafka
+   * producer, then confirmHolder(), before reading the shard.
+   */
+  async acquire(shard: number): Promise<{ ok: boolean; previous: string }> {
+    const reply = await runScript(this.redis, relayLeaseAcquireCall(this.keys, shard, this.consumer, this.leaseMs));
+    if (reply[0] !== 1) return { ok: false, previous: "" };
+    this.held.add(shard);
+    return { ok: true, previous: reply[1] };
   }
 
-  /** Renews the lease if this relay still holds it (read in Redis now); a lost one is forgotten. */
-  async confirm(shard: number): Promise<boolean> {
-    const ok = (await runScript(this.redis, relayLeaseRenewCall(this.keys, shard, this.consumer, this.leaseMs))) === 1;
+  /** After fencing the previous holder: the lease is still ours (renewed) and we are recorded as its holder. False (and forgotten) otherwise. */
+  async confirmHolder(shard: number): Promise<boolean> {
+    const ok = (await runScript(this.redis, relayLeaseConfirmCall(this.keys, shard, this.consumer, this.leaseMs))) === 1;
     if (!ok) this.held.delete(shard);
     return ok;
   }
 
-  async release(shard: number): Promise<void> {
+  /**
+   * Gives the lease up. `clean`: this relay has no Kafka transaction open with the shard's entries
+   * (every send is settled) and sends none without acquiring it again, so the next owner need not
+   * fence it. Otherwise the holder record stays, and the next owner fences this relay first.
+   */
+  async release(shard: number, clean = true): Promise<void> {
     this.held.delete(shard);
-    await runScript(this.redis, relayLeaseReleaseCall(this.keys, shard, this.consumer));
+    await runScript(this.redis, relayLeaseReleaseCall(this.keys, shard, this.consumer, clean));
   }
 
   /** Releases every lease and leaves the membership, so the others take over at once. */
-  async leave(): Promise<void> {
+  async leave(clean: boolean): Promise<void> {
     this.stopTimer();
-    await Promise.all([...this.held].map((s) => this.release(s)));
+    await Promise.all([...this.held].map((s) => this.release(s, clean)));
     await this.redis.zrem(this.keys.relayMembers(), this.consumer);
   }
 

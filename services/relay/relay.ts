@@ -2,18 +2,20 @@
  * The relay (issue 4): moves events from the per-shard Redis Stream outboxes to Kafka,
  * at least once, in stream order per shard, and trims what Kafka has acknowledged.
  *
- *   own the shard (lease, see ownership.ts)
+ *   own the shard (lease, see ownership.ts); if its previous holder did not release it cleanly,
+ *       fence that relay's Kafka producer first (sender.ts), then confirm the lease
  *     → take over what is pending on it (XAUTOCLAIM min-idle 0) and re-send our PEL (XREADGROUP … 0)
  *     → loop: XREADGROUP … > over all owned shards (one call, BLOCK, dedicated connection)
  *             validate each entry (parseEvent); bad ones → dead-letter stream
- *             produce the batch (idempotent, acks=all), await the ack
+ *             produce everything read in one Kafka transaction (this process's one transactional
+ *             producer, all shards; acks=all), await the commit
  *             XACK, then XTRIM MINID to the oldest still-pending id (or past the last acked one)
  *     → every claim interval: XAUTOCLAIM entries idle > RELAY_CLAIM_IDLE_MS and re-send them
  *     → every heartbeat (RELAY_LEASE_MS/3): re-trim owned shards that went quiet after a trim that may have
  *       left acknowledged entries (stopped at a pending entry, failed, or the shard was just acquired)
  *
- * Kafka down: the batch stays in memory and pending, and is re-sent (the same batch, so the
- * idempotent producer lets the broker drop a copy it already has) with capped exponential backoff.
+ * Kafka down: the batch stays in memory and pending, and is re-sent in a new transaction (the
+ * failed one aborted, so read-committed consumers never see a copy) with capped exponential backoff.
  * Redis down: the loop backs off and retries. Each outage is logged once when it starts and once
  * when it ends. stop(): stop reading, let the in-flight send finish for a short grace (then
  * abandon it unacknowledged), release the leases, disconnect.
@@ -37,12 +39,12 @@ import { retryStart, StartCancelledError } from "../../shared/retry.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { prom } from "../../shared/metrics.ts";
 import { Acker } from "./acker.ts";
-import { eventIdOf, toBatches, type Batch } from "./batches.ts";
+import { eventIdOf, toBatches } from "./batches.ts";
 import type { RedisClient, RelayContext, RelaySettings } from "./context.ts";
 import { Availability, errorMessage, StopSignal } from "./health.ts";
 import { createRelayMetrics, type RelayMetrics, type ShardSnapshot } from "./metrics.ts";
 import { OutboxReader, type ReadResult } from "./reader.ts";
-import { KafkaSender, STOP_SEND_GRACE_MS, type SendOutcome } from "./sender.ts";
+import { KafkaSender, STOP_SEND_GRACE_MS } from "./sender.ts";
 import { ShardState } from "./shards.ts";
 import { readSnapshot } from "./snapshot.ts";
 import { relayEnsureGroupCall } from "../../shared/redis/calls.ts";
@@ -101,6 +103,8 @@ class RelayImpl implements Relay {
   private phase = "starting";
   private stopPromise: Promise<void> | undefined;
   private loop: Promise<void> | undefined;
+  /** A send was abandoned unacknowledged at stop: its transaction may still be open on the broker. */
+  private abandoned = false;
 
   constructor(deps: RelayDeps) {
     this.consumerName = deps.config.RELAY_CONSUMER_NAME ?? defaultConsumerName();
@@ -118,13 +122,10 @@ class RelayImpl implements Relay {
       redisState: new Availability("redis", log, this.metrics.redisUp),
     };
     this.reader = new OutboxReader(this.ctx);
-    this.sender = new KafkaSender(deps.kafka, this.ctx, (shard) => this.shards.ownership.confirm(shard));
+    this.sender = new KafkaSender(deps.kafka, this.ctx);
     this.shards = new ShardState(this.ctx, {
-      acquired: (shard) => {
-        this.acker.acquired(shard);
-        return this.sender.fence(shard);
-      },
-      dropped: (shard) => this.sender.release(shard),
+      fence: (previousHolders) => this.sender.fence(previousHolders),
+      acquired: (shard) => this.acker.acquired(shard),
       leftLive: (shard) => this.reader.forget(shard),
       beat: (held) => this.acker.tidy(held),
     });
@@ -178,8 +179,9 @@ class RelayImpl implements Relay {
     const { log, stop } = this.ctx;
     stop.trigger();
     this.shards.ownership.stopTimer();
-    if (this.loop) await Promise.race([this.loop, sleep(STOP_SEND_GRACE_MS + 3_000)]);
-    await Promise.race([this.shards.ownership.leave().catch((err) => log.warn({ err: errorMessage(err) }, "could not release shard leases")), sleep(2_000)]);
+    // Clean release (the next owners need not fence us) only when the loop ended with every send settled.
+    const settled = this.loop ? await Promise.race([this.loop.then(() => true), sleep(STOP_SEND_GRACE_MS + 3_000).then(() => false)]) : true;
+    await Promise.race([this.shards.ownership.leave(settled && !this.abandoned).catch((err) => log.warn({ err: errorMessage(err) }, "could not release shard leases")), sleep(2_000)]);
     this.shards.clear();
     await this.sender.disconnect();
     this.reader.disconnect();
@@ -256,7 +258,7 @@ class RelayImpl implements Relay {
         const readAt = Date.now();
         for (const shard of lost) {
           this.ctx.log.warn({ shard }, "shard lease is no longer ours (found by the read); shard dropped");
-          await this.shards.lose(shard);
+          this.shards.lose(shard);
         }
         next = !stop.stopping && this.shards.steady() ? this.reader.readNew(this.shards.liveShards()) : undefined;
         if (entries.length > 0 && !(await this.relayEntries(entries, readAt))) return;
@@ -280,7 +282,7 @@ class RelayImpl implements Relay {
       const entries = await this.reader.readPending(shard, from);
       if (entries === null) {
         log.warn({ shard }, "shard lease is no longer ours (found by the pending read); shard dropped");
-        await this.shards.lose(shard);
+        this.shards.lose(shard);
         return;
       }
       const last = entries.at(-1);
@@ -298,56 +300,45 @@ class RelayImpl implements Relay {
   // ---------------------------------------------------------------- one batch
 
   /**
-   * Relays entries (each shard's in stream order) in one-shard batches of at most RELAY_BATCH_SIZE:
-   * produce, await Kafka, then XACK and trim. With transactions, shards go out in parallel (one
-   * producer each), each shard's batches in order; without, one batch at a time (one producer).
-   * Returns false when stopping abandoned a batch; a fenced shard is dropped and the rest go on.
+   * Relays entries (each shard's in stream order, any shards): one-shard batches of at most
+   * RELAY_BATCH_SIZE, all produced in one transaction (one commit for every shard read in this
+   * round), then XACKed and trimmed while the next round is read and sent. Returns false when
+   * stopping abandoned the send; after a fence (or a broken producer) every shard is dropped, to be
+   * acquired again under a new producer epoch.
    */
   private async relayEntries(entries: OutboxEntry[], readAt: number): Promise<boolean> {
+    const started = performance.now();
+    const { metrics, log, cfg } = this.ctx;
     // Entries of a shard we no longer hold stay pending: its new owner claims and sends them.
     const held = entries.filter((e) => this.shards.isHeld(e.shard));
-    for (const e of held) this.metrics.readStageSeconds.observe(Math.max(0, readAt - idTimeMs(e.id)) / 1000);
-    const byShard = new Map<number, Batch[]>();
-    for (const batch of toBatches(held, this.ctx.cfg.RELAY_BATCH_SIZE, this.consumerName)) {
-      const list = byShard.get(batch.shard);
-      if (list) list.push(batch);
-      else byShard.set(batch.shard, [batch]);
+    if (held.length === 0) return true;
+    for (const e of held) metrics.readStageSeconds.observe(Math.max(0, readAt - idTimeMs(e.id)) / 1000);
+    const batches = toBatches(held, cfg.RELAY_BATCH_SIZE, this.consumerName);
+    metrics.stepSeconds.observe({ step: "encode" }, (performance.now() - started) / 1000);
+    const times = { sendMs: 0, commitMs: 0 };
+    const outcome = await this.sender.send(batches, times);
+    const messages = batches.flatMap((b) => b.messages);
+    if (outcome === "abandoned") {
+      this.abandoned = true;
+      log.warn(
+        { events: messages.length, firstEventId: eventIdOf(messages[0]), lastEventId: eventIdOf(messages.at(-1)) },
+        "stopping: in-flight send abandoned unacknowledged (stays pending)",
+      );
+      return false;
     }
-    const relayShard = async (batches: Batch[]): Promise<SendOutcome> => {
-      for (const batch of batches) {
-        const outcome = await this.relayBatch(batch, readAt);
-        if (outcome !== "sent") return outcome;
-      }
-      return "sent";
-    };
-    const outcomes: SendOutcome[] = [];
-    if (this.ctx.cfg.RELAY_TRANSACTIONS) outcomes.push(...(await Promise.all([...byShard.values()].map(relayShard))));
-    else for (const batches of byShard.values()) outcomes.push(await relayShard(batches));
-    return !outcomes.includes("abandoned");
-  }
-
-  private async relayBatch(batch: Batch, readAt: number): Promise<SendOutcome> {
-    const started = performance.now();
-    const { messages, shard } = batch;
+    if (outcome === "reset") {
+      // Not published. Shards another relay took are claimed and sent by it; ours are acquired again.
+      metrics.fenced.inc();
+      this.shards.loseAll();
+      return true;
+    }
     if (messages.length > 0) {
-      const outcome = await this.sender.sendWithRetry(shard, messages, eventIdOf(messages[0]));
-      if (outcome === "abandoned") {
-        this.ctx.log.warn(
-          { shard, events: messages.length, firstEventId: eventIdOf(messages[0]), lastEventId: eventIdOf(messages.at(-1)) },
-          "stopping: in-flight batch abandoned unacknowledged (stays pending)",
-        );
-        return outcome;
-      }
-      if (outcome === "fenced") {
-        // Not ours any more: the new owner claimed (or will claim) these entries and sends them.
-        this.metrics.fenced.inc();
-        await this.shards.lose(shard);
-        return outcome;
-      }
-      this.metrics.publishStageSeconds.observe(Math.max(0, Date.now() - readAt) / 1000);
+      metrics.stepSeconds.observe({ step: "send" }, times.sendMs / 1000);
+      if (cfg.RELAY_TRANSACTIONS) metrics.stepSeconds.observe({ step: "commit" }, times.commitMs / 1000);
+      metrics.publishStageSeconds.observe(Math.max(0, Date.now() - readAt) / 1000);
     }
-    // Kafka has the batch: acknowledge it while the next batch is read and sent. Acks stay in
-    // batch order, and at most one is in flight (we wait for the previous one here).
-    return (await this.acker.enqueue(batch, started)) ? "sent" : "abandoned";
+    // Kafka has them: acknowledge while the next round is read and sent. At most one group of acks
+    // is in flight (we wait for the previous one here), so acks stay in order.
+    return this.acker.enqueue(batches, started);
   }
 }

@@ -15,10 +15,14 @@ const DEAD_CONSUMER_IDLE_MS = 3_600_000;
 
 /** What the other parts do when a shard changes hands. */
 export interface ShardHooks {
-  /** Just acquired, before its pending entries are claimed (fence the previous owner at Kafka). */
-  acquired(shard: number): Promise<void>;
-  /** Released or lost: drop what belongs to it (its producer). */
-  dropped(shard: number): Promise<void>;
+  /**
+   * Shards just acquired, before anything is read from them: make this relay's Kafka producer ready
+   * and fence the relays named (previous holders that lost their lease without a clean release).
+   * False when that could not be done: the shards are released, their holder records kept.
+   */
+  fence(previousHolders: readonly string[]): Promise<boolean>;
+  /** Acquired, fenced and confirmed: about to claim what is pending on it. */
+  acquired(shard: number): void;
   /** No longer read with `>` (recovering, released or lost): drop its read in flight. */
   leftLive(shard: number): void;
   /** After each heartbeat, with the shards held (trim the quiet ones). */
@@ -75,14 +79,24 @@ export class ShardState {
     this.live.clear();
   }
 
-  /** Fenced at Kafka: another relay owns the shard now. Stop reading it at once (its lease is not ours to release). */
-  async lose(shard: number): Promise<void> {
+  /** Another relay owns the shard now (found by a read or a claim). Stop reading it at once (its lease is not ours to release). */
+  lose(shard: number): void {
     this.ownership.held.delete(shard);
     this.live.delete(shard);
     this.recovering.delete(shard);
     this.hooks.leftLive(shard);
-    await this.hooks.dropped(shard);
     this.ctx.metrics.ownedShards.set(this.ownership.held.size);
+  }
+
+  /**
+   * Our Kafka producer was fenced (or had to be replaced): it spans every shard, so stop reading all
+   * of them. Leases still ours are acquired again by the next reconcile, after the new producer is
+   * initialised (which aborts whatever the old one left open), and their pending entries re-sent.
+   */
+  loseAll(): void {
+    for (const s of this.owned()) this.lose(s);
+    this.ownership.held.clear();
+    this.ctx.metrics.ownedShards.set(0);
   }
 
   clear(): void {
@@ -111,35 +125,61 @@ export class ShardState {
       this.live.delete(s);
       this.recovering.delete(s);
       this.hooks.leftLive(s);
-      await this.hooks.dropped(s);
     }
     for (const s of [...o.held]) {
       if (o.desired.has(s)) continue;
       this.live.delete(s);
       this.recovering.delete(s);
       this.hooks.leftLive(s);
-      await o.release(s);
-      await this.hooks.dropped(s);
+      // Clean: reconcile runs with every send settled and acknowledged, so no transaction holds its entries.
+      await o.release(s, true);
       log.info({ shard: s }, "shard handed over to another relay");
     }
     if (Date.now() >= this.nextAcquireAt) {
       this.nextAcquireAt = Date.now() + Math.min(1_000, Math.floor(cfg.RELAY_LEASE_MS / 10));
+      const taken: { shard: number; previous: string }[] = [];
       for (const s of o.desired) {
-        if (o.held.has(s) || !(await o.acquire(s))) continue;
-        await this.hooks.acquired(s);
+        if (o.held.has(s)) continue;
+        const { ok, previous } = await o.acquire(s);
+        if (ok) taken.push({ shard: s, previous });
+      }
+      const fencedFrom = new Map(taken.map((t) => [t.shard, t.previous]));
+      for (const s of await this.takeOver(taken)) {
+        this.hooks.acquired(s);
         freezeForTest(this.ctx, "acquire-claim", s);
         // The lease says the previous owner is gone (or handed over): take over all it left pending.
         const claimed = await this.claim(s, 0);
         if (claimed === null) {
           // Paused between the acquire and the claim, past the lease: another relay owns it now.
-          await this.lose(s);
+          this.lose(s);
           continue;
         }
         this.recovering.add(s);
-        log.info({ shard: s, claimed }, "shard acquired");
+        log.info({ shard: s, claimed, fencedPrevious: fencedFrom.get(s) || undefined }, "shard acquired");
       }
     }
     metrics.ownedShards.set(o.held.size);
+  }
+
+  /**
+   * Fences the previous holders of the shards just acquired (once each, after all the acquisitions:
+   * a fence before an acquisition would not stop that holder from initialising again and taking
+   * the shard back meanwhile), then confirms each lease in Redis, which also records us as the
+   * holder. Returns the shards that are safe to read; the others are released (holder records kept,
+   * so the next try fences again) or were lost meanwhile.
+   */
+  private async takeOver(taken: readonly { shard: number; previous: string }[]): Promise<number[]> {
+    if (taken.length === 0) return [];
+    const o = this.ownership;
+    const previous = [...new Set(taken.map((t) => t.previous).filter((p) => p !== ""))];
+    if (!(await this.hooks.fence(previous))) {
+      await Promise.all(taken.map((t) => o.release(t.shard, false)));
+      return [];
+    }
+    const confirmed = await Promise.all(taken.map((t) => o.confirmHolder(t.shard)));
+    const ready = taken.filter((_, i) => confirmed[i]).map((t) => t.shard);
+    for (const t of taken) if (!ready.includes(t.shard)) this.ctx.log.warn({ shard: t.shard }, "shard lease is no longer ours (found after fencing); shard dropped");
+    return ready;
   }
 
   /**
@@ -174,7 +214,7 @@ export class ShardState {
       for (const s of [...this.live]) {
         const claimed = await this.claim(s, cfg.RELAY_CLAIM_IDLE_MS);
         if (claimed === null) {
-          await this.lose(s);
+          this.lose(s);
           continue;
         }
         if (claimed === 0) continue;

@@ -60,6 +60,11 @@ export interface KeyLayout {
   /** The lease that makes one relay at a time the reader of a shard's outbox (keeps stocks in order). */
   relayLease(shard: number): string;
   /**
+   * Who last held the shard's lease and has not released it cleanly (no TTL): a relay that takes the
+   * shard over fences that holder's Kafka transactional producer first (services/relay/sender.ts).
+   */
+  relayLeaseHolder(shard: number): string;
+  /**
    * A stock's waiting room (docs/waiting-room.md), all in the stock's slot: the room hash (TTL, seed,
    * commitment, counters), the pre-queue (joined before startsAt, drawn at the start), the line (after
    * the draw, in admission order), the admitted tickets (scored by admission expiry), the tickets
@@ -110,6 +115,7 @@ export function createKeyLayout(prefix: string, shards: number): KeyLayout {
     outboxDeadLetter: (shard) => `${tag(shard)}:outbox:dead`,
     relayMembers: () => `${prefix}:relay:members`,
     relayLease: (shard) => `${tag(shard)}:outbox:relay-lease`,
+    relayLeaseHolder: (shard) => `${tag(shard)}:outbox:relay-holder`,
     room: (stockId) => {
       const base = `${stockTag(stockId)}:room:${stockId}`;
       return { room: base, pre: `${base}:pre`, line: `${base}:line`, admitted: `${base}:admitted`, tickets: `${base}:tickets`, users: `${base}:users`, draw: `${base}:draw` };

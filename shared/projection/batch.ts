@@ -74,6 +74,8 @@ export type BatchOutcome =
       applied: StockEvent[];
       duplicates: number;
       poison: PoisonMessage[];
+      /** Seconds spent parsing and validating the messages. */
+      parseSeconds: number;
       /** The message an event (by eventId) came in, for its Kafka timestamp (stage metrics). */
       messageOf(eventId: string): RawMessage | undefined;
     }
@@ -100,6 +102,7 @@ export async function projectBatch(messages: readonly RawMessage[], sink: Projec
   const poison: PoisonMessage[] = [];
   const items: Item[] = [];
   const messageById = new Map<string, RawMessage>();
+  const parseStarted = performance.now();
   for (const message of messages) {
     const parsed = parseEvent(message.value);
     if (parsed.ok) {
@@ -108,6 +111,7 @@ export async function projectBatch(messages: readonly RawMessage[], sink: Projec
     }
     else poison.push({ message, reason: "unparseable", error: parsed.error });
   }
+  const parseSeconds = (performance.now() - parseStarted) / 1000;
 
   const applied: StockEvent[] = [];
   let duplicates = 0;
@@ -182,5 +186,5 @@ export async function projectBatch(messages: readonly RawMessage[], sink: Projec
       await control.waitAfterOutage(err, systemicAttempt);
     }
   }
-  return { status: "done", applied, duplicates, poison, messageOf: (eventId) => messageById.get(eventId) };
+  return { status: "done", applied, duplicates, poison, parseSeconds, messageOf: (eventId) => messageById.get(eventId) };
 }

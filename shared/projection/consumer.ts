@@ -52,6 +52,8 @@ export interface ProjectionConsumerOptions {
   maxOutageBackoffMs?: number;
   /** Called when the consumer cannot go on and retrying cannot help (default: log it; the binary exits 1). */
   onFatal?: (err: unknown) => void;
+  /** Refresh the consumer-lag gauge every 5 s (default true; one member per process is enough). */
+  reportLag?: boolean;
 }
 
 export interface ProjectionConsumer {
@@ -245,7 +247,9 @@ export function createProjectionConsumer(options: ProjectionConsumerOptions): Pr
       return;
     }
     const storedAt = Date.now();
+    const commitStarted = performance.now();
     observeStages(outcome, fetchedAt, storedAt);
+    metrics.busySeconds.inc({ step: "parse" }, outcome.parseSeconds);
     if (outcome.poison.length > 0) {
       await sendToDlq(producer!, dlqTopic, outcome.poison, { topic, partition, groupId });
       for (const p of outcome.poison) {
@@ -259,6 +263,7 @@ export function createProjectionConsumer(options: ProjectionConsumerOptions): Pr
     resolveOffset(last);
     await commitOffsetsIfNecessary({ topics: [{ topic, partitions: [{ partition, offset: next }] }] });
     committed.set(partition, BigInt(next));
+    metrics.busySeconds.inc({ step: "commit" }, (performance.now() - commitStarted) / 1000);
     // One line per event at debug (follow a request by its trace id); skipped cheaply otherwise.
     if (logger.isLevelEnabled("debug")) {
       for (const m of batch.messages) {
@@ -288,8 +293,10 @@ ensureTopics(kafka, stockEventTopics(topic, options.topicPartitions ?? 12, dlqTo
       producer = createIdempotentProducer(kafka);
       await retry("kafka (DLQ producer)", () => producer!.connect());
       await runConsumer();
-      lagTimer = setInterval(() => void refreshLagGauge(), 5_000);
-      lagTimer.unref?.();
+      if (options.reportLag !== false) {
+        lagTimer = setInterval(() => void refreshLagGauge(), 5_000);
+        lagTimer.unref?.();
+      }
     },
 
     async stop() {

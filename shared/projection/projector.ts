@@ -22,6 +22,14 @@ export interface ProjectorKafkaOptions {
   topicPartitions?: number;
   /** Partition batches in flight at once; they are merged into one store call (combine.ts). Default 16. */
   partitionsConsumedConcurrently?: number;
+  /**
+   * Group members in this process (default 1; the projector binaries: PROJECTOR_CONSUMERS, 2), each with its own fetch loop over its share of the
+   * partitions. kafkajs fetches, hands the batches over and waits for all of them before it fetches
+   * again, so with one member the store idles while the next fetch is fetched, decoded and parsed,
+   * and Kafka idles while the store writes. Two members take turns: one applies while the other
+   * fetches (docs/read-side.md "Drain").
+   */
+  consumers?: number;
   maxBytesPerPartition?: number;
   /** Cap on the events of one merged store call (default 10,000). */
   maxEventsPerApply?: number;
@@ -54,13 +62,16 @@ export function createProjector(
   const registry = options.registry ?? new prom.Registry();
   const metrics = createProjectorMetrics(registry);
   const kafka = createKafka({ brokers: options.brokers, clientId: options.clientId ?? options.groupId, logger: options.logger });
-  const consumer = createProjectionConsumer({
+  // Group commit: the batches of one fetch (one per partition) become one store call. Each member
+  // has its own (own transaction, own connection): their partitions, hence their stocks and rows, are
+  // disjoint, so two store calls can run at once without waiting on each other's locks.
+  const timed = timedSink(options.sink, metrics);
+  const members = Array.from({ length: Math.max(1, options.consumers ?? 1) }, (_, i) => createProjectionConsumer({
     kafka,
     topic: options.topic,
     dlqTopic: dlqTopicOf(options.topic, options.dlqTopic),
     groupId: options.groupId,
-    // Group commit: the batches of one fetch (one per partition) become one store call.
-    sink: combiningSink(options.sink, { maxEvents: options.maxEventsPerApply }),
+    sink: combiningSink(timed, { maxEvents: options.maxEventsPerApply }),
     logger: options.logger,
     metrics,
     topicPartitions: options.topicPartitions,
@@ -70,7 +81,10 @@ export function createProjector(
     fetchMaxWaitMs: options.fetchMaxWaitMs,
     fetchMinBytes: options.fetchMinBytes,
     onFatal: options.onFatal,
-  });
+    // One lag poller is enough: the members share the group's offsets.
+    reportLag: i === 0,
+  }));
+  const consumer = members.length === 1 ? members[0]! : combineConsumers(members);
   let started = false;
   let stopped = false;
   return {
@@ -92,5 +106,49 @@ export function createProjector(
       options.logger.info({ groupId: options.groupId }, "projector stopped");
     },
     notReadyReason: () => consumer.notReadyReason(),
+  };
+}
+
+/** The sink, its store calls' time counted (busySeconds, step "store"). */
+function timedSink<S extends ProjectionSinkWithPing>(sink: S, metrics: ProjectorMetrics): S {
+  return {
+    ...sink,
+    async apply(events) {
+      const started = performance.now();
+      try {
+        return await sink.apply(events);
+      } finally {
+        metrics.busySeconds.inc({ step: "store" }, (performance.now() - started) / 1000);
+      }
+    },
+  };
+}
+
+/** Several members of one group in one process, seen as one consumer (start, stop, readiness, offsets). */
+function combineConsumers(members: ProjectionConsumer[]): ProjectionConsumer {
+  const committed = new Map<number, bigint>();
+  return {
+    async start() {
+      // Together, so that they join the group in one generation rather than one rebalance each.
+      await Promise.all(members.map((member) => member.start()));
+    },
+    async stop() {
+      await Promise.all(members.map((member) => member.stop()));
+    },
+    async notReadyReason() {
+      for (const member of members) {
+        const reason = await member.notReadyReason();
+        if (reason) return reason;
+      }
+      return null;
+    },
+    committedOffsets() {
+      // A partition moves between members on a rebalance: the furthest committed offset counts.
+      committed.clear();
+      for (const member of members)
+        for (const [partition, offset] of member.committedOffsets()) if (offset > (committed.get(partition) ?? -1n)) committed.set(partition, offset);
+      return committed;
+    },
+    fetchLag: () => members[0]!.fetchLag(),
   };
 }

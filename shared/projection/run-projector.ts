@@ -47,6 +47,7 @@ export async function runProjector<S extends z.ZodType<ConsumerConfig>>(
     groupId: config.PROJECTOR_GROUP_ID,
     topicPartitions: config.KAFKA_PARTITIONS,
     partitionsConsumedConcurrently: config.PROJECTOR_CONCURRENCY,
+    consumers: config.PROJECTOR_CONSUMERS,
     fetchMaxWaitMs: config.PROJECTOR_FETCH_MAX_WAIT_MS,
     fetchMinBytes: config.PROJECTOR_FETCH_MIN_BYTES,
     // A consumer that can be neither kept nor restarted: exit, so the supervisor starts a new process.

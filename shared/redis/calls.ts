@@ -202,14 +202,18 @@ export function roomSweepCall(keys: KeyLayout, stockId: string, maxExpire: numbe
 
 /** relay_heartbeat.lua: the live members' names after this one's heartbeat. */
 export const relayHeartbeatCall = (keys: KeyLayout, consumer: string, leaseMs: number) => call<string[]>("fsRelayHeartbeat", [keys.relayMembers()], [consumer, leaseMs]);
-/** relay_lease_acquire.lua: 1 when the caller holds the shard's lease now. */
+/** relay_lease_acquire.lua: [1, previous holder to fence ("" for none)] when the caller holds the shard's lease now, [0] otherwise. */
 export const relayLeaseAcquireCall = (keys: KeyLayout, shard: number, consumer: string, leaseMs: number) =>
-  call<number>("fsRelayLeaseAcquire", [keys.relayLease(shard)], [consumer, leaseMs]);
+  call<[0] | [1, string]>("fsRelayLeaseAcquire", [keys.relayLease(shard), keys.relayLeaseHolder(shard)], [consumer, leaseMs]);
+/** relay_lease_confirm.lua: 1 when the lease is still the caller's (renewed, and the caller recorded as its holder). */
+export const relayLeaseConfirmCall = (keys: KeyLayout, shard: number, consumer: string, leaseMs: number) =>
+  call<number>("fsRelayLeaseConfirm", [keys.relayLease(shard), keys.relayLeaseHolder(shard)], [consumer, leaseMs]);
 /** relay_lease_renew.lua: 1 when the caller still held it and renewed it. */
 export const relayLeaseRenewCall = (keys: KeyLayout, shard: number, consumer: string, leaseMs: number) =>
   call<number>("fsRelayLeaseRenew", [keys.relayLease(shard)], [consumer, leaseMs]);
-/** relay_lease_release.lua. */
-export const relayLeaseReleaseCall = (keys: KeyLayout, shard: number, consumer: string) => call<number>("fsRelayLeaseRelease", [keys.relayLease(shard)], [consumer]);
+/** relay_lease_release.lua; `clean` also deletes the holder record (the next owner need not fence the caller). */
+export const relayLeaseReleaseCall = (keys: KeyLayout, shard: number, consumer: string, clean: boolean) =>
+  call<number>("fsRelayLeaseRelease", [keys.relayLease(shard), keys.relayLeaseHolder(shard)], [consumer, clean ? "1" : "0"]);
 /** relay_ensure_group.lua: the consumer group on a shard's outbox, created once. */
 export const relayEnsureGroupCall = (keys: KeyLayout, shard: number, group: string) => call("fsRelayEnsureGroup", [keys.outbox(shard)], [group]);
 /** relay_delete_idle_consumers.lua: consumers with nothing pending, idle longer than idleMs (never the caller). */

@@ -34,6 +34,14 @@ export interface AllocateResult {
   allocation: AllocationView;
   /** True when an earlier request with the same Idempotency-Key produced this answer. */
   replayed: boolean;
+  /** The stock version this hold produced (a replay of an old record: the stock's current one); null if unknown. */
+  version: number | null;
+}
+
+/** A purchase or cancel: the hold as it is now, and the stock version the change produced (null if unknown). */
+interface HoldChangeResult {
+  allocation: AllocationView;
+  version: number | null;
 }
 
 type HoldChangeInput = HoldChangeArgs;
@@ -46,8 +54,8 @@ export interface StockCommands {
   readonly durability: Durability;
   createStock(input: CreateStockInput): Promise<StockView>;
   allocate(input: AllocateInput): Promise<AllocateResult>;
-  purchase(input: HoldChangeInput): Promise<AllocationView>;
-  cancel(input: HoldChangeInput): Promise<AllocationView>;
+  purchase(input: HoldChangeInput): Promise<HoldChangeResult>;
+  cancel(input: HoldChangeInput): Promise<HoldChangeResult>;
   expire(allocationId: string, stockId: string, traceparent?: string): Promise<ExpireOutcome>;
   getStock(stockId: string): Promise<StockView | null>;
   getAllocation(allocationId: string): Promise<AllocationView | null>;
@@ -57,6 +65,14 @@ export interface StockCommands {
 export interface IdempotencyRecord {
   fingerprint: string;
   response: string;
+  /** The stock version the hold produced; absent in records written before it was kept. */
+  version?: number;
+}
+
+/** The stock version a script answered after its view (ok, replay, unchanged); null when it had none. */
+function replyVersion(reply: ScriptReply): number | null {
+  const version = Number(reply[2]);
+  return reply[2] !== undefined && reply[2] !== null && Number.isSafeInteger(version) && version > 0 ? version : null;
 }
 
 const NOT_ADMITTED_REASONS: Record<string, string> = {
@@ -122,14 +138,14 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
     return retryUnexecuted(() => redis.hget(keys.hold(allocationId), "stockId"));
   }
 
-  async function changeHold(script: "fsPurchase" | "fsCancel", input: HoldChangeInput): Promise<AllocationView> {
+  async function changeHold(script: "fsPurchase" | "fsCancel", input: HoldChangeInput): Promise<HoldChangeResult> {
     const stockId = await stockOfHold(input.allocationId);
     if (stockId === null) throw new DomainError("not_found", "no such allocation", { allocationId: input.allocationId });
     const build = script === "fsPurchase" ? purchaseCall : cancelCall;
     const reply = await runScript(redis, build(keys, stockId, input, retainSeconds));
     if (reply[0] === "ok" || reply[0] === "unchanged") {
       await durability.afterWrite(keys.hold(input.allocationId));
-      return JSON.parse(String(reply[1])) as AllocationView;
+      return { allocation: JSON.parse(String(reply[1])) as AllocationView, version: replyVersion(reply) };
     }
     return fail(reply, { allocationId: input.allocationId });
   }
@@ -162,7 +178,11 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
         // A replay is waited for too: its first run may be the one whose reply was lost, not yet durable.
         await durability.afterWrite(keys.stock(input.stockId));
         // A replay of our own request id is our retry finding its first run: a new hold to the caller.
-        return { allocation: JSON.parse(String(reply[1])) as AllocationView, replayed: reply[0] === "replay" && input.idempotencyKey !== undefined };
+        return {
+          allocation: JSON.parse(String(reply[1])) as AllocationView,
+          replayed: reply[0] === "replay" && input.idempotencyKey !== undefined,
+          version: replyVersion(reply),
+        };
       }
       return fail(reply, { stockId: input.stockId });
     },

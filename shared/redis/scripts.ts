@@ -18,6 +18,7 @@ import relayHeartbeatLua from "./scripts/relay_heartbeat.lua" with { type: "text
 import relayLeaseAcquireLua from "./scripts/relay_lease_acquire.lua" with { type: "text" };
 import relayLeaseReleaseLua from "./scripts/relay_lease_release.lua" with { type: "text" };
 import relayLeaseRenewLua from "./scripts/relay_lease_renew.lua" with { type: "text" };
+import relayLeaseConfirmLua from "./scripts/relay_lease_confirm.lua" with { type: "text" };
 import relayEnsureGroupLua from "./scripts/relay_ensure_group.lua" with { type: "text" };
 import relayClaimLua from "./scripts/relay_claim.lua" with { type: "text" };
 import relayReadLua from "./scripts/relay_read.lua" with { type: "text" };
@@ -44,9 +45,10 @@ const SCRIPTS = {
   fsRoomSweep: { source: roomSweepLua, keys: 9, room: true },
   fsDueHolds: { source: dueHoldsLua, keys: 1 },
   fsRelayHeartbeat: { source: relayHeartbeatLua, keys: 1 },
-  fsRelayLeaseAcquire: { source: relayLeaseAcquireLua, keys: 1 },
+  fsRelayLeaseAcquire: { source: relayLeaseAcquireLua, keys: 2 },
   fsRelayLeaseRenew: { source: relayLeaseRenewLua, keys: 1 },
-  fsRelayLeaseRelease: { source: relayLeaseReleaseLua, keys: 1 },
+  fsRelayLeaseConfirm: { source: relayLeaseConfirmLua, keys: 2 },
+  fsRelayLeaseRelease: { source: relayLeaseReleaseLua, keys: 2 },
   fsRelayDeleteIdleConsumers: { source: relayDeleteIdleConsumersLua, keys: 1 },
   fsRelayRead: { source: relayReadLua, keys: 2 },
   fsRelayReadPending: { source: relayReadPendingLua, keys: 2 },

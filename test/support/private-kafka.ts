@@ -7,7 +7,7 @@
  * What the tests observe comes from the cluster's own records: partition leaders and in-sync replicas
  * from metadata, the active controller from the KRaft quorum (`stack.sh kafka-quorum describe --status`).
  */
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Kafka, logLevel } from "kafkajs";
@@ -125,6 +125,27 @@ export class PrivateKafkaCluster {
       if (Date.now() > deadline) throw new Error(`partitions of ${topic} not fully in sync after ${timeoutMs} ms: ${JSON.stringify(parts)}`);
       await Bun.sleep(500);
     }
+  }
+
+  /** Per partition, the end offset a read_committed consumer may read to (the last stable offset). */
+  async committedEnds(topic: string): Promise<Map<number, number>> {
+    const admin = this.client("private-kafka-admin").admin();
+    await admin.connect();
+    try {
+      return new Map((await admin.fetchTopicOffsets(topic)).map((p) => [p.partition, Number(p.offset)]));
+    } finally {
+      await admin.disconnect();
+    }
+  }
+
+  /** `kafka-transactions.sh <args>` (`list`, `find-hanging --broker-id n`, `describe-producers …`). */
+  transactions(...args: string[]): Promise<string> {
+    return this.stack("kafka-transactions", ...args);
+  }
+
+  /** Copies the brokers' logs to `dir` (kept for a failed run; stop() deletes the stack dir). */
+  keepLogs(dir: string): void {
+    cpSync(join(this.dir, "logs"), dir, { recursive: true });
   }
 
   async stop(): Promise<void> {

@@ -213,13 +213,15 @@ export class TopicReader {
   constructor(
     private readonly topic: string,
     private readonly brokers = stackEnv.KAFKA_BROKERS,
+    /** Also aborted transactions' messages (for a diagnosis: is a missing event there, aborted?). */
+    private readonly readUncommitted = false,
   ) {}
 
   async start(): Promise<void> {
     const kafka = new Kafka({ clientId: "relay-test-reader", brokers: this.brokers.split(","), logLevel: logLevel.NOTHING });
     // The relay creates the topic too (same partitions); whoever comes first wins.
     await ensureTopics(kafka, stockEventTopics(this.topic, PARTITIONS));
-    this.consumer = kafka.consumer({ groupId: uniqueName("reader"), sessionTimeout: 30_000, retry: { retries: 100, maxRetryTime: 2_000 } });
+    this.consumer = kafka.consumer({ groupId: uniqueName("reader"), sessionTimeout: 30_000, retry: { retries: 100, maxRetryTime: 2_000 }, readUncommitted: this.readUncommitted });
     await this.consumer.connect();
     await this.consumer.subscribe({ topic: this.topic, fromBeginning: true });
     await this.consumer.run({
@@ -362,6 +364,12 @@ export function spawnLogged(track: (child: Subprocess) => Subprocess, env: Recor
     }
   })();
   return { child: track(child), lines };
+}
+
+/** A process's state letter from /proc (`T` = stopped by SIGSTOP). */
+export async function processState(pid: number): Promise<string> {
+  const stat = await Bun.file(`/proc/${pid}/stat`).text();
+  return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
 }
 
 export const disruptiveSkipped = process.env.SKIP_DISRUPTIVE === "1";

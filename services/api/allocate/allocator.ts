@@ -35,7 +35,8 @@ export function createAllocator(commands: StockCommands, redis: RedisClient, ref
     if (record.fingerprint !== allocateFingerprint(input.userId, input.stockId, input.quantity)) {
       throw new DomainError("idempotency_key_reused", "Idempotency-Key was used for a different request", { stockId: input.stockId });
     }
-    return { allocation: JSON.parse(record.response) as AllocationView, replayed: true };
+    // A record written before versions were kept: no token (the stock's version is not read here).
+    return { allocation: JSON.parse(record.response) as AllocationView, replayed: true, version: record.version ?? null };
   }
 
   return {

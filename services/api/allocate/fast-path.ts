@@ -17,6 +17,7 @@ import type { ApiMetrics } from "../metrics.ts";
 import { problemFromDomain, problemResponse } from "../problem.ts";
 import { admissionHeader, allocateBody, stockIdParam } from "../schemas.ts";
 import type { Allocator } from "./allocator.ts";
+import { setConsistencyToken } from "../consistency/token.ts";
 
 const JSON_TYPE = /^application\/json\s*(;|$)/i;
 
@@ -30,10 +31,11 @@ export async function allocateFor(
   const userId = requireUser(c);
   const { stockId, quantity, idempotencyKey, admissionToken } = input;
   try {
-    const { allocation, replayed } = await allocator.allocate({ stockId, userId, quantity, idempotencyKey, admissionToken, traceparent: c.get("trace").traceparent });
+    const { allocation, replayed, version } = await allocator.allocate({ stockId, userId, quantity, idempotencyKey, admissionToken, traceparent: c.get("trace").traceparent });
     const outcome = replayed ? "replayed" : "held";
     metrics.allocationCounts.inc(outcome, () => ({ outcome }));
     if (replayed) c.header("Idempotent-Replayed", "true");
+    setConsistencyToken(c, stockId, version);
     c.get("log").debug({ stockId, allocationId: allocation.allocationId, replayed }, "allocated");
     return allocation;
   } catch (err) {

@@ -8,12 +8,13 @@
  */
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import type { MiddlewareHandler } from "hono";
-import { requireUser, userOnly } from "../auth.ts";
+import { bearer, requireUser, userOnly } from "../auth.ts";
 import type { AppEnv } from "../env.ts";
 import type { ApiMetrics } from "../metrics.ts";
 import { createRouter } from "../router.ts";
 import { admissionHeader, allocateBody, allocationView, edgeProblems, idempotencyHeader, jsonContent, outboxFull, parseIdempotencyKey, problems, stockIdParam, userRateLimited } from "../schemas.ts";
 import type { Allocator } from "./allocator.ts";
+import { consistencyTokenResponseHeader } from "../consistency/token.ts";
 import { allocateFastPath, allocateFor } from "./fast-path.ts";
 
 const allocateRoute = (fastPath: MiddlewareHandler<AppEnv>) => createRoute({
@@ -23,9 +24,8 @@ const allocateRoute = (fastPath: MiddlewareHandler<AppEnv>) => createRoute({
   tags: ["allocations"],
   summary: "Hold units for the calling user; emits StockAllocated",
   description: "Answers 201 with the hold. A repeated Idempotency-Key answers the first response again (header Idempotent-Replayed: true); the same key with a different body is 422.",
-  security: [{ bearer: [] }],
   // The fast path answers plainly valid requests before the validators (fast-path.ts).
-  middleware: [userOnly, fastPath] as const,
+  ...bearer(userOnly, fastPath),
   request: {
     params: stockIdParam,
     headers: idempotencyHeader.merge(admissionHeader),
@@ -34,7 +34,10 @@ const allocateRoute = (fastPath: MiddlewareHandler<AppEnv>) => createRoute({
   responses: {
     201: {
       ...jsonContent(allocationView, "held (or, with a repeated Idempotency-Key, the first answer again)"),
-      headers: { "Idempotent-Replayed": { description: "`true` when this is the remembered answer of an earlier request", schema: { type: "string", enum: ["true"] } } },
+      headers: {
+        "Idempotent-Replayed": { description: "`true` when this is the remembered answer of an earlier request", schema: { type: "string", enum: ["true"] } },
+        ...consistencyTokenResponseHeader,
+      },
     },
     ...edgeProblems("post"),
     ...problems(

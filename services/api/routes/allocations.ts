@@ -2,12 +2,14 @@
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import { createRouter } from "../router.ts";
 import type { StockCommands } from "../../../shared/redis/commands.ts";
-import { requireOwnerOrAdmin, requireUser, signedIn, userOnly } from "../auth.ts";
+import { bearer, requireOwnerOrAdmin, requireUser, signedIn, userOnly } from "../auth.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiProblem } from "../problem.ts";
+import { consistencyTokenResponseHeader, setConsistencyToken } from "../consistency/token.ts";
 import { allocationIdParam, allocationView, edgeProblems, jsonContent, problems, userRateLimited } from "../schemas.ts";
 
 const ok = { 200: jsonContent(allocationView, "the allocation") };
+const changed = { 200: { ...jsonContent(allocationView, "the allocation"), headers: consistencyTokenResponseHeader } };
 const notFound = [404, "`not_found`: no such allocation"] as const;
 
 const getAllocation = createRoute({
@@ -16,8 +18,7 @@ const getAllocation = createRoute({
   operationId: "getAllocation",
   tags: ["allocations"],
   summary: "A hold's status (owner or admin), from Redis",
-  security: [{ bearer: [] }],
-  middleware: [signedIn] as const,
+  ...bearer(signedIn),
   request: { params: allocationIdParam },
   responses: {
     ...ok,
@@ -33,11 +34,10 @@ const changeRoute = (action: "purchase" | "cancel", summary: string, conflicts: 
     operationId: action === "purchase" ? "purchaseAllocation" : "cancelAllocation",
     tags: ["allocations"],
     summary,
-    security: [{ bearer: [] }],
-    middleware: [userOnly] as const,
+    ...bearer(userOnly),
     request: { params: allocationIdParam },
     responses: {
-      ...ok,
+      ...changed,
       ...edgeProblems("post"),
       ...problems(
         400,
@@ -77,7 +77,8 @@ export function allocationRoutes(commands: StockCommands): OpenAPIHono<AppEnv> {
   ] as const) {
     app.openapi(route, async (c) => {
       const userId = requireUser(c);
-      const allocation = await run({ allocationId: c.req.valid("param").id, userId, traceparent: c.get("trace").traceparent });
+      const { allocation, version } = await run({ allocationId: c.req.valid("param").id, userId, traceparent: c.get("trace").traceparent });
+      setConsistencyToken(c, allocation.stockId, version);
       c.get("log").info({ allocationId: allocation.allocationId, stockId: allocation.stockId, status: allocation.status }, "hold changed");
       return c.json(allocation, 200);
     });

@@ -2,9 +2,10 @@
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import { createRouter } from "../router.ts";
 import type { StockCommands } from "../../../shared/redis/commands.ts";
-import { adminOnly, requireAdmin } from "../auth.ts";
+import { adminOnly, bearer, requireAdmin } from "../auth.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiProblem } from "../problem.ts";
+import { consistencyTokenResponseHeader, setConsistencyToken } from "../consistency/token.ts";
 import {
   createStockBody,
   edgeProblems,
@@ -21,11 +22,10 @@ const createStock = createRoute({
   operationId: "createStock",
   tags: ["stocks"],
   summary: "Create a sale item (admin); emits StockCreated",
-  security: [{ bearer: [] }],
-  middleware: [adminOnly] as const,
+  ...bearer(adminOnly),
   request: { body: { required: true, content: { "application/json": { schema: createStockBody } } } },
   responses: {
-    201: jsonContent(stockView, "created"),
+    201: { ...jsonContent(stockView, "created"), headers: consistencyTokenResponseHeader },
     ...edgeProblems("post"),
     ...problems(400, [401, "`unauthorized`: no admin token (checked before the body)"], [403, "`forbidden`: not the admin token"], [409, "`stock_exists`; `stock_id_taken`: the id named a stock that has expired (ids are never reused)"], outboxFull),
   },
@@ -57,6 +57,7 @@ export function stockRoutes(commands: StockCommands): OpenAPIHono<AppEnv> {
       traceparent: c.get("trace").traceparent,
     });
     c.get("log").info({ stockId: stock.id, total: stock.total }, "stock created");
+    setConsistencyToken(c, stock.id, stock.version);
     return c.json(stock, 201);
   });
 

@@ -1,9 +1,7 @@
---[[
-  Helpers prepended to every flash-sale script when it is loaded (see shared/redis/scripts.ts).
-  Redis Lua has no `os` library, so time comes from TIME and is formatted here.
-  Every script keeps the same discipline: read and validate everything first, write only after
-  the last check (Lua has no rollback), and append exactly one event per state change.
-]]
+-- Helpers prepended to every flash-sale script when it is loaded (see shared/redis/scripts.ts).
+-- Redis Lua has no `os` library, so time comes from TIME and is formatted here.
+-- Every script keeps the same discipline: read and validate everything first, write only after
+-- the last check (Lua has no rollback), and append exactly one event per state change.
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -91,6 +89,18 @@ local function read_hold(hold_key)
   for i, field in ipairs(HOLD_FIELDS) do hold[field] = values[i] or '' end
   return hold
 end
+-- purchase.lua and cancel.lua: the hold at KEYS[1] (its stock at KEYS[2]) that `user_id` asks to change,
+-- or nil and the reply that ends the script: not_found, forbidden, or, when the hold is already
+-- `done_status` (the same request again), its view unchanged with the stock's current version.
+local function hold_to_change(allocation_id, user_id, done_status)
+  local hold = read_hold(KEYS[1])
+  if not hold then return nil, { 'not_found' } end
+  if hold.userId ~= user_id then return nil, { 'forbidden' } end
+  if hold.status == done_status then
+    return nil, { 'unchanged', allocation_view(allocation_id, hold), tonumber(redis.call('HGET', KEYS[2], 'version')) }
+  end
+  return hold
+end
 
 -- Tells every api instance that units of a stock came back (docs/design.md §12): the message is
 -- '<stock id> <version>', so an instance drops its "sold out at version v" entry when v < version.
@@ -105,6 +115,7 @@ local function announce_released(channel_key, stock_id, version)
 end
 
 -- Gives a live hold's units back to the stock and the user's limit: shared by cancel and expire.
+-- Returns the stock version the release produced.
 local function release_hold(keys, allocation_id, hold, reason, now, event_id, retain_seconds, traceparent)
   local quantity = tonumber(hold.quantity)
   local counters, version = apply_to_stock(keys.stock, quantity, -quantity, 0)
@@ -125,4 +136,5 @@ local function release_hold(keys, allocation_id, hold, reason, now, event_id, re
     sold = counters.sold,
   }, traceparent)
   announce_released(keys.released, hold.stockId, version)
+  return version
 end

@@ -127,13 +127,23 @@ export function voidingSnapshot<S extends Pick<SnapshotRow, "stock_id" | "versio
   return found;
 }
 
+/**
+ * a ≤ b in time. The events' own timestamps are UTC with milliseconds (`…T12:00:00.000Z`), which compare
+ * as text; anything else (an offset, other precision) is parsed. The fast path saves two Date.parse per
+ * folded event, a visible share of projector-postgres' CPU in a drain.
+ */
+function notAfter(a: string, b: string): boolean {
+  if (a.length === 24 && b.length === 24 && a.charCodeAt(23) === 90 && b.charCodeAt(23) === 90) return a <= b; // 90 = "Z"
+  return Date.parse(a) <= Date.parse(b);
+}
+
 const earlier = (a: string | null, b: string | null): string | null => {
   if (a === null) return b;
   if (b === null) return a;
-  return Date.parse(a) <= Date.parse(b) ? a : b;
+  return notAfter(a, b) ? a : b;
 };
 
-const later = (a: string, b: string): string => (Date.parse(a) >= Date.parse(b) ? a : b);
+const later = (a: string, b: string): string => (notAfter(b, a) ? a : b);
 
 /** The UTC minute an ISO timestamp falls in, as ISO. */
 export function minuteOf(iso: string): string {
@@ -295,7 +305,9 @@ const byKey = <T>(key: (row: T) => string) => (a: T, b: T) => (key(a) < key(b) ?
  * `events` must be the events not applied before (deduplicated by eventId); any order.
  * Rows come out sorted by primary key, so concurrent writers lock rows in the same order.
  */
-export function planPostgresBatch(events: readonly StockEvent[]): PostgresPlan {
+export function planPostgresBatch(events: readonly StockEvent[], options: { minutes?: boolean } = {}): PostgresPlan {
+  // The writer adds the minute counters in SQL (only the events that were new count): it asks for no minutes.
+  const withMinutes = options.minutes ?? true;
   const stocks = new Map<string, StockRow>();
   const orders = new Map<string, OrderRow>();
   const minutes = new Map<string, MinuteRow>();
@@ -336,7 +348,7 @@ export function planPostgresBatch(events: readonly StockEvent[]): PostgresPlan {
       orders.set(allocationId, order);
     }
     mergeOrder(order, event);
-    addToMinute(bucketOf(event.aggregateId, event.occurredAt), event);
+    if (withMinutes) addToMinute(bucketOf(event.aggregateId, event.occurredAt), event);
   }
   for (const order of snapshots.length > 0 ? orders.values() : []) {
     const snap = voidingSnapshot(order, snapshots);
@@ -344,6 +356,7 @@ export function planPostgresBatch(events: readonly StockEvent[]): PostgresPlan {
     order.status = "voided";
     order.voided_at = snap.occurred_at;
     order.updated_at = later(order.updated_at, snap.occurred_at);
+    if (!withMinutes) continue;
     const bucket = bucketOf(order.stock_id, snap.occurred_at);
     bucket.holds_voided += 1;
     bucket.units_voided += order.quantity;
@@ -351,7 +364,7 @@ export function planPostgresBatch(events: readonly StockEvent[]): PostgresPlan {
   return {
     stocks: [...stocks.values()].sort(byKey((r) => r.stock_id)),
     orders: [...orders.values()].sort(byKey((r) => r.allocation_id)),
-    minutes: [...minutes.values()].sort(byKey((r) => `${r.stock_id}\u0000${r.minute}`)),
+    minutes: [...minutes.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, row]) => row),
     snapshots,
   };
 }

@@ -1,7 +1,8 @@
 /**
  * projector-postgres: Kafka stock events → PostgreSQL read models (stock_events, orders, stocks,
  * sales_by_minute), one transaction per batch (shared/stores/postgres/writer.ts), offsets
- * committed after the transaction commits.
+ * committed after the transaction commits. After each batch, a NOTIFY tells the api which stock
+ * versions are in (progress.ts: read-your-writes).
  */
 import type postgres from "postgres";
 import type { Registry } from "prom-client";
@@ -9,9 +10,10 @@ import type { Logger } from "../../logger.ts";
 import { isPostgresOutage } from "../../projection/errors.ts";
 import { createProjector, type Projector, type ProjectorKafkaOptions } from "../../projection/projector.ts";
 import { probeEvents } from "../../projection/probe.ts";
+import { notifyProgress } from "./progress.ts";
 import { applyEventsInTransaction, applyEventsToPostgres } from "./writer.ts";
 
-export const POSTGRES_PROJECTOR_GROUP = "projector-postgres";
+const POSTGRES_PROJECTOR_GROUP = "projector-postgres";
 
 export interface PostgresProjectorOptions extends Omit<ProjectorKafkaOptions, "groupId"> {
   groupId?: string;
@@ -28,7 +30,13 @@ export function createPostgresProjector(options: PostgresProjectorOptions): Proj
     groupId: options.groupId ?? POSTGRES_PROJECTOR_GROUP,
     sink: {
       store: "postgresql",
-      apply: (events) => applyEventsToPostgres(sql, events),
+      apply: async (events) => {
+        const result = await applyEventsToPostgres(sql, events);
+        // After the commit: wakes the api's reads waiting on a Consistency-Token (progress.ts). Not
+        // worth failing a committed batch over: a lost notification only makes those reads `stale`.
+        await notifyProgress(sql, events).catch((err: Error) => options.logger.warn({ err: err.message }, "progress notification failed"));
+        return result;
+      },
       isOutage: isPostgresOutage,
       probe: () => probePostgres(sql),
       ping: async () => {

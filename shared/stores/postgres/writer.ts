@@ -79,7 +79,7 @@ async function applyEventsWith(sql: postgres.Sql | postgres.TransactionSql, even
   if (unique.size === 0) return { applied: [], duplicates: events.length };
 
   const all = [...unique.values()];
-  const plan = planPostgresBatch(all);
+  const plan = planPostgresBatch(all, { minutes: false });
   // Stocks whose batch leaves an order 'held': only their stored snapshots can void it (ss).
   // Only a batch with a new snapshot can void stored orders (v): most batches leave that part out.
   const voidStored = plan.snapshots.length > 0;

@@ -16,7 +16,7 @@ import { probeEvents } from "../../projection/probe.ts";
 import { retryStart } from "../../retry.ts";
 import { applyEventsToSearch, probeSearch } from "./writer.ts";
 
-export const SEARCH_PROJECTOR_GROUP = "projector-search";
+const SEARCH_PROJECTOR_GROUP = "projector-search";
 
 export interface SearchProjectorOptions extends Omit<ProjectorKafkaOptions, "groupId"> {
   groupId?: string;

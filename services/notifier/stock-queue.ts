@@ -1,0 +1,19 @@
+/** A stock's queue in a dispatcher's window (dispatcher.ts): its pending deliveries held in memory, by version. */
+import type { PendingDelivery } from "./delivery-log.ts";
+
+export interface StockQueue {
+  /** Pending deliveries, by version; the first is the head. */
+  items: PendingDelivery[];
+  /** True when `items` holds every pending delivery of the stock (the last read found fewer than PER_STOCK). */
+  complete: boolean;
+}
+
+/** Inserts one delivery into its stock's queue (by version; never in front of a head in flight). */
+export function insertByVersion(queue: StockQueue, item: PendingDelivery, headInFlight: boolean): void {
+  const items = queue.items;
+  let at = items.length;
+  // Nearly always an append (events come in version order); a re-sent dead letter goes before later versions.
+  while (at > 0 && items[at - 1]!.version > item.version) at--;
+  if (at === 0 && headInFlight && items.length > 0) at = 1;
+  items.splice(at, 0, item);
+}
