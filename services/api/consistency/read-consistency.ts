@@ -31,7 +31,7 @@ export const consistencyRequestHeaders = z.object({
         "The `Consistency-Token` of an earlier write's answer (opaque). The read waits until this store has that write " +
         `(default ${DEFAULT_CONSISTENCY_WAIT_SECONDS} s, see \`Prefer\`) and says so in \`Consistency-Status\`. ` +
         "Not a token this api made: 400 `invalid_consistency_token`.",
-      example: "MTplMmUtc3RvY2stMToy",
+      example: "MTpzbmVha2VyLTQyOjE", // sneaker-42 at version 1: the examples' stock, created
     }),
   prefer: z
     .string()
