@@ -10,7 +10,7 @@
  * snapshot was appended (the relay publishes it, the projectors apply it), 1 on a refusal (e.g. more live
  * holds than one snapshot lists: retry when they have drained), 2 on a usage error.
  */
-import { parseArgs } from "node:util";
+import { parseCommandLine, usageError } from "../shared/cli.ts";
 import { usageOnConfigError, parseConfig, relaySchema, redisTargetFromEnv } from "../shared/config.ts";
 import { createKeyLayout } from "../shared/domain/keys.ts";
 import { createRedis } from "../shared/redis/client.ts";
@@ -21,28 +21,19 @@ import { repairStock, type RepairOptions } from "../shared/verify/repair.ts";
 const SOURCES = ["kafka", ...READ_MODEL_NAMES].join(",");
 const USAGE = `usage: bun run repair [--prefix <redis key prefix>] <stockId>… [--from ${SOURCES}] [--seen-version <n>]`;
 
-function usage(message: string): never {
-  console.error(`${message}\n${USAGE}`);
-  process.exit(2);
-}
+const usage: (message: string) => never = (message) => usageError(USAGE, message);
 
 export async function main(argv: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: {
-        prefix: { type: "string", default: process.env.REDIS_KEY_PREFIX ?? "fs" },
-        from: { type: "string", default: SOURCES },
-        "seen-version": { type: "string" },
-        help: { type: "boolean", default: false },
-      },
-    });
-  } catch (err) {
-    usage((err as Error).message);
-  }
-  const { values, positionals } = parsed;
+  const { values, positionals } = parseCommandLine(USAGE, {
+    args: argv,
+    allowPositionals: true,
+    options: {
+      prefix: { type: "string", default: process.env.REDIS_KEY_PREFIX ?? "fs" },
+      from: { type: "string", default: SOURCES },
+      "seen-version": { type: "string" },
+      help: { type: "boolean", default: false },
+    },
+  });
   if (values.help) {
     console.log(USAGE);
     return 0;

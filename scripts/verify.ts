@@ -10,7 +10,7 @@
  * DATABASE_URL, ELASTICSEARCH_URL, ELASTICSEARCH_INDEX_ALIAS. Exit 0 when every invariant holds,
  * 1 when one does not (the findings name the stocks), 2 on a usage error.
  */
-import { parseArgs } from "node:util";
+import { parseCommandLine, usageError } from "../shared/cli.ts";
 import { usageOnConfigError, redisTargetFromEnv } from "../shared/config.ts";
 import { createRedis } from "../shared/redis/client.ts";
 import { openDownstream } from "../shared/verify/downstream.ts";
@@ -21,32 +21,24 @@ const USAGE = `usage: bun run verify --prefix <redis key prefix> [--layers ${ALL
        [--k6-summary <k6 summary json>] [--expect-units <n>] [--stocks <id,id>] [--outbox auto|full|tail|skip]
        [--deadline <seconds>] [--json]`;
 
-function usage(message: string): never {
-  console.error(`${message}\n${USAGE}`);
-  process.exit(2);
-}
+const usage: (message: string) => never = (message) => usageError(USAGE, message);
 
 export async function main(argv: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        prefix: { type: "string", default: process.env.REDIS_KEY_PREFIX },
-        layers: { type: "string", default: "redis" },
-        "k6-summary": { type: "string" },
-        "expect-units": { type: "string" },
-        stocks: { type: "string" },
-        outbox: { type: "string", default: "auto" },
-        deadline: { type: "string", default: "60" },
-        json: { type: "boolean", default: false },
-        help: { type: "boolean", default: false },
-      },
-      strict: true,
-    }));
-  } catch (err) {
-    usage((err as Error).message);
-  }
+  const { values } = parseCommandLine(USAGE, {
+    args: argv,
+    options: {
+      prefix: { type: "string", default: process.env.REDIS_KEY_PREFIX },
+      layers: { type: "string", default: "redis" },
+      "k6-summary": { type: "string" },
+      "expect-units": { type: "string" },
+      stocks: { type: "string" },
+      outbox: { type: "string", default: "auto" },
+      deadline: { type: "string", default: "60" },
+      json: { type: "boolean", default: false },
+      help: { type: "boolean", default: false },
+    },
+    strict: true,
+  });
   if (values.help) {
     console.log(USAGE);
     return 0;

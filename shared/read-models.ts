@@ -57,9 +57,12 @@ export interface ReadModel<Service extends string = string> {
   rebuild(config: DownstreamConfig, common: RebuildCommon): Promise<string>;
 }
 
-const postgresReadModel: ReadModel<"projector-postgres"> = {
-  name: "postgres",
-  service: "projector-postgres",
+/** A read model named `name`; its projector binary is services/projector-<name>/. */
+export function defineReadModel<const N extends string>(name: N, spec: Omit<ReadModel, "name" | "service">): ReadModel<`projector-${N}`> {
+  return { name, service: `projector-${name}`, ...spec };
+}
+
+const postgresReadModel = defineReadModel("postgres", {
   adminPort: 9103,
   job: "Kafka → PostgreSQL order history and analytics",
   needs: ["kafka", "postgres"],
@@ -72,11 +75,9 @@ const postgresReadModel: ReadModel<"projector-postgres"> = {
     const { rebuildPostgres, describePostgresRebuild } = await import("./stores/postgres/rebuild.ts");
     return describePostgresRebuild(await rebuildPostgres({ ...common, databaseUrl: config.DATABASE_URL }));
   },
-};
+});
 
-const searchReadModel: ReadModel<"projector-search"> = {
-  name: "search",
-  service: "projector-search",
+const searchReadModel = defineReadModel("search", {
   adminPort: 9104,
   job: "Kafka → Elasticsearch stock search",
   needs: ["kafka", "elasticsearch"],
@@ -95,7 +96,7 @@ const searchReadModel: ReadModel<"projector-search"> = {
       await es.close();
     }
   },
-};
+});
 
 /** Every read model of the product, in the order tools report them. */
 export const READ_MODELS = [postgresReadModel, searchReadModel] as const;

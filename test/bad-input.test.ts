@@ -5,8 +5,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { sign } from "hono/jwt";
 import { TEST_JWT_SECRET, createTestApi, describeEachRedis } from "./support/api.ts";
-import { outboxLength } from "./support/invariants.ts";
-import { scanKeys } from "../shared/redis/client.ts";
+import { outboxLength, snapshotKeys } from "./support/invariants.ts";
 
 describeEachRedis((target) => {
   const api = createTestApi({ shards: 16, redis: target.target });
@@ -31,19 +30,7 @@ describeEachRedis((target) => {
 
   /** Everything a request could change: every key under the prefix with its content, and the outbox length. */
   async function snapshot(): Promise<string> {
-    // Every master of a cluster. Not the allocation request records of the setup's allocations: they
-    // expire by themselves after 60 s (REQUEST_RECORD_TTL_SECONDS), which a slow run can see mid-case.
-    const keys = (await scanKeys(api.redis, `${api.keys.prefix}:*`)).filter((k) => !/:\{\d+\}:req:/.test(k)).sort();
-    const values = await Promise.all(
-      keys.map(async (key) => {
-        const type = await api.redis.type(key);
-        if (type === "hash") return [key, await api.redis.hgetall(key)];
-        if (type === "zset") return [key, await api.redis.zrange(key, 0, -1, "WITHSCORES")];
-        if (type === "stream") return [key, await api.redis.xlen(key)];
-        return [key, await api.redis.get(key)];
-      }),
-    );
-    return JSON.stringify({ values, outbox: await outboxLength(api.redis, api.keys) });
+    return JSON.stringify({ values: await snapshotKeys(api.redis, api.keys), outbox: await outboxLength(api.redis, api.keys) });
   }
 
   type Case = {

@@ -1,7 +1,7 @@
 /**
  * The first hour (issue 20), as a new user meets it: `bash scripts/up.sh` on empty servers, then at once
- * the README's quick start (create a stock, allocate and purchase with a user token minted by
- * `bun run token`); the purchase must be in order history and analytics within 2 s, with no manual
+ * the README's quick start (create a stock, allocate, read the history back with the allocation's
+ * Consistency-Token, and purchase, with a user token minted by `bun run token`); the purchase must be in order history and analytics within 2 s, with no manual
  * step. Then the supervision `up` promises: a worker killed -9 is back within 10 s and its restart is
  * counted by `status`; `status` exits non-zero while a service is stopped, and `stop` is not fought.
  *
@@ -126,6 +126,12 @@ async function buy(stockId: string, userToken: string, key: string): Promise<str
   const held = await api(`/api/stocks/${stockId}/allocate`, { method: "POST", token: userToken, headers: { "idempotency-key": `"${key}"` }, body: '{"quantity":1}' });
   expect(held.status).toBe(201);
   const { allocationId } = (await held.json()) as { allocationId: string };
+  // The quick start's read-your-writes: history read with the allocation's Consistency-Token shows the hold
+  // (up to 5 s here: a first start's Kafka may still be creating its internal topics).
+  const token = held.headers.get("consistency-token") ?? "";
+  const read = await api("/api/orders/user/alice", { token: userToken, headers: { "consistency-token": token, prefer: "wait=5" } });
+  expect([read.status, read.headers.get("consistency-status")]).toEqual([200, "fresh"]);
+  expect(((await read.json()) as { items: { allocationId: string; status: string }[] }).items).toContainEqual(expect.objectContaining({ allocationId, status: "held" }));
   const bought = await api(`/api/allocations/${allocationId}/purchase`, { method: "POST", token: userToken });
   expect(bought.status).toBe(200);
   expect(await bought.json()).toMatchObject({ status: "purchased", amount: 12900, currency: "EUR" });

@@ -11,10 +11,12 @@
  * order per stock; PostgreSQL, search and the notifier's deliveries converge with Redis (shared/verify);
  * every shard's publishing resumed within 10 s of each fault (the gap is printed).
  *
- * Opt-in (FLASHSALE_BROKER_FAILURE=1): three more JVMs and ~7 minutes. On the shared 2-core machine
- * (load average ~20) it has not passed yet: the relay moved 175-700 events/s to three brokers, so
- * 2,000/s piled up a backlog it could not drain in the budget, and a run with the harness' 2 s lease
- * lost its leases and re-sent (docs/guarantees.md, "Measured"). KBF_RATE sets the rate.
+ * Opt-in (FLASHSALE_BROKER_FAILURE=1), not in `bun run test`: three more JVMs (~1 GiB), 4-6 minutes
+ * (two broker restarts of 25-60 s each on a loaded machine, then the drain), and its timing goal is
+ * not met on the shared 2-core machine (docs/guarantees.md, "Measured"). Exactly once and convergence
+ * held in every run since the kafkajs fixes (patches/kafkajs@2.2.4.patch). KBF_RATE sets the rate.
+ * A stalled drain prints where the events stopped (stallReport); FLASHSALE_TEST_CHILD_LOGS=<dir> keeps
+ * the workers' and the brokers' logs.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { Client } from "@elastic/elasticsearch";
@@ -144,24 +146,33 @@ function paceLoad(stocks: string[], rate: number) {
 }
 
 /**
- * Per shard, the longest pause in publishing around `faultAt`: the largest gap between consecutive
- * committed messages (by the relay's send time) that ends after the fault, and when it ended.
+ * The pause in publishing that a fault caused: per shard, the send times (kafkajs stamps a produce
+ * request's records with one time, so a batch is one point) from 60 s before the fault to 60 s after,
+ * and the longest gap between consecutive ones that ends after the fault and began at most 5 s after
+ * it (a send in flight at the kill may still land just after it; the pause that follows counts). Its
+ * end is when that shard published again. The worst shard is returned; a shard publishing nothing
+ * after the fault within 60 s counts as a 60 s pause.
  */
-function publishingGap(messages: readonly TopicMessage[], faultAt: number): { gapMs: number; resumedAfterMs: number; shard: number } {
-  const byShard = new Map<number, number[]>();
+function publishingGap(
+  messages: readonly TopicMessage[],
+  faultAt: number,
+  groupOf: (m: TopicMessage) => number = (m) => h.keys.shardOf(m.aggregateId),
+): { gapMs: number; resumedAfterMs: number; shard: number } {
+  const byShard = new Map<number, Set<number>>();
   for (const m of messages) {
-    if (m.timestamp < faultAt - 5_000 || m.timestamp > faultAt + 60_000) continue;
-    const shard = h.keys.shardOf(m.aggregateId);
-    (byShard.get(shard) ?? byShard.set(shard, []).get(shard)!).push(m.timestamp);
+    if (m.timestamp < faultAt - 60_000 || m.timestamp > faultAt + 60_000) continue;
+    const shard = groupOf(m);
+    (byShard.get(shard) ?? byShard.set(shard, new Set()).get(shard)!).add(m.timestamp);
   }
   let worst = { gapMs: 0, resumedAfterMs: 0, shard: -1 };
-  for (const [shard, times] of byShard) {
-    times.sort((a, b) => a - b);
+  for (const [shard, set] of byShard) {
+    const times = [...set].sort((a, b) => a - b);
+    if (times.at(-1)! <= faultAt) times.push(faultAt + 60_000);
     for (let i = 1; i < times.length; i++) {
       const [from, to] = [times[i - 1]!, times[i]!];
-      if (to < faultAt) continue;
+      if (to <= faultAt) continue;
+      if (from > faultAt + 5_000) break;
       if (to - from > worst.gapMs) worst = { gapMs: to - from, resumedAfterMs: to - faultAt, shard };
-      if (from > faultAt) break; // publishing was back after the first post-fault message
     }
   }
   return worst;
@@ -231,11 +242,23 @@ async function stallReport(): Promise<string> {
   return lines.join("\n");
 }
 
-/** Every 10 s while the test runs: allocations sent, events on the topic (unique). */
+/**
+ * Every 10 s while the test runs: allocations sent, the relay's backlog (entries still in the outbox:
+ * it trims what Kafka acknowledged), committed offsets on the topic, and what the test's reader has
+ * read (it shares this process with the load, so on a busy machine it lags what is committed).
+ */
 function progressLog(load: { readonly sent: number }): () => void {
   const startedAt = Date.now();
-  const timer = setInterval(() => {
-    console.log(`[broker-failure] +${Math.round((Date.now() - startedAt) / 1000)} s: ${load.sent} allocations sent, ${reader.uniqueIds().size} events read (${reader.messages.length} messages)`);
+  const timer = setInterval(async () => {
+    const backlog = (await Promise.all(h.keys.allShards().map((s) => h.redis.xlen(h.keys.outbox(s))))).reduce((a, b) => a + b, 0);
+    const committed = await kafka.committedEnds(h.topic).then(
+      (ends) => String([...ends.values()].reduce((a, b) => a + b, 0)),
+      () => "?",
+    );
+    console.log(
+      `[broker-failure] +${Math.round((Date.now() - startedAt) / 1000)} s: ${load.sent} allocations sent, outbox ${backlog}, ` +
+        `topic committed to offset sum ${committed}, ${reader.uniqueIds().size} events read (${reader.messages.length} messages)`,
+    );
   }, 10_000);
   return () => clearInterval(timer);
 }
@@ -305,6 +328,8 @@ test.skipIf(process.env.FLASHSALE_BROKER_FAILURE !== "1")("kill -9 of the busies
     await Bun.sleep(1_000); // a late copy would arrive now
     const verdict = verify(reader.messages, versions);
     const gaps = [publishingGap(reader.messages, fault1.killedAt), publishingGap(reader.messages, fault2.killedAt)];
+    // The relay as a whole (any shard): when it first published again.
+    const relayGaps = [fault1, fault2].map((f) => publishingGap(reader.messages, f.killedAt, () => 0));
     console.log(
       `[broker-failure] load: ${sent} allocations in ${seconds.toFixed(1)} s (${Math.round(sent / seconds)}/s asked ${RATE}/s, ${load.failed()} failed); ` +
         `before any fault ${beforeFaults.messages} messages, ${beforeFaults.duplicates} duplicates; workers that exited: ${exited.join(", ") || "none"}\n` +
@@ -312,6 +337,7 @@ test.skipIf(process.env.FLASHSALE_BROKER_FAILURE !== "1")("kill -9 of the busies
         `longest shard pause ${gaps[0]!.gapMs} ms (shard ${gaps[0]!.shard}), publishing again ${gaps[0]!.resumedAfterMs} ms after the kill\n` +
         `[broker-failure] fault 2: kill -9 of the active controller ${controller} (quorum leader now ${newController}); up took ${fault2.upMs} ms, ISRs full ${fault2.inSyncMs} ms later; ` +
         `longest shard pause ${gaps[1]!.gapMs} ms (shard ${gaps[1]!.shard}), publishing again ${gaps[1]!.resumedAfterMs} ms after the kill\n` +
+        `[broker-failure] the relay as a whole (any shard) published again ${relayGaps[0]!.resumedAfterMs} ms after kill 1 (pause ${relayGaps[0]!.gapMs} ms) and ${relayGaps[1]!.resumedAfterMs} ms after kill 2 (pause ${relayGaps[1]!.gapMs} ms)\n` +
         `[broker-failure] committed per 5 s from the kills (s:messages): fault 1 ${publishedAround(reader.messages, fault1.killedAt)}; fault 2 ${publishedAround(reader.messages, fault2.killedAt)}\n` +
         `[broker-failure] topic (read_committed): ${reader.messages.length} messages for ${total} events; ${verdict.duplicates} duplicates, ${verdict.missing.length} missing, ${verdict.outOfOrder.length} stocks out of order`,
     );
@@ -321,8 +347,6 @@ test.skipIf(process.env.FLASHSALE_BROKER_FAILURE !== "1")("kill -9 of the busies
     expect(sent / seconds).toBeGreaterThan(RATE / 4);
     expect(newController).not.toBe(controller);
     expect(verdict).toEqual({ missing: [], duplicates: 0, outOfOrder: [], unexpected: [] });
-    // Publishing resumed after each fault.
-    for (const g of gaps) expect(g.resumedAfterMs).toBeLessThanOrEqual(RESUME_BUDGET_MS);
 
     // The read side converges with Redis (I6), and the notifier delivered every purchase.
     const report = await verifyPipeline({
@@ -344,6 +368,9 @@ test.skipIf(process.env.FLASHSALE_BROKER_FAILURE !== "1")("kill -9 of the busies
     expect(new Set(receiver.acknowledged.keys())).toEqual(purchases);
     expect(receiver.invalid).toEqual([]);
     console.log(`[broker-failure] read side converged (${report.stocks} stocks); notifier: ${receiver.acknowledged.size} purchases delivered, ${receiver.duplicates()} re-deliveries`);
+    // Publishing resumed after each fault, every shard (checked last, so a run on a slow machine still
+    // shows whether everything above held).
+    for (const g of gaps) expect(g.resumedAfterMs).toBeLessThanOrEqual(RESUME_BUDGET_MS);
   } finally {
     await killChild(relay);
   }

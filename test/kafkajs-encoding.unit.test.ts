@@ -5,7 +5,8 @@
  * compared with kafkajs' original encoding (kept beside it by the patch), over generated records with
  * the shapes kafkajs accepts (Buffer/string/null keys and values, string/Buffer/array headers,
  * multi-byte UTF-8, negative and large deltas); the CRC with a byte-at-a-time reference and the
- * standard check value.
+ * standard check value; the partitioner's murmur2 (32-bit arithmetic now) with kafkajs' original
+ * (Long) over string and Buffer keys: a stock must keep its partition.
  */
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
@@ -16,6 +17,7 @@ type RecordInput = { offsetDelta?: number; timestampDelta?: number; key?: Buffer
 type Encoded = { buffer: Buffer };
 const Record = require("kafkajs/src/protocol/recordBatch/record/v0") as ((r: RecordInput) => Encoded) & { originalRecord?: (r: RecordInput) => Encoded };
 const crc32C = require("kafkajs/src/protocol/recordBatch/crc32C") as (b: Buffer) => number;
+const murmur2 = require("kafkajs/src/producer/partitioners/default/murmur2") as ((key: Buffer | string) => number) & { originalMurmur2?: (key: Buffer | string) => number };
 const Encoder = require("kafkajs/src/protocol/encoder") as new () => { writeEncoderArray(v: Encoded[]): unknown; buffer: Buffer };
 
 /** CRC-32C one byte at a time (Castagnoli, reflected 0x82F63B78): the reference. */
@@ -70,6 +72,17 @@ describe("kafkajs encoding patch", () => {
         expect(crc32C(Buffer.from(a))).toBe(crc32cReference(a));
       }),
       { numRuns: 1_000 },
+    );
+  });
+
+  test("murmur2 (the partitioner's hash) gives kafkajs' original values: ASCII and UTF-8 strings, Buffers, every length mod 4", () => {
+    expect(typeof murmur2.originalMurmur2).toBe("function");
+    for (const key of ["", "a", "ab", "abc", "abcd", "stock-123", "0190b6c4-7d5e-7a3b-9c1d-2e3f4a5b6c7d"]) expect(murmur2(key)).toBe(murmur2.originalMurmur2!(key));
+    fc.assert(
+      fc.property(fc.oneof(fc.string({ maxLength: 60 }), fc.string({ unit: "grapheme", maxLength: 30 }), bytes), (key) => {
+        expect(murmur2(key)).toBe(murmur2.originalMurmur2!(key));
+      }),
+      { numRuns: 3_000 },
     );
   });
 });

@@ -17,24 +17,17 @@ import { StockSim } from "../shared/dev/stock-sim.ts";
 
 const fx = readSideFixtures({ database: "stages", search: true });
 
-/** Observations per stage in the projector's stage histogram. */
-async function stageCounts(projector: Projector): Promise<Record<string, number>> {
+/** Per stage, the projector's stage histogram's observation count (`count`) or total seconds (`sum`). */
+async function stageTotals(projector: Projector, which: "count" | "sum"): Promise<Record<string, number>> {
   const metric = await projector.metrics.stageSeconds.get();
-  const counts: Record<string, number> = {};
+  const totals: Record<string, number> = {};
   for (const v of metric.values) {
-    if (v.metricName === "flashsale_projector_stage_seconds_count") counts[String(v.labels.stage)] = v.value;
+    if (v.metricName === `flashsale_projector_stage_seconds_${which}`) totals[String(v.labels.stage)] = v.value;
   }
-  return counts;
+  return totals;
 }
-
-async function stageSums(projector: Projector): Promise<Record<string, number>> {
-  const metric = await projector.metrics.stageSeconds.get();
-  const sums: Record<string, number> = {};
-  for (const v of metric.values) {
-    if (v.metricName === "flashsale_projector_stage_seconds_sum") sums[String(v.labels.stage)] = v.value;
-  }
-  return sums;
-}
+const stageCounts = (projector: Projector) => stageTotals(projector, "count");
+const stageSums = (projector: Projector) => stageTotals(projector, "sum");
 
 describe("time budget per stage", () => {
   test("projector-postgres: every applied event is observed in each stage; visible at commit (0)", async () => {

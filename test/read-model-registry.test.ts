@@ -24,7 +24,7 @@ import { createProjector } from "../shared/projection/projector.ts";
 import type { ProjectionSinkWithPing } from "../shared/projection/consumer.ts";
 import { rebuildReadModel } from "../shared/projection/rebuild.ts";
 import { rebuildModel } from "../scripts/rebuild.ts";
-import { READ_MODELS, type ReadModel, type ReadModelReader } from "../shared/read-models.ts";
+import { defineReadModel, READ_MODELS, type ReadModelReader } from "../shared/read-models.ts";
 import { compareReadModels, waitForConvergence } from "../shared/verify/convergence.ts";
 import { WorkerScraper } from "../services/api/dashboard/workers.ts";
 import { brokers, eventually, readSideFixtures, testLogger } from "./support/read-side.ts";
@@ -81,10 +81,8 @@ function memoReader(): ReadModelReader {
   };
 }
 
-/** The fixture, in the registry's own shape: what a third entry of READ_MODELS would be. */
-const memo: ReadModel<"projector-memo"> = {
-  name: "memo",
-  service: "projector-memo",
+/** The fixture, in the registry's own shape: what a third entry of READ_MODELS would be (its binary: projector-memo). */
+const memo = defineReadModel("memo", {
   adminPort: 9199,
   job: "Kafka → counters per stock in Redis (test fixture)",
   needs: ["kafka", "redis"],
@@ -99,7 +97,7 @@ const memo: ReadModel<"projector-memo"> = {
     }));
     return `memo rebuilt from ${run.eventsReplayed} events into ${copy}`;
   },
-};
+});
 
 test("the registry names every read model once, with its projector binary and a distinct admin port", () => {
   const all = [...READ_MODELS, memo];

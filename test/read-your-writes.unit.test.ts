@@ -1,7 +1,7 @@
 /** Read-your-writes, the pure parts: the token's format, RFC 7240 `Prefer: wait`, and the shared waiter (with a fake store). */
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
-import { decodeConsistencyToken, encodeConsistencyToken } from "../services/api/consistency/token.ts";
+import { decodeConsistencyToken, encodeConsistencyToken } from "../shared/domain/consistency-token.ts";
 import { preferredWaitSeconds } from "../services/api/consistency/read-consistency.ts";
 import { StoreProgress } from "../services/api/consistency/progress.ts";
 import { parseProgressPayload, progressPayloads } from "../shared/stores/postgres/progress.ts";

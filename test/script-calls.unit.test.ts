@@ -13,7 +13,8 @@ import * as calls from "../shared/redis/calls.ts";
 import { scriptKeyCount, type ScriptCall } from "../shared/redis/scripts.ts";
 
 const dir = join(import.meta.dir, "..", "shared", "redis", "scripts");
-const header = (file: string) => readFileSync(join(dir, file), "utf8").split("]]")[0]!;
+/** The header: the comment lines the script starts with. */
+const header = (file: string) => readFileSync(join(dir, file), "utf8").split("\n").filter((l, i, all) => all.slice(0, i + 1).every((x) => x.startsWith("--"))).join("\n");
 const highest = (text: string, name: string) => Math.max(0, ...[...text.matchAll(new RegExp(`${name}\\[(\\d+)\\]`, "g"))].map((m) => Number(m[1])));
 /** fsRelayLeaseAcquire → relay_lease_acquire.lua */
 const fileOf = (script: string) => `${script.slice(2).replace(/[A-Z]/g, (c, i: number) => (i === 0 ? "" : "_") + c.toLowerCase())}.lua`;

@@ -7,8 +7,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { DomainError } from "../shared/domain/errors.ts";
 import { MAX_PRICE, MAX_QUANTITY_PER_REQUEST } from "../shared/domain/policy.ts";
 import { createTestApi, describeEachRedis } from "./support/api.ts";
-import { scanKeys } from "../shared/redis/client.ts";
-import { readOutbox } from "./support/invariants.ts";
+import { readOutbox, snapshotKeys } from "./support/invariants.ts";
 
 describeEachRedis((target) => {
   // One shard: every stock of this file shares one outbox, so its length is easy to steer.
@@ -16,21 +15,7 @@ describeEachRedis((target) => {
   afterAll(() => api.close());
 
   /** Every key under the prefix with its content: what "changed nothing" is compared with. */
-  async function snapshot(on: typeof api = api): Promise<string> {
-    // Every master of a cluster; not the per-request allocation records (`…:req:…`), which expire by
-    // themselves 60 s after an allocation and may do so between two snapshots of a slow run.
-    const keys = (await scanKeys(on.redis, `${on.keys.prefix}:*`)).filter((k) => !/:\{\d+\}:req:/.test(k)).sort();
-    const values = await Promise.all(
-      keys.map(async (key) => {
-        const type = await on.redis.type(key);
-        if (type === "hash") return [key, await on.redis.hgetall(key)];
-        if (type === "zset") return [key, await on.redis.zrange(key, 0, -1, "WITHSCORES")];
-        if (type === "stream") return [key, await on.redis.xlen(key)];
-        return [key, await on.redis.get(key)];
-      }),
-    );
-    return JSON.stringify(values);
-  }
+  const snapshot = (on: typeof api = api) => snapshotKeys(on.redis, on.keys);
 
   async function rejects(work: Promise<unknown>): Promise<unknown> {
     try {

@@ -1,8 +1,9 @@
 /**
  * Phase 2 of `bun run bench:projectors`: allocations at a steady BENCH_RATE per second for
  * BENCH_SECONDS through the whole pipeline (Lua allocate → relay → Kafka → both projectors, all
- * binaries), probes among them (projectors-probes.ts); then the freshness percentiles per store, the
- * time budget per stage from the services' own histograms, and their CPU.
+ * binaries), probes among them (projectors-probes.ts), each read back at once through the api with
+ * its Consistency-Token (projectors-ryw.ts); then the freshness percentiles per store, the
+ * read-your-writes wait, the time budget per stage from the services' own histograms, and their CPU.
  */
 import type { Subprocess } from "bun";
 import postgres from "postgres";
@@ -14,6 +15,7 @@ import { stackEnv } from "../../shared/dev/env.ts";
 import { cpuSeconds, fmt, percentile } from "../support.ts";
 import { formatFreshnessShares, formatStages, RELAY_STAGES, relayStageFigures, stageFigures, type FreshnessResult, type Variant } from "./projector-report.ts";
 import { AppendWatcher, ProbePollers, since, type Probe } from "./projectors-probes.ts";
+import { ReadYourWritesProbes } from "./projectors-ryw.ts";
 import { stop, type ProjectorBench } from "./projectors-stack.ts";
 
 const LOAD_STOCKS = Array.from({ length: 400 }, (_, i) => `load${i}`);
@@ -30,6 +32,8 @@ interface Pipeline {
   relay: Subprocess;
   pg: Subprocess;
   search: Subprocess;
+  /** The api binary, reading each probe back with its Consistency-Token (projectors-ryw.ts). */
+  ryw: ReadYourWritesProbes;
 }
 
 export async function freshness(bench: ProjectorBench, variant: Variant, round: number): Promise<FreshnessResult> {
@@ -55,12 +59,14 @@ export async function freshness(bench: ProjectorBench, variant: Variant, round: 
     pollers.pending.pg.add(probe);
     if (settings.BENCH_ES_GET) pollers.pending.get.add(probe);
     pollers.pending.search.add(probe);
+    p.ryw.read(probe, probe.userId);
   });
   if (nice) setPriority(process.pid, 0); // root may lower it again; the polling and reporting run at 0
   bench.log(`issued ${fmt(load.issued)} allocations in ${load.elapsed.toFixed(1)} s (${fmt(load.issued / load.elapsed)}/s), ${load.errors} errors, ${load.probes.length} probes`);
   // Probes on the same stock are allocated one after the other only if each answer came back before
   // the next was sent; with BENCH_PROBES/40 per stock per second that holds, but check it.
   const unresolved = await pollers.settle(60_000);
+  await p.ryw.settle();
 
   await watcher.stop();
   const { probes } = load;
@@ -85,6 +91,7 @@ export async function freshness(bench: ProjectorBench, variant: Variant, round: 
   report("PostgreSQL (order row)", [...result.pg]);
   if (settings.BENCH_ES_GET) report("Elasticsearch GET (doc version, realtime)", since(probes, (q) => q.esGet));
   report("Elasticsearch search (doc version, after refresh)", [...result.search]);
+  for (const line of p.ryw.lines(variant.name)) bench.log(line);
   // Where the time goes, per stage, from the projectors' own histograms (every event, not only probes).
   bench.log(`[${variant.name}] time budget, relay, p50/p99 ms: ${formatStages(result.stages.relay, Object.keys(RELAY_STAGES))} (read_to_kafka_ack per batch)`);
   bench.log(`[${variant.name}] time budget, projector-postgres, p50/p99 ms: ${formatStages(result.stages.pg)}`);
@@ -96,7 +103,7 @@ export async function freshness(bench: ProjectorBench, variant: Variant, round: 
   for (const [name, child] of [["relay", p.relay], ["projector-postgres", p.pg], ["projector-search", p.search]] as const) {
     bench.log(`${name} CPU ${cpuSeconds(child.pid).toFixed(1)} s`);
   }
-  await Promise.all([stop(p.relay), stop(p.pg), stop(p.search)]);
+  await Promise.all([stop(p.relay), stop(p.pg), stop(p.search), stop(p.ryw.api)]);
   await p.sql.end();
   await deleteKeysByPrefix(p.redis, p.prefix);
   p.redis.disconnect();
@@ -125,6 +132,7 @@ async function startPipeline(bench: ProjectorBench, variant: Variant, round: num
   const relay = bench.spawn("relay", { KAFKA_TOPIC: topic, REDIS_KEY_PREFIX: prefix }, variant.vars);
   const pg = bench.spawn("projector-postgres", { KAFKA_TOPIC: topic, PROJECTOR_GROUP_ID: `bench-pg-live-${run}-${tag}`, DATABASE_URL: databaseUrl }, variant.vars);
   const search = bench.spawn("projector-search", { KAFKA_TOPIC: topic, PROJECTOR_GROUP_ID: `bench-es-live-${run}-${tag}`, ELASTICSEARCH_INDEX_ALIAS: alias }, variant.vars);
+  const ryw = await ReadYourWritesProbes.start(bench, { prefix, databaseUrl, alias, topic }, variant.vars);
   // Wait until the creations went all the way through (everything joined and warm).
   const t0 = performance.now();
   for (;;) {
@@ -134,7 +142,7 @@ async function startPipeline(bench: ProjectorBench, variant: Variant, round: num
     if (performance.now() - t0 > 120_000) throw new Error("pipeline did not come up in 2 minutes");
     await Bun.sleep(200);
   }
-  return { topic, alias, prefix, redis, commands, sql, relay, pg, search, upSeconds: (performance.now() - t0) / 1000 };
+  return { topic, alias, prefix, redis, commands, sql, relay, pg, search, ryw, upSeconds: (performance.now() - t0) / 1000 };
 }
 
 /**
@@ -170,7 +178,7 @@ async function driveLoad(bench: ProjectorBench, commands: StockCommands, onProbe
       const op = commands.allocate({ stockId, userId: `u${user++ % 50_000}`, quantity: 1 }).then(
         ({ allocation }) => {
           if (!isProbe) return;
-          const probe: Probe = { allocationId: allocation.allocationId, stockId, version, respondedAt: Date.now() };
+          const probe: Probe = { allocationId: allocation.allocationId, userId: allocation.userId, stockId, version, respondedAt: Date.now() };
           probes.push(probe);
           onProbe(probe);
         },

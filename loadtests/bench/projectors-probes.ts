@@ -11,6 +11,7 @@ import type { StockDocument } from "../../shared/stores/search/mapping.ts";
 
 export interface Probe {
   allocationId: string;
+  userId: string;
   stockId: string;
   version: number;
   respondedAt: number;

@@ -18,6 +18,9 @@
  *     the last refresh makes Elasticsearch refresh the shard, so polling it every few ms turns into
  *     hundreds of extra refreshes a second on the same two cores.
  *
+ *     Each probe is also read back at once through the api binary (its defaults: 1 s wait) with its
+ *     Consistency-Token, history and search (projectors-ryw.ts): the read-your-writes wait, p50/p99.
+ *
  *     Then the time budget per stage (flashsale_projector_stage_seconds of each projector, p50/p99 between the
  *     scrapes before and after the load: relay = occurredAt → broker append, kafka_to_fetch,
  *     fetch_to_commit, commit_to_visible; docs/read-side.md "Time budget").

@@ -20,7 +20,7 @@ import { InvalidSearchCursorError, searchStocks, stockSearchHitShape } from "../
 import { USER_ID_PATTERN } from "../../shared/domain/validation.ts";
 import { STOCK_STATUSES } from "../../shared/domain/views.ts";
 import { STOCK_ID_PATTERN } from "../../shared/domain/keys.ts";
-import { adminOnly, requireAdmin, requireOwnerOrAdmin, signedIn } from "./auth.ts";
+import { adminOnly, bearer, requireAdmin, requireOwnerOrAdmin, signedIn } from "./auth.ts";
 import type { AppEnv } from "./env.ts";
 import { ApiProblem } from "./problem.ts";
 import { createRouter } from "./router.ts";
@@ -84,8 +84,7 @@ const ordersRoute = createRoute({
   operationId: "listUserOrders",
   tags: ["read side"],
   summary: "A user's order history, newest first (PostgreSQL, eventually consistent)",
-  security: [{ bearer: [] }],
-  middleware: [signedIn] as const,
+  ...bearer(signedIn),
   request: {
     params: z.object({ userId: z.string().regex(USER_ID_PATTERN).openapi({ param: { name: "userId", in: "path" }, example: "alice" }) }),
     query: z.object({ limit: limitParam(20, 100), cursor: cursorParam }),
@@ -133,8 +132,7 @@ const analyticsRoute = createRoute({
     "Per stock (all time): units sold, revenue, holds released by reason, sell-through, time to sell-out. " +
     "Series: per minute in the window [from, to), revenue per currency. The window defaults to the hour before `to` (and `to` to now); " +
     "`from` must be before `to` and the window at most 24 hours long, else 400 `invalid_request`.",
-  security: [{ bearer: [] }],
-  middleware: [adminOnly] as const,
+  ...bearer(adminOnly),
   request: {
     query: z.object({
       stockId: z.string().regex(STOCK_ID_PATTERN).optional().openapi({ description: "only this stock (stocks and series)" }),

@@ -165,7 +165,7 @@ export async function eventBodiesRetrying(sql: postgres.Sql, eventIds: string[],
 }
 
 /** The bodies to send, by event id. */
-export async function eventBodies(sql: postgres.Sql, eventIds: readonly string[]): Promise<Map<string, string>> {
+async function eventBodies(sql: postgres.Sql, eventIds: readonly string[]): Promise<Map<string, string>> {
   if (eventIds.length === 0) return new Map();
   const rows = await sql<{ event_id: string; body: string }[]>`
     SELECT event_id::text, body FROM webhook_events WHERE event_id = ANY (${eventIds as string[]}::uuid[])`;

@@ -151,7 +151,10 @@ export class Acker {
 
   /**
    * Dead letters + XACK + XINFO GROUPS + XPENDING in one round trip, then XTRIM in a second (all
-   * keys carry the shard's hash tag, so on a cluster both go to the shard's master).
+   * keys carry the shard's hash tag, so on a cluster both go to the shard's master). The ack is done
+   * after the first: the XTRIM is not awaited (it is safe whenever it runs, see trim(); commands on
+   * one connection run in order, so a later trim never lands before an earlier one), so the relay's
+   * next transaction waits for one round trip per ack, not two.
    */
   private async ackAndTrim({ shard, entries, dead }: Batch): Promise<void> {
     const { redis, keys, consumerName } = this.ctx;
@@ -171,7 +174,7 @@ export class Acker {
     let acked = ids[0]!;
     for (const id of ids) if (compareIds(id, acked) > 0) acked = id;
     // Trimming is housekeeping: a failure here loses nothing; tidy() (or the next batch) trims again.
-    await this.trim(shard, results[dead.length + 1]![1], results[dead.length + 2]![1], acked).catch((err: unknown) => {
+    void this.trim(shard, results[dead.length + 1]![1], results[dead.length + 2]![1], acked).catch((err: unknown) => {
       this.untrimmed.set(shard, Date.now());
       this.ctx.log.debug({ shard, err: errorMessage(err) }, "outbox trim failed");
     });

@@ -1,6 +1,6 @@
 /** Prometheus metrics every projector exposes on its admin port (/metrics). */
 import type { Registry } from "prom-client";
-import { BATCH_SIZE_BUCKETS, prom } from "../metrics.ts";
+import { BATCH_SIZE_BUCKETS, metricsOn, prom } from "../metrics.ts";
 
 export interface ProjectorMetrics {
   eventsApplied: prom.Counter<string>;
@@ -35,58 +35,24 @@ type ProjectorStage = (typeof PROJECTOR_STAGES)[number];
 const STAGE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1, 1.5, 2.5, 5, 10, 30];
 
 export function createProjectorMetrics(registry: Registry): ProjectorMetrics {
-  const registers = [registry];
+  const m = metricsOn(registry);
   return {
-    eventsApplied: new prom.Counter({
-      name: "flashsale_projector_events_applied_total",
-      help: "Events newly applied to the read model",
-      registers,
-    }),
-    duplicatesSkipped: new prom.Counter({
-      name: "flashsale_projector_duplicates_skipped_total",
-      help: "Events skipped because they were already applied (redelivery, replay, stale version)",
-      registers,
-    }),
-    batchSize: new prom.Histogram({
-      name: "flashsale_projector_batch_size",
-      help: "Messages per Kafka batch",
-      buckets: BATCH_SIZE_BUCKETS,
-      registers,
-    }),
-    batchSeconds: new prom.Histogram({
-      name: "flashsale_projector_batch_duration_seconds",
-      help: "Time from receiving a batch to committing its offsets",
-      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-      registers,
-    }),
-    consumerLag: new prom.Gauge({
-      name: "flashsale_projector_consumer_lag",
-      help: "Messages between the committed offset and the partition's high watermark",
-      labelNames: ["partition"],
-      registers,
-    }),
-    dlqMessages: new prom.Counter({
-      name: "flashsale_projector_dlq_messages_total",
-      help: "Messages sent to the dead-letter topic",
-      labelNames: ["reason"],
-      registers,
-    }),
-    storeRetries: new prom.Counter({
-      name: "flashsale_projector_store_retries_total",
-      help: "Batch attempts that failed because the store was unavailable (retried, not committed)",
-      registers,
-    }),
-    busySeconds: new prom.Counter({
-      name: "flashsale_projector_busy_seconds_total",
-      help: "Seconds spent per step, summed over batches: parse (decode + validate the messages), store (the store calls), commit (DLQ + offset commit)",
-      labelNames: ["step"],
-      registers,
-    }),
-    consumerRestarts: new prom.Counter({
-      name: "flashsale_projector_consumer_restarts_total",
-      help: "Kafka consumers restarted in-process after kafkajs crashed and gave up (crash with restart: false)",
-      registers,
-    }),
+    eventsApplied: m.counter("flashsale_projector_events_applied_total", "Events newly applied to the read model"),
+    duplicatesSkipped: m.counter("flashsale_projector_duplicates_skipped_total", "Events skipped because they were already applied (redelivery, replay, stale version)"),
+    batchSize: m.histogram("flashsale_projector_batch_size", "Messages per Kafka batch", BATCH_SIZE_BUCKETS),
+    batchSeconds: m.histogram("flashsale_projector_batch_duration_seconds", "Time from receiving a batch to committing its offsets", [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]),
+    consumerLag: m.gauge("flashsale_projector_consumer_lag", "Messages between the committed offset and the partition's high watermark", ["partition"]),
+    dlqMessages: m.counter("flashsale_projector_dlq_messages_total", "Messages sent to the dead-letter topic", ["reason"]),
+    storeRetries: m.counter("flashsale_projector_store_retries_total", "Batch attempts that failed because the store was unavailable (retried, not committed)"),
+    busySeconds: m.counter(
+      "flashsale_projector_busy_seconds_total",
+      "Seconds spent per step, summed over batches: parse (decode + validate the messages), store (the store calls), commit (DLQ + offset commit)",
+      ["step"],
+    ),
+    consumerRestarts: m.counter(
+      "flashsale_projector_consumer_restarts_total",
+      "Kafka consumers restarted in-process after kafkajs crashed and gave up (crash with restart: false)",
+    ),
     freshnessSeconds: new FastHistogram({
       name: "flashsale_projector_freshness_seconds",
       help: "End-to-end freshness: commit time minus the event's occurredAt, per applied event",

@@ -50,26 +50,20 @@ export function registerRedisMemoryGauges(registry: Registry, redis: RedisClient
       .finally(() => setTimeout(() => (last = undefined), 100));
     return last;
   };
-  new prom.Gauge({
-    name: "flashsale_redis_used_memory_bytes",
-    help: "Redis used_memory per master (INFO memory), read when scraped",
-    labelNames: ["node"] as const,
-    registers: [registry],
-    async collect() {
-      this.reset();
-      for (const { node, info } of await sample()) if (Number.isFinite(info.usedBytes)) this.set({ node }, info.usedBytes);
-    },
-  });
-  new prom.Gauge({
-    name: "flashsale_redis_maxmemory_bytes",
-    help: "Redis maxmemory per master (0: no limit), read when scraped",
-    labelNames: ["node"] as const,
-    registers: [registry],
-    async collect() {
-      this.reset();
-      for (const { node, info } of await sample()) if (Number.isFinite(info.maxBytes)) this.set({ node }, info.maxBytes);
-    },
-  });
+  /** A gauge per master, read from its INFO when scraped (a value INFO did not give is left out). */
+  const perMaster = (name: string, help: string, value: (info: RedisMemoryInfo) => number) =>
+    new prom.Gauge({
+      name,
+      help,
+      labelNames: ["node"] as const,
+      registers: [registry],
+      async collect() {
+        this.reset();
+        for (const { node, info } of await sample()) if (Number.isFinite(value(info))) this.set({ node }, value(info));
+      },
+    });
+  perMaster("flashsale_redis_used_memory_bytes", "Redis used_memory per master (INFO memory), read when scraped", (info) => info.usedBytes);
+  perMaster("flashsale_redis_maxmemory_bytes", "Redis maxmemory per master (0: no limit), read when scraped", (info) => info.maxBytes);
   new prom.Gauge({
     name: "flashsale_redis_maxmemory_policy_info",
     help: "1 for each master's maxmemory-policy (noeviction expected)",

@@ -2,7 +2,7 @@
  * Reads the write side's state straight from Redis and checks the invariants of docs/design.md §2.
  * Shared by the tests and the load-test verifier.
  */
-import type { RedisClient } from "../../shared/redis/client.ts";
+import { scanKeys, type RedisClient } from "../../shared/redis/client.ts";
 import { parseEvent, type StockEvent } from "../../shared/domain/events.ts";
 import type { KeyLayout } from "../../shared/domain/keys.ts";
 
@@ -42,4 +42,24 @@ export async function readOutbox(redis: RedisClient, keys: KeyLayout): Promise<S
 export async function outboxLength(redis: RedisClient, keys: KeyLayout): Promise<number> {
   const lengths = await Promise.all(keys.allShards().map((s) => redis.xlen(keys.outbox(s))));
   return lengths.reduce((a, b) => a + b, 0);
+}
+
+/**
+ * Every key under the key layout's prefix with its content (hashes, sorted sets with scores, a stream's
+ * length), as one string: what "the request changed nothing" is compared with. Every master of a cluster.
+ * Not the per-request allocation records (`…:req:…`): they expire by themselves 60 s after an allocation
+ * (REQUEST_RECORD_TTL_SECONDS) and a slow run can see that between two snapshots.
+ */
+export async function snapshotKeys(redis: RedisClient, keys: KeyLayout): Promise<string> {
+  const names = (await scanKeys(redis, `${keys.prefix}:*`)).filter((k) => !/:\{\d+\}:req:/.test(k)).sort();
+  const values = await Promise.all(
+    names.map(async (key) => {
+      const type = await redis.type(key);
+      if (type === "hash") return [key, await redis.hgetall(key)];
+      if (type === "zset") return [key, await redis.zrange(key, 0, -1, "WITHSCORES")];
+      if (type === "stream") return [key, await redis.xlen(key)];
+      return [key, await redis.get(key)];
+    }),
+  );
+  return JSON.stringify(values);
 }

@@ -8,7 +8,7 @@
  */
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import type { MiddlewareHandler } from "hono";
-import { requireUser, userOnly } from "../auth.ts";
+import { bearer, requireUser, userOnly } from "../auth.ts";
 import type { AppEnv } from "../env.ts";
 import type { ApiMetrics } from "../metrics.ts";
 import { createRouter } from "../router.ts";
@@ -24,9 +24,8 @@ const allocateRoute = (fastPath: MiddlewareHandler<AppEnv>) => createRoute({
   tags: ["allocations"],
   summary: "Hold units for the calling user; emits StockAllocated",
   description: "Answers 201 with the hold. A repeated Idempotency-Key answers the first response again (header Idempotent-Replayed: true); the same key with a different body is 422.",
-  security: [{ bearer: [] }],
   // The fast path answers plainly valid requests before the validators (fast-path.ts).
-  middleware: [userOnly, fastPath] as const,
+  ...bearer(userOnly, fastPath),
   request: {
     params: stockIdParam,
     headers: idempotencyHeader.merge(admissionHeader),

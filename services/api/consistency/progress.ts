@@ -15,7 +15,7 @@
  * run out and answer `stale`; the read itself then fails or not as it always did.
  */
 import type { Logger } from "../../../shared/logger.ts";
-import type { ConsistencyPoint } from "./token.ts";
+import type { ConsistencyPoint } from "../../../shared/domain/consistency-token.ts";
 
 export interface StoreProgressOptions {
   /** The versions the store has now for these stocks (a stock it does not have is left out). */

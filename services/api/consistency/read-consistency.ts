@@ -6,6 +6,7 @@
  *   Prefer: wait=N  (RFC 7240)                          → waits up to N s, at most 5 (MAX_CONSISTENCY_WAIT_SECONDS);
  *                                                         answered with Preference-Applied: wait=<seconds used>
  *   answer: Consistency-Status: fresh | stale           → stale: the wait ran out, the data is the current one
+ *           Server-Timing: consistency-wait;dur=<ms>   → how long it waited
  *
  * Without the header nothing happens here (the read is what it always was). A header that is not a
  * token this api made is a 400 `invalid_consistency_token` (the route's authentication ran first).
@@ -15,7 +16,7 @@ import { z } from "@hono/zod-openapi";
 import type { AppEnv } from "../env.ts";
 import { ApiProblem } from "../problem.ts";
 import type { ProgressWaiter } from "./stores.ts";
-import { decodeConsistencyToken } from "./token.ts";
+import { decodeConsistencyToken } from "../../../shared/domain/consistency-token.ts";
 
 const DEFAULT_CONSISTENCY_WAIT_SECONDS = 1;
 const MAX_CONSISTENCY_WAIT_SECONDS = 5;
@@ -30,7 +31,7 @@ export const consistencyRequestHeaders = z.object({
         "The `Consistency-Token` of an earlier write's answer (opaque). The read waits until this store has that write " +
         `(default ${DEFAULT_CONSISTENCY_WAIT_SECONDS} s, see \`Prefer\`) and says so in \`Consistency-Status\`. ` +
         "Not a token this api made: 400 `invalid_consistency_token`.",
-      example: "MTplMmUtc3RvY2stMToy",
+      example: "MTpzbmVha2VyLTQyOjE", // sneaker-42 at version 1: the examples' stock, created
     }),
   prefer: z
     .string()
@@ -46,6 +47,10 @@ export const consistencyResponseHeaders = {
   "Consistency-Status": {
     description: "Only with a Consistency-Token: `fresh` when this answer includes the token's write; `stale` when the wait ran out (the data is the current one)",
     schema: { type: "string" as const, enum: ["fresh", "stale"] },
+  },
+  "Server-Timing": {
+    description: "Only with a Consistency-Token: `consistency-wait;dur=<ms>`, how long this read waited for its store (W3C Server Timing)",
+    schema: { type: "string" as const },
   },
   "Preference-Applied": {
     description: "RFC 7240: `wait=N`, the seconds this read was allowed to wait (the asked wait, at most 5), when a Consistency-Token came with `Prefer: wait`",
@@ -81,6 +86,9 @@ export async function awaitReadConsistency(c: Context<AppEnv>, store: ProgressWa
   const asked = preferredWaitSeconds(c.req.header("prefer"));
   const seconds = asked === null ? DEFAULT_CONSISTENCY_WAIT_SECONDS : Math.min(asked, MAX_CONSISTENCY_WAIT_SECONDS);
   if (asked !== null) c.header("Preference-Applied", `wait=${seconds}`);
+  const started = performance.now();
   const fresh = await store.waitFor(point, seconds * 1000);
   c.header("Consistency-Status", fresh ? "fresh" : "stale");
+  // How long this read waited for its store (W3C Server-Timing), apart from the query and the network.
+  c.header("Server-Timing", `consistency-wait;dur=${(performance.now() - started).toFixed(1)}`);
 }

@@ -15,7 +15,7 @@ import type postgres from "postgres";
 import type { Logger } from "../../../shared/logger.ts";
 import { PROGRESS_CHANNEL, parseProgressPayload } from "../../../shared/stores/postgres/progress.ts";
 import { StoreProgress } from "./progress.ts";
-import type { ConsistencyPoint } from "./token.ts";
+import type { ConsistencyPoint } from "../../../shared/domain/consistency-token.ts";
 
 /** The search watermark poll while reads wait: ~the projector's refresh cadence, so a wait overshoots by at most this. */
 const SEARCH_POLL_MS = 25;

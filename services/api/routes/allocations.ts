@@ -2,7 +2,7 @@
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import { createRouter } from "../router.ts";
 import type { StockCommands } from "../../../shared/redis/commands.ts";
-import { requireOwnerOrAdmin, requireUser, signedIn, userOnly } from "../auth.ts";
+import { bearer, requireOwnerOrAdmin, requireUser, signedIn, userOnly } from "../auth.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiProblem } from "../problem.ts";
 import { consistencyTokenResponseHeader, setConsistencyToken } from "../consistency/token.ts";
@@ -18,8 +18,7 @@ const getAllocation = createRoute({
   operationId: "getAllocation",
   tags: ["allocations"],
   summary: "A hold's status (owner or admin), from Redis",
-  security: [{ bearer: [] }],
-  middleware: [signedIn] as const,
+  ...bearer(signedIn),
   request: { params: allocationIdParam },
   responses: {
     ...ok,
@@ -35,8 +34,7 @@ const changeRoute = (action: "purchase" | "cancel", summary: string, conflicts: 
     operationId: action === "purchase" ? "purchaseAllocation" : "cancelAllocation",
     tags: ["allocations"],
     summary,
-    security: [{ bearer: [] }],
-    middleware: [userOnly] as const,
+    ...bearer(userOnly),
     request: { params: allocationIdParam },
     responses: {
       ...changed,

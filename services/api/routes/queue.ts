@@ -8,7 +8,7 @@ import type { Context } from "hono";
 import { streamSSE } from "hono/streaming";
 import { drawViewShape, roomViewShape, ticketViewShape, type TicketView } from "../../../shared/domain/room.ts";
 import type { RoomCommands } from "../../../shared/redis/room.ts";
-import { requireUser, userOnly } from "../auth.ts";
+import { bearer, requireUser, userOnly } from "../auth.ts";
 import type { AppEnv } from "../env.ts";
 import type { ApiMetrics } from "../metrics.ts";
 import { ApiProblem } from "../problem.ts";
@@ -40,8 +40,7 @@ const join = createRoute({
   tags: ["waiting room"],
   summary: "Take a ticket in the stock's waiting room (one per user; joining again answers the same ticket with 200)",
   description: "Before startsAt the ticket joins the pre-queue, drawn at the start; after it, the back of the line.",
-  security: [{ bearer: [] }],
-  middleware: [userOnly] as const,
+  ...bearer(userOnly),
   request: { params: stockIdParam },
   responses: {
     201: jsonContent(ticketView, "joined"),
@@ -59,8 +58,7 @@ const me = createRoute({
   summary: "The caller's ticket: state, position, wait estimate, and the admission token while admitted (read only)",
   description:
     "With `Accept: text/event-stream`, the same object is sent as an SSE event (`ticket`) whenever it changes; the stream ends after a final state (sold_out, expired, done).",
-  security: [{ bearer: [] }],
-  middleware: [userOnly] as const,
+  ...bearer(userOnly),
   request: { params: stockIdParam },
   responses: {
     200: {

@@ -2,7 +2,7 @@
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import { createRouter } from "../router.ts";
 import type { StockCommands } from "../../../shared/redis/commands.ts";
-import { adminOnly, requireAdmin } from "../auth.ts";
+import { adminOnly, bearer, requireAdmin } from "../auth.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiProblem } from "../problem.ts";
 import { consistencyTokenResponseHeader, setConsistencyToken } from "../consistency/token.ts";
@@ -22,8 +22,7 @@ const createStock = createRoute({
   operationId: "createStock",
   tags: ["stocks"],
   summary: "Create a sale item (admin); emits StockCreated",
-  security: [{ bearer: [] }],
-  middleware: [adminOnly] as const,
+  ...bearer(adminOnly),
   request: { body: { required: true, content: { "application/json": { schema: createStockBody } } } },
   responses: {
     201: { ...jsonContent(stockView, "created"), headers: consistencyTokenResponseHeader },

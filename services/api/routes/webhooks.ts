@@ -11,7 +11,7 @@ import { checkWebhookUrl, type Resolver } from "../../../shared/webhooks/address
 import { createEndpoint, eventTypes, listEndpointViews, removeEndpoint, webhookSecret, webhookUrl, type EndpointView } from "../../../shared/webhooks/endpoints.ts";
 import { secretBoxFromConfig, type SecretBox } from "../../../shared/webhooks/secret-box.ts";
 import { storableText } from "../../../shared/domain/validation.ts";
-import { adminOnly } from "../auth.ts";
+import { adminOnly, bearer } from "../auth.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiProblem } from "../problem.ts";
 import { createRouter } from "../router.ts";
@@ -61,8 +61,7 @@ const createWebhook = createRoute({
   operationId: "createWebhook",
   tags: ["webhooks"],
   summary: "Add a webhook endpoint (admin): every later event of the chosen types is POSTed to it as a Standard Webhook",
-  security: [{ bearer: [] }],
-  middleware: [adminOnly] as const, // 401/403 before the body is validated
+  ...bearer(adminOnly), // 401/403 before the body is validated
   request: { body: { required: true, content: { "application/json": { schema: createWebhookBody } } } },
   responses: {
     201: jsonContent(createdWebhookView, "added; the secret is shown only in this answer"),
@@ -81,8 +80,7 @@ const listWebhooks = createRoute({
   operationId: "listWebhooks",
   tags: ["webhooks"],
   summary: "List the webhook endpoints (admin), without their secrets",
-  security: [{ bearer: [] }],
-  middleware: [adminOnly] as const,
+  ...bearer(adminOnly),
   responses: {
     200: jsonContent(webhookList, "the endpoints"),
     ...edgeProblems("get"),
@@ -96,8 +94,7 @@ const deleteWebhook = createRoute({
   operationId: "deleteWebhook",
   tags: ["webhooks"],
   summary: "Remove a webhook endpoint (admin): nothing more is sent to it; its delivery log stays",
-  security: [{ bearer: [] }],
-  middleware: [adminOnly] as const, // 401/403 before the id is validated
+  ...bearer(adminOnly), // 401/403 before the id is validated
   request: { params: webhookIdParam },
   responses: {
     204: { description: "removed" },

@@ -1,9 +1,7 @@
---[[
-  Helpers prepended to every flash-sale script when it is loaded (see shared/redis/scripts.ts).
-  Redis Lua has no `os` library, so time comes from TIME and is formatted here.
-  Every script keeps the same discipline: read and validate everything first, write only after
-  the last check (Lua has no rollback), and append exactly one event per state change.
-]]
+-- Helpers prepended to every flash-sale script when it is loaded (see shared/redis/scripts.ts).
+-- Redis Lua has no `os` library, so time comes from TIME and is formatted here.
+-- Every script keeps the same discipline: read and validate everything first, write only after
+-- the last check (Lua has no rollback), and append exactly one event per state change.
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -89,6 +87,18 @@ local function read_hold(hold_key)
   if not values[1] then return nil end
   local hold = {}
   for i, field in ipairs(HOLD_FIELDS) do hold[field] = values[i] or '' end
+  return hold
+end
+-- purchase.lua and cancel.lua: the hold at KEYS[1] (its stock at KEYS[2]) that `user_id` asks to change,
+-- or nil and the reply that ends the script: not_found, forbidden, or, when the hold is already
+-- `done_status` (the same request again), its view unchanged with the stock's current version.
+local function hold_to_change(allocation_id, user_id, done_status)
+  local hold = read_hold(KEYS[1])
+  if not hold then return nil, { 'not_found' } end
+  if hold.userId ~= user_id then return nil, { 'forbidden' } end
+  if hold.status == done_status then
+    return nil, { 'unchanged', allocation_view(allocation_id, hold), tonumber(redis.call('HGET', KEYS[2], 'version')) }
+  end
   return hold
 end
 

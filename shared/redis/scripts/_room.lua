@@ -1,15 +1,13 @@
---[[
-  Waiting-room helpers (docs/waiting-room.md), prepended after _lib.lua to the scripts that touch a
-  room: allocate, cancel, expire and the room_* scripts. A room's keys arrive in a table
-  rk = { stock, room, pre, line, admitted, tickets, ... }, all in the stock's slot and all from KEYS.
-  A ticket is one JSON field of the tickets hash: u user id, s state (waiting | admitted | done |
-  expired), k the secret half of its admission token, j joined at (ms), p 1 when it joined the
-  pre-queue, n arrival number; once admitted: q units it may take, a admitted at, x admission expiry.
-  The room hash keeps: ttl (admission seconds), seed and commitment, drawn ('1' once the pre-queue is
-  drawn and the seed revealed), seq, reserved (units promised to admitted, unresolved tickets),
-  admissions, waitedMs (sum of join→admission), done, expired, firstAdmitAt.
-  Invariant kept by every script: reserved <= available, so admitted-and-unresolved <= available.
-]]
+-- Waiting-room helpers (docs/waiting-room.md), prepended after _lib.lua to the scripts that touch a
+-- room: allocate, cancel, expire and the room_* scripts. A room's keys arrive in a table
+-- rk = { stock, room, pre, line, admitted, tickets, ... }, all in the stock's slot and all from KEYS.
+-- A ticket is one JSON field of the tickets hash: u user id, s state (waiting | admitted | done |
+-- expired), k the secret half of its admission token, j joined at (ms), p 1 when it joined the
+-- pre-queue, n arrival number; once admitted: q units it may take, a admitted at, x admission expiry.
+-- The room hash keeps: ttl (admission seconds), seed and commitment, drawn ('1' once the pre-queue is
+-- drawn and the seed revealed), seq, reserved (units promised to admitted, unresolved tickets),
+-- admissions, waitedMs (sum of join→admission), done, expired, firstAdmitAt.
+-- Invariant kept by every script: reserved <= available, so admitted-and-unresolved <= available.
 
 -- Arrivals after the start queue behind every drawn ticket (drawn ranks are 1..N, N < 10^12).
 local ROOM_AFTER_START = 1e12

@@ -1,39 +1,37 @@
---[[
-  allocate: holds `quantity` units of a stock for one user and appends StockAllocated.
-  Checks, in order: idempotency record, stock exists, sale window, admission (waiting-room stocks
-  only), stock left, per-user limit.
-  KEYS[1] stock hash                <p>:{s}:stock:<id>
-  KEYS[2] stock buyers hash         <p>:{s}:stock:<id>:buyers   (userId -> units held or bought)
-  KEYS[3] hold hash (new)           <p>:{s}:hold:<allocationId>
-  KEYS[4] shard due-holds zset      <p>:{s}:holds:due           (allocationId scored by expiry ms)
-  KEYS[5] request record            <p>:{s}:idem:<stock>:<len>.<user>:<len>.<key>  (Idempotency-Key sent), or
-                                    <p>:{s}:req:<stock>:<request id>  (none sent: a UUID per HTTP request)
-          Either way a resend or retry of one request (a reply lost with its connection) finds the
-          record and gets the same hold back, never a second one. Unused when ARGV[6] is ''.
-  KEYS[6] shard outbox stream       <p>:{s}:outbox
-  KEYS[7] room hash                 <p>:{s}:room:<id>            (KEYS 7-10 untouched when the stock has no room)
-  KEYS[8] room line zset            <p>:{s}:room:<id>:line
-  KEYS[9] room admitted zset        <p>:{s}:room:<id>:admitted
-  KEYS[10] room tickets hash        <p>:{s}:room:<id>:tickets
-  ARGV[1] stock id   ARGV[2] user id   ARGV[3] quantity (integer >= 1)
-  ARGV[4] allocation id (new)          ARGV[5] event id (UUIDv7)
-  ARGV[6] request fingerprint (user, stock, quantity), or '' for no record (benchmarks of the bare script)
-  ARGV[7] record ttl seconds (IDEMPOTENCY_TTL_SECONDS, or REQUEST_RECORD_TTL_SECONDS for a request id)
-  ARGV[8] outbox max length: at or above it nothing is written and the answer is outbox_full
-  ARGV[9] W3C traceparent of the request, or '' (stored with the event in the outbox)
-  ARGV[10] Admission-Token header, or '' (required when the stock has a waiting room: docs/waiting-room.md)
-  Returns { 'ok', <allocation view JSON>, <stock version> } | { 'replay', <allocation view JSON>, <stock version> }
-        | { 'idempotency_key_reused' } | { 'not_found' } | { 'not_started', <ms until the sale starts> } | { 'ended' }
-        | { 'invalid', <argument> } | { 'corrupt', 'stock' } | { 'outbox_full', <length> }
-        | { 'sold_out', <available>, <stock version> } | { 'limit_exceeded', <units the user may still take> }
-        | { 'not_admitted', missing | unknown | waiting | expired | done }
-  The extras after sold_out and not_started let each api instance answer later refusals from memory
-  (docs/design.md §12): the version orders a "sold out" against a "units released" message, and the
-  time to start is Redis time, so api clocks that disagree with Redis do not matter.
-  The version after ok and replay is the stock version this hold produced (the api's Consistency-Token);
-  a record written before it was kept answers the stock's current version (later, so still safe to wait for).
-  A replay and every refusal write nothing, so they are answered even when the outbox is full.
-]]
+-- allocate: holds `quantity` units of a stock for one user and appends StockAllocated.
+-- Checks, in order: idempotency record, stock exists, sale window, admission (waiting-room stocks
+-- only), stock left, per-user limit.
+-- KEYS[1] stock hash                <p>:{s}:stock:<id>
+-- KEYS[2] stock buyers hash         <p>:{s}:stock:<id>:buyers   (userId -> units held or bought)
+-- KEYS[3] hold hash (new)           <p>:{s}:hold:<allocationId>
+-- KEYS[4] shard due-holds zset      <p>:{s}:holds:due           (allocationId scored by expiry ms)
+-- KEYS[5] request record            <p>:{s}:idem:<stock>:<len>.<user>:<len>.<key>  (Idempotency-Key sent), or
+--                                   <p>:{s}:req:<stock>:<request id>  (none sent: a UUID per HTTP request)
+--         Either way a resend or retry of one request (a reply lost with its connection) finds the
+--         record and gets the same hold back, never a second one. Unused when ARGV[6] is ''.
+-- KEYS[6] shard outbox stream       <p>:{s}:outbox
+-- KEYS[7] room hash                 <p>:{s}:room:<id>            (KEYS 7-10 untouched when the stock has no room)
+-- KEYS[8] room line zset            <p>:{s}:room:<id>:line
+-- KEYS[9] room admitted zset        <p>:{s}:room:<id>:admitted
+-- KEYS[10] room tickets hash        <p>:{s}:room:<id>:tickets
+-- ARGV[1] stock id   ARGV[2] user id   ARGV[3] quantity (integer >= 1)
+-- ARGV[4] allocation id (new)          ARGV[5] event id (UUIDv7)
+-- ARGV[6] request fingerprint (user, stock, quantity), or '' for no record (benchmarks of the bare script)
+-- ARGV[7] record ttl seconds (IDEMPOTENCY_TTL_SECONDS, or REQUEST_RECORD_TTL_SECONDS for a request id)
+-- ARGV[8] outbox max length: at or above it nothing is written and the answer is outbox_full
+-- ARGV[9] W3C traceparent of the request, or '' (stored with the event in the outbox)
+-- ARGV[10] Admission-Token header, or '' (required when the stock has a waiting room: docs/waiting-room.md)
+-- Returns { 'ok', <allocation view JSON>, <stock version> } | { 'replay', <allocation view JSON>, <stock version> }
+--       | { 'idempotency_key_reused' } | { 'not_found' } | { 'not_started', <ms until the sale starts> } | { 'ended' }
+--       | { 'invalid', <argument> } | { 'corrupt', 'stock' } | { 'outbox_full', <length> }
+--       | { 'sold_out', <available>, <stock version> } | { 'limit_exceeded', <units the user may still take> }
+--       | { 'not_admitted', missing | unknown | waiting | expired | done }
+-- The extras after sold_out and not_started let each api instance answer later refusals from memory
+-- (docs/design.md §12): the version orders a "sold out" against a "units released" message, and the
+-- time to start is Redis time, so api clocks that disagree with Redis do not matter.
+-- The version after ok and replay is the stock version this hold produced (the api's Consistency-Token);
+-- a record written before it was kept answers the stock's current version (later, so still safe to wait for).
+-- A replay and every refusal write nothing, so they are answered even when the outbox is full.
 local stock_id, user_id, quantity = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local allocation_id, event_id, fingerprint = ARGV[4], ARGV[5], ARGV[6]
 local idempotency_ttl, outbox_max = tonumber(ARGV[7]), tonumber(ARGV[8])

@@ -1,30 +1,28 @@
---[[
-  create_stock: creates a sale item and appends StockCreated.
-  KEYS[1] stock hash          <p>:{s}:stock:<id>
-  KEYS[2] shard outbox stream <p>:{s}:outbox
-  KEYS[3] shard's taken ids   <p>:{s}:stock-ids   (hash id -> creation ms; never expires)
-  KEYS[4] room hash           <p>:{s}:room:<id>   (KEYS 4-5 untouched without a waiting room)
-  KEYS[5] shard rooms set     <p>:{s}:rooms       (stock ids whose rooms the expirer sweeps)
-  ARGV[1] stock id       ARGV[2] event id (UUIDv7)
-  ARGV[3] name           ARGV[4] description
-  ARGV[5] price (minor units, integer >= 0)   ARGV[6] currency (ISO 4217)
-  ARGV[7] quantity (integer >= 1)             ARGV[8] per-user limit (integer >= 1)
-  ARGV[9] hold seconds (integer >= 1)
-  ARGV[10] startsAt epoch ms, or '' for now   ARGV[11] endsAt epoch ms, or '' for no end
-  ARGV[12] outbox max length: at or above it nothing is written and the answer is outbox_full
-  ARGV[13] seconds a finished hold is kept (HOLD_RETENTION_SECONDS)
-  ARGV[14] W3C traceparent of the request, or '' (stored with the event in the outbox)
-  ARGV[15] waiting room admission TTL seconds (5-3600), or '' for no waiting room
-  ARGV[16] the room's secret seed (64 hex)   ARGV[17] its commitment, hex(sha256(seed bytes))
-  A sale with an end is deleted by Redis once nothing can refer to it any more (keepUntil = endsAt +
-  holdSeconds + retention: every hold of it has expired and outlived its own retention); a sale
-  without an end is kept until an operator deletes it (docs/design.md §3).
-  A stock id is never used twice: the taken-ids hash keeps it after the stock hash is gone. A second
-  life would start again at version 1, which the read models' version guards (and the api's cache of
-  ended sales) take for the old stock's past, and an old hold could release units into it.
-  Returns { 'ok', <flat HGETALL of the new stock> } | { 'stock_exists' } | { 'stock_id_taken' }
-        | { 'invalid', <field> } | { 'outbox_full', <length> }
-]]
+-- create_stock: creates a sale item and appends StockCreated.
+-- KEYS[1] stock hash          <p>:{s}:stock:<id>
+-- KEYS[2] shard outbox stream <p>:{s}:outbox
+-- KEYS[3] shard's taken ids   <p>:{s}:stock-ids   (hash id -> creation ms; never expires)
+-- KEYS[4] room hash           <p>:{s}:room:<id>   (KEYS 4-5 untouched without a waiting room)
+-- KEYS[5] shard rooms set     <p>:{s}:rooms       (stock ids whose rooms the expirer sweeps)
+-- ARGV[1] stock id       ARGV[2] event id (UUIDv7)
+-- ARGV[3] name           ARGV[4] description
+-- ARGV[5] price (minor units, integer >= 0)   ARGV[6] currency (ISO 4217)
+-- ARGV[7] quantity (integer >= 1)             ARGV[8] per-user limit (integer >= 1)
+-- ARGV[9] hold seconds (integer >= 1)
+-- ARGV[10] startsAt epoch ms, or '' for now   ARGV[11] endsAt epoch ms, or '' for no end
+-- ARGV[12] outbox max length: at or above it nothing is written and the answer is outbox_full
+-- ARGV[13] seconds a finished hold is kept (HOLD_RETENTION_SECONDS)
+-- ARGV[14] W3C traceparent of the request, or '' (stored with the event in the outbox)
+-- ARGV[15] waiting room admission TTL seconds (5-3600), or '' for no waiting room
+-- ARGV[16] the room's secret seed (64 hex)   ARGV[17] its commitment, hex(sha256(seed bytes))
+-- A sale with an end is deleted by Redis once nothing can refer to it any more (keepUntil = endsAt +
+-- holdSeconds + retention: every hold of it has expired and outlived its own retention); a sale
+-- without an end is kept until an operator deletes it (docs/design.md §3).
+-- A stock id is never used twice: the taken-ids hash keeps it after the stock hash is gone. A second
+-- life would start again at version 1, which the read models' version guards (and the api's cache of
+-- ended sales) take for the old stock's past, and an old hold could release units into it.
+-- Returns { 'ok', <flat HGETALL of the new stock> } | { 'stock_exists' } | { 'stock_id_taken' }
+--       | { 'invalid', <field> } | { 'outbox_full', <length> }
 local stock_id, event_id = ARGV[1], ARGV[2]
 local price, quantity = tonumber(ARGV[5]), tonumber(ARGV[7])
 local per_user_limit, hold_seconds = tonumber(ARGV[8]), tonumber(ARGV[9])

@@ -1,31 +1,25 @@
---[[
-  purchase: turns a live hold into a purchase and appends PurchaseCompleted.
-  Buying a hold that is already purchased answers its view again, with no new event. A hold past its
-  expiry answers hold_expired whether or not the expirer has released it yet (one code for one situation).
-  Not refused when the outbox is full: it finishes a hold admitted under the limit (one event per hold).
-  KEYS[1] hold hash              <p>:{s}:hold:<allocationId>
-  KEYS[2] stock hash             <p>:{s}:stock:<id>   (the hold's stock)
-  KEYS[3] shard due-holds zset   <p>:{s}:holds:due
-  KEYS[4] shard outbox stream    <p>:{s}:outbox
-  ARGV[1] allocation id   ARGV[2] user id (must own the hold)   ARGV[3] event id (UUIDv7)
-  ARGV[4] seconds to keep the finished hold readable
-  ARGV[5] W3C traceparent of the request, or '' (stored with the event in the outbox)
-  Returns { 'ok', <view JSON>, <stock version> } | { 'unchanged', <view JSON>, <stock version> } | { 'not_found' } | { 'forbidden' }
-        | { 'hold_not_active', <status> } | { 'hold_expired' } | { 'stock_missing' } | { 'invalid', <argument> }
-        | { 'corrupt', 'hold' | 'stock' | 'amount' }
-  The version is the stock's after this purchase (unchanged: its current one, later than the purchase's),
-  for the api's Consistency-Token.
-]]
+-- purchase: turns a live hold into a purchase and appends PurchaseCompleted.
+-- Buying a hold that is already purchased answers its view again, with no new event. A hold past its
+-- expiry answers hold_expired whether or not the expirer has released it yet (one code for one situation).
+-- Not refused when the outbox is full: it finishes a hold admitted under the limit (one event per hold).
+-- KEYS[1] hold hash              <p>:{s}:hold:<allocationId>
+-- KEYS[2] stock hash             <p>:{s}:stock:<id>   (the hold's stock)
+-- KEYS[3] shard due-holds zset   <p>:{s}:holds:due
+-- KEYS[4] shard outbox stream    <p>:{s}:outbox
+-- ARGV[1] allocation id   ARGV[2] user id (must own the hold)   ARGV[3] event id (UUIDv7)
+-- ARGV[4] seconds to keep the finished hold readable
+-- ARGV[5] W3C traceparent of the request, or '' (stored with the event in the outbox)
+-- Returns { 'ok', <view JSON>, <stock version> } | { 'unchanged', <view JSON>, <stock version> } | { 'not_found' } | { 'forbidden' }
+--       | { 'hold_not_active', <status> } | { 'hold_expired' } | { 'stock_missing' } | { 'invalid', <argument> }
+--       | { 'corrupt', 'hold' | 'stock' | 'amount' }
+-- The version is the stock's after this purchase (unchanged: its current one, later than the purchase's),
+-- for the api's Consistency-Token.
 local allocation_id, user_id, event_id = ARGV[1], ARGV[2], ARGV[3]
 local retain_seconds = tonumber(ARGV[4])
 if not retain_seconds or retain_seconds < 1 then return { 'invalid', 'retainSeconds' } end
 
-local hold = read_hold(KEYS[1])
-if not hold then return { 'not_found' } end
-if hold.userId ~= user_id then return { 'forbidden' } end
-if hold.status == 'purchased' then
-  return { 'unchanged', allocation_view(allocation_id, hold), tonumber(redis.call('HGET', KEYS[2], 'version')) }
-end
+local hold, refusal = hold_to_change(allocation_id, user_id, 'purchased')
+if not hold then return refusal end
 if hold.status == 'expired' then return { 'hold_expired' } end
 if hold.status ~= 'held' then return { 'hold_not_active', hold.status } end
 local quantity, expires_at = tonumber(hold.quantity), tonumber(hold.expiresAt)

@@ -1,9 +1,7 @@
---[[
-  relay_heartbeat: a relay says it is alive and learns who else is; members expire on their own.
-  KEYS[1] relay members zset   <p>:relay:members   (member = consumer name, score = expiry ms, Redis time)
-  ARGV[1] consumer name   ARGV[2] lease ms
-  Returns the live members' names.
-]]
+-- relay_heartbeat: a relay says it is alive and learns who else is; members expire on their own.
+-- KEYS[1] relay members zset   <p>:relay:members   (member = consumer name, score = expiry ms, Redis time)
+-- ARGV[1] consumer name   ARGV[2] lease ms
+-- Returns the live members' names.
 local now = now_ms()
 local ttl = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)

@@ -1,21 +1,19 @@
---[[
-  room_draw: puts the pre-queue in drawn order at the start, reveals the seed, and admits the first.
-  Lua has no SHA-256, so the caller computes the order (sha256(hex(seed) + ":" + ticketId) ascending,
-  shared/domain/room.ts) from the pre-queue it read; this script checks that the list is exactly the
-  pre-queue (same size, every id a member, no repeats) before its first write. After startsAt no
-  join can enter the pre-queue (room_join.lua compares with the same Redis clock), so a list read
-  after the start stays right; a mismatch answers changed and writes nothing.
-  KEYS[1] stock hash      <p>:{s}:stock:<id>
-  KEYS[2] room hash       <p>:{s}:room:<id>
-  KEYS[3] pre-queue zset  <p>:{s}:room:<id>:pre
-  KEYS[4] line zset       <p>:{s}:room:<id>:line
-  KEYS[5] admitted zset   <p>:{s}:room:<id>:admitted
-  KEYS[6] tickets hash    <p>:{s}:room:<id>:tickets
-  KEYS[7] draw list       <p>:{s}:room:<id>:draw        (the public drawn order)
-  ARGV[1..n] the pre-queue's ticket ids in drawn order
-  Returns { 'drawn', <admitted now> } | { 'already' } | { 'not_started', <ms to the start> } | { 'changed' }
-        | { 'no_room' }
-]]
+-- room_draw: puts the pre-queue in drawn order at the start, reveals the seed, and admits the first.
+-- Lua has no SHA-256, so the caller computes the order (sha256(hex(seed) + ":" + ticketId) ascending,
+-- shared/domain/room.ts) from the pre-queue it read; this script checks that the list is exactly the
+-- pre-queue (same size, every id a member, no repeats) before its first write. After startsAt no
+-- join can enter the pre-queue (room_join.lua compares with the same Redis clock), so a list read
+-- after the start stays right; a mismatch answers changed and writes nothing.
+-- KEYS[1] stock hash      <p>:{s}:stock:<id>
+-- KEYS[2] room hash       <p>:{s}:room:<id>
+-- KEYS[3] pre-queue zset  <p>:{s}:room:<id>:pre
+-- KEYS[4] line zset       <p>:{s}:room:<id>:line
+-- KEYS[5] admitted zset   <p>:{s}:room:<id>:admitted
+-- KEYS[6] tickets hash    <p>:{s}:room:<id>:tickets
+-- KEYS[7] draw list       <p>:{s}:room:<id>:draw        (the public drawn order)
+-- ARGV[1..n] the pre-queue's ticket ids in drawn order
+-- Returns { 'drawn', <admitted now> } | { 'already' } | { 'not_started', <ms to the start> } | { 'changed' }
+--       | { 'no_room' }
 local r = redis.call('HMGET', KEYS[2], 'drawn', 'ttl')
 if not r[2] then return { 'no_room' } end
 if r[1] == '1' then return { 'already' } end

@@ -1,18 +1,16 @@
---[[
-  room_join: a user takes a ticket in a stock's waiting room (one per user per stock).
-  Before startsAt the ticket joins the pre-queue (drawn at the start); after it, the back of the line.
-  A join after the start may admit at once (free units, empty line) and reveals an empty draw.
-  KEYS[1] stock hash      <p>:{s}:stock:<id>
-  KEYS[2] room hash       <p>:{s}:room:<id>
-  KEYS[3] pre-queue zset  <p>:{s}:room:<id>:pre        (ticket id scored by arrival number)
-  KEYS[4] line zset       <p>:{s}:room:<id>:line       (ticket id scored by admission order)
-  KEYS[5] admitted zset   <p>:{s}:room:<id>:admitted   (ticket id scored by admission expiry ms)
-  KEYS[6] tickets hash    <p>:{s}:room:<id>:tickets    (ticket id -> record JSON)
-  KEYS[7] users hash      <p>:{s}:room:<id>:users      (user id -> ticket id)
-  ARGV[1] user id   ARGV[2] new ticket id (random hex)   ARGV[3] its secret (random hex)
-  Returns { 'joined', <ticket id>, <1 when the pre-queue awaits its draw, else 0> } | { 'existing', <ticket id> }
-        | { 'sold_out' } | { 'ended' } | { 'not_found' } | { 'no_room' } | { 'corrupt', 'stock' }
-]]
+-- room_join: a user takes a ticket in a stock's waiting room (one per user per stock).
+-- Before startsAt the ticket joins the pre-queue (drawn at the start); after it, the back of the line.
+-- A join after the start may admit at once (free units, empty line) and reveals an empty draw.
+-- KEYS[1] stock hash      <p>:{s}:stock:<id>
+-- KEYS[2] room hash       <p>:{s}:room:<id>
+-- KEYS[3] pre-queue zset  <p>:{s}:room:<id>:pre        (ticket id scored by arrival number)
+-- KEYS[4] line zset       <p>:{s}:room:<id>:line       (ticket id scored by admission order)
+-- KEYS[5] admitted zset   <p>:{s}:room:<id>:admitted   (ticket id scored by admission expiry ms)
+-- KEYS[6] tickets hash    <p>:{s}:room:<id>:tickets    (ticket id -> record JSON)
+-- KEYS[7] users hash      <p>:{s}:room:<id>:users      (user id -> ticket id)
+-- ARGV[1] user id   ARGV[2] new ticket id (random hex)   ARGV[3] its secret (random hex)
+-- Returns { 'joined', <ticket id>, <1 when the pre-queue awaits its draw, else 0> } | { 'existing', <ticket id> }
+--       | { 'sold_out' } | { 'ended' } | { 'not_found' } | { 'no_room' } | { 'corrupt', 'stock' }
 local user_id, ticket_id, secret = ARGV[1], ARGV[2], ARGV[3]
 local s = redis.call('HMGET', KEYS[1], 'available', 'held', 'startsAt', 'endsAt', 'keepUntil', 'roomTtl')
 if not s[1] then return { 'not_found' } end

@@ -1,18 +1,16 @@
---[[
-  room_status: one user's ticket, as the poll answers it. Read only: polls never write.
-  An admission past its TTL reads as expired before the expirer's sweep records it; a waiting
-  ticket reads as sold_out once nothing can come back (no unit left and no live hold, or the end).
-  KEYS[1] stock hash      <p>:{s}:stock:<id>
-  KEYS[2] room hash       <p>:{s}:room:<id>
-  KEYS[3] pre-queue zset  <p>:{s}:room:<id>:pre
-  KEYS[4] line zset       <p>:{s}:room:<id>:line
-  KEYS[5] tickets hash    <p>:{s}:room:<id>:tickets
-  KEYS[6] users hash      <p>:{s}:room:<id>:users
-  ARGV[1] user id
-  Returns { 'none' } (no ticket, or no such room) | { 'corrupt', 'ticket' }
-        | { <state>, <ticket id>, <position>, <admission token or ''>, <now ms>, <startsAt ms>,
-            <admissions so far>, <first admission ms or ''>, <free units>, <admission ttl s> }
-]]
+-- room_status: one user's ticket, as the poll answers it. Read only: polls never write.
+-- An admission past its TTL reads as expired before the expirer's sweep records it; a waiting
+-- ticket reads as sold_out once nothing can come back (no unit left and no live hold, or the end).
+-- KEYS[1] stock hash      <p>:{s}:stock:<id>
+-- KEYS[2] room hash       <p>:{s}:room:<id>
+-- KEYS[3] pre-queue zset  <p>:{s}:room:<id>:pre
+-- KEYS[4] line zset       <p>:{s}:room:<id>:line
+-- KEYS[5] tickets hash    <p>:{s}:room:<id>:tickets
+-- KEYS[6] users hash      <p>:{s}:room:<id>:users
+-- ARGV[1] user id
+-- Returns { 'none' } (no ticket, or no such room) | { 'corrupt', 'ticket' }
+--       | { <state>, <ticket id>, <position>, <admission token or ''>, <now ms>, <startsAt ms>,
+--           <admissions so far>, <first admission ms or ''>, <free units>, <admission ttl s> }
 local ticket_id = redis.call('HGET', KEYS[6], ARGV[1])
 if not ticket_id then return { 'none' } end
 local raw = redis.call('HGET', KEYS[5], ticket_id)

@@ -1,13 +1,11 @@
---[[
-  room_summary: a room's public figures (GET /api/stocks/:id/queue), read in one atomic step. Read only.
-  KEYS[1] stock hash      <p>:{s}:stock:<id>
-  KEYS[2] room hash       <p>:{s}:room:<id>
-  KEYS[3] pre-queue zset  <p>:{s}:room:<id>:pre
-  KEYS[4] line zset       <p>:{s}:room:<id>:line
-  KEYS[5] admitted zset   <p>:{s}:room:<id>:admitted
-  Returns { 'none' } | { <commitment>, <seed, or '' until drawn>, <waiting>, <admitted>, <done>, <expired>,
-            <1 when closed (waiting tickets are sold_out)>, <admissions>, <waited ms sum>, <now ms> }
-]]
+-- room_summary: a room's public figures (GET /api/stocks/:id/queue), read in one atomic step. Read only.
+-- KEYS[1] stock hash      <p>:{s}:stock:<id>
+-- KEYS[2] room hash       <p>:{s}:room:<id>
+-- KEYS[3] pre-queue zset  <p>:{s}:room:<id>:pre
+-- KEYS[4] line zset       <p>:{s}:room:<id>:line
+-- KEYS[5] admitted zset   <p>:{s}:room:<id>:admitted
+-- Returns { 'none' } | { <commitment>, <seed, or '' until drawn>, <waiting>, <admitted>, <done>, <expired>,
+--           <1 when closed (waiting tickets are sold_out)>, <admissions>, <waited ms sum>, <now ms> }
 local r = redis.call('HMGET', KEYS[2], 'commitment', 'seed', 'drawn', 'done', 'expired', 'admissions', 'waitedMs')
 if not r[1] then return { 'none' } end
 local s = redis.call('HMGET', KEYS[1], 'available', 'held', 'endsAt')

@@ -1,21 +1,19 @@
---[[
-  room_sweep: the expirer's step for one room, every tick. Ends admissions unused for their TTL and
-  gives their units to the next tickets; reveals an empty draw at the start (a non-empty one needs
-  SHA-256: the answer draw_due sends the expirer to room_draw.lua); forgets a room that is over.
-  KEYS[1] stock hash      <p>:{s}:stock:<id>
-  KEYS[2] room hash       <p>:{s}:room:<id>
-  KEYS[3] pre-queue zset  <p>:{s}:room:<id>:pre
-  KEYS[4] line zset       <p>:{s}:room:<id>:line
-  KEYS[5] admitted zset   <p>:{s}:room:<id>:admitted
-  KEYS[6] tickets hash    <p>:{s}:room:<id>:tickets
-  KEYS[7] users hash      <p>:{s}:room:<id>:users
-  KEYS[8] draw list       <p>:{s}:room:<id>:draw
-  KEYS[9] shard rooms set <p>:{s}:rooms                 (stock ids whose rooms the expirer sweeps)
-  ARGV[1] stock id   ARGV[2] most admissions to expire (integer >= 1)
-  Returns { 'swept', <expired>, <admitted> } | { 'draw_due' } | { 'before_start' }
-        | { 'finished', <expired>, <admitted> } (removed from the rooms set) | { 'gone' } (stock deleted: room deleted too)
-        | { 'invalid', <argument> }
-]]
+-- room_sweep: the expirer's step for one room, every tick. Ends admissions unused for their TTL and
+-- gives their units to the next tickets; reveals an empty draw at the start (a non-empty one needs
+-- SHA-256: the answer draw_due sends the expirer to room_draw.lua); forgets a room that is over.
+-- KEYS[1] stock hash      <p>:{s}:stock:<id>
+-- KEYS[2] room hash       <p>:{s}:room:<id>
+-- KEYS[3] pre-queue zset  <p>:{s}:room:<id>:pre
+-- KEYS[4] line zset       <p>:{s}:room:<id>:line
+-- KEYS[5] admitted zset   <p>:{s}:room:<id>:admitted
+-- KEYS[6] tickets hash    <p>:{s}:room:<id>:tickets
+-- KEYS[7] users hash      <p>:{s}:room:<id>:users
+-- KEYS[8] draw list       <p>:{s}:room:<id>:draw
+-- KEYS[9] shard rooms set <p>:{s}:rooms                 (stock ids whose rooms the expirer sweeps)
+-- ARGV[1] stock id   ARGV[2] most admissions to expire (integer >= 1)
+-- Returns { 'swept', <expired>, <admitted> } | { 'draw_due' } | { 'before_start' }
+--       | { 'finished', <expired>, <admitted> } (removed from the rooms set) | { 'gone' } (stock deleted: room deleted too)
+--       | { 'invalid', <argument> }
 local stock_id, max_expire = ARGV[1], tonumber(ARGV[2])
 if not max_expire or max_expire < 1 then return { 'invalid', 'maxExpire' } end
 local s = redis.call('HMGET', KEYS[1], 'available', 'held', 'startsAt', 'endsAt')

@@ -1,39 +1,37 @@
---[[
-  snapshot: repairs a stock's read side from Redis truth (`bun run repair <stockId>`). Appends a
-  StockSnapshot event with the whole stock as Redis has it (static fields, counters and the ids of
-  its live holds) at a version above every version anything downstream has seen, so every
-  version-guarded read model (PostgreSQL, Elasticsearch, any future one) takes it like any newer
-  event and its next events follow it.
-  Why a jump and not "applied unconditionally": Elasticsearch's external versioning cannot move a
-  document's version back, and a read model that drifted holds versions Redis never had (e.g. events
-  of writes a failover forgot). Versions between the old one and the snapshot's are skipped for good;
-  the verifier treats the latest snapshot as the stock's new baseline.
-  Why `liveHolds`: an order a forgotten StockAllocated created downstream stays 'held' for ever (Redis
-  never had that hold, so no expiry or purchase will end it). With the live holds as Redis has them,
-  a read model ends every hold of the stock placed before the snapshot that is not in the list
-  (projector-postgres marks it 'voided'). The list comes from the shard's due-holds zset, which holds
-  exactly the live holds (allocate adds, purchase/cancel/expire remove); the hold hash says whose.
-  Bounds (ARGV[5], ARGV[6]; the caller passes shared/verify/repair.ts's defaults), checked before the
-  first write (nothing is written when refused; the operator retries once holds have drained):
-  - live holds of the stock, default 10,000 (MAX_SNAPSHOT_LIVE_HOLDS, also the event schema's limit):
-    an allocation id is at most 42 characters, 45 bytes in the JSON array, so 10,000 make ~450 KB, half
-    of the relay's per-send cap MAX_SEND_BYTES (900 KB, shared/kafka/producer.ts), itself under Kafka's
-    default message.max.bytes (~1 MiB per record batch; the relay dead-letters an event over its cap).
-  - entries in the shard's due set, default 50,000: the scan is atomic (a hold placed between two
-    partial scans would be missed, then wrongly voided), so it blocks the shard's master while it runs;
-    50,000 entries took 124-190 ms on this 2-core machine under load.
-  The hold hashes are read by name (<hold key prefix><allocation id>): same hash tag as KEYS[3], so
-  the same slot, which Redis Cluster allows a script to read without declaring each key.
-  KEYS[1] stock hash          <p>:{s}:stock:<id>
-  KEYS[2] shard outbox stream <p>:{s}:outbox
-  KEYS[3] shard due-holds zset <p>:{s}:holds:due   (allocationId scored by expiry ms; live holds only)
-  ARGV[1] stock id   ARGV[2] event id (UUIDv7)
-  ARGV[3] the highest version seen downstream (Kafka, read models); 0 if none is higher than Redis
-  ARGV[4] hold key prefix     <p>:{s}:hold:        (a hold's key is this followed by its allocation id)
-  ARGV[5] most live holds of the stock to list   ARGV[6] most entries of the due set to scan
-  Returns { 'ok', <new version>, <previous version>, <live holds> } | { 'not_found' } | { 'invalid', <field> }
-        | { 'too_many_holds', <count>, 'stock' | 'shard' }
-]]
+-- snapshot: repairs a stock's read side from Redis truth (`bun run repair <stockId>`). Appends a
+-- StockSnapshot event with the whole stock as Redis has it (static fields, counters and the ids of
+-- its live holds) at a version above every version anything downstream has seen, so every
+-- version-guarded read model (PostgreSQL, Elasticsearch, any future one) takes it like any newer
+-- event and its next events follow it.
+-- Why a jump and not "applied unconditionally": Elasticsearch's external versioning cannot move a
+-- document's version back, and a read model that drifted holds versions Redis never had (e.g. events
+-- of writes a failover forgot). Versions between the old one and the snapshot's are skipped for good;
+-- the verifier treats the latest snapshot as the stock's new baseline.
+-- Why `liveHolds`: an order a forgotten StockAllocated created downstream stays 'held' for ever (Redis
+-- never had that hold, so no expiry or purchase will end it). With the live holds as Redis has them,
+-- a read model ends every hold of the stock placed before the snapshot that is not in the list
+-- (projector-postgres marks it 'voided'). The list comes from the shard's due-holds zset, which holds
+-- exactly the live holds (allocate adds, purchase/cancel/expire remove); the hold hash says whose.
+-- Bounds (ARGV[5], ARGV[6]; the caller passes shared/verify/repair.ts's defaults), checked before the
+-- first write (nothing is written when refused; the operator retries once holds have drained):
+-- - live holds of the stock, default 10,000 (MAX_SNAPSHOT_LIVE_HOLDS, also the event schema's limit):
+--   an allocation id is at most 42 characters, 45 bytes in the JSON array, so 10,000 make ~450 KB, half
+--   of the relay's per-send cap MAX_SEND_BYTES (900 KB, shared/kafka/producer.ts), itself under Kafka's
+--   default message.max.bytes (~1 MiB per record batch; the relay dead-letters an event over its cap).
+-- - entries in the shard's due set, default 50,000: the scan is atomic (a hold placed between two
+--   partial scans would be missed, then wrongly voided), so it blocks the shard's master while it runs;
+--   50,000 entries took 124-190 ms on this 2-core machine under load.
+-- The hold hashes are read by name (<hold key prefix><allocation id>): same hash tag as KEYS[3], so
+-- the same slot, which Redis Cluster allows a script to read without declaring each key.
+-- KEYS[1] stock hash          <p>:{s}:stock:<id>
+-- KEYS[2] shard outbox stream <p>:{s}:outbox
+-- KEYS[3] shard due-holds zset <p>:{s}:holds:due   (allocationId scored by expiry ms; live holds only)
+-- ARGV[1] stock id   ARGV[2] event id (UUIDv7)
+-- ARGV[3] the highest version seen downstream (Kafka, read models); 0 if none is higher than Redis
+-- ARGV[4] hold key prefix     <p>:{s}:hold:        (a hold's key is this followed by its allocation id)
+-- ARGV[5] most live holds of the stock to list   ARGV[6] most entries of the due set to scan
+-- Returns { 'ok', <new version>, <previous version>, <live holds> } | { 'not_found' } | { 'invalid', <field> }
+--       | { 'too_many_holds', <count>, 'stock' | 'shard' }
 local stock_id, event_id, hold_prefix = ARGV[1], ARGV[2], ARGV[4]
 local seen = tonumber(ARGV[3])
 local max_live, max_due = tonumber(ARGV[5]), tonumber(ARGV[6])
