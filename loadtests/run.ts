@@ -77,8 +77,12 @@ function plan(scenario: Scenario, prefix: string, o: { stocks: number; holdSecon
     case "queue": {
       // The queue stock is created by loadtests/queue-run.ts just before k6 starts (its startsAt closes the pre-queue).
       const buyers = o.buyers ?? 50_000;
-      const room = { enabled: true as const, admissionTtlSeconds: 60 };
-      const base = { price: 19_900, perUserLimit: 1, holdSeconds: o.holdSeconds, waitingRoom: room };
+      // Every buyer polls once after the start to learn its place, and the ones the draw admitted are
+      // among them at random: their admission must outlast that first round of polls, which takes
+      // buyers / ~250 s on the shared 2-core machine (60 s, the default, up to 15,000 buyers; 210 s for 50,000).
+      const room = { enabled: true as const, admissionTtlSeconds: Math.max(60, Math.ceil(buyers / 250 / 30) * 30) };
+      // Buyers buy or cancel at once; a hold whose purchase never arrived (the client gave up) comes back within a minute.
+      const base = { price: 19_900, perUserLimit: 1, holdSeconds: Math.min(o.holdSeconds, 60), waitingRoom: room };
       return {
         stocks: [
           { ...base, id: `${prefix}-queued`, name: "Queued drop", description: "sold through the waiting room", quantity: o.units ?? 1000, createdLater: true },
@@ -276,7 +280,7 @@ async function main(): Promise<number> {
     }
     const report = await verify(options);
     if (scenario === "queue") {
-      const room = await verifyQueue(redis, prefix, stocks[0]!, k6.summary);
+      const room = await verifyQueue(redis, prefix, stocks[0]!, k6.summary, Number(k6Env.START_AT));
       console.log(room.lines.join("\n"));
       if (room.breaches.length > 0) report.ok = false;
     }

@@ -157,6 +157,25 @@ describe("with the projectors running", () => {
     }
   }, 30_000);
 
+  test("projector-postgres notifies each committed batch: a waiter with no backstop read is woken by it", async () => {
+    const own = createReadConsistency({ sql: p.readerSql, es: p.readerEs, esAlias: p.alias, logger: testLogger, postgresBackstopMs: 600_000 });
+    try {
+      const { id: stockId } = await createStock("Notified needle", 50);
+      await own.postgres.waitFor({ stockId, version: 1 }, 5_000); // the LISTEN is up (opened by the first wait)
+      const readsBefore = own.postgresProgress.reads;
+      const results: boolean[] = [];
+      for (let i = 0; i < 10; i++) {
+        const { token } = await allocate(stockId, uniqueName("rywn"));
+        results.push(await own.postgres.waitFor(decodeConsistencyToken(token)!, 5_000));
+      }
+      expect(results.every(Boolean)).toBe(true);
+      // At most the first check of each wait: the answers came from the projector's notifications.
+      expect(own.postgresProgress.reads - readsBefore).toBeLessThanOrEqual(10);
+    } finally {
+      await own.close();
+    }
+  }, 90_000);
+
   test("without a token, reads are as before (no consistency headers)", async () => {
     const { res } = await history("nobody");
     expect(res.status).toBe(200);

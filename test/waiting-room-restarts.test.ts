@@ -9,13 +9,11 @@ import { afterAll, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
 import { mintUserToken } from "../shared/dev/token.ts";
 import { createKeyLayout } from "../shared/domain/keys.ts";
-import type { TicketView } from "../shared/domain/room.ts";
 import { freePort, uniqueName } from "../shared/dev/env.ts";
 import { createRedis, deleteKeysByPrefix } from "../shared/redis/client.ts";
-import { checkRoom } from "../shared/verify/room.ts";
-import { describeEachRedis, TEST_ADMIN_TOKEN, TEST_JWT_SECRET } from "./support/api.ts";
-import { readCounters, readOutbox } from "./support/invariants.ts";
+import { describeEachRedis, TEST_JWT_SECRET } from "./support/api.ts";
 import { killChild, serviceProcesses } from "./support/processes.ts";
+import { roomSale, saleEnv, waitReady } from "./support/room-sale.ts";
 
 const SHARDS = 8;
 const UNITS = 15;
@@ -27,17 +25,7 @@ describeEachRedis((target) => {
   const base = `http://127.0.0.1:${port}`;
   const redis = createRedis(target.target);
   const keys = createKeyLayout(prefix, SHARDS);
-  const env = () => ({
-    REDIS_URL: target.target.REDIS_URL,
-    ...(target.target.REDIS_CLUSTER_NODES ? { REDIS_CLUSTER_NODES: target.target.REDIS_CLUSTER_NODES.map((n) => `${n.host}:${n.port}`).join(",") } : {}),
-    REDIS_KEY_PREFIX: prefix,
-    OUTBOX_SHARDS: String(SHARDS),
-    PORT: String(port),
-    ADMIN_TOKEN: TEST_ADMIN_TOKEN,
-    JWT_SECRET: TEST_JWT_SECRET,
-    RATE_LIMIT_IP: "off",
-    EXPIRER_INTERVAL_MS: "100",
-  });
+  const env = () => saleEnv(target.target, { prefix, port, shards: SHARDS });
   const apis = serviceProcesses("api", env);
   const expirers = serviceProcesses("expirer", env);
   afterAll(async () => {
@@ -45,69 +33,19 @@ describeEachRedis((target) => {
     await redis.quit();
   });
 
-  const ready = async (url: string) => {
-    for (let i = 0; i < 300; i++) {
-      if (await fetch(url).then((r) => r.ok, () => false)) return;
-      await Bun.sleep(50);
-    }
-    throw new Error(`${url} never ready`);
-  };
-  /** A request that waits out the api being down (connection refused, or 503 while it starts). */
-  const send = async (path: string, init: RequestInit): Promise<Response> => {
-    const deadline = Date.now() + 30_000;
-    while (Date.now() < deadline) {
-      const res = await fetch(`${base}${path}`, init).catch(() => null);
-      if (res && res.status !== 503) return res;
-      await Bun.sleep(50);
-    }
-    throw new Error(`${path}: the api did not answer for 30 s`);
-  };
+  const sale = roomSale(base);
 
   test("kill -9 of the api and of the expirer mid-sale: no ticket lost or doubled, every unit sold through an admission", async () => {
     let api: Subprocess = apis.start();
     let expirer: Subprocess = expirers.start();
-    await ready(`${base}/readyz`);
-    await ready(`http://127.0.0.1:${expirers.adminPort}/readyz`);
+    await waitReady(`${base}/readyz`);
+    await waitReady(`http://127.0.0.1:${expirers.adminPort}/readyz`);
     const startsAt = Date.now() + 2_000;
-    const created = await send("/api/stocks", {
-      method: "POST",
-      headers: { Authorization: `Bearer ${TEST_ADMIN_TOKEN}`, "Content-Type": "application/json" },
-      body: JSON.stringify({ id: "drop", name: "Drop", price: 100, quantity: UNITS, perUserLimit: 1, holdSeconds: 2, startsAt: new Date(startsAt).toISOString(), waitingRoom: { enabled: true, admissionTtlSeconds: 5 } }),
-    });
-    expect(created.status).toBe(201);
+    await sale.createStock({ id: "drop", name: "Drop", price: 100, quantity: UNITS, perUserLimit: 1, holdSeconds: 2, startsAt: new Date(startsAt).toISOString(), waitingRoom: { enabled: true, admissionTtlSeconds: 5 } });
     const auth = await Promise.all(Array.from({ length: BUYERS }, async (_, i) => ({ Authorization: `Bearer ${await mintUserToken(`r${i}`, TEST_JWT_SECRET)}` })));
-    const tickets = await Promise.all(
-      auth.map(async (headers) => ((await (await send("/api/stocks/drop/queue", { method: "POST", headers })).json()) as TicketView).ticketId),
-    );
-    expect(new Set(tickets).size).toBe(BUYERS);
-
+    const tickets = await Promise.all(auth.map((headers, i) => sale.join("drop", i, headers)));
     // Buyers: poll; once admitted, a quarter let the admission expire, a quarter let the hold expire, the rest buy.
-    const finals: string[] = new Array(BUYERS);
-    const seen: string[] = new Array(BUYERS);
-    let allocations = 0;
-    const buyers = auth.map(async (headers, i) => {
-      let ignored = false;
-      for (const deadline = Date.now() + 60_000; Date.now() < deadline; ) {
-        const res = await send("/api/stocks/drop/queue/me", { headers });
-        const t = (await res.json()) as TicketView;
-        seen[i] = t.ticketId;
-        if (t.state === "admitted" && !ignored) {
-          if (i % 4 === 0) ignored = true;
-          else {
-            const held = await send("/api/stocks/drop/allocate", { method: "POST", headers: { ...headers, "Admission-Token": t.admissionToken!, "Idempotency-Key": `r${i}` } });
-            expect(held.status).toBe(201);
-            allocations++;
-            const { allocationId } = (await held.json()) as { allocationId: string };
-            if (i % 4 !== 1) expect((await send(`/api/allocations/${allocationId}/purchase`, { method: "POST", headers })).status).toBe(200);
-          }
-        } else if (t.state !== "waiting" && t.state !== "admitted") {
-          finals[i] = t.state;
-          return;
-        }
-        await Bun.sleep(100);
-      }
-      throw new Error(`buyer ${i} still waiting after 60 s`);
-    });
+    const buyers = auth.map((headers, i) => sale.buy("drop", i, headers));
 
     // The crashes: the expirer dies before the start (the draw waits for its restart), the api in the middle, the expirer again.
     const restarts: string[] = [];
@@ -115,34 +53,26 @@ describeEachRedis((target) => {
       await killChild(expirer);
       await Bun.sleep(Math.max(0, startsAt - Date.now()) + 1_000);
       expirer = expirers.start();
-      await ready(`http://127.0.0.1:${expirers.adminPort}/readyz`);
+      await waitReady(`http://127.0.0.1:${expirers.adminPort}/readyz`);
       restarts.push(`expirer back ${Date.now() - startsAt} ms after the start`);
       await Bun.sleep(1_500);
       await killChild(api);
       await Bun.sleep(500);
       api = apis.start();
-      await ready(`${base}/readyz`);
+      await waitReady(`${base}/readyz`);
       restarts.push(`api back ${Date.now() - startsAt} ms after the start`);
       await Bun.sleep(1_500);
       await killChild(expirer);
       await Bun.sleep(1_000);
       expirer = expirers.start();
-      await ready(`http://127.0.0.1:${expirers.adminPort}/readyz`);
+      await waitReady(`http://127.0.0.1:${expirers.adminPort}/readyz`);
       restarts.push(`expirer back again ${Date.now() - startsAt} ms after the start`);
     })();
     await Promise.all([crashes, ...buyers]);
-    console.log(`[room-restarts] ${target.name}: ${restarts.join("; ")}; ${allocations} allocations; finals ${JSON.stringify(Object.fromEntries(Object.entries(Object.groupBy(finals, (s) => s)).map(([k, v]) => [k, v?.length])))}`);
+    console.log(`[room-restarts] ${target.name}: ${restarts.join("; ")}; ${sale.told.allocations.length} allocations; finals ${JSON.stringify(sale.finalsCounted())}`);
 
-    expect(seen).toEqual(tickets); // nobody's ticket changed: none lost, none re-issued
-    const check = await checkRoom(redis, keys, "drop");
-    expect(check.breaches).toEqual([]);
-    expect(check.tickets).toBe(BUYERS);
-    expect(await readCounters(redis, keys, "drop")).toMatchObject({ total: UNITS, available: 0, held: 0, sold: UNITS });
-    const allocated = (await readOutbox(redis, keys)).filter((e) => e.aggregateId === "drop" && e.eventType === "StockAllocated");
-    expect(allocated.length).toBe(check.byState.done!);
-    expect(allocated.length).toBe(allocations);
-    expect(finals.every((s) => s === "done" || s === "expired" || s === "sold_out")).toBe(true);
-    const draw = (await (await send("/api/stocks/drop/queue/draw", {})).json()) as { tickets: string[] };
+    await sale.expectNothingLostOrDoubled(redis, keys, "drop", UNITS, BUYERS);
+    const draw = (await (await sale.send("/api/stocks/drop/queue/draw")).json()) as { tickets: string[] };
     expect([...draw.tickets].sort()).toEqual([...tickets].sort());
   }, 90_000);
 });

@@ -211,9 +211,10 @@ describeEachRedis((target) => {
       }
       // Units held: the others wait, with their positions.
       const waiting = buyers.filter((b) => !admitted.includes(b));
-      expect((await room.poll(id, waiting[0]!)).state).toBe("waiting");
+      expect(await room.poll(id, waiting[0]!)).toMatchObject({ state: "waiting", position: 1 });
       await api.request("POST", `/api/allocations/${holds[0]}/purchase`, { headers: admitted[0]!.headers });
-      expect((await room.poll(id, waiting.at(-1)!)).state).toBe("waiting");
+      // One unit sold, one still held (it may come back): everyone keeps waiting, in place.
+      expect(await room.poll(id, waiting.at(-1)!)).toMatchObject({ state: "waiting", position: waiting.length });
       await api.request("POST", `/api/allocations/${holds[1]}/purchase`, { headers: admitted[1]!.headers });
       const purchasedAt = performance.now();
       const states = await Promise.all(waiting.map((b) => room.poll(id, b)));
@@ -271,6 +272,30 @@ describeEachRedis((target) => {
         await expirer.stop();
       }
       await room.expectSound(id);
+    });
+
+    test("a returned unit admits the next in the same step: a cancelled hold (cancel.lua), an admission used for fewer units than it was given (allocate.lua)", async () => {
+      // No expirer runs: whatever is admitted here was admitted by the script that gave the unit back.
+      const id = await room.createRoomStock({ quantity: 3, perUserLimit: 2 });
+      const [first, second, third, fourth] = await room.buyers(4, "ret");
+      for (const b of [first, second, third, fourth]) await room.join(id, b!);
+      // 3 units, limit 2: the first is admitted for 2 units, the second for the last 1; the others wait.
+      const tokens = [await room.poll(id, first!), await room.poll(id, second!)].map((t) => t.admissionToken);
+      expect(tokens.every((t) => t !== undefined)).toBe(true);
+      expect(await room.poll(id, third!)).toMatchObject({ state: "waiting", position: 1 });
+      // The first takes 1 of its 2 units: the other one admits the third at once.
+      expect((await room.allocate(id, first!, tokens[0], {}, 1)).status).toBe(201);
+      expect((await room.poll(id, third!)).state).toBe("admitted");
+      expect(await room.poll(id, fourth!)).toMatchObject({ state: "waiting", position: 1 });
+      await room.expectSound(id);
+      // The second takes its unit and cancels the hold: the unit admits the fourth at once.
+      const held = await room.allocate(id, second!, tokens[1]);
+      expect(held.status).toBe(201);
+      expect(await room.poll(id, fourth!)).toMatchObject({ state: "waiting", position: 1 });
+      expect((await api.request("POST", `/api/allocations/${held.body.allocationId}/cancel`, { headers: second!.headers })).status).toBe(200);
+      expect((await room.poll(id, fourth!)).state).toBe("admitted");
+      const check = await room.expectSound(id);
+      expect(check.byState).toMatchObject({ done: 2, admitted: 2 });
     });
 
     test("200 buyers after the start, 20 units, buyers cancel at random: invariants hold at every step, 20 sold", async () => {

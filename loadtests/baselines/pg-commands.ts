@@ -25,6 +25,7 @@ import type postgres from "postgres";
 import { DomainError } from "../../shared/domain/errors.ts";
 import { createKeyLayout } from "../../shared/domain/keys.ts";
 import type { AllocateInput, AllocateResult, CreateStockInput, StockCommands } from "../../shared/redis/commands.ts";
+import { FAST } from "../../shared/redis/durability.ts";
 import { stockStatus, type AllocationView, type StockView } from "../../shared/domain/views.ts";
 
 export type PgMode = "tx" | "fn";
@@ -222,6 +223,8 @@ export function createPgStockCommands(sql: postgres.Sql, mode: PgMode): StockCom
 
   return {
     keys: createKeyLayout("pg", 1),
+    // PostgreSQL commits before it answers: no barrier after.
+    durability: FAST,
 
     async createStock(input: CreateStockInput): Promise<StockView> {
       const [row] = await sql<StockRow[]>`

@@ -46,6 +46,19 @@ export const unexpected = new Counter("unexpected");
 const trendStats = ["avg", "min", "med", "p(90)", "p(95)", "p(99)", "max"];
 export const SUMMARY_TREND_STATS = trendStats;
 
+/**
+ * Tries again after a "connection reset" (status 0) on a keep-alive connection the server closed when
+ * idle (Bun closes them after 10 s, k6 keeps them longer): safe for reads and idempotent writes only.
+ */
+export const LOST_RETRIES = 3;
+
+/** GET that is sent again (up to LOST_RETRIES times) after a connection reset. */
+export function getRetryingLost(url, params) {
+  let res = http.get(url, params);
+  for (let n = 0; res.status === 0 && n < LOST_RETRIES; n++) res = http.get(url, params);
+  return res;
+}
+
 /** Headers of a user's JSON request. */
 export function userHeaders(token, extra) {
   return Object.assign({ Authorization: `Bearer ${token}`, "Content-Type": "application/json" }, extra || {});
@@ -77,9 +90,13 @@ export function allocate(stockId, token, options) {
   let res = send();
   // A keep-alive connection the server closed while this VU slept answers "connection reset" (status
   // 0); with an Idempotency-Key the request is safe to send again (the replay answers the same hold,
-  // which this client then sees for the first time: counted as granted).
-  const retried = res.status === 0 && opts.idempotencyKey && opts.retryLost;
-  if (retried) res = send();
+  // which this client then sees for the first time: counted as granted). A VU with many idle
+  // connections (http.batch) may meet several closed ones in a row: up to LOST_RETRIES more tries.
+  let retried = false;
+  for (let n = 0; res.status === 0 && opts.idempotencyKey && opts.retryLost && n < LOST_RETRIES; n++) {
+    retried = true;
+    res = send();
+  }
   if (res.status >= 500 || res.status === 0) serverErrors.add(1, { status: String(res.status) });
   let code;
   let expected = false;
@@ -113,8 +130,9 @@ export function changeHold(action, view, token) {
     });
   let res = send();
   // Purchase and cancel are safe to repeat (a second one answers the hold as it is): a keep-alive
-  // connection closed under the VU (status 0) is worth one more try.
-  if (res.status === 0) res = send();
+  // connection closed under the VU (status 0) is worth a few more tries (a lost purchase leaves the
+  // hold to expire, and the sale waits for it).
+  for (let n = 0; res.status === 0 && n < LOST_RETRIES; n++) res = send();
   if (res.status >= 500 || res.status === 0) serverErrors.add(1, { status: String(res.status) });
   const code = res.status === 409 ? errorCode(res) : undefined;
   // 409 hold_expired / hold_not_active can happen legitimately when a short hold expired first.

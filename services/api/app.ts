@@ -166,7 +166,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   if (deps.webhookRoutes) app.route("/api", deps.webhookRoutes);
   app.route("/api", stockRoutes(deps.commands));
   app.route("/api", allocateRoutes(createAllocator(deps.commands, deps.redis, deps.refusals), metrics));
-  const rooms = createRoomCommands(deps.redis, deps.commands.keys);
+  const rooms = createRoomCommands(deps.redis, deps.commands.keys, deps.commands.durability);
   registerRoomMetrics(deps.registry, rooms, deps.commands.keys);
   app.route("/api", queueRoutes(rooms, metrics));
   app.route("/api", allocationRoutes(deps.commands));

@@ -50,6 +50,8 @@ type ExpireOutcome = "expired" | "not_due" | "not_active" | "stock_missing";
 
 export interface StockCommands {
   readonly keys: KeyLayout;
+  /** The barrier its writes pass (REDIS_DURABILITY), for the other commands the api answers writes with (the waiting room's joins). */
+  readonly durability: Durability;
   createStock(input: CreateStockInput): Promise<StockView>;
   allocate(input: AllocateInput): Promise<AllocateResult>;
   purchase(input: HoldChangeInput): Promise<HoldChangeResult>;
@@ -150,6 +152,7 @@ export function createStockCommands(redis: RedisClient, keys: KeyLayout, options
 
   return {
     keys,
+    durability,
 
     async createStock(input) {
       const stockId = input.id ?? Bun.randomUUIDv7();

@@ -9,6 +9,7 @@ import type { KeyLayout } from "../domain/keys.ts";
 import { drawOrder, estimateWaitSeconds, type DrawView, type RoomView, type TicketState, type TicketView } from "../domain/room.ts";
 import { retryUnexecuted, type RedisClient } from "./client.ts";
 import { roomDrawCall, roomJoinCall, roomStatusCall, roomSummaryCall, roomSweepCall } from "./calls.ts";
+import { FAST, type Durability } from "./durability.ts";
 import { runScript, type ScriptCall } from "./scripts.ts";
 
 interface JoinResult {
@@ -39,7 +40,12 @@ const noRoom = (stockId: string) => new DomainError("no_waiting_room", "this sto
 /** Ticket ids and their secrets: 128 random bits each, hex (the token is `<ticket id>.<secret>`). */
 const newTicketId = () => randomHex(16);
 
-export function createRoomCommands(redis: RedisClient, keys: KeyLayout): RoomCommands {
+/**
+ * `durability` (REDIS_DURABILITY, the api's): a join is answered only once its ticket passed the
+ * barrier, like an allocation, so a ticket a buyer was told of survives a failover (with `replica`).
+ * The expirer's writes need none: a lost sweep or draw is done again (the draw gives the same order).
+ */
+export function createRoomCommands(redis: RedisClient, keys: KeyLayout, durability: Durability = FAST): RoomCommands {
   const k = (stockId: string) => ({ stock: keys.stock(stockId), ...keys.room(stockId) });
   const run = (call: ScriptCall) => runScript(redis, call);
 
@@ -94,6 +100,8 @@ export function createRoomCommands(redis: RedisClient, keys: KeyLayout): RoomCom
         case "joined":
         case "existing": {
           if (reply[0] === "joined" && Number(reply[2]) === 1) await ensureDrawn(stockId);
+          // "existing" too: the ticket answered may be one whose own join has not passed the barrier yet.
+          await durability.afterWrite(keys.room(stockId).room);
           const ticket = await status(stockId, userId);
           if (!ticket) throw new Error(`room_join: ticket of ${userId} not found after joining`);
           return { ticket, created: reply[0] === "joined" };

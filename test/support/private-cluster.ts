@@ -3,7 +3,7 @@
  * one on 7000-7005): 3 masters + 3 replicas started by the operators' own route,
  * `bash scripts/stack.sh up redis-cluster`, in a temporary stack dir, so the tests cover that script
  * too (docs/stack.md). Port plan: redis-cluster-failover (and redis-cluster.test.ts's own `up`/`down`
- * checks, through runStack) use 7006-7011, relay-replicas 7100-7199.
+ * checks, through runStack) use 7006-7011, relay-replicas 7100-7199, waiting-room-failover 7200-7205.
  *
  * `up` returns once every node is ok and every replica's link is up; startPrivateCluster also waits until the
  * nodes' own view gives every master with slots its replica and every replica has its master's
