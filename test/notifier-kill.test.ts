@@ -62,8 +62,16 @@ test("kill -9 mid-delivery, restart: nothing lost, order kept, duplicates carry 
   expect(receiver.malformed).toEqual([]);
   expect(receiver.orderViolations).toEqual([]);
   const duplicates = receiver.duplicates();
-  const [log] = await fx.db.sql`SELECT count(*) FILTER (WHERE status = 'delivered')::int AS delivered FROM webhook_deliveries`;
-  expect(log!.delivered).toBe(events.length);
+  // A result is committed just after the receiver's 2xx (the stock's next version does not wait for it).
+  let delivered = 0;
+  await eventually(
+    async () => {
+      [{ delivered }] = (await fx.db.sql`SELECT count(*) FILTER (WHERE status = 'delivered')::int AS delivered FROM webhook_deliveries`) as unknown as [{ delivered: number }];
+      return delivered === events.length;
+    },
+    { timeoutMs: 10_000, intervalMs: 50, what: "every delivery recorded" },
+  );
+  expect(delivered).toBe(events.length);
 
   const admin = `http://127.0.0.1:${notifiers.adminPort}`;
   expect((await fetch(`${admin}/healthz`)).status).toBe(200);

@@ -93,9 +93,17 @@ test("every event arrives once per webhook-id, signature-valid, in version order
   expect(r.requests.length).toBe(events.length);
   expect(r.duplicates()).toBe(0);
 
-  const [log] = await fx.db.sql`
-    SELECT count(*)::int AS n, count(*) FILTER (WHERE status = 'delivered' AND attempts = 1 AND last_status = 200)::int AS ok
-    FROM webhook_deliveries WHERE endpoint_id = 'config'`;
+  // A result is committed just after the receiver's 2xx (the stock's next version does not wait for it).
+  let log: { n: number; ok: number } | undefined;
+  await eventually(
+    async () => {
+      [log] = await fx.db.sql<{ n: number; ok: number }[]>`
+        SELECT count(*)::int AS n, count(*) FILTER (WHERE status = 'delivered' AND attempts = 1 AND last_status = 200)::int AS ok
+        FROM webhook_deliveries WHERE endpoint_id = 'config'`;
+      return log!.ok === events.length;
+    },
+    { timeoutMs: 10_000, intervalMs: 50, what: "every delivery recorded" },
+  );
   expect(log).toEqual({ n: events.length, ok: events.length });
 
   const metrics = await n.registry.metrics();

@@ -13,21 +13,19 @@
  * Every read is done by the loop, one at a time.
  *
  * Order: only a stock's head (its lowest pending version) is ever sent, and the stock stays "in
- * flight" until the receiver acknowledged it (then its next version may go while the result is being
- * committed: the commit is off the stock's path) or, for a failed attempt, until its retry time is
- * committed. So a receiver never gets a version while an earlier one is still being retried; the
- * stock's next version waits behind it, while other stocks
- * (up to `concurrency` requests at once) and other endpoints (their own loops) go on. The held head is
- * the true head: a stock enters the window only through a read of its lowest pending versions, and
- * later versions are appended only to a stock held in full (a stock's events are logged in version
- * order by one consumer at a time).
+ * flight" until the receiver acknowledged it (its next version may then go while the result is being
+ * committed) or, for a failed attempt, until its retry time is committed. So a receiver never gets a
+ * version while an earlier one is still being retried; other stocks (up to `concurrency` requests at
+ * once) and other endpoints (their own loops) go on. The held head is the true head: a stock enters
+ * the window only through a read of its lowest pending versions, and later versions are appended
+ * only to a stock held in full (its events are logged in version order by one consumer at a time).
  *
  * Crash safety: a send whose result was not committed is sent again after a restart, with the same
  * webhook-id (the event id), after any later version it let go: a duplicate of an acknowledged
  * version, never one out of order. Until committed, a delivered event stays `known`, so no read
- * brings it back. If recording fails (PostgreSQL down), results stay in memory and are
- * retried; their stocks stay in flight, so nothing is re-sent meanwhile and order holds. Nothing is
- * sent unless `mayDeliver()` (the delivery lease, lease.ts) holds right before the request.
+ * brings it back. If recording fails (PostgreSQL down), results stay in memory and are retried (a
+ * failed attempt's stock stays in flight). Nothing is sent unless `mayDeliver()` (the delivery
+ * lease, lease.ts) holds right before the request.
  */
 import type postgres from "postgres";
 import { backoffMs, sleep } from "../../shared/lifecycle.ts";
@@ -36,7 +34,7 @@ import type { Endpoint } from "../../shared/webhooks/endpoints.ts";
 import { eventBodiesRetrying, pendingPage, pendingPrefixes, recordAttempts, type AttemptRecord, type PendingDelivery } from "./delivery-log.ts";
 import type { NotifierMetrics } from "./metrics.ts";
 import { attemptRecord } from "./attempt.ts";
-import { insertByVersion, type StockQueue } from "./stock-queue.ts";
+import { insertByVersion, sleepUnlessWoken, type StockQueue } from "./stock-queue.ts";
 import type { RetrySchedule } from "./schedule.ts";
 import { sendWebhook, signedTarget, type SendOptions } from "./sender.ts";
 
@@ -110,6 +108,7 @@ export function startDispatcher(options: DispatcherOptions): Dispatcher {
   let offers = 0;
   let readStartedAtOffer = 0;
   const passedOver = new Map<string, number>();
+  const heldPassed = new Map<string, { item: PendingDelivery; at: number }[]>();
 
   const nudge = () => wake?.();
 
@@ -148,10 +147,14 @@ export function startDispatcher(options: DispatcherOptions): Dispatcher {
         if (list.length === 0) continue;
         stocks.set(stock, (queue = { items: [], complete: false }));
       }
+      // Offers passed over since this read began may be newer than its snapshot: if the read saw the
+      // whole rest of the stock, they are added (held stocks keep a few); otherwise, or if more were
+      // passed over, the stock is not complete (else the next version offered would go first).
+      const during = (heldPassed.get(stock) ?? []).filter((p) => p.at > readStartedAtOffer).map((p) => p.item);
+      heldPassed.delete(stock);
+      if (list.length < perStock) list.push(...during);
       for (const item of list) if (!known.has(item.eventId) && !completed.has(item.eventId)) insert(queue, item);
-      // Not complete if an offer of it was passed over since this read began: the read's snapshot may
-      // predate that offer's commit, and the next version offered would go first (an order violation).
-      queue.complete = list.length < perStock && (passedOver.get(stock) ?? 0) <= readStartedAtOffer;
+      queue.complete = list.length - during.length < perStock && (passedOver.get(stock) ?? 0) <= readStartedAtOffer;
       if (queue.complete) passedOver.delete(stock);
       refill.delete(stock);
       settle(stock);
@@ -166,6 +169,7 @@ export function startDispatcher(options: DispatcherOptions): Dispatcher {
       if (queue.complete) {
         stocks.delete(stock);
         waiting.delete(stock);
+        heldPassed.delete(stock);
       } else refill.add(stock);
       nudge();
       return;
@@ -185,7 +189,9 @@ export function startDispatcher(options: DispatcherOptions): Dispatcher {
         continue;
       }
       if (!queue.complete) {
-        passedOver.set(item.stockId, offers); // its next refill reads them
+        const passed = heldPassed.get(item.stockId) ?? [];
+        if (passed.length < PER_STOCK) heldPassed.set(item.stockId, [...passed, { item, at: offers }]);
+        else passedOver.set(item.stockId, offers); // its next refill reads them
         continue;
       }
       if (known.size >= MAX_HELD) {
@@ -369,15 +375,7 @@ export function startDispatcher(options: DispatcherOptions): Dispatcher {
       pump();
       // A refill waiting goes at once, unless the log could not be read (then the poll interval, at least).
       if (attempt > 0 || (refill.size === 0 && wanted.size === 0)) {
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(done, options.pollIntervalMs);
-          function done() {
-            clearTimeout(timer);
-            wake = null;
-            resolve();
-          }
-          wake = done;
-        });
+        await sleepUnlessWoken(options.pollIntervalMs, (w) => (wake = w));
       }
     }
   })();

@@ -1,4 +1,4 @@
-/** A stock's queue in a dispatcher's window (dispatcher.ts): its pending deliveries held in memory, by version. */
+/** A stock's queue in a dispatcher's window (dispatcher.ts): its pending deliveries held in memory, by version; the loop's wait. */
 import type { PendingDelivery } from "./delivery-log.ts";
 
 export interface StockQueue {
@@ -16,4 +16,17 @@ export function insertByVersion(queue: StockQueue, item: PendingDelivery, headIn
   while (at > 0 && items[at - 1]!.version > item.version) at--;
   if (at === 0 && headInFlight && items.length > 0) at = 1;
   items.splice(at, 0, item);
+}
+
+/** Waits `ms`, or less if the function handed to `setWake` is called first (it is cleared, null, when the wait ends). */
+export function sleepUnlessWoken(ms: number, setWake: (wake: (() => void) | null) => void): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      setWake(null);
+      resolve();
+    }
+    setWake(done);
+  });
 }

@@ -23,7 +23,7 @@ export interface ProjectorKafkaOptions {
   /** Partition batches in flight at once; they are merged into one store call (combine.ts). Default 16. */
   partitionsConsumedConcurrently?: number;
   /**
-   * Group members in this process (default 1; the projector binaries: PROJECTOR_CONSUMERS, 2), each with its own fetch loop over its share of the
+   * Group members in this process (default 1; the binaries: PROJECTOR_CONSUMERS), each with its own fetch loop over its share of the
    * partitions. kafkajs fetches, hands the batches over and waits for all of them before it fetches
    * again, so with one member the store idles while the next fetch is fetched, decoded and parsed,
    * and Kafka idles while the store writes. Two members take turns: one applies while the other
