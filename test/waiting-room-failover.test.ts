@@ -6,7 +6,8 @@
  * allocation only once a replica has it (WAIT 1). The replica takes over; the same processes carry on
  * by themselves. No ticket is lost or doubled: every buyer keeps the ticket it was given, the room's
  * invariants hold, every unit is sold through an admission, one StockAllocated per answered allocation.
- * The takeover is observed in CLUSTER NODES (the replica owns the slot), not from sleeps.
+ * The takeover is observed in CLUSTER NODES (the replica owns the slot), not from sleeps. First, the
+ * barrier itself: with the room's replica frozen, a join's answer waits until it resumes.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { mintUserToken } from "../shared/dev/token.ts";
@@ -39,6 +40,10 @@ beforeAll(async () => {
   cluster = await startPrivateCluster({ basePort: 7200 });
   redis = createRedis(cluster.target);
   redis.on("error", () => {}); // a killed node is expected here
+  apis.start();
+  expirers.start();
+  await waitReady(`${base}/readyz`);
+  await waitReady(`http://127.0.0.1:${expirers.adminPort}/readyz`);
 }, 90_000);
 
 afterAll(async () => {
@@ -46,11 +51,31 @@ afterAll(async () => {
   await cluster?.stop();
 });
 
+test("a join is answered only once the room's replica has the ticket: with the replica frozen (SIGSTOP) the answer waits for it", async () => {
+  const sale = roomSale(base);
+  await sale.createStock({ id: "barrier", name: "Barrier", price: 100, quantity: 5, perUserLimit: 1, waitingRoom: { enabled: true } });
+  const { replica } = await cluster.ownerOf(Number(await redis.call("CLUSTER", "KEYSLOT", keys.stock("barrier"))));
+  const headers = { Authorization: `Bearer ${await mintUserToken("barrier-0", TEST_JWT_SECRET)}` };
+  let answeredAt = 0;
+  cluster.freeze(replica!);
+  const frozenAt = Date.now();
+  const joined = fetch(`${base}/api/stocks/barrier/queue`, { method: "POST", headers }).then((res) => {
+    answeredAt = Date.now();
+    return res;
+  });
+  // Shorter than the barrier's timeout (1 s) and the cluster's node timeout (2 s): the join is still waiting.
+  await Bun.sleep(500);
+  const pendingWhileFrozen = answeredAt === 0;
+  const thawedAt = Date.now();
+  cluster.thaw(replica!);
+  const res = await joined;
+  console.log(`[room-failover] join with the replica frozen: answered ${answeredAt - frozenAt} ms after the freeze, ${answeredAt - thawedAt} ms after the thaw`);
+  expect(res.status).toBe(201);
+  expect(pendingWhileFrozen).toBe(true);
+  expect(answeredAt).toBeGreaterThanOrEqual(thawedAt);
+}, 30_000);
+
 test("kill -9 of the room's master mid-sale: the replica takes over, no ticket lost or doubled, every unit sold through an admission", async () => {
-  apis.start();
-  expirers.start();
-  await waitReady(`${base}/readyz`);
-  await waitReady(`http://127.0.0.1:${expirers.adminPort}/readyz`);
   const sale = roomSale(base);
   const slot = Number(await redis.call("CLUSTER", "KEYSLOT", keys.stock("drop")));
   const startsAt = Date.now() + 2_000;

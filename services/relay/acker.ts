@@ -1,7 +1,7 @@
 /**
  * After Kafka acknowledged a batch: dead letters, XACK and trimming, retried until Redis takes
- * them. Acks run one transaction's batches at a time (shards in parallel, each shard's in order),
- * overlapping the next read and send;
+ * them. Acks of up to three transactions run at once (shards in parallel, each shard's batches in
+ * order), overlapping the next read and send;
  * the relay waits for all of them (flush) before ownership changes and claims.
  *
  * Trimming also runs on its own for owned shards that went quiet with acknowledged entries possibly
@@ -22,9 +22,18 @@ import { heartbeatMs } from "./ownership.ts";
 import { compareIds, nextId, pairs, RELAY_GROUP } from "./stream.ts";
 import { DEAD_LETTER_MAX_LENGTH } from "../../shared/domain/policy.ts";
 
+/**
+ * How many transactions' acks may be under way at once. The relay sends the next transaction while
+ * earlier ones are acknowledged; it waits only when this many are still acking (an ack is one Redis
+ * round trip per shard, which on a loaded machine took longer than a whole Kafka transaction).
+ */
+const MAX_ACK_GROUPS_IN_FLIGHT = 3;
+
 export class Acker {
-  /** XACK + trim of the last sent batch (false once one failed for good, i.e. stopping with Redis down). */
+  /** Every ack and tidy enqueued so far, settled or not (false once one failed for good, i.e. stopping with Redis down). */
   private inFlight: Promise<boolean> = Promise.resolve(true);
+  /** The ack groups not yet waited for by the caller, oldest first. */
+  private readonly unawaited: Promise<boolean>[] = [];
   /**
    * Shards whose last trim may have left acknowledged entries behind (it stopped at a pending
    * entry, failed, or the shard was just acquired), with when that trim ran (0 = never). A trim that
@@ -50,30 +59,35 @@ export class Acker {
   }
 
   /**
-   * Queues the acks of batches Kafka has (one transaction's: any shards), behind the previous group,
-   * and returns the *previous* group's outcome: so the caller runs one transaction ahead, and stops
-   * (false) if an earlier ack gave up. Within a group the shards are acknowledged in parallel (one
-   * round trip each, pipelined), each shard's batches in order.
+   * Starts acknowledging batches Kafka has (one transaction's: any shards) at once, alongside the
+   * groups still under way, and returns when fewer than MAX_ACK_GROUPS_IN_FLIGHT are left: false if
+   * one of them gave up (the caller stops). Within a group the shards are acknowledged in parallel
+   * (one round trip each, pipelined), each shard's batches in order. Acks of different groups may
+   * land in any order: XACK is per entry, and trim() is safe whatever has been acknowledged.
    */
   enqueue(batches: readonly Batch[], startedAt: number): Promise<boolean> {
-    const previous = this.inFlight;
-    this.inFlight = previous.then(async (previousOk) => {
-      if (!previousOk) return false;
-      const ackStarted = performance.now();
-      const byShard = new Map<number, Batch[]>();
-      for (const b of batches) byShard.set(b.shard, [...(byShard.get(b.shard) ?? []), b]);
-      const results = await Promise.all(
-        [...byShard.values()].map(async (list) => {
-          for (const batch of list) if (!(await this.ackWithRetry(batch))) return false;
-          return true;
-        }),
-      );
-      if (results.includes(false)) return false;
-      this.ctx.metrics.stepSeconds.observe({ step: "ack" }, (performance.now() - ackStarted) / 1000);
-      for (const batch of batches) this.acknowledged(batch, startedAt);
-      return true;
-    });
-    return previous;
+    const group = this.ackGroup(batches, startedAt);
+    const earlier = this.inFlight;
+    this.inFlight = Promise.all([earlier, group]).then(([a, b]) => a && b);
+    this.unawaited.push(group);
+    const due = this.unawaited.splice(0, Math.max(0, this.unawaited.length - (MAX_ACK_GROUPS_IN_FLIGHT - 1)));
+    return Promise.all(due).then((results) => !results.includes(false));
+  }
+
+  private async ackGroup(batches: readonly Batch[], startedAt: number): Promise<boolean> {
+    const ackStarted = performance.now();
+    const byShard = new Map<number, Batch[]>();
+    for (const b of batches) byShard.set(b.shard, [...(byShard.get(b.shard) ?? []), b]);
+    const results = await Promise.all(
+      [...byShard.values()].map(async (list) => {
+        for (const batch of list) if (!(await this.ackWithRetry(batch))) return false;
+        return true;
+      }),
+    );
+    if (results.includes(false)) return false;
+    this.ctx.metrics.stepSeconds.observe({ step: "ack" }, (performance.now() - ackStarted) / 1000);
+    for (const batch of batches) this.acknowledged(batch, startedAt);
+    return true;
   }
 
   private acknowledged(batch: Batch, startedAt: number): void {

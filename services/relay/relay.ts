@@ -337,8 +337,8 @@ class RelayImpl implements Relay {
       if (cfg.RELAY_TRANSACTIONS) metrics.stepSeconds.observe({ step: "commit" }, times.commitMs / 1000);
       metrics.publishStageSeconds.observe(Math.max(0, Date.now() - readAt) / 1000);
     }
-    // Kafka has them: acknowledge while the next round is read and sent. At most one group of acks
-    // is in flight (we wait for the previous one here), so acks stay in order.
+    // Kafka has them: acknowledge while the next rounds are read and sent (a few transactions' acks at
+    // once, acker.ts); ownership changes and claims wait for every ack (acker.flush()).
     return this.acker.enqueue(batches, started);
   }
 }
