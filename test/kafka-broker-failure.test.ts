@@ -11,7 +11,7 @@
  * order per stock; PostgreSQL, search and the notifier's deliveries converge with Redis (shared/verify);
  * every shard's publishing resumed within 10 s of each fault (the gap is printed).
  *
- * Opt-in (FLASHSALE_BROKER_FAILURE=1), not in `bun run test`: three more JVMs (~1 GiB), 4-6 minutes
+ * Opt-in (FLASHSALE_BROKER_FAILURE=1), not in `bun run test`: three more JVMs (~1 GiB), 4-8 minutes
  * (two broker restarts of 25-60 s each on a loaded machine, then the drain), and its timing goal is
  * not met on the shared 2-core machine (docs/guarantees.md, "Measured"). Exactly once and convergence
  * held in every run since the kafkajs fixes (patches/kafkajs@2.2.4.patch). KBF_RATE sets the rate.
@@ -69,7 +69,11 @@ const notifiers = serviceProcesses("notifier", () => ({
   WEBHOOK_SECRET: secret,
   WEBHOOK_EVENTS: "PurchaseCompleted",
   WEBHOOK_RETRY_BASE: "200ms",
-  WEBHOOK_RETRY_MAX: "1s",
+  // The receiver lives in this test process, which also drives the load and reads the topic: on a
+  // loaded machine it answered nothing for longer than 12 attempts 1 s apart (578 deliveries dead in a
+  // run). ~3 minutes of attempts here; production's schedule (5 s doubling to 1 h) is far longer.
+  WEBHOOK_RETRY_MAX: "5s",
+  WEBHOOK_MAX_ATTEMPTS: "40",
   WEBHOOK_POLL_INTERVAL: "50ms",
 }));
 
@@ -374,4 +378,4 @@ test.skipIf(process.env.FLASHSALE_BROKER_FAILURE !== "1")("kill -9 of the busies
   } finally {
     await killChild(relay);
   }
-}, 420_000);
+}, 600_000); // two broker restarts took 55-67 s each on the loaded machine
