@@ -148,8 +148,8 @@ export const projector = {
   PROJECTOR_CONCURRENCY: positiveInt.max(64).default(16),
   /**
    * Group members per process, each with its own fetch loop and transaction: one fetches while another's batch
-   * is in the store. 2 drained ~40 % faster in an A/B, but made freshness far worse in one run under heavy load
-   * (not understood yet: docs/read-side.md "Drain"), so the default stays 1.
+   * is in the store. 2 drained ~40 % faster in an A/B; one freshness A/B under heavy load was far worse with 2,
+   * though as bad with 1 in a later run (docs/read-side.md "Drain"): until measured quietly the default stays 1.
    */
   PROJECTOR_CONSUMERS: positiveInt.max(8).default(1),
   /** Longest a Kafka fetch waits on the broker when nothing new is there (kafkajs maxWaitTimeInMs). */
