@@ -11,10 +11,10 @@
  * order per stock; PostgreSQL, search and the notifier's deliveries converge with Redis (shared/verify);
  * every shard's publishing resumed within 10 s of each fault (the gap is printed).
  *
- * Opt-in (FLASHSALE_BROKER_FAILURE=1), not in `bun run test`: three more JVMs (~1 GiB), 4-8 minutes
- * (two broker restarts of 25-60 s each on a loaded machine, then the drain), and its timing goal is
- * not met on the shared 2-core machine (docs/guarantees.md, "Measured"). Exactly once and convergence
- * held in every run since the kafkajs fixes (patches/kafkajs@2.2.4.patch). KBF_RATE sets the rate.
+ * In `bun run test` (about 2-4 minutes on a quiet 2-core machine: three more JVMs, two broker restarts
+ * of ~15 s each, the drain); FLASHSALE_BROKER_FAILURE=0 skips it for a quicker local run. The 10 s
+ * resume rests on the three-broker stack's failure detection (scripts/stack/kafka-cluster.sh).
+ * KBF_RATE sets the rate.
  * A stalled drain prints where the events stopped (stallReport); FLASHSALE_TEST_CHILD_LOGS=<dir> keeps
  * the workers' and the brokers' logs.
  */
@@ -36,7 +36,7 @@ import { startReceiver, type Receiver } from "../shared/dev/webhook-receiver.ts"
 const PARTITIONS = 12;
 const SHARDS = 8;
 const STOCKS = 48;
-/** Allocations per second asked for (KBF_RATE); what the machine managed is printed, and must be at least a quarter of it. */
+/** Allocations per second asked for (KBF_RATE); what the machine managed is printed, and must be at least half of it (1,690-1,744/s of 2,000 on the quiet 2-core machine, where this process, the workers and five JVMs share the cores). */
 const RATE = Number(process.env.KBF_RATE ?? 2_000);
 const PURCHASE_EVERY = 10; // every 10th allocation is purchased (the notifier's events)
 const RESUME_BUDGET_MS = 10_000;
@@ -68,17 +68,24 @@ const notifiers = serviceProcesses("notifier", () => ({
   WEBHOOK_URL: receiver.url,
   WEBHOOK_SECRET: secret,
   WEBHOOK_EVENTS: "PurchaseCompleted",
+  // The receiver is on loopback, which the notifier's address policy refuses unless allowed (without
+  // this every delivery was "refused", the 24 stock heads were given up after their attempts and no
+  // later version was ever sent: the "unexplained give-ups" of the first runs).
+  WEBHOOK_ALLOW_PRIVATE_NETWORKS: "true",
   WEBHOOK_RETRY_BASE: "200ms",
-  // The receiver lives in this test process, which also drives the load and reads the topic: on a
-  // loaded machine it answered nothing for longer than 12 attempts 1 s apart (578 deliveries dead in a
-  // run). ~3 minutes of attempts here; production's schedule (5 s doubling to 1 h) is far longer.
+  // The receiver shares this process with the load and the reader: a busy moment must not use up the
+  // attempts (production's schedule, 5 s doubling to 1 h, is far longer).
   WEBHOOK_RETRY_MAX: "5s",
   WEBHOOK_MAX_ATTEMPTS: "40",
   WEBHOOK_POLL_INTERVAL: "50ms",
+  LOG_LEVEL: "info",
 }));
 
+/** On unless FLASHSALE_BROKER_FAILURE=0 (a quicker local run). */
+const ENABLED = process.env.FLASHSALE_BROKER_FAILURE !== "0";
+
 beforeAll(async () => {
-  if (process.env.FLASHSALE_BROKER_FAILURE !== "1") return;
+  if (!ENABLED) return;
   kafka = await startPrivateKafkaCluster(19292);
   h = createHarness("kbf", { brokers: kafka.brokers, shards: SHARDS });
   await kafka.createTopic(h.topic, PARTITIONS);
@@ -279,7 +286,7 @@ async function killAndRestart(node: number): Promise<{ killedAt: number; upMs: n
   return { killedAt, upMs: syncAt - upAt, inSyncMs: Date.now() - syncAt };
 }
 
-test.skipIf(process.env.FLASHSALE_BROKER_FAILURE !== "1")("kill -9 of the busiest leader, then of the active controller, under 2,000 allocations/s: exactly once, in order, converged, resumed ≤ 10 s", async () => {
+test.skipIf(!ENABLED)("kill -9 of the busiest leader, then of the active controller, under 2,000 allocations/s: exactly once, in order, converged, resumed ≤ 10 s", async () => {
   // The topic as production runs it.
   const parts = await kafka.partitions(h.topic);
   expect(parts.length).toBe(PARTITIONS);
@@ -303,10 +310,13 @@ test.skipIf(process.env.FLASHSALE_BROKER_FAILURE !== "1")("kill -9 of the busies
     await Bun.sleep(6_000);
     const beforeFaults = duplicatesSoFar();
 
-    // Fault 1: the broker that leads most partitions of the events topic.
+    // Fault 1: the broker that leads most partitions of the events topic. Among brokers that lead as
+    // many (12 partitions usually spread 4/4/4), one that is not the active controller: fault 2 is the
+    // controller's, so the two faults are a leader's loss and a controller's loss, not the same twice.
     const leaders = new Map<number, number>();
     for (const p of await kafka.partitions(h.topic)) leaders.set(p.leader, (leaders.get(p.leader) ?? 0) + 1);
-    const [victim, led] = [...leaders].sort((a, b) => b[1] - a[1])[0]!;
+    const firstController = await kafka.activeController();
+    const [victim, led] = [...leaders].sort((a, b) => b[1] - a[1] || Number(a[0] === firstController) - Number(b[0] === firstController))[0]!;
     const fault1 = await killAndRestart(victim);
     // Fault 2: the active controller (the KRaft quorum leader; a broker too, combined node).
     const controller = await kafka.activeController();
@@ -337,7 +347,7 @@ test.skipIf(process.env.FLASHSALE_BROKER_FAILURE !== "1")("kill -9 of the busies
     console.log(
       `[broker-failure] load: ${sent} allocations in ${seconds.toFixed(1)} s (${Math.round(sent / seconds)}/s asked ${RATE}/s, ${load.failed()} failed); ` +
         `before any fault ${beforeFaults.messages} messages, ${beforeFaults.duplicates} duplicates; workers that exited: ${exited.join(", ") || "none"}\n` +
-        `[broker-failure] fault 1: kill -9 of broker ${victim} (led ${led} of ${PARTITIONS} partitions); up took ${fault1.upMs} ms, all ISRs full ${fault1.inSyncMs} ms later; ` +
+        `[broker-failure] fault 1: kill -9 of broker ${victim} (led ${led} of ${PARTITIONS} partitions; active controller then: ${firstController}); up took ${fault1.upMs} ms, all ISRs full ${fault1.inSyncMs} ms later; ` +
         `longest shard pause ${gaps[0]!.gapMs} ms (shard ${gaps[0]!.shard}), publishing again ${gaps[0]!.resumedAfterMs} ms after the kill\n` +
         `[broker-failure] fault 2: kill -9 of the active controller ${controller} (quorum leader now ${newController}); up took ${fault2.upMs} ms, ISRs full ${fault2.inSyncMs} ms later; ` +
         `longest shard pause ${gaps[1]!.gapMs} ms (shard ${gaps[1]!.shard}), publishing again ${gaps[1]!.resumedAfterMs} ms after the kill\n` +
@@ -348,7 +358,7 @@ test.skipIf(process.env.FLASHSALE_BROKER_FAILURE !== "1")("kill -9 of the busies
     expect(exited).toEqual([]);
     expect(beforeFaults.duplicates).toBe(0);
     expect(load.failed()).toBe(0);
-    expect(sent / seconds).toBeGreaterThan(RATE / 4);
+    expect(sent / seconds).toBeGreaterThan(RATE / 2);
     expect(newController).not.toBe(controller);
     expect(verdict).toEqual({ missing: [], duplicates: 0, outOfOrder: [], unexpected: [] });
 

@@ -26,9 +26,9 @@ export function attemptRecord(item: PendingDelivery, result: SendResult, schedul
     metrics.failures.inc({ ...labels, reason: failureReason(result.status, result.failure) });
     if (decision.status === "dead") {
       metrics.deadLetters.inc(labels);
-      log.warn({ eventId: item.eventId, stockId: item.stockId, version: item.version, attempts: attemptsDone, status: result.status }, "delivery dead after the last attempt");
+      log.warn({ eventId: item.eventId, stockId: item.stockId, version: item.version, attempts: attemptsDone, status: result.status, failure: result.failure, error: result.excerpt }, "delivery dead after the last attempt");
     } else if (item.attempts === 0) {
-      log.info({ eventId: item.eventId, status: result.status, failure: result.failure, retryInMs: decision.delayMs }, "delivery failed, will retry");
+      log.info({ eventId: item.eventId, status: result.status, failure: result.failure, error: result.excerpt, retryInMs: decision.delayMs }, "delivery failed, will retry");
     }
   }
   return {

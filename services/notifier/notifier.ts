@@ -18,6 +18,7 @@ import { isPostgresOutage } from "../../shared/projection/errors.ts";
 import { probeEvents } from "../../shared/projection/probe.ts";
 import { retryStart } from "../../shared/retry.ts";
 import { type ConsumerWorker, createProjector, type Projector, type ProjectorKafkaOptions } from "../../shared/projection/projector.ts";
+import { checkWebhookUrl } from "../../shared/webhooks/address-policy.ts";
 import { syncConfiguredEndpoint } from "../../shared/webhooks/endpoints.ts";
 import type { SecretBox } from "../../shared/webhooks/secret-box.ts";
 import { createDelivery, type Delivery } from "./delivery.ts";
@@ -108,7 +109,13 @@ export function createNotifier(options: NotifierOptions): Notifier {
         stopped: () => stopped,
         onWaiting: (reason) => (waiting = reason),
       });
-      if (configured) logger.info({ endpoint: configured.id, url: configured.url, eventTypes: configured.eventTypes }, "configured endpoint");
+      if (configured) {
+        logger.info({ endpoint: configured.id, url: configured.url, eventTypes: configured.eventTypes }, "configured endpoint");
+        // Said once at start: otherwise a refused address shows only as failed attempts, and each
+        // stock's first event holds back its later ones until its attempts are used up.
+        const check = await checkWebhookUrl(configured.url, { allowPrivate: options.send.allowPrivate, resolve: options.send.resolve }).catch(() => null);
+        if (check && !check.ok) logger.warn({ endpoint: configured.id, url: configured.url, reason: check.reason }, "configured endpoint's address is refused (SSRF policy): every delivery to it will fail; WEBHOOK_ALLOW_PRIVATE_NETWORKS=true allows loopback and private receivers (development only)");
+      }
       if (options.send.allowPrivate) logger.warn("WEBHOOK_ALLOW_PRIVATE_NETWORKS is on: webhooks may go to loopback and private addresses (development only)");
       if (!options.box.currentKeyId) logger.warn("WEBHOOK_SECRETS_KEY is unset: webhook secrets are stored in plain text (docs/webhooks.md)");
       await delivery.start();

@@ -223,8 +223,8 @@ class RelayImpl implements Relay {
         await this.shards.reconcile();
         if (stop.stopping) break;
         await this.shards.housekeeping();
-        const recovering = this.shards.nextRecovering();
-        if (recovering !== undefined) await this.recover(recovering);
+        const recovering = this.shards.recoveringShards();
+        if (recovering.length > 0) await this.recover(recovering);
         else await this.pump();
         redisState.markUp();
         attempt = 0;
@@ -273,27 +273,35 @@ class RelayImpl implements Relay {
     }
   }
 
-  /** Re-sends this consumer's pending entries of one shard, oldest first, then reads it with `>`. */
-  private async recover(shard: number): Promise<void> {
+  /**
+   * Re-sends this consumer's pending entries of the given shards, each shard's oldest first, then
+   * reads them with `>`. All shards at once: a round reads a batch of each and sends them in one
+   * transaction, so after a reset (every shard recovering at once) the last shard is not kept waiting
+   * for the others' history (one shard after another took ~1 s a shard under a broker failure).
+   */
+  private async recover(shards: readonly number[]): Promise<void> {
     const { stop, log } = this.ctx;
-    let from = "0-0";
-    let resent = 0;
-    while (!stop.stopping && this.shards.isHeld(shard)) {
-      const entries = await this.reader.readPending(shard, from);
-      if (entries === null) {
-        log.warn({ shard }, "shard lease is no longer ours (found by the pending read); shard dropped");
-        this.shards.lose(shard);
-        return;
+    const from = new Map(shards.map((s) => [s, "0-0"]));
+    const resent = new Map(shards.map((s) => [s, 0]));
+    while (!stop.stopping && from.size > 0) {
+      const reads = await Promise.all([...from.keys()].map(async (shard) => ({ shard, entries: this.shards.isHeld(shard) ? await this.reader.readPending(shard, from.get(shard)!) : null })));
+      const round: OutboxEntry[] = [];
+      for (const { shard, entries } of reads) {
+        if (entries === null) {
+          if (this.shards.isHeld(shard)) log.warn({ shard }, "shard lease is no longer ours (found by the pending read); shard dropped");
+          this.shards.lose(shard);
+          from.delete(shard);
+        } else if (entries.length === 0) {
+          this.shards.markLive(shard);
+          from.delete(shard);
+          if (resent.get(shard)! > 0) log.info({ shard, resent: resent.get(shard) }, "pending entries re-sent");
+        } else {
+          round.push(...entries);
+          resent.set(shard, resent.get(shard)! + entries.length);
+          from.set(shard, entries.at(-1)!.id);
+        }
       }
-      const last = entries.at(-1);
-      if (!last) {
-        this.shards.markLive(shard);
-        if (resent > 0) log.info({ shard, resent }, "pending entries re-sent");
-        return;
-      }
-      if (!(await this.relayEntries(entries, Date.now()))) return;
-      resent += entries.length;
-      from = last.id;
+      if (round.length > 0 && !(await this.relayEntries(round, Date.now()))) return;
     }
   }
 

@@ -54,10 +54,9 @@ export class ShardState {
     return [...this.live];
   }
 
-  /** A shard whose pending entries still have to be re-sent, if any. */
-  nextRecovering(): number | undefined {
-    const next = this.recovering.values().next();
-    return next.done ? undefined : next.value;
+  /** The shards whose pending entries still have to be re-sent. */
+  recoveringShards(): number[] {
+    return [...this.recovering];
   }
 
   isHeld(shard: number): boolean {
