@@ -44,6 +44,8 @@ export interface Delivery {
   start(): Promise<void>;
   /** Deliveries this process's consumer has just logged (committed). */
   offer(deliveries: readonly { endpointId: string; delivery: PendingDelivery }[]): void;
+  /** The consumer was (re)assigned partitions: every endpoint's window re-reads its stocks before trusting offers (Dispatcher.invalidate). */
+  invalidate(): void;
   stop(): Promise<void>;
   isLeader(): boolean;
   readonly lease: DeliveryLease;
@@ -153,6 +155,9 @@ export function createDelivery(options: DeliveryOptions): Delivery {
       }
       // Not the leader, or an endpoint whose loop is not started yet: its pages find them in the log.
       for (const [id, list] of byEndpoint) dispatchers.get(id)?.offer(list);
+    },
+    invalidate() {
+      for (const d of dispatchers.values()) d.invalidate();
     },
     async stop() {
       stopping = true;

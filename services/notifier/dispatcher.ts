@@ -8,9 +8,8 @@
  *  - a refill: a stock whose held versions are all done but which had more pending reads its next ones;
  *  - the consumer handing over what it has just logged (offer): appended to a stock held in full, or,
  *    for a stock not held, a prompt refill of that stock when there is room;
- *  - a refresh of the held stocks every re-scan interval, which picks up what other processes logged
- *    and re-sent dead letters.
- * Every read is done by the loop, one at a time.
+ *  - a refresh of the held stocks every re-scan interval (what other processes logged, re-sent dead
+ *    letters). Every read is done by the loop, one at a time.
  *
  * Order: only a stock's head (its lowest pending version) is ever sent, and the stock stays "in
  * flight" until the receiver acknowledged it (its next version may then go while the result is being
@@ -18,14 +17,14 @@
  * version while an earlier one is still being retried; other stocks (up to `concurrency` requests at
  * once) and other endpoints (their own loops) go on. The held head is the true head: a stock enters
  * the window only through a read of its lowest pending versions, and later versions are appended
- * only to a stock held in full (its events are logged in version order by one consumer at a time).
+ * only to a stock held in full (its events are logged in version order by one consumer at a time;
+ * after our consumer takes over partitions, none is held in full until read again: invalidate()).
  *
  * Crash safety: a send whose result was not committed is sent again after a restart, with the same
  * webhook-id (the event id), after any later version it let go: a duplicate of an acknowledged
- * version, never one out of order. Until committed, a delivered event stays `known`, so no read
- * brings it back. If recording fails (PostgreSQL down), results stay in memory and are retried (a
- * failed attempt's stock stays in flight). Nothing is sent unless `mayDeliver()` (the delivery
- * lease, lease.ts) holds right before the request.
+ * version, never one out of order. Until committed, a delivered event stays `known`, so no read brings
+ * it back. If recording fails (PostgreSQL down), results stay in memory and are retried (a failed
+ * attempt's stock stays in flight). Nothing is sent unless `mayDeliver()` (lease.ts) holds right before it.
  */
 import type postgres from "postgres";
 import { backoffMs, sleep } from "../../shared/lifecycle.ts";
@@ -34,20 +33,11 @@ import type { Endpoint } from "../../shared/webhooks/endpoints.ts";
 import { eventBodiesRetrying, pendingPage, pendingPrefixes, recordAttempts, type AttemptRecord, type PendingDelivery } from "./delivery-log.ts";
 import type { NotifierMetrics } from "./metrics.ts";
 import { attemptRecord } from "./attempt.ts";
-import { insertByVersion, sleepUnlessWoken, type StockQueue } from "./stock-queue.ts";
+import { insertByVersion, MAX_HELD, MAX_STOCKS_HELD, PER_STOCK, sleepUnlessWoken, type StockQueue } from "./stock-queue.ts";
 import type { RetrySchedule } from "./schedule.ts";
 import { sendWebhook, signedTarget, type SendOptions } from "./sender.ts";
 
-/**
- * The window's bounds: stocks held, and versions read per stock. 1,024 × 8 = 8,192 deliveries at
- * most (plus what the consumer appends to stocks held in full, capped at MAX_HELD), a few MB; 1,024
- * stocks keep 256 requests in flight (the largest WEBHOOK_CONCURRENCY) with room for retries.
- */
-const MAX_STOCKS_HELD = 1_024;
-const PER_STOCK = 8;
-const MAX_HELD = MAX_STOCKS_HELD * PER_STOCK;
-/** Stocks per refill statement. */
-const REFILL_CHUNK = 256;
+const REFILL_CHUNK = 256; // stocks per refill statement
 
 export interface DispatcherOptions {
   sql: postgres.Sql;
@@ -69,6 +59,8 @@ export interface Dispatcher {
   readonly endpoint: Endpoint;
   /** Deliveries just committed to the log by this process's consumer. */
   offer(deliveries: readonly PendingDelivery[]): void;
+  /** The consumer took over partitions another process logged: held stocks may lack versions logged there, so none is complete until read again. */
+  invalidate(): void;
   /** Pending deliveries held in memory. */
   size(): number;
   /** Stop taking work, let the sends in flight finish, record them, return. */
@@ -152,9 +144,10 @@ export function startDispatcher(options: DispatcherOptions): Dispatcher {
       // passed over, the stock is not complete (else the next version offered would go first).
       const during = (heldPassed.get(stock) ?? []).filter((p) => p.at > readStartedAtOffer).map((p) => p.item);
       heldPassed.delete(stock);
-      if (list.length < perStock) list.push(...during);
+      const whole = list.length < perStock; // a full read is never the whole rest, whatever was passed over meanwhile
+      if (whole) list.push(...during);
       for (const item of list) if (!known.has(item.eventId) && !completed.has(item.eventId)) insert(queue, item);
-      queue.complete = list.length - during.length < perStock && (passedOver.get(stock) ?? 0) <= readStartedAtOffer;
+      queue.complete = whole && (passedOver.get(stock) ?? 0) <= readStartedAtOffer;
       if (queue.complete) passedOver.delete(stock);
       refill.delete(stock);
       settle(stock);
@@ -203,6 +196,16 @@ export function startDispatcher(options: DispatcherOptions): Dispatcher {
     }
     if (wanted.size > 0) nudge();
     pump();
+  }
+
+  function invalidate(): void {
+    offers += 1; // like an offer passing every held stock over: a read begun before cannot make one complete
+    for (const [stock, queue] of stocks) {
+      queue.complete = false;
+      passedOver.set(stock, offers);
+      settle(stock);
+    }
+    nudge();
   }
 
   function pump(): void {
@@ -383,6 +386,7 @@ export function startDispatcher(options: DispatcherOptions): Dispatcher {
   return {
     endpoint,
     offer,
+    invalidate,
     size: () => known.size,
     async stop() {
       stopping = true;

@@ -87,6 +87,8 @@ export function createNotifier(options: NotifierOptions): Notifier {
         if (result.deliveries.length > 0) delivery.offer(result.deliveries);
         return result;
       },
+      // Partitions another process logged until now: the window's stocks may have versions it never handed over.
+      assigned: () => delivery.invalidate(),
       isOutage: isPostgresOutage,
       probe: () => probeLog(sql),
       ping: async () => {

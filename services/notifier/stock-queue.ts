@@ -1,6 +1,15 @@
 /** A stock's queue in a dispatcher's window (dispatcher.ts): its pending deliveries held in memory, by version; the loop's wait. */
 import type { PendingDelivery } from "./delivery-log.ts";
 
+/**
+ * The window's bounds: stocks held, and versions read per stock. 1,024 × 8 = 8,192 deliveries at
+ * most (plus what the consumer appends to stocks held in full, capped at MAX_HELD), a few MB; 1,024
+ * stocks keep 256 requests in flight (the largest WEBHOOK_CONCURRENCY) with room for retries.
+ */
+export const MAX_STOCKS_HELD = 1_024;
+export const PER_STOCK = 8;
+export const MAX_HELD = MAX_STOCKS_HELD * PER_STOCK;
+
 export interface StockQueue {
   /** Pending deliveries, by version; the first is the head. */
   items: PendingDelivery[];

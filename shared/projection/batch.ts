@@ -46,6 +46,12 @@ export interface ProjectionSink {
    * PostgreSQL transaction). Only measured (the commit_to_visible stage), never waited for.
    */
   whenVisible?(): Promise<void> | null;
+  /**
+   * This member was (re)assigned partitions: what it applies from now on may continue where another
+   * member left off, not where it did itself (the notifier's window must not treat its own hand-overs
+   * as the whole of a stock: services/notifier/dispatcher.ts, invalidate()).
+   */
+  assigned?(): void;
 }
 
 type PoisonReason = "unparseable" | "rejected";

@@ -188,6 +188,7 @@ export function createProjectionConsumer(options: ProjectionConsumerOptions): Pr
       joined = true;
       crashed = null;
       logger.info({ groupId, memberId: e.payload.memberId, assignment: e.payload.memberAssignment }, "joined consumer group");
+      sink.assigned?.();
     });
     c.on(c.events.CRASH, (e) => {
       if (c !== consumer) return;
