@@ -3,7 +3,7 @@
  * header names is written here and nowhere else. Every script runs through one of these, single or
  * pipelined (runScript / queueScript in scripts.ts take the call, never loose arrays), and each call
  * carries the type of the reply its script gives. test/script-calls.unit.test.ts holds every builder to
- * its script's header (as many KEYS and ARGV, all keys in one hash slot) and to the list in scripts.ts.
+ * its script's header (as many KEYS and ARGV, all keys in one hash slot) and to the list in script-sources.ts.
  */
 import type { KeyLayout } from "../domain/keys.ts";
 import { DEFAULT_CURRENCY, DEFAULT_HOLD_SECONDS, IDEMPOTENCY_TTL_SECONDS, REQUEST_RECORD_TTL_SECONDS } from "../domain/policy.ts";

@@ -6,6 +6,7 @@
  * pipeline or UNLINK across slots) goes through the helpers below, on either client.
  */
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from "ioredis";
+import { SCRIPT_COMMANDS } from "./script-sources.ts";
 
 /** Either client; code that takes this works on a single node and on a cluster. */
 export type RedisClient = Redis | Cluster;
@@ -25,6 +26,9 @@ const SINGLE_NODE_DEFAULTS: RedisOptions = {
   // Commands issued in the same tick go out as one pipeline: under a stampede this turns
   // thousands of EVALSHA round trips into a few writes, at no cost when traffic is light.
   enableAutoPipelining: true,
+  // Every Lua script is a command from the constructor on, before any auto-pipeline exists (one
+  // opened before a script was defined breaks on it: scripts.ts, ensureDefined).
+  scripts: SCRIPT_COMMANDS,
   maxRetriesPerRequest: 2,
   connectTimeout: 2_000,
   enableOfflineQueue: true,
@@ -51,6 +55,7 @@ const SINGLE_NODE_DEFAULTS: RedisOptions = {
  */
 const CLUSTER_DEFAULTS: ClusterOptions = {
   enableAutoPipelining: true,
+  scripts: SCRIPT_COMMANDS,
   enableReadyCheck: true,
   enableOfflineQueue: true,
   maxRedirections: 32,
