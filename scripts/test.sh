@@ -74,6 +74,27 @@ else
   run_tests "${timeout_arg[@]}" "$@"
 fi
 
+# Each failed test again, at the end: its output and error (the lines between the test before it and
+# its "(fail)" line, the last 80, long lines cut), so a CI log that keeps only its tail still says why.
+failures() {
+  awk '
+    /^[0-9]+ tests? failed:$/ { recap = 1; next }   # bun repeats the (fail) lines in its closing recap
+    /^ *[0-9]+ pass$/ { recap = 0; next }
+    recap { next }
+    /^test\/.*:$/ || /^\((pass|skip|todo)\)/ { n = 0; next }
+    /^\(fail\)/ {
+      printf "\n-- %s\n", $0
+      for (i = (n > 80 ? n - 80 : 0); i < n; i++) print substr(buf[i % 80], 1, 400)
+      n = 0; next
+    }
+    { buf[n % 80] = $0; n++ }
+  ' "$report"
+}
+if grep -q '^(fail)' "$report"; then
+  step "failed tests, each with the output before its (fail) line"
+  failures
+fi
+
 # One plain closing line that any CI reader understands, from bun's own summaries (both tiers).
 sum() { grep -Eo "^ *[0-9]+ $1\$" "$report" | grep -Eo '[0-9]+' | awk '{ n += $1 } END { print n + 0 }'; }
 echo
