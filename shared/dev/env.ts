@@ -1,3 +1,5 @@
+import { mkdirSync } from "node:fs";
+
 /**
  * Where the integration tests, benches and load runner find the real stack (`bun run stack up`, see README),
  * and helpers that keep test runs from seeing each other's data on shared servers.
@@ -29,6 +31,18 @@ export function freePort(): number {
   return port;
 }
 
+/**
+ * Where a child process's stdout goes when FLASHSALE_TEST_CHILD_LOGS=<dir> asks to keep the logs: a
+ * new file in that directory, which is created if missing (Bun's spawn reports a missing directory as
+ * ENOENT on the executable, which sends you looking in the wrong place). Undefined when not asked.
+ */
+export function childLogFile(name: string): import("bun").BunFile | undefined {
+  const dir = process.env.FLASHSALE_TEST_CHILD_LOGS;
+  if (!dir) return undefined;
+  mkdirSync(dir, { recursive: true });
+  return Bun.file(`${dir}/${name}-${Date.now()}.log`);
+}
+
 /** A service binary started as its own process, with a free admin port. */
 export interface ServiceProcess {
   child: import("bun").Subprocess;
@@ -51,7 +65,7 @@ export function spawnService(name: string, env: Record<string, string>, options:
       ...env,
     },
     // The services log to stdout (pino): FLASHSALE_TEST_CHILD_LOGS=<dir> keeps each child's log there.
-    stdout: options.stdout ?? (process.env.FLASHSALE_TEST_CHILD_LOGS ? Bun.file(`${process.env.FLASHSALE_TEST_CHILD_LOGS}/${name}-${Date.now()}.log`) : "ignore"),
+    stdout: options.stdout ?? childLogFile(name) ?? "ignore",
     stderr: "inherit",
   });
   return { child, adminPort };

@@ -17,7 +17,7 @@ import { createKafka, deleteTopics } from "../../shared/kafka/client.ts";
 import { ensureTopics, stockEventTopics } from "../../shared/kafka/topics.ts";
 import { createRelay, type Relay, type RelaySettings } from "../../services/relay/relay.ts";
 import { RELAY_GROUP } from "../../services/relay/stream.ts";
-import { freePort, stackEnv, uniqueName } from "../../shared/dev/env.ts";
+import { childLogFile, freePort, stackEnv, uniqueName } from "../../shared/dev/env.ts";
 import { killChild } from "./processes.ts";
 
 export const SHARDS = 4;
@@ -345,7 +345,7 @@ export function spawnRelay(env: Record<string, string>): Subprocess {
   return Bun.spawn([process.execPath, "services/relay/main.ts"], {
     cwd: REPO_ROOT,
     env,
-    stdout: process.env.FLASHSALE_TEST_CHILD_LOGS ? Bun.file(`${process.env.FLASHSALE_TEST_CHILD_LOGS}/relay-${Date.now()}.log`) : process.env.RELAY_CHILD_LOG_LEVEL ? "inherit" : "ignore",
+    stdout: childLogFile("relay") ?? (process.env.RELAY_CHILD_LOG_LEVEL ? "inherit" : "ignore"),
     stderr: "inherit",
   });
 }
