@@ -17,7 +17,7 @@ import { createExpirer, type Expirer } from "../../services/expirer/expirer.ts";
 import { createKeyLayout, type KeyLayout } from "../../shared/domain/keys.ts";
 import { createKafka, deleteTopics } from "../../shared/kafka/client.ts";
 import { createLogger } from "../../shared/logger.ts";
-import { createMetricsRegistry } from "../../shared/metrics.ts";
+import { prom } from "../../shared/metrics.ts";
 import { createRedis, deleteKeysByPrefix, type RedisClient, type RedisTarget } from "../../shared/redis/client.ts";
 import { createStockCommands } from "../../shared/redis/commands.ts";
 import { mintUserToken } from "../../shared/dev/token.ts";
@@ -28,6 +28,13 @@ import { spawnRelay, TopicReader } from "../support/relay-harness.ts";
 
 const SHARDS = 4;
 const silent = createLogger("sim", process.env.LOG_LEVEL ?? "silent");
+
+/**
+ * A registry without the runtime's default metrics: createMetricsRegistry starts an event-loop-delay
+ * monitor and GC observers per registry that nothing stops, and an api restart makes two registries;
+ * dozens of restarts a run left dozens of monitors running in this process.
+ */
+const bareRegistry = () => new prom.Registry();
 
 export interface SimSystemOptions {
   redis: RedisTarget;
@@ -70,13 +77,13 @@ export class SimSystem {
       commands,
       redis,
       logger: silent,
-      registry: createMetricsRegistry("api"),
+      registry: bareRegistry(),
       adminToken: TEST_ADMIN_TOKEN,
       jwtSecret: TEST_JWT_SECRET,
       maxBodyBytes: 16 * 1024,
     });
     this.api = { app, redis };
-    this.expirer = createExpirer({ redis, keys: this.keys, logger: silent, registry: createMetricsRegistry("expirer"), intervalMs: 60_000, batchSize: 100 });
+    this.expirer = createExpirer({ redis, keys: this.keys, logger: silent, registry: bareRegistry(), intervalMs: 60_000, batchSize: 100 });
   }
 
   /** A new api: new connections, nothing remembered in memory. The old one's connections are closed first. */
