@@ -16,7 +16,8 @@
  * resume rests on the three-broker stack's failure detection (scripts/stack/kafka-cluster.sh).
  * KBF_RATE sets the rate.
  * A stalled drain prints where the events stopped (stallReport); FLASHSALE_TEST_CHILD_LOGS=<dir> keeps
- * the workers' and the brokers' logs.
+ * the workers' and the brokers' logs; KBF_RELAY_LOG_LEVEL=debug adds kafkajs' own lines to the relay's
+ * (every retry, with the broker it tried: how the pause after a kill was spent).
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { Client } from "@elastic/elasticsearch";
@@ -299,7 +300,7 @@ test.skipIf(!ENABLED)("kill -9 of the busiest leader, then of the active control
   const stocks = await createStocks(h, STOCKS, 10_000_000);
   reader = new TopicReader(h.topic, kafka.brokers);
   await reader.start();
-  const relay = spawnRelay({ ...childEnv(), LOG_LEVEL: "info" });
+  const relay = spawnRelay({ ...childEnv(), LOG_LEVEL: process.env.KBF_RELAY_LOG_LEVEL ?? "info" });
   try {
     const children = { relay, "projector-postgres": projectorsPg.start(), "projector-search": projectorsEs.start(), notifier: notifiers.start() };
     // The pipeline runs: the StockCreated events are on the topic.
