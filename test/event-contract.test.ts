@@ -10,7 +10,8 @@ import { EVENT_TYPES } from "../shared/domain/events.ts";
 import { CLOUDEVENTS_SOURCE } from "../shared/kafka/event-message.ts";
 import { repairStock } from "../shared/verify/repair.ts";
 import { createTestApi, type TestApi } from "./support/api.ts";
-import { createHarness, PARTITIONS, SHARDS, TopicReader, type Harness } from "./support/relay-harness.ts";
+import { createHarness, SHARDS, type Harness } from "./support/relay-harness.ts";
+import { PARTITIONS, TopicReader } from "./support/topic-reader.ts";
 
 let h: Harness;
 let api: TestApi;

@@ -30,8 +30,10 @@ import { deleteIndices } from "../shared/dev/read-side.ts";
 import { uniqueName } from "../shared/dev/env.ts";
 import { createTestDatabase, testSearchClient, type TestDatabase } from "./support/read-side.ts";
 import { deleteKeysByPrefix } from "../shared/redis/client.ts";
-import { createHarness, createStocks, spawnRelay, stockVersions, TopicReader, verify, waitUntil, type Harness, type TopicMessage } from "./support/relay-harness.ts";
+import { createHarness, createStocks, spawnRelay, stockVersions, type Harness } from "./support/relay-harness.ts";
+import { TopicReader, verify, waitUntil, type TopicMessage } from "./support/topic-reader.ts";
 import { killChild } from "./support/processes.ts";
+import { publishedAround, publishingGap } from "./support/publishing-gaps.ts";
 import { startReceiver, type Receiver } from "../shared/dev/webhook-receiver.ts";
 
 const PARTITIONS = 12;
@@ -155,49 +157,6 @@ function paceLoad(stocks: string[], rate: number) {
       return { sent, seconds: (Date.now() - startedAt) / 1000 };
     },
   };
-}
-
-/**
- * The pause in publishing that a fault caused: per shard, the send times (kafkajs stamps a produce
- * request's records with one time, so a batch is one point) from 60 s before the fault to 60 s after,
- * and the longest gap between consecutive ones that ends after the fault and began at most 5 s after
- * it (a send in flight at the kill may still land just after it; the pause that follows counts). Its
- * end is when that shard published again. The worst shard is returned; a shard publishing nothing
- * after the fault within 60 s counts as a 60 s pause.
- */
-function publishingGap(
-  messages: readonly TopicMessage[],
-  faultAt: number,
-  groupOf: (m: TopicMessage) => number = (m) => h.keys.shardOf(m.aggregateId),
-): { gapMs: number; resumedAfterMs: number; shard: number } {
-  const byShard = new Map<number, Set<number>>();
-  for (const m of messages) {
-    if (m.timestamp < faultAt - 60_000 || m.timestamp > faultAt + 60_000) continue;
-    const shard = groupOf(m);
-    (byShard.get(shard) ?? byShard.set(shard, new Set()).get(shard)!).add(m.timestamp);
-  }
-  let worst = { gapMs: 0, resumedAfterMs: 0, shard: -1 };
-  for (const [shard, set] of byShard) {
-    const times = [...set].sort((a, b) => a - b);
-    if (times.at(-1)! <= faultAt) times.push(faultAt + 60_000);
-    for (let i = 1; i < times.length; i++) {
-      const [from, to] = [times[i - 1]!, times[i]!];
-      if (to <= faultAt) continue;
-      if (from > faultAt + 5_000) break;
-      if (to - from > worst.gapMs) worst = { gapMs: to - from, resumedAfterMs: to - faultAt, shard };
-    }
-  }
-  return worst;
-}
-
-/** Messages committed per 5 s around a fault, by the relay's send time (`-5:n` is the 5 s before it): the shape of the pause. */
-function publishedAround(messages: readonly TopicMessage[], faultAt: number): string {
-  const buckets = new Map<number, number>();
-  for (const m of messages) {
-    const b = Math.floor((m.timestamp - faultAt) / 5_000) * 5;
-    if (b >= -10 && b <= 60) buckets.set(b, (buckets.get(b) ?? 0) + 1);
-  }
-  return [...buckets].sort((a, b) => a[0] - b[0]).map(([b, n]) => `${b}:${n}`).join(" ");
 }
 
 /** Copies of one event on the topic so far (whatever the relay's backlog). */
@@ -356,7 +315,8 @@ test.skipIf(!ENABLED)("kill -9 of the busiest leader, then of the active control
     }
     await Bun.sleep(1_000); // a late copy would arrive now
     const verdict = verify(reader.messages, versions);
-    const gaps = [publishingGap(reader.messages, fault1.killedAt), publishingGap(reader.messages, fault2.killedAt)];
+    const shardOf = (m: TopicMessage) => h.keys.shardOf(m.aggregateId);
+    const gaps = [publishingGap(reader.messages, fault1.killedAt, shardOf), publishingGap(reader.messages, fault2.killedAt, shardOf)];
     // The relay as a whole (any shard): when it first published again.
     const relayGaps = [fault1, fault2].map((f) => publishingGap(reader.messages, f.killedAt, () => 0));
     console.log(

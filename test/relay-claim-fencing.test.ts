@@ -19,7 +19,8 @@
  */
 import { describe, expect, test } from "bun:test";
 import { stackEnv } from "../shared/dev/env.ts";
-import { allocate, createStocks, type Harness, processState, relayTestFixtures, spawnLogged, spawnRelay, stockVersions, verify, waitUntil } from "./support/relay-harness.ts";
+import { allocate, createStocks, type Harness, processState, relayTestFixtures, spawnLogged, spawnRelay, stockVersions } from "./support/relay-harness.ts";
+import { verify, waitUntil } from "./support/topic-reader.ts";
 import { relayEnsureGroupCall } from "../shared/redis/calls.ts";
 import { runScript } from "../shared/redis/scripts.ts";
 import { RELAY_GROUP } from "../services/relay/stream.ts";

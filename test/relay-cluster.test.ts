@@ -6,7 +6,8 @@
  */
 import { describe, expect, test } from "bun:test";
 import { stackEnv } from "../shared/dev/env.ts";
-import { allocate, createStocks, leaseHolders, outboxStats, relayTestFixtures, spawnRelay, stockVersions, verify, waitUntil } from "./support/relay-harness.ts";
+import { allocate, createStocks, leaseHolders, outboxStats, relayTestFixtures, spawnRelay, stockVersions } from "./support/relay-harness.ts";
+import { verify, waitUntil } from "./support/topic-reader.ts";
 
 const { setup, track } = relayTestFixtures();
 const onCluster = { clusterNodes: stackEnv.REDIS_CLUSTER_NODES, shards: 16 };

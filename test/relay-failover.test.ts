@@ -3,17 +3,8 @@
  * and two relays sharing the shards (then one leaving).
  */
 import { describe, expect, test } from "bun:test";
-import {
-  allocate,
-  createStocks,
-  outboxStats,
-  spawnRelay,
-  stockVersions,
-  verify,
-  waitUntil,
-  relayTestFixtures,
-  spawnLogged,
-} from "./support/relay-harness.ts";
+import { allocate, createStocks, outboxStats, spawnRelay, stockVersions, relayTestFixtures, spawnLogged } from "./support/relay-harness.ts";
+import { verify, waitUntil } from "./support/topic-reader.ts";
 
 const { setup, track } = relayTestFixtures();
 

@@ -17,7 +17,8 @@
  * its old versions after B's newer ones.
  */
 import { describe, expect, test } from "bun:test";
-import { allocate, createStocks, processState, relayTestFixtures, spawnLogged, steadyAllocations, stockVersions, verify, waitUntil } from "./support/relay-harness.ts";
+import { allocate, createStocks, processState, relayTestFixtures, spawnLogged, steadyAllocations, stockVersions } from "./support/relay-harness.ts";
+import { verify, waitUntil } from "./support/topic-reader.ts";
 
 const { setup, track } = relayTestFixtures();
 

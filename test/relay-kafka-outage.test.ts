@@ -3,18 +3,8 @@
  * scripts/stack.sh). Disruptive for anyone sharing the stack, so it is short; SKIP_DISRUPTIVE=1 skips it.
  */
 import { expect, test } from "bun:test";
-import {
-  createStocks,
-  disruptiveSkipped,
-  memoryLogger,
-  outboxStats,
-  REPO_ROOT,
-  steadyAllocations,
-  stockVersions,
-  verify,
-  waitUntil,
-  relayTestFixtures,
-} from "./support/relay-harness.ts";
+import { createStocks, disruptiveSkipped, memoryLogger, outboxStats, REPO_ROOT, steadyAllocations, stockVersions, relayTestFixtures } from "./support/relay-harness.ts";
+import { verify, waitUntil } from "./support/topic-reader.ts";
 
 const { setup, onCleanup } = relayTestFixtures();
 

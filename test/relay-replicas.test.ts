@@ -15,7 +15,8 @@
 import { describe, expect, test } from "bun:test";
 import type { StockEvent } from "../shared/domain/events.ts";
 import { startPrivateCluster } from "./support/private-cluster.ts";
-import { relayTestFixtures, stockVersions, verify, waitUntil, type TopicMessage } from "./support/relay-harness.ts";
+import { relayTestFixtures, stockVersions } from "./support/relay-harness.ts";
+import { verify, waitUntil, type TopicMessage } from "./support/topic-reader.ts";
 
 const SHARDS = 6;
 const { setup, onCleanup } = relayTestFixtures();

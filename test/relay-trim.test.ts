@@ -11,7 +11,8 @@
 import { describe, expect, test } from "bun:test";
 import { RELAY_GROUP } from "../services/relay/stream.ts";
 import { stackEnv } from "../shared/dev/env.ts";
-import { allocate, allocatedEvent, createStocks, holdForeignEntry, outboxStats, relayTestFixtures, stockVersions, verify, waitUntil, type HarnessOptions } from "./support/relay-harness.ts";
+import { allocate, allocatedEvent, createStocks, holdForeignEntry, outboxStats, relayTestFixtures, stockVersions, type HarnessOptions } from "./support/relay-harness.ts";
+import { verify, waitUntil } from "./support/topic-reader.ts";
 
 const { setup } = relayTestFixtures();
 const total = (versions: Map<string, number>) => [...versions.values()].reduce((a, b) => a + b, 0);

@@ -6,18 +6,8 @@
 import { describe, expect, test } from "bun:test";
 import { OUTBOX_EVENT_FIELD } from "../shared/domain/events.ts";
 import { RELAY_GROUP } from "../services/relay/stream.ts";
-import {
-  allocate,
-  createStocks,
-  outboxContents,
-  outboxStats,
-  stockVersions,
-  verify,
-  waitUntil,
-  relayTestFixtures,
-  allocatedEvent,
-  holdForeignEntry,
-} from "./support/relay-harness.ts";
+import { allocate, createStocks, outboxContents, outboxStats, stockVersions, relayTestFixtures, allocatedEvent, holdForeignEntry } from "./support/relay-harness.ts";
+import { verify, waitUntil } from "./support/topic-reader.ts";
 
 const { setup } = relayTestFixtures();
 

@@ -10,7 +10,7 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { createTestApi, type TestApi } from "./support/api.ts";
-import { waitUntil } from "./support/relay-harness.ts";
+import { waitUntil } from "./support/topic-reader.ts";
 
 let api: TestApi | undefined;
 afterEach(async () => {

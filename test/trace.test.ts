@@ -12,7 +12,8 @@ import { parseTraceparent } from "../shared/trace.ts";
 import { createTestApi, type TestApi } from "./support/api.ts";
 import { brokers, eventually, readSideFixtures } from "./support/read-side.ts";
 import { uniqueName } from "../shared/dev/env.ts";
-import { createHarness, REPO_ROOT, SHARDS, TopicReader, type Harness } from "./support/relay-harness.ts";
+import { createHarness, REPO_ROOT, SHARDS, type Harness } from "./support/relay-harness.ts";
+import { TopicReader } from "./support/topic-reader.ts";
 
 const fx = readSideFixtures({ database: "trace" });
 let h: Harness;

@@ -3,7 +3,7 @@
  * Kafka side (consumer lag per partition, batches, DLQ) comes from the shared projector metrics.
  */
 import type { Registry } from "prom-client";
-import { prom } from "../../shared/metrics.ts";
+import { metricsOn, type prom } from "../../shared/metrics.ts";
 
 export interface NotifierMetrics {
   deliveries: prom.Counter<"endpoint">;
@@ -19,44 +19,35 @@ export interface NotifierMetrics {
 }
 
 export function createNotifierMetrics(registry: Registry): NotifierMetrics {
-  const registers = [registry];
+  const m = metricsOn(registry);
   return {
-    deliveries: new prom.Counter({ name: "flashsale_notifier_deliveries_total", help: "Webhooks delivered (2xx)", labelNames: ["endpoint"], registers }),
-    failures: new prom.Counter({
-      name: "flashsale_notifier_delivery_failures_total",
-      help: "Failed attempts (each is retried or dead-lettered): reason http_3xx|http_4xx|http_5xx|timeout|network|refused (an address webhooks may not reach)",
-      labelNames: ["endpoint", "reason"],
-      registers,
-    }),
-    deadLetters: new prom.Counter({ name: "flashsale_notifier_dead_letters_total", help: "Deliveries dead after the last attempt", labelNames: ["endpoint"], registers }),
-    lagSeconds: new prom.Histogram({
-      name: "flashsale_notifier_delivery_lag_seconds",
-      help: "Delivered time minus the event's occurredAt",
-      labelNames: ["endpoint"],
-      buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 14_400],
-      registers,
-    }),
-    attemptSeconds: new prom.Histogram({
-      name: "flashsale_notifier_attempt_duration_seconds",
-      help: "One HTTP attempt, until the response excerpt is read",
-      labelNames: ["endpoint"],
-      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-      registers,
-    }),
-    backlog: new prom.Gauge({ name: "flashsale_notifier_backlog", help: "Pending deliveries (due or waiting to retry)", labelNames: ["endpoint"], registers }),
-    oldestPendingSeconds: new prom.Gauge({
-      name: "flashsale_notifier_oldest_pending_seconds",
-      help: "Age of the oldest pending delivery",
-      labelNames: ["endpoint"],
-      registers,
-    }),
-    deadLetterBacklog: new prom.Gauge({ name: "flashsale_notifier_dead_letter_backlog", help: "Dead letters waiting to be re-sent", labelNames: ["endpoint"], registers }),
-    deliveryLeader: new prom.Gauge({ name: "flashsale_notifier_delivery_leader", help: "1 when this process holds the delivery lease", registers }),
-    leaseWindowSeconds: new prom.Gauge({
-      name: "flashsale_notifier_lease_window_seconds",
-      help: "The delivery lease's window: 4 x p99 of the measured renewal time, within NOTIFIER_LEASE_MIN..NOTIFIER_LEASE_MAX",
-      registers,
-    }),
+    deliveries: m.counter("flashsale_notifier_deliveries_total", "Webhooks delivered (2xx)", ["endpoint"]),
+    failures: m.counter(
+      "flashsale_notifier_delivery_failures_total",
+      "Failed attempts (each is retried or dead-lettered): reason http_3xx|http_4xx|http_5xx|timeout|network|refused (an address webhooks may not reach)",
+      ["endpoint", "reason"],
+    ),
+    deadLetters: m.counter("flashsale_notifier_dead_letters_total", "Deliveries dead after the last attempt", ["endpoint"]),
+    lagSeconds: m.histogram(
+      "flashsale_notifier_delivery_lag_seconds",
+      "Delivered time minus the event's occurredAt",
+      [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 14_400],
+      ["endpoint"],
+    ),
+    attemptSeconds: m.histogram(
+      "flashsale_notifier_attempt_duration_seconds",
+      "One HTTP attempt, until the response excerpt is read",
+      [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      ["endpoint"],
+    ),
+    backlog: m.gauge("flashsale_notifier_backlog", "Pending deliveries (due or waiting to retry)", ["endpoint"]),
+    oldestPendingSeconds: m.gauge("flashsale_notifier_oldest_pending_seconds", "Age of the oldest pending delivery", ["endpoint"]),
+    deadLetterBacklog: m.gauge("flashsale_notifier_dead_letter_backlog", "Dead letters waiting to be re-sent", ["endpoint"]),
+    deliveryLeader: m.gauge("flashsale_notifier_delivery_leader", "1 when this process holds the delivery lease"),
+    leaseWindowSeconds: m.gauge(
+      "flashsale_notifier_lease_window_seconds",
+      "The delivery lease's window: 4 x p99 of the measured renewal time, within NOTIFIER_LEASE_MIN..NOTIFIER_LEASE_MAX",
+    ),
   };
 }
 

@@ -1,5 +1,5 @@
 /** The relay's Prometheus metrics. Outbox gauges are read from Redis when scraped. */
-import { BATCH_SIZE_BUCKETS, prom, STAGE_SECONDS_BUCKETS, STEP_SECONDS_BUCKETS } from "../../shared/metrics.ts";
+import { BATCH_SIZE_BUCKETS, metricsOn, prom, STAGE_SECONDS_BUCKETS, STEP_SECONDS_BUCKETS } from "../../shared/metrics.ts";
 import type { Registry } from "prom-client";
 
 export interface ShardSnapshot {
@@ -20,62 +20,48 @@ export function createRelayMetrics(registry: Registry, snapshot: () => Promise<S
     return cached.value;
   };
 
+  const m = metricsOn(registry);
   return {
-    relayed: new prom.Counter({ name: "flashsale_relay_events_relayed_total", help: "Events produced to Kafka and acknowledged in the outbox", registers }),
-    batches: new prom.Counter({ name: "flashsale_relay_batches_total", help: "Batches produced to Kafka and acknowledged", registers }),
-    batchSeconds: new prom.Histogram({
-      name: "flashsale_relay_batch_duration_seconds",
-      help: "Time from a batch read from the outbox to its XACK (Kafka send included)",
-      buckets: STEP_SECONDS_BUCKETS,
-      registers,
-    }),
-    batchSize: new prom.Histogram({
-      name: "flashsale_relay_batch_events",
-      help: "Events per relayed batch",
-      buckets: BATCH_SIZE_BUCKETS,
-      registers,
-    }),
-    readStageSeconds: new prom.Histogram({
-      name: "flashsale_relay_stage_xadd_to_read_seconds",
-      help: "Per event: its XADD (Redis time in the stream id) → read by the relay and on RELAY_MIN_REPLICAS replicas",
-      buckets: STAGE_SECONDS_BUCKETS,
-      registers,
-    }),
-    publishStageSeconds: new prom.Histogram({
-      name: "flashsale_relay_stage_read_to_kafka_ack_seconds",
-      help: "Per batch: read from the outbox → Kafka acknowledged it (transaction committed)",
-      buckets: STAGE_SECONDS_BUCKETS,
-      registers,
-    }),
-    stepSeconds: new prom.Histogram({
-      name: "flashsale_relay_step_seconds",
-      help: "Per transaction (one read round, all its shards): encode = entries → Kafka messages (parse, validate, headers); send = the produce requests (kafkajs encoding included); commit = EndTxn; ack = XACK + trim of every shard in it",
-      labelNames: ["step"] as const,
-      buckets: STAGE_SECONDS_BUCKETS,
-      registers,
-    }),
-    replicaWaitSeconds: new prom.Histogram({
-      name: "flashsale_relay_replica_wait_seconds",
-      help: "Time WAIT took until RELAY_MIN_REPLICAS replicas had the entries just read",
-      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5, 30],
-      registers,
-    }),
-    replicaStalls: new prom.Counter({
-      name: "flashsale_relay_replica_stalls_total",
-      help: "Reads whose entries were held back because fewer than RELAY_MIN_REPLICAS replicas had them within RELAY_REPLICA_WAIT_MS",
-      registers,
-    }),
-    fenced: new prom.Counter({
-      name: "flashsale_relay_fenced_total",
-      help: "Transactions not published because another relay fenced this relay's producer (or it had to be replaced); every shard is then acquired again",
-      registers,
-    }),
-    deadLetters: new prom.Counter({ name: "flashsale_relay_dead_letters_total", help: "Outbox entries moved to the dead-letter stream (failed validation)", registers }),
-    sendFailures: new prom.Counter({ name: "flashsale_relay_kafka_send_failures_total", help: "Failed Kafka sends (batch kept pending and retried)", registers }),
-    claimed: new prom.Counter({ name: "flashsale_relay_claimed_entries_total", help: "Pending entries taken over from other consumers", registers }),
-    ownedShards: new prom.Gauge({ name: "flashsale_relay_owned_shards", help: "Shards this relay currently holds the lease of", registers }),
-    kafkaUp: new prom.Gauge({ name: "flashsale_relay_kafka_up", help: "1 when the last Kafka send or connect succeeded", registers }),
-    redisUp: new prom.Gauge({ name: "flashsale_relay_redis_up", help: "1 when the last Redis call succeeded", registers }),
+    relayed: m.counter("flashsale_relay_events_relayed_total", "Events produced to Kafka and acknowledged in the outbox"),
+    batches: m.counter("flashsale_relay_batches_total", "Batches produced to Kafka and acknowledged"),
+    batchSeconds: m.histogram("flashsale_relay_batch_duration_seconds", "Time from a batch read from the outbox to its XACK (Kafka send included)", STEP_SECONDS_BUCKETS),
+    batchSize: m.histogram("flashsale_relay_batch_events", "Events per relayed batch", BATCH_SIZE_BUCKETS),
+    readStageSeconds: m.histogram(
+      "flashsale_relay_stage_xadd_to_read_seconds",
+      "Per event: its XADD (Redis time in the stream id) → read by the relay and on RELAY_MIN_REPLICAS replicas",
+      STAGE_SECONDS_BUCKETS,
+    ),
+    publishStageSeconds: m.histogram(
+      "flashsale_relay_stage_read_to_kafka_ack_seconds",
+      "Per batch: read from the outbox → Kafka acknowledged it (transaction committed)",
+      STAGE_SECONDS_BUCKETS,
+    ),
+    stepSeconds: m.histogram(
+      "flashsale_relay_step_seconds",
+      "Per transaction (one read round, all its shards): encode = entries → Kafka messages (parse, validate, headers); send = the produce requests (kafkajs encoding included); commit = EndTxn; ack = XACK + trim of every shard in it",
+      STAGE_SECONDS_BUCKETS,
+      ["step"],
+    ),
+    replicaWaitSeconds: m.histogram(
+      "flashsale_relay_replica_wait_seconds",
+      "Time WAIT took until RELAY_MIN_REPLICAS replicas had the entries just read",
+      [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5, 30],
+    ),
+    replicaStalls: m.counter(
+      "flashsale_relay_replica_stalls_total",
+      "Reads whose entries were held back because fewer than RELAY_MIN_REPLICAS replicas had them within RELAY_REPLICA_WAIT_MS",
+    ),
+    fenced: m.counter(
+      "flashsale_relay_fenced_total",
+      "Transactions not published because another relay fenced this relay's producer (or it had to be replaced); every shard is then acquired again",
+    ),
+    deadLetters: m.counter("flashsale_relay_dead_letters_total", "Outbox entries moved to the dead-letter stream (failed validation)"),
+    sendFailures: m.counter("flashsale_relay_kafka_send_failures_total", "Failed Kafka sends (batch kept pending and retried)"),
+    claimed: m.counter("flashsale_relay_claimed_entries_total", "Pending entries taken over from other consumers"),
+    ownedShards: m.gauge("flashsale_relay_owned_shards", "Shards this relay currently holds the lease of"),
+    kafkaUp: m.gauge("flashsale_relay_kafka_up", "1 when the last Kafka send or connect succeeded"),
+    redisUp: m.gauge("flashsale_relay_redis_up", "1 when the last Redis call succeeded"),
+    // The outbox gauges are read when scraped (collect), which metricsOn does not declare.
     outboxLength: new prom.Gauge({
       name: "flashsale_relay_outbox_length",
       help: "Entries in the shard's outbox stream (XLEN)",

@@ -24,7 +24,8 @@ import { mintUserToken } from "../../shared/dev/token.ts";
 import { TEST_ADMIN_TOKEN, TEST_JWT_SECRET } from "../support/api.ts";
 import { freePort, stackEnv, uniqueName } from "../../shared/dev/env.ts";
 import { killChild } from "../support/processes.ts";
-import { spawnRelay, TopicReader } from "../support/relay-harness.ts";
+import { spawnRelay } from "../support/relay-harness.ts";
+import { TopicReader } from "../support/topic-reader.ts";
 
 const SHARDS = 4;
 const silent = createLogger("sim", process.env.LOG_LEVEL ?? "silent");

@@ -1,11 +1,11 @@
 /**
  * Helpers for the relay tests: an isolated key prefix and topic per test, events produced through
- * the real Lua scripts, a topic reader, and the checks every relay test makes (nothing missing,
- * per-stock order, duplicates counted).
+ * the real Lua scripts, relays in-process or as processes. Reading the topic and checking what it
+ * holds (nothing missing, per-stock order, duplicates counted): ./topic-reader.ts.
  */
 import { afterEach } from "bun:test";
 import type { Subprocess } from "bun";
-import { Kafka, logLevel, type Consumer } from "kafkajs";
+import type { Kafka } from "kafkajs";
 import { parseConfig, relaySchema } from "../../shared/config.ts";
 import { OUTBOX_EVENT_FIELD, SCHEMA_VERSION, type EventOf } from "../../shared/domain/events.ts";
 import { createKeyLayout, type KeyLayout } from "../../shared/domain/keys.ts";
@@ -14,27 +14,14 @@ import { createLogger, type Logger } from "../../shared/logger.ts";
 import { createRedis, deleteKeysByPrefix, parseClusterNodes, type RedisClient } from "../../shared/redis/client.ts";
 import { createStockCommands, type StockCommands } from "../../shared/redis/commands.ts";
 import { createKafka, deleteTopics } from "../../shared/kafka/client.ts";
-import { ensureTopics, stockEventTopics } from "../../shared/kafka/topics.ts";
 import { createRelay, type Relay, type RelaySettings } from "../../services/relay/relay.ts";
 import { RELAY_GROUP } from "../../services/relay/stream.ts";
 import { childLogFile, freePort, stackEnv, uniqueName } from "../../shared/dev/env.ts";
 import { killChild } from "./processes.ts";
+import { PARTITIONS, TopicReader } from "./topic-reader.ts";
 
 export const SHARDS = 4;
-export const PARTITIONS = 4;
 export const REPO_ROOT = new URL("../..", import.meta.url).pathname;
-
-export interface TopicMessage {
-  partition: number;
-  offset: string;
-  key: string;
-  value: string;
-  eventId: string;
-  aggregateId: string;
-  version: number;
-  headers: Record<string, string>;
-  timestamp: number;
-}
 
 export interface Harness {
   prefix: string;
@@ -203,110 +190,6 @@ export async function outboxStats(h: Harness): Promise<{ length: number; pending
 /** Who holds each shard's lease right now (index = shard; null = nobody): the record a takeover is observed from. */
 export async function leaseHolders(h: Harness): Promise<(string | null)[]> {
   return Promise.all(h.keys.allShards().map((s) => h.redis.get(h.keys.relayLease(s))));
-}
-
-/** Reads the topic from the beginning in the background, collecting every message. */
-export class TopicReader {
-  readonly messages: TopicMessage[] = [];
-  private readonly offsets = new Set<string>();
-  private consumer: Consumer | undefined;
-  constructor(
-    private readonly topic: string,
-    private readonly brokers = stackEnv.KAFKA_BROKERS,
-    /** Also aborted transactions' messages (for a diagnosis: is a missing event there, aborted?). */
-    private readonly readUncommitted = false,
-  ) {}
-
-  async start(): Promise<void> {
-    const kafka = new Kafka({ clientId: "relay-test-reader", brokers: this.brokers.split(","), logLevel: logLevel.NOTHING });
-    // The relay creates the topic too (same partitions); whoever comes first wins.
-    await ensureTopics(kafka, stockEventTopics(this.topic, PARTITIONS));
-    this.consumer = kafka.consumer({ groupId: uniqueName("reader"), sessionTimeout: 30_000, retry: { retries: 100, maxRetryTime: 2_000 }, readUncommitted: this.readUncommitted });
-    await this.consumer.connect();
-    await this.consumer.subscribe({ topic: this.topic, fromBeginning: true });
-    await this.consumer.run({
-      autoCommit: false,
-      eachBatch: async ({ batch }) => {
-        for (const m of batch.messages) {
-          // The reader itself may re-read after a broker outage (no committed offsets): count each
-          // offset once, so duplicates mean copies on the topic, not re-reads.
-          const at = `${batch.partition}:${m.offset}`;
-          if (this.offsets.has(at)) continue;
-          this.offsets.add(at);
-          const value = m.value?.toString("utf8") ?? "";
-          const event = JSON.parse(value) as { eventId: string; aggregateId: string; version: number };
-          const headers: Record<string, string> = {};
-          for (const [k, v] of Object.entries(m.headers ?? {})) headers[k] = String(v);
-          this.messages.push({
-            partition: batch.partition,
-            offset: m.offset,
-            key: m.key?.toString("utf8") ?? "",
-            value,
-            eventId: event.eventId,
-            aggregateId: event.aggregateId,
-            version: event.version,
-            headers,
-            timestamp: Number(m.timestamp),
-          });
-        }
-      },
-    });
-  }
-
-  uniqueIds(): Set<string> {
-    return new Set(this.messages.map((m) => m.eventId));
-  }
-
-  async waitFor(predicate: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-    await waitUntil(predicate, timeoutMs, what);
-  }
-
-  async stop(): Promise<void> {
-    await this.consumer?.disconnect().catch(() => {});
-  }
-}
-
-export async function waitUntil(predicate: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await predicate())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await Bun.sleep(100);
-  }
-}
-
-export interface Verdict {
-  missing: string[];
-  duplicates: number;
-  /** Stocks whose first occurrences on the topic are not in version order. */
-  outOfOrder: string[];
-  unexpected: string[];
-}
-
-/**
- * Checks the topic against Redis: each stock's versions 1..V present, nothing else, first
- * occurrences in version order within the partition, duplicates counted.
- */
-export function verify(messages: TopicMessage[], versions: Map<string, number>): Verdict {
-  const seen = new Map<string, TopicMessage>();
-  let duplicates = 0;
-  const lastVersion = new Map<string, number>();
-  const outOfOrder = new Set<string>();
-  const byPartition = [...messages].sort((a, b) => a.partition - b.partition || Number(BigInt(a.offset) - BigInt(b.offset)));
-  for (const m of byPartition) {
-    if (seen.has(m.eventId)) {
-      duplicates++;
-      continue;
-    }
-    seen.set(m.eventId, m);
-    const last = lastVersion.get(m.aggregateId) ?? 0;
-    if (m.version !== last + 1) outOfOrder.add(m.aggregateId);
-    lastVersion.set(m.aggregateId, Math.max(last, m.version));
-  }
-  const present = new Set([...seen.values()].map((m) => `${m.aggregateId}@${m.version}`));
-  const missing: string[] = [];
-  for (const [stock, v] of versions) for (let i = 1; i <= v; i++) if (!present.has(`${stock}@${i}`)) missing.push(`${stock}@${i}`);
-  const unexpected = [...seen.values()].filter((m) => !versions.has(m.aggregateId) || m.version > versions.get(m.aggregateId)!).map((m) => m.eventId);
-  return { missing, duplicates, outOfOrder: [...outOfOrder], unexpected };
 }
 
 /** A well-formed StockAllocated event for a (fake) stock, as the Lua scripts would write it. */
