@@ -5,9 +5,10 @@
  * node that is down. Port plan: kafka-broker-failure uses 19292-19297.
  *
  * What the tests observe comes from the cluster's own records: partition leaders and in-sync replicas
- * from metadata, the active controller from the KRaft quorum (`stack.sh kafka-quorum describe --status`).
+ * from metadata, the active controller from the KRaft quorum (`stack.sh kafka-quorum describe --status`),
+ * or, while a failover is being watched, from the nodes' own "Becoming the active controller" log lines.
  */
-import { cpSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Kafka, logLevel } from "kafkajs";
@@ -141,6 +142,33 @@ export class PrivateKafkaCluster {
   /** `kafka-transactions.sh <args>` (`list`, `find-hanging --broker-id n`, `describe-producers …`). */
   transactions(...args: string[]): Promise<string> {
     return this.stack("kafka-transactions", ...args);
+  }
+
+  /** Where each node's log ends now: controllerElectedSince reads only what comes after. */
+  logEnds(): Map<number, number> {
+    return new Map(KAFKA_CLUSTER_NODES.map((n) => [n, existsSync(this.logOf(n)) ? statSync(this.logOf(n)).size : 0]));
+  }
+
+  /**
+   * The newest "Becoming the active controller" line any node logged after `since` (logEnds()): the node,
+   * its epoch and when. The quorum's own record, read from the files, where asking the quorum
+   * (activeController) starts a JVM, which on 2 cores slowed the failover it was watching.
+   */
+  controllerElectedSince(since: Map<number, number>): { id: number; epoch: number; at: number } | undefined {
+    let newest: { id: number; epoch: number; at: number } | undefined;
+    for (const n of KAFKA_CLUSTER_NODES) {
+      if (!existsSync(this.logOf(n))) continue;
+      const text = readFileSync(this.logOf(n)).subarray(since.get(n) ?? 0).toString("utf8");
+      for (const m of text.matchAll(/^\[(\S+) (\S+),(\d+)\] INFO \[QuorumController id=(\d+)\] Becoming the active controller at epoch (\d+)/gm)) {
+        const found = { id: Number(m[4]), epoch: Number(m[5]), at: new Date(`${m[1]}T${m[2]}.${m[3]}`).getTime() }; // the JVM logs local time, as Date parses it
+        if (!newest || found.epoch > newest.epoch) newest = found;
+      }
+    }
+    return newest;
+  }
+
+  private logOf(node: number): string {
+    return join(this.dir, "logs", `kafka-cluster-${node}.log`);
   }
 
   /** Copies the brokers' logs to `dir` (kept for a failed run; stop() deletes the stack dir). */
