@@ -102,9 +102,12 @@ export class PrivateKafkaCluster {
   }
 
   /**
-   * Creates a topic with the brokers' defaults (RF 3, min ISR 2) and waits until every partition has all
-   * three replicas in sync. Not kafkajs' waitForLeaders: right after the create, a broker that has not
-   * replayed the new topic's metadata yet answers UNKNOWN_TOPIC_OR_PARTITION and kafkajs gives up.
+   * Creates a topic with the brokers' defaults (RF 3, min ISR 2), waits until every partition has all
+   * three replicas in sync, and then until every broker's own metadata has it. Not kafkajs'
+   * waitForLeaders: right after the create, a broker that has not replayed the new topic's metadata yet
+   * answers UNKNOWN_TOPIC_OR_PARTITION and kafkajs gives up. Full ISR, read from one broker, was not
+   * enough: in a clone run, the test's DescribeConfigs reached another broker that did not know the
+   * topic yet, and failed the test at its first line.
    */
   async createTopic(topic: string, numPartitions: number): Promise<void> {
     const admin = this.client("private-kafka-admin").admin();
@@ -115,6 +118,25 @@ export class PrivateKafkaCluster {
       await admin.disconnect();
     }
     await this.waitFullIsr(topic, 30_000);
+    await Promise.all(KAFKA_CLUSTER_NODES.map((n) => this.waitBrokerKnows(n, topic, 30_000)));
+  }
+
+  /** Until broker `node` itself lists `topic` with every partition led (a client whose only broker it is). */
+  private async waitBrokerKnows(node: number, topic: string, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    const one = new Kafka({ clientId: "private-kafka-check", brokers: [`127.0.0.1:${this.basePort + node - 1}`], logLevel: logLevel.NOTHING, retry: { retries: 0 } });
+    for (;;) {
+      const admin = one.admin();
+      const known = await admin
+        .connect()
+        .then(() => admin.fetchTopicMetadata({ topics: [topic] }))
+        .then(({ topics }) => topics[0]!.partitions.length > 0 && topics[0]!.partitions.every((p) => p.leader >= 0))
+        .catch(() => false)
+        .finally(() => admin.disconnect().catch(() => {}));
+      if (known) return;
+      if (Date.now() > deadline) throw new Error(`broker ${node} does not know topic ${topic} after ${timeoutMs} ms`);
+      await Bun.sleep(200);
+    }
   }
 
   /** Waits until every partition of `topic` has all three replicas in sync again (a restarted broker caught up). */
