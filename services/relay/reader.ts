@@ -36,7 +36,8 @@ import { isCluster } from "../../shared/redis/client.ts";
 import { freezeForTest, type RelayContext } from "./context.ts";
 import { errorMessage } from "./health.ts";
 import { relayReadCall, relayReadPendingCall } from "../../shared/redis/calls.ts";
-import { prepareScripts, queueScript, type ScriptCall } from "../../shared/redis/scripts.ts";
+import { queueScript, type ScriptCall } from "../../shared/redis/scripts.ts";
+import { SCRIPT_COMMANDS } from "../../shared/redis/script-sources.ts";
 import { RELAY_GROUP, type OutboxEntry } from "./stream.ts";
 
 /** New entries read, and the shards whose lease turned out not to be ours (nothing was read from them). */
@@ -78,9 +79,9 @@ export class OutboxReader {
     if (isCluster(ctx.redis)) {
       this.cluster = ctx.redis;
     } else {
-      this.blocking = ctx.redis.duplicate({ enableAutoPipelining: false, lazyConnect: true, autoResendUnfulfilledCommands: false });
+      // The scripts as commands from the constructor on, as createRedis gives them (its reads are pipelines).
+      this.blocking = ctx.redis.duplicate({ enableAutoPipelining: false, lazyConnect: true, autoResendUnfulfilledCommands: false, scripts: SCRIPT_COMMANDS });
       this.blocking.on("error", () => {}); // failures surface on the commands; logged once by redisState
-      prepareScripts(this.blocking);
     }
   }
 
@@ -334,9 +335,10 @@ export class OutboxReader {
       commandTimeout: this.ctx.cfg.RELAY_BLOCK_MS + this.ctx.cfg.RELAY_REPLICA_WAIT_MS + 5_000,
       // Never reconnect to a node that went away: it may no longer own the slot; ask the slot map.
       retryStrategy: () => null,
+      // The scripts as commands from the constructor on (the cluster's `scripts` is not a node option).
+      scripts: SCRIPT_COMMANDS,
     });
     conn.on("error", () => {});
-    prepareScripts(conn);
     return conn;
   }
 }

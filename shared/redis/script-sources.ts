@@ -1,8 +1,8 @@
 /**
  * The Lua scripts' sources and key counts, in one table: what `createRedis` (client.ts) defines on
  * every client it makes (ioredis' `scripts` option, so they exist before the client's first command)
- * and what scripts.ts runs. The write-side scripts share _lib.lua (prepended); the relay's
- * coordination scripts use none of it. The .lua files are text imports, so `bun build --compile`
+ * and what scripts.ts runs. _lib.lua is prepended to every script (the relay's use little of it),
+ * _room.lua too to the waiting-room ones. The .lua files are text imports, so `bun build --compile`
  * embeds them in the binary.
  */
 import allocateLua from "./scripts/allocate.lua" with { type: "text" };
